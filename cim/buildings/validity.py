@@ -1,0 +1,187 @@
+"""Geometric validity of a building solid (ISO 19107 style, the checks val3dity makes for a single shell).
+
+Checks, each reported with a val3dity-like code so users can compare:
+  * 101 too few points in a ring, 104 ring self-intersection (2D, in the face plane)
+  * 203 non-planar face (vertex-to-plane distance > ``planarity_tol``)
+  * 302 shell not closed (an edge used once), 303 non-manifold edge (used > 2 times)
+  * 307 inconsistent or inward orientation (an edge used twice in the same direction, or negative volume)
+  * 306 self-intersection between non-adjacent faces (triangle-triangle tests with a small tolerance)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import mapbox_earcut
+import numpy as np
+from shapely.geometry import Polygon
+
+from cim.cityjson import BuildingGeometry
+
+
+@dataclass
+class Validity:
+    """Result of :func:`check_solid`: ``valid`` and the list of (code, message) problems."""
+
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return not self.errors
+
+    @property
+    def codes(self) -> list[int]:
+        return sorted({c for c, _ in self.errors})
+
+
+def face_plane(face: np.ndarray) -> tuple[np.ndarray, float]:
+    """Unit normal (Newell's method, right-hand rule) and offset d (n·x = d) of a polygon."""
+    nxt = np.roll(face, -1, axis=0)
+    n = np.array([
+        np.sum((face[:, 1] - nxt[:, 1]) * (face[:, 2] + nxt[:, 2])),
+        np.sum((face[:, 2] - nxt[:, 2]) * (face[:, 0] + nxt[:, 0])),
+        np.sum((face[:, 0] - nxt[:, 0]) * (face[:, 1] + nxt[:, 1])),
+    ])
+    norm = np.linalg.norm(n)
+    if norm == 0:
+        return np.zeros(3), 0.0
+    n = n / norm
+    return n, float(n @ face.mean(axis=0))
+
+
+def face_area(face: np.ndarray) -> float:
+    """Area of a planar 3D polygon (Newell)."""
+    nxt = np.roll(face, -1, axis=0)
+    return 0.5 * float(np.linalg.norm(np.cross(face, nxt).sum(axis=0)))
+
+
+def signed_volume(faces: Sequence[np.ndarray]) -> float:
+    """Volume enclosed by a closed shell (positive when faces are oriented outward)."""
+    vol = 0.0
+    for f in faces:
+        a = f[0]
+        b, c = f[1:-1], f[2:]
+        vol += float(np.einsum("ij,ij->i", np.broadcast_to(a, b.shape), np.cross(b, c)).sum())
+    return vol / 6.0
+
+
+def _project(face: np.ndarray, normal: np.ndarray) -> np.ndarray:
+    axis = int(np.argmax(np.abs(normal)))
+    keep = [i for i in range(3) if i != axis]
+    return face[:, keep]
+
+
+def triangulate_face(face: np.ndarray) -> np.ndarray:
+    """Triangles (k, 3) of vertex indices into a planar ``face`` (earcut), wound like the face."""
+    n = len(face)
+    if n == 3:
+        return np.array([[0, 1, 2]], dtype=np.int64)
+    normal, _ = face_plane(face)
+    p2 = _project(face, normal)
+    tri = mapbox_earcut.triangulate_float64(p2, np.array([n], dtype=np.uint32)).astype(np.int64).reshape(-1, 3)
+    if len(tri):
+        a, b, c = face[tri[:, 0]], face[tri[:, 1]], face[tri[:, 2]]
+        flip = np.cross(b - a, c - a) @ normal < 0
+        tri[flip] = tri[flip][:, [0, 2, 1]]
+    return tri
+
+
+def check_solid(geom: BuildingGeometry | Sequence[np.ndarray], *, planarity_tol: float = 0.01,
+                snap_tol: float = 0.001, check_intersections: bool = True) -> Validity:
+    """Validate one closed shell given as faces (outer rings, outward CCW); see the module docstring."""
+    faces = [np.asarray(f, dtype=np.float64) for f in (geom.faces if isinstance(geom, BuildingGeometry) else geom)]
+    v = Validity()
+    if len(faces) < 4:
+        v.errors.append((301, f"only {len(faces)} faces"))
+        return v
+    allv = np.concatenate(faces)
+    key = np.rint(allv / snap_tol).astype(np.int64)
+    _, vid = np.unique(key, axis=0, return_inverse=True)
+    vid = vid.reshape(-1)
+    rings: list[np.ndarray] = []
+    off = 0
+    for i, f in enumerate(faces):
+        r = vid[off: off + len(f)]
+        off += len(f)
+        rings.append(r)
+        if len(f) < 3 or len(np.unique(r)) < 3:
+            v.errors.append((101, f"face {i}: fewer than 3 distinct vertices"))
+            continue
+        if np.any(r == np.roll(r, 1)):
+            v.errors.append((102, f"face {i}: consecutive duplicate vertices"))
+        normal, d = face_plane(f)
+        if not normal.any():
+            v.errors.append((204, f"face {i}: degenerate (zero area)"))
+            continue
+        dist = np.abs(f @ normal - d).max()
+        if dist > planarity_tol:
+            v.errors.append((203, f"face {i}: non-planar ({dist:.3f} m)"))
+        if not Polygon(_project(f, normal)).is_valid:
+            v.errors.append((104, f"face {i}: ring self-intersects"))
+    if v.errors:
+        return v
+    # edges: closedness, manifoldness, orientation
+    edges = np.concatenate([np.stack([r, np.roll(r, -1)], axis=1) for r in rings])
+    directed, dcount = np.unique(edges, axis=0, return_counts=True)
+    if (dcount > 1).any():
+        v.errors.append((307, f"{int((dcount > 1).sum())} edges used twice in the same direction"))
+    und = np.sort(edges, axis=1)
+    _, ucount = np.unique(und, axis=0, return_counts=True)
+    if (ucount == 1).any():
+        v.errors.append((302, f"shell not closed: {int((ucount == 1).sum())} free edges"))
+    if (ucount > 2).any():
+        v.errors.append((303, f"{int((ucount > 2).sum())} non-manifold edges"))
+    if v.errors:
+        return v
+    vol = signed_volume(faces)
+    if vol <= 0:
+        v.errors.append((307, f"faces oriented inward (volume {vol:.3f})"))
+        return v
+    if check_intersections:
+        n_hit = _self_intersections(faces, rings, tol=snap_tol)
+        if n_hit:
+            v.errors.append((306, f"{n_hit} pairs of faces intersect"))
+    return v
+
+
+def _self_intersections(faces: list[np.ndarray], rings: list[np.ndarray], tol: float) -> int:
+    """Count pairs of faces that share no vertex yet intersect (or that share vertices and overlap)."""
+    tris, owner = [], []
+    for i, f in enumerate(faces):
+        t = triangulate_face(f)
+        tris.append(f[t])
+        owner.append(np.full(len(t), i))
+    T = np.concatenate(tris)
+    own = np.concatenate(owner)
+    lo, hi = T.min(axis=1) - tol, T.max(axis=1) + tol
+    ring_sets = [set(r.tolist()) for r in rings]
+    hits: set[tuple[int, int]] = set()
+    for a in range(len(T)):
+        cand = np.nonzero(np.all(lo[a + 1:] <= hi[a], axis=1) & np.all(hi[a + 1:] >= lo[a], axis=1))[0] + a + 1
+        for b in cand:
+            fa, fb = int(own[a]), int(own[b])
+            if fa == fb or (fa, fb) in hits:
+                continue
+            if ring_sets[fa] & ring_sets[fb]:
+                continue  # adjacent faces: closedness/orientation checks cover their shared edges
+            if _tri_tri_intersect(T[a], T[b], tol):
+                hits.add((min(fa, fb), max(fa, fb)))
+    return len(hits)
+
+
+def _tri_tri_intersect(t1: np.ndarray, t2: np.ndarray, tol: float) -> bool:
+    """True when two triangles intersect (separating axis test with ``tol`` slack)."""
+    e1 = [t1[1] - t1[0], t1[2] - t1[1], t1[0] - t1[2]]
+    e2 = [t2[1] - t2[0], t2[2] - t2[1], t2[0] - t2[2]]
+    axes = [np.cross(e1[0], e1[1]), np.cross(e2[0], e2[1])]
+    axes += [np.cross(a, b) for a in e1 for b in e2]
+    for ax in axes:
+        n = np.linalg.norm(ax)
+        if n < 1e-12:
+            continue
+        ax = ax / n
+        p1, p2 = t1 @ ax, t2 @ ax
+        if p1.max() < p2.min() + tol or p2.max() < p1.min() + tol:
+            return False
+    return True

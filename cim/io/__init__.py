@@ -1,0 +1,1 @@
+"""Readers and writers (LAS/LAZ/COPC)."""

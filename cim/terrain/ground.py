@@ -1,0 +1,150 @@
+"""Ground classification: a grid-based Simple Morphological Filter (SMRF, Pingel et al. 2013), vectorised.
+
+Steps (all on one global, cell-aligned grid, so a tile with a buffer gets the same answer as the merged cloud):
+
+1. minimum surface: lowest candidate point per cell; empty cells filled linearly (TIN of the gap rims).
+2. progressive opening with octagonal windows of radius 1 .. ``window`` / ``cell`` cells; a cell becomes
+   "object" when an opening lowers it by more than ``slope * radius * cell`` against the previous opening.
+3. provisional bare earth: the minimum surface without object cells, gaps filled linearly again.
+4. each point is ground when ``|z - dem(x, y)| <= threshold + scalar * gradient(x, y)`` (bilinear dem).
+
+Parameters (defaults work for urban ALS and MLS; see docs/terrain.md):
+
+* ``cell`` (m): grid cell; ~ the ground point spacing, 1.0 for ALS; MLS gets 0.5 automatically from density.
+* ``slope`` (rise/run): the steepest terrain that is still ground (0.15 = 8.5 deg per cell step).
+* ``window`` (m): largest object radius that is removed; must exceed half the width of the largest building.
+* ``threshold`` (m) and ``scalar`` (m per unit slope): the final point-to-surface tolerance.
+
+Candidates are the last/only returns that are not noise (7, 18) or withheld; the returned mask covers every
+point, so first returns on bare ground that lie on the surface are ground too.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from cim.terrain.fill import nearest_fill, tin_fill
+from cim.terrain.grid import GridSpec, cell_reduce
+from cim.terrain.morphology import progressive_openings
+
+__all__ = ["SmrfParams", "smrf", "classify_ground", "ground_candidates", "NOISE_CLASSES"]
+
+NOISE_CLASSES = (7, 18)
+
+
+@dataclass(frozen=True)
+class SmrfParams:
+    cell: float = 1.0
+    slope: float = 0.15
+    window: float = 18.0
+    threshold: float = 0.5
+    scalar: float = 1.25
+
+    def validate(self) -> SmrfParams:
+        for name, value in asdict(self).items():
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"SMRF parameter {name} must be a finite number >= 0, got {value!r}")
+        if self.cell <= 0 or self.window < self.cell:
+            raise ValueError("SMRF needs cell > 0 and window >= cell")
+        return self
+
+
+def smrf(
+    x: np.ndarray,
+    y: np.ndarray,
+    z: np.ndarray,
+    candidates: np.ndarray | None = None,
+    params: SmrfParams | None = None,
+    return_surface: bool = False,
+):
+    """Ground mask (bool, one per point) by SMRF; points with non-finite coordinates are never ground.
+
+    ``candidates`` (bool) restricts which points build the minimum surface (default: all finite points).
+    With ``return_surface`` also returns (grid, provisional DEM) for inspection.
+    """
+    p = (params or SmrfParams()).validate()
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    z = np.asarray(z, dtype=np.float64)
+    finite = np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
+    cand = finite if candidates is None else (np.asarray(candidates, dtype=bool) & finite)
+    ground = np.zeros(len(x), dtype=bool)
+    if cand.sum() < 3:
+        return (ground, None, None) if return_surface else ground
+
+    grid = GridSpec.from_points(x[finite], y[finite], p.cell)
+    idx = grid.flat_index(x, y)
+    cidx = np.where(cand, idx, -1)
+    zmin = cell_reduce(cidx, z, grid.width * grid.height, "min").reshape(grid.shape)
+    has_points = np.isfinite(zmin)
+    surface = _fill(grid, zmin, has_points)
+
+    objects = np.zeros(grid.shape, dtype=bool)
+    last = surface
+    max_radius = max(1, int(round(p.window / p.cell)))
+    for r, opened in progressive_openings(surface, max_radius):
+        objects |= (last - opened) > p.slope * r * p.cell
+        last = opened
+
+    bare = has_points & ~objects
+    if not bare.any():
+        return (ground, grid, None) if return_surface else ground
+    dem = _fill(grid, np.where(bare, zmin, np.nan), bare)
+
+    gy, gx = np.gradient(dem, p.cell)
+    gradient = np.hypot(gx, gy)
+
+    # bilinear DEM at the points: map_coordinates indexes cells by their centres
+    ok = finite & (idx >= 0)
+    rows = (grid.ymax - y[ok]) / p.cell - 0.5
+    cols = (x[ok] - grid.xmin) / p.cell - 0.5
+    dem_at = ndimage.map_coordinates(dem, [rows, cols], order=1, mode="nearest")
+    grad_at = gradient.ravel()[idx[ok]]
+    ground[ok] = np.abs(z[ok] - dem_at) <= p.threshold + p.scalar * grad_at
+    return (ground, grid, dem) if return_surface else ground
+
+
+def _fill(grid: GridSpec, values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    filled = tin_fill(grid, values, valid)
+    return nearest_fill(filled)
+
+
+def ground_candidates(pc) -> np.ndarray:
+    """Points allowed to shape the ground surface: last/only returns, not noise, not withheld."""
+    n = len(pc)
+    cand = np.ones(n, dtype=bool)
+    if pc.has("return_number") and pc.has("number_of_returns"):
+        rn = np.asarray(pc["return_number"])
+        nr = np.asarray(pc["number_of_returns"])
+        meaningful = nr > 0
+        cand &= ~meaningful | (rn >= nr)
+    if pc.has("classification"):
+        cand &= ~np.isin(np.asarray(pc["classification"]), NOISE_CLASSES)
+    if pc.has("withheld"):
+        cand &= ~np.asarray(pc["withheld"], dtype=bool)
+    return cand
+
+
+def classify_ground(pc, backend: str = "smrf", **params) -> np.ndarray:
+    """Bool ground mask for a PointCloud (all points; buffer points included as context).
+
+    ``backend`` is "smrf" (default; parameters of :class:`SmrfParams`) or "csf" (the cloth-simulation-filter
+    package; parameters of :func:`cim.terrain.csf.csf_ground`).
+    """
+    cand = ground_candidates(pc)
+    x, y, z = np.asarray(pc.x), np.asarray(pc.y), np.asarray(pc.z)
+    if backend == "smrf":
+        ground = smrf(x, y, z, candidates=cand, params=SmrfParams(**params))
+    elif backend == "csf":
+        from cim.terrain.csf import csf_ground
+
+        ground = csf_ground(x, y, z, candidates=cand, **params)
+    else:
+        raise ValueError(f"unknown ground backend {backend!r} (use 'smrf' or 'csf')")
+    if pc.has("classification"):
+        ground &= ~np.isin(np.asarray(pc["classification"]), NOISE_CLASSES)
+    return ground

@@ -1,0 +1,173 @@
+"""Placement of local content on the globe: a local east-north-up frame tied to ECEF (EPSG:4978).
+
+Content (points, meshes) is stored in a local ENU frame whose origin is a point of the job area; the 3D Tiles root
+transform maps that frame to ECEF. Coordinates go source CRS -> EPSG:4979 (through the job's full compound CRS and
+the shipped geoid grids, via :func:`cim.crs.to_geographic3d`, which refuses ballpark vertical transformations) ->
+EPSG:4978 -> local ENU.
+
+For many points :meth:`LocalFrame.to_local` uses an exact decomposition instead of one PROJ call per point: for a
+projected CRS with a geoid-based vertical CRS, ``local(x, y, H) = A(x, y) + H * B(x, y)`` (ellipsoidal height is
+``H + N(lat, lon)`` and ECEF is linear in ellipsoidal height along the ellipsoid normal). ``A`` and ``B`` are smooth
+fields; they are evaluated exactly on a control grid and interpolated bilinearly, and every call checks the
+interpolation against exact PROJ results at a sample of the points (falling back to exact transforms when the
+check exceeds ``tolerance``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+import pyproj
+
+from cim.errors import CrsError
+
+#: Largest interpolation error accepted by the fast path of :meth:`LocalFrame.to_local` (metres).
+DEFAULT_TOLERANCE = 2e-4
+#: Control-grid spacing of the fast path (metres in the source CRS).
+_GRID_SPACING = 25.0
+_MIN_POINTS_FOR_GRID = 20_000
+_CHECK_POINTS = 256
+
+
+@lru_cache(maxsize=4)
+def _ecef_transformer() -> pyproj.Transformer:
+    return pyproj.Transformer.from_crs("EPSG:4979", "EPSG:4978", always_xy=True)
+
+
+def geodetic_to_ecef(lon: np.ndarray, lat: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """(n,3) ECEF coordinates (EPSG:4978) of WGS84 longitude/latitude (degrees) and ellipsoidal height."""
+    x, y, z = _ecef_transformer().transform(np.asarray(lon, float), np.asarray(lat, float), np.asarray(h, float))
+    return np.column_stack([x, y, z])
+
+
+def ecef_to_geodetic(xyz: np.ndarray) -> np.ndarray:
+    """(n,3) longitude, latitude (degrees), ellipsoidal height of ECEF points."""
+    xyz = np.atleast_2d(np.asarray(xyz, float))
+    lon, lat, h = _ecef_transformer().transform(xyz[:, 0], xyz[:, 1], xyz[:, 2], direction="INVERSE")
+    return np.column_stack([lon, lat, h])
+
+
+def _geographic3d(crs: pyproj.CRS, allow_ballpark: bool) -> pyproj.Transformer:
+    from cim import crs as cimcrs
+
+    if allow_ballpark:
+        return cimcrs.to_geographic3d(crs, allow_ballpark=True)
+    return cimcrs.to_geographic3d(crs)
+
+
+@dataclass
+class LocalFrame:
+    """A local east-north-up frame at ``origin`` (source CRS coordinates) and its tie to ECEF."""
+
+    crs: pyproj.CRS
+    origin: tuple[float, float, float]
+    origin_geodetic: tuple[float, float, float]
+    ecef_from_local: np.ndarray
+    tolerance: float = DEFAULT_TOLERANCE
+    _to_4979: pyproj.Transformer = field(repr=False, default=None)  # type: ignore[assignment]
+
+    @classmethod
+    def from_crs(
+        cls,
+        crs: pyproj.CRS | str,
+        origin_xyz: tuple[float, float, float] | np.ndarray,
+        *,
+        allow_ballpark: bool = False,
+        tolerance: float = DEFAULT_TOLERANCE,
+    ) -> "LocalFrame":
+        """Frame at ``origin_xyz`` (in ``crs``); raises :class:`CrsError` when the CRS cannot be placed exactly."""
+        from cim import crs as cimcrs
+
+        if crs is None:
+            raise CrsError("3D Tiles placement needs a CRS; give one (for example --crs EPSG:25832+7837)")
+        crs = cimcrs.resolve(crs)
+        to_4979 = _geographic3d(crs, allow_ballpark)
+        ox, oy, oz = (float(v) for v in np.asarray(origin_xyz, float).reshape(3))
+        lon, lat, h = to_4979.transform(ox, oy, oz)
+        if not np.all(np.isfinite([lon, lat, h])):
+            raise CrsError(f"origin {ox, oy, oz} cannot be transformed from {crs.name} to EPSG:4979")
+        ecef_from_local = np.asarray(cimcrs.ecef_from_enu(lon, lat, h), float)
+        return cls(crs, (ox, oy, oz), (float(lon), float(lat), float(h)), ecef_from_local, tolerance, to_4979)
+
+    # -- exact transforms -------------------------------------------------------------------------------------
+    @property
+    def local_from_ecef(self) -> np.ndarray:
+        """Inverse of :attr:`ecef_from_local` (rigid, so computed exactly)."""
+        r = self.ecef_from_local[:3, :3]
+        t = self.ecef_from_local[:3, 3]
+        m = np.eye(4)
+        m[:3, :3] = r.T
+        m[:3, 3] = -r.T @ t
+        return m
+
+    def _ecef_to_local(self, ecef: np.ndarray) -> np.ndarray:
+        r = self.ecef_from_local[:3, :3]
+        t = self.ecef_from_local[:3, 3]
+        return (ecef - t) @ r
+
+    def to_local_exact(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """(n,3) local ENU coordinates with one PROJ transformation per point."""
+        lon, lat, h = self._to_4979.transform(np.asarray(x, float), np.asarray(y, float), np.asarray(z, float))
+        lon, lat, h = (np.atleast_1d(np.asarray(a, float)) for a in (lon, lat, h))
+        if not (np.all(np.isfinite(lon)) and np.all(np.isfinite(lat)) and np.all(np.isfinite(h))):
+            raise CrsError(f"some points cannot be transformed from {self.crs.name} to EPSG:4979 (outside the CRS "
+                           "area or the geoid grid)")
+        return self._ecef_to_local(geodetic_to_ecef(lon, lat, h))
+
+    def from_local(self, local: np.ndarray) -> np.ndarray:
+        """(n,3) source-CRS coordinates of local ENU points (the exact inverse path through ECEF and EPSG:4979)."""
+        local = np.atleast_2d(np.asarray(local, float))
+        ecef = local @ self.ecef_from_local[:3, :3].T + self.ecef_from_local[:3, 3]
+        llh = ecef_to_geodetic(ecef)
+        x, y, z = self._to_4979.transform(llh[:, 0], llh[:, 1], llh[:, 2], direction="INVERSE")
+        return np.column_stack([x, y, z])
+
+    # -- fast path --------------------------------------------------------------------------------------------
+    def to_local(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """(n,3) local ENU coordinates of source-CRS points (float64).
+
+        Large inputs use the control-grid decomposition (see the module docstring), verified against exact
+        transforms at a sample of the points; errors above :attr:`tolerance` fall back to the exact path.
+        """
+        x = np.atleast_1d(np.asarray(x, float))
+        y = np.atleast_1d(np.asarray(y, float))
+        z = np.atleast_1d(np.asarray(z, float))
+        if len(x) < _MIN_POINTS_FOR_GRID:
+            return self.to_local_exact(x, y, z)
+        out = self._to_local_grid(x, y, z)
+        step = max(1, len(x) // _CHECK_POINTS)
+        idx = np.r_[np.arange(0, len(x), step), np.argmin(x), np.argmax(x), np.argmin(y), np.argmax(y),
+                    np.argmin(z), np.argmax(z)]
+        exact = self.to_local_exact(x[idx], y[idx], z[idx])
+        if np.max(np.abs(exact - out[idx])) > self.tolerance:
+            return self.to_local_exact(x, y, z)
+        return out
+
+    def _to_local_grid(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        x0, x1, y0, y1 = x.min(), x.max(), y.min(), y.max()
+        nx = max(2, int(np.ceil((x1 - x0) / _GRID_SPACING)) + 1)
+        ny = max(2, int(np.ceil((y1 - y0) / _GRID_SPACING)) + 1)
+        gx = np.linspace(x0, x1, nx)
+        gy = np.linspace(y0, y1, ny)
+        mx, my = np.meshgrid(gx, gy, indexing="ij")
+        mx, my = mx.ravel(), my.ravel()
+        h0 = np.full(mx.shape, 0.0)
+        a = self.to_local_exact(mx, my, h0).reshape(nx, ny, 3)
+        b = (self.to_local_exact(mx, my, h0 + 100.0).reshape(nx, ny, 3) - a) / 100.0
+        fx = (x - x0) / max(x1 - x0, 1e-12) * (nx - 1)
+        fy = (y - y0) / max(y1 - y0, 1e-12) * (ny - 1)
+        ix = np.clip(fx.astype(np.int64), 0, nx - 2)
+        iy = np.clip(fy.astype(np.int64), 0, ny - 2)
+        tx = (fx - ix)[:, None]
+        ty = (fy - iy)[:, None]
+        out = np.empty((len(x), 3))
+        for grid, weight in ((a, None), (b, z[:, None])):
+            v = ((grid[ix, iy] * (1 - tx) + grid[ix + 1, iy] * tx) * (1 - ty)
+                 + (grid[ix, iy + 1] * (1 - tx) + grid[ix + 1, iy + 1] * tx) * ty)
+            if weight is None:
+                out[:] = v
+            else:
+                out += v * weight
+        return out

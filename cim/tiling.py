@@ -1,0 +1,214 @@
+"""Square tiles on a grid aligned to whole multiples of the tile size, with buffers, and out-of-core partitioning.
+
+Points from any number of input files are streamed, chunk by chunk, into per-(file, tile) part files, so the
+memory of the partitioning step is bounded by the chunk size and the memory of a tile task by the tile size.
+A point belongs to exactly one tile's core (half-open squares) and to the buffer of the neighbours whose
+buffered square contains it; the ``core`` dimension says which.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyproj
+
+from cim.errors import InputError
+from cim.fileutil import atomic_dir
+from cim.io import las
+from cim.points import Bounds, PointCloud
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One square of the grid: column ``ix``, row ``iy``."""
+
+    ix: int
+    iy: int
+    size: float
+    buffer: float
+
+    @property
+    def key(self) -> str:
+        """A stable, file-name-safe identifier such as ``1642_21918``."""
+        return f"{self.ix}_{self.iy}"
+
+    @property
+    def core_bounds(self) -> tuple[float, float, float, float]:
+        """(minx, miny, maxx, maxy) of the tile's own square (max edges excluded)."""
+        return (self.ix * self.size, self.iy * self.size, (self.ix + 1) * self.size, (self.iy + 1) * self.size)
+
+    @property
+    def buffered_bounds(self) -> tuple[float, float, float, float]:
+        """(minx, miny, maxx, maxy) of the square grown by the buffer."""
+        minx, miny, maxx, maxy = self.core_bounds
+        return (minx - self.buffer, miny - self.buffer, maxx + self.buffer, maxy + self.buffer)
+
+    def in_core(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Mask of the points inside the core square."""
+        minx, miny, maxx, maxy = self.core_bounds
+        return (x >= minx) & (x < maxx) & (y >= miny) & (y < maxy)
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Square tiles of ``size`` (source CRS units) aligned to multiples of the size, each with a buffer."""
+
+    size: float = 250.0
+    buffer: float = 20.0
+
+    def __post_init__(self) -> None:
+        if not self.size > 0:
+            raise ValueError(f"tile size must be positive, got {self.size}")
+        if not 0 <= self.buffer < self.size:
+            raise ValueError(f"tile buffer must be in [0, size), got {self.buffer}")
+
+    def tile(self, ix: int, iy: int) -> Tile:
+        return Tile(ix, iy, self.size, self.buffer)
+
+    def tile_from_key(self, key: str) -> Tile:
+        ix, iy = (int(v) for v in key.split("_"))
+        return self.tile(ix, iy)
+
+    def tiles_covering(self, bounds: tuple[float, float, float, float]) -> list[Tile]:
+        """Tiles whose core square meets the (minx, miny, maxx, maxy) box, row by row."""
+        minx, miny, maxx, maxy = bounds
+        ix0, iy0 = math.floor(minx / self.size), math.floor(miny / self.size)
+        ix1, iy1 = math.floor(maxx / self.size), math.floor(maxy / self.size)
+        return [self.tile(ix, iy) for iy in range(iy0, iy1 + 1) for ix in range(ix0, ix1 + 1)]
+
+    def assign(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every (point, tile) membership: point index, tile column, tile row and core flag, sorted by tile.
+
+        Each point appears once as core and once per neighbour whose buffered square contains it.
+        """
+        ix = np.floor(x / self.size).astype(np.int64)
+        iy = np.floor(y / self.size).astype(np.int64)
+        fx, fy = x - ix * self.size, y - iy * self.size  # position inside the own tile
+        idx_parts, ix_parts, iy_parts, core_parts = [], [], [], []
+        for dx in (-1, 0, 1):
+            near_x = _near(fx, dx, self.size, self.buffer)
+            for dy in (-1, 0, 1):
+                mask = near_x & _near(fy, dy, self.size, self.buffer)
+                sel = np.flatnonzero(mask)
+                idx_parts.append(sel)
+                ix_parts.append(ix[sel] + dx)
+                iy_parts.append(iy[sel] + dy)
+                core_parts.append(np.full(len(sel), dx == 0 and dy == 0))
+        idx, tix, tiy = np.concatenate(idx_parts), np.concatenate(ix_parts), np.concatenate(iy_parts)
+        core = np.concatenate(core_parts)
+        order = np.lexsort((idx, tix, tiy))
+        return idx[order], tix[order], tiy[order], core[order]
+
+
+def _near(frac: np.ndarray, step: int, size: float, buffer: float) -> np.ndarray:
+    if step == 0:
+        return np.ones(len(frac), dtype=bool)
+    if step < 0:
+        return frac < buffer
+    return frac >= size - buffer
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Part files: one raw structured-array file per (input file, tile), plus a schema.json per input file.
+
+
+def _record_dtype(cloud: PointCloud) -> np.dtype:
+    return np.dtype([(name, cloud[name].dtype) for name in cloud.names])
+
+
+def partition_file(
+    path: str | Path,
+    grid: TileGrid,
+    crs: pyproj.CRS,
+    parts_dir: Path,
+    *,
+    area: tuple[float, float, float, float] | None = None,
+    chunk_size: int = las.DEFAULT_CHUNK,
+) -> dict[str, int]:
+    """Stream ``path`` into ``parts_dir/<tile>.bin`` (atomically, as a whole folder); returns core counts per tile.
+
+    Points outside ``area`` (minx, miny, maxx, maxy; buffers included) are dropped. Raises InputError for
+    non-finite coordinates.
+    """
+    core_counts: dict[str, int] = {}
+    with atomic_dir(parts_dir) as tmp:
+        dtype = None
+        for chunk in las.iter_chunks(path, chunk_size=chunk_size, crs=crs):
+            if len(chunk) == 0:
+                continue
+            finite = np.isfinite(chunk.x) & np.isfinite(chunk.y) & np.isfinite(chunk.z)
+            if not finite.all():
+                raise InputError(path, f"{int((~finite).sum())} points have NaN or infinite coordinates")
+            chunk.set("core", True)
+            dtype = dtype or _record_dtype(chunk)
+            records = np.empty(len(chunk), dtype=dtype)
+            for name in chunk.names:
+                records[name] = chunk[name]
+            idx, tix, tiy, core = grid.assign(chunk.x, chunk.y)
+            if area is not None:
+                keep = _in_area(chunk.x[idx], chunk.y[idx], area)
+                idx, tix, tiy, core = idx[keep], tix[keep], tiy[keep], core[keep]
+            _append_groups(tmp, records, idx, tix, tiy, core, core_counts)
+        schema = {"dtype": [[n, dtype[n].str] for n in dtype.names] if dtype else [], "crs": crs.to_wkt()}
+        (tmp / "schema.json").write_text(json.dumps(schema))
+    return core_counts
+
+
+def _in_area(x: np.ndarray, y: np.ndarray, area: tuple[float, float, float, float]) -> np.ndarray:
+    minx, miny, maxx, maxy = area
+    return (x >= minx) & (x < maxx) & (y >= miny) & (y < maxy)
+
+
+def _append_groups(
+    folder: Path,
+    records: np.ndarray,
+    idx: np.ndarray,
+    tix: np.ndarray,
+    tiy: np.ndarray,
+    core: np.ndarray,
+    core_counts: dict[str, int],
+) -> None:
+    if len(idx) == 0:
+        return
+    change = np.flatnonzero((np.diff(tix) != 0) | (np.diff(tiy) != 0)) + 1
+    starts = np.concatenate([[0], change])
+    ends = np.concatenate([change, [len(idx)]])
+    for start, end in zip(starts, ends):
+        key = f"{tix[start]}_{tiy[start]}"
+        group = records[idx[start:end]]
+        group["core"] = core[start:end]
+        with open(folder / f"{key}.bin", "ab") as handle:
+            group.tofile(handle)
+        core_counts[key] = core_counts.get(key, 0) + int(core[start:end].sum())
+
+
+def load_tile(parts_dirs: Iterable[Path], tile: Tile, crs: pyproj.CRS) -> PointCloud:
+    """Assemble a tile's cloud (core + buffer) from the part folders of all input files, in input order.
+
+    Only the dimensions every input has are kept.
+    """
+    pieces: list[np.ndarray] = []
+    common: list[str] | None = None
+    for folder in parts_dirs:
+        schema = json.loads((folder / "schema.json").read_text())
+        names = [n for n, _ in schema["dtype"]]
+        common = names if common is None else [n for n in common if n in names]
+        part = folder / f"{tile.key}.bin"
+        if part.exists():
+            dtype = np.dtype([(n, s) for n, s in schema["dtype"]])
+            pieces.append(np.fromfile(part, dtype=dtype))
+    if not pieces:
+        return PointCloud.empty(crs, names=["core"])
+    data = {n: np.concatenate([p[n] for p in pieces]) for n in common or ["x", "y", "z", "core"]}
+    return PointCloud(data, crs)
+
+
+def union_bounds(bounds: Iterable[Bounds]) -> tuple[float, float, float, float]:
+    """(minx, miny, maxx, maxy) covering all ``bounds``."""
+    bs = list(bounds)
+    return (min(b.minx for b in bs), min(b.miny for b in bs), max(b.maxx for b in bs), max(b.maxy for b in bs))
