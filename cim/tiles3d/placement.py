@@ -16,11 +16,11 @@ check exceeds ``tolerance``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 import pyproj
 
+from cim import crs as cimcrs
 from cim.errors import CrsError
 
 #: Largest interpolation error accepted by the fast path of :meth:`LocalFrame.to_local` (metres).
@@ -31,30 +31,16 @@ _MIN_POINTS_FOR_GRID = 20_000
 _CHECK_POINTS = 256
 
 
-@lru_cache(maxsize=4)
-def _ecef_transformer() -> pyproj.Transformer:
-    return pyproj.Transformer.from_crs("EPSG:4979", "EPSG:4978", always_xy=True)
-
-
 def geodetic_to_ecef(lon: np.ndarray, lat: np.ndarray, h: np.ndarray) -> np.ndarray:
     """(n,3) ECEF coordinates (EPSG:4978) of WGS84 longitude/latitude (degrees) and ellipsoidal height."""
-    x, y, z = _ecef_transformer().transform(np.asarray(lon, float), np.asarray(lat, float), np.asarray(h, float))
-    return np.column_stack([x, y, z])
+    return np.column_stack(cimcrs.geographic_to_ecef(np.asarray(lon, float), np.asarray(lat, float),
+                                                     np.asarray(h, float)))
 
 
 def ecef_to_geodetic(xyz: np.ndarray) -> np.ndarray:
     """(n,3) longitude, latitude (degrees), ellipsoidal height of ECEF points."""
     xyz = np.atleast_2d(np.asarray(xyz, float))
-    lon, lat, h = _ecef_transformer().transform(xyz[:, 0], xyz[:, 1], xyz[:, 2], direction="INVERSE")
-    return np.column_stack([lon, lat, h])
-
-
-def _geographic3d(crs: pyproj.CRS, allow_ballpark: bool) -> pyproj.Transformer:
-    from cim import crs as cimcrs
-
-    if allow_ballpark:
-        return cimcrs.to_geographic3d(crs, allow_ballpark=True)
-    return cimcrs.to_geographic3d(crs)
+    return np.column_stack(cimcrs.ecef_to_geographic(xyz[:, 0], xyz[:, 1], xyz[:, 2]))
 
 
 @dataclass
@@ -78,12 +64,10 @@ class LocalFrame:
         tolerance: float = DEFAULT_TOLERANCE,
     ) -> "LocalFrame":
         """Frame at ``origin_xyz`` (in ``crs``); raises :class:`CrsError` when the CRS cannot be placed exactly."""
-        from cim import crs as cimcrs
-
         if crs is None:
             raise CrsError("3D Tiles placement needs a CRS; give one (for example --crs EPSG:25832+7837)")
         crs = cimcrs.resolve(crs)
-        to_4979 = _geographic3d(crs, allow_ballpark)
+        to_4979 = cimcrs.to_geographic3d(crs, allow_ballpark=allow_ballpark)
         ox, oy, oz = (float(v) for v in np.asarray(origin_xyz, float).reshape(3))
         lon, lat, h = to_4979.transform(ox, oy, oz)
         if not np.all(np.isfinite([lon, lat, h])):
