@@ -17,6 +17,9 @@ class InputError(CimError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self) -> tuple:  # keep (path, problem) across process boundaries (Dask workers)
+        return (type(self), (self.path, self.problem))
+
 
 class ConfigError(CimError):
     """A problem in a job description: the message names the key path and the problem."""
@@ -25,7 +28,11 @@ class ConfigError(CimError):
         self.key_path = key_path
         self.problem = problem
         prefix = f"{source}: " if source else ""
+        self.source = source
         super().__init__(f"{prefix}{key_path}: {problem}")
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.key_path, self.problem, self.source))
 
 
 class CrsError(CimError):

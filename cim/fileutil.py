@@ -37,7 +37,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; it replaces ``path`` when the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_sibling(path)
+    tmp = path.with_name(f".{path.name}_{uuid.uuid4().hex[:8]}_tmp")
     tmp.mkdir()
     try:
         yield tmp

@@ -21,6 +21,7 @@ __all__ = [
     "gps_from_unix",
     "gps_from_week_seconds",
     "gps_minus_utc",
+    "gps_week_of",
     "iso_from_gps",
     "to_gps_seconds",
     "unix_from_gps",

@@ -20,9 +20,16 @@ from cim.tiling import Tile, TileGrid
 
 
 class StageOptions(BaseModel):
-    """Base class of every stage's options: unknown keys are an error; values are validated by type."""
+    """Base class of every stage's options: unknown keys are an error; values are validated by type.
+
+    ``path_fields`` names options holding file paths or glob patterns: relative values resolve against the job
+    file's folder, and input patterns that match nothing are reported before the run (``output_fields`` lists
+    the path options that are outputs and need not exist).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    path_fields: ClassVar[tuple[str, ...]] = ()
+    output_fields: ClassVar[tuple[str, ...]] = ()
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,8 @@ class Stage:
     folder: ClassVar[str] = ""
     #: One-line description for ``cim stages``.
     summary: ClassVar[str] = ""
+    #: 'reader' (names the inputs), 'tiler' (sets the grid) or 'tile' (runs per tile; the default).
+    role: ClassVar[str] = "tile"
 
     def __init__(self, options: StageOptions | None = None) -> None:
         self.options = options if options is not None else self.Options()

@@ -30,8 +30,9 @@ from scipy import ndimage
 from cim.terrain.fill import nearest_fill, tin_fill
 from cim.terrain.grid import GridSpec, cell_reduce
 from cim.terrain.morphology import progressive_openings
+from cim.terrain.outliers import low_noise
 
-__all__ = ["SmrfParams", "smrf", "classify_ground", "ground_candidates", "NOISE_CLASSES"]
+__all__ = ["SmrfParams", "smrf", "classify_ground", "ground_mask", "ground_candidates", "NOISE_CLASSES"]
 
 NOISE_CLASSES = (7, 18)
 
@@ -136,7 +137,34 @@ def classify_ground(pc, backend: str = "smrf", **params) -> np.ndarray:
     package; parameters of :func:`cim.terrain.csf.csf_ground`).
     """
     cand = ground_candidates(pc)
-    x, y, z = np.asarray(pc.x), np.asarray(pc.y), np.asarray(pc.z)
+    ground = ground_mask(np.asarray(pc.x), np.asarray(pc.y), np.asarray(pc.z), cand, backend=backend, **params)
+    if pc.has("classification"):
+        ground &= ~np.isin(np.asarray(pc["classification"]), NOISE_CLASSES)
+    return ground
+
+
+def ground_mask(
+    x: np.ndarray,
+    y: np.ndarray,
+    z: np.ndarray,
+    candidates: np.ndarray | None = None,
+    *,
+    backend: str = "smrf",
+    remove_low_noise: bool = True,
+    **params,
+) -> np.ndarray:
+    """Bool ground mask for coordinate arrays: low noise removed first (see :func:`cim.terrain.outliers.low_noise`),
+    then the chosen backend on the remaining ``candidates``."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    z = np.asarray(z, dtype=np.float64)
+    cand = np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
+    if candidates is not None:
+        cand &= np.asarray(candidates, dtype=bool)
+    low = np.zeros(len(x), dtype=bool)
+    if remove_low_noise:
+        low = low_noise(x, y, z, candidates=cand)
+        cand &= ~low
     if backend == "smrf":
         ground = smrf(x, y, z, candidates=cand, params=SmrfParams(**params))
     elif backend == "csf":
@@ -145,6 +173,4 @@ def classify_ground(pc, backend: str = "smrf", **params) -> np.ndarray:
         ground = csf_ground(x, y, z, candidates=cand, **params)
     else:
         raise ValueError(f"unknown ground backend {backend!r} (use 'smrf' or 'csf')")
-    if pc.has("classification"):
-        ground &= ~np.isin(np.asarray(pc["classification"]), NOISE_CLASSES)
-    return ground
+    return ground & ~low

@@ -1,0 +1,284 @@
+"""Building footprints: read (GeoPackage / GeoJSON / Shapefile / SpatiaLite), repair, reproject, or derive from points.
+
+Reading is forgiving where users' files are sloppy and loud about what it changed: 3D coordinates are flattened,
+repeated (incl. duplicate closing) vertices removed, invalid polygons repaired with ``make_valid`` (warning), multi
+polygons split into one footprint per part (ids ``<id>-<k>``, warning), duplicate ids made unique (warning).
+Footprints are reprojected to the job CRS (its horizontal part).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyproj
+import shapely
+from shapely.geometry import MultiPolygon, Polygon
+from shapely.geometry.polygon import orient
+
+from cim.errors import CimWarning, InputError
+
+log = logging.getLogger("cim.buildings.footprints")
+
+ID_FIELDS = ("identificatie", "identificatiebagpnd", "gml_id", "building_id", "id", "gmlid", "uuid", "fid")
+
+
+@dataclass
+class Footprint:
+    """One building footprint in the job CRS: a hole-aware Polygon (CCW exterior) plus its source attributes."""
+
+    id: str
+    polygon: Polygon
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def representative_point(self) -> tuple[float, float]:
+        """A point surely inside the footprint; decides which tile owns the building."""
+        p = self.polygon.representative_point()
+        return float(p.x), float(p.y)
+
+
+def _horizontal(crs: pyproj.CRS) -> pyproj.CRS:
+    return crs.sub_crs_list[0] if crs.is_compound else crs
+
+
+def clean_polygon(geom: Any, min_area: float = 0.01) -> list[Polygon]:
+    """Valid, 2D, CCW polygons from any (possibly invalid, 3D, multi) areal geometry; empty list when none."""
+    if geom is None or geom.is_empty:
+        return []
+    geom = shapely.force_2d(geom)
+    geom = shapely.remove_repeated_points(geom, 1e-6)
+    if not geom.is_valid:
+        geom = shapely.make_valid(geom)
+    parts = [g for g in shapely.get_parts(geom) if isinstance(g, Polygon)]
+    if isinstance(geom, shapely.GeometryCollection) and not parts:
+        parts = [g for sub in geom.geoms for g in shapely.get_parts(sub) if isinstance(g, Polygon)]
+    out = []
+    for p in parts:
+        p = orient(shapely.remove_repeated_points(p, 1e-6), 1.0)
+        if p.area >= min_area:
+            out.append(p)
+    return out
+
+
+def read_footprints(
+    path: str | Path,
+    crs: pyproj.CRS | str | None = None,
+    *,
+    layer: str | int | None = None,
+    id_field: str | None = None,
+    source_crs: pyproj.CRS | str | None = None,
+    bbox: tuple[float, float, float, float] | None = None,
+) -> list[Footprint]:
+    """Footprints of a vector file, reprojected to ``crs`` (when given).
+
+    ``source_crs`` overrides (or supplies) the file's CRS. ``bbox`` (in ``crs``) keeps only footprints whose
+    representative point lies in [minx, maxx) x [miny, maxy). The id comes from ``id_field`` or the first of
+    :data:`ID_FIELDS` present, else the feature's position.
+    """
+    import pyogrio
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such file")
+    try:
+        info = pyogrio.read_info(path, layer=layer)
+        meta, _, geoms, fields = pyogrio.raw.read(path, layer=layer, return_fids=False)
+    except Exception as exc:  # pyogrio raises its own DataSourceError / DataLayerError hierarchy
+        raise InputError(path, f"cannot read footprints: {exc}") from exc
+    file_crs = source_crs or meta.get("crs") or info.get("crs")
+    if file_crs is None and crs is not None:
+        raise InputError(path, "the footprint file declares no CRS; pass its CRS (source_crs / --footprints-crs)")
+    names = [str(n) for n in (meta.get("fields") if meta.get("fields") is not None else [])]
+    if id_field is not None and id_field not in names:
+        raise InputError(path, f"no field {id_field!r} (fields: {', '.join(names)})")
+    idf = id_field or next((f for f in ID_FIELDS if f in names), None)
+    shapes = shapely.from_wkb(geoms)
+    if crs is not None and file_crs is not None:
+        src, dst = _horizontal(pyproj.CRS.from_user_input(file_crs)), _horizontal(pyproj.CRS.from_user_input(crs))
+        if not src.equals(dst):
+            tr = pyproj.Transformer.from_crs(src, dst, always_xy=True)
+            shapes = shapely.transform(shapes, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+    out: list[Footprint] = []
+    seen: dict[str, int] = {}
+    repaired, split, dropped = [], [], []
+    for i, geom in enumerate(shapes):
+        attrs = {n: _plain(fields[k][i]) for k, n in enumerate(names)}
+        fid = str(attrs[idf]) if idf and attrs.get(idf) not in (None, "") else f"b{i}"
+        if geom is not None and not geom.is_empty and not shapely.force_2d(geom).is_valid:
+            repaired.append(fid)
+        parts = clean_polygon(geom)
+        if not parts:
+            dropped.append(fid)
+            continue
+        if len(parts) > 1:
+            split.append(fid)
+        for k, poly in enumerate(sorted(parts, key=lambda p: -p.area)):
+            pid = fid if len(parts) == 1 else f"{fid}-{k + 1}"
+            if pid in seen:
+                seen[pid] += 1
+                pid = f"{pid}~{seen[pid]}"
+            else:
+                seen[pid] = 0
+            out.append(Footprint(pid, poly, attrs))
+    for what, ids in (("repaired invalid", repaired), ("split multi-part", split),
+                      ("skipped empty / non-areal", dropped)):
+        if ids:
+            warnings.warn(f"{path}: {what} footprints: {', '.join(ids[:10])}{' …' if len(ids) > 10 else ''}",
+                          CimWarning, stacklevel=2)
+    dup = [k for k, v in seen.items() if v]
+    if dup:
+        warnings.warn(f"{path}: duplicate footprint ids made unique: {', '.join(dup[:10])}", CimWarning,
+                      stacklevel=2)
+    if bbox is not None:
+        out = [f for f in out if _in_box(f.representative_point, bbox)]
+    return out
+
+
+def _in_box(p: tuple[float, float], bbox: Sequence[float]) -> bool:
+    return bbox[0] <= p[0] < bbox[2] and bbox[1] <= p[1] < bbox[3]
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, bytes):
+        return v.hex()
+    if hasattr(v, "isoformat"):
+        return v.isoformat()
+    return v
+
+
+# ------------------------------------------------------------------------------------------- derived from points
+
+
+def derive_footprints(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    cell: float = 0.5,
+    min_area: float = 10.0,
+    min_points: int = 20,
+    regularise_tol: float = 0.6,
+    angle_tol_deg: float = 20.0,
+    id_prefix: str = "d",
+) -> list[Footprint]:
+    """Footprints from building points: 2D occupancy raster, connected components, outline, regularised.
+
+    The outline follows the centre line between occupied and empty cells, so it sits half a cell outside the
+    outermost points; with ``cell`` ≈ point spacing it is unbiased. Regularisation: Douglas-Peucker with
+    ``regularise_tol``, then every edge within ``angle_tol_deg`` of the building's dominant direction (or its
+    perpendicular) is snapped to it and consecutive lines are intersected again. Ids are ``<prefix><x>_<y>``
+    of the representative point (stable whatever the tile cut).
+    """
+    from rasterio import features
+    from rasterio.transform import Affine
+    from scipy import ndimage
+
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if len(x) < min_points:
+        return []
+    x0, y1 = math.floor(x.min() / cell) * cell - 2 * cell, math.ceil(y.max() / cell) * cell + 2 * cell
+    cols = np.floor((x - x0) / cell).astype(np.int64)
+    rows = np.floor((y1 - y) / cell).astype(np.int64)
+    shape = (int(rows.max()) + 3, int(cols.max()) + 3)
+    count = np.zeros(shape, np.int32)
+    np.add.at(count, (rows, cols), 1)
+    occ = count > 0
+    occ = ndimage.binary_closing(occ, structure=np.ones((3, 3)), iterations=1)
+    labels, n = ndimage.label(occ, structure=np.ones((3, 3)))
+    transform = Affine(cell, 0, x0, 0, -cell, y1)
+    pts_per_label = np.bincount(labels[rows, cols], minlength=n + 1)
+    out = []
+    for geom, value in features.shapes(labels.astype(np.int32), mask=labels > 0, transform=transform,
+                                       connectivity=4):
+        lab = int(value)
+        if pts_per_label[lab] < min_points:
+            continue
+        poly = shapely.geometry.shape(geom)
+        if poly.area < min_area:
+            continue
+        reg = regularise(poly, tol=regularise_tol, angle_tol_deg=angle_tol_deg)
+        for p in clean_polygon(reg):
+            if p.area < min_area:
+                continue
+            rp = p.representative_point()
+            out.append(Footprint(f"{id_prefix}{rp.x:.1f}_{rp.y:.1f}", p, {"source": "derived"}))
+    out.sort(key=lambda f: f.id)
+    return out
+
+
+def dominant_direction(poly: Polygon) -> float:
+    """Direction (radians, modulo π/2) that most edge length of ``poly`` is parallel or perpendicular to."""
+    ring = np.asarray(poly.exterior.coords)
+    d = np.diff(ring, axis=0)
+    length = np.hypot(d[:, 0], d[:, 1])
+    ang = np.mod(np.arctan2(d[:, 1], d[:, 0]), np.pi / 2)
+    # circular mean with period π/2
+    s = (length * np.sin(4 * ang)).sum()
+    c = (length * np.cos(4 * ang)).sum()
+    return float(np.mod(np.arctan2(s, c) / 4, np.pi / 2))
+
+
+def regularise(poly: Polygon, tol: float = 0.6, angle_tol_deg: float = 20.0) -> Polygon:
+    """Simplify an outline and snap its edges to the dominant direction and its perpendicular."""
+    simp = poly.simplify(tol, preserve_topology=True)
+    if not isinstance(simp, Polygon) or simp.is_empty:
+        return poly
+    theta = dominant_direction(poly)
+    ring = np.asarray(orient(simp, 1.0).exterior.coords)[:-1]
+    n = len(ring)
+    if n < 3:
+        return simp
+    lines = []  # (point on line, unit direction)
+    for i in range(n):
+        a, b = ring[i], ring[(i + 1) % n]
+        d = b - a
+        L = math.hypot(*d)
+        if L == 0:
+            continue
+        ang = math.atan2(d[1], d[0])
+        k = round((ang - theta) / (np.pi / 2))
+        target = theta + k * np.pi / 2
+        if abs(ang - target) < math.radians(angle_tol_deg):
+            ang = target
+        u = np.array([math.cos(ang), math.sin(ang)])
+        lines.append(((a + b) / 2, u))
+    # merge consecutive parallel lines that are (nearly) the same line
+    merged: list[tuple[np.ndarray, np.ndarray]] = []
+    for m, u in lines:
+        if merged:
+            m0, u0 = merged[-1]
+            if abs(u0[0] * u[1] - u0[1] * u[0]) < 1e-9 and abs(np.cross(u0, m - m0)) < tol * 0.5:
+                continue
+        merged.append((m, u))
+    pts = []
+    k = len(merged)
+    for i in range(k):
+        (m1, u1), (m2, u2) = merged[i - 1], merged[i]
+        den = u1[0] * u2[1] - u1[1] * u2[0]
+        if abs(den) < 1e-6:
+            # parallel offset lines: connect with a perpendicular step through the midpoint
+            mid = (m1 + m2) / 2
+            t1 = (mid - m1) @ u1
+            t2 = (mid - m2) @ u2
+            pts.append(m1 + t1 * u1)
+            pts.append(m2 + t2 * u2)
+            continue
+        t = ((m2[0] - m1[0]) * u2[1] - (m2[1] - m1[1]) * u2[0]) / den
+        pts.append(m1 + t * u1)
+    if len(pts) < 3:
+        return simp
+    cand = Polygon(pts)
+    if not cand.is_valid or cand.area <= 0 or abs(cand.area - poly.area) > 0.25 * poly.area:
+        return simp
+    return cand

@@ -1,0 +1,255 @@
+"""Partition a footprint into roof-plane cells.
+
+A raster over the footprint decides, cell by cell, which plane forms the roof there:
+  * a plane may only claim cells within ``max_extension`` of its own inlier points: no roof plane is ever
+    extended over an area without points further than this tolerance (the roofer #172 failure);
+  * a cell with points takes the candidate plane closest to the cells' observed median height;
+  * a cell without points takes the lowest candidate (lower envelope: conservative, right for gable/hip roofs);
+  * a cell with no candidate gets the ``nodata`` label (a flat, low roof; reported as lower coverage).
+The label raster is mode-filtered, vectorised, simplified as a coverage (shared edges stay shared), clipped to
+the exact footprint, small pieces are merged into their neighbours, and vertices shared by sloped cells are
+moved onto the planes' intersection lines (exact ridges and hips).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import shapely
+from affine import Affine
+from scipy import ndimage
+from shapely.geometry import Polygon
+
+from cim.buildings.planes import Plane
+
+NODATA = -1
+
+
+def label_raster(
+    footprint: Polygon,
+    xyz: np.ndarray,
+    labels: np.ndarray,
+    planes: Sequence[Plane],
+    *,
+    cell: float = 0.5,
+    max_extension: float = 2.0,
+) -> tuple[np.ndarray, Affine, np.ndarray]:
+    """(label raster, its transform, inside-footprint mask); labels index ``planes`` or are NODATA."""
+    minx, miny, maxx, maxy = footprint.bounds
+    pad = 2 * cell
+    x0 = np.floor((minx - pad) / cell) * cell
+    y1 = np.ceil((maxy + pad) / cell) * cell
+    w = int(np.ceil((maxx + pad - x0) / cell))
+    h = int(np.ceil((y1 - (miny - pad)) / cell))
+    transform = Affine(cell, 0, x0, 0, -cell, y1)
+    cx = x0 + (np.arange(w) + 0.5) * cell
+    cy = y1 - (np.arange(h) + 0.5) * cell
+    gx, gy = np.meshgrid(cx, cy)
+    inside = shapely.contains_xy(footprint, gx, gy)
+    col = np.clip(((xyz[:, 0] - x0) / cell).astype(np.int64), 0, w - 1)
+    row = np.clip(((y1 - xyz[:, 1]) / cell).astype(np.int64), 0, h - 1)
+    flat = row * w + col
+    # observed median height per cell
+    zobs = np.full(h * w, np.nan)
+    if len(xyz):
+        order = np.lexsort((xyz[:, 2], flat))
+        f, z = flat[order], xyz[order, 2]
+        starts = np.r_[0, np.nonzero(np.diff(f))[0] + 1]
+        ends = np.r_[starts[1:], len(f)]
+        zobs[f[starts]] = z[(starts + ends - 1) // 2]
+    zobs = zobs.reshape(h, w)
+    k = len(planes)
+    out = np.full((h, w), NODATA, dtype=np.int64)
+    if k == 0:
+        return out, transform, inside
+    zk = np.stack([p.z(gx, gy) for p in planes])
+    reach = np.zeros((k, h, w), dtype=bool)
+    for i in range(k):
+        support = np.zeros(h * w, dtype=bool)
+        support[flat[labels == i]] = True
+        dist = ndimage.distance_transform_edt(~support.reshape(h, w)) * cell
+        reach[i] = dist <= max_extension
+    has_obs = np.isfinite(zobs)
+    cost = np.where(has_obs[None], np.abs(zk - np.where(has_obs, zobs, 0)[None]), zk)
+    cost = np.where(reach, cost, np.inf)
+    best = np.argmin(cost, axis=0)
+    out = np.where(np.isfinite(cost.min(axis=0)), best, NODATA)
+    out = _mode_filter(out, inside, iterations=2)
+    return out, transform, inside
+
+
+def _mode_filter(labels: np.ndarray, inside: np.ndarray, iterations: int) -> np.ndarray:
+    """3x3 majority filter (ties keep the centre label), applied inside the footprint only."""
+    vals = np.unique(labels)
+    if len(vals) < 2:
+        return labels
+    for _ in range(iterations):
+        counts = np.stack([ndimage.uniform_filter((labels == v).astype(np.float32), size=3, mode="nearest")
+                           for v in vals])
+        centre = np.stack([labels == v for v in vals])
+        counts = counts + 0.01 * centre  # tie-break in favour of the current label
+        new = vals[np.argmax(counts, axis=0)]
+        labels = np.where(inside, new, labels)
+    return labels
+
+
+def vectorise(
+    footprint: Polygon,
+    raster: np.ndarray,
+    transform: Affine,
+    *,
+    simplify: float = 0.5,
+    min_area: float = 1.0,
+    grid: float = 0.001,
+) -> list[tuple[Polygon, int]]:
+    """Cells (polygon, label) that tile ``footprint`` exactly, from a label raster."""
+    from rasterio import features
+
+    shift = int(raster.min())
+    pieces, values = [], []
+    for geom, v in features.shapes((raster - shift).astype(np.int32), transform=transform, connectivity=4):
+        pieces.append(shapely.geometry.shape(geom))
+        values.append(int(v) + shift)
+    if len(pieces) > 1 and simplify > 0:
+        pieces = list(shapely.coverage_simplify(np.array(pieces, dtype=object), simplify))
+    cells: list[tuple[Polygon, int]] = []
+    for poly, v in zip(pieces, values):
+        if not poly.is_valid:
+            poly = shapely.make_valid(poly)
+        clipped = shapely.intersection(poly, footprint, grid_size=grid)
+        for part in shapely.get_parts(clipped):
+            if isinstance(part, Polygon) and part.area > 0:
+                cells.append((part, v))
+    cells = _fill_gaps(footprint, cells, grid)
+    return _merge_small(cells, min_area, grid)
+
+
+def _fill_gaps(footprint: Polygon, cells: list[tuple[Polygon, int]], grid: float) -> list[tuple[Polygon, int]]:
+    """Give any part of the footprint not covered by a cell (numerical slivers) to its best neighbour."""
+    covered = shapely.union_all([c for c, _ in cells], grid_size=grid) if cells else Polygon()
+    gap = shapely.difference(footprint, covered, grid_size=grid)
+    for part in shapely.get_parts(gap):
+        if not isinstance(part, Polygon) or part.area <= 0:
+            continue
+        cells.append((part, None))  # type: ignore[arg-type]
+    return cells
+
+
+def _merge_small(cells: list[tuple[Polygon, int | None]], min_area: float, grid: float) -> list[tuple[Polygon, int]]:
+    """Merge cells smaller than ``min_area`` (and unlabelled gap pieces) into the neighbour they share most
+    boundary with."""
+    cells = list(cells)
+    changed = True
+    while changed and len(cells) > 1:
+        changed = False
+        order = sorted(range(len(cells)), key=lambda i: (cells[i][1] is not None, cells[i][0].area))
+        for i in order:
+            poly, v = cells[i]
+            if v is not None and poly.area >= min_area:
+                continue
+            best, best_len = None, 0.0
+            for j, (other, _) in enumerate(cells):
+                if j == i:
+                    continue
+                shared = poly.boundary.intersection(other.boundary).length if poly.distance(other) < grid else 0.0
+                if shared > best_len:
+                    best, best_len = j, shared
+            if best is None:
+                continue
+            merged = shapely.union(cells[best][0], poly, grid_size=grid)
+            parts = [p for p in shapely.get_parts(merged) if isinstance(p, Polygon)]
+            if len(parts) != 1:
+                continue
+            cells[best] = (parts[0], cells[best][1])
+            del cells[i]
+            changed = True
+            break
+    return [(p, v if v is not None else NODATA) for p, v in cells]
+
+
+def snap_to_intersections(
+    cells: list[tuple[Polygon, int]],
+    planes: Sequence[Plane],
+    footprint: Polygon,
+    *,
+    max_move: float = 1.0,
+    max_gap: float = 0.6,
+    grid: float = 0.001,
+) -> list[tuple[Polygon, int]]:
+    """Move vertices shared by cells of different sloped planes onto the planes' intersection (ridges, hips,
+    valleys); vertices on the footprint boundary slide along it. Moves longer than ``max_move`` are refused, and
+    the whole snap is undone if it would make any cell invalid."""
+    key = lambda xy: (round(xy[0] / grid), round(xy[1] / grid))  # noqa: E731
+    owners: dict[tuple[int, int], set[int]] = {}
+    for poly, v in cells:
+        for xy in np.asarray(poly.exterior.coords)[:-1]:
+            owners.setdefault(key(xy), set()).add(v)
+    boundary = footprint.exterior
+    moves: dict[tuple[int, int], tuple[float, float]] = {}
+    for k, labs in owners.items():
+        labs = sorted(labs - {NODATA})
+        if len(labs) < 2:
+            continue
+        xy = np.array(k, dtype=np.float64) * grid
+        zs = [float(planes[i].z(xy[0], xy[1])) for i in labs]
+        if max(zs) - min(zs) > max_gap:
+            continue  # a step between roofs, not a ridge / hip / valley
+        on_boundary = boundary.distance(shapely.Point(xy)) < 2 * grid
+        new = _meet(xy, [planes[i] for i in labs], boundary if on_boundary else None)
+        if new is not None and np.hypot(*(new - xy)) <= max_move:
+            moves[k] = (float(new[0]), float(new[1]))
+    if not moves:
+        return cells
+    out = []
+    for poly, v in cells:
+        ring = [moves.get(key(xy), tuple(xy)) for xy in np.asarray(poly.exterior.coords)[:-1]]
+        new = shapely.set_precision(Polygon(ring), grid)
+        if not isinstance(new, Polygon) or not new.is_valid or new.is_empty or new.area <= 0:
+            return cells
+        out.append((new, v))
+    total = sum(p.area for p, _ in out)
+    if abs(total - footprint.area) > 1e-3 * footprint.area + 0.01:
+        return cells
+    return out
+
+
+def _meet(xy: np.ndarray, planes: list[Plane], boundary) -> np.ndarray | None:
+    """The point nearest ``xy`` where the given planes have equal heights (on ``boundary`` when given)."""
+    a = np.array([[p.a, p.b] for p in planes])
+    c = np.array([p.c for p in planes])
+    rows = [(a[i] - a[0], c[0] - c[i]) for i in range(1, len(planes))]
+    A = np.array([r[0] for r in rows])
+    b = np.array([r[1] for r in rows])
+    if boundary is None:
+        if len(planes) == 2:
+            n = A[0]
+            nn = n @ n
+            if nn < 1e-8:
+                return None
+            return xy + (b[0] - n @ xy) / nn * n
+        sol, *_ = np.linalg.lstsq(A, b, rcond=None)
+        resid = np.abs(A @ sol - b).max()
+        return sol if resid < 0.05 else None
+    # on the footprint boundary: the equal-height point along the nearest boundary segments
+    coords = np.asarray(boundary.coords)
+    best, best_d = None, np.inf
+    for s in range(len(coords) - 1):
+        p0, p1 = coords[s], coords[s + 1]
+        seg = p1 - p0
+        L2 = seg @ seg
+        if L2 == 0:
+            continue
+        if np.hypot(*(xy - (p0 + np.clip((xy - p0) @ seg / L2, 0, 1) * seg))) > 0.01:
+            continue
+        n = A[0]
+        den = n @ seg
+        if abs(den) < 1e-9:
+            continue
+        t = (b[0] - n @ p0) / den
+        if 0 <= t <= 1:
+            cand = p0 + t * seg
+            d = np.hypot(*(cand - xy))
+            if d < best_d:
+                best, best_d = cand, d
+    return best

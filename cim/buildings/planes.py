@@ -1,0 +1,177 @@
+"""Roof plane detection on building points: normals from k nearest neighbours, then normal-guided RANSAC with
+connected-component filtering, all vectorised in numpy (deterministic for a given seed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+
+@dataclass
+class PlaneParams:
+    """Plane detection parameters (defaults tuned for 5–20 pts/m² airborne LiDAR)."""
+
+    k_normals: int = 10
+    epsilon: float = 0.15  # max point-to-plane distance of an inlier (m)
+    normal_angle_deg: float = 25.0  # max angle between a point's normal and its plane's normal
+    min_points: int = 15
+    max_planes: int = 40
+    hypotheses: int = 256
+    wall_angle_deg: float = 70.0  # planes steeper than this are walls, not roofs
+    flat_angle_deg: float = 3.0  # planes flatter than this are snapped to horizontal
+    connect_cell: float = 1.0  # grid cell of the 2D connectivity of a plane's inliers (m)
+    seed: int = 0
+
+
+@dataclass
+class Plane:
+    """z = a·x + b·y + c (a roof plane is never vertical) and the indices of its inlier points."""
+
+    a: float
+    b: float
+    c: float
+    inliers: np.ndarray
+
+    def z(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return self.a * x + self.b * y + self.c
+
+    @property
+    def slope_deg(self) -> float:
+        return float(np.degrees(np.arctan(np.hypot(self.a, self.b))))
+
+    @property
+    def azimuth_deg(self) -> float:
+        """Direction the roof faces (down-slope), clockwise from grid north."""
+        return float(np.degrees(np.arctan2(-self.a, -self.b)) % 360.0)
+
+    @property
+    def coefficients(self) -> tuple[float, float, float]:
+        return (self.a, self.b, self.c)
+
+
+def point_normals(xyz: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Unit normals (pointing up) and curvature (smallest eigenvalue share) from k-nearest-neighbour PCA."""
+    n = len(xyz)
+    k = min(k, n)
+    if n < 3:
+        return np.tile([0.0, 0.0, 1.0], (n, 1)), np.zeros(n)
+    _, idx = cKDTree(xyz).query(xyz, k=k)
+    nb = xyz[idx] - xyz[idx].mean(axis=1, keepdims=True)
+    cov = np.einsum("nki,nkj->nij", nb, nb) / k
+    w, v = np.linalg.eigh(cov)
+    normals = v[:, :, 0]
+    normals[normals[:, 2] < 0] *= -1
+    curvature = w[:, 0] / np.maximum(w.sum(axis=1), 1e-12)
+    return normals, curvature
+
+
+def _fit(xyz: np.ndarray) -> tuple[np.ndarray, float]:
+    centre = xyz.mean(axis=0)
+    _, _, vt = np.linalg.svd(xyz - centre, full_matrices=False)
+    n = vt[-1]
+    if n[2] < 0:
+        n = -n
+    return n, float(n @ centre)
+
+
+def _largest_component(xy: np.ndarray, cell: float) -> np.ndarray:
+    """Indices (into xy) of the largest 8-connected group of occupied grid cells."""
+    ij = np.floor((xy - xy.min(axis=0)) / cell).astype(np.int64)
+    shape = tuple(ij.max(axis=0) + 1)
+    occ = np.zeros(shape, bool)
+    occ[ij[:, 0], ij[:, 1]] = True
+    lab, n = ndimage.label(occ, structure=np.ones((3, 3)))
+    if n <= 1:
+        return np.arange(len(xy))
+    pl = lab[ij[:, 0], ij[:, 1]]
+    best = np.bincount(pl)[1:].argmax() + 1
+    return np.nonzero(pl == best)[0]
+
+
+def detect_planes(xyz: np.ndarray, params: PlaneParams | None = None) -> tuple[list[Plane], np.ndarray]:
+    """Roof planes of one building's points and the per-point plane label (-1: none)."""
+    p = params or PlaneParams()
+    xyz = np.asarray(xyz, dtype=np.float64)
+    n = len(xyz)
+    labels = np.full(n, -1, dtype=np.int64)
+    planes: list[Plane] = []
+    if n < p.min_points:
+        return planes, labels
+    origin = xyz.mean(axis=0)
+    local = xyz - origin
+    normals, curvature = point_normals(local, p.k_normals)
+    cos_n = np.cos(np.radians(p.normal_angle_deg))
+    cos_wall = np.cos(np.radians(p.wall_angle_deg))
+    rng = np.random.default_rng(p.seed)
+    candidates = np.nonzero(normals[:, 2] > cos_wall)[0]
+    remaining = np.ones(n, dtype=bool)
+    failures = 0
+    while remaining.sum() >= p.min_points and len(planes) < p.max_planes and failures < 3:
+        rem = np.nonzero(remaining)[0]
+        pool = np.intersect1d(candidates, rem)
+        if len(pool) < p.min_points:
+            break
+        # hypotheses: the flattest neighbourhoods first, randomly thinned
+        order = pool[np.argsort(curvature[pool], kind="stable")]
+        order = order[: max(p.hypotheses * 4, 64)]
+        hyp = rng.choice(order, size=min(p.hypotheses, len(order)), replace=False)
+        hn = normals[hyp]
+        hd = np.einsum("ij,ij->i", hn, local[hyp])
+        dist = np.abs(local[rem] @ hn.T - hd)
+        agree = np.abs(normals[rem] @ hn.T) > cos_n
+        score = ((dist < p.epsilon) & agree).sum(axis=0)
+        best = int(np.argmax(score))
+        inl = rem[(dist[:, best] < p.epsilon) & agree[:, best]]
+        if len(inl) < p.min_points:
+            failures += 1
+            continue
+        for _ in range(2):  # refit on the inliers, take the inliers of the refit plane
+            nrm, d = _fit(local[inl])
+            if nrm[2] <= cos_wall:
+                break
+            dist1 = np.abs(local[rem] @ nrm - d)
+            agree1 = np.abs(normals[rem] @ nrm) > cos_n
+            inl2 = rem[(dist1 < p.epsilon) & agree1]
+            if len(inl2) < p.min_points:
+                break
+            inl = inl2
+        nrm, d = _fit(local[inl])
+        if nrm[2] <= cos_wall:  # a wall: take its points out of play
+            remaining[inl] = False
+            continue
+        inl = inl[_largest_component(local[inl, :2], p.connect_cell)]
+        if len(inl) < p.min_points:
+            failures += 1
+            remaining[hyp[best]] = False
+            continue
+        nrm, d = _fit(local[inl])
+        failures = 0
+        remaining[inl] = False
+        labels[inl] = len(planes)
+        planes.append(_to_plane(nrm, d, origin, inl, p, local))
+    return planes, labels
+
+
+def _to_plane(nrm: np.ndarray, d: float, origin: np.ndarray, inl: np.ndarray, p: PlaneParams,
+              local: np.ndarray) -> Plane:
+    """Plane in world coordinates; near-horizontal planes are made exactly horizontal at the median height."""
+    slope = np.degrees(np.arccos(min(1.0, abs(nrm[2]))))
+    if slope < p.flat_angle_deg:
+        return Plane(0.0, 0.0, float(np.median(local[inl, 2]) + origin[2]), inl)
+    a, b = -nrm[0] / nrm[2], -nrm[1] / nrm[2]
+    c = d / nrm[2]
+    # back to world coordinates: z - oz = a (x - ox) + b (y - oy) + c
+    return Plane(float(a), float(b), float(c + origin[2] - a * origin[0] - b * origin[1]), inl)
+
+
+def refit(plane: Plane, xyz: np.ndarray, params: PlaneParams | None = None) -> Plane:
+    """Least-squares refit of ``plane`` on ``xyz`` (its points after relabelling)."""
+    p = params or PlaneParams()
+    if len(xyz) < 3:
+        return plane
+    origin = xyz.mean(axis=0)
+    nrm, d = _fit(xyz - origin)
+    return _to_plane(nrm, d, origin, plane.inliers, p, xyz - origin)

@@ -1,0 +1,82 @@
+"""The STAC catalog of a job's products (pystac), with the projection and pointcloud extensions filled in."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pyproj
+import pystac
+from pystac.extensions.pointcloud import PointcloudExtension, PhenomenologyType, Schema, SchemaType
+from pystac.extensions.projection import ProjectionExtension
+
+from cim import crs as crs_mod
+from cim.fileutil import atomic_dir
+from cim.pipeline.stage import Product
+
+CATALOG_DIR = "stac"
+
+
+def _wgs84_bbox(bounds: list[float], crs: pyproj.CRS) -> list[float]:
+    minx, miny, maxx, maxy = (bounds[0], bounds[1], bounds[3], bounds[4]) if len(bounds) == 6 else bounds
+    to_wgs84 = pyproj.Transformer.from_crs(crs_mod.horizontal_part(crs), "EPSG:4326", always_xy=True)
+    lon0, lat0, lon1, lat1 = to_wgs84.transform_bounds(minx, miny, maxx, maxy)
+    return [round(v, 8) for v in (lon0, lat0, lon1, lat1)]
+
+
+def _geometry(bbox: list[float]) -> dict[str, Any]:
+    w, s, e, n = bbox
+    return {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
+
+
+def _item(product: Product, crs: pyproj.CRS, when: dt.datetime) -> pystac.Item:
+    props = dict(product.properties)
+    bounds = props.pop("bounds", None) or props.pop("bbox", None)
+    bbox = _wgs84_bbox(bounds, crs) if bounds else None
+    item_id = product.path.replace("/", "__")
+    item = pystac.Item(item_id, _geometry(bbox) if bbox else None, bbox, when,
+                       {"cim:kind": product.kind})
+    item.add_asset("data", pystac.Asset(href=f"../../{product.path}", media_type=product.media_type,
+                                         roles=list(product.roles)))
+    proj = ProjectionExtension.ext(item, add_if_missing=True)
+    if crs.to_epsg():
+        proj.code = f"EPSG:{crs.to_epsg()}"
+    else:
+        proj.code = None
+        proj.wkt2 = crs.to_wkt()
+    if bounds:
+        proj.bbox = list(bounds)
+    if "proj:shape" in props:
+        proj.shape = props.pop("proj:shape")
+    if "proj:transform" in props:
+        proj.transform = props.pop("proj:transform")
+    if "pc:count" in props:
+        pc = PointcloudExtension.ext(item, add_if_missing=True)
+        pc.count = props.pop("pc:count")
+        pc.type = PhenomenologyType(props.pop("pc:type", "lidar"))
+        pc.encoding = product.media_type
+        pc.schemas = [Schema.create(s["name"], s["size"], SchemaType(s["type"])) for s in props.pop("pc:schemas", [])]
+        if "pc:density" in props:
+            pc.density = props.pop("pc:density")
+    item.properties.update({k: v for k, v in props.items() if ":" in k or k.startswith("cim")})
+    return item
+
+
+def write_catalog(out_dir: Path, name: str, products: list[Product], crs: pyproj.CRS,
+                  datetime: str | None = None) -> Path:
+    """Write ``out_dir/stac/catalog.json`` listing ``products`` (one item each); returns its path.
+
+    ``datetime`` (ISO 8601) stamps the items; without it they carry the Unix epoch, so catalogs stay
+    deterministic.
+    """
+    when = dt.datetime.fromisoformat(datetime.replace("Z", "+00:00")) if datetime else dt.datetime(
+        1970, 1, 1, tzinfo=dt.timezone.utc)
+    catalog = pystac.Catalog(id=name, description=f"Products of the cim job '{name}'")
+    for product in sorted(products, key=lambda p: p.path):
+        catalog.add_item(_item(product, crs, when))
+    target = out_dir / CATALOG_DIR
+    with atomic_dir(target) as tmp:
+        catalog.normalize_hrefs(str(tmp))
+        catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    return target / "catalog.json"

@@ -1,0 +1,3 @@
+from cim.cli.app import main
+
+main()

@@ -1,0 +1,282 @@
+"""Turn a validated job into runner tasks and run them: partition per input file, then (stage, tile) tasks,
+each stage's global ``finish`` step and the STAC catalog.
+
+Fingerprints chain: a tile task's fingerprint covers the fingerprint of the points it reads (the partition or
+the last stage that changed the points) and its own stage options, so changing an option re-runs exactly the
+tasks that depend on it.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyproj
+
+import cim
+from cim import crs as crs_mod
+from cim.catalog import write_catalog
+from cim.errors import InputError
+from cim.fileutil import atomic_write
+from cim.io import las
+from cim.pipeline.job import Job
+from cim.pipeline.stage import JobContext, Product, Stage, TileContext
+from cim.points import PointCloud
+from cim.runner import Dep, Manifest, RunReport, Task, TaskOutcome, dask_client, file_fingerprint, fingerprint, run_tasks
+from cim.stages.io import TileOptions
+from cim.tiling import Tile, TileGrid, load_tile, partition_file, union_bounds
+
+log = logging.getLogger("cim.pipeline")
+
+WORK = ".cim"
+
+
+@dataclass
+class JobRun:
+    """The outcome of ``cim run``: the report of both phases and the products written."""
+
+    job: Job
+    report: RunReport
+    products: list[Product] = field(default_factory=list)
+    tiles: int = 0
+    empty_tiles: int = 0
+    points: int = 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# worker-side task functions (module level, so Dask can pickle them)
+
+
+def partition_task(path: str, crs_wkt: str, size: float, buffer: float, parts_dir: str, out_dir: str,
+                   area: tuple | None, chunk_size: int) -> dict[str, Any]:
+    counts = partition_file(path, TileGrid(size, buffer), pyproj.CRS.from_wkt(crs_wkt), Path(parts_dir),
+                            area=area, chunk_size=chunk_size)
+    return {"counts": counts, "outputs": [Path(parts_dir).relative_to(out_dir).as_posix()]}
+
+
+def save_cloud(path: Path, cloud: PointCloud) -> None:
+    """Store an intermediate cloud (uncompressed npz, written atomically)."""
+    with atomic_write(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **cloud.data)
+
+
+def load_cloud(path: Path, crs: pyproj.CRS) -> PointCloud:
+    """Load an intermediate cloud written by :func:`save_cloud`."""
+    with np.load(path) as arrays:
+        return PointCloud({n: arrays[n] for n in arrays.files}, crs)
+
+
+def tile_stage_task(stage: Stage, ctx: TileContext, source: tuple[str, Any], save_to: str | None,
+                    *_deps: Any) -> dict[str, Any]:
+    kind, where = source
+    cloud = load_tile([Path(p) for p in where], ctx.tile, ctx.crs) if kind == "parts" else load_cloud(Path(where), ctx.crs)
+    result = stage.run(cloud, ctx)
+    outputs = [p.path for p in result.products]
+    if save_to is not None:
+        out_cloud = result.cloud if result.cloud is not None else cloud
+        save_cloud(Path(save_to), out_cloud)
+        outputs.append(Path(save_to).relative_to(ctx.out_dir).as_posix())
+    return {
+        "tile": ctx.tile.key,
+        "stats": result.stats,
+        "products": [p.to_json() for p in result.products],
+        "outputs": outputs,
+        "warnings": ctx.warnings,
+    }
+
+
+def finish_task(stage: Stage, ctx: JobContext, *tile_results: dict[str, Any]) -> dict[str, Any]:
+    products = stage.finish(list(tile_results), ctx)
+    return {"products": [p.to_json() for p in products], "outputs": [p.path for p in products]}
+
+
+def catalog_task(name: str, out_dir: str, crs_wkt: str, datetime: str | None, *results: Any) -> dict[str, Any]:
+    products = [Product.from_json(p) for r in results if isinstance(r, dict) for p in r.get("products", [])]
+    path = write_catalog(Path(out_dir), name, products, pyproj.CRS.from_wkt(crs_wkt), datetime)
+    return {"outputs": [Path(path).relative_to(out_dir).as_posix()], "items": len(products)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# planning (driver side)
+
+
+def _inputs(job: Job, crs_override: str | None) -> list[las.LasSource]:
+    sources = []
+    for reader in (s for s in job.stages if s.role == "reader"):
+        override = crs_override or reader.options.crs or job.crs
+        sources += [las.open_source(p, override) for p in _expand(reader.options.files)]
+    return sources
+
+
+def _expand(patterns: list[str]) -> list[Path]:
+    found: list[Path] = []
+    for pattern in patterns:
+        for match in sorted(glob.glob(pattern)):
+            if Path(match) not in found:
+                found.append(Path(match))
+    return found
+
+
+def job_crs(sources: list[las.LasSource]) -> pyproj.CRS:
+    """The one CRS all inputs share, or a clear error."""
+    first = sources[0]
+    crs = las.require_crs(first)
+    for other in sources[1:]:
+        other_crs = las.require_crs(other)
+        if not other_crs.equals(crs, ignore_axis_order=True):
+            raise InputError(
+                other.path,
+                f"CRS {crs_mod.describe(other_crs)} differs from {crs_mod.describe(crs)} of {first.path}; "
+                "give one CRS for all inputs with --crs only if they really share it",
+            )
+    return crs
+
+
+def _grid(job: Job) -> TileGrid:
+    tilers = [s for s in job.stages if s.role == "tiler"]
+    options = tilers[0].options if tilers else TileOptions()
+    return TileGrid(options.size, options.buffer)
+
+
+def run_job(
+    job: Job,
+    *,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    force: bool = False,
+    keep_going: bool = False,
+    crs_override: str | None = None,
+    on_outcome: Any = None,
+    on_plan: Any = None,
+) -> JobRun:
+    """Run a validated job end to end (see the module docstring)."""
+    sources = _inputs(job, crs_override)
+    if not sources:
+        raise InputError(job.source, "the job's readers match no input files")
+    crs = job_crs(sources)
+    grid = _grid(job)
+    out_dir = job.out_dir
+    work = out_dir / WORK
+    manifest = Manifest(work / "manifest.jsonl")
+    context = JobContext(job.name, out_dir, crs, grid)
+    version = cim.__version__
+
+    partition: list[Task] = []
+    for i, source in enumerate(sources):
+        parts_dir = work / "parts" / f"{i:04d}-{source.path.stem}"
+        fp = fingerprint("partition", version, file_fingerprint(source.path), crs.to_wkt(), grid.size, grid.buffer,
+                         job.area, str(parts_dir))
+        partition.append(Task(f"partition/{i:04d}-{source.path.stem}", "tile", partition_task,
+                              (str(source.path), crs.to_wkt(), grid.size, grid.buffer, str(parts_dir), str(out_dir),
+                               job.area, _chunk(job)), fp))
+
+    with dask_client(scheduler, workers) as client:
+        if on_plan:
+            on_plan(len(partition), "partition")
+        first = run_tasks(partition, client, manifest, out_dir=out_dir, force=force, keep_going=keep_going,
+                          on_outcome=on_outcome)
+        if not first.ok and not keep_going:
+            return JobRun(job, first)
+        counts: dict[str, int] = {}
+        for task in partition:
+            outcome = first.outcomes[task.key]
+            if outcome.status in ("done", "skipped"):
+                for key, n in outcome.result["counts"].items():
+                    counts[key] = counts.get(key, 0) + n
+        parts_dirs = [str(work / "parts" / Path(t.key).name) for t in partition
+                      if first.outcomes[t.key].status in ("done", "skipped")]
+        part_fps = [t.fingerprint for t in partition]
+        tiles = [grid.tile_from_key(k) for k in sorted(counts, key=_tile_order) if counts[k] > 0]
+        all_tiles = grid.tiles_covering(union_bounds([s.bounds for s in sources]))
+        tasks = _tile_tasks(job, context, tiles, parts_dirs, part_fps, version, job.datetime or _acquired(sources))
+        if on_plan:
+            on_plan(len(tasks), "stages")
+        second = run_tasks(tasks, client, manifest, out_dir=out_dir, force=force, keep_going=keep_going,
+                           on_outcome=on_outcome)
+
+    report = RunReport({**first.outcomes, **second.outcomes}, first.seconds + second.seconds)
+    products = [Product.from_json(p) for o in report.outcomes.values() if isinstance(o.result, dict)
+                for p in o.result.get("products", []) if isinstance(p, dict)]
+    return JobRun(job, report, products, len(tiles), max(0, len(all_tiles) - len(tiles)), sum(counts.values()))
+
+
+def _acquired(sources: list[las.LasSource]) -> str | None:
+    """The earliest creation date the inputs' headers state (ISO 8601), for the catalog's items."""
+    dates = [s.header.creation_date for s in sources if s.header.creation_date and s.header.creation_date.year > 1970]
+    return f"{min(dates).isoformat()}T00:00:00Z" if dates else None
+
+
+def _chunk(job: Job) -> int:
+    readers = [s for s in job.stages if s.role == "reader"]
+    return min(r.options.chunk_size for r in readers)
+
+
+def _tile_order(key: str) -> tuple[int, int]:
+    ix, iy = (int(v) for v in key.split("_"))
+    return (iy, ix)
+
+
+def _tile_tasks(job: Job, context: JobContext, tiles: list[Tile], parts_dirs: list[str], part_fps: list[str],
+                version: str, acquired: str | None) -> list[Task]:
+    tasks: list[Task] = []
+    work = context.out_dir / WORK / "work"
+    stage_list = [s for s in job.stages if s.role == "tile"]
+    # per tile: where its current points come from, that source's fingerprint and the task that made it
+    sources = {t.key: (("parts", parts_dirs), fingerprint("tile", part_fps, t.key), None) for t in tiles}
+    finished_keys: list[str] = []
+    for i, stage in enumerate(stage_list):
+        label = f"{i:02d}-{stage.name}"
+        options = stage.options.model_dump(mode="json")
+        stage_ctx = JobContext(context.name, context.out_dir, context.crs, context.grid, stage.folder)
+        tile_keys = []
+        for tile in tiles:
+            source, source_fp, producer = sources[tile.key]
+            fp = fingerprint(version, stage.name, options, source_fp)
+            key = f"{label}/{tile.key}"
+            save_to = str(work / label / f"{tile.key}.npz") if stage.modifies_points else None
+            ctx = TileContext(context.name, context.out_dir, context.crs, context.grid, stage.folder, tile=tile)
+            deps = (Dep(producer),) if producer else ()
+            tasks.append(Task(key, stage.name, tile_stage_task, (stage, ctx, source, save_to, *deps), fp))
+            tile_keys.append(key)
+            if stage.modifies_points:
+                sources[tile.key] = (("cloud", save_to), fp, key)
+        if type(stage).has_finish():
+            fps = [t.fingerprint for t in tasks if t.key in set(tile_keys)]
+            key = f"{label}/finish"
+            tasks.append(Task(key, stage.name, finish_task, (stage, stage_ctx, *[Dep(k) for k in tile_keys]),
+                              fingerprint(version, stage.name, options, fps)))
+            finished_keys.append(key)
+        finished_keys += tile_keys
+    catalog_fp = fingerprint(version, "catalog", [t.fingerprint for t in tasks], acquired)
+    tasks.append(Task("catalog", "catalog", catalog_task,
+                      (job.name, str(context.out_dir), context.crs.to_wkt(), acquired,
+                       *[Dep(k) for k in finished_keys]), catalog_fp))
+    return tasks
+
+
+def summarize(run: JobRun) -> dict[str, Any]:
+    """The run report as JSON: tiles, points, products, time per stage, warnings, failures."""
+    report = run.report
+    return {
+        "job": run.job.name,
+        "output": str(run.job.out_dir),
+        "ok": report.ok,
+        "tiles": run.tiles,
+        "empty_tiles": run.empty_tiles,
+        "points": run.points,
+        "seconds": round(report.seconds, 3),
+        "stages": report.stage_table(),
+        "products": sorted(p.path for p in run.products),
+        "warnings": report.warnings,
+        "failures": [{"task": o.key, "error": o.error} for o in report.by_status("failed")],
+    }
+
+
+def outcome_line(outcome: TaskOutcome) -> str:
+    """One log line for a finished task."""
+    return f"{outcome.status:9s} {outcome.key} ({outcome.seconds:.2f} s){' ' + outcome.error if outcome.error else ''}"

@@ -1,0 +1,189 @@
+"""A generic, resumable task runner on Dask.
+
+Callers describe work as :class:`Task` objects (a function, its arguments, a fingerprint of everything the
+result depends on). :func:`run_tasks` skips tasks the manifest records with the same fingerprint, submits the
+rest to Dask with their dependencies, records each finished task in the manifest as soon as it is done, and
+returns a :class:`RunReport`. Data moves between tasks through files; results are small JSON-able values.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+import uuid
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distributed import Client, as_completed
+
+from cim.errors import CimError
+from cim.runner.manifest import Manifest
+
+
+@dataclass(frozen=True)
+class Dep:
+    """Placeholder argument: the result of the task with this key."""
+
+    key: str
+
+
+@dataclass
+class Task:
+    """One unit of work. ``fn`` must be a module-level function (it is pickled to the workers).
+
+    The result must be JSON-able; when it is a dict with an ``outputs`` list of paths (relative to the run's
+    output folder), a recorded task is only skipped while those files still exist.
+    """
+
+    key: str
+    stage: str
+    fn: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    fingerprint: str = ""
+
+    @property
+    def deps(self) -> list[str]:
+        return [a.key for a in self.args if isinstance(a, Dep)]
+
+
+@dataclass
+class TaskOutcome:
+    key: str
+    stage: str
+    status: str  # 'done', 'skipped', 'failed', 'cancelled'
+    seconds: float = 0.0
+    result: Any = None
+    error: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunReport:
+    """What happened to every task of a run."""
+
+    outcomes: dict[str, TaskOutcome] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def by_status(self, status: str) -> list[TaskOutcome]:
+        return [o for o in self.outcomes.values() if o.status == status]
+
+    @property
+    def ok(self) -> bool:
+        return not self.by_status("failed") and not self.by_status("cancelled")
+
+    @property
+    def warnings(self) -> list[str]:
+        return [w for o in self.outcomes.values() for w in o.warnings]
+
+    def stage_table(self) -> list[dict[str, Any]]:
+        """Per stage: tasks done / skipped / failed and summed task seconds, in first-seen order."""
+        rows: dict[str, dict[str, Any]] = {}
+        for o in self.outcomes.values():
+            row = rows.setdefault(o.stage, {"stage": o.stage, "done": 0, "skipped": 0, "failed": 0,
+                                            "cancelled": 0, "seconds": 0.0})
+            row[o.status] += 1
+            row["seconds"] = round(row["seconds"] + o.seconds, 3)
+        return list(rows.values())
+
+
+@dataclass
+class _Payload:
+    """What a worker returns: the task's result plus its warnings and duration."""
+
+    result: Any
+    warnings: list[str]
+    seconds: float
+
+
+def _execute(fn: Callable[..., Any], *args: Any) -> _Payload:
+    """Worker-side wrapper: hand dependencies' plain results to ``fn``, time it, collect its warnings."""
+    args = tuple(a.result if isinstance(a, _Payload) else a for a in args)
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fn(*args)
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    if isinstance(result, dict) and result.get("warnings"):
+        messages.extend(result["warnings"])
+    return _Payload(result, messages, time.perf_counter() - start)
+
+
+def _outputs_exist(result: Any, out_dir: Path | None) -> bool:
+    if out_dir is None or not isinstance(result, dict):
+        return True
+    return all((out_dir / p).exists() for p in result.get("outputs", []))
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, CimError):
+        return str(exc)
+    last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    return last
+
+
+def run_tasks(
+    tasks: list[Task],
+    client: Client,
+    manifest: Manifest,
+    *,
+    out_dir: Path | None = None,
+    force: bool = False,
+    keep_going: bool = False,
+    on_outcome: Callable[[TaskOutcome], None] | None = None,
+) -> RunReport:
+    """Run ``tasks`` (listed so that dependencies come first) on ``client``; see the module docstring."""
+    started = time.perf_counter()
+    report = RunReport()
+    by_key = {t.key: t for t in tasks}
+    futures: dict[str, Any] = {}
+    results: dict[str, Any] = {}
+    run_id = uuid.uuid4().hex[:8]
+
+    def finish(outcome: TaskOutcome) -> None:
+        report.outcomes[outcome.key] = outcome
+        if on_outcome:
+            on_outcome(outcome)
+
+    for task in tasks:
+        entry = None if force else manifest.finished(task.key, task.fingerprint)
+        rerun_dep = any(d in futures for d in task.deps)
+        if entry is not None and not rerun_dep and _outputs_exist(entry["result"], out_dir):
+            results[task.key] = entry["result"]
+            finish(TaskOutcome(task.key, task.stage, "skipped", result=entry["result"]))
+            continue
+        args = tuple(
+            (futures[a.key] if a.key in futures else results[a.key]) if isinstance(a, Dep) else a for a in task.args
+        )
+        futures[task.key] = client.submit(_execute, task.fn, *args, key=f"{task.key}-{run_id}", pure=False)
+
+    key_of = {f.key: k for k, f in futures.items()}
+    failed: set[str] = set()
+    pending = as_completed(list(futures.values()))
+    for future in pending:
+        key = key_of[future.key]
+        task = by_key[key]
+        if future.status == "finished":
+            payload = future.result()
+            manifest.record(key, task.fingerprint, payload.result, payload.seconds)
+            finish(TaskOutcome(key, task.stage, "done", payload.seconds, payload.result, warnings=payload.warnings))
+        elif future.status == "cancelled":
+            finish(TaskOutcome(key, task.stage, "cancelled", error="cancelled"))
+        else:
+            if any(d in failed for d in task.deps):
+                failed.add(key)
+                finish(TaskOutcome(key, task.stage, "cancelled", error="an upstream task failed"))
+                continue
+            failed.add(key)
+            finish(TaskOutcome(key, task.stage, "failed", error=_describe(future.exception())))
+            if not keep_going:
+                remaining = [f for k, f in futures.items() if k not in report.outcomes and f.key != future.key]
+                client.cancel(remaining)
+                for k, f in futures.items():
+                    if k not in report.outcomes:
+                        finish(TaskOutcome(k, by_key[k].stage, "cancelled", error="run stopped after a failure"))
+                break
+    report.seconds = time.perf_counter() - started
+    return report

@@ -1,0 +1,183 @@
+"""Level-of-detail hierarchy of a point cloud: an octree with even grid sampling at every level.
+
+Every point lands in exactly one node (no loss, no duplicate). A node at level ``l`` of a cube of side ``S`` keeps,
+among the points not taken by its ancestors, the one closest to the centre of each occupied voxel of size
+``S / (G * 2**l)`` (``G = 2**grid_bits``, 128 by default): a spatially even, Poisson-disk-like sample without the
+holes of random thinning. A node whose remaining points are at most ``leaf_points`` keeps them all and is a leaf.
+
+All work is vectorised: points are sorted once by their 63-bit Morton code, so every node and every voxel at every
+level is a contiguous run of the sorted points.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+MORTON_BITS = 21
+_MAX = (1 << MORTON_BITS) - 1
+
+
+def _spread(v: np.ndarray) -> np.ndarray:
+    v = v.astype(np.uint64) & np.uint64(0x1FFFFF)
+    v = (v | (v << np.uint64(32))) & np.uint64(0x1F00000000FFFF)
+    v = (v | (v << np.uint64(16))) & np.uint64(0x1F0000FF0000FF)
+    v = (v | (v << np.uint64(8))) & np.uint64(0x100F00F00F00F00F)
+    v = (v | (v << np.uint64(4))) & np.uint64(0x10C30C30C30C30C3)
+    v = (v | (v << np.uint64(2))) & np.uint64(0x1249249249249249)
+    return v
+
+
+def morton(q: np.ndarray) -> np.ndarray:
+    """63-bit Morton codes of (n,3) integer cell coordinates (each < 2**21)."""
+    return _spread(q[:, 0]) | (_spread(q[:, 1]) << np.uint64(1)) | (_spread(q[:, 2]) << np.uint64(2))
+
+
+def group_starts(sorted_keys: np.ndarray) -> np.ndarray:
+    """Start index of every run of equal values in a sorted array."""
+    if len(sorted_keys) == 0:
+        return np.zeros(0, np.int64)
+    return np.concatenate([[0], np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1])
+
+
+def pick_per_group(starts: np.ndarray, n: int, dist: np.ndarray) -> np.ndarray:
+    """Index of the smallest ``dist`` in every run ``[starts[i], starts[i+1])`` of a length-``n`` array.
+
+    Ties go to the first index, so the choice is deterministic.
+    """
+    if len(starts) == 0:
+        return np.zeros(0, np.int64)
+    counts = np.diff(np.append(starts, n))
+    lowest = np.minimum.reduceat(dist, starts)
+    hits = np.flatnonzero(dist == np.repeat(lowest, counts))
+    group = np.searchsorted(starts, hits, side="right")
+    first = np.ones(len(hits), bool)
+    first[1:] = group[1:] != group[:-1]
+    return hits[first]
+
+
+def grid_sample(local: np.ndarray, origin: np.ndarray, spacing: float) -> np.ndarray:
+    """Indices of one point per occupied voxel of ``spacing`` (the one closest to the voxel centre)."""
+    if len(local) == 0:
+        return np.zeros(0, np.int64)
+    cell = np.floor((local - origin) / spacing)
+    q = np.clip(cell - cell.min(axis=0), 0, _MAX).astype(np.uint64)
+    keys = morton(q)
+    order = np.argsort(keys, kind="stable")
+    dist = np.sum((local[order] - (origin + (cell[order] + 0.5) * spacing)) ** 2, axis=1)
+    return order[pick_per_group(group_starts(keys[order]), len(order), dist)]
+
+
+@dataclass
+class OctreeNode:
+    level: int
+    index: tuple[int, int, int]  # cell indices at this level
+    start: int  # range of this node's points in Octree.order
+    count: int
+    children: list[int] = field(default_factory=list)
+    parent: int = -1
+    box_min: np.ndarray | None = None  # AABB of the whole subtree (local coordinates)
+    box_max: np.ndarray | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.level}-{self.index[0]}-{self.index[1]}-{self.index[2]}"
+
+
+@dataclass
+class Octree:
+    """Nodes (0 = root) and ``order``: point indices grouped by node (node i owns ``order[start:start+count]``)."""
+
+    origin: np.ndarray
+    side: float
+    grid_bits: int
+    nodes: list[OctreeNode]
+    order: np.ndarray
+
+    def spacing(self, level: int) -> float:
+        """Sampling voxel size of a node at ``level``: the gap its children fill."""
+        return self.side / (2 ** (level + self.grid_bits))
+
+    def points_of(self, node: int) -> np.ndarray:
+        nd = self.nodes[node]
+        return self.order[nd.start: nd.start + nd.count]
+
+
+def build_octree(local: np.ndarray, *, leaf_points: int = 60_000, grid_bits: int = 7) -> Octree:
+    """The LOD octree of ``local`` ((n,3) float64 coordinates in a metric frame)."""
+    local = np.asarray(local, float)
+    n = len(local)
+    if n == 0:
+        raise ValueError("cannot build an octree of no points")
+    lo = local.min(axis=0)
+    side = float(max(np.max(local.max(axis=0) - lo), 1e-3)) * (1 + 1e-9)
+    q = np.clip(np.floor((local - lo) * ((1 << MORTON_BITS) / side)), 0, _MAX).astype(np.uint64)
+    codes = morton(q)
+    sorted_idx = np.argsort(codes, kind="stable")
+    codes = codes[sorted_idx]
+    qs = q[sorted_idx]
+    del q
+    level_of = np.empty(n, np.int8)
+    remaining = np.arange(n)  # positions in the sorted arrays, kept in Morton order
+    last_level = MORTON_BITS - grid_bits
+    for level in range(last_level + 1):
+        rem_codes = codes[remaining]
+        starts = group_starts(rem_codes >> np.uint64(3 * (MORTON_BITS - level)))
+        counts = np.diff(np.append(starts, len(remaining)))
+        if level == last_level:
+            level_of[remaining] = level
+            break
+        is_leaf = np.repeat(counts <= leaf_points, counts)
+        level_of[remaining[is_leaf]] = level
+        if is_leaf.all():
+            break
+        rest = remaining[~is_leaf]
+        rest_codes = rem_codes[~is_leaf]
+        vshift = MORTON_BITS - level - grid_bits
+        vstarts = group_starts(rest_codes >> np.uint64(3 * vshift))
+        # squared distance (in finest cells) of each point to its voxel centre, from the low bits of its cell
+        low = (qs[rest] & np.uint64((1 << vshift) - 1)).astype(np.int64) - (1 << vshift) // 2
+        dist = np.einsum("ij,ij->i", low, low)
+        picks = pick_per_group(vstarts, len(rest), dist)
+        level_of[rest[picks]] = level
+        keep = np.ones(len(rest), bool)
+        keep[picks] = False
+        remaining = rest[keep]
+        if len(remaining) == 0:
+            break
+    return _assemble(local, lo, side, grid_bits, codes, qs, level_of, sorted_idx)
+
+
+def _assemble(local, lo, side, grid_bits, codes, qs, level_of, sorted_idx) -> Octree:
+    # points are in Morton order, so a stable sort by level groups them by node, parents before children
+    order = np.argsort(level_of, kind="stable")
+    lv = level_of[order]
+    nc = codes[order] >> (np.uint64(3) * (np.uint64(MORTON_BITS) - lv.astype(np.uint64)))
+    change = np.flatnonzero((lv[1:] != lv[:-1]) | (nc[1:] != nc[:-1])) + 1
+    starts = np.concatenate([[0], change])
+    counts = np.diff(np.append(starts, len(order)))
+    nodes: list[OctreeNode] = []
+    lookup: dict[tuple[int, int], int] = {}
+    for s, c in zip(starts.tolist(), counts.tolist()):
+        p = order[s]
+        level = int(lv[s])
+        cell = [int(v) >> (MORTON_BITS - level) for v in qs[p]]
+        node = OctreeNode(level, (cell[0], cell[1], cell[2]), s, c)
+        key = int(nc[s])
+        lookup[(level, key)] = len(nodes)
+        if level > 0:
+            node.parent = lookup[(level - 1, key >> 3)]
+            nodes[node.parent].children.append(len(nodes))
+        nodes.append(node)
+    point_order = sorted_idx[order]
+    pts = local[point_order]
+    for i, nd in enumerate(nodes):
+        seg = pts[nd.start: nd.start + nd.count]
+        nd.box_min, nd.box_max = seg.min(axis=0), seg.max(axis=0)
+    for nd in reversed(nodes):
+        if nd.parent >= 0:
+            par = nodes[nd.parent]
+            par.box_min = np.minimum(par.box_min, nd.box_min)
+            par.box_max = np.maximum(par.box_max, nd.box_max)
+    return Octree(lo, side, grid_bits, nodes, point_order)
