@@ -1,0 +1,74 @@
+"""``cim tiles``: LAS/LAZ/COPC files to a 3D Tiles 1.1 point-cloud tileset (read -> tile -> tiles.pointcloud)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+
+def tiles(
+    inputs: Annotated[list[Path], typer.Argument(help="LAS/LAZ/COPC files (or glob patterns)")],
+    out: Annotated[Path, typer.Option("--out", help="output folder (tileset.json lands here)")],
+    crs: Annotated[Optional[str], typer.Option("--crs", help="CRS of the input, with its vertical part, "
+                                                              "e.g. EPSG:25832+7837")] = None,
+    tile_size: Annotated[float, typer.Option("--tile-size", help="edge of the processing tiles (CRS units)")] = 250.0,
+    leaf_points: Annotated[int, typer.Option("--leaf-points", help="max points of a leaf node")] = 60_000,
+    error_scale: Annotated[float, typer.Option("--error-scale", help="geometric error / node spacing")] = 4.0,
+    color_depth: Annotated[str, typer.Option("--color-depth", help="auto, 8 or 16")] = "auto",
+    extra: Annotated[Optional[list[str]], typer.Option("--extra", help="extra dimension to keep (repeatable)")] = None,
+    allow_ballpark: Annotated[bool, typer.Option("--allow-ballpark", help="accept a ballpark vertical "
+                                                                           "transformation (metres off)")] = False,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="local worker processes")] = None,
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Dask scheduler address or 'threads'")] = None,
+    force: Annotated[bool, typer.Option("--force", help="re-run every task")] = False,
+    check: Annotated[bool, typer.Option("--check/--no-check", help="verify the written tree (boxes, errors, "
+                                                                   "point count)")] = True,
+) -> None:
+    """Convert point clouds to a streamable, georeferenced 3D Tiles 1.1 tileset (resumable, out-of-core)."""
+    from cim.errors import CimError
+    from cim.pipeline.execute import run_job, summarize
+    from cim.pipeline.job import parse_job
+    from cim.tiles3d.check import check_tileset
+
+    out = out.resolve()
+    if crs:  # fail fast, before any work, when the heights cannot be placed exactly
+        from cim import crs as cimcrs
+
+        cimcrs.to_geographic3d(cimcrs.resolve(crs), allow_ballpark=allow_ballpark)
+    document = {
+        "job": {"name": "tiles", "output": str(out), **({"crs": crs} if crs else {})},
+        "stages": [
+            {"type": "read.las", "files": [str(Path(p).resolve()) for p in inputs]},
+            {"type": "tile", "size": tile_size, "buffer": 0.0},
+            {"type": "tiles.pointcloud", "folder": "", "leaf_points": leaf_points, "error_scale": error_scale,
+             "color_depth": color_depth, "extra": list(extra or []), "allow_ballpark": allow_ballpark},
+        ],
+    }
+    job = parse_job(document, out / "tiles.toml")
+    result = run_job(job, scheduler=scheduler, workers=workers, force=force)
+    summary = summarize(result)
+    for failure in summary["failures"]:
+        console.print(f"[bold red]failed:[/] {failure['task']}: {failure['error']}")
+    if not summary["ok"]:
+        raise typer.Exit(1)
+    message = f"{summary['points']:,} points, {summary['tiles']} tiles -> {out / 'tileset.json'}"
+    if check:
+        report = check_tileset(out / "tileset.json")
+        if report.points != summary["points"]:
+            report.problems.append(f"{report.points} points written, {summary['points']} read")
+        if not report.ok:
+            raise CimError("tileset check failed: " + "; ".join(report.problems[:5]))
+        message += f" (checked: {report.tiles} tiles, {report.contents} contents)"
+    console.print(message)
+    if summary["warnings"]:
+        console.print(json.dumps(summary["warnings"][:10], indent=1))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("tiles")(tiles)

@@ -1,0 +1,72 @@
+"""3D Tiles 1.1 point clouds: ``tiles.pointcloud``."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from cim.pipeline.stage import JobContext, Product, Stage, StageOptions, TileContext, TileResult, register
+from cim.points import PointCloud
+from cim.tiles3d.pointcloud import DEFAULT_PROPERTIES, TilesOptions, build_tile, build_upper_levels
+
+
+class PointTilesOptions(StageOptions):
+    folder: str = Field("3dtiles/pointcloud", description="output folder inside the job's output folder")
+    leaf_points: int = Field(60_000, ge=1000, description="a node with at most this many points is a leaf")
+    grid_bits: int = Field(7, ge=4, le=10, description="log2 of the sampling grid per node edge (7 = 128 cells)")
+    error_scale: float = Field(4.0, gt=0, description="geometric error = error_scale x node sampling spacing")
+    color_depth: Literal["auto", "8", "16"] = Field("auto", description="bits of the RGB values; auto detects "
+                                                    "8-bit values stored in 16-bit fields")
+    properties: list[str] = Field(list(DEFAULT_PROPERTIES), description="standard dimensions to keep when present")
+    extra: list[str] = Field([], description="further dimensions to keep (must exist)")
+    allow_ballpark: bool = Field(False, description="accept a ballpark vertical transformation (heights metres "
+                                                    "off; warns)")
+    name: str = Field("point cloud", description="dataset name in the tileset metadata")
+
+    def tiles_options(self) -> TilesOptions:
+        return TilesOptions(self.leaf_points, self.grid_bits, self.error_scale, self.color_depth,
+                            tuple(self.properties), tuple(self.extra), self.allow_ballpark)
+
+
+@register
+class PointTiles(Stage):
+    name = "tiles.pointcloud"
+    summary = "3D Tiles 1.1 point cloud (glTF POINTS, LOD octree, metadata, ECEF placement via geoid grids)"
+    Options = PointTilesOptions
+
+    @property
+    def folder(self) -> str:  # type: ignore[override]
+        return self.options.folder
+
+    def _work_dir(self, ctx: JobContext):
+        return ctx.out_dir / ".cim" / "work" / self.name
+
+    def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
+        key = ctx.tile.key
+        stats = build_tile(cloud, key, ctx.tile.core_bounds, ctx.crs, ctx.product_dir / "tiles" / key,
+                           self._work_dir(ctx), self.options.tiles_options())
+        return TileResult(stats=stats)
+
+    def finish(self, results: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
+        tiles = [r["stats"] for r in results if r.get("stats", {}).get("points")]
+        bits = {r.get("color_bits") for r in tiles if r.get("color_bits")}
+        if len(bits) > 1:
+            import warnings
+
+            from cim.errors import CimWarning
+
+            warnings.warn("tiles.pointcloud: some tiles have 8-bit and some 16-bit colours; set color_depth",
+                          CimWarning, stacklevel=2)
+        doc = build_upper_levels(tiles, ctx.crs, ctx.grid.size, ctx.product_dir, self._work_dir(ctx),
+                                 self.options.tiles_options(), dataset={"name": self.options.name})
+        lon = doc["metadata"]["properties"]["originLongitude"]
+        lat = doc["metadata"]["properties"]["originLatitude"]
+        return [Product(
+            path=ctx.relative(ctx.product_dir / "tileset.json"),
+            kind="3dtiles",
+            media_type="application/json",
+            roles=("data",),
+            properties={"points": sum(r["points"] for r in tiles), "tiles": len(tiles),
+                        "origin_lon_lat": [lon, lat]},
+        )]
