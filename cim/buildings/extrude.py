@@ -179,8 +179,10 @@ def extrude_partition(
             faces.append(np.array(ring))
             sem.append("WallSurface")
 
+    outer = None
     if footprint is not None and len(footprint.interiors) == 0 and len(rings) > 1:
         outer = _boundary_ring(rings, edge_owner, snap)
+    if outer is not None:
         faces.append(np.array([(x, y, zg) for x, y in outer[::-1]]))
         sem.append("GroundSurface")
     else:
@@ -190,22 +192,33 @@ def extrude_partition(
     return faces, sem
 
 
-def _boundary_ring(rings: list[np.ndarray], edge_owner: dict, snap: float) -> np.ndarray:
-    """The outer boundary of the partition as one CCW ring (edges without a twin, chained)."""
+def _boundary_ring(rings: list[np.ndarray], edge_owner: dict, snap: float) -> np.ndarray | None:
+    """The outer boundary of the partition as one CCW ring (edges without a twin, chained); None when the
+    boundary edges do not form exactly one simple ring (then every cell gets its own ground face)."""
     nxt: dict[tuple[int, int], tuple[tuple[int, int], np.ndarray]] = {}
+    n_edges = 0
     for r in rings:
         for i in range(len(r)):
             kp, kq = _key(r[i], snap), _key(r[(i + 1) % len(r)], snap)
             if (kq, kp) not in edge_owner:
+                n_edges += 1
+                if kp in nxt:
+                    return None
                 nxt[kp] = (kq, r[i])
+    if not nxt:
+        return None
     start = min(nxt)
     out, k = [], start
     for _ in range(len(nxt)):
+        if k not in nxt:
+            return None
         k2, p = nxt[k]
         out.append(p)
         k = k2
         if k == start:
             break
+    if k != start or len(out) != n_edges:
+        return None
     return np.asarray(out)
 
 

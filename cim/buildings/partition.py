@@ -204,7 +204,10 @@ def snap_to_intersections(
     out = []
     for poly, v in cells:
         ring = [moves.get(key(xy), tuple(xy)) for xy in np.asarray(poly.exterior.coords)[:-1]]
-        new = shapely.set_precision(Polygon(ring), grid)
+        new = Polygon(ring)
+        if not new.is_valid:
+            return cells
+        new = shapely.set_precision(new, grid)
         if not isinstance(new, Polygon) or not new.is_valid or new.is_empty or new.area <= 0:
             return cells
         out.append((new, v))

@@ -17,7 +17,7 @@ class PlaneParams:
     k_normals: int = 10
     epsilon: float = 0.15  # max point-to-plane distance of an inlier (m)
     normal_angle_deg: float = 25.0  # max angle between a point's normal and its plane's normal
-    min_points: int = 15
+    min_points: int = 12
     max_planes: int = 40
     hypotheses: int = 256
     wall_angle_deg: float = 70.0  # planes steeper than this are walls, not roofs
@@ -152,7 +152,40 @@ def detect_planes(xyz: np.ndarray, params: PlaneParams | None = None) -> tuple[l
         remaining[inl] = False
         labels[inl] = len(planes)
         planes.append(_to_plane(nrm, d, origin, inl, p, local))
-    return planes, labels
+    return _prune(planes, xyz, p)
+
+
+def _prune(planes: list[Plane], xyz: np.ndarray, p: PlaneParams) -> tuple[list[Plane], np.ndarray]:
+    """Drop planes that explain almost no point better than another plane (e.g. a strip of ridge points), then
+    give each point to its nearest plane within epsilon and refit the planes on their points."""
+    n = len(xyz)
+    labels = np.full(n, -1, dtype=np.int64)
+    if not planes:
+        return planes, labels
+    keep = list(range(len(planes)))
+    while keep:
+        dist = np.stack([np.abs(xyz[:, 2] - planes[k].z(xyz[:, 0], xyz[:, 1])) *
+                         np.cos(np.radians(planes[k].slope_deg)) for k in keep], axis=1)
+        near = dist < p.epsilon
+        only = near & (near.sum(axis=1, keepdims=True) == 1)
+        support = only.sum(axis=0)
+        worst = int(np.argmin(support))
+        if support[worst] >= p.min_points or len(keep) == 1:
+            break
+        del keep[worst]
+    planes = [planes[k] for k in keep]
+    dist = np.stack([np.abs(xyz[:, 2] - pl.z(xyz[:, 0], xyz[:, 1])) * np.cos(np.radians(pl.slope_deg))
+                     for pl in planes], axis=1)
+    best = np.argmin(dist, axis=1)
+    ok = dist[np.arange(n), best] < p.epsilon
+    labels[ok] = best[ok]
+    out = []
+    for k, pl in enumerate(planes):
+        idx = np.nonzero(labels == k)[0]
+        new = refit(Plane(pl.a, pl.b, pl.c, idx), xyz[idx], p) if len(idx) >= 3 else pl
+        new.inliers = idx
+        out.append(new)
+    return out, labels
 
 
 def _to_plane(nrm: np.ndarray, d: float, origin: np.ndarray, inl: np.ndarray, p: PlaneParams,
@@ -174,4 +207,6 @@ def refit(plane: Plane, xyz: np.ndarray, params: PlaneParams | None = None) -> P
         return plane
     origin = xyz.mean(axis=0)
     nrm, d = _fit(xyz - origin)
-    return _to_plane(nrm, d, origin, plane.inliers, p, xyz - origin)
+    new = _to_plane(nrm, d, origin, np.arange(len(xyz)), p, xyz - origin)
+    new.inliers = plane.inliers
+    return new

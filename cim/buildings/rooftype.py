@@ -26,16 +26,19 @@ def classify_roof(
     *,
     flat_slope_deg: float = 5.0,
     min_share: float = 0.04,
+    min_hip_area: float = 0.8,
     angle_tol_deg: float = 25.0,
 ) -> int:
     """AdV roof type code from roof faces given as (2D cell, slope°, azimuth°, z_min, z_max).
 
-    Faces smaller than ``min_share`` of the footprint are ignored (dormers, chimneys, noise).
+    Flat faces smaller than ``min_share`` of the footprint are ignored (chimneys, noise); sloped faces count from
+    ``min_hip_area`` m² (or 1 % of the footprint) so the small hip triangles of half-hip roofs are seen.
     """
     big = [f for f in faces if f[0].area >= min_share * footprint_area]
-    if not big:
+    sloped = [f for f in faces if f[1] >= flat_slope_deg
+              and f[0].area >= max(min_hip_area, 0.01 * footprint_area)]
+    if not big and not sloped:
         return OTHER
-    sloped = [f for f in big if f[1] >= flat_slope_deg]
     flat_area = sum(f[0].area for f in big if f[1] < flat_slope_deg)
     sloped_area = sum(f[0].area for f in sloped)
     if not sloped:
@@ -65,7 +68,7 @@ def classify_roof(
         small, large = order[:2], order[2:]
         if _angle_diff(az[small[0]], az[small[1]]) < 180 - angle_tol_deg:
             return MIXED
-        if areas[small].min() > 0.7 * areas[large].max():
+        if areas[small].min() > 0.95 * areas[large].max():
             return PYRAMID
         eave_main = min(sloped[i][3] for i in large)
         ridge = max(f[4] for f in sloped)

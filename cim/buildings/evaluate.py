@@ -1,0 +1,95 @@
+"""Compare building models with ground truth: roof surface height error, footprint IoU, roof type accuracy, and a
+roof point sampler for 2.5D truth solids (used by the accuracy tests and the benchmark)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import shapely
+from shapely.geometry import Polygon
+
+from cim.buildings.validity import face_plane
+from cim.cityjson import BuildingGeometry
+
+
+def roof_faces(geom: BuildingGeometry) -> list[np.ndarray]:
+    """The RoofSurface faces that face upwards (2.5D roof)."""
+    out = []
+    for f, s in zip(geom.faces, geom.semantics):
+        if s == "RoofSurface" and face_plane(f)[0][2] > 1e-6:
+            out.append(f)
+    return out
+
+
+def footprint_of(geom: BuildingGeometry) -> Polygon:
+    """2D outline of a solid: the union of its ground faces (or of all faces' projections)."""
+    polys = [Polygon(f[:, :2]) for f, s in zip(geom.faces, geom.semantics) if s == "GroundSurface"]
+    if not polys:
+        polys = [Polygon(f[:, :2]) for f in geom.faces if len(f) >= 3]
+    return shapely.union_all([shapely.make_valid(p) for p in polys if p.area > 0], grid_size=1e-6)
+
+
+def roof_height_at(geom: BuildingGeometry, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Height of the highest roof face above each (x, y); NaN where no roof face covers the point."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    z = np.full(len(x), -np.inf)
+    for f in roof_faces(geom):
+        n, d = face_plane(f)
+        inside = shapely.contains_xy(Polygon(f[:, :2]), x, y)
+        if not inside.any():
+            continue
+        zf = (d - n[0] * x[inside] - n[1] * y[inside]) / n[2]
+        z[inside] = np.maximum(z[inside], zf)
+    z[~np.isfinite(z)] = np.nan
+    return z
+
+
+def sample_roof_points(geom: BuildingGeometry, density: float, noise: float,
+                       rng: np.random.Generator) -> np.ndarray:
+    """Points (n, 3) on the roof of a 2.5D solid, ``density`` per m² in plan, Gaussian height noise."""
+    fp = footprint_of(geom)
+    minx, miny, maxx, maxy = fp.bounds
+    n = rng.poisson(density * (maxx - minx) * (maxy - miny))
+    x = rng.uniform(minx, maxx, n)
+    y = rng.uniform(miny, maxy, n)
+    z = roof_height_at(geom, x, y)
+    ok = np.isfinite(z)
+    return np.column_stack([x[ok], y[ok], z[ok] + rng.normal(0.0, noise, ok.sum())])
+
+
+def roof_rmse(model: BuildingGeometry, truth: BuildingGeometry, spacing: float = 0.25) -> float:
+    """RMSE (m) of the model's roof height against the truth roof on a regular grid inside the truth footprint."""
+    fp = footprint_of(truth)
+    minx, miny, maxx, maxy = fp.bounds
+    gx, gy = np.meshgrid(np.arange(minx + spacing / 2, maxx, spacing), np.arange(miny + spacing / 2, maxy, spacing))
+    x, y = gx.ravel(), gy.ravel()
+    inside = shapely.contains_xy(fp.buffer(-0.05), x, y)
+    x, y = x[inside], y[inside]
+    zt = roof_height_at(truth, x, y)
+    zm = roof_height_at(model, x, y)
+    ok = np.isfinite(zt)
+    # where the model has no roof above a truth roof point, count the full truth height above ground as error
+    zm = np.where(np.isfinite(zm), zm, np.nanmin(np.concatenate([f[:, 2] for f in model.faces])))
+    return float(np.sqrt(np.mean((zm[ok] - zt[ok]) ** 2)))
+
+
+def iou(a: Polygon, b: Polygon) -> float:
+    """Intersection over union of two polygons."""
+    u = a.union(b).area
+    return float(a.intersection(b).area / u) if u > 0 else 0.0
+
+
+def match_by_location(models: Sequence[Polygon], truths: Sequence[Polygon]) -> list[int | None]:
+    """For each model footprint the index of the truth footprint it overlaps most (None when none)."""
+    tree = shapely.STRtree(list(truths))
+    out: list[int | None] = []
+    for m in models:
+        cand = tree.query(m, predicate="intersects")
+        if len(cand) == 0:
+            out.append(None)
+            continue
+        areas = [m.intersection(truths[i]).area for i in cand]
+        out.append(int(cand[int(np.argmax(areas))]))
+    return out

@@ -1,0 +1,336 @@
+"""Reconstruct buildings: LoD1.2 (percentile block) and LoD2.2 (roof planes over a footprint partition), with
+per-building quality attributes and an explicit status. No footprint is ever dropped: without points it gets an
+LoD0 footprint surface and status ``no_points``; when LoD2.2 fails it keeps LoD1.2 and says why."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import shapely
+from scipy.spatial import cKDTree
+from shapely.geometry import Polygon
+
+from cim.buildings.extrude import extrude_partition, footprint_cells
+from cim.buildings.footprints import Footprint
+from cim.buildings.partition import NODATA, label_raster, snap_to_intersections, vectorise
+from cim.buildings.planes import Plane, PlaneParams, detect_planes
+from cim.buildings.rooftype import ROOF_TYPE_NAMES, classify_roof
+from cim.buildings.validity import check_solid
+from cim.cityjson import BuildingGeometry
+
+log = logging.getLogger("cim.buildings.model")
+
+# reconstruction status values (attribute ``status``)
+OK = "lod22"
+NO_POINTS = "no_points"
+NO_GROUND = "no_ground"  # ground height from the lowest points instead of ground points (still modelled)
+TOO_FEW_POINTS = "lod12_only:too_few_points"
+NO_PLANES = "lod12_only:no_planes"
+INVALID = "lod12_only:invalid_lod22"
+FAILED = "lod12_only:error"
+
+
+@dataclass
+class ReconstructionParams:
+    """Parameters of :func:`reconstruct_building` (all heights/lengths in CRS units, metres)."""
+
+    lod1_percentile: float = 70.0  # roofer/3DBAG: 70th percentile of roof points
+    ground_percentile: float = 10.0  # 3dfier: 10th percentile of ground points around the footprint
+    ground_buffer: float = 3.0  # ground points within this distance outside the footprint
+    min_points: int = 20  # fewer roof points than this: LoD1.2 only
+    partition_cell: float = 0.5
+    max_extension: float = 2.0  # a roof plane never reaches further than this from its own points
+    min_cell_area: float = 1.0
+    nodata_percentile: float = 20.0  # height of roof parts no plane may claim (low: never too tall)
+    min_height: float = 0.5
+    planes: PlaneParams = field(default_factory=PlaneParams)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class BuildingModel:
+    """The models of one footprint and its attributes (shared by all LoDs)."""
+
+    id: str
+    footprint: Polygon
+    attributes: dict[str, Any]
+    lod12: BuildingGeometry | None = None
+    lod22: BuildingGeometry | None = None
+    lod0: BuildingGeometry | None = None
+
+    @property
+    def status(self) -> str:
+        return self.attributes["status"]
+
+    def geometries(self) -> list[BuildingGeometry]:
+        """All geometries, highest LoD first (the attributes travel on the first)."""
+        out = [g for g in (self.lod22, self.lod12, self.lod0) if g is not None]
+        for i, g in enumerate(out):
+            g.attributes = self.attributes if i == 0 else {}
+        return out
+
+
+# ----------------------------------------------------------------------------------------------------- heights
+
+
+def ground_height(footprint: Polygon, ground_xyz: np.ndarray, params: ReconstructionParams,
+                  tree: cKDTree | None = None) -> float | None:
+    """Percentile of the ground points within ``ground_buffer`` around the footprint (widening to 3x, 10 m)."""
+    if len(ground_xyz) == 0:
+        return None
+    tree = tree or cKDTree(ground_xyz[:, :2])
+    c = footprint.centroid
+    r0 = max(np.hypot(*(np.asarray(footprint.exterior.coords) - [c.x, c.y]).T).max(), 1.0)
+    for buf in (params.ground_buffer, 3 * params.ground_buffer, 10.0):
+        idx = np.asarray(tree.query_ball_point([c.x, c.y], r0 + buf), dtype=np.int64)
+        if len(idx) == 0:
+            continue
+        near = shapely.contains_xy(footprint.buffer(buf, join_style="mitre"), ground_xyz[idx, 0], ground_xyz[idx, 1])
+        z = ground_xyz[idx[near], 2]
+        if len(z) >= 3:
+            return float(np.percentile(z, params.ground_percentile))
+    return None
+
+
+def height_stats(z: np.ndarray) -> dict[str, float]:
+    """Roof height percentiles in the 3DBAG style (min = 2nd, max = 99th percentile)."""
+    p = np.percentile(z, [2, 50, 70, 99])
+    return {"h_roof_min": float(p[0]), "h_roof_50p": float(p[1]), "h_roof_70p": float(p[2]), "h_roof_max": float(p[3])}
+
+
+# --------------------------------------------------------------------------------------------------- geometry
+
+
+def lod12_geometry(bid: str, footprint: Polygon, ground: float, roof: float) -> BuildingGeometry:
+    """Flat-roofed prism over the footprint (holes allowed)."""
+    cells = footprint_cells(footprint)
+    faces, sem = extrude_partition(cells, [(0.0, 0.0, roof)] * len(cells), ground, footprint=footprint,
+                                   min_height=0.0)
+    return BuildingGeometry(bid, faces, sem, lod="1.2")
+
+
+def lod0_geometry(bid: str, footprint: Polygon, ground: float) -> BuildingGeometry:
+    """The footprint as an upward-facing surface at ground height (MultiSurface LoD0)."""
+    faces = [np.array([(x, y, ground) for x, y in np.asarray(c.exterior.coords)[:-1]])
+             for c in footprint_cells(footprint)]
+    return BuildingGeometry(bid, faces, ["GroundSurface"] * len(faces), lod="0", geometry_type="MultiSurface")
+
+
+@dataclass
+class Lod22Result:
+    geometry: BuildingGeometry
+    cells: list[tuple[Polygon, int]]
+    coefficients: list[tuple[float, float, float]]
+    planes: list[Plane]
+    nodata_fraction: float
+
+
+def lod22_geometry(
+    bid: str, footprint: Polygon, roof_xyz: np.ndarray, ground: float, params: ReconstructionParams
+) -> Lod22Result | str:
+    """LoD2.2 solid, or the failure status when no valid model can be made."""
+    planes, labels = detect_planes(roof_xyz, params.planes)
+    if not planes:
+        return NO_PLANES
+    raster, transform, _ = label_raster(footprint, roof_xyz, labels, planes, cell=params.partition_cell,
+                                        max_extension=params.max_extension)
+    cells = vectorise(footprint, raster, transform, simplify=params.partition_cell,
+                      min_area=params.min_cell_area)
+    nodata_z = float(np.percentile(roof_xyz[:, 2], params.nodata_percentile))
+    errors = None
+    for attempt in ("snapped", "raw"):
+        use = snap_to_intersections(cells, planes, footprint) if attempt == "snapped" else cells
+        split, coeffs = [], []
+        for poly, lab in use:
+            plane = (0.0, 0.0, nodata_z) if lab == NODATA else planes[lab].coefficients
+            for piece in footprint_cells(poly):
+                split.append((piece, lab))
+                coeffs.append(plane)
+        faces, sem = extrude_partition([p for p, _ in split], coeffs, ground, footprint=footprint,
+                                       min_height=params.min_height)
+        v = check_solid(faces)
+        if v.valid:
+            nodata = sum(p.area for p, lab in split if lab == NODATA) / footprint.area
+            geom = BuildingGeometry(bid, faces, sem, lod="2.2")
+            return Lod22Result(geom, split, coeffs, planes, nodata)
+        errors = v
+    log.debug("building %s: LoD2.2 invalid: %s", bid, errors.errors if errors else None)
+    return INVALID
+
+
+def model_heights_at(cells: Sequence[tuple[Polygon, int]], coeffs: Sequence[tuple[float, float, float]],
+                     x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Roof height of the LoD2.2 model at (x, y) (NaN outside all cells)."""
+    z = np.full(len(x), np.nan)
+    for (poly, _), (a, b, c) in zip(cells, coeffs):
+        m = shapely.contains_xy(poly, x, y) & np.isnan(z)
+        z[m] = a * x[m] + b * y[m] + c
+    return z
+
+
+# ------------------------------------------------------------------------------------------------ one building
+
+
+def reconstruct_building(
+    fp: Footprint,
+    roof_xyz: np.ndarray,
+    ground: float | None,
+    params: ReconstructionParams | None = None,
+    *,
+    ground_source: str = "ground points",
+) -> BuildingModel:
+    """LoD1.2 + LoD2.2 of one footprint from its building points (inside the footprint) and ground height."""
+    p = params or ReconstructionParams()
+    t0 = time.perf_counter()
+    poly = fp.polygon
+    area = float(poly.area)
+    n = len(roof_xyz)
+    attrs: dict[str, Any] = {
+        "footprint_area": round(area, 3),
+        "point_count": int(n),
+        "point_density": round(n / area, 3) if area > 0 else 0.0,
+        "ground_source": ground_source,
+    }
+    attrs.update({f"src_{k}": v for k, v in fp.attributes.items() if isinstance(v, (str, int, float, bool))})
+    if ground is None:
+        ground = float(np.percentile(roof_xyz[:, 2], 1)) - 3.0 if n else 0.0
+        attrs["ground_source"] = "none (unknown)"
+    attrs["h_ground"] = round(ground, 3)
+    model = BuildingModel(fp.id, poly, attrs)
+    if n == 0:
+        attrs.update(status=NO_POINTS, roof_type=None, roof_type_name=None, coverage=0.0)
+        model.lod0 = lod0_geometry(fp.id, poly, ground)
+        return model
+    attrs.update({k: round(v, 3) for k, v in height_stats(roof_xyz[:, 2]).items()})
+    h1 = float(np.percentile(roof_xyz[:, 2], p.lod1_percentile))
+    h1 = max(h1, ground + p.min_height)
+    attrs["h_lod12"] = round(h1, 3)
+    attrs["lod12_percentile"] = p.lod1_percentile
+    attrs["rmse_lod12"] = round(float(np.sqrt(np.mean((roof_xyz[:, 2] - h1) ** 2))), 3)
+    model.lod12 = lod12_geometry(fp.id, poly, ground, h1)
+    v1 = check_solid(model.lod12)
+    attrs["valid_lod12"] = v1.valid
+    attrs["coverage"] = round(_coverage(poly, roof_xyz, p.partition_cell), 3)
+    if n < p.min_points:
+        attrs.update(status=TOO_FEW_POINTS, roof_type=None, roof_type_name=None)
+        return model
+    try:
+        res = lod22_geometry(fp.id, poly, roof_xyz, ground, p)
+    except Exception as exc:  # noqa: BLE001 - any failure of one building must not stop the others
+        log.warning("building %s: LoD2.2 failed: %s", fp.id, exc)
+        res = FAILED
+    if isinstance(res, str):
+        attrs.update(status=res, roof_type=None, roof_type_name=None)
+        return model
+    model.lod22 = res.geometry
+    zm = model_heights_at(res.cells, res.coefficients, roof_xyz[:, 0], roof_xyz[:, 1])
+    ok = np.isfinite(zm)
+    roof_z = np.concatenate([f[:, 2] for f, s in zip(res.geometry.faces, res.geometry.semantics)
+                             if s == "RoofSurface"])
+    faces = []
+    for (cell, lab), (a, b, c) in zip(res.cells, res.coefficients):
+        xy = np.asarray(cell.exterior.coords)
+        zc = a * xy[:, 0] + b * xy[:, 1] + c
+        slope = float(np.degrees(np.arctan(np.hypot(a, b))))
+        azimuth = float(np.degrees(np.arctan2(-a, -b)) % 360.0)
+        faces.append((cell, slope, azimuth, float(zc.min()), float(zc.max())))
+    rt = classify_roof(faces, area)
+    attrs.update(
+        status=OK,
+        roof_type=rt,
+        roof_type_name=ROOF_TYPE_NAMES[rt],
+        n_planes=len({lab for _, lab in res.cells if lab != NODATA}),
+        h_eaves=round(float(roof_z.min()), 3),
+        h_ridge=round(float(roof_z.max()), 3),
+        rmse_lod22=round(float(np.sqrt(np.mean((roof_xyz[ok, 2] - zm[ok]) ** 2))), 3) if ok.any() else None,
+        nodata_fraction=round(res.nodata_fraction, 3),
+        valid_lod22=True,
+    )
+    log.debug("building %s: %s in %.0f ms", fp.id, attrs["status"], 1000 * (time.perf_counter() - t0))
+    return model
+
+
+def _coverage(poly: Polygon, xyz: np.ndarray, cell: float) -> float:
+    """Fraction of the footprint's grid cells that hold at least one point."""
+    minx, miny, maxx, maxy = poly.bounds
+    xs = np.arange(minx + cell / 2, maxx, cell)
+    ys = np.arange(miny + cell / 2, maxy, cell)
+    if len(xs) == 0 or len(ys) == 0:
+        return 1.0 if len(xyz) else 0.0
+    gx, gy = np.meshgrid(xs, ys)
+    inside = shapely.contains_xy(poly, gx, gy)
+    if not inside.any():
+        return 1.0 if len(xyz) else 0.0
+    col = np.clip(((xyz[:, 0] - minx) / cell).astype(np.int64), 0, len(xs) - 1)
+    row = np.clip(((xyz[:, 1] - miny) / cell).astype(np.int64), 0, len(ys) - 1)
+    occ = np.zeros(gx.shape, bool)
+    occ[row, col] = True
+    from scipy import ndimage
+
+    occ = ndimage.binary_dilation(occ, structure=np.ones((3, 3)))  # one cell of slack for sparse points
+    return float((occ & inside).sum() / inside.sum())
+
+
+# ------------------------------------------------------------------------------------------------ many buildings
+
+
+def split_points(
+    x: np.ndarray, y: np.ndarray, z: np.ndarray, classification: np.ndarray | None, *,
+    building_classes: Sequence[int] = (6,), ground_classes: Sequence[int] = (2,),
+    ground_mask: np.ndarray | None = None, min_height_above_ground: float = 2.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(building mask, ground mask). With ASPRS building points (class 6) present they are used; otherwise every
+    non-ground point more than ``min_height_above_ground`` above the local ground counts (footprints then decide
+    what belongs to a building)."""
+    if ground_mask is None:
+        ground_mask = np.isin(classification, ground_classes) if classification is not None else np.zeros(len(x), bool)
+    if classification is not None and np.isin(classification, building_classes).any():
+        return np.isin(classification, building_classes), ground_mask
+    if not ground_mask.any():
+        return np.ones(len(x), bool), ground_mask
+    g = cKDTree(np.column_stack([x[ground_mask], y[ground_mask]]))
+    _, idx = g.query(np.column_stack([x, y]), k=min(8, int(ground_mask.sum())))
+    idx = np.atleast_2d(idx.T).T if idx.ndim == 1 else idx
+    zg = np.median(z[ground_mask][idx], axis=1)
+    noise = np.isin(classification, (7, 18)) if classification is not None else np.zeros(len(x), bool)
+    return (~ground_mask) & (~noise) & (z - zg > min_height_above_ground), ground_mask
+
+
+def reconstruct(
+    footprints: Sequence[Footprint],
+    building_xyz: np.ndarray,
+    ground_xyz: np.ndarray,
+    params: ReconstructionParams | None = None,
+    *,
+    ground_fn=None,
+) -> list[BuildingModel]:
+    """Reconstruct every footprint (in order). ``ground_fn(polygon) -> float | None`` (e.g. a DTM sampler) is
+    used when no ground points surround a footprint."""
+    p = params or ReconstructionParams()
+    btree = cKDTree(building_xyz[:, :2]) if len(building_xyz) else None
+    gtree = cKDTree(ground_xyz[:, :2]) if len(ground_xyz) else None
+    out = []
+    for fp in footprints:
+        poly = fp.polygon
+        c = poly.centroid
+        r = np.hypot(*(np.asarray(poly.exterior.coords) - [c.x, c.y]).T).max()
+        if btree is not None:
+            idx = np.asarray(btree.query_ball_point([c.x, c.y], r + 1e-6), dtype=np.int64)
+            idx.sort()
+            pts = building_xyz[idx]
+            pts = pts[shapely.contains_xy(poly, pts[:, 0], pts[:, 1])]
+        else:
+            pts = np.zeros((0, 3))
+        ground = ground_height(poly, ground_xyz, p, gtree) if gtree is not None else None
+        source = "ground points"
+        if ground is None and ground_fn is not None:
+            ground, source = ground_fn(poly), "dtm"
+        out.append(reconstruct_building(fp, pts, ground, p, ground_source=source))
+    return out
