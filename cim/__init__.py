@@ -16,6 +16,13 @@ from cim.io.las import read, write  # noqa: E402
 
 __version__ = "0.1.0"
 
+
+def run(job_file, **options):  # noqa: ANN001, ANN201 - thin lazy wrapper, documented in cim.pipeline.execute.run
+    """Run a TOML job from Python (see :func:`cim.pipeline.execute.run`); returns a ``JobRun``."""
+    from cim.pipeline.execute import run as run_job_file
+
+    return run_job_file(job_file, **options)
+
 __all__ = [
     "Bounds",
     "CimError",
@@ -25,6 +32,7 @@ __all__ = [
     "InputError",
     "PointCloud",
     "read",
+    "run",
     "write",
     "__version__",
 ]

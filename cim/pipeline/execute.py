@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import glob
 import logging
+import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,6 +163,7 @@ def run_job(
     crs = job_crs(sources)
     grid = _grid(job)
     out_dir = job.out_dir
+    remove_stale_temporaries(out_dir)
     work = out_dir / WORK
     manifest = Manifest(work / "manifest.jsonl")
     context = JobContext(job.name, out_dir, crs, grid)
@@ -180,7 +183,7 @@ def run_job(
             on_plan(len(partition), "partition")
         first = run_tasks(partition, client, manifest, out_dir=out_dir, force=force, keep_going=keep_going,
                           on_outcome=on_outcome)
-        if not first.ok and not keep_going:
+        if not first.ok:  # never build tiles from a partial set of inputs
             return JobRun(job, first)
         counts: dict[str, int] = {}
         for task in partition:
@@ -192,6 +195,8 @@ def run_job(
                       if first.outcomes[t.key].status in ("done", "skipped")]
         part_fps = [t.fingerprint for t in partition]
         tiles = [grid.tile_from_key(k) for k in sorted(counts, key=_tile_order) if counts[k] > 0]
+        if not tiles:
+            raise InputError(job.source, "no points inside the job area (check [job].area and the inputs)")
         all_tiles = grid.tiles_covering(union_bounds([s.bounds for s in sources]))
         tasks = _tile_tasks(job, context, tiles, parts_dirs, part_fps, version, job.datetime or _acquired(sources))
         if on_plan:
@@ -203,6 +208,18 @@ def run_job(
     products = [Product.from_json(p) for o in report.outcomes.values() if isinstance(o.result, dict)
                 for p in o.result.get("products", []) if isinstance(p, dict)]
     return JobRun(job, report, products, len(tiles), max(0, len(all_tiles) - len(tiles)), sum(counts.values()))
+
+
+_TEMPORARY = re.compile(r"^\..+(\.[0-9a-f]{8}\.tmp(\.[^.]+)?|_[0-9a-f]{8}_tmp)$")
+
+
+def remove_stale_temporaries(out_dir: Path) -> None:
+    """Delete temporaries a killed run left behind (names made by :mod:`cim.fileutil`)."""
+    if not out_dir.exists():
+        return
+    for path in sorted(out_dir.rglob(".*"), reverse=True):
+        if _TEMPORARY.match(path.name):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def _acquired(sources: list[las.LasSource]) -> str | None:
@@ -257,6 +274,17 @@ def _tile_tasks(job: Job, context: JobContext, tiles: list[Tile], parts_dirs: li
                       (job.name, str(context.out_dir), context.crs.to_wkt(), acquired,
                        *[Dep(k) for k in finished_keys]), catalog_fp))
     return tasks
+
+
+def run(job_file: str | Path, *, out: str | Path | None = None, scheduler: str | None = "threads",
+        workers: int | None = None, force: bool = False, keep_going: bool = False,
+        crs: str | None = None) -> JobRun:
+    """Python API of ``cim run``: validate and run a job file; defaults to an in-process Dask cluster."""
+    from cim.pipeline.job import load_job
+
+    job = load_job(job_file, {"output": str(Path(out).resolve()) if out else None})
+    return run_job(job, scheduler=scheduler, workers=workers, force=force, keep_going=keep_going,
+                   crs_override=crs)
 
 
 def summarize(run: JobRun) -> dict[str, Any]:

@@ -41,7 +41,7 @@ def dask_client(scheduler: str | None = None, workers: int | None = None) -> Ite
         threads_per_worker=1 if processes else n,
         processes=processes,
         memory_limit=memory,
-        dashboard_address=None,
+        dashboard_address=":0",
         silence_logs=logging.ERROR,
     ) as cluster, Client(cluster) as client:
         log.info("local Dask cluster: %d workers", len(cluster.workers))

@@ -1,0 +1,123 @@
+"""LAS/LAZ/COPC reading and writing: values, CRS parsing, bounds queries, and bad files."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+from pathlib import Path
+
+import laspy
+import numpy as np
+import pytest
+
+import cim
+from cim.errors import InputError
+from cim.io import las
+
+
+def test_round_trip_keeps_values_classes_and_crs(repo_data: Path, tmp_path: Path) -> None:
+    original = cim.read(repo_data / "delft" / "ahn3_cropped_2.laz", crs="EPSG:7415")
+    assert len(original) == 208432
+    assert original.crs.to_epsg() == 7415
+    out = cim.write(tmp_path / "copy.laz", original)
+    back = cim.read(out)
+    assert back.crs.equals(original.crs)
+    np.testing.assert_allclose(back.xyz, original.xyz, atol=0.0005)
+    for name in ("classification", "intensity", "return_number", "number_of_returns", "gps_time"):
+        np.testing.assert_array_equal(back[name], original[name])
+    header = laspy.read(out).header
+    assert (str(header.version), header.point_format.id, header.are_points_compressed) == ("1.4", 6, True)
+
+
+def test_chunks_stream_the_whole_file(repo_data: Path) -> None:
+    chunks = list(las.iter_chunks(repo_data / "delft" / "ahn3_cropped_2.laz", chunk_size=50_000))
+    assert [len(c) for c in chunks[:-1]] == [50_000] * (len(chunks) - 1)
+    assert sum(len(c) for c in chunks) == 208432
+
+
+@pytest.mark.parametrize(
+    ("name", "code", "source"),
+    [
+        ("bcts/bcts_1.laz", "EPSG:3005+5713", "geotiff"),  # vertical key kept (laspy drops it)
+        ("edge-cases/file_with_both_wkt_and_geotiff_vlrs.las", "EPSG:6880", "wkt"),  # WKT bit: WKT wins
+        ("edge-cases/1.2-with-color.copc.laz", "EPSG:2991+6360", "wkt"),
+        ("edge-cases/las_with_several_extra_byte_bloc.laz", "EPSG:2154", "wkt"),
+        ("isprs/samp11.laz", "EPSG:32632", "geotiff"),
+    ],
+)
+def test_crs_from_file(shared_data: Path, name: str, code: str, source: str) -> None:
+    opened = las.open_source(shared_data / name)
+    assert cim.crs.code(opened.crs) == code
+    assert opened.crs_source == source
+
+
+def test_user_defined_crs_in_feet_is_understood(shared_data: Path) -> None:
+    opened = las.open_source(shared_data / "autzen" / "autzen_trim.laz")
+    assert opened.crs.is_projected
+    assert cim.crs.linear_unit_factor(opened.crs) == pytest.approx(0.3048)
+
+
+def test_copc_query_by_bounds_matches_a_brute_force_filter(shared_data: Path) -> None:
+    path = shared_data / "edge-cases" / "1.2-with-color.copc.laz"
+    everything = cim.read(path)
+    b = everything.bounds
+    box = cim.Bounds(b.minx, b.miny, b.minz, (b.minx + b.maxx) / 2, (b.miny + b.maxy) / 2, b.maxz)
+    inside = (everything.x <= box.maxx) & (everything.y <= box.maxy)
+    queried = cim.read(path, bounds=box)
+    assert 0 < len(queried) == int(inside.sum()) < len(everything)
+    assert set(np.round(queried.gps_time, 6)) == set(np.round(everything.gps_time[inside], 6))
+
+
+def test_extra_dimensions_and_high_classes_are_read(shared_data: Path) -> None:
+    cloud = cim.read(shared_data / "edge-cases" / "las_with_several_extra_byte_bloc.laz")
+    assert cloud.has("Deviation") and cloud.has("nir")
+    assert int((cloud.classification == 65).sum()) == 10
+
+
+def test_missing_file_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"nope\.laz: file not found"):
+        cim.read(tmp_path / "nope.laz")
+
+
+def test_not_a_las_file(tmp_path: Path) -> None:
+    bad = tmp_path / "text.laz"
+    bad.write_text("hello, I am not a point cloud")
+    with pytest.raises(InputError, match="text.laz: not a readable LAS/LAZ file"):
+        cim.read(bad)
+
+
+def test_truncated_laz_is_reported_with_the_file_name(repo_data: Path, tmp_path: Path) -> None:
+    source = repo_data / "delft" / "ahn3_cropped_2.laz"
+    truncated = tmp_path / "truncated.laz"
+    truncated.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+    with pytest.raises(InputError, match="truncated.laz: .*(truncated|corrupt)"):
+        cim.read(truncated)
+
+
+def test_header_that_claims_more_points_than_the_file_holds(repo_data: Path, tmp_path: Path) -> None:
+    cloud = cim.read(repo_data / "delft" / "ahn3_cropped_2.laz", crs="EPSG:7415")[:1000]
+    path = cim.write(tmp_path / "liar.las", cloud)
+    data = bytearray(path.read_bytes())
+    # LAS 1.4: legacy count at byte 107 (u32), 64-bit count at byte 247 (u64)
+    data[107:111] = struct.pack("<I", 5000)
+    data[247:255] = struct.pack("<Q", 5000)
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="liar.las: .*(5000|truncated)"):
+        cim.read(path)
+
+
+def test_writing_nan_coordinates_is_refused_and_leaves_no_file(tmp_path: Path) -> None:
+    cloud = cim.PointCloud.from_xyz(np.array([[0.0, 0.0, 0.0], [1.0, np.nan, 2.0]]))
+    with pytest.raises(InputError, match="NaN or infinite"):
+        cim.write(tmp_path / "nan.laz", cloud)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_invalid_header_scale_is_refused(repo_data: Path, tmp_path: Path) -> None:
+    path = tmp_path / "badscale.laz"
+    shutil.copy(repo_data / "delft" / "ahn3_cropped_2.laz", path)
+    data = bytearray(path.read_bytes())
+    data[131:139] = struct.pack("<d", float("nan"))  # x scale factor
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="badscale.laz: header has invalid scale"):
+        las.open_source(path)

@@ -1,0 +1,53 @@
+"""Tile grid, buffers and out-of-core partitioning: every point in exactly one core, buffers right."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyproj
+import pytest
+
+import cim
+from cim.tiling import TileGrid, load_tile, partition_file
+
+
+def test_every_point_has_exactly_one_core_tile_and_the_right_buffers() -> None:
+    rng = np.random.default_rng(1)
+    x, y = rng.uniform(-300, 300, 20_000), rng.uniform(-300, 300, 20_000)
+    grid = TileGrid(100.0, 10.0)
+    idx, tix, tiy, core = grid.assign(x, y)
+    assert np.bincount(idx[core], minlength=len(x)).tolist() == [1] * len(x)
+    minx, miny, maxx, maxy = (np.array([grid.tile(a, b).buffered_bounds[k] for a, b in zip(tix, tiy)])
+                              for k in range(4))
+    assert np.all((x[idx] >= minx) & (x[idx] < maxx) & (y[idx] >= miny) & (y[idx] < maxy))
+    # a point 5 m from a tile edge is in the neighbour's buffer; one 15 m away is not
+    idx2, tix2, tiy2, core2 = grid.assign(np.array([95.0, 85.0]), np.array([50.0, 50.0]))
+    members = {(int(i), int(a), int(b), bool(c)) for i, a, b, c in zip(idx2, tix2, tiy2, core2)}
+    assert members == {(0, 0, 0, True), (0, 1, 0, False), (1, 0, 0, True)}
+
+
+def test_grid_rejects_buffer_not_smaller_than_tile() -> None:
+    with pytest.raises(ValueError, match="buffer"):
+        TileGrid(10.0, 10.0)
+
+
+def test_partition_then_load_reproduces_every_point_once(repo_data: Path, tmp_path: Path) -> None:
+    path = repo_data / "delft" / "ahn3_cropped_2.laz"
+    crs = pyproj.CRS("EPSG:7415")
+    grid = TileGrid(50.0, 5.0)
+    counts = partition_file(path, grid, crs, tmp_path / "parts", chunk_size=30_000)
+    original = cim.read(path, crs=crs)
+    assert sum(counts.values()) == len(original)
+    cores = []
+    for key in counts:
+        tile = grid.tile_from_key(key)
+        cloud = load_tile([tmp_path / "parts"], tile, crs)
+        assert np.all(tile.in_core(cloud.x[cloud.core], cloud.y[cloud.core]))
+        minx, miny, maxx, maxy = tile.buffered_bounds
+        assert np.all((cloud.x >= minx) & (cloud.x < maxx) & (cloud.y >= miny) & (cloud.y < maxy))
+        cores.append(cloud[cloud.core])
+    merged = cim.PointCloud.concat(cores)
+    key = lambda c: np.lexsort((c.gps_time, c.z, c.y, c.x))  # noqa: E731
+    np.testing.assert_array_equal(merged.xyz[key(merged)], original.xyz[key(original)])
+    np.testing.assert_array_equal(merged.classification[key(merged)], original.classification[key(original)])
