@@ -32,3 +32,20 @@ def shared_data() -> Path:
 def repo_data() -> Path:
     """Path to the small real dataset shipped inside the repository (``data/``)."""
     return REPO / "data"
+
+
+# --- synth fixtures (issue 3) ---
+SYNTH_TEST_CONFIG = dict(
+    extent=150.0, seed=11, als_density=10.0, drive_length=150.0, mls_pulse_rate=40_000.0, mls_line_rate=40.0,
+    panorama_width=512, panorama_spacing=30.0, panorama_count=4, dtm_resolution=1.0,
+)
+
+
+@pytest.fixture(scope="session")
+def synth_city(tmp_path_factory: pytest.TempPathFactory):
+    """A small synthetic city (150 m block, every roof type, ALS ~10 pts/m², a short MLS drive, 4 panoramas
+    of 512x256) generated once per session; see ``cim.synth``."""
+    from cim.synth import SynthConfig, generate
+
+    return generate(tmp_path_factory.mktemp("synth_city"), SynthConfig(**SYNTH_TEST_CONFIG))
+# --- end synth fixtures ---

@@ -81,7 +81,7 @@ class SynthConfig:
     slope: tuple[float, float] = (0.012, -0.006)
     undulation: float = 1.2
     street_spacing: float = 100.0
-    road_width: float = 7.0
+    road_width: float = 9.0
     sidewalk_width: float = 2.5
     kerb_height: float = 0.12
     embankment_height: float = 2.0

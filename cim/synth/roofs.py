@@ -118,7 +118,9 @@ def place(faces: list[np.ndarray], angle_deg: float, x: float, y: float, z: floa
 def solid_volume(faces: list[np.ndarray]) -> float:
     """Signed volume of a closed solid (positive when the faces point outwards); fan-triangulates each face."""
     total = 0.0
-    for f in faces:
+    ref = np.concatenate(faces).mean(axis=0)  # a local origin keeps large map coordinates exact
+    for face in faces:
+        f = face - ref
         v0 = f[0]
         a, b = f[1:-1] - v0, f[2:] - v0
         total += float(np.sum(np.einsum("ij,ij->i", np.cross(a, b), np.broadcast_to(v0, a.shape)))) / 6.0

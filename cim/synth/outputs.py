@@ -1,0 +1,138 @@
+"""Writers for the synthetic city's files: LAZ, footprints GeoPackage, true DTM, true CityJSON, truth JSON.
+
+Every file goes through :mod:`cim.fileutil` (atomic) and is deterministic (no timestamps, sorted keys).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyogrio
+import pyproj
+import rasterio
+import shapely
+from affine import Affine
+
+from cim import crs as crs_mod
+from cim.cityjson import BuildingGeometry, write_cityjson
+from cim.fileutil import atomic_write, write_text_atomic
+from cim.io import las
+from cim.points import PointCloud
+from cim.synth import roofs
+from cim.synth.scene import Scene
+
+#: a fixed "current date" for GDAL's GeoPackage bookkeeping, so the file is byte-identical run after run
+_GPKG_DATE = "2026-01-01T00:00:00.000Z"
+
+
+def write_laz(path: Path, points: dict[str, np.ndarray], crs: pyproj.CRS) -> Path:
+    """Write the simulated points (x, y, z world + LAS attributes) as LAS 1.4 LAZ with the CRS as WKT."""
+    return las.write(path, PointCloud(dict(points), crs))
+
+
+@contextmanager
+def _gdal_option(name: str, value: str) -> Iterator[None]:
+    previous = pyogrio.get_gdal_config_option(name)
+    pyogrio.set_gdal_config_options({name: value})
+    try:
+        yield
+    finally:
+        pyogrio.set_gdal_config_options({name: previous})
+
+
+def write_footprints(path: Path, scene: Scene, crs: pyproj.CRS) -> Path:
+    """Building footprints as a GeoPackage layer ``footprints`` (horizontal CRS) with the roof truth attributes."""
+    buildings = scene.buildings
+    geometry = shapely.to_wkb(np.array([b.footprint for b in buildings], dtype=object), output_dimension=2)
+    fields = ["id", "roof_type", "kind", "ground_height", "eave_height", "ridge_height"]
+    field_data = [
+        np.array([b.id for b in buildings], dtype=object),
+        np.array([b.roof_type for b in buildings], dtype=np.int32),
+        np.array([b.kind for b in buildings], dtype=object),
+        np.array([round(b.ground_height, 3) for b in buildings]),
+        np.array([round(b.eave_height, 3) for b in buildings]),
+        np.array([round(b.ridge_height, 3) for b in buildings]),
+    ]
+    horizontal = crs_mod.horizontal_part(crs)
+    with atomic_write(path) as tmp, _gdal_option("OGR_CURRENT_DATE", _GPKG_DATE):
+        pyogrio.raw.write(tmp, geometry, field_data, fields, layer="footprints", driver="GPKG",
+                          geometry_type="Polygon", crs=horizontal.to_wkt())
+    return path
+
+
+def write_dtm(path: Path, scene: Scene, crs: pyproj.CRS, resolution: float) -> Path:
+    """The true bare-earth DTM (terrain mesh sampled at cell centres), float32 GeoTIFF, tiled, deflate."""
+    e = scene.config.extent
+    n = int(round(e / resolution))
+    centres = (np.arange(n) + 0.5) * resolution
+    gx, gy = np.meshgrid(centres, centres[::-1])
+    z = (scene.terrain_height_local(gx, gy) + scene.origin[2]).astype(np.float32)
+    transform = Affine(resolution, 0.0, scene.origin[0], 0.0, -resolution, scene.origin[1] + n * resolution)
+    profile = {"driver": "GTiff", "width": n, "height": n, "count": 1, "dtype": "float32",
+               "crs": rasterio.crs.CRS.from_wkt(crs.to_wkt()), "transform": transform, "nodata": -9999.0,
+               "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate", "predictor": 3}
+    with atomic_write(path) as tmp:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(z, 1)
+            dst.update_tags(AREA_OR_POINT="Area")
+    return path
+
+
+def building_geometries(scene: Scene) -> list[BuildingGeometry]:
+    """The true buildings as LoD2.2 solids for :mod:`cim.cityjson`."""
+    return [
+        BuildingGeometry(
+            id=b.id, faces=b.faces, semantics=list(b.semantics), lod="2.2",
+            attributes={"roofType": str(b.roof_type), "measuredHeight": round(b.ridge_height - b.ground_height, 3),
+                        "cim_kind": b.kind, "cim_ground_height": round(b.ground_height, 3),
+                        "cim_eave_height": round(b.eave_height, 3)},
+        )
+        for b in scene.buildings
+    ]
+
+
+def write_buildings(path: Path, scene: Scene, crs: pyproj.CRS) -> Path:
+    """The true LoD2.2 buildings as CityJSON 2.0 (via :mod:`cim.cityjson`)."""
+    return write_cityjson(path, building_geometries(scene), crs)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return round(float(value), 6)
+    return value
+
+
+def write_json(path: Path, data: dict[str, Any]) -> Path:
+    """Deterministic, human-readable JSON (sorted keys, floats rounded to 1e-6)."""
+    write_text_atomic(path, json.dumps(_jsonable(data), indent=1, sort_keys=True, allow_nan=False) + "\n")
+    return path
+
+
+def class_counts(classification: np.ndarray) -> dict[str, int]:
+    """Counts per ASPRS class as a JSON-able dict (keys are class codes as strings)."""
+    values, counts = np.unique(classification, return_counts=True)
+    return {str(int(v)): int(c) for v, c in zip(values, counts)}
+
+
+def building_truth(scene: Scene) -> list[dict[str, Any]]:
+    """Per-building truth records for truth.json."""
+    return [
+        {"id": b.id, "roof_type": b.roof_type, "roof_name": roofs.ROOF_TYPES[b.roof_type], "kind": b.kind,
+         "ground_height": b.ground_height, "eave_height": b.eave_height, "ridge_height": b.ridge_height,
+         "footprint_area": b.footprint.area, "centroid": [b.footprint.centroid.x, b.footprint.centroid.y],
+         "volume": roofs.solid_volume(b.faces)}
+        for b in scene.buildings
+    ]

@@ -1,0 +1,214 @@
+"""Ray casting against the scene (open3d ``RaycastingScene``) and the lidar return model shared by ALS and MLS.
+
+Opaque surfaces (terrain, buildings, cars, poles, trunks) stop a pulse. Tree crowns are volumes: a pulse that
+enters a crown gives 0-3 returns spread through the foliage it crosses and goes on to the opaque surface behind
+with a probability that falls with the foliage depth, which makes the multiple returns of real ALS/MLS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import open3d as o3d
+
+from cim.synth.scene import (
+    GROUND,
+    HIGH_NOISE,
+    HIGH_VEG,
+    LOW_NOISE,
+    LOW_VEG,
+    MED_VEG,
+    TRUNK,
+    Mesh,
+    Scene,
+)
+
+MAX_VEG_RETURNS = 3
+#: probability that a pulse crosses a crown through a gap without any foliage return
+CROWN_GAP = 0.12
+#: mean foliage depth (m) between two vegetation returns
+FOLIAGE_RETURN_SPACING = 2.5
+#: foliage depth (m) over which the chance of reaching the surface behind falls by 1/e
+FOLIAGE_EXTINCTION = 4.0
+
+
+def _raycasting_scene(mesh: Mesh) -> o3d.t.geometry.RaycastingScene:
+    scene = o3d.t.geometry.RaycastingScene()
+    if len(mesh.triangles):
+        scene.add_triangles(o3d.core.Tensor(mesh.vertices.astype(np.float32)),
+                            o3d.core.Tensor(mesh.triangles.astype(np.uint32)))
+    return scene
+
+
+@dataclass
+class Hits:
+    """Closest opaque hit and first crown crossing of each ray (``inf``/``-1`` where none)."""
+
+    t_opaque: np.ndarray  # (n,) float64
+    tri: np.ndarray  # (n,) int64 index into Caster.opaque
+    t_enter: np.ndarray  # (n,) float64 crown entry (inf: none)
+    t_exit: np.ndarray  # (n,) float64 crown exit
+    crown: np.ndarray  # (n,) int64 tree index or -1
+
+
+class Caster:
+    """Casts rays (local frame) against one scene's opaque mesh and crown volumes."""
+
+    def __init__(self, scene: Scene) -> None:
+        self.scene = scene
+        self.opaque = scene.opaque_mesh
+        self.crowns = scene.crown_mesh
+        self._opaque_rc = _raycasting_scene(self.opaque)
+        self._crown_rc = _raycasting_scene(self.crowns)
+        self._crown_centres, self._crown_radii, _ = scene.crown_arrays
+
+    @cached_property
+    def opaque_normals(self) -> np.ndarray:
+        v, t = self.opaque.vertices, self.opaque.triangles
+        n = np.cross(v[t[:, 1]] - v[t[:, 0]], v[t[:, 2]] - v[t[:, 0]])
+        return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+
+    @cached_property
+    def crown_normals(self) -> np.ndarray:
+        v, t = self.crowns.vertices, self.crowns.triangles
+        if not len(t):
+            return np.zeros((0, 3))
+        n = np.cross(v[t[:, 1]] - v[t[:, 0]], v[t[:, 2]] - v[t[:, 0]])
+        return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+
+    @staticmethod
+    def _cast(rc: o3d.t.geometry.RaycastingScene, origins: np.ndarray, dirs: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+        rays = o3d.core.Tensor(np.hstack([origins, dirs]).astype(np.float32))
+        ans = rc.cast_rays(rays)
+        t = ans["t_hit"].numpy().astype(np.float64)
+        prim = ans["primitive_ids"].numpy().astype(np.int64)
+        prim[~np.isfinite(t)] = -1
+        return t, prim
+
+    def cast_opaque(self, origins: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(t, triangle) of the closest opaque surface along unit ``dirs`` from ``origins`` (local frame)."""
+        return self._cast(self._opaque_rc, origins, dirs)
+
+    def cast_crowns(self, origins: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(t, triangle of crown_mesh) of the closest crown surface."""
+        if not len(self.crowns.triangles):
+            return np.full(len(origins), np.inf), np.full(len(origins), -1, np.int64)
+        return self._cast(self._crown_rc, origins, dirs)
+
+    def cast(self, origins: np.ndarray, dirs: np.ndarray) -> Hits:
+        """Opaque hit plus the analytic entry/exit of the first crown ellipsoid the ray meets."""
+        t_opaque, tri = self.cast_opaque(origins, dirs)
+        t_crown, ctri = self.cast_crowns(origins, dirs)
+        crown = np.where(ctri >= 0, self.crowns.obj[np.maximum(ctri, 0)], -1).astype(np.int64)
+        t_enter = np.full(len(origins), np.inf)
+        t_exit = np.full(len(origins), np.inf)
+        sel = np.flatnonzero(crown >= 0)
+        if len(sel):
+            c = self._crown_centres[crown[sel]]
+            r = self._crown_radii[crown[sel]]
+            o = (origins[sel] - c) / r
+            d = dirs[sel] / r
+            a = np.einsum("ij,ij->i", d, d)
+            b = np.einsum("ij,ij->i", o, d)
+            cc = np.einsum("ij,ij->i", o, o) - 1.0
+            disc = np.maximum(b * b - a * cc, 0.0)
+            root = np.sqrt(disc)
+            t0 = (-b - root) / a
+            t1 = (-b + root) / a
+            t_enter[sel] = np.maximum(np.minimum(t0, t_crown[sel]), 0.0)
+            t_exit[sel] = np.maximum(t1, t_crown[sel])
+        return Hits(t_opaque, tri, t_enter, t_exit, crown)
+
+
+@dataclass
+class Returns:
+    """Returns of a batch of pulses, flattened pulse by pulse (first return first)."""
+
+    pulse: np.ndarray  # (m,) index of the pulse
+    t: np.ndarray  # (m,) range along the pulse (m), noise not yet added
+    return_number: np.ndarray  # (m,) u1
+    number_of_returns: np.ndarray  # (m,) u1
+    vegetation: np.ndarray  # (m,) bool: a foliage return
+    tri: np.ndarray  # (m,) opaque triangle (-1 for foliage)
+    crown: np.ndarray  # (m,) tree index (-1 for opaque)
+
+
+def lidar_returns(hits: Hits, rng: np.random.Generator, max_range: float = np.inf) -> Returns:
+    """Turn ray hits into discrete returns with the foliage model (see module docstring)."""
+    n = len(hits.t_opaque)
+    in_crown = (hits.crown >= 0) & (hits.t_enter < np.minimum(hits.t_opaque, max_range))
+    far = np.minimum(np.minimum(hits.t_exit, hits.t_opaque), max_range)
+    depth = np.zeros(n)
+    np.subtract(far, hits.t_enter, out=depth, where=in_crown)
+    gap = rng.random(n) < CROWN_GAP
+    k = np.where(in_crown & ~gap, np.minimum(1 + rng.poisson(depth / FOLIAGE_RETURN_SPACING), MAX_VEG_RETURNS), 0)
+    u = np.sort(rng.random((n, MAX_VEG_RETURNS)) ** 1.5, axis=1)
+    veg_t = hits.t_enter[:, None] + depth[:, None] * u
+    veg_valid = np.arange(MAX_VEG_RETURNS)[None, :] < k[:, None]
+    passes = rng.random(n) < np.exp(-depth / FOLIAGE_EXTINCTION)
+    opaque_valid = np.isfinite(hits.t_opaque) & (hits.t_opaque <= max_range) & ((k == 0) | passes)
+    t_all = np.column_stack([veg_t, hits.t_opaque])
+    valid = np.column_stack([veg_valid, opaque_valid])
+    count = valid.sum(axis=1)
+    number = np.cumsum(valid, axis=1)
+    rows, cols = np.nonzero(valid)
+    is_veg = cols < MAX_VEG_RETURNS
+    return Returns(
+        pulse=rows,
+        t=t_all[rows, cols],
+        return_number=number[rows, cols].astype(np.uint8),
+        number_of_returns=count[rows].astype(np.uint8),
+        vegetation=is_veg,
+        tri=np.where(is_veg, -1, hits.tri[rows]),
+        crown=np.where(is_veg, hits.crown[rows], -1),
+    )
+
+
+def classify(scene: Scene, caster: Caster, points: np.ndarray, ret: Returns) -> np.ndarray:
+    """ASPRS class truth of returns at local ``points``: surface class, vegetation by height above ground."""
+    cls = np.where(ret.vegetation, HIGH_VEG, caster.opaque.cls[np.maximum(ret.tri, 0)]).astype(np.uint8)
+    veg = ret.vegetation | ((ret.tri >= 0) & (caster.opaque.kind[np.maximum(ret.tri, 0)] == TRUNK))
+    if veg.any():
+        h = points[veg, 2] - scene.terrain_height_local(points[veg, 0], points[veg, 1])
+        cls[veg] = np.where(h < 0.5, LOW_VEG, np.where(h < 2.0, MED_VEG, HIGH_VEG))
+    return cls
+
+
+def intensity(scene: Scene, caster: Caster, points: np.ndarray, dirs: np.ndarray, ret: Returns,
+              reference_range: float, rng: np.random.Generator) -> np.ndarray:
+    """Return intensity (u16): reflectance x incidence x weak range falloff, shared among returns, speckled."""
+    tri = np.maximum(ret.tri, 0)
+    refl = np.where(ret.vegetation, 0.5, scene.surface_reflectance(points, caster.opaque, tri))
+    cos_inc = np.where(ret.vegetation, 0.6, np.abs(np.einsum("ij,ij->i", caster.opaque_normals[tri], dirs)))
+    falloff = np.clip(reference_range / np.maximum(ret.t, 0.1), 0.25, 4.0) ** 0.5
+    share = 1.0 / ret.number_of_returns
+    value = refl * (0.3 + 0.7 * cos_inc) * falloff * share * (1.0 + 0.05 * rng.standard_normal(len(ret.t)))
+    return np.clip(value * 80000.0, 1, 65535).astype(np.uint16)
+
+
+def add_outliers(ret: Returns, fraction: float, rng: np.random.Generator
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Pick first returns to turn into outliers: (indices into ``ret``, their new ranges); class via :data:`LOW_NOISE`
+    (below the surface, multipath) for half of them and :data:`HIGH_NOISE` (in the air) for the other half.
+
+    Returns the indices and a matching class array; the caller moves those returns to the new range.
+    """
+    first = np.flatnonzero((ret.return_number == 1) & (ret.number_of_returns == 1))
+    count = int(round(fraction * len(first)))
+    if count == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.uint8)
+    pick = np.sort(rng.choice(first, size=count, replace=False))
+    low = rng.random(count) < 0.5
+    return pick, np.where(low, LOW_NOISE, HIGH_NOISE).astype(np.uint8)
+
+
+def outlier_ranges(t: np.ndarray, classes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """New ranges for outliers: 1.5-6 m beyond the surface (low noise) or 10-90 % of the way (high noise)."""
+    low = classes == LOW_NOISE
+    return np.where(low, t + rng.uniform(1.5, 6.0, len(t)), t * rng.uniform(0.1, 0.9, len(t)))
+
+
+__all__ = ["Caster", "Hits", "Returns", "classify", "intensity", "lidar_returns", "GROUND"]

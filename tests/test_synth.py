@@ -1,0 +1,143 @@
+"""cim.synth: the synthetic city's truth and its simulated ALS, checked against the scene it was made from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import laspy
+import numpy as np
+import open3d as o3d
+import pyogrio
+import pyproj
+import pytest
+import rasterio
+
+from cim.errors import ConfigError
+from cim.synth import SynthConfig, generate, roofs
+from cim.synth.scene import BUILDING
+
+
+def _las(path: Path) -> laspy.LasData:
+    return laspy.read(path)
+
+
+def test_every_roof_type_and_closed_outward_solids(synth_city) -> None:
+    scene = synth_city.scene
+    types = {b.roof_type for b in scene.buildings}
+    assert {1000, 2100, 3100, 3200, 3300} <= types
+    assert {"row", "detached", "L", "U"} <= {b.kind for b in scene.buildings}
+    for b in scene.buildings:
+        assert len(b.faces) == len(b.semantics)
+        volume = roofs.solid_volume(b.faces)
+        # the solid is closed and outward: its volume lies between footprint x eave and footprint x ridge heights
+        low = b.footprint.area * (b.eave_height - b.ground_height)
+        high = b.footprint.area * (b.ridge_height - b.ground_height)
+        assert low - 1e-6 <= volume <= high + 1e-6, b.id
+        roof_z = np.concatenate([f[:, 2] for f, s in zip(b.faces, b.semantics) if s == "RoofSurface"])
+        assert roof_z.max() == pytest.approx(b.ridge_height)
+        for face in b.faces:  # planar faces
+            n = roofs.newell_normal(face)
+            assert np.ptp((face - face[0]) @ n) < 1e-6
+    # attached rows share walls: some pairs of row houses touch
+    rows = [b for b in scene.buildings if b.kind == "row"]
+    assert any(a.footprint.touches(b.footprint) for a in rows for b in rows if a is not b)
+
+
+def test_terrain_has_kerbs_and_the_embankment(synth_city) -> None:
+    scene, c = synth_city.scene, synth_city.config
+    ox, oy, _ = scene.origin
+    street = scene.streets_y[0]
+    x = np.full(2, ox + 20.0)
+    y = oy + street + np.array([scene.road_half - 0.05, scene.road_half + 0.05])
+    step = np.diff(scene.terrain_height(x, y))[0]
+    slope_part = abs(c.slope[1]) * 0.1 + 0.01
+    assert abs(step - c.kerb_height) < slope_part
+    x0, y0, x1, y1 = scene.embankment
+    inside = scene.terrain_height(ox + (x0 + x1) / 2, oy + (y0 + y1) / 2)
+    outside = scene.terrain_height(ox + (x0 + x1) / 2, oy + y0 - c.embankment_height * c.embankment_slope - 1)
+    assert inside - outside == pytest.approx(c.embankment_height, abs=0.5)
+
+
+def test_als_laz_has_crs_classes_and_density(synth_city) -> None:
+    las = _las(synth_city.als_laz)
+    crs = las.header.parse_crs()
+    assert crs is not None and crs.equals(pyproj.CRS("EPSG:25832+7837"))
+    classes = set(np.unique(las.classification).tolist())
+    assert {1, 2, 5, 6} <= classes and classes <= {1, 2, 3, 4, 5, 6, 7, 18}
+    truth = json.loads(synth_city.truth_json.read_text())
+    assert truth["als"]["class_counts"] == {str(k): int(v) for k, v in
+                                            zip(*np.unique(las.classification, return_counts=True))}
+    assert len(las.points) == truth["als"]["points"]
+    first = np.sum(np.asarray(las.return_number) == 1) / synth_city.config.extent ** 2
+    assert first == pytest.approx(synth_city.config.als_density, rel=0.15)
+    nret = np.asarray(las.number_of_returns)
+    veg = np.isin(las.classification, [3, 4, 5])
+    assert (nret[veg] > 1).mean() > 0.3  # trees give multiple returns
+    assert np.all(np.asarray(las.return_number) <= nret)
+    assert las.gps_time.min() >= synth_city.config.als_gps_start
+
+
+def test_als_points_lie_on_true_surfaces(synth_city) -> None:
+    las = _las(synth_city.als_laz)
+    scene = synth_city.scene
+    sigma = synth_city.config.als_range_noise
+    xyz = np.column_stack([las.x, las.y, las.z])
+    cls = np.asarray(las.classification)
+    ground = xyz[cls == 2]
+    dz = ground[:, 2] - scene.terrain_height(ground[:, 0], ground[:, 1])
+    # range noise along near-vertical pulses (<= 22 deg) + kerb edges
+    assert np.mean(np.abs(dz) < 4 * sigma) > 0.995
+    assert abs(np.mean(dz)) < 0.005
+    # building points: distance to the true building solids
+    mesh = scene.building_mesh
+    rc = o3d.t.geometry.RaycastingScene()
+    rc.add_triangles(o3d.core.Tensor(mesh.vertices.astype(np.float32)),
+                     o3d.core.Tensor(mesh.triangles.astype(np.uint32)))
+    local = (xyz[cls == BUILDING] - scene.origin).astype(np.float32)
+    dist = rc.compute_distance(o3d.core.Tensor(local)).numpy()
+    assert np.mean(dist < 4 * sigma) > 0.995
+    # outliers are far off any surface
+    noise = xyz[np.isin(cls, [7, 18])]
+    assert len(noise) > 0
+    assert np.all(np.abs(noise[:, 2] - scene.terrain_height(noise[:, 0], noise[:, 1])) > 0.5)
+
+
+def test_footprints_dtm_and_cityjson(synth_city) -> None:
+    meta = pyogrio.read_info(synth_city.footprints_gpkg)
+    assert meta["features"] == len(synth_city.scene.buildings)
+    assert pyproj.CRS(meta["crs"]).to_epsg() == 25832
+    _, _, geometry, fields = pyogrio.raw.read(synth_city.footprints_gpkg)
+    assert sorted(fields[1].tolist()) == sorted(b.roof_type for b in synth_city.scene.buildings)
+    with rasterio.open(synth_city.dtm_tif) as src:
+        dtm = src.read(1)
+        assert src.res == (synth_city.config.dtm_resolution, synth_city.config.dtm_resolution)
+        x, y = src.xy(10, 20)
+        assert dtm[10, 20] == pytest.approx(float(synth_city.scene.terrain_height(x, y)), abs=1e-3)
+        assert pyproj.CRS(src.crs.to_wkt()).sub_crs_list[0].to_epsg() == 25832
+    doc = json.loads(synth_city.buildings_cityjson.read_text())
+    assert doc["version"] == "2.0"
+    assert len(doc["CityObjects"]) == len(synth_city.scene.buildings)
+
+
+def test_same_seed_gives_byte_identical_files(tmp_path: Path) -> None:
+    config = SynthConfig(extent=80.0, seed=5, als_density=2.0, mls=False)
+    a = generate(tmp_path / "a", config)
+    b = generate(tmp_path / "b", config)
+    names = sorted(p.name for p in a.out_dir.iterdir())
+    assert "als.laz" in names and "truth.json" in names
+    for name in names:
+        pa, pb = a.out_dir / name, b.out_dir / name
+        if pa.is_file():
+            assert pa.read_bytes() == pb.read_bytes(), name
+    c = generate(tmp_path / "c", config.with_(seed=6))
+    assert (c.out_dir / "als.laz").read_bytes() != (a.out_dir / "als.laz").read_bytes()
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ConfigError, match="extent"):
+        SynthConfig(extent=10)
+    with pytest.raises(ConfigError, match="trajectory_rate"):
+        SynthConfig(trajectory_rate=5)
+    with pytest.raises(ConfigError, match="nonsense"):
+        SynthConfig().with_(nonsense=1)
