@@ -28,7 +28,6 @@ log = logging.getLogger("cim.buildings.model")
 # reconstruction status values (attribute ``status``)
 OK = "lod22"
 NO_POINTS = "no_points"
-NO_GROUND = "no_ground"  # ground height from the lowest points instead of ground points (still modelled)
 TOO_FEW_POINTS = "lod12_only:too_few_points"
 NO_PLANES = "lod12_only:no_planes"
 INVALID = "lod12_only:invalid_lod22"
@@ -185,6 +184,7 @@ def reconstruct_building(
     params: ReconstructionParams | None = None,
     *,
     ground_source: str = "ground points",
+    lod2: bool = True,
 ) -> BuildingModel:
     """LoD1.2 + LoD2.2 of one footprint from its building points (inside the footprint) and ground height."""
     p = params or ReconstructionParams()
@@ -218,6 +218,9 @@ def reconstruct_building(
     v1 = check_solid(model.lod12)
     attrs["valid_lod12"] = v1.valid
     attrs["coverage"] = round(_coverage(poly, roof_xyz, p.partition_cell), 3)
+    if not lod2:
+        attrs.update(status="lod12", roof_type=None, roof_type_name=None)
+        return model
     if n < p.min_points:
         attrs.update(status=TOO_FEW_POINTS, roof_type=None, roof_type_name=None)
         return model
@@ -310,6 +313,7 @@ def reconstruct(
     params: ReconstructionParams | None = None,
     *,
     ground_fn=None,
+    lod2: bool = True,
 ) -> list[BuildingModel]:
     """Reconstruct every footprint (in order). ``ground_fn(polygon) -> float | None`` (e.g. a DTM sampler) is
     used when no ground points surround a footprint."""
@@ -332,5 +336,5 @@ def reconstruct(
         source = "ground points"
         if ground is None and ground_fn is not None:
             ground, source = ground_fn(poly), "dtm"
-        out.append(reconstruct_building(fp, pts, ground, p, ground_source=source))
+        out.append(reconstruct_building(fp, pts, ground, p, ground_source=source, lod2=lod2))
     return out

@@ -1,0 +1,119 @@
+"""Whole-cloud building reconstruction (used by the stages, the CLI and the benchmark): classify when needed,
+choose or derive footprints for the tile, reconstruct, summarise, and round-trip models through CityJSON."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyproj
+
+from cim.buildings.evaluate import footprint_of
+from cim.buildings.footprints import Footprint, derive_footprints
+from cim.buildings.model import BuildingModel, ReconstructionParams, reconstruct, split_points
+from cim.cityjson import BuildingGeometry, read_cityjson
+from cim.points import PointCloud
+
+log = logging.getLogger("cim.buildings.run")
+
+
+def ground_mask(cloud: PointCloud, classify: str = "auto") -> np.ndarray:
+    """Ground points: ASPRS class 2 when the cloud has any (``classify`` = "auto"/"never"), else SMRF ground
+    classification (cim.terrain) when ``classify`` is "auto" or "always"."""
+    cls = cloud.get("classification")
+    has_ground = cls is not None and bool((cls == 2).any())
+    if classify == "always" or (classify == "auto" and not has_ground):
+        from cim.terrain.ground import classify_ground
+
+        return classify_ground(cloud)
+    if cls is None:
+        return np.zeros(len(cloud), bool)
+    return cls == 2
+
+
+def in_bounds(point: tuple[float, float], bounds: Sequence[float] | None) -> bool:
+    """Whether ``point`` lies in [minx, maxx) x [miny, maxy) (always True without bounds)."""
+    return bounds is None or (bounds[0] <= point[0] < bounds[2] and bounds[1] <= point[1] < bounds[3])
+
+
+def reconstruct_cloud(
+    cloud: PointCloud,
+    footprints: Sequence[Footprint] | None,
+    params: ReconstructionParams | None = None,
+    *,
+    core_bounds: Sequence[float] | None = None,
+    lod2: bool = True,
+    classify: str = "auto",
+    building_classes: Sequence[int] = (6,),
+) -> list[BuildingModel]:
+    """Models of the buildings whose footprint's representative point lies in ``core_bounds``.
+
+    ``cloud`` should hold the tile's buffer points too (context for buildings crossing the tile edge). Without
+    ``footprints`` they are derived from the building points (outline, regularised).
+    """
+    gm = ground_mask(cloud, classify)
+    cls = cloud.get("classification")
+    bm, gm = split_points(cloud.x, cloud.y, cloud.z, cls, building_classes=building_classes, ground_mask=gm)
+    xyz = cloud.xyz
+    if footprints is None:
+        footprints = derive_footprints(xyz[bm, 0], xyz[bm, 1])
+    chosen = [f for f in footprints if in_bounds(f.representative_point, core_bounds)]
+    return reconstruct(chosen, xyz[bm], xyz[gm], params, lod2=lod2)
+
+
+def geometries(models: Sequence[BuildingModel]) -> list[BuildingGeometry]:
+    """All geometries of ``models`` in order (what the CityJSON writers take)."""
+    return [g for m in models for g in m.geometries()]
+
+
+def models_from_cityjson(path: str | Path) -> list[BuildingModel]:
+    """Building models back from a CityJSON(Seq) file written by cim (attributes travel on the first LoD)."""
+    by_id: dict[str, list[BuildingGeometry]] = {}
+    for g in read_cityjson(path):
+        by_id.setdefault(g.id, []).append(g)
+    out = []
+    for bid, geoms in by_id.items():
+        attrs: dict[str, Any] = {}
+        for g in geoms:
+            attrs.update(g.attributes)
+        m = BuildingModel(bid, footprint_of(geoms[0]), attrs)
+        for g in geoms:
+            if g.lod == "2.2":
+                m.lod22 = g
+            elif g.lod == "1.2":
+                m.lod12 = g
+            elif g.lod == "0":
+                m.lod0 = g
+        out.append(m)
+    return out
+
+
+def summarise(models: Sequence[BuildingModel]) -> dict[str, Any]:
+    """Counts per status and roof type, point-to-model RMSE per roof type, validity (JSON-able)."""
+    status = Counter(m.attributes.get("status") for m in models)
+    roof = Counter(str(m.attributes.get("roof_type")) for m in models)
+    rmse: dict[str, list[float]] = defaultdict(list)
+    for m in models:
+        r = m.attributes.get("rmse_lod22")
+        if r is not None:
+            rmse[str(m.attributes.get("roof_type"))].append(float(r))
+    with_lod22 = [m for m in models if m.lod22 is not None]
+    with_lod12 = [m for m in models if m.lod12 is not None]
+    return {
+        "buildings": len(models),
+        "with_model": sum(1 for m in models if m.lod22 or m.lod12 or m.lod0),
+        "status": dict(sorted(status.items())),
+        "roof_type": dict(sorted(roof.items())),
+        "lod22": len(with_lod22),
+        "lod12": len(with_lod12),
+        "valid_lod22": sum(bool(m.attributes.get("valid_lod22")) for m in with_lod22),
+        "valid_lod12": sum(bool(m.attributes.get("valid_lod12")) for m in with_lod12),
+        "rmse_lod22_by_roof_type": {k: {"n": len(v), "median": round(float(np.median(v)), 3),
+                                        "mean": round(float(np.mean(v)), 3)} for k, v in sorted(rmse.items())},
+    }
+
+

@@ -1,0 +1,83 @@
+"""``cim buildings``: point clouds (+ footprints) to LoD1.2/LoD2.2 CityJSON 2.0 and 3D Tiles 1.1 buildings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+
+def buildings(
+    inputs: Annotated[list[Path], typer.Argument(help="LAS/LAZ/COPC files (or glob patterns)")],
+    out: Annotated[Path, typer.Option("--out", help="output folder")],
+    footprints: Annotated[Optional[Path], typer.Option(
+        "--footprints", help="footprints (GeoPackage, GeoJSON, Shapefile, SpatiaLite); derived from the points "
+                             "when omitted")] = None,
+    footprints_crs: Annotated[Optional[str], typer.Option("--footprints-crs", help="CRS of the footprint file "
+                                                                                  "when it declares none")] = None,
+    id_field: Annotated[Optional[str], typer.Option("--id-field", help="footprint attribute with the id")] = None,
+    crs: Annotated[Optional[str], typer.Option("--crs", help="CRS of the points incl. heights, e.g. "
+                                                             "EPSG:25832+7837")] = None,
+    lod1_only: Annotated[bool, typer.Option("--lod1-only", help="LoD1.2 blocks only (fast)")] = False,
+    lod1_percentile: Annotated[float, typer.Option("--lod1-percentile", help="roof percentile of LoD1.2")] = 70.0,
+    classify: Annotated[str, typer.Option("--classify", help="ground classification: auto (when the points "
+                                                             "have no class 2), always, never")] = "auto",
+    tile_size: Annotated[float, typer.Option("--tile-size", help="processing tile edge (CRS units)")] = 250.0,
+    buffer: Annotated[float, typer.Option("--buffer", help="tile buffer; must exceed half the largest "
+                                                           "building")] = 40.0,
+    tiles: Annotated[bool, typer.Option("--tiles/--no-tiles", help="write 3D Tiles 1.1 too")] = True,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="local worker processes")] = None,
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Dask scheduler address or "
+                                                                         "'threads'")] = None,
+    force: Annotated[bool, typer.Option("--force", help="re-run every task")] = False,
+) -> None:
+    """Reconstruct buildings (classification when needed, ground heights, LoD1.2 + LoD2.2, CityJSON 2.0, 3D
+    Tiles). Resumable: re-running skips finished tiles."""
+    from cim.pipeline.execute import run_job, summarize
+    from cim.pipeline.job import parse_job
+
+    out = out.resolve()
+    if classify not in ("auto", "always", "never"):
+        raise typer.BadParameter("--classify must be auto, always or never")
+    stage: dict = {"type": "buildings.lod1" if lod1_only else "buildings.lod2", "lod1_percentile": lod1_percentile,
+                   "classify": classify}
+    if footprints is not None:
+        stage["footprints"] = str(footprints.resolve())
+        if footprints_crs:
+            stage["footprints_crs"] = footprints_crs
+        if id_field:
+            stage["id_field"] = id_field
+    stages = [
+        {"type": "read.las", "files": [str(Path(p).resolve()) for p in inputs]},
+        {"type": "tile", "size": tile_size, "buffer": buffer},
+        stage,
+        {"type": "write.cityjson"},
+    ]
+    if tiles:
+        stages.append({"type": "tiles.buildings"})
+    document = {"job": {"name": "buildings", "output": str(out), **({"crs": crs} if crs else {})},
+                "stages": stages}
+    job = parse_job(document, out / "buildings.toml")
+    result = run_job(job, scheduler=scheduler, workers=workers, force=force)
+    summary = summarize(result)
+    for failure in summary["failures"]:
+        console.print(f"[bold red]failed:[/] {failure['task']}: {failure['error']}")
+    if not summary["ok"]:
+        raise typer.Exit(1)
+    report_path = out / "buildings" / "report.json"
+    report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    console.print(f"{report.get('buildings', 0)} buildings ({report.get('lod22', 0)} LoD2.2, "
+                  f"{report.get('lod12', 0)} LoD1.2) -> {out / 'buildings.city.json'}"
+                  + (f", {out / '3dtiles-buildings' / 'tileset.json'}" if tiles else ""))
+    console.print(json.dumps({"status": report.get("status", {}), "roof_type": report.get("roof_type", {})}))
+    if summary["warnings"]:
+        console.print(json.dumps(summary["warnings"][:10], indent=1))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("buildings")(buildings)
