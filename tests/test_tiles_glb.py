@@ -1,0 +1,177 @@
+"""Unit tests of the 3D Tiles building blocks: GLB writers, placement, LOD octree, tileset writer."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cim.errors import CrsError
+from cim.tiles3d.glb import (
+    PointProperty,
+    accessor_array,
+    decode_points,
+    mesh_glb,
+    points_glb,
+    read_glb,
+)
+from cim.tiles3d.lod import build_octree, grid_sample
+from cim.tiles3d.placement import LocalFrame
+from cim.tiles3d.tileset import Tile, write_tileset
+from test_tiles_helpers import KL_CRS, require_gltf_validator, schema_errors, validate_glbs
+
+
+def _house():
+    pos = np.array([[0, 0, 0], [10, 0, 0], [10, 8, 0], [0, 8, 0], [5, 4, 6], [20, 0, 0], [24, 0, 0], [22, 3, 4]],
+                   float) + [410800.0 - 410800.0, 0, 0]
+    idx = np.array([[0, 1, 4], [1, 2, 4], [2, 3, 4], [3, 0, 4], [5, 6, 7]], np.uint32)
+    fid = np.array([0, 0, 0, 0, 0, 1, 1, 1], np.uint32)
+    props = {"id": np.array(["DEBW_001", "DEBW_äöü"], object), "height": np.array([6.0, 4.0]),
+             "storeys": np.array([2, 1], np.int32), "flat": np.array([False, True])}
+    return pos, idx, fid, props
+
+
+def _table_column(gltf, binary, table, name):
+    prop = table["properties"][name]
+    view = gltf["bufferViews"][prop["values"]]
+    raw = binary[view["byteOffset"]: view["byteOffset"] + view["byteLength"]]
+    if "stringOffsets" in prop:
+        ov = gltf["bufferViews"][prop["stringOffsets"]]
+        offs = np.frombuffer(binary[ov["byteOffset"]: ov["byteOffset"] + ov["byteLength"]], np.uint32)
+        return [raw[a:b].decode("utf-8") for a, b in zip(offs[:-1], offs[1:])]
+    return raw
+
+
+def test_mesh_glb_features_and_property_table(tmp_path):
+    pos, idx, fid, props = _house()
+    data = mesh_glb(pos, idx, normals=np.tile([0, 0, 2.0], (len(pos), 1)), feature_ids=fid, properties=props)
+    gltf, binary = read_glb(data)
+    prim = gltf["meshes"][0]["primitives"][0]
+    assert prim["mode"] == 4
+    fids = accessor_array(gltf, binary, prim["attributes"]["_FEATURE_ID_0"])[:, 0]
+    assert np.array_equal(fids, fid)
+    normals = accessor_array(gltf, binary, prim["attributes"]["NORMAL"])
+    assert np.allclose(np.linalg.norm(normals, axis=1), 1.0)
+    meta = gltf["extensions"]["EXT_structural_metadata"]
+    table = meta["propertyTables"][0]
+    assert table["count"] == 2
+    assert _table_column(gltf, binary, table, "id") == ["DEBW_001", "DEBW_äöü"]
+    assert np.array_equal(np.frombuffer(_table_column(gltf, binary, table, "height"), np.float64), [6.0, 4.0])
+    assert np.unpackbits(np.frombuffer(_table_column(gltf, binary, table, "flat"), np.uint8),
+                         bitorder="little")[:2].tolist() == [0, 1]
+    assert meta["schema"]["classes"]["building"]["properties"]["storeys"]["componentType"] == "INT32"
+    assert schema_errors(meta, "glTF.EXT_structural_metadata.schema.json") == []
+    assert schema_errors(prim["extensions"]["EXT_mesh_features"], "mesh.primitive.EXT_mesh_features.schema.json") == []
+    assert schema_errors(gltf, "glTF.schema.json") == []
+    # positions: float32 relative to the box centre, restored exactly by the node translation
+    rel = accessor_array(gltf, binary, prim["attributes"]["POSITION"])
+    m = np.asarray(gltf["nodes"][0]["matrix"]).reshape(4, 4).T
+    yup = rel @ m[:3, :3].T + m[:3, 3]
+    assert np.allclose(np.column_stack([yup[:, 0], -yup[:, 2], yup[:, 1]]), pos, atol=1e-5)
+    require_gltf_validator()
+    (tmp_path / "m.glb").write_bytes(data)
+    (tmp_path / "plain.glb").write_bytes(mesh_glb(pos, idx))
+    reports = validate_glbs([tmp_path / "m.glb", tmp_path / "plain.glb"])
+    assert all(r["numErrors"] == 0 and r["numWarnings"] == 0 for r in reports), reports
+
+
+def test_mesh_glb_rejects_bad_input():
+    pos, idx, fid, props = _house()
+    with pytest.raises(ValueError, match="out of range"):
+        mesh_glb(pos, idx + 100)
+    with pytest.raises(ValueError, match="one per feature"):
+        mesh_glb(pos, idx, feature_ids=fid, properties={"h": np.array([1.0, 2.0]), "g": np.array([1.0])})
+    with pytest.raises(ValueError, match="no row"):
+        mesh_glb(pos, idx, feature_ids=fid + 5, properties=props)
+
+
+def test_points_glb_quantization_and_offsets(tmp_path):
+    rng = np.random.default_rng(0)
+    local = rng.random((5000, 3)) * [120, 80, 30] - 40
+    gps = 1.4e9 + rng.random(5000) * 100
+    props = [PointProperty("gps_time", (gps - gps.min()).astype(np.float32), offset=float(gps.min())),
+             PointProperty("classification", rng.integers(0, 20, 5000).astype(np.uint8))]
+    data = points_glb(local, rgb=rng.random((5000, 3)), properties=props)
+    decoded, attrs, gltf = decode_points(data)
+    step = (local.max(axis=0) - local.min(axis=0)) / 65535
+    assert np.all(np.abs(decoded - local) <= step / 2 + 1e-9)
+    spec = gltf["extensions"]["EXT_structural_metadata"]["propertyAttributes"][0]["properties"]["gps_time"]
+    restored = attrs[spec["attribute"]][:, 0].astype(np.float64) + spec["offset"]
+    assert np.max(np.abs(restored - gps)) < 1e-5
+    require_gltf_validator()
+    (tmp_path / "p.glb").write_bytes(data)
+    (report,) = validate_glbs([tmp_path / "p.glb"])
+    assert report["numErrors"] == 0 and report["numWarnings"] == 0, report
+
+
+def test_local_frame_fast_path_matches_exact_and_round_trips():
+    frame = LocalFrame.from_crs(KL_CRS, (410900.0, 5479800.0, 240.0))
+    rng = np.random.default_rng(1)
+    n = 50_000
+    x, y, z = 410650 + rng.random(n) * 500, 5479550 + rng.random(n) * 500, 200 + rng.random(n) * 120
+    fast = frame.to_local(x, y, z)
+    exact = frame.to_local_exact(x, y, z)
+    assert np.max(np.abs(fast - exact)) < 2e-4
+    back = frame.from_local(exact[:2000])
+    assert np.max(np.abs(back - np.column_stack([x, y, z])[:2000])) < 1e-6
+    # the frame is east-north-up: up is the ellipsoid normal, so a point 10 m higher is 10 m up
+    up = frame.to_local_exact(np.array([410900.0]), np.array([5479800.0]), np.array([250.0]))[0]
+    assert np.allclose(up, [0, 0, 10.0], atol=1e-6)
+
+
+def test_ballpark_heights_are_refused():
+    # CGVD28 heights need a Canadian geoid grid that is not shipped: PROJ would fall back to a ballpark
+    with pytest.raises(CrsError, match="ballpark|vertical"):
+        LocalFrame.from_crs("EPSG:3005+5713", (885100.0, 629300.0, 340.0))
+    with pytest.raises(CrsError):
+        LocalFrame.from_crs(None, (0.0, 0.0, 0.0))
+
+
+def test_octree_every_point_once_and_even_sampling():
+    rng = np.random.default_rng(2)
+    n = 200_000
+    local = np.column_stack([rng.random(n) * 200, rng.random(n) * 200, rng.normal(0, 0.2, n)])
+    tree = build_octree(local, leaf_points=5000, grid_bits=6)
+    assert np.array_equal(np.sort(tree.order), np.arange(n))
+    assert sum(nd.count for nd in tree.nodes) == n
+    for i, nd in enumerate(tree.nodes):
+        pts = local[tree.points_of(i)]
+        cell = tree.side / 2**nd.level
+        lo = tree.origin + np.array(nd.index) * cell
+        assert np.all(pts >= lo - 1e-9) and np.all(pts <= lo + cell + 1e-9)
+        assert np.all(pts >= nd.box_min) and np.all(pts <= nd.box_max)
+        if not nd.children:
+            assert nd.count <= 5000
+        for c in nd.children:
+            child = tree.nodes[c]
+            assert child.level == nd.level + 1
+            assert np.all(child.box_min >= nd.box_min) and np.all(child.box_max <= nd.box_max)
+    # the root sample is even: one point per occupied voxel, so nearly every voxel of the flat area has one
+    root = local[tree.points_of(0)]
+    spacing = tree.spacing(0)
+    cells = np.unique(np.floor(root[:, :2] / spacing).astype(int), axis=0)
+    area_cells = (200 / spacing) ** 2
+    assert len(cells) > 0.9 * area_cells
+
+
+def test_grid_sample_one_per_voxel():
+    rng = np.random.default_rng(3)
+    pts = rng.random((20_000, 3)) * 10
+    picks = grid_sample(pts, np.zeros(3), 1.0)
+    keys = np.floor(pts[picks]).astype(int)
+    assert len(np.unique(keys, axis=0)) == len(picks) == len(np.unique(np.floor(pts).astype(int), axis=0))
+
+
+def test_mesh_tileset_writer(tmp_path):
+    frame = LocalFrame.from_crs(KL_CRS, (410800.0, 5479700.0, 235.0))
+    pos, idx, fid, props = _house()
+    (tmp_path / "b.glb").write_bytes(mesh_glb(pos, idx, feature_ids=fid, properties=props))
+    child = Tile(pos.min(axis=0), pos.max(axis=0), 0.0, "b.glb")
+    root = Tile(pos.min(axis=0) - 1, pos.max(axis=0) + 1, 10.0, children=[child], refine="REPLACE",
+                transform=frame.ecef_from_local)
+    doc = write_tileset(tmp_path / "tileset.json", root, 50.0)
+    assert schema_errors(json.loads((tmp_path / "tileset.json").read_text()), "tileset.schema.json") == []
+    assert doc["root"]["refine"] == "REPLACE"
+    t = np.asarray(doc["root"]["transform"]).reshape(4, 4).T
+    assert np.allclose(t, frame.ecef_from_local)
