@@ -59,15 +59,18 @@ def sample_roof_points(geom: BuildingGeometry, density: float, noise: float,
     return np.column_stack([x[ok], y[ok], z[ok] + rng.normal(0.0, noise, ok.sum())])
 
 
-def roof_rmse(model: BuildingGeometry, truth: BuildingGeometry, spacing: float = 0.25) -> float:
-    """RMSE (m) of the model's roof height against the truth roof on a regular grid inside the truth footprint."""
-    fp = footprint_of(truth)
+def roof_rmse(model: BuildingGeometry, truth: BuildingGeometry | Sequence[BuildingGeometry],
+              spacing: float = 0.25) -> float:
+    """RMSE (m) of the model's roof height against the truth roof (one solid, or several that the model covers
+    together) on a regular grid inside the truth footprint(s)."""
+    truths = [truth] if isinstance(truth, BuildingGeometry) else list(truth)
+    fp = shapely.union_all([footprint_of(t) for t in truths])
     minx, miny, maxx, maxy = fp.bounds
     gx, gy = np.meshgrid(np.arange(minx + spacing / 2, maxx, spacing), np.arange(miny + spacing / 2, maxy, spacing))
     x, y = gx.ravel(), gy.ravel()
     inside = shapely.contains_xy(fp.buffer(-0.05), x, y)
     x, y = x[inside], y[inside]
-    zt = roof_height_at(truth, x, y)
+    zt = np.fmax.reduce([roof_height_at(t, x, y) for t in truths])
     zm = roof_height_at(model, x, y)
     ok = np.isfinite(zt)
     # where the model has no roof above a truth roof point, count the full truth height above ground as error
@@ -79,6 +82,14 @@ def iou(a: Polygon, b: Polygon) -> float:
     """Intersection over union of two polygons."""
     u = a.union(b).area
     return float(a.intersection(b).area / u) if u > 0 else 0.0
+
+
+def covered_truths(model: Polygon, truths: Sequence[Polygon], share: float = 0.5) -> list[int]:
+    """Indices of the truth footprints whose area lies at least ``share`` inside ``model`` (a derived footprint
+    of touching buildings, e.g. a terrace, covers several)."""
+    tree = shapely.STRtree(list(truths))
+    return [int(i) for i in tree.query(model, predicate="intersects")
+            if model.intersection(truths[i]).area >= share * truths[i].area]
 
 
 def match_by_location(models: Sequence[Polygon], truths: Sequence[Polygon]) -> list[int | None]:

@@ -208,6 +208,8 @@ def derive_footprints(
         if poly.area < min_area:
             continue
         reg = regularise(poly, tol=regularise_tol, angle_tol_deg=angle_tol_deg)
+        mine = labels[rows, cols] == lab
+        reg = fit_edges(reg, np.column_stack([x[mine], y[mine]]), reach=2 * cell)
         for p in clean_polygon(reg):
             if p.area < min_area:
                 continue
@@ -215,6 +217,57 @@ def derive_footprints(
             out.append(Footprint(f"{id_prefix}{rp.x:.1f}_{rp.y:.1f}", p, {"source": "derived"}))
     out.sort(key=lambda f: f.id)
     return out
+
+
+def _intersect_lines(lines: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+    """Vertices of consecutive lines (point, unit direction); parallel neighbours get a perpendicular step."""
+    pts = []
+    for i in range(len(lines)):
+        (m1, u1), (m2, u2) = lines[i - 1], lines[i]
+        den = u1[0] * u2[1] - u1[1] * u2[0]
+        if abs(den) < 1e-6:
+            mid = (m1 + m2) / 2
+            pts.append(m1 + ((mid - m1) @ u1) * u1)
+            pts.append(m2 + ((mid - m2) @ u2) * u2)
+            continue
+        t = ((m2[0] - m1[0]) * u2[1] - (m2[1] - m1[1]) * u2[0]) / den
+        pts.append(m1 + t * u1)
+    return pts
+
+
+def fit_edges(poly: Polygon, xy: np.ndarray, reach: float = 1.0, quantile: float = 99.5) -> Polygon:
+    """Move every edge of a regularised outline onto the outermost building points near it.
+
+    An occupancy-raster outline sits up to a cell outside the points; the outermost points of a dense roof lie
+    within a fraction of the point spacing of the true wall, so each edge line is shifted (parallel) to the
+    ``quantile`` of the signed distances of the points within ``reach`` of it. Falls back to ``poly`` when the
+    result is not a valid polygon of similar area.
+    """
+    ring = np.asarray(orient(poly, 1.0).exterior.coords)[:-1]
+    n = len(ring)
+    if n < 3 or len(xy) < 3:
+        return poly
+    lines = []
+    for i in range(n):
+        a, b = ring[i], ring[(i + 1) % n]
+        L = float(np.hypot(*(b - a)))
+        if L == 0:
+            continue
+        u = (b - a) / L
+        out_n = np.array([u[1], -u[0]])  # CCW ring: outside is on the right
+        rel = xy - a
+        t = rel @ u
+        s = rel @ out_n
+        near = (t > 0.1 * L) & (t < 0.9 * L) & (np.abs(s) < reach)
+        shift = float(np.percentile(s[near], quantile)) if near.sum() >= 5 else 0.0
+        lines.append((a + shift * out_n, u))
+    pts = _intersect_lines(lines)
+    if len(pts) < 3:
+        return poly
+    cand = Polygon(pts)
+    if not cand.is_valid or abs(cand.area - poly.area) > 0.3 * poly.area:
+        return poly
+    return cand
 
 
 def dominant_direction(poly: Polygon) -> float:
@@ -234,7 +287,7 @@ def regularise(poly: Polygon, tol: float = 0.6, angle_tol_deg: float = 20.0) -> 
     simp = poly.simplify(tol, preserve_topology=True)
     if not isinstance(simp, Polygon) or simp.is_empty:
         return poly
-    theta = dominant_direction(poly)
+    theta = dominant_direction(simp)  # not the raster outline: its staircase edges pull towards the grid axes
     ring = np.asarray(orient(simp, 1.0).exterior.coords)[:-1]
     n = len(ring)
     if n < 3:
@@ -261,21 +314,7 @@ def regularise(poly: Polygon, tol: float = 0.6, angle_tol_deg: float = 20.0) -> 
             if abs(u0[0] * u[1] - u0[1] * u[0]) < 1e-9 and abs(np.cross(u0, m - m0)) < tol * 0.5:
                 continue
         merged.append((m, u))
-    pts = []
-    k = len(merged)
-    for i in range(k):
-        (m1, u1), (m2, u2) = merged[i - 1], merged[i]
-        den = u1[0] * u2[1] - u1[1] * u2[0]
-        if abs(den) < 1e-6:
-            # parallel offset lines: connect with a perpendicular step through the midpoint
-            mid = (m1 + m2) / 2
-            t1 = (mid - m1) @ u1
-            t2 = (mid - m2) @ u2
-            pts.append(m1 + t1 * u1)
-            pts.append(m2 + t2 * u2)
-            continue
-        t = ((m2[0] - m1[0]) * u2[1] - (m2[1] - m1[1]) * u2[0]) / den
-        pts.append(m1 + t * u1)
+    pts = _intersect_lines(merged)
     if len(pts) < 3:
         return simp
     cand = Polygon(pts)
