@@ -91,6 +91,7 @@ def _centerface_session(threads: int):
             dims[k].dim_param = name
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no busy-waiting on shared cores
     if threads:
         opts.intra_op_num_threads = threads
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])

@@ -88,12 +88,14 @@ def grid_convergence(job_crs: pyproj.CRS, lon: FloatArray, lat: FloatArray) -> F
     Kaiserslautern). Computed numerically from the projection, so its sign cannot be mixed up.
     """
     horizontal = cimcrs.horizontal_part(job_crs)
+    lon = np.atleast_1d(np.asarray(lon, dtype=np.float64))
+    lat = np.atleast_1d(np.asarray(lat, dtype=np.float64))
     if horizontal.is_geographic:
-        return np.zeros_like(np.asarray(lon, dtype=np.float64))
+        return np.zeros_like(lon)
     tr = pyproj.Transformer.from_crs(4326, horizontal, always_xy=True)
     d = 1e-5
     x0, y0 = tr.transform(lon, lat)
-    x1, y1 = tr.transform(lon, np.asarray(lat) + d)
+    x1, y1 = tr.transform(lon, lat + d)
     return np.degrees(np.arctan2(np.asarray(x1) - x0, np.asarray(y1) - y0))
 
 
@@ -227,7 +229,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
 def write_index(panoramas: list[Panorama], path: str | Path) -> Path:
     """Write the panorama index as points (Point Z, job CRS): FlatGeobuf (``.fgb``) or GeoPackage (``.gpkg``)."""
-    import pyogrio
+    from pyogrio.raw import write as ogr_write
     import shapely
 
     path = Path(path)
@@ -257,7 +259,7 @@ def write_index(panoramas: list[Panorama], path: str | Path) -> Path:
         "image": np.array([p.products.get("image", "") for p in panoramas], dtype=object),
     }
     with atomic_write(path) as tmp:
-        pyogrio.write(tmp, shapely.to_wkb(pts), field_data=list(fields.values()), fields=list(fields),
+        ogr_write(tmp, shapely.to_wkb(pts), field_data=list(fields.values()), fields=list(fields),
                       geometry_type="Point Z", crs=crs.to_wkt(), driver=driver, layer="panoramas")
     return path
 
@@ -274,6 +276,8 @@ def load_panoramas(path: str | Path) -> list[Panorama]:
     path = Path(path)
     try:
         doc = json.loads(path.read_text())
-        return [Panorama.from_dict(d) for d in doc["panoramas"]]
+        panos = [Panorama.from_dict(d) for d in doc["panoramas"]]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(path, f"not a cim panoramas.json ({exc})") from None
+    root = path.parent.resolve()
+    return [Panorama(**{**asdict(p), "products": {k: str(root / v) for k, v in p.products.items()}}) for p in panos]

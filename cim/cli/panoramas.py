@@ -1,0 +1,65 @@
+"""``cim panoramas``: ingest, georeference, anonymize, publish, depth maps and colorize a panoramic drive."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+
+
+def panoramas(
+    poses: Annotated[Path, typer.Argument(help="pose file: Trimble MX7 panorama1.csv or cim's generic CSV")],
+    images: Annotated[Path, typer.Option("--images", help="folder of the equirectangular images (name + .jpg)")],
+    out: Annotated[Path, typer.Option("--out", help="output folder (never the images folder)")],
+    trajectory: Annotated[Optional[Path], typer.Option(
+        "--trajectory", help="trajectory (GPS time, positions, optional attitude) to interpolate missing poses")] = None,
+    points: Annotated[Optional[list[Path]], typer.Option(
+        "--points", help="LAS/LAZ in the job CRS: depth maps, measuring and colorized copies")] = None,
+    crs: Annotated[str, typer.Option("--crs", help="job CRS (positions, depth, index)")] = "EPSG:25832+7837",
+    pose_crs: Annotated[Optional[str], typer.Option(
+        "--pose-crs", help="CRS of projected x/y/z columns in the pose file")] = None,
+    time_base: Annotated[str, typer.Option(
+        "--time-base", help="time column: gps, gps_adjusted, gps_week, unix or utc")] = "gps",
+    gps_week: Annotated[Optional[int], typer.Option("--gps-week", help="GPS week for --time-base gps_week")] = None,
+    angles: Annotated[str, typer.Option(
+        "--angles", help="angle convention: hpr, hpr_rad, esri, yaw_enu (quaternion columns are detected)")] = "hpr",
+    north: Annotated[Optional[str], typer.Option(
+        "--north", help="headings refer to 'true' or 'grid' north (default: true for lat/lon, grid for x/y)")] = None,
+    detect_width: Annotated[int, typer.Option(
+        "--detect-width", help="resolution faces/plates are searched at (equirect width; 8000 = full res)")] = 4096,
+    no_plates: Annotated[bool, typer.Option("--no-plates", help="skip the number-plate cascade")] = False,
+    face_size: Annotated[Optional[int], typer.Option("--face-size", help="top cube face size of the tiles")] = None,
+    scheduler: Annotated[Optional[str], typer.Option(
+        "--scheduler", help="Dask scheduler address, or 'threads'; default: local processes")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="local worker processes")] = None,
+    force: Annotated[bool, typer.Option("--force", help="re-run every panorama, ignoring the manifest")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Georeference, anonymize (faces, plates) and publish panoramas (Marzipano tiles, index, STAC); with
+    --points also depth maps per panorama and colorized point clouds."""
+    from cim.panoramas.anonymize import AnonymizeOptions
+    from cim.panoramas.process import ChainOptions, run_panoramas
+
+    options = ChainOptions(anonymize=AnonymizeOptions(detect_width=detect_width, plates=not no_plates),
+                           face_size=face_size)
+    pose_options = {"crs": pose_crs, "time_base": time_base, "gps_week": gps_week, "angles": angles, "north": north}
+    summary = run_panoramas(poses, images, out, crs=crs, trajectory=trajectory, points=list(points or []),
+                            options=options, pose_options=pose_options, scheduler=scheduler, workers=workers,
+                            force=force)
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        return
+    console.print(f"{summary['panoramas']} panoramas → {out} ({summary['skipped']} already done); "
+                  f"blurred {summary['faces']} faces, {summary['plates']} plates")
+    for entry in summary.get("colorized", []):
+        console.print(f"  {entry['file']}: {entry['coloured']:,} of {entry['points']:,} points coloured")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(panoramas)

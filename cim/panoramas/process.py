@@ -1,0 +1,277 @@
+"""The per-panorama chain and the whole-drive run behind ``cim panoramas``.
+
+Per panorama (one Dask task each, resumable through the run manifest):
+decode → detect and obscure faces/plates → anonymized equirectangular JPEG + report → Marzipano tiles →
+depth map from the point cloud (when given). The original image is only ever read, never copied.
+Afterwards: ``panoramas.json``, the index (FlatGeobuf), a STAC collection and, with points, colorized LAZ.
+
+Output layout (``OUT``)::
+
+    panoramas.json  index.fgb  stac/collection.json
+    panoramas/<name>/image.jpg  anonymization.json  tiles/{z}/{f}/{y}/{x}.jpg  tiles/preview.jpg  depth.tif
+    colorized/<stem>.laz
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from cim.errors import CimWarning, InputError
+from cim.fileutil import write_bytes_atomic
+from cim.panoramas.anonymize import AnonymizeOptions, anonymize, report, write_report
+from cim.panoramas.depth import depth_buffer, fill_holes, write_depth_cog
+from cim.panoramas.georef import Panorama, georeference, write_index, write_panoramas_json
+from cim.panoramas.poses import read_poses, read_trajectory
+from cim.panoramas.tiles import write_marzipano
+
+__all__ = ["ChainOptions", "find_images", "process_panorama", "read_image", "run_panoramas"]
+
+log = logging.getLogger("cim.panoramas")
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+PANO_DIR = "panoramas"
+
+
+@dataclass(frozen=True)
+class ChainOptions:
+    """Settings of the per-panorama chain."""
+
+    anonymize: AnonymizeOptions = field(default_factory=AnonymizeOptions)
+    face_size: int | None = None  # top level cube face size; default: tile size * 2^k <= W / π
+    tile_size: int = 512
+    tile_quality: int = 85
+    image_quality: int = 90
+    north_up: bool = True  # yaw 0 of the tiles = grid north (an exact column roll; pitch/roll stay in the image)
+    depth_width: int = 2048
+    depth_max: float = 100.0
+    depth_fill: int = 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ChainOptions:
+        d = dict(d)
+        a = dict(d.pop("anonymize", {}))
+        if "band" in a:
+            a["band"] = tuple(a["band"])
+        return cls(anonymize=AnonymizeOptions(**a), **d)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode an equirectangular image (BGR u8); an :class:`InputError` when unreadable or not 2:1."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise InputError(path, "not a readable image")
+    h, w = image.shape[:2]
+    if w != 2 * h:
+        raise InputError(path, f"not an equirectangular panorama: {w} x {h} is not 2:1")
+    return image
+
+
+def _encode_jpeg(image: np.ndarray, quality: int) -> bytes:
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def _points_near(paths: list[str], crs_label: str, centre: np.ndarray, radius: float) -> np.ndarray:
+    from cim import crs as cimcrs
+    from cim.io import las
+    from cim.points import Bounds
+
+    box = Bounds(centre[0] - radius, centre[1] - radius, -1e9, centre[0] + radius, centre[1] + radius, 1e9)
+    parts = [las.read(p, crs=cimcrs.resolve(crs_label), bounds=box).xyz for p in paths]
+    return np.concatenate(parts) if parts else np.empty((0, 3))
+
+
+def process_panorama(pano_dict: dict, out_dir: str, points: list[str], options: dict) -> dict[str, Any]:
+    """Run the chain for one panorama; returns its products (relative to ``out_dir``) and timings."""
+    pano = Panorama.from_dict(pano_dict)
+    opts = ChainOptions.from_dict(options)
+    out = Path(out_dir)
+    folder = out / PANO_DIR / pano.name
+    rel = f"{PANO_DIR}/{pano.name}"
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    image = read_image(pano.image)
+    seconds["decode"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    clean, regions = anonymize(image, opts.anonymize)
+    del image  # from here on only the anonymized pixels exist in this process
+    write_report(folder / "anonymization.json", report(pano.name, clean.shape, regions, opts.anonymize))
+    seconds["anonymize"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    write_bytes_atomic(folder / "image.jpg", _encode_jpeg(clean, opts.image_quality))
+    heading = pano.angles[0] if opts.north_up else 0.0
+    write_marzipano(clean, folder / "tiles", face_size=opts.face_size, tile_size=opts.tile_size,
+                    quality=opts.tile_quality, yaw_shift_deg=heading,
+                    metadata={"panorama": pano.name, "heading": round(heading, 6)})
+    seconds["publish"] = time.perf_counter() - t0
+    products = {"image": f"{rel}/image.jpg", "report": f"{rel}/anonymization.json",
+                "tiles": f"{rel}/tiles/marzipano.json", "preview": f"{rel}/tiles/preview.jpg"}
+
+    if points:
+        t0 = time.perf_counter()
+        centre = np.asarray(pano.position)
+        xyz = _points_near(points, pano.crs, centre, opts.depth_max)
+        depth = fill_holes(depth_buffer(xyz, pano.pose, opts.depth_width, max_range=opts.depth_max), opts.depth_fill)
+        write_depth_cog(folder / "depth.tif", depth, max_depth=opts.depth_max,
+                        tags={"PANORAMA_NAME": pano.name})
+        products["depth"] = f"{rel}/depth.tif"
+        seconds["depth"] = time.perf_counter() - t0
+    counts = {k: sum(r.kind == k for r in regions) for k in ("face", "plate")}
+    return {"name": pano.name, "products": products, "counts": counts,
+            "seconds": {k: round(v, 3) for k, v in seconds.items()}, "outputs": sorted(products.values())}
+
+
+def find_images(images_dir: str | Path, names: list[str]) -> dict[str, Path]:
+    """Image file per panorama name (``name`` + a known suffix, any case) inside ``images_dir``."""
+    folder = Path(images_dir)
+    if not folder.is_dir():
+        raise InputError(folder, "images folder not found")
+    by_stem: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            by_stem.setdefault(path.stem, path)
+    return {n: by_stem[n] for n in names if n in by_stem}
+
+
+def run_panoramas(
+    poses: str | Path,
+    images: str | Path,
+    out_dir: str | Path,
+    *,
+    crs: str = "EPSG:25832+7837",
+    trajectory: str | Path | None = None,
+    points: list[str | Path] = (),
+    options: ChainOptions | None = None,
+    pose_options: dict[str, Any] | None = None,
+    colorize: bool = True,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Ingest, georeference, anonymize, publish, depth maps and (with points) colorize a drive.
+
+    Returns a JSON-able summary. Per-panorama work runs as resumable Dask tasks (``OUT/.cim/manifest.jsonl``).
+    """
+    import cim
+    from cim.runner import Manifest, Task, dask_client, file_fingerprint, fingerprint, run_tasks
+
+    options = options or ChainOptions()
+    out = Path(out_dir).resolve()
+    images_dir = Path(images).resolve()
+    if out == images_dir or images_dir in out.parents:
+        raise InputError(out, "the output folder must not be the images folder or inside it")
+    pose_options = pose_options or {}
+    table = read_poses(poses, **pose_options)
+    traj = read_trajectory(trajectory, **pose_options) if trajectory else None
+    found = find_images(images_dir, table.names)
+    missing = [n for n in table.names if n not in found]
+    if not found:
+        raise InputError(images_dir, f"none of the {len(table)} panoramas of {Path(poses).name} has an image here")
+    if missing:
+        warnings.warn(f"{len(missing)} panoramas have no image in {images_dir} and are skipped "
+                      f"(first: {missing[0]})", CimWarning, stacklevel=2)
+        table = table.subset([i for i, n in enumerate(table.names) if n in found])
+    if traj is not None:
+        uncovered = ~traj.covers(table.gps_time)
+        if uncovered.any() and (table.has_position & table.has_orientation).all():
+            warnings.warn(f"the trajectory {Path(trajectory).name} does not cover {int(uncovered.sum())} of "
+                          f"{len(table)} panoramas; their poses come from the pose file alone", CimWarning,
+                          stacklevel=2)
+            traj = None if uncovered.all() else traj
+    panos = georeference(table, crs, trajectory=traj, images=found)
+    point_paths = [str(Path(p).resolve()) for p in points]
+    for p in point_paths:
+        if not Path(p).is_file():
+            raise InputError(p, "point cloud not found")
+    opt_dict = options.to_dict()
+    tasks = []
+    point_fps = [file_fingerprint(p) for p in point_paths]
+    for pano in panos:
+        fp = fingerprint("panoramas.process", cim.__version__, pano.to_dict(), file_fingerprint(pano.image),
+                         opt_dict, point_fps)
+        tasks.append(Task(f"panoramas/{pano.name}", "panoramas.process", process_panorama,
+                          (pano.to_dict(), str(out), point_paths, opt_dict), fp))
+    manifest = Manifest(out / ".cim" / "manifest.jsonl")
+    with dask_client(scheduler, workers) as client:
+        run = run_tasks(tasks, client, manifest, out_dir=out, force=force)
+    failed = run.by_status("failed")
+    if failed:
+        first = failed[0]
+        raise InputError(first.key, f"panorama processing failed: {first.error} "
+                         f"({len(failed)} of {len(tasks)} failed; re-run to resume)")
+    results = {o.result["name"]: o.result for o in run.outcomes.values() if o.status in ("done", "skipped")}
+    done = [p.with_products(**results[p.name]["products"]) for p in panos if p.name in results]
+    write_panoramas_json(done, out / "panoramas.json")
+    write_index(done, out / "index.fgb")
+    from cim.panoramas.stac import write_collection
+
+    write_collection(done, out / "stac")
+    summary: dict[str, Any] = {
+        "panoramas": len(done),
+        "faces": sum(r["counts"]["face"] for r in results.values()),
+        "plates": sum(r["counts"]["plate"] for r in results.values()),
+        "seconds": round(run.seconds, 2),
+        "skipped": len(run.by_status("skipped")),
+        "outputs": ["panoramas.json", "index.fgb", "stac/collection.json"],
+    }
+    if point_paths and colorize:
+        summary["colorized"] = colorize_files(point_paths, done, out, crs)
+    return summary
+
+
+class ImageCache:
+    """A few decoded anonymized panoramas (each 8000x4000 image is ~96 MB; memory stays bounded)."""
+
+    def __init__(self, root: Path, size: int = 2) -> None:
+        self.root, self.size, self.items = root, size, OrderedDict()
+
+    def __call__(self, pano: Panorama) -> np.ndarray:
+        if pano.name not in self.items:
+            self.items[pano.name] = read_image(self.root / pano.products["image"])
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+        self.items.move_to_end(pano.name)
+        return self.items[pano.name]
+
+
+def colorize_files(point_paths: list[str], panos: list[Panorama], out: Path, crs: str) -> list[dict[str, Any]]:
+    """Colour each point file from the anonymized panoramas; writes ``OUT/colorized/<stem>.laz``."""
+    from cim import crs as cimcrs
+    from cim.io import las
+    from cim.panoramas.colorize import colorize_points
+
+    cache = ImageCache(out)
+    done = []
+    for path in point_paths:
+        cloud = las.read(path, crs=cimcrs.resolve(crs))
+        rgb, source, _ = colorize_points(cloud.xyz, panos, cache)
+        apply_colours(cloud, rgb, source)
+        target = las.write(out / "colorized" / f"{Path(path).stem}.laz", cloud)
+        done.append({"file": str(target.relative_to(out)), "points": len(cloud),
+                     "coloured": int((source >= 0).sum())})
+    return done
+
+
+def apply_colours(cloud, rgb: np.ndarray, source: np.ndarray) -> None:
+    """Write u16 red/green/blue (value * 257) for the coloured points; others keep theirs (or get 0)."""
+    seen = source >= 0
+    for k, name in enumerate(("red", "green", "blue")):
+        values = cloud[name].astype(np.uint16) if cloud.has(name) else np.zeros(len(cloud), np.uint16)
+        values[seen] = rgb[seen, k].astype(np.uint16) * 257
+        cloud.set(name, values)
