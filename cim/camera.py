@@ -61,10 +61,20 @@ def rotation_from_angles(heading: ArrayLike, pitch: ArrayLike, roll: ArrayLike) 
     h, p, r = np.broadcast_arrays(
         np.asarray(heading, dtype=np.float64), np.asarray(pitch, dtype=np.float64), np.asarray(roll, dtype=np.float64)
     )
-    batch = h.shape
-    euler = np.stack([90.0 - h.ravel(), -p.ravel(), r.ravel()], axis=-1)
-    matrices = Rotation.from_euler("ZYX", euler, degrees=True).as_matrix()
-    return matrices.reshape(*batch, 3, 3)
+    psi, theta, phi = np.radians(90.0 - h), np.radians(-p), np.radians(r)
+    cz, sz, cy, sy, cx, sx = np.cos(psi), np.sin(psi), np.cos(theta), np.sin(theta), np.cos(phi), np.sin(phi)
+    # closed form of Rz(psi) @ Ry(theta) @ Rx(phi)
+    m = np.empty((*h.shape, 3, 3))
+    m[..., 0, 0] = cz * cy
+    m[..., 0, 1] = cz * sy * sx - sz * cx
+    m[..., 0, 2] = cz * sy * cx + sz * sx
+    m[..., 1, 0] = sz * cy
+    m[..., 1, 1] = sz * sy * sx + cz * cx
+    m[..., 1, 2] = sz * sy * cx - cz * sx
+    m[..., 2, 0] = -sy
+    m[..., 2, 1] = cy * sx
+    m[..., 2, 2] = cy * cx
+    return m
 
 
 def angles_from_rotation(matrices: ArrayLike) -> tuple[FloatArray, FloatArray, FloatArray]:

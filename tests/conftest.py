@@ -36,7 +36,7 @@ def repo_data() -> Path:
 
 # --- synth fixtures (issue 3) ---
 SYNTH_TEST_CONFIG = dict(
-    extent=150.0, seed=11, als_density=10.0, drive_length=150.0, mls_pulse_rate=40_000.0, mls_line_rate=40.0,
+    extent=150.0, seed=11, als_density=10.0, drive_length=150.0, mls_pulse_rate=20_000.0, mls_line_rate=25.0,
     panorama_width=512, panorama_spacing=30.0, panorama_count=4, dtm_resolution=1.0,
 )
 

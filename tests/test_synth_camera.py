@@ -95,3 +95,12 @@ def test_project_points_through_a_pose() -> None:
     np.testing.assert_allclose(v, h / 2 + h * 10.0 / 180.0, atol=1e-9)
     # round trip world -> camera -> world
     np.testing.assert_allclose(pose_up.to_world(pose_up.to_camera(pts)), pts, atol=1e-9)
+
+
+def test_closed_form_matches_scipy_intrinsic_zyx() -> None:
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(3)
+    h, p, r = rng.uniform(0, 360, 50), rng.uniform(-90, 90, 50), rng.uniform(-180, 180, 50)
+    ref = Rotation.from_euler("ZYX", np.column_stack([90 - h, -p, r]), degrees=True).as_matrix()
+    np.testing.assert_allclose(camera.rotation_from_angles(h, p, r), ref, atol=1e-12)

@@ -11,7 +11,7 @@ import numpy as np
 
 from cim import camera
 from cim.synth.config import SynthConfig
-from cim.synth.raycast import Caster, add_outliers, classify, intensity, lidar_returns, outlier_ranges
+from cim.synth.raycast import Caster, simulate_returns
 from cim.synth.scene import Scene
 
 _CHUNK = 400_000
@@ -62,9 +62,9 @@ def simulate_als(scene: Scene, caster: Caster, rng: np.random.Generator) -> dict
             body = np.column_stack([np.zeros(len(t)), -np.sin(np.radians(scan)), -np.cos(np.radians(scan))])
             rot = camera.rotation_from_angles(heading, pitch, roll)
             dirs = np.einsum("nij,nj->ni", rot, body)
-            part = _returns(scene, caster, pos, dirs, rng, c.als_altitude, c.als_range_noise,
-                            c.als_outlier_fraction)
-            idx = part.pop("pulse")
+            part, aux = simulate_returns(scene, caster, pos, dirs, rng, c.als_altitude, c.als_range_noise,
+                                         c.als_outlier_fraction)
+            idx = aux["pulse"]
             part["gps_time"] = t_strip + t[idx]
             part["scan_angle"] = scan[idx].astype(np.float32)
             part["point_source_id"] = np.full(len(idx), k + 1, np.uint16)
@@ -76,25 +76,3 @@ def simulate_als(scene: Scene, caster: Caster, rng: np.random.Generator) -> dict
     out["y"] += scene.origin[1]
     out["z"] += scene.origin[2]
     return out
-
-
-def _returns(scene: Scene, caster: Caster, origins: np.ndarray, dirs: np.ndarray, rng: np.random.Generator,
-             reference_range: float, range_noise: float, outlier_fraction: float,
-             max_range: float = np.inf) -> dict[str, np.ndarray]:
-    """Cast pulses and build local points with class, intensity and returns (shared by ALS and MLS)."""
-    hits = caster.cast(origins, dirs)
-    ret = lidar_returns(hits, rng, max_range)
-    d = dirs[ret.pulse]
-    true_points = origins[ret.pulse] + d * ret.t[:, None]
-    cls = classify(scene, caster, true_points, ret)
-    inten = intensity(scene, caster, true_points, d, ret, reference_range, rng)
-    t = ret.t + range_noise * rng.standard_normal(len(ret.t))
-    pick, noise_cls = add_outliers(ret, outlier_fraction, rng)
-    t[pick] = outlier_ranges(ret.t[pick], noise_cls, rng)
-    cls[pick] = noise_cls
-    points = origins[ret.pulse] + d * t[:, None]
-    return {
-        "pulse": ret.pulse, "x": points[:, 0], "y": points[:, 1], "z": points[:, 2],
-        "classification": cls, "intensity": inten,
-        "return_number": ret.return_number, "number_of_returns": ret.number_of_returns,
-    }

@@ -25,7 +25,7 @@ class SynthConfig:
     base_height: terrain height (DHHN2016, m) at the origin.
     crs: the CRS of every output (projected + vertical).
     slope: terrain gradient (dz/dx, dz/dy) of the gentle regional slope.
-    undulation: amplitude (m) of the smooth terrain undulation on top of the slope.
+    undulation: amplitude (m) of the smooth terrain undulation (wavelengths 350 m and 460 m) on top of the slope.
     street_spacing: distance between parallel streets of the street grid (m).
     road_width: kerb-to-kerb width of a roadway (m).
     sidewalk_width: width of the raised sidewalk on each side (m).

@@ -14,9 +14,13 @@ from cim import crs as crs_mod
 from cim.synth import outputs
 from cim.synth.als import flight_plan, simulate_als
 from cim.synth.config import SynthConfig
+from cim import camera
+from cim.synth import panoramas, poses
 from cim.synth.layout import build_scene
+from cim.synth.mls import SCANNERS, simulate_mls
 from cim.synth.raycast import Caster
 from cim.synth.scene import Scene
+from cim.synth.trajectory import Trajectory, plan_drive
 
 log = logging.getLogger("cim.synth")
 
@@ -112,11 +116,97 @@ def generate(out_dir: str | Path, config: SynthConfig | None = None) -> Syntheti
             "mirror_frequency": plan["mirror_frequency"], "range_noise": config.als_range_noise,
         }
 
+    if config.mls:
+        truth.update(_drive(city, caster, crs, lap))
+
     truth["files"] = {name: str(p.relative_to(out)) for name, p in _paths(city).items() if p is not None}
     city.truth_json = outputs.write_json(out / "truth.json", truth)
     lap("truth_json")
     log.info("synthetic city in %s: %s", out, timings)
     return city
+
+
+def _drive(city: SyntheticCity, caster: Caster, crs: Any, lap: Any) -> dict[str, Any]:
+    """Trajectory files, MLS points and panoramas of the drive; returns their truth records."""
+    config, scene, out = city.config, city.scene, city.out_dir
+    drive = plan_drive(scene, np.random.default_rng([config.seed, 3]))
+    origin = scene.origin
+    t = np.arange(0.0, drive.duration, 1.0 / config.trajectory_rate)
+    gps = config.mls_gps_start + t
+    mpos, mh, mp, mr = drive.measured_pose(t)
+    rms = (config.gnss_sigma_xy, config.gnss_sigma_xy, config.gnss_sigma_z, config.attitude_sigma,
+           config.attitude_sigma, 2 * config.attitude_sigma)
+    city.trajectory_csv = poses.write_trajectory_csv(out / "trajectory.csv", gps, mpos + origin, rms, crs)
+    tpos, th, tp, tr = drive.true_pose(t)
+    city.trajectory_truth_csv = poses.write_truth_trajectory_csv(out / "trajectory_truth.csv", gps, tpos + origin,
+                                                                 th, tp, tr)
+    lap("trajectory")
+    record: dict[str, Any] = {"drive": {
+        "length": drive.length, "duration": drive.duration, "trajectory_rate": config.trajectory_rate,
+        "samples": len(t), "gnss_sigma_xy": config.gnss_sigma_xy, "gnss_sigma_z": config.gnss_sigma_z,
+        "attitude_sigma": config.attitude_sigma, "sensor_height": config.sensor_height,
+        "trajectory_csv": "measured pose (with the GNSS/INS error), MX7 trajectory.csv layout",
+        "trajectory_truth_csv": "true pose, projected CRS, grid heading",
+    }}
+    points = simulate_mls(scene, caster, drive, np.random.default_rng([config.seed, 4]))
+    lap("mls_simulate")
+    city.mls_laz = outputs.write_laz(out / "mls.laz", points, crs)
+    lap("mls_write")
+    record["mls"] = {
+        "points": len(points["x"]), "class_counts": outputs.class_counts(points["classification"]),
+        "pulse_rate": config.mls_pulse_rate, "line_rate": config.mls_line_rate, "max_range": config.mls_max_range,
+        "range_noise": config.mls_range_noise,
+        "scanners": [{"lever_arm_flu": list(lever), "spin_axis_yaw_deg": yaw}
+                     for lever, yaw in SCANNERS[: config.mls_scanners]],
+        "colour": "true surface albedo (linear 0..1 scaled to 0..65535)",
+    }
+    record["panoramas"] = _panoramas(city, caster, drive, crs)
+    lap("panoramas")
+    return record
+
+
+def _panoramas(city: SyntheticCity, caster: Caster, drive: Trajectory, crs: Any) -> dict[str, Any]:
+    config, scene, out = city.config, city.scene, city.out_dir
+    s = (np.arange(int(drive.length / config.panorama_spacing) + 1) + 0.5) * config.panorama_spacing
+    s = s[s < drive.length]
+    if config.panorama_count is not None:
+        s = s[: config.panorama_count]
+    t = drive.time_at(s)
+    pos, heading, pitch, roll = drive.true_pose(t)
+    written = drive.measured_pose(t) if config.panorama_pose_noise else (pos, heading, pitch, roll)
+    names = [f"pano_0001_{k + 1:06d}" for k in range(len(t))]
+    pano_dir, depth_dir = out / "panoramas", out / "depth"
+    pano_dir.mkdir(exist_ok=True)
+    depth_dir.mkdir(exist_ok=True)
+    rotations = drive.rotation(heading, pitch, roll)
+    for k, name in enumerate(names):
+        rgb, depth = panoramas.render(scene, caster, pos[k], rotations[k], config.panorama_width)
+        panoramas.write_jpeg(pano_dir / f"{name}.jpg", rgb, config.jpeg_quality)
+        panoramas.write_depth(depth_dir / f"{name}.tif", depth)
+    gps = config.mls_gps_start + t
+    world = written[0] + scene.origin
+    city.panorama_dir, city.depth_dir = pano_dir, depth_dir
+    city.poses_csv = poses.write_panorama_csv(pano_dir / "panorama1.csv", gps, names, world, written[1], written[2],
+                                              written[3], crs)
+    true_world = pos + scene.origin
+    true_north = poses.true_from_grid_heading(true_world[:, 0], true_world[:, 1], heading, crs)
+    quats = camera.quaternion_from_angles(heading, pitch, roll)
+    return {
+        "count": len(names), "width": config.panorama_width, "height": config.panorama_height,
+        "spacing": config.panorama_spacing, "pose_file": "panoramas/panorama1.csv",
+        "pose_file_heading_reference": "true (geographic) north, as the Trimble MX7 writes it; cim's grid heading "
+                                       "= the same direction measured from grid north (cim.synth.poses)",
+        "pose_file_holds": "measured poses" if config.panorama_pose_noise else "true poses",
+        "depth": "depth/<name>.tif: float32 distance from the camera centre (m), NaN where no surface was hit",
+        "camera_model": {"type": "equirectangular", "frame": "FLU camera = body frame",
+                         "conventions": "docs/conventions.md", "sun_azimuth": panoramas.SUN_AZIMUTH,
+                         "sun_elevation": panoramas.SUN_ELEVATION},
+        "images": [
+            {"name": n, "gps_seconds": g, "x": p[0], "y": p[1], "z": p[2], "heading_grid": h, "heading_true": ht,
+             "pitch": pi, "roll": r, "quaternion_wxyz": q.tolist()}
+            for n, g, p, h, ht, pi, r, q in zip(names, gps, true_world, heading, true_north, pitch, roll, quats)
+        ],
+    }
 
 
 def _paths(city: SyntheticCity) -> dict[str, Path | None]:

@@ -14,7 +14,6 @@ import numpy as np
 import open3d as o3d
 
 from cim.synth.scene import (
-    GROUND,
     HIGH_NOISE,
     HIGH_VEG,
     LOW_NOISE,
@@ -211,4 +210,29 @@ def outlier_ranges(t: np.ndarray, classes: np.ndarray, rng: np.random.Generator)
     return np.where(low, t + rng.uniform(1.5, 6.0, len(t)), t * rng.uniform(0.1, 0.9, len(t)))
 
 
-__all__ = ["Caster", "Hits", "Returns", "classify", "intensity", "lidar_returns", "GROUND"]
+
+def simulate_returns(scene: Scene, caster: Caster, origins: np.ndarray, dirs: np.ndarray, rng: np.random.Generator,
+                     reference_range: float, range_noise: float, outlier_fraction: float,
+                     max_range: float = np.inf) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Cast pulses (local frame) and make the returns: LAS attributes, and truth the caller may use.
+
+    Returns ``(points, aux)``: ``points`` holds local x, y, z (range noise and outliers applied),
+    classification, intensity, return_number, number_of_returns; ``aux`` holds ``pulse`` (index of each
+    return's pulse), ``true`` (noise-free local points), ``tri`` (opaque triangle or -1) and ``vegetation``.
+    """
+    hits = caster.cast(origins, dirs)
+    ret = lidar_returns(hits, rng, max_range)
+    d = dirs[ret.pulse]
+    true_points = origins[ret.pulse] + d * ret.t[:, None]
+    cls = classify(scene, caster, true_points, ret)
+    inten = intensity(scene, caster, true_points, d, ret, reference_range, rng)
+    t = ret.t + range_noise * rng.standard_normal(len(ret.t))
+    pick, noise_cls = add_outliers(ret, outlier_fraction, rng)
+    t[pick] = outlier_ranges(ret.t[pick], noise_cls, rng)
+    cls[pick] = noise_cls
+    points = origins[ret.pulse] + d * t[:, None]
+    out = {
+        "x": points[:, 0], "y": points[:, 1], "z": points[:, 2], "classification": cls, "intensity": inten,
+        "return_number": ret.return_number, "number_of_returns": ret.number_of_returns,
+    }
+    return out, {"pulse": ret.pulse, "true": true_points, "tri": ret.tri, "vegetation": ret.vegetation}

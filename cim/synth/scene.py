@@ -234,10 +234,9 @@ class Scene:
     def _analytic_height(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Local terrain height of the analytic model (the mesh samples it; truth is the mesh)."""
         c = self.config
-        e = c.extent
         z = c.slope[0] * x + c.slope[1] * y
-        z = z + c.undulation * np.sin(2 * np.pi * x / (0.9 * e) + self._undulation_phase[0]) * np.cos(
-            2 * np.pi * y / (1.1 * e) + self._undulation_phase[1])
+        z = z + c.undulation * np.sin(2 * np.pi * x / 350.0 + self._undulation_phase[0]) * np.cos(
+            2 * np.pi * y / 460.0 + self._undulation_phase[1])
         z = z + np.where(self._road_mask(x, y), 0.0, c.kerb_height)
         if self.embankment is not None:
             x0, y0, x1, y1 = self.embankment

@@ -1,0 +1,97 @@
+"""Equirectangular panoramas rendered by ray casting the scene, with their true depth maps.
+
+Every pixel centre's direction (:func:`cim.camera.pixel_centre_directions`) is turned into the world by the
+camera pose and cast against the scene. A hit's colour is the surface albedo (materials, windows, road markings,
+leafy crowns) times a Lambert sun term, ``AMBIENT + (1 - AMBIENT) * max(0, n·sun)`` with the normal turned towards
+the camera; rays that meet nothing show a sky gradient above the horizon and a neutral far ground below it.
+Colours are encoded as sRGB. Depth is the distance from the camera centre in metres (NaN where nothing was hit).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cim import camera
+from cim.fileutil import atomic_write
+from cim.synth.raycast import Caster
+from cim.synth.scene import Scene
+
+SUN_AZIMUTH = 200.0  # degrees clockwise from north
+SUN_ELEVATION = 40.0
+AMBIENT = 0.45
+SKY_HORIZON = np.array([0.78, 0.85, 0.95])
+SKY_ZENITH = np.array([0.30, 0.50, 0.85])
+FAR_GROUND = np.array([0.42, 0.44, 0.40])
+
+
+def sun_direction() -> np.ndarray:
+    """Unit vector towards the sun (world ENU)."""
+    az, el = np.radians(SUN_AZIMUTH), np.radians(SUN_ELEVATION)
+    return np.array([np.sin(az) * np.cos(el), np.cos(az) * np.cos(el), np.sin(el)])
+
+
+def shade(normals: np.ndarray, view_dirs: np.ndarray) -> np.ndarray:
+    """Lambert factor (n,) for surfaces with ``normals`` seen along ``view_dirs`` (normals flipped to the viewer)."""
+    facing = np.where(np.einsum("ij,ij->i", normals, view_dirs)[:, None] > 0, -normals, normals)
+    return AMBIENT + (1 - AMBIENT) * np.clip(facing @ sun_direction(), 0.0, None)
+
+
+def to_srgb8(linear: np.ndarray) -> np.ndarray:
+    """Linear 0..1 colours to 8-bit sRGB."""
+    c = np.clip(linear, 0.0, 1.0)
+    srgb = np.where(c <= 0.0031308, 12.92 * c, 1.055 * c ** (1 / 2.4) - 0.055)
+    return np.round(srgb * 255.0).astype(np.uint8)
+
+
+def render(scene: Scene, caster: Caster, position: np.ndarray, rotation: np.ndarray, width: int
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """(RGB uint8 (H, W, 3), depth float32 (H, W)) of a panorama at local ``position`` with world_from_body
+    ``rotation``."""
+    height = width // 2
+    dirs = camera.pixel_centre_directions(width, height).reshape(-1, 3) @ rotation.T
+    origins = np.broadcast_to(position, dirs.shape)
+    t_o, tri_o = caster.cast_opaque(origins, dirs)
+    t_c, tri_c = caster.cast_crowns(origins, dirs)
+    crown = t_c < t_o
+    t = np.where(crown, t_c, t_o)
+    hit = np.isfinite(t)
+    colour = np.empty((len(dirs), 3))
+    points = position + dirs * np.where(hit, t, 0.0)[:, None]
+    sel = hit & ~crown
+    if sel.any():
+        albedo = scene.surface_albedo(points[sel], caster.opaque, tri_o[sel])
+        colour[sel] = albedo * shade(caster.opaque_normals[tri_o[sel]], dirs[sel])[:, None]
+    sel = hit & crown
+    if sel.any():
+        albedo = scene.surface_albedo(points[sel], caster.crowns, tri_c[sel])
+        colour[sel] = albedo * shade(caster.crown_normals[tri_c[sel]], dirs[sel])[:, None]
+    sky = ~hit
+    up = dirs[sky, 2]
+    mix = np.sqrt(np.clip(up, 0.0, 1.0))[:, None]
+    colour[sky] = np.where(up[:, None] >= 0, SKY_HORIZON * (1 - mix) + SKY_ZENITH * mix, FAR_GROUND)
+    rgb = to_srgb8(colour).reshape(height, width, 3)
+    depth = np.where(hit, t, np.nan).astype(np.float32).reshape(height, width)
+    return rgb, depth
+
+
+def write_jpeg(path: Path, rgb: np.ndarray, quality: int) -> Path:
+    """Write an RGB image as baseline JPEG (atomic)."""
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError(f"JPEG encoding failed for {path}")
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(data.tobytes())
+    return path
+
+
+def write_depth(path: Path, depth: np.ndarray) -> Path:
+    """Write a float32 depth map (metres, NaN = no hit) as a single-band float32 TIFF (atomic)."""
+    ok, data = cv2.imencode(".tiff", depth.astype(np.float32))
+    if not ok:
+        raise RuntimeError(f"TIFF encoding failed for {path}")
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(data.tobytes())
+    return path
