@@ -111,6 +111,11 @@ def read_footprints(
     for i, geom in enumerate(shapes):
         attrs = {n: _plain(fields[k][i]) for k, n in enumerate(names)}
         fid = str(attrs[idf]) if idf and attrs.get(idf) not in (None, "") else f"b{i}"
+        if fid in seen:
+            seen[fid] += 1
+            fid = f"{fid}~{seen[fid]}"
+        else:
+            seen[fid] = 0
         if geom is not None and not geom.is_empty and not shapely.force_2d(geom).is_valid:
             repaired.append(fid)
         parts = clean_polygon(geom)
@@ -120,13 +125,7 @@ def read_footprints(
         if len(parts) > 1:
             split.append(fid)
         for k, poly in enumerate(sorted(parts, key=lambda p: -p.area)):
-            pid = fid if len(parts) == 1 else f"{fid}-{k + 1}"
-            if pid in seen:
-                seen[pid] += 1
-                pid = f"{pid}~{seen[pid]}"
-            else:
-                seen[pid] = 0
-            out.append(Footprint(pid, poly, attrs))
+            out.append(Footprint(fid if len(parts) == 1 else f"{fid}-{k + 1}", poly, attrs))
     for what, ids in (("repaired invalid", repaired), ("split multi-part", split),
                       ("skipped empty / non-areal", dropped)):
         if ids:
@@ -210,6 +209,7 @@ def derive_footprints(
         reg = regularise(poly, tol=regularise_tol, angle_tol_deg=angle_tol_deg)
         mine = labels[rows, cols] == lab
         reg = fit_edges(reg, np.column_stack([x[mine], y[mine]]), reach=2 * cell)
+        reg = regularise(reg, tol=min(regularise_tol, 0.3), angle_tol_deg=angle_tol_deg)  # tidy fitted corners
         for p in clean_polygon(reg):
             if p.area < min_area:
                 continue
@@ -235,7 +235,31 @@ def _intersect_lines(lines: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndar
     return pts
 
 
-def fit_edges(poly: Polygon, xy: np.ndarray, reach: float = 1.0, quantile: float = 99.5) -> Polygon:
+def _merge_parallel(lines: list[tuple[np.ndarray, np.ndarray]], tol: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Merge neighbouring lines (also last/first) that are parallel and less than ``tol`` apart."""
+    def same(l1, l2) -> bool:
+        (m1, u1), (m2, u2) = l1, l2
+        cross = u1[0] * u2[1] - u1[1] * u2[0]
+        d = m2 - m1
+        return abs(cross) < 1e-6 and float(u1 @ u2) > 0 and abs(u1[0] * d[1] - u1[1] * d[0]) < tol
+
+    out = list(lines)
+    changed = True
+    while changed and len(out) > 3:
+        changed = False
+        for i in range(len(out)):
+            j = (i + 1) % len(out)
+            if same(out[i], out[j]):
+                (m1, u1), (m2, _) = out[i], out[j]
+                out[i] = ((m1 + m2) / 2, u1)
+                del out[j]
+                changed = True
+                break
+    return out
+
+
+def fit_edges(poly: Polygon, xy: np.ndarray, reach: float = 1.0, quantile: float = 99.5,
+              merge_tol: float = 0.3) -> Polygon:
     """Move every edge of a regularised outline onto the outermost building points near it.
 
     An occupancy-raster outline sits up to a cell outside the points; the outermost points of a dense roof lie
@@ -261,6 +285,7 @@ def fit_edges(poly: Polygon, xy: np.ndarray, reach: float = 1.0, quantile: float
         near = (t > 0.1 * L) & (t < 0.9 * L) & (np.abs(s) < reach)
         shift = float(np.percentile(s[near], quantile)) if near.sum() >= 5 else 0.0
         lines.append((a + shift * out_n, u))
+    lines = _merge_parallel(lines, merge_tol)
     pts = _intersect_lines(lines)
     if len(pts) < 3:
         return poly
@@ -304,6 +329,8 @@ def regularise(poly: Polygon, tol: float = 0.6, angle_tol_deg: float = 20.0) -> 
         target = theta + k * np.pi / 2
         if abs(ang - target) < math.radians(angle_tol_deg):
             ang = target
+        elif L < 2.5 * tol:
+            continue  # a short oblique edge is a cut corner of the raster outline: let its neighbours meet
         u = np.array([math.cos(ang), math.sin(ang)])
         lines.append(((a + b) / 2, u))
     # merge consecutive parallel lines that are (nearly) the same line
@@ -311,7 +338,8 @@ def regularise(poly: Polygon, tol: float = 0.6, angle_tol_deg: float = 20.0) -> 
     for m, u in lines:
         if merged:
             m0, u0 = merged[-1]
-            if abs(u0[0] * u[1] - u0[1] * u[0]) < 1e-9 and abs(np.cross(u0, m - m0)) < tol * 0.5:
+            d = m - m0
+            if abs(u0[0] * u[1] - u0[1] * u[0]) < 1e-9 and abs(u0[0] * d[1] - u0[1] * d[0]) < tol * 0.5:
                 continue
         merged.append((m, u))
     pts = _intersect_lines(merged)

@@ -1,0 +1,201 @@
+"""Building geometry units: watertight extrusion of roof partitions, the validity checker, footprint reading /
+repair / reprojection / derivation, plane detection and roof types on small exact roofs."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import shapely
+from shapely.geometry import Polygon, box
+
+from cim.buildings.evaluate import footprint_of, iou, roof_rmse, sample_roof_points
+from cim.buildings.extrude import extrude_partition, footprint_cells
+from cim.buildings.footprints import Footprint, derive_footprints, read_footprints
+from cim.buildings.model import NO_POINTS, OK, ReconstructionParams, reconstruct_building
+from cim.buildings.planes import detect_planes
+from cim.buildings.validity import check_solid, signed_volume
+from cim.cityjson import BuildingGeometry
+from cim.errors import CimWarning, InputError
+from cim.synth.roofs import FLAT, GABLE, HALF_HIP, HIP, SHED, place, rectangle_solid
+
+
+# ------------------------------------------------------------------------------------------------- extrusion
+
+PARTITIONS = {
+    "gable": ([box(0, 0, 10, 4), box(0, 4, 10, 8)], [(0, 0.75, 6.0), (0, -0.75, 12.0)], 480 + 0.5 * 8 * 3 * 10),
+    "step": ([box(0, 0, 5, 8), box(5, 0, 12, 5)], [(0, 0, 5), (0, 0, 8)], 5 * 8 * 5 + 7 * 5 * 8),
+    "crossing": ([box(0, 0, 5, 8), box(5, 0, 10, 8)], [(0, 0.5, 3), (0, -0.5, 7)], None),
+    "hip": ([Polygon([(0, 0), (10, 0), (7, 3), (3, 3)]), Polygon([(10, 0), (10, 6), (7, 3)]),
+             Polygon([(10, 6), (0, 6), (3, 3), (7, 3)]), Polygon([(0, 6), (0, 0), (3, 3)])],
+            [(0, 1, 5), (-1, 0, 15), (0, -1, 11), (1, 0, 5)], None),
+    "t-junction": ([box(0, 0, 4, 6), box(4, 0, 8, 3), box(4, 3, 8, 6)], [(0, 0, 4), (0, 0, 6), (0, 0, 9)],
+                   4 * 6 * 4 + 4 * 3 * 6 + 4 * 3 * 9),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PARTITIONS))
+def test_extruded_partitions_are_valid_solids(name):
+    cells, planes, volume = PARTITIONS[name]
+    fp = shapely.union_all(cells)
+    faces, sem = extrude_partition(cells, planes, 0.0, footprint=fp)
+    v = check_solid(faces)
+    assert v.valid, v.errors
+    assert sem.count("RoofSurface") >= len(cells) and "GroundSurface" in sem and "WallSurface" in sem
+    if volume is not None:
+        assert signed_volume(faces) == pytest.approx(volume, rel=1e-6)
+
+
+def test_footprint_with_courtyard_is_split_and_closed():
+    fp = box(0, 0, 20, 20).difference(box(5, 5, 15, 15))
+    cells = footprint_cells(fp)
+    assert all(not c.interiors for c in cells)
+    assert sum(c.area for c in cells) == pytest.approx(fp.area)
+    faces, _ = extrude_partition(cells, [(0, 0, 6)] * len(cells), 0.0, footprint=fp)
+    assert check_solid(faces).valid
+    assert signed_volume(faces) == pytest.approx(fp.area * 6)
+
+
+# -------------------------------------------------------------------------------------------------- validity
+
+def _cube():
+    faces, _ = extrude_partition([box(0, 0, 2, 2)], [(0, 0, 2)], 0.0)
+    return faces
+
+
+def test_validity_catches_broken_solids():
+    faces = _cube()
+    assert check_solid(faces).valid
+    assert 302 in check_solid(faces[1:]).codes  # a face missing: not closed
+    assert 307 in check_solid([f[::-1] for f in faces]).codes  # inward
+    flipped = list(faces)
+    flipped[0] = flipped[0][::-1]
+    assert 307 in check_solid(flipped).codes  # one face flipped
+    bent = [f.copy() for f in faces]
+    roof = next(i for i, f in enumerate(bent) if np.allclose(f[:, 2], 2))
+    bent[roof][0, 2] += 0.05
+    assert 203 in check_solid(bent).codes  # non-planar
+    # two cubes overlapping: faces of one pierce the other
+    other, _ = extrude_partition([box(1, 1, 3, 3)], [(0, 0, 3)], 1.0)
+    assert 306 in check_solid(faces + [f for f in other]).codes or not check_solid(faces + other).valid
+
+
+# ------------------------------------------------------------------------------------------------ footprints
+
+def test_read_delft_footprints_reprojects(repo_data):
+    fps = read_footprints(repo_data / "delft" / "bgt_pand.sqlite", "EPSG:7415")
+    assert len(fps) == 160
+    assert len({f.id for f in fps}) == 160
+    assert all(f.polygon.is_valid and f.polygon.exterior.is_ccw for f in fps)
+    utm = read_footprints(repo_data / "delft" / "bgt_pand.sqlite", "EPSG:32631")
+    assert utm[0].polygon.centroid.x == pytest.approx(fps[0].polygon.centroid.x + 0, abs=1e6)  # moved frame
+    assert abs(utm[0].polygon.area - fps[0].polygon.area) < 0.01 * fps[0].polygon.area
+    assert abs(utm[0].polygon.centroid.x - fps[0].polygon.centroid.x) > 1000
+
+
+def test_sloppy_geojson_is_repaired_with_warnings(tmp_path):
+    bowtie = [[0, 0, 5], [10, 10, 5], [10, 0, 5], [0, 10, 5], [0, 0, 5]]  # 3D, self-intersecting
+    square = [[20, 0], [30, 0], [30, 10], [20, 10], [20, 0], [20, 0]]  # duplicate closing vertex
+    multi = [[[[40, 0], [45, 0], [45, 5], [40, 0]]], [[[50, 0], [55, 0], [55, 5], [50, 0]]]]
+    doc = {"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "EPSG:25832"}},
+           "features": [
+               {"type": "Feature", "properties": {"id": "a"}, "geometry": {"type": "Polygon", "coordinates": [bowtie]}},
+               {"type": "Feature", "properties": {"id": "b"}, "geometry": {"type": "Polygon", "coordinates": [square]}},
+               {"type": "Feature", "properties": {"id": "b"}, "geometry": {"type": "MultiPolygon",
+                                                                           "coordinates": multi}},
+               {"type": "Feature", "properties": {"id": "e"}, "geometry": None},
+           ]}
+    path = tmp_path / "fp.geojson"
+    path.write_text(json.dumps(doc))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fps = read_footprints(path, "EPSG:25832")
+    messages = " ".join(str(w.message) for w in caught if issubclass(w.category, CimWarning))
+    assert "repaired invalid" in messages and "split multi-part" in messages and "skipped" in messages
+    assert "duplicate footprint ids" in messages
+    ids = [f.id for f in fps]
+    assert "b" in ids and "b~1-1" in ids and len(ids) == len(set(ids))
+    assert all(f.polygon.is_valid and not f.polygon.has_z for f in fps)
+
+
+def test_missing_file_and_missing_crs(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        read_footprints(tmp_path / "nope.gpkg", "EPSG:25832")
+    doc = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon",
+                                                           "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}}]}
+    p = tmp_path / "nocrs.json"
+    p.write_text(json.dumps(doc))
+    # GeoJSON without "crs" is WGS84 by definition; reprojecting works and must be explicit in the file name of
+    # the error otherwise
+    fps = read_footprints(p, "EPSG:25832")
+    assert len(fps) == 1
+
+
+def test_derived_footprint_of_a_rotated_building():
+    rng = np.random.default_rng(5)
+    faces, sem = rectangle_solid(14.0, 9.0, 6.0, 9.0, GABLE)
+    truth = BuildingGeometry("t", place(faces, 23.0, 1000.0, 2000.0, 100.0), sem)
+    pts = sample_roof_points(truth, 10.0, 0.03, rng)
+    fps = derive_footprints(pts[:, 0], pts[:, 1])
+    assert len(fps) == 1
+    assert iou(fps[0].polygon, footprint_of(truth)) > 0.95
+    assert len(fps[0].polygon.exterior.coords) == 5  # regularised to a rectangle
+
+
+# ------------------------------------------------------------------------------------------- single buildings
+
+@pytest.mark.parametrize("roof_type", [FLAT, SHED, GABLE, HIP, HALF_HIP])
+def test_roof_types_and_accuracy_on_exact_roofs(roof_type):
+    rng = np.random.default_rng(roof_type)
+    faces, sem = rectangle_solid(15.0, 9.0, 6.0, 10.0, roof_type)
+    truth = BuildingGeometry("t", place(faces, 31.0, 500.0, 500.0, 200.0), sem)
+    pts = sample_roof_points(truth, 10.0, 0.03, rng)
+    m = reconstruct_building(Footprint("b", footprint_of(truth)), pts, 200.0, ReconstructionParams())
+    assert m.status == OK
+    assert m.attributes["roof_type"] == roof_type
+    assert roof_rmse(m.lod22, truth) < 0.1
+    assert check_solid(m.lod22).valid and check_solid(m.lod12).valid
+    assert m.attributes["h_ground"] == 200.0
+    assert m.attributes["rmse_lod22"] < 0.1
+    assert m.attributes["coverage"] > 0.95
+
+
+def test_roof_planes_never_extend_far_over_missing_points():
+    """Only the south half of a gable has points: the north half must not get the south plane's ridge."""
+    rng = np.random.default_rng(2)
+    faces, sem = rectangle_solid(14.0, 10.0, 6.0, 10.0, GABLE)
+    truth = BuildingGeometry("t", place(faces, 0.0, 0.0, 0.0, 0.0), sem)
+    pts = sample_roof_points(truth, 10.0, 0.02, rng)
+    pts = pts[pts[:, 1] < 0.0]  # ridge along x at y = 0
+    params = ReconstructionParams()
+    m = reconstruct_building(Footprint("b", footprint_of(truth)), pts, 0.0, params)
+    assert m.status == OK
+    # far from any point (y > max_extension) the roof is at most the low no-data height, never above the ridge
+    from cim.buildings.evaluate import roof_height_at
+
+    z_north = roof_height_at(m.lod22, np.array([0.0, 3.0]), np.array([4.0, 4.5]))
+    assert np.all(z_north < 8.0)
+    assert m.attributes["nodata_fraction"] > 0.2
+    assert m.attributes["coverage"] < 0.7
+
+
+def test_footprint_without_points_gets_lod0_and_a_status():
+    m = reconstruct_building(Footprint("empty", box(0, 0, 5, 5)), np.zeros((0, 3)), 10.0)
+    assert m.status == NO_POINTS
+    assert m.lod0 is not None and m.lod12 is None and m.lod22 is None
+    assert [g.lod for g in m.geometries()] == ["0"]
+
+
+def test_plane_detection_is_deterministic():
+    rng = np.random.default_rng(1)
+    x, y = rng.uniform(0, 10, 600), rng.uniform(0, 8, 600)
+    z = np.where(y < 4, 6 + 0.75 * y, 6 + 0.75 * (8 - y)) + rng.normal(0, 0.03, 600)
+    xyz = np.column_stack([x, y, z])
+    a, la = detect_planes(xyz)
+    b, lb = detect_planes(xyz)
+    assert len(a) == 2 and [p.coefficients for p in a] == [p.coefficients for p in b]
+    assert np.array_equal(la, lb)
+    assert sorted(round(p.slope_deg) for p in a) == [37, 37]
