@@ -5,6 +5,7 @@ Every problem with a file is raised as :class:`cim.errors.InputError` naming the
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,11 +197,13 @@ def write(
     *,
     scale: float = 0.001,
     crs: pyproj.CRS | None = None,
+    creation_date: datetime.date | None = None,
 ) -> Path:
     """Write ``cloud`` as LAS 1.4 (LAZ when the suffix is .laz) atomically; returns the path.
 
     The point format is 6, 7 (RGB) or 8 (RGB + NIR); other dimensions become extra bytes. The CRS (``crs`` or
-    the cloud's) is written as an OGC WKT VLR. Non-finite coordinates are refused.
+    the cloud's) is written as an OGC WKT VLR. Non-finite coordinates are refused. ``creation_date`` (default:
+    today) is the header's file creation day; pipelines pass a fixed one so that re-runs are byte-identical.
     """
     path = Path(path)
     crs = crs or cloud.crs
@@ -212,6 +215,7 @@ def write(
     extras = [n for n in cloud.names if n not in _WRITTEN_ELSEWHERE]
     for name in extras:
         header.add_extra_dim(laspy.ExtraBytesParams(name=name, type=cloud[name].dtype))
+    header.creation_date = creation_date or datetime.date.today()
     header.scales = np.array([scale, scale, scale])
     header.offsets = np.floor(xyz.min(axis=0)) if len(cloud) else np.zeros(3)
     if crs is not None:

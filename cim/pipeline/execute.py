@@ -166,7 +166,8 @@ def run_job(
     remove_stale_temporaries(out_dir)
     work = out_dir / WORK
     manifest = Manifest(work / "manifest.jsonl")
-    context = JobContext(job.name, out_dir, crs, grid)
+    acquired = job.datetime or _acquired(sources)
+    context = JobContext(job.name, out_dir, crs, grid, acquired=acquired)
     version = cim.__version__
 
     partition: list[Task] = []
@@ -198,7 +199,7 @@ def run_job(
         if not tiles:
             raise InputError(job.source, "no points inside the job area (check [job].area and the inputs)")
         all_tiles = grid.tiles_covering(union_bounds([s.bounds for s in sources]))
-        tasks = _tile_tasks(job, context, tiles, parts_dirs, part_fps, version, job.datetime or _acquired(sources))
+        tasks = _tile_tasks(job, context, tiles, parts_dirs, part_fps, version)
         if on_plan:
             on_plan(len(tasks), "stages")
         second = run_tasks(tasks, client, manifest, out_dir=out_dir, force=force, keep_going=keep_going,
@@ -239,7 +240,7 @@ def _tile_order(key: str) -> tuple[int, int]:
 
 
 def _tile_tasks(job: Job, context: JobContext, tiles: list[Tile], parts_dirs: list[str], part_fps: list[str],
-                version: str, acquired: str | None) -> list[Task]:
+                version: str) -> list[Task]:
     tasks: list[Task] = []
     work = context.out_dir / WORK / "work"
     stage_list = [s for s in job.stages if s.role == "tile"]
@@ -249,14 +250,16 @@ def _tile_tasks(job: Job, context: JobContext, tiles: list[Tile], parts_dirs: li
     for i, stage in enumerate(stage_list):
         label = f"{i:02d}-{stage.name}"
         options = stage.options.model_dump(mode="json")
-        stage_ctx = JobContext(context.name, context.out_dir, context.crs, context.grid, stage.folder)
+        stage_ctx = JobContext(context.name, context.out_dir, context.crs, context.grid, stage.folder,
+                               context.acquired)
         tile_keys = []
         for tile in tiles:
             source, source_fp, producer = sources[tile.key]
             fp = fingerprint(version, stage.name, options, source_fp)
             key = f"{label}/{tile.key}"
             save_to = str(work / label / f"{tile.key}.npz") if stage.modifies_points else None
-            ctx = TileContext(context.name, context.out_dir, context.crs, context.grid, stage.folder, tile=tile)
+            ctx = TileContext(context.name, context.out_dir, context.crs, context.grid, stage.folder,
+                              context.acquired, tile=tile)
             deps = (Dep(producer),) if producer else ()
             tasks.append(Task(key, stage.name, tile_stage_task, (stage, ctx, source, save_to, *deps), fp))
             tile_keys.append(key)
@@ -269,9 +272,9 @@ def _tile_tasks(job: Job, context: JobContext, tiles: list[Tile], parts_dirs: li
                               fingerprint(version, stage.name, options, fps)))
             finished_keys.append(key)
         finished_keys += tile_keys
-    catalog_fp = fingerprint(version, "catalog", [t.fingerprint for t in tasks], acquired)
+    catalog_fp = fingerprint(version, "catalog", [t.fingerprint for t in tasks], context.acquired)
     tasks.append(Task("catalog", "catalog", catalog_task,
-                      (job.name, str(context.out_dir), context.crs.to_wkt(), acquired,
+                      (job.name, str(context.out_dir), context.crs.to_wkt(), context.acquired,
                        *[Dep(k) for k in finished_keys]), catalog_fp))
     return tasks
 

@@ -7,6 +7,7 @@ a per-tile ``run(cloud, ctx)`` and optionally a global ``finish(results, ctx)`` 
 
 from __future__ import annotations
 
+import datetime
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,8 @@ class JobContext:
     crs: pyproj.CRS
     grid: TileGrid
     stage_folder: str = ""
+    #: ISO date of the data (from the job or the inputs' headers): products carry it instead of "today".
+    acquired: str | None = None
 
     @property
     def product_dir(self) -> Path:
@@ -72,6 +75,11 @@ class JobContext:
         path = self.out_dir / self.stage_folder if self.stage_folder else self.out_dir
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    @property
+    def acquired_date(self) -> datetime.date:
+        """The data's date as a ``date`` (1970-01-01 when unknown), for headers that need one."""
+        return datetime.date.fromisoformat(self.acquired[:10]) if self.acquired else datetime.date(1970, 1, 1)
 
     def relative(self, path: Path) -> str:
         """``path`` relative to the output folder, POSIX style (how products are recorded)."""

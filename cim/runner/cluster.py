@@ -25,7 +25,7 @@ def dask_client(scheduler: str | None = None, workers: int | None = None) -> Ite
     """
     if scheduler and scheduler not in ("local", "threads"):
         try:
-            client = Client(scheduler, timeout="20s")
+            client = Client(scheduler, timeout="10s")
         except OSError as exc:
             raise CimError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
         try:

@@ -66,7 +66,8 @@ class WriteLas(Stage):
         out = cloud if self.options.keep_buffer else cloud[cloud["core"]]
         out.drop("core")
         suffix = ".laz" if self.options.compress else ".las"
-        path = las.write(ctx.product_dir / f"{ctx.tile.key}{suffix}", out, scale=self.options.scale)
+        path = las.write(ctx.product_dir / f"{ctx.tile.key}{suffix}", out, scale=self.options.scale,
+                         creation_date=ctx.acquired_date)
         product = Product(
             path=ctx.relative(path),
             kind="pointcloud",
