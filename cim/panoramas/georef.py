@@ -101,7 +101,7 @@ def grid_convergence(job_crs: pyproj.CRS, lon: FloatArray, lat: FloatArray) -> F
 
 def _rotate_about_up(q: FloatArray, degrees_clockwise: FloatArray) -> FloatArray:
     """Quaternions of world_from_body after turning the world frame by ``degrees_clockwise`` about up."""
-    turn = Rotation.from_euler("z", -np.asarray(degrees_clockwise, dtype=np.float64), degrees=True)
+    turn = Rotation.from_euler("z", -np.asarray(degrees_clockwise, dtype=np.float64).reshape(-1, 1), degrees=True)
     out = (turn * Rotation.from_quat(q, scalar_first=True)).as_quat(scalar_first=True)
     return np.where(out[:, :1] < 0, -out, out)
 
