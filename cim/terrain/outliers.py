@@ -35,9 +35,16 @@ def low_noise(
     rank: int = 4,
     threshold: float = 1.5,
     iterations: int = 2,
+    radius: float = 5.0,
+    min_neighbors: int = 2,
     candidates: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Mask of low-noise points (see module doc); only ``candidates`` (default all finite) are considered."""
+    """Mask of low-noise points (see module doc); only ``candidates`` (default all finite) are considered.
+
+    A point that is low against its neighbourhood is noise only if it is also isolated: fewer than
+    ``min_neighbors`` other candidates within ``radius`` (3D). Real ground under dense canopy is low against the
+    vegetation around it but has ground neighbours; a multipath return has none.
+    """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     z = np.asarray(z, dtype=np.float64)
@@ -55,10 +62,18 @@ def low_noise(
         ranked = np.where(np.isfinite(zmin), zmin, np.inf)
         ref = ndimage.rank_filter(ranked, rank - 1, size=window, mode="constant", cval=np.inf)
         ref_at = ref.ravel()[np.maximum(idx, 0)]
-        new = live & np.isfinite(ref_at) & (z < ref_at - threshold)
-        if not new.any():
+        low = np.flatnonzero(live & np.isfinite(ref_at) & (z < ref_at - threshold))
+        if len(low) == 0:
             break
-        noise |= new
+        pts = np.column_stack([x[live], y[live], z[live]])
+        origin = pts.min(axis=0)
+        tree = cKDTree(pts - origin)
+        q = np.column_stack([x[low], y[low], z[low]]) - origin
+        counts = np.asarray(tree.query_ball_point(q, r=radius, return_length=True)) - 1
+        new = low[counts < min_neighbors]
+        if len(new) == 0:
+            break
+        noise[new] = True
     return noise
 
 
