@@ -33,6 +33,20 @@ _GEOD = pyproj.Geod(ellps="WGS84")
 _STEP = 10.0  # m, baseline used to turn a direction into an azimuth
 
 
+def _arrays(*values: object) -> list[np.ndarray]:
+    """Flat float64 arrays (pyproj treats size-1 arrays as deprecated scalars: :func:`_apply` passes floats)."""
+    return [np.atleast_1d(np.asarray(v, dtype=np.float64)).ravel() for v in values]
+
+
+def _apply(fn: object, *values: object, **kwargs: object) -> list[np.ndarray]:
+    arrays = _arrays(*values)
+    if arrays[0].size == 1:
+        result = fn(*(float(a[0]) for a in arrays), **kwargs)  # type: ignore[operator]
+    else:
+        result = fn(*arrays, **kwargs)  # type: ignore[operator]
+    return [np.atleast_1d(np.asarray(r, dtype=np.float64)) for r in result]
+
+
 def _fmt(value: float) -> str:
     return f"{value:.15g}"
 
@@ -49,34 +63,36 @@ def _projected(crs: pyproj.CRS) -> pyproj.Transformer:
 def true_from_grid_heading(x: np.ndarray, y: np.ndarray, heading: np.ndarray, crs: pyproj.CRS) -> np.ndarray:
     """Headings from true north (deg, [0, 360)) for grid headings at projected positions ``(x, y)``."""
     tr = _projected(crs)
-    h = np.radians(heading)
-    lon1, lat1 = tr.transform(x, y)
-    lon2, lat2 = tr.transform(x + _STEP * np.sin(h), y + _STEP * np.cos(h))
-    az, _, _ = _GEOD.inv(lon1, lat1, lon2, lat2)
-    return np.mod(np.asarray(az), 360.0)
+    x, y, h = _arrays(x, y, heading)
+    h = np.radians(h)
+    lon1, lat1 = _apply(tr.transform, x, y)
+    lon2, lat2 = _apply(tr.transform, x + _STEP * np.sin(h), y + _STEP * np.cos(h))
+    az, _, _ = _apply(_GEOD.inv, lon1, lat1, lon2, lat2)
+    return np.mod(az, 360.0)
 
 
 def grid_from_true_heading(lon: np.ndarray, lat: np.ndarray, heading: np.ndarray, crs: pyproj.CRS) -> np.ndarray:
     """Grid headings (deg, [0, 360)) in ``crs`` for true headings at geographic ``(lon, lat)``."""
-    lon2, lat2, _ = _GEOD.fwd(lon, lat, heading, np.full(np.shape(lon), _STEP))
+    lon, lat, heading = _arrays(lon, lat, heading)
+    lon2, lat2, _ = _apply(_GEOD.fwd, lon, lat, heading, np.full(lon.shape, _STEP))
     tr = _projected(crs)
-    x1, y1 = tr.transform(lon, lat, direction="INVERSE")
-    x2, y2 = tr.transform(lon2, lat2, direction="INVERSE")
-    return np.mod(np.degrees(np.arctan2(np.asarray(x2) - x1, np.asarray(y2) - y1)), 360.0)
+    x1, y1 = _apply(tr.transform, lon, lat, direction="INVERSE")
+    x2, y2 = _apply(tr.transform, lon2, lat2, direction="INVERSE")
+    return np.mod(np.degrees(np.arctan2(x2 - x1, y2 - y1)), 360.0)
 
 
 def to_geographic(x: np.ndarray, y: np.ndarray, z: np.ndarray, crs: pyproj.CRS
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(lon, lat, ellipsoidal height) of projected positions (exact vertical grid, else :class:`CrsError`)."""
-    lon, lat, h = crs_mod.to_geographic3d(crs).transform(x, y, z)
-    return np.asarray(lon), np.asarray(lat), np.asarray(h)
+    lon, lat, h = _apply(crs_mod.to_geographic3d(crs).transform, x, y, z)
+    return lon, lat, h
 
 
 def from_geographic(lon: np.ndarray, lat: np.ndarray, h: np.ndarray, crs: pyproj.CRS
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Projected (x, y, z) of (lon, lat, ellipsoidal height): the inverse of :func:`to_geographic`."""
-    x, y, z = crs_mod.to_geographic3d(crs).transform(lon, lat, h, direction="INVERSE")
-    return np.asarray(x), np.asarray(y), np.asarray(z)
+    x, y, z = _apply(crs_mod.to_geographic3d(crs).transform, lon, lat, h, direction="INVERSE")
+    return x, y, z
 
 
 def write_panorama_csv(path: Path, gps: np.ndarray, names: list[str], xyz: np.ndarray, heading_grid: np.ndarray,
