@@ -121,15 +121,16 @@ def test_footprints_dtm_and_cityjson(synth_city) -> None:
 
 
 def test_same_seed_gives_byte_identical_files(tmp_path: Path) -> None:
-    config = SynthConfig(extent=80.0, seed=5, als_density=2.0, mls=False)
+    config = SynthConfig(extent=80.0, seed=5, als_density=2.0, drive_length=40.0, mls_pulse_rate=5000.0,
+                         panorama_width=64, panorama_spacing=15.0, panorama_count=2)
     a = generate(tmp_path / "a", config)
     b = generate(tmp_path / "b", config)
-    names = sorted(p.name for p in a.out_dir.iterdir())
-    assert "als.laz" in names and "truth.json" in names
+    names = sorted(str(p.relative_to(a.out_dir)) for p in a.out_dir.rglob("*") if p.is_file())
+    assert {"als.laz", "mls.laz", "truth.json", "dtm.tif", "footprints.gpkg", "buildings.city.json",
+            "trajectory.csv", "panoramas/panorama1.csv", "panoramas/pano_0001_000002.jpg",
+            "depth/pano_0001_000001.tif"} <= set(names)
     for name in names:
-        pa, pb = a.out_dir / name, b.out_dir / name
-        if pa.is_file():
-            assert pa.read_bytes() == pb.read_bytes(), name
+        assert (a.out_dir / name).read_bytes() == (b.out_dir / name).read_bytes(), name
     c = generate(tmp_path / "c", config.with_(seed=6))
     assert (c.out_dir / "als.laz").read_bytes() != (a.out_dir / "als.laz").read_bytes()
 

@@ -106,7 +106,7 @@ class SynthConfig:
     drive_speed: float = 8.0
     trajectory_rate: float = 20.0
     sensor_height: float = 2.6
-    mls_pulse_rate: float = 100_000.0
+    mls_pulse_rate: float = 50_000.0
     mls_line_rate: float = 50.0
     mls_scanners: int = 2
     mls_max_range: float = 80.0

@@ -88,8 +88,10 @@ def write_jpeg(path: Path, rgb: np.ndarray, quality: int) -> Path:
 
 
 def write_depth(path: Path, depth: np.ndarray) -> Path:
-    """Write a float32 depth map (metres, NaN = no hit) as a single-band float32 TIFF (atomic)."""
-    ok, data = cv2.imencode(".tiff", depth.astype(np.float32))
+    """Write a float32 depth map (metres, NaN = no hit) as a single-band float32 TIFF, deflate (atomic)."""
+    params = [cv2.IMWRITE_TIFF_COMPRESSION, cv2.IMWRITE_TIFF_COMPRESSION_ADOBE_DEFLATE,
+              cv2.IMWRITE_TIFF_PREDICTOR, cv2.IMWRITE_TIFF_PREDICTOR_FLOATINGPOINT]
+    ok, data = cv2.imencode(".tiff", np.ascontiguousarray(depth, dtype=np.float32), params)
     if not ok:
         raise RuntimeError(f"TIFF encoding failed for {path}")
     with atomic_write(path) as tmp:
