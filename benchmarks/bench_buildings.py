@@ -1,0 +1,174 @@
+"""Building reconstruction: buildings per second (1 process, and the tiled Dask pipeline on 2 workers), peak
+memory, and accuracy, on the synthetic city (400 m block, ALS 10 pulses/m²) and on Delft AHN3 + BGT footprints.
+
+Baseline in the same run: a bare laspy/lazrs decode of the same LAZ input (the floor any tool pays to read the
+points); ``ratio_vs_decode`` = reconstruction seconds / decode seconds.
+
+    .venv/bin/python benchmarks/bench_buildings.py [--extent 400] [--out benchmarks/results/buildings.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import laspy
+import numpy as np
+import psutil
+import shapely
+
+import cim.io.las as las
+from cim.buildings.evaluate import covered_truths, footprint_of, iou, roof_rmse
+from cim.buildings.footprints import read_footprints
+from cim.buildings.run import reconstruct_cloud, summarise
+from cim.buildings.validity import check_solid
+from cim.cityjson import read_cityjson
+from cim.points import PointCloud
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class PeakRss:
+    """Peak resident memory of this process and its children (sampled every 50 ms)."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            try:
+                rss = me.memory_info().rss + sum(c.memory_info().rss for c in me.children(recursive=True))
+            except psutil.Error:
+                rss = 0
+            self.peak = max(self.peak, rss)
+            time.sleep(0.05)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _decode_seconds(paths: list[Path]) -> float:
+    start = time.perf_counter()
+    for p in paths:
+        laspy.read(p)
+    return time.perf_counter() - start
+
+
+def _pipeline(laz: list[Path], footprints: Path, crs: str | None, tile: float, buffer: float, workers: int) -> dict:
+    from cim.pipeline.execute import run_job
+    from cim.pipeline.job import parse_job
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out"
+        doc = {"job": {"name": "bench", "output": str(out), **({"crs": crs} if crs else {})},
+               "stages": [{"type": "read.las", "files": [str(p) for p in laz]},
+                          {"type": "tile", "size": tile, "buffer": buffer},
+                          {"type": "buildings.lod2", "footprints": str(footprints)},
+                          {"type": "write.cityjson"},
+                          {"type": "tiles.buildings"}]}
+        start = time.perf_counter()
+        with PeakRss() as mem:
+            result = run_job(parse_job(doc, out / "job.toml"), workers=workers)
+        seconds = time.perf_counter() - start
+        report = json.loads((out / "buildings" / "report.json").read_text())
+        assert result.report.ok
+    return {"workers": workers, "tile_size": tile, "buffer": buffer, "seconds": round(seconds, 2),
+            "buildings": report["buildings"], "buildings_per_s": round(report["buildings"] / seconds, 2),
+            "peak_rss_mib": round(mem.peak / 2**20, 1), "note": "whole job: read, tile, model, CityJSON, 3D Tiles"}
+
+
+def _in_process(cloud: PointCloud, fps) -> tuple[list, dict]:
+    start = time.perf_counter()
+    with PeakRss() as mem:
+        models = reconstruct_cloud(cloud, fps)
+    seconds = time.perf_counter() - start
+    return models, {"seconds": round(seconds, 2), "buildings": len(models),
+                    "buildings_per_s": round(len(models) / seconds, 2), "peak_rss_mib": round(mem.peak / 2**20, 1)}
+
+
+def synthetic(extent: float, workers: int) -> dict:
+    from cim.synth import SynthConfig, generate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        city = generate(Path(tmp) / "city", SynthConfig(extent=extent, seed=7, als_density=10.0, mls=False))
+        cloud = las.read(city.als_laz)
+        truth = read_cityjson(city.buildings_cityjson)
+        by_id = {t.id: t for t in truth}
+        fps = read_footprints(city.footprints_gpkg, cloud.crs)
+        decode = _decode_seconds([city.als_laz])
+        models, speed = _in_process(cloud, fps)
+        speed["ratio_vs_decode"] = round(speed["seconds"] / decode, 1)
+        roof_ok = [m.attributes["roof_type"] == int(by_id[m.id].attributes["roofType"]) for m in models]
+        rmse = [roof_rmse(m.lod22, by_id[m.id]) for m in models if m.lod22 is not None]
+        valid = [check_solid(g).valid for m in models for g in (m.lod12, m.lod22) if g is not None]
+        derived, dspeed = _in_process(cloud, None)
+        tfp = [footprint_of(t) for t in truth]
+        ious = []
+        for m in derived:
+            js = covered_truths(m.footprint, tfp)
+            if js:
+                ious.append(iou(m.footprint, shapely.union_all([tfp[j] for j in js])))
+        pipe = _pipeline([city.als_laz], city.footprints_gpkg, None, 100.0, 40.0, workers)
+        return {
+            "extent_m": extent, "points": len(cloud), "buildings": len(truth), "decode_seconds": round(decode, 3),
+            "in_process": speed, "pipeline": pipe,
+            "accuracy": {"roof_type_accuracy": round(float(np.mean(roof_ok)), 4),
+                         "lod22_roof_rmse_median_m": round(float(np.median(rmse)), 4),
+                         "lod22_roof_rmse_max_m": round(float(np.max(rmse)), 4),
+                         "valid_solids": round(float(np.mean(valid)), 4),
+                         "derived_footprints": len(derived), "derived_iou_mean": round(float(np.mean(ious)), 4),
+                         "derived_iou_min": round(float(np.min(ious)), 4),
+                         "derived_in_process": dspeed},
+        }
+
+
+def delft(workers: int) -> dict:
+    laz = [ROOT / "data" / "delft" / f"ahn3_cropped_{i}.laz" for i in (1, 2)]
+    fp_path = ROOT / "data" / "delft" / "bgt_pand.sqlite"
+    cloud = PointCloud.concat([las.read(p, crs="EPSG:7415") for p in laz])
+    fps = read_footprints(fp_path, "EPSG:7415")
+    decode = _decode_seconds(laz)
+    models, speed = _in_process(cloud, fps)
+    speed["ratio_vs_decode"] = round(speed["seconds"] / decode, 1)
+    summary = summarise(models)
+    solids = [g for m in models for g in (m.lod12, m.lod22) if g is not None]
+    summary["valid_solids"] = round(float(np.mean([check_solid(g).valid for g in solids])), 4)
+    pipe = _pipeline(laz, fp_path, "EPSG:7415", 100.0, 30.0, workers)
+    return {"points": len(cloud), "footprints": len(fps), "decode_seconds": round(decode, 3), "in_process": speed,
+            "pipeline": pipe, "summary": summary}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--extent", type=float, default=400.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "buildings.json")
+    args = parser.parse_args()
+    result = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "synthetic": synthetic(args.extent, args.workers),
+        "delft": delft(args.workers),
+        "peak_rss_mib_driver": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    print(json.dumps(result, indent=1, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

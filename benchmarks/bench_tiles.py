@@ -1,0 +1,143 @@
+"""Point clouds to 3D Tiles: cim vs py3dtiles vs raw lazrs decode, same input, same run.
+
+Measures wall time, points per second, peak resident memory of the whole process tree (children included,
+sampled every 20 ms with psutil) and output size. Input: the four BC Timber Sales LAZ tiles of ../shared/data
+(2.83 M points, EPSG:3005); both tilers write ECEF-placed 3D Tiles (py3dtiles ``--srs_out 4978``).
+
+    .venv/bin/python benchmarks/bench_tiles.py [--repeat 1] [--out benchmarks/results/tiles.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import laspy
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "bcts"
+BIN = Path(sys.executable).parent
+
+
+def _tree_rss(proc: psutil.Process) -> int:
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict:
+    """Run ``cmd``; wall seconds and peak RSS of its process tree."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    ps = psutil.Process(proc.pid)
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            try:
+                peak = max(peak, _tree_rss(ps))
+            except psutil.Error:
+                pass
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    out, _ = proc.communicate()
+    done.set()
+    thread.join()
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}):\n{out.decode(errors='replace')[-3000:]}")
+    return {"seconds": round(seconds, 3), "peak_rss_mb": round(peak / 2**20, 1)}
+
+
+def folder_bytes(path: Path, skip: tuple[str, ...] = (".cim", "stac")) -> int:
+    total = 0
+    for p in path.rglob("*"):
+        if p.is_file() and not any(part in skip for part in p.relative_to(path).parts):
+            total += p.stat().st_size
+    return total
+
+
+def raw_decode(files: list[Path], backend: laspy.LazBackend) -> dict:
+    start = time.perf_counter()
+    n = 0
+    for f in files:
+        with laspy.open(f, laz_backend=backend) as reader:
+            for chunk in reader.chunk_iterator(1_000_000):
+                n += len(chunk)
+                _ = chunk.x, chunk.y, chunk.z  # scaled coordinates, as a tiler needs them
+    seconds = time.perf_counter() - start
+    return {"seconds": round(seconds, 3), "points": n, "points_per_s": round(n / seconds)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tiles.json"))
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    files = sorted(DATA.glob("*.laz"))
+    if not files:
+        sys.exit(f"no input: {DATA} is missing")
+    points = sum(laspy.open(f).header.point_count for f in files)
+    results: dict = {
+        "input": {"files": [f.name for f in files], "points": points, "crs": "EPSG:3005"},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "load_average_at_start": [round(v, 2) for v in os.getloadavg()]},
+        "runs": {},
+    }
+    runs = results["runs"]
+    runs["raw_decode_lazrs"] = raw_decode(files, laspy.LazBackend.Lazrs)
+    runs["raw_decode_lazrs_parallel"] = raw_decode(files, laspy.LazBackend.LazrsParallel)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        py3d = tmp / "py3dtiles"
+        m = measure([str(BIN / "py3dtiles"), "convert", *map(str, files), "--out", str(py3d), "--overwrite",
+                     "--srs_in", "3005", "--srs_out", "4978", "--jobs", str(args.workers), "--spec-version", "1.1"])
+        m["output_mb"] = round(folder_bytes(py3d) / 2**20, 2)
+        runs["py3dtiles"] = m
+        for label, extra in (("cim_processes", ["--scheduler", "processes", "--workers", str(args.workers)]),
+                             ("cim_threads", ["--scheduler", "threads", "--workers", str(args.workers)])):
+            out = tmp / label
+            m = measure([str(BIN / "cim"), "tiles", *map(str, files), "--out", str(out), "--crs", "EPSG:3005",
+                         "--no-check", *extra])
+            m["output_mb"] = round(folder_bytes(out) / 2**20, 2)
+            m["intermediate_mb"] = round(folder_bytes(out / ".cim", skip=()) / 2**20, 2)
+            runs[label] = m
+            shutil.rmtree(out)
+    for run in runs.values():
+        run.setdefault("points_per_s", round(points / run["seconds"]))
+    base = runs["py3dtiles"]
+    best = min(("cim_processes", "cim_threads"), key=lambda k: runs[k]["seconds"])
+    results["summary"] = {
+        "best_cim": best,
+        "speed_vs_py3dtiles": round(runs[best]["points_per_s"] / base["points_per_s"], 2),
+        "peak_memory_vs_py3dtiles": round(runs[best]["peak_rss_mb"] / base["peak_rss_mb"], 2),
+        "rate_vs_raw_decode_lazrs": round(runs[best]["points_per_s"] / runs["raw_decode_lazrs"]["points_per_s"], 3),
+        "rate_vs_raw_decode_lazrs_parallel": round(
+            runs[best]["points_per_s"] / runs["raw_decode_lazrs_parallel"]["points_per_s"], 3),
+        "targets": "speed >= 5x py3dtiles, memory <= 0.5x py3dtiles, rate >= 0.5x raw decode",
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
