@@ -24,8 +24,10 @@ def tiles(
     extra: Annotated[Optional[list[str]], typer.Option("--extra", help="extra dimension to keep (repeatable)")] = None,
     allow_ballpark: Annotated[bool, typer.Option("--allow-ballpark", help="accept a ballpark vertical "
                                                                            "transformation (metres off)")] = False,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="local worker processes")] = None,
-    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Dask scheduler address or 'threads'")] = None,
+    scheduler: Annotated[str, typer.Option("--scheduler", help="'threads' (default: one process, no start-up or "
+                                                         "transfer cost), 'processes' (local worker processes) or "
+                                                         "a Dask scheduler address tcp://host:port")] = "threads",
+    workers: Annotated[Optional[int], typer.Option("--workers", help="local workers (default: cores)")] = None,
     force: Annotated[bool, typer.Option("--force", help="re-run every task")] = False,
     check: Annotated[bool, typer.Option("--check/--no-check", help="verify the written tree (boxes, errors, "
                                                                    "point count)")] = True,
@@ -51,7 +53,7 @@ def tiles(
         ],
     }
     job = parse_job(document, out / "tiles.toml")
-    result = run_job(job, scheduler=scheduler, workers=workers, force=force)
+    result = run_job(job, scheduler=None if scheduler == "processes" else scheduler, workers=workers, force=force)
     summary = summarize(result)
     for failure in summary["failures"]:
         console.print(f"[bold red]failed:[/] {failure['task']}: {failure['error']}")

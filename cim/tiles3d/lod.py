@@ -112,7 +112,7 @@ def build_octree(local: np.ndarray, *, leaf_points: int = 60_000, grid_bits: int
         raise ValueError("cannot build an octree of no points")
     lo = local.min(axis=0)
     side = float(max(np.max(local.max(axis=0) - lo), 1e-3)) * (1 + 1e-9)
-    q = np.clip(np.floor((local - lo) * ((1 << MORTON_BITS) / side)), 0, _MAX).astype(np.uint64)
+    q = np.clip(np.floor((local - lo) * ((1 << MORTON_BITS) / side)), 0, _MAX).astype(np.uint32)
     codes = morton(q)
     sorted_idx = np.argsort(codes, kind="stable")
     codes = codes[sorted_idx]
@@ -120,30 +120,35 @@ def build_octree(local: np.ndarray, *, leaf_points: int = 60_000, grid_bits: int
     del q
     level_of = np.empty(n, np.int8)
     remaining = np.arange(n)  # positions in the sorted arrays, kept in Morton order
+    rem_codes = codes
     last_level = MORTON_BITS - grid_bits
     for level in range(last_level + 1):
-        rem_codes = codes[remaining]
         starts = group_starts(rem_codes >> np.uint64(3 * (MORTON_BITS - level)))
         counts = np.diff(np.append(starts, len(remaining)))
         if level == last_level:
             level_of[remaining] = level
             break
-        is_leaf = np.repeat(counts <= leaf_points, counts)
-        level_of[remaining[is_leaf]] = level
-        if is_leaf.all():
+        big = counts > leaf_points
+        if not big.any():
+            level_of[remaining] = level
             break
-        rest = remaining[~is_leaf]
-        rest_codes = rem_codes[~is_leaf]
+        in_big = np.repeat(big, counts)
+        if not in_big.all():
+            level_of[remaining[~in_big]] = level
+            remaining = remaining[in_big]
+            rem_codes = rem_codes[in_big]
         vshift = MORTON_BITS - level - grid_bits
-        vstarts = group_starts(rest_codes >> np.uint64(3 * vshift))
+        vstarts = group_starts(rem_codes >> np.uint64(3 * vshift))
         # squared distance (in finest cells) of each point to its voxel centre, from the low bits of its cell
-        low = (qs[rest] & np.uint64((1 << vshift) - 1)).astype(np.int64) - (1 << vshift) // 2
+        low = (qs[remaining] & np.uint32((1 << vshift) - 1)).astype(np.int64) - (1 << vshift) // 2
         dist = np.einsum("ij,ij->i", low, low)
-        picks = pick_per_group(vstarts, len(rest), dist)
-        level_of[rest[picks]] = level
-        keep = np.ones(len(rest), bool)
+        del low
+        picks = pick_per_group(vstarts, len(remaining), dist)
+        level_of[remaining[picks]] = level
+        keep = np.ones(len(remaining), bool)
         keep[picks] = False
-        remaining = rest[keep]
+        remaining = remaining[keep]
+        rem_codes = rem_codes[keep]
         if len(remaining) == 0:
             break
     return _assemble(local, lo, side, grid_bits, codes, qs, level_of, sorted_idx)
@@ -162,7 +167,7 @@ def _assemble(local, lo, side, grid_bits, codes, qs, level_of, sorted_idx) -> Oc
     for s, c in zip(starts.tolist(), counts.tolist()):
         p = order[s]
         level = int(lv[s])
-        cell = [int(v) >> (MORTON_BITS - level) for v in qs[p]]
+        cell = [int(v) >> (MORTON_BITS - level) for v in qs[p].tolist()]
         node = OctreeNode(level, (cell[0], cell[1], cell[2]), s, c)
         key = int(nc[s])
         lookup[(level, key)] = len(nodes)

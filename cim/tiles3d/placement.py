@@ -7,10 +7,11 @@ EPSG:4978 -> local ENU.
 
 For many points :meth:`LocalFrame.to_local` uses an exact decomposition instead of one PROJ call per point: for a
 projected CRS with a geoid-based vertical CRS, ``local(x, y, H) = A(x, y) + H * B(x, y)`` (ellipsoidal height is
-``H + N(lat, lon)`` and ECEF is linear in ellipsoidal height along the ellipsoid normal). ``A`` and ``B`` are smooth
-fields; they are evaluated exactly on a control grid and interpolated bilinearly, and every call checks the
-interpolation against exact PROJ results at a sample of the points (falling back to exact transforms when the
-check exceeds ``tolerance``).
+``H + N(lat, lon)`` and ECEF is linear in ellipsoidal height along the ellipsoid normal). Over a processing tile
+``A`` and ``B`` are smooth (earth curvature, projection scale, geoid undulation), so they are fitted by a cubic and
+an affine polynomial to exact PROJ results on a control grid; every call checks the fit against exact results at
+a sample of the points (the extremes included) and falls back to exact transforms when the check exceeds
+``tolerance``.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from cim.errors import CrsError
 
 #: Largest interpolation error accepted by the fast path of :meth:`LocalFrame.to_local` (metres).
 DEFAULT_TOLERANCE = 2e-4
-#: Control-grid spacing of the fast path (metres in the source CRS).
-_GRID_SPACING = 25.0
+#: Control points per axis of the fast path's polynomial fit, and points per evaluation chunk.
+_GRID_NODES = 9
+_CHUNK = 262_144
 _MIN_POINTS_FOR_GRID = 20_000
 _CHECK_POINTS = 256
 
@@ -130,28 +132,38 @@ class LocalFrame:
         return out
 
     def _to_local_grid(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """``A(x, y) + z * B(x, y)`` with A a cubic and B an affine polynomial fitted to exact control points."""
         x0, x1, y0, y1 = x.min(), x.max(), y.min(), y.max()
-        nx = max(2, int(np.ceil((x1 - x0) / _GRID_SPACING)) + 1)
-        ny = max(2, int(np.ceil((y1 - y0) / _GRID_SPACING)) + 1)
-        gx = np.linspace(x0, x1, nx)
-        gy = np.linspace(y0, y1, ny)
-        mx, my = np.meshgrid(gx, gy, indexing="ij")
-        mx, my = mx.ravel(), my.ravel()
-        h0 = np.full(mx.shape, 0.0)
-        a = self.to_local_exact(mx, my, h0).reshape(nx, ny, 3)
-        b = (self.to_local_exact(mx, my, h0 + 100.0).reshape(nx, ny, 3) - a) / 100.0
-        fx = (x - x0) / max(x1 - x0, 1e-12) * (nx - 1)
-        fy = (y - y0) / max(y1 - y0, 1e-12) * (ny - 1)
-        ix = np.clip(fx.astype(np.int64), 0, nx - 2)
-        iy = np.clip(fy.astype(np.int64), 0, ny - 2)
-        tx = (fx - ix)[:, None]
-        ty = (fy - iy)[:, None]
+        xc, yc = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+        half = max(x1 - x0, y1 - y0, 1.0) / 2.0
+        g = np.linspace(-1.0, 1.0, _GRID_NODES)
+        gu, gv = (a.ravel() for a in np.meshgrid(g, g, indexing="ij"))
+        gx, gy = xc + gu * half, yc + gv * half
+        h0 = np.zeros_like(gx)
+        a = self.to_local_exact(gx, gy, h0)
+        b = (self.to_local_exact(gx, gy, h0 + 100.0) - a) / 100.0
+        ca = np.linalg.lstsq(_cubic_terms(gu, gv), a, rcond=None)[0]
+        cb = np.linalg.lstsq(np.column_stack([np.ones_like(gu), gu, gv]), b, rcond=None)[0]
+        coef = np.vstack([ca, cb])
         out = np.empty((len(x), 3))
-        for grid, weight in ((a, None), (b, z[:, None])):
-            v = ((grid[ix, iy] * (1 - tx) + grid[ix + 1, iy] * tx) * (1 - ty)
-                 + (grid[ix, iy + 1] * (1 - tx) + grid[ix + 1, iy + 1] * tx) * ty)
-            if weight is None:
-                out[:] = v
-            else:
-                out += v * weight
+        for start in range(0, len(x), _CHUNK):
+            sl = slice(start, start + _CHUNK)
+            u = (x[sl] - xc) / half
+            v = (y[sl] - yc) / half
+            zz = z[sl]
+            terms = _cubic_columns(u, v)[1:] + [zz, zz * u, zz * v]
+            for k in range(3):
+                acc = np.full(len(u), coef[0, k])
+                for j, term in enumerate(terms, start=1):
+                    acc += coef[j, k] * term
+                out[sl, k] = acc
         return out
+
+
+def _cubic_columns(u: np.ndarray, v: np.ndarray) -> list[np.ndarray]:
+    uu, vv = u * u, v * v
+    return [np.ones_like(u), u, v, uu, u * v, vv, uu * u, uu * v, u * vv, vv * v]
+
+
+def _cubic_terms(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    return np.column_stack(_cubic_columns(u, v))

@@ -33,7 +33,7 @@ from cim.tiles3d.placement import LocalFrame
 from cim.tiles3d.tileset import Tile, aabb_of_box, box_from_aabb, write_tileset
 
 #: Per-point properties written when the cloud has them (plus any ``extra`` names asked for).
-DEFAULT_PROPERTIES = ("intensity", "classification", "return_number", "number_of_returns", "gps_time")
+DEFAULT_PROPERTIES = ("intensity", "classification", "return_number", "gps_time")
 _DIRECT = {np.dtype(t) for t in ("i1", "u1", "i2", "u2", "f4")}
 _DESCRIPTIONS = {
     "intensity": "LAS intensity",
