@@ -136,9 +136,10 @@ def partition_file(
     non-finite coordinates.
     """
     core_counts: dict[str, int] = {}
+    query = Bounds(area[0], area[1], -math.inf, area[2], area[3], math.inf) if area else None  # COPC reads less
     with atomic_dir(parts_dir) as tmp:
         dtype = None
-        for chunk in las.iter_chunks(path, chunk_size=chunk_size, crs=crs):
+        for chunk in las.iter_chunks(path, chunk_size=chunk_size, crs=crs, bounds=query):
             if len(chunk) == 0:
                 continue
             finite = np.isfinite(chunk.x) & np.isfinite(chunk.y) & np.isfinite(chunk.z)

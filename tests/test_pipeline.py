@@ -190,3 +190,30 @@ def test_stages_lists_the_catalogue_with_options() -> None:
     catalogue = json.loads(result.stdout)
     assert {"read.las", "tile", "write.las"} <= set(catalogue)
     assert catalogue["tile"]["options"]["size"]["default"] == 250.0
+
+
+def test_area_restricts_the_job_and_copc_is_read_by_bounds(shared_data: Path, tmp_path: Path) -> None:
+    copc = shared_data / "edge-cases" / "1.2-with-color.copc.laz"
+    everything = cim.read(copc)
+    b = everything.bounds
+    area = [b.minx, b.miny, (b.minx + b.maxx) / 2, (b.miny + b.maxy) / 2]
+    inside = (everything.x >= area[0]) & (everything.x < area[2]) & (everything.y >= area[1]) & (everything.y < area[3])
+    job = write_job(tmp_path / "j.toml", f"""
+[job]
+output = "{(tmp_path / 'o').as_posix()}"
+area = {area}
+[[stages]]
+type = "read.las"
+files = ["{copc.as_posix()}"]
+[[stages]]
+type = "tile"
+size = 1000.0
+buffer = 10.0
+[[stages]]
+type = "write.las"
+""")
+    result = cim.run(job)
+    assert result.report.ok and result.points == int(inside.sum()) > 0
+    written = cim.PointCloud.concat([cim.read(p) for p in (tmp_path / "o" / "las").glob("*.laz")])
+    assert len(written) == int(inside.sum())
+    assert written.has("red")  # RGB survives the pipeline (point format 7)

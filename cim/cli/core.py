@@ -146,10 +146,11 @@ def stages(
         sys.stdout.write(json.dumps(catalogue, indent=2) + "\n")
         return
     for name, entry in catalogue.items():
-        console.print(f"[bold]{name}[/]  {entry['summary']}")
+        console.print(f"[bold]{name}[/]  {entry['summary']}", soft_wrap=True)
         for option, spec in entry["options"].items():
             default = spec.get("default", "required")
-            console.print(f"    {option} = {json.dumps(default)}  [dim]{spec.get('description', '')}[/]")
+            console.print(f"    {option} = {json.dumps(default)}  [dim]{spec.get('description', '')}[/]",
+                          soft_wrap=True, highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -158,9 +158,13 @@ def _inside(cloud: PointCloud, b: Bounds) -> np.ndarray:
 
 
 def _read_copc(source: LasSource, bounds: Bounds) -> PointCloud:
-    query = laspy.copc.Bounds(
-        mins=np.array([bounds.minx, bounds.miny, bounds.minz]), maxs=np.array([bounds.maxx, bounds.maxy, bounds.maxz])
-    )
+    # clamp to the file's extent: laspy turns query bounds into int32 point units, which infinite bounds overflow
+    have = source.bounds
+    mins = np.maximum([bounds.minx, bounds.miny, bounds.minz], [have.minx, have.miny, have.minz])
+    maxs = np.minimum([bounds.maxx, bounds.maxy, bounds.maxz], [have.maxx, have.maxy, have.maxz])
+    if np.any(mins > maxs):
+        return PointCloud.empty(source.crs)
+    query = laspy.copc.Bounds(mins=mins, maxs=maxs)
     try:
         with laspy.CopcReader.open(str(source.path)) as reader:
             record = reader.query(bounds=query)
