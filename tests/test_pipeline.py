@@ -168,7 +168,7 @@ def test_keep_going_finishes_other_tiles_and_reports_the_failure(tmp_path: Path)
     result = run_job(job, scheduler="threads", keep_going=True)
     failed = result.report.by_status("failed")
     assert [o.key for o in failed] == ["00-test.fail_on_tile/849_4475"]
-    assert [o.key for o in result.report.by_status("cancelled")] == ["01-write.las/849_4475", "catalog"]
+    assert sorted(o.key for o in result.report.by_status("cancelled")) == ["01-write.las/849_4475", "catalog"]
     assert "synthetic failure" in failed[0].error
     written = {p.stem for p in (out / "las").glob("*.laz")}
     assert "849_4475" not in written and len(written) == result.tiles - 1

@@ -92,8 +92,8 @@ def tile_stage_task(stage: Stage, ctx: TileContext, source: tuple[str, Any], sav
     }
 
 
-def finish_task(stage: Stage, ctx: JobContext, *tile_results: dict[str, Any]) -> dict[str, Any]:
-    products = stage.finish(list(tile_results), ctx)
+def finish_task(stage: Stage, ctx: JobContext, tiles: int, *results: dict[str, Any]) -> dict[str, Any]:
+    products = stage.finish(list(results[:tiles]), ctx)  # the rest are earlier stages' finishes it waits for
     return {"products": [p.to_json() for p in products], "outputs": [p.path for p in products]}
 
 
@@ -241,41 +241,52 @@ def _tile_order(key: str) -> tuple[int, int]:
 
 def _tile_tasks(job: Job, context: JobContext, tiles: list[Tile], parts_dirs: list[str], part_fps: list[str],
                 version: str) -> list[Task]:
+    """(stage, tile) tasks, each stage's finish, and the catalog.
+
+    A task depends on the task that produced its points and on the earlier tasks of the same tile whose products
+    it reads (``Stage.uses``; every earlier stage unless the stage says otherwise). Its fingerprint covers the
+    same, so changing an option re-runs exactly the tasks downstream of it.
+    """
     tasks: list[Task] = []
     work = context.out_dir / WORK / "work"
     stage_list = [s for s in job.stages if s.role == "tile"]
     # per tile: where its current points come from, that source's fingerprint and the task that made it
     sources = {t.key: (("parts", parts_dirs), fingerprint("tile", part_fps, t.key), None) for t in tiles}
-    finished_keys: list[str] = []
+    earlier: dict[str, list[Task]] = {t.key: [] for t in tiles}  # earlier tile tasks, per tile
+    finishes: list[Task] = []
     for i, stage in enumerate(stage_list):
         label = f"{i:02d}-{stage.name}"
         options = stage.options.model_dump(mode="json")
-        stage_ctx = JobContext(context.name, context.out_dir, context.crs, context.grid, stage.folder,
-                               context.acquired)
-        tile_keys = []
+        uses = type(stage).uses
+        tile_tasks = []
         for tile in tiles:
             source, source_fp, producer = sources[tile.key]
-            fp = fingerprint(version, stage.name, options, source_fp)
-            key = f"{label}/{tile.key}"
+            used = [t for t in earlier[tile.key] if uses is None or t.stage in uses]
+            dep_keys = list(dict.fromkeys(([producer] if producer else []) + [t.key for t in used]))
+            fp = fingerprint(version, stage.name, options, source_fp, [t.fingerprint for t in used])
             save_to = str(work / label / f"{tile.key}.npz") if stage.modifies_points else None
             ctx = TileContext(context.name, context.out_dir, context.crs, context.grid, stage.folder,
                               context.acquired, tile=tile)
-            deps = (Dep(producer),) if producer else ()
-            tasks.append(Task(key, stage.name, tile_stage_task, (stage, ctx, source, save_to, *deps), fp))
-            tile_keys.append(key)
+            task = Task(f"{label}/{tile.key}", stage.name, tile_stage_task,
+                        (stage, ctx, source, save_to, *[Dep(k) for k in dep_keys]), fp)
+            tile_tasks.append(task)
+            earlier[tile.key].append(task)
             if stage.modifies_points:
-                sources[tile.key] = (("cloud", save_to), fp, key)
+                sources[tile.key] = (("cloud", save_to), fp, task.key)
+        tasks += tile_tasks
         if type(stage).has_finish():
-            fps = [t.fingerprint for t in tasks if t.key in set(tile_keys)]
-            key = f"{label}/finish"
-            tasks.append(Task(key, stage.name, finish_task, (stage, stage_ctx, *[Dep(k) for k in tile_keys]),
-                              fingerprint(version, stage.name, options, fps)))
-            finished_keys.append(key)
-        finished_keys += tile_keys
+            used_finishes = [t for t in finishes if uses is None or t.stage in uses]
+            stage_ctx = JobContext(context.name, context.out_dir, context.crs, context.grid, stage.folder,
+                                   context.acquired)
+            finish = Task(f"{label}/finish", stage.name, finish_task,
+                          (stage, stage_ctx, len(tile_tasks), *[Dep(t.key) for t in tile_tasks + used_finishes]),
+                          fingerprint(version, stage.name, options, [t.fingerprint for t in tile_tasks + used_finishes]))
+            tasks.append(finish)
+            finishes.append(finish)
     catalog_fp = fingerprint(version, "catalog", [t.fingerprint for t in tasks], context.acquired)
     tasks.append(Task("catalog", "catalog", catalog_task,
                       (job.name, str(context.out_dir), context.crs.to_wkt(), context.acquired,
-                       *[Dep(k) for k in finished_keys]), catalog_fp))
+                       *[Dep(t.key) for t in tasks]), catalog_fp))
     return tasks
 
 

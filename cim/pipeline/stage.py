@@ -120,6 +120,9 @@ class Stage:
     summary: ClassVar[str] = ""
     #: 'reader' (names the inputs), 'tiler' (sets the grid) or 'tile' (runs per tile; the default).
     role: ClassVar[str] = "tile"
+    #: Names of earlier stages whose products this stage reads (it waits for them, and re-runs when they change).
+    #: ``None``: every earlier stage (the safe default). ``()``: only the points.
+    uses: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, options: StageOptions | None = None) -> None:
         self.options = options if options is not None else self.Options()

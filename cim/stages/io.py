@@ -57,6 +57,7 @@ class WriteLas(Stage):
     name = "write.las"
     summary = "Write each tile's points as LAS 1.4 / LAZ with its CRS"
     Options = WriteLasOptions
+    uses = ()
 
     @property
     def folder(self) -> str:  # type: ignore[override]
