@@ -11,13 +11,13 @@ APT_PACKAGES := libusb-1.0-0 libgomp1 libgl1 libegl1 libosmesa6 chromium nodejs 
 
 .PHONY: demo test system venv js bench clean
 
-demo: venv
+demo: venv js
 	$(BIN)/cim run pipelines/demo.toml
 	@echo
-	@echo "Results: out/demo  (3D Tiles: out/demo/tiles/tileset.json, rasters: out/demo/*.vrt,"
-	@echo "         buildings: out/demo/buildings/, catalog: out/demo/stac/catalog.json, report: out/demo/report.json)"
-	@echo "View:    $(BIN)/python -m cim.viewer out/demo   (serves CesiumJS on http://127.0.0.1:8321),"
-	@echo "         or open the .vrt rasters and out/demo/las/*.laz in QGIS."
+	@echo "Results are in out/demo: report.json (what was made), stac/catalog.json (every product),"
+	@echo "  3dtiles/ (3D Tiles 1.1), buildings/ (CityJSON 2.0), *.vrt (DTM/DSM mosaics of COG tiles), las/ (LAZ tiles)."
+	@echo "View:  $(BIN)/cim view out/demo    -> open http://127.0.0.1:8321/ (CesiumJS, served locally)"
+	@echo "       QGIS: open out/demo/*.vrt and out/demo/las/*.laz; Python: notebooks/01-quickstart.ipynb"
 
 test: venv js
 	$(BIN)/python -m pytest -q
