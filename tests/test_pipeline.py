@@ -13,7 +13,7 @@ import cim
 from cim.errors import InputError
 from cim.pipeline.execute import run_job
 from cim.pipeline.job import JobConfigError, load_job
-from cim.pipeline.stage import Stage, StageOptions, TileContext, TileResult, register
+from cim.pipeline.stage import Product, Stage, StageOptions, TileContext, TileResult, register
 from tests.helpers import REPO, cim_cli, delft_job, product_digests, write_job
 
 DELFT_POINTS = 640510 + 208432
@@ -217,3 +217,53 @@ type = "write.las"
     written = cim.PointCloud.concat([cim.read(p) for p in (tmp_path / "o" / "las").glob("*.laz")])
     assert len(written) == int(inside.sum())
     assert written.has("red")  # RGB survives the pipeline (point format 7)
+
+
+class MarkOptions(StageOptions):
+    value: int = 0
+
+
+@register
+class WriteMark(Stage):
+    """Test-only stage: writes a small product per tile."""
+
+    name = "test.mark"
+    Options = MarkOptions
+    folder = "marks"
+    uses = ()
+
+    def run(self, cloud: cim.PointCloud, ctx: TileContext) -> TileResult:
+        path = ctx.product_dir / f"{ctx.tile.key}.txt"
+        path.write_text(f"{self.options.value} {len(cloud)}")
+        return TileResult(products=[Product(ctx.relative(path), "text", "text/plain")])
+
+
+@register
+class ReadMarks(Stage):
+    """Test-only stage: reads the marks of the same tile (declares it)."""
+
+    name = "test.read_marks"
+    uses = ("test.mark",)
+
+    def run(self, cloud: cim.PointCloud, ctx: TileContext) -> TileResult:
+        return TileResult(stats={"mark": (ctx.out_dir / "marks" / f"{ctx.tile.key}.txt").read_text()})
+
+
+def test_stages_wait_for_and_rerun_with_the_stages_they_use(tmp_path: Path) -> None:
+    out = tmp_path / "o"
+
+    def job(value: int) -> Path:
+        extra = (f'[[stages]]\ntype = "test.mark"\nvalue = {value}\n\n[[stages]]\ntype = "test.read_marks"\n\n')
+        return write_job(tmp_path / f"j{value}.toml", delft_job(out, extra=extra))
+
+    first = run_job(load_job(job(1)), scheduler="threads")
+    reads = [o for o in first.report.outcomes.values() if o.stage == "test.read_marks"]
+    assert reads and all(o.result["stats"]["mark"].startswith("1 ") for o in reads)
+    second = run_job(load_job(job(2)), scheduler="threads")
+    status = {}
+    for o in second.report.outcomes.values():
+        status.setdefault(o.stage, set()).add(o.status)
+    assert status["test.mark"] == {"done"} and status["test.read_marks"] == {"done"}  # uses -> re-run
+    assert status["write.las"] == {"skipped"}  # reads only the points: untouched by the option change
+    assert all(o.result["stats"]["mark"].startswith("2 ") for o in second.report.outcomes.values()
+               if o.stage == "test.read_marks")
