@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -267,3 +268,17 @@ def test_stages_wait_for_and_rerun_with_the_stages_they_use(tmp_path: Path) -> N
     assert status["write.las"] == {"skipped"}  # reads only the points: untouched by the option change
     assert all(o.result["stats"]["mark"].startswith("2 ") for o in second.report.outcomes.values()
                if o.stage == "test.read_marks")
+
+
+def test_infinite_coordinates_are_refused_with_the_file_name(repo_data: Path, tmp_path: Path) -> None:
+    cloud = cim.read(repo_data / "delft" / "ahn3_cropped_2.laz", crs="EPSG:7415")[:2000]
+    source = cim.write(tmp_path / "in" / "overflow.las", cloud)
+    data = bytearray(source.read_bytes())
+    data[131:139] = struct.pack("<d", 1e308)
+    source.write_bytes(bytes(data))  # x scale 1e308: decoded x overflows to infinity
+    job = write_job(tmp_path / "j.toml", delft_job(tmp_path / "o").replace(
+        (REPO / "data" / "delft").as_posix() + "/ahn3_cropped_*.laz", source.as_posix()))
+    result = cim_cli("run", str(job), "--scheduler", "threads")
+    assert result.returncode == 1
+    assert "overflow.las" in result.stdout and "NaN or infinite coordinates" in result.stdout
+    assert not (tmp_path / "o" / "las").exists()
