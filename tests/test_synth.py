@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 
@@ -44,6 +45,39 @@ def test_every_roof_type_and_closed_outward_solids(synth_city) -> None:
     assert any(a.footprint.touches(b.footprint) for a in rows for b in rows if a is not b)
 
 
+def test_solids_are_watertight_two_manifold(synth_city) -> None:
+    """Every edge of every true building is shared by exactly two faces, in opposite directions."""
+    for b in synth_city.scene.buildings:
+        edges: dict[tuple, int] = {}
+        for face in b.faces:
+            ring = [tuple(np.round(v, 6)) for v in face]
+            for p, q in zip(ring, ring[1:] + ring[:1]):
+                edges[(p, q)] = edges.get((p, q), 0) + 1
+        for (p, q), count in edges.items():
+            assert count == 1 and edges.get((q, p)) == 1, (b.id, p, q)
+
+
+def test_cityjson_is_valid_and_reads_back(synth_city) -> None:
+    from jsonschema import Draft7Validator
+    from referencing import Registry, Resource
+
+    from cim.cityjson import read_cityjson, read_reference_system
+
+    schemas = Path(__file__).parent / "schemas" / "cityjson-2.0"
+    resources = [(d["$id"], Resource.from_contents(d))
+                 for d in (json.loads(p.read_text()) for p in schemas.glob("*.schema.json"))]
+    validator = Draft7Validator(json.loads((schemas / "cityjson.schema.json").read_text()),
+                                registry=Registry().with_resources(resources))
+    doc = json.loads(synth_city.buildings_cityjson.read_text())
+    errors = [e.message for e in validator.iter_errors(doc)]
+    assert errors == []
+    assert read_reference_system(synth_city.buildings_cityjson).equals(pyproj.CRS("EPSG:25832+7837"))
+    back = read_cityjson(synth_city.buildings_cityjson)
+    assert sorted({g.id for g in back}) == sorted(b.id for b in synth_city.scene.buildings)
+    roof_types = {oid: obj["attributes"]["roofType"] for oid, obj in doc["CityObjects"].items()}
+    assert roof_types == {b.id: str(b.roof_type) for b in synth_city.scene.buildings}
+
+
 def test_terrain_has_kerbs_and_the_embankment(synth_city) -> None:
     scene, c = synth_city.scene, synth_city.config
     ox, oy, _ = scene.origin
@@ -76,6 +110,7 @@ def test_als_laz_has_crs_classes_and_density(synth_city) -> None:
     assert (nret[veg] > 1).mean() > 0.3  # trees give multiple returns
     assert np.all(np.asarray(las.return_number) <= nret)
     assert las.gps_time.min() >= synth_city.config.als_gps_start
+    assert las.header.creation_date == datetime.date(2026, 4, 20)  # the survey day, not today
 
 
 def test_als_points_lie_on_true_surfaces(synth_city) -> None:

@@ -56,7 +56,7 @@ def test_heading_conversion_matches_meridian_convergence(synth_city) -> None:
     lon, lat = pyproj.Transformer.from_crs(25832, 4326, always_xy=True).transform(x0, y0)
     convergence = pyproj.Proj("EPSG:25832").get_factors(lon, lat).meridian_convergence
     true = poses.true_from_grid_heading(np.array([x0]), np.array([y0]), np.array([90.0]), crs)[0]
-    # west of the 9°E central meridian grid north points east of true north... |convergence| ~ 0.9 degrees
+    # west of the 9°E central meridian grid north lies about 0.9 degrees west of true north
     assert abs(abs(true - 90.0) - abs(convergence)) < 0.01
     assert poses.grid_from_true_heading(np.array([lon]), np.array([lat]), np.array([true]), crs)[0] == \
         pytest.approx(90.0, abs=1e-6)
@@ -221,3 +221,21 @@ def test_cli_synth_runs(tmp_path: Path) -> None:
     assert (out / "als.laz").is_file() and (out / "truth.json").is_file()
     bad = subprocess.run([*cmd[:-1], "nonsense=1"], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert bad.returncode == 2 and "nonsense" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_synth_job_runs_through_the_pipeline(synth_city, tmp_path: Path) -> None:
+    """pipelines/synth.toml with the fixture's files: ALS + MLS -> tiles -> LAZ, every point accounted for."""
+    import tomllib
+
+    from cim.pipeline.execute import run_job, summarize
+    from cim.pipeline.job import parse_job
+
+    document = tomllib.loads((REPO / "pipelines" / "synth.toml").read_text())
+    document["job"]["output"] = str(tmp_path / "job")
+    document["stages"][0]["files"] = [str(synth_city.als_laz), str(synth_city.mls_laz)]
+    summary = summarize(run_job(parse_job(document, REPO / "pipelines" / "synth.toml"), scheduler="threads"))
+    assert summary["ok"], summary["failures"]
+    total = sum(laspy.open(p).header.point_count for p in (synth_city.als_laz, synth_city.mls_laz))
+    assert summary["points"] == total
+    written = sum(laspy.open(p).header.point_count for p in (tmp_path / "job" / "las").glob("*.laz"))
+    assert written == total

@@ -105,7 +105,7 @@ def generate(out_dir: str | Path, config: SynthConfig | None = None) -> Syntheti
     if config.als:
         points = simulate_als(scene, caster, np.random.default_rng([config.seed, 2]))
         lap("als_simulate")
-        city.als_laz = outputs.write_laz(out / "als.laz", points, crs)
+        city.als_laz = outputs.write_laz(out / "als.laz", points, crs, config.als_gps_start)
         lap("als_write")
         plan = flight_plan(config, float(scene.terrain_grid[2].mean()))
         truth["als"] = {
@@ -150,7 +150,7 @@ def _drive(city: SyntheticCity, caster: Caster, crs: Any, lap: Any) -> dict[str,
     }}
     points = simulate_mls(scene, caster, drive, np.random.default_rng([config.seed, 4]))
     lap("mls_simulate")
-    city.mls_laz = outputs.write_laz(out / "mls.laz", points, crs)
+    city.mls_laz = outputs.write_laz(out / "mls.laz", points, crs, config.mls_gps_start)
     lap("mls_write")
     record["mls"] = {
         "points": len(points["x"]), "class_counts": outputs.class_counts(points["classification"]),

@@ -5,6 +5,7 @@ Every file goes through :mod:`cim.fileutil` (atomic) and is deterministic (no ti
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,9 +31,19 @@ from cim.synth.scene import Scene
 _GPKG_DATE = "2026-01-01T00:00:00.000Z"
 
 
-def write_laz(path: Path, points: dict[str, np.ndarray], crs: pyproj.CRS) -> Path:
-    """Write the simulated points (x, y, z world + LAS attributes) as LAS 1.4 LAZ with the CRS as WKT."""
-    return las.write(path, PointCloud(dict(points), crs))
+GPS_EPOCH = datetime.datetime(1980, 1, 6, tzinfo=datetime.timezone.utc)
+LEAP_SECONDS = 18  # GPS - UTC since 2017-01-01
+
+
+def gps_to_utc(gps_seconds: float) -> datetime.datetime:
+    """UTC time of GPS seconds (since 1980-01-06, no leap seconds), for dates from 2017 on."""
+    return GPS_EPOCH + datetime.timedelta(seconds=gps_seconds - LEAP_SECONDS)
+
+
+def write_laz(path: Path, points: dict[str, np.ndarray], crs: pyproj.CRS, gps_start: float) -> Path:
+    """Write the simulated points (x, y, z world + LAS attributes) as LAS 1.4 LAZ with the CRS as WKT; the header's
+    creation date is the survey day (so files do not change with the day they are generated)."""
+    return las.write(path, PointCloud(dict(points), crs), creation_date=gps_to_utc(gps_start).date())
 
 
 @contextmanager
