@@ -28,6 +28,8 @@ def tiles(
                                                          "transfer cost), 'processes' (local worker processes) or "
                                                          "a Dask scheduler address tcp://host:port")] = "threads",
     workers: Annotated[Optional[int], typer.Option("--workers", help="local workers (default: cores)")] = None,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", help="points read per chunk (bounds the reading "
+                                                                  "memory)")] = 500_000,
     force: Annotated[bool, typer.Option("--force", help="re-run every task")] = False,
     check: Annotated[bool, typer.Option("--check/--no-check", help="verify the written tree (boxes, errors, "
                                                                    "point count)")] = True,
@@ -46,7 +48,7 @@ def tiles(
     document = {
         "job": {"name": "tiles", "output": str(out), **({"crs": crs} if crs else {})},
         "stages": [
-            {"type": "read.las", "files": [str(Path(p).resolve()) for p in inputs]},
+            {"type": "read.las", "files": [str(Path(p).resolve()) for p in inputs], "chunk_size": chunk_size},
             {"type": "tile", "size": tile_size, "buffer": 0.0},
             {"type": "tiles.pointcloud", "folder": "", "leaf_points": leaf_points, "error_scale": error_scale,
              "color_depth": color_depth, "extra": list(extra or []), "allow_ballpark": allow_ballpark},

@@ -29,6 +29,14 @@ def _spread(v: np.ndarray) -> np.ndarray:
     return v
 
 
+def _cells(values: np.ndarray, lo: float, scale: float) -> np.ndarray:
+    t = values - lo
+    t *= scale
+    np.floor(t, out=t)
+    np.clip(t, 0, _MAX, out=t)
+    return t.astype(np.uint32)
+
+
 def morton(q: np.ndarray) -> np.ndarray:
     """63-bit Morton codes of (n,3) integer cell coordinates (each < 2**21)."""
     return _spread(q[:, 0]) | (_spread(q[:, 1]) << np.uint64(1)) | (_spread(q[:, 2]) << np.uint64(2))
@@ -112,11 +120,14 @@ def build_octree(local: np.ndarray, *, leaf_points: int = 60_000, grid_bits: int
         raise ValueError("cannot build an octree of no points")
     lo = local.min(axis=0)
     side = float(max(np.max(local.max(axis=0) - lo), 1e-3)) * (1 + 1e-9)
-    q = np.clip(np.floor((local - lo) * ((1 << MORTON_BITS) / side)), 0, _MAX).astype(np.uint32)
-    codes = morton(q)
+    scale = (1 << MORTON_BITS) / side
+    q = [_cells(local[:, a], lo[a], scale) for a in range(3)]
+    codes = _spread(q[0])
+    codes |= _spread(q[1]) << np.uint64(1)
+    codes |= _spread(q[2]) << np.uint64(2)
     sorted_idx = np.argsort(codes, kind="stable")
     codes = codes[sorted_idx]
-    qs = q[sorted_idx]
+    qs = [axis[sorted_idx] for axis in q]  # cell coordinates per axis, in Morton order
     del q
     level_of = np.empty(n, np.int8)
     remaining = np.arange(n)  # positions in the sorted arrays, kept in Morton order
@@ -140,8 +151,13 @@ def build_octree(local: np.ndarray, *, leaf_points: int = 60_000, grid_bits: int
         vshift = MORTON_BITS - level - grid_bits
         vstarts = group_starts(rem_codes >> np.uint64(3 * vshift))
         # squared distance (in finest cells) of each point to its voxel centre, from the low bits of its cell
-        low = (qs[remaining] & np.uint32((1 << vshift) - 1)).astype(np.int64) - (1 << vshift) // 2
-        dist = np.einsum("ij,ij->i", low, low)
+        mask, half = np.uint32((1 << vshift) - 1), (1 << vshift) // 2
+        dist = np.zeros(len(remaining), np.int64)
+        for axis in qs:
+            low = (axis[remaining] & mask).astype(np.int64)
+            low -= half
+            low *= low
+            dist += low
         del low
         picks = pick_per_group(vstarts, len(remaining), dist)
         level_of[remaining[picks]] = level
@@ -167,7 +183,7 @@ def _assemble(local, lo, side, grid_bits, codes, qs, level_of, sorted_idx) -> Oc
     for s, c in zip(starts.tolist(), counts.tolist()):
         p = order[s]
         level = int(lv[s])
-        cell = [int(v) >> (MORTON_BITS - level) for v in qs[p].tolist()]
+        cell = [int(axis[p]) >> (MORTON_BITS - level) for axis in qs]
         node = OctreeNode(level, (cell[0], cell[1], cell[2]), s, c)
         key = int(nc[s])
         lookup[(level, key)] = len(nodes)
@@ -176,9 +192,8 @@ def _assemble(local, lo, side, grid_bits, codes, qs, level_of, sorted_idx) -> Oc
             nodes[node.parent].children.append(len(nodes))
         nodes.append(node)
     point_order = sorted_idx[order]
-    pts = local[point_order]
-    for i, nd in enumerate(nodes):
-        seg = pts[nd.start: nd.start + nd.count]
+    for nd in nodes:
+        seg = local[point_order[nd.start: nd.start + nd.count]]
         nd.box_min, nd.box_max = seg.min(axis=0), seg.max(axis=0)
     for nd in reversed(nodes):
         if nd.parent >= 0:

@@ -28,7 +28,7 @@ from cim.errors import CrsError
 DEFAULT_TOLERANCE = 2e-4
 #: Control points per axis of the fast path's polynomial fit, and points per evaluation chunk.
 _GRID_NODES = 9
-_CHUNK = 262_144
+_CHUNK = 65_536
 _MIN_POINTS_FOR_GRID = 20_000
 _CHECK_POINTS = 256
 

@@ -155,7 +155,7 @@ def build_tile(
     options: TilesOptions,
 ) -> dict[str, Any]:
     """Write one tile's subtree (all levels below its root) and its root candidates; returns JSON-able stats."""
-    if cloud.has("core"):
+    if cloud.has("core") and not cloud["core"].all():
         cloud = cloud[cloud["core"]]
     n = len(cloud)
     if n == 0:
