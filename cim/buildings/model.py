@@ -140,18 +140,23 @@ def lod22_geometry(
         return NO_PLANES
     raster, transform, _ = label_raster(footprint, roof_xyz, labels, planes, cell=params.partition_cell,
                                         max_extension=params.max_extension)
-    cells = vectorise(footprint, raster, transform, simplify=params.partition_cell,
-                      min_area=params.min_cell_area)
     nodata_z = float(np.percentile(roof_xyz[:, 2], params.nodata_percentile))
+    zmin = ground + params.min_height
     errors = None
-    for attempt in ("snapped", "raw"):
-        use = snap_to_intersections(cells, planes, footprint) if attempt == "snapped" else cells
+    fine = vectorise(footprint, raster, transform, simplify=params.partition_cell, min_area=params.min_cell_area)
+    attempts = [("snapped", fine), ("raw", fine)]
+    for attempt, cells in attempts + [("coarse", None)]:
+        if cells is None:  # last resort: a coarser partition removes slivers and cells meeting only at a corner
+            cells = snap_to_intersections(vectorise(footprint, raster, transform, simplify=2 * params.partition_cell,
+                                                    min_area=4 * params.min_cell_area), planes, footprint)
+        elif attempt == "snapped":
+            cells = snap_to_intersections(cells, planes, footprint)
         split, coeffs = [], []
-        for poly, lab in use:
+        for poly, lab in cells:
             plane = (0.0, 0.0, nodata_z) if lab == NODATA else planes[lab].coefficients
             for piece in footprint_cells(poly):
                 split.append((piece, lab))
-                coeffs.append(plane)
+                coeffs.append(_above(plane, piece, zmin))
         faces, sem = extrude_partition([p for p, _ in split], coeffs, ground, footprint=footprint,
                                        min_height=params.min_height)
         v = check_solid(faces)
@@ -162,6 +167,15 @@ def lod22_geometry(
         errors = v
     log.debug("building %s: LoD2.2 invalid: %s", bid, errors.errors if errors else None)
     return INVALID
+
+
+def _above(plane: tuple[float, float, float], cell: Polygon, zmin: float) -> tuple[float, float, float]:
+    """``plane``, or a flat roof when the plane dips below ``zmin`` somewhere over ``cell`` (keeps faces planar)."""
+    xy = np.asarray(cell.exterior.coords)
+    z = plane[0] * xy[:, 0] + plane[1] * xy[:, 1] + plane[2]
+    if z.min() >= zmin:
+        return plane
+    return (0.0, 0.0, max(zmin, float(z.mean())))
 
 
 def model_heights_at(cells: Sequence[tuple[Polygon, int]], coeffs: Sequence[tuple[float, float, float]],
@@ -253,6 +267,7 @@ def reconstruct_building(
         h_eaves=round(float(roof_z.min()), 3),
         h_ridge=round(float(roof_z.max()), 3),
         rmse_lod22=round(float(np.sqrt(np.mean((roof_xyz[ok, 2] - zm[ok]) ** 2))), 3) if ok.any() else None,
+        within_20cm_lod22=round(float(np.mean(np.abs(roof_xyz[ok, 2] - zm[ok]) <= 0.2)), 3) if ok.any() else None,
         nodata_fraction=round(res.nodata_fraction, 3),
         valid_lod22=True,
     )
