@@ -74,5 +74,34 @@ def tiles(
         console.print(json.dumps(summary["warnings"][:10], indent=1))
 
 
+def tiles_check(
+    tileset: Annotated[Path, typer.Argument(help="tileset.json")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False,
+) -> None:
+    """Check a 3D Tiles tileset beyond the schema: child boxes inside parents, strictly decreasing geometric
+    errors, every point inside its tile's box; counts the points of glTF point contents."""
+    from cim.errors import InputError
+    from cim.tiles3d.check import check_tileset
+
+    if not tileset.is_file():
+        raise InputError(tileset, "no such tileset file")
+    try:
+        report = check_tileset(tileset)
+    except (KeyError, ValueError, json.JSONDecodeError) as exc:
+        raise InputError(tileset, f"not a readable 3D Tiles tileset ({exc})") from None
+    facts = {"ok": report.ok, "tiles": report.tiles, "point_contents": report.contents,
+             "other_contents": report.skipped, "points": report.points, "problems": report.problems}
+    if as_json:
+        console.print_json(json.dumps(facts))
+    else:
+        console.print(f"{report.tiles} tiles, {report.contents} point contents ({report.points:,} points), "
+                      f"{report.skipped} other contents: " + ("[green]ok[/]" if report.ok else "[red]problems[/]"))
+        for problem in report.problems[:50]:
+            console.print(f"  {problem}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     app.command("tiles")(tiles)
+    app.command("tiles-check")(tiles_check)

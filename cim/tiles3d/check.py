@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cim.tiles3d.glb import decode_points
+from cim.tiles3d.glb import decode_points, read_glb
 
 _TOL = 1e-6
 
@@ -26,6 +26,7 @@ class CheckReport:
     points: int = 0
     tiles: int = 0
     contents: int = 0
+    skipped: int = 0  # contents in other formats (pnts, b3dm, ...), not decoded
     sums: dict[str, float] = field(default_factory=dict)
     ecef: list[np.ndarray] = field(default_factory=list)
     values: dict[str, list[np.ndarray]] = field(default_factory=dict)
@@ -88,19 +89,28 @@ def _walk(tile: dict, base: Path, parent_world: np.ndarray, parent: dict | None,
     if content:
         uri = content["uri"]
         target = base / uri
-        if uri.endswith(".json"):
+        if not target.is_file():
+            report.problems.append(f"{where}: content {uri} is missing")
+        elif uri.endswith(".json"):
             sub = json.loads(target.read_text())
             _walk(sub["root"], target.parent, world, tile, error, report, keep_values, keep_ecef,
                   f"{uri}:root", external_root=True)
-        else:
+        elif uri.endswith(".glb"):
             _check_points(target, centre, axes, world, report, keep_values, keep_ecef, where)
+        else:
+            report.skipped += 1
     for i, child in enumerate(tile.get("children", [])):
         _walk(child, base, world, tile, error, report, keep_values, keep_ecef, f"{where}/{i}")
 
 
 def _check_points(glb: Path, centre: np.ndarray, axes: np.ndarray, world: np.ndarray, report: CheckReport,
                   keep_values: bool, keep_ecef: bool, where: str) -> None:
-    local, attrs, gltf = decode_points(glb.read_bytes())
+    data = glb.read_bytes()
+    gltf_json = read_glb(data)[0]
+    if gltf_json["meshes"][0]["primitives"][0].get("mode", 4) != 0:  # not points: only the box is checked
+        report.skipped += 1
+        return
+    local, attrs, gltf = decode_points(data)
     report.contents += 1
     report.points += len(local)
     outside = ~_inside(local, centre, axes)

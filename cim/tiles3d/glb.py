@@ -403,5 +403,8 @@ def decode_points(data: bytes) -> tuple[np.ndarray, dict[str, np.ndarray], dict]
     attrs = {name: accessor_array(gltf, binary, i) for name, i in prim["attributes"].items()}
     m = np.linalg.inv(Y_UP_FROM_Z_UP) @ node_matrix(gltf)
     q = attrs["POSITION"].astype(float)
+    acc = gltf["accessors"][prim["attributes"]["POSITION"]]
+    if acc.get("normalized"):
+        q /= float(np.iinfo(_DTYPES[acc["componentType"]]).max)
     local = q @ m[:3, :3].T + m[:3, 3]
     return local, attrs, gltf
