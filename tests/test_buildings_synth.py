@@ -135,3 +135,15 @@ def test_products_validate(city, tmp_path):
     require_gltf_validator()
     for report in validate_glbs(glbs):
         assert report["numErrors"] == 0 and report["numWarnings"] == 0, report["messages"][:5]
+
+
+def test_ground_heights_from_a_dtm(city):
+    from cim.terrain.raster import read_raster
+
+    synth, cloud, truth, _ = city
+    fps = read_footprints(synth.footprints_gpkg, cloud.crs)
+    models = reconstruct_cloud(cloud, fps, dtm=read_raster(synth.dtm_tif))
+    by_id = {t.id: t for t in truth}
+    err = [abs(m.attributes["h_ground"] - by_id[m.id].attributes["cim_ground_height"]) for m in models]
+    assert all(m.attributes["ground_source"] == "dtm" for m in models)
+    assert np.median(err) < 0.2 and np.max(err) < 0.5

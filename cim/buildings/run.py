@@ -40,6 +40,41 @@ def in_bounds(point: tuple[float, float], bounds: Sequence[float] | None) -> boo
     return bounds is None or (bounds[0] <= point[0] < bounds[2] and bounds[1] <= point[1] < bounds[3])
 
 
+def dtm_ground(values: np.ndarray, grid, percentile: float = 10.0, offset: float = 1.5,
+               step: float = 0.5):
+    """``ground_fn`` sampling a DTM (``cim.terrain`` grid) on a ring ``offset`` outside the footprint."""
+    from cim.terrain.dtm import sample_grid
+
+    def ground(poly) -> float | None:
+        ring = poly.buffer(offset, join_style="mitre").exterior
+        n = max(8, int(ring.length / step))
+        pts = np.array([ring.interpolate(i / n, normalized=True).coords[0] for i in range(n)])
+        z = sample_grid(values, grid, pts[:, 0], pts[:, 1])
+        z = z[np.isfinite(z)]
+        return float(np.percentile(z, percentile)) if len(z) else None
+
+    return ground
+
+
+def _lazy_dtm_ground(cloud: PointCloud, gm: np.ndarray, percentile: float):
+    """``ground_fn`` from a 1 m DTM of the cloud's ground points, computed on first use (footprints far from
+    any ground point: courtyards, large roofs)."""
+    cache: dict[str, Any] = {}
+
+    def ground(poly) -> float | None:
+        if "fn" not in cache:
+            from cim.terrain.dtm import dtm_grid
+            from cim.terrain.grid import GridSpec
+
+            b = cloud.bounds
+            grid = GridSpec.from_bounds(b.minx, b.miny, b.maxx, b.maxy, 1.0)
+            values = dtm_grid(cloud.xyz[gm], grid)
+            cache["fn"] = dtm_ground(values, grid, percentile) if np.isfinite(values).any() else (lambda p: None)
+        return cache["fn"](poly)
+
+    return ground
+
+
 def reconstruct_cloud(
     cloud: PointCloud,
     footprints: Sequence[Footprint] | None,
@@ -49,11 +84,14 @@ def reconstruct_cloud(
     lod2: bool = True,
     classify: str = "auto",
     building_classes: Sequence[int] = (6,),
+    dtm: tuple[np.ndarray, Any] | None = None,
 ) -> list[BuildingModel]:
     """Models of the buildings whose footprint's representative point lies in ``core_bounds``.
 
     ``cloud`` should hold the tile's buffer points too (context for buildings crossing the tile edge). Without
-    ``footprints`` they are derived from the building points (outline, regularised).
+    ``footprints`` they are derived from the building points (outline, regularised). Ground heights come from
+    ``dtm`` (values, GridSpec) when given, else from the ground points around each footprint, else from a DTM of
+    the ground points.
     """
     gm = ground_mask(cloud, classify)
     cls = cloud.get("classification")
@@ -62,7 +100,12 @@ def reconstruct_cloud(
     if footprints is None:
         footprints = derive_footprints(xyz[bm, 0], xyz[bm, 1])
     chosen = [f for f in footprints if in_bounds(f.representative_point, core_bounds)]
-    return reconstruct(chosen, xyz[bm], xyz[gm], params, lod2=lod2)
+    p = params or ReconstructionParams()
+    if dtm is not None:
+        return reconstruct(chosen, xyz[bm], np.zeros((0, 3)), p, lod2=lod2,
+                           ground_fn=dtm_ground(dtm[0], dtm[1], p.ground_percentile, p.ground_buffer / 2))
+    return reconstruct(chosen, xyz[bm], xyz[gm], p, lod2=lod2,
+                       ground_fn=_lazy_dtm_ground(cloud, gm, p.ground_percentile) if gm.any() else None)
 
 
 def geometries(models: Sequence[BuildingModel]) -> list[BuildingGeometry]:

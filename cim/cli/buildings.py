@@ -21,6 +21,8 @@ def buildings(
     footprints_crs: Annotated[Optional[str], typer.Option("--footprints-crs", help="CRS of the footprint file "
                                                                                   "when it declares none")] = None,
     id_field: Annotated[Optional[str], typer.Option("--id-field", help="footprint attribute with the id")] = None,
+    dtm: Annotated[Optional[Path], typer.Option("--dtm", help="DTM GeoTIFF for ground heights (default: ground "
+                                                              "points around each footprint)")] = None,
     crs: Annotated[Optional[str], typer.Option("--crs", help="CRS of the points incl. heights, e.g. "
                                                              "EPSG:25832+7837")] = None,
     lod1_only: Annotated[bool, typer.Option("--lod1-only", help="LoD1.2 blocks only (fast)")] = False,
@@ -46,6 +48,8 @@ def buildings(
         raise typer.BadParameter("--classify must be auto, always or never")
     stage: dict = {"type": "buildings.lod1" if lod1_only else "buildings.lod2", "lod1_percentile": lod1_percentile,
                    "classify": classify}
+    if dtm is not None:
+        stage["dtm"] = str(dtm.resolve())
     if footprints is not None:
         stage["footprints"] = str(footprints.resolve())
         if footprints_crs:

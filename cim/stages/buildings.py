@@ -38,6 +38,8 @@ class BuildingsOptions(StageOptions):
     footprints_crs: str | None = Field(None, description="CRS of the footprint file when it declares none")
     footprints_layer: str | None = Field(None, description="layer of the footprint file (default: the first)")
     id_field: str | None = Field(None, description="footprint attribute holding the building id")
+    dtm: str | None = Field(None, description="DTM GeoTIFF (e.g. from the terrain stages) for ground heights; "
+                                              "default: ground points around each footprint")
     folder: str = Field("buildings", description="output folder inside the job's output folder")
     classify: Literal["auto", "always", "never"] = Field(
         "auto", description="ground classification (SMRF) when the points have no class 2 (auto) / always / never")
@@ -51,7 +53,7 @@ class BuildingsOptions(StageOptions):
     plane_epsilon: float = Field(0.15, gt=0, description="max point-to-plane distance of roof plane inliers (m)")
     min_plane_points: int = Field(12, ge=3, description="smallest roof plane (points)")
     partition_cell: float = Field(0.5, gt=0, description="raster cell of the roof partition (m)")
-    path_fields: ClassVar[tuple[str, ...]] = ("footprints",)
+    path_fields: ClassVar[tuple[str, ...]] = ("footprints", "dtm")
 
     def params(self) -> ReconstructionParams:
         return ReconstructionParams(
@@ -74,6 +76,13 @@ def _footprints(path: str, crs_wkt: str, source_crs: str | None, layer: str | No
     return tuple(fps)
 
 
+@functools.lru_cache(maxsize=2)
+def _dtm(path: str):
+    from cim.terrain.raster import read_raster
+
+    return read_raster(path)
+
+
 class _BuildingsStage(Stage):
     Options = BuildingsOptions
     lod2: ClassVar[bool] = True
@@ -88,7 +97,8 @@ class _BuildingsStage(Stage):
         if o.footprints:
             fps = list(_footprints(o.footprints, ctx.crs.to_wkt(), o.footprints_crs, o.footprints_layer, o.id_field))
         models = reconstruct_cloud(cloud, fps, o.params(), core_bounds=ctx.tile.core_bounds, lod2=self.lod2,
-                                   classify=o.classify, building_classes=tuple(o.building_classes))
+                                   classify=o.classify, building_classes=tuple(o.building_classes),
+                                   dtm=_dtm(o.dtm) if o.dtm else None)
         bx0, by0, bx1, by1 = ctx.tile.buffered_bounds
         for m in models:
             x0, y0, x1, y1 = m.footprint.bounds
