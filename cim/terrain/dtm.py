@@ -86,11 +86,14 @@ def dtm_grid(
     *,
     ground: np.ndarray | None = None,
     max_edge: float | None = None,
+    max_boundary_edge: float | None = None,
 ) -> np.ndarray:
     """The DTM on ``grid`` (NaN = nodata) from ground points.
 
     ``points`` is a PointCloud (its class-2 points are ground unless ``ground`` gives a mask) or an (n, 3) array
-    of ground points. ``max_edge`` (m) leaves cells under longer TIN edges empty (default: fill the whole hull).
+    of ground points. ``max_edge`` leaves cells under longer TIN edges empty (default: fill every interior gap);
+    ``max_boundary_edge`` drops the TIN's outermost triangles whose outside edge is longer (CRS units): the slivers
+    a convex hull lays over concave data edges.
     """
     if ground is None and hasattr(points, "has"):
         ground = np.asarray(points["classification"]) == GROUND if points.has("classification") else None
@@ -111,7 +114,8 @@ def dtm_grid(
         cy = work.ymax - (row + 0.5) * work.resolution
         d2 = (x - cx) ** 2 + (y - cy) ** 2
         rep = _representatives(work, idx, x, y, d2, rim)
-        mean = tin_fill(work, mean, valid, vertices=(x[rep], y[rep], z[rep]), max_edge=max_edge)
+        mean = tin_fill(work, mean, valid, vertices=(x[rep], y[rep], z[rep]), max_edge=max_edge,
+                        max_boundary_edge=max_boundary_edge)
     return _crop(mean, work, grid)
 
 

@@ -32,8 +32,12 @@ def tin_fill(
     valid: np.ndarray | None = None,
     vertices: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     max_edge: float | None = None,
+    max_boundary_edge: float | None = None,
 ) -> np.ndarray:
     """Fill empty cells by linear interpolation on a TIN; cells outside the TIN's hull stay NaN.
+
+    ``max_boundary_edge`` drops the triangles on the TIN's outer boundary whose boundary edge is longer: the
+    slivers a convex hull lays over concave data edges (one layer, so interior gaps are filled whatever their size).
 
     ``values`` is (height, width); ``valid`` defaults to its finite cells. ``vertices`` (x, y, z arrays) replaces
     the default vertices (centres of the rim cells) -- e.g. real ground points, which avoid the co-circular
@@ -68,12 +72,14 @@ def tin_fill(
         return out  # all vertices collinear: no area to interpolate over
     # point location with matplotlib's trapezoid map: O(log n) per query, where scipy's walk degrades badly
     tri = mtri.Triangulation(px, py, simplices)
+    if max_boundary_edge is not None:
+        tri.set_mask(_peel(px, py, tri.triangles, tri.neighbors, max_boundary_edge))
     qx, qy = qx - grid.xmin, qy - grid.ymax
     z = np.ma.filled(mtri.LinearTriInterpolator(tri, vz)(qx, qy).astype(np.float64), np.nan)
     if max_edge is not None and np.isfinite(z).any():
         t = tri.get_trifinder()(qx, qy)
         ok = t >= 0
-        corners = simplices[t[ok]]
+        corners = tri.triangles[t[ok]]
         ex, ey = px[corners], py[corners]
         edges = np.max(
             [np.hypot(ex[:, i] - ex[:, (i + 1) % 3], ey[:, i] - ey[:, (i + 1) % 3]) for i in range(3)], axis=0
@@ -82,6 +88,15 @@ def tin_fill(
         z[bad] = np.nan
     out[er, ec] = z
     return out
+
+
+def _peel(px: np.ndarray, py: np.ndarray, simplices: np.ndarray, neighbors: np.ndarray, limit: float) -> np.ndarray:
+    """Mask of the boundary triangles with a long boundary edge (see :func:`tin_fill`)."""
+    # edge e of triangle t joins corners e and (e + 1) % 3; matplotlib's neighbors[t, e] is across that edge
+    a = simplices
+    b = np.roll(simplices, -1, axis=1)
+    long_edge = np.hypot(px[a] - px[b], py[a] - py[b]) > limit
+    return ((neighbors < 0) & long_edge).any(axis=1)
 
 
 def _jitter(grid: GridSpec, rr: np.ndarray, cc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

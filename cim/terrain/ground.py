@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
+from cim.crs import linear_unit_factor
 from cim.terrain.fill import nearest_fill, tin_fill
 from cim.terrain.grid import GridSpec, cell_reduce
 from cim.terrain.morphology import progressive_openings
@@ -52,6 +53,12 @@ class SmrfParams:
         if self.cell <= 0 or self.window < self.cell:
             raise ValueError("SMRF needs cell > 0 and window >= cell")
         return self
+
+    def in_units(self, unit: float) -> SmrfParams:
+        """The same filter for coordinates in units of ``unit`` metres (lengths divided, slopes kept)."""
+        if unit == 1.0:
+            return self
+        return SmrfParams(self.cell / unit, self.slope, self.window / unit, self.threshold / unit, self.scalar / unit)
 
 
 def smrf(
@@ -137,7 +144,10 @@ def classify_ground(pc, backend: str = "smrf", **params) -> np.ndarray:
     package; parameters of :func:`cim.terrain.csf.csf_ground`).
     """
     cand = ground_candidates(pc)
-    ground = ground_mask(np.asarray(pc.x), np.asarray(pc.y), np.asarray(pc.z), cand, backend=backend, **params)
+    unit = linear_unit_factor(pc.crs) if getattr(pc, "crs", None) is not None else 1.0
+    ground = ground_mask(
+        np.asarray(pc.x), np.asarray(pc.y), np.asarray(pc.z), cand, backend=backend, unit=unit, **params
+    )
     if pc.has("classification"):
         ground &= ~np.isin(np.asarray(pc["classification"]), NOISE_CLASSES)
     return ground
@@ -151,10 +161,14 @@ def ground_mask(
     *,
     backend: str = "smrf",
     remove_low_noise: bool = True,
+    unit: float = 1.0,
     **params,
 ) -> np.ndarray:
     """Bool ground mask for coordinate arrays: low noise removed first (see :func:`cim.terrain.outliers.low_noise`),
-    then the chosen backend on the remaining ``candidates``."""
+    then the chosen backend on the remaining ``candidates``.
+
+    Parameters are in metres; ``unit`` is metres per coordinate unit (0.3048 for a CRS in international feet).
+    """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     z = np.asarray(z, dtype=np.float64)
@@ -163,14 +177,14 @@ def ground_mask(
         cand &= np.asarray(candidates, dtype=bool)
     low = np.zeros(len(x), dtype=bool)
     if remove_low_noise:
-        low = low_noise(x, y, z, candidates=cand)
+        low = low_noise(x, y, z, candidates=cand, cell=1.0 / unit, threshold=1.5 / unit, radius=5.0 / unit)
         cand &= ~low
     if backend == "smrf":
-        ground = smrf(x, y, z, candidates=cand, params=SmrfParams(**params))
+        ground = smrf(x, y, z, candidates=cand, params=SmrfParams(**params).in_units(unit))
     elif backend == "csf":
         from cim.terrain.csf import csf_ground
 
-        ground = csf_ground(x, y, z, candidates=cand, **params)
+        ground = csf_ground(x, y, z, candidates=cand, unit=unit, **params)
     else:
         raise ValueError(f"unknown ground backend {backend!r} (use 'smrf' or 'csf')")
     return ground & ~low

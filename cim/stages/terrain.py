@@ -1,0 +1,301 @@
+"""Terrain stages: ``filter.outliers``, ``classify.ground``, ``classify.objects`` and the rasters ``raster.dtm``,
+``raster.dsm``, ``raster.ndsm``, ``raster.density``.
+
+Every stage reads the tile's buffer points as context, so its results for the core do not depend on the tile cut.
+The raster stages write the tile's core square on the one global grid of their resolution as a COG
+(``<folder>/<tile>.tif``) and, in ``finish``, a VRT mosaic ``<folder>.vrt`` beside the folder.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+
+from cim.crs import linear_unit_factor
+from cim.pipeline.stage import JobContext, Product, Stage, StageOptions, TileContext, TileResult, register
+from cim.points import PointCloud
+from cim.terrain import outliers as noise
+from cim.terrain.dtm import density_grid, dsm_grid, dtm_grid, ndsm_grid
+from cim.terrain.grid import GridSpec
+from cim.terrain.ground import NOISE_CLASSES, SmrfParams, classify_ground
+from cim.terrain.objects import ObjectParams, classify_objects
+from cim.terrain.raster import NODATA, write_cog, write_vrt
+
+COG_MEDIA = "image/tiff; application=geotiff; profile=cloud-optimized"
+VRT_MEDIA = "application/x-gdal-vrt"
+
+
+def _classes(cloud: PointCloud) -> np.ndarray:
+    if cloud.has("classification"):
+        return np.asarray(cloud["classification"]).copy()
+    return np.zeros(len(cloud), dtype=np.uint8)
+
+
+def _core(cloud: PointCloud) -> np.ndarray:
+    return np.asarray(cloud["core"], dtype=bool) if cloud.has("core") else np.ones(len(cloud), dtype=bool)
+
+
+def _unit(ctx: TileContext) -> float:
+    return linear_unit_factor(ctx.crs) if ctx.crs is not None else 1.0
+
+
+# -- filter.outliers ---------------------------------------------------------------------------------------------
+class OutlierOptions(StageOptions):
+    low_noise: bool = Field(True, description="mark points far below their isolated surroundings as class 7")
+    low_threshold: float = Field(1.5, gt=0, description="m below the local low reference for low noise")
+    low_radius: float = Field(5.0, gt=0, description="m; a low point with fewer than 2 neighbours within it is noise")
+    isolated: bool = Field(True, description="mark isolated points (7 below / 18 above their surroundings)")
+    isolated_radius: float = Field(5.0, gt=0, description="m (3D) search radius for isolated points")
+    isolated_min_neighbors: int = Field(1, ge=1, description="fewer other points within the radius = isolated")
+    statistical: bool = Field(False, description="also PDAL-style statistical outliers (per-tile statistics)")
+    statistical_k: int = Field(8, ge=2)
+    statistical_multiplier: float = Field(3.0, gt=0)
+
+
+@register
+class OutlierStage(Stage):
+    name = "filter.outliers"
+    summary = "Mark low noise and isolated points as ASPRS 7 (low) / 18 (high noise); nothing is removed"
+    Options = OutlierOptions
+    modifies_points = True
+
+    def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
+        o = self.options
+        u = _unit(ctx)
+        cls = _classes(cloud)
+        x, y, z = np.asarray(cloud.x), np.asarray(cloud.y), np.asarray(cloud.z)
+        low = np.zeros(len(cloud), dtype=bool)
+        if o.low_noise:
+            low = noise.low_noise(x, y, z, cell=1.0 / u, threshold=o.low_threshold / u, radius=o.low_radius / u)
+        odd = np.zeros(len(cloud), dtype=bool)
+        xyz = cloud.xyz
+        if o.isolated:
+            odd |= noise.isolated_points(xyz, radius=o.isolated_radius / u, min_neighbors=o.isolated_min_neighbors)
+        if o.statistical:
+            odd |= noise.statistical_outliers(xyz, k=o.statistical_k, multiplier=o.statistical_multiplier)
+        odd &= ~low
+        high = odd & _above_local_median(x, y, z, 10.0 / u)
+        cls[low | (odd & ~high)] = noise.LOW_NOISE
+        cls[high] = noise.HIGH_NOISE
+        cloud.set("classification", cls)
+        core = _core(cloud)
+        stats = {"points": int(core.sum()), "low_noise": int((low & core).sum()),
+                 "isolated_low": int((odd & ~high & core).sum()), "high_noise": int((high & core).sum())}
+        return TileResult(cloud=cloud, stats=stats)
+
+
+def _above_local_median(x: np.ndarray, y: np.ndarray, z: np.ndarray, cell: float) -> np.ndarray:
+    """Whether each point lies above the median height of its ``cell`` grid cell."""
+    ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
+    out = np.zeros(len(x), dtype=bool)
+    if not ok.any():
+        return out
+    grid = GridSpec.from_points(x[ok], y[ok], cell)
+    idx = grid.flat_index(x[ok], y[ok])
+    order = np.lexsort((z[ok], idx))
+    counts = np.bincount(idx, minlength=grid.width * grid.height)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    med = z[ok][order][starts[idx] + counts[idx] // 2]
+    out[ok] = z[ok] > med
+    return out
+
+
+# -- classify.ground ----------------------------------------------------------------------------------------------
+class GroundOptions(StageOptions):
+    backend: Literal["smrf", "csf"] = Field("smrf", description="SMRF (default) or the cloth-simulation-filter")
+    mode: Literal["always", "auto"] = Field(
+        "always", description="'auto' keeps existing ground labels when the tile (with buffer) has class 2 points")
+    cell: float = Field(SmrfParams.cell, gt=0, description="SMRF grid cell (m)")
+    slope: float = Field(SmrfParams.slope, ge=0, description="SMRF slope threshold (rise/run)")
+    window: float = Field(SmrfParams.window, gt=0, description="SMRF largest window radius (m)")
+    threshold: float = Field(SmrfParams.threshold, ge=0, description="SMRF elevation threshold (m)")
+    scalar: float = Field(SmrfParams.scalar, ge=0, description="SMRF elevation scaling factor (m per unit slope)")
+
+
+@register
+class GroundStage(Stage):
+    name = "classify.ground"
+    summary = "Ground (2) / non-ground (1) by a vectorised SMRF (or CSF); noise classes are kept"
+    Options = GroundOptions
+    modifies_points = True
+
+    def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
+        o = self.options
+        cls = _classes(cloud)
+        core = _core(cloud)
+        if o.mode == "auto" and (cls == 2).any():
+            return TileResult(cloud=cloud, stats={"points": int(core.sum()), "ground": int(((cls == 2) & core).sum()),
+                                                  "kept_labels": True})
+        if o.backend == "smrf":
+            params = dict(cell=o.cell, slope=o.slope, window=o.window, threshold=o.threshold, scalar=o.scalar)
+        else:
+            params = {}
+        ground = classify_ground(cloud, backend=o.backend, **params)
+        noisy = np.isin(cls, NOISE_CLASSES)
+        was_ground = cls == 2
+        cls[ground] = 2
+        cls[was_ground & ~ground & ~noisy] = 1
+        cls[(cls == 0) & ~noisy] = 1
+        cloud.set("classification", cls)
+        n_ground = int((ground & core).sum())
+        if n_ground == 0 and core.any():
+            ctx.warn("no ground points found in this tile")
+        return TileResult(cloud=cloud, stats={"points": int(core.sum()), "ground": n_ground})
+
+
+# -- classify.objects ---------------------------------------------------------------------------------------------
+class ObjectOptions(StageOptions):
+    min_height: float = Field(ObjectParams.min_height, gt=0, description="m above ground for building points")
+    min_area: float = Field(ObjectParams.min_area, gt=0, description="m2, smallest building part")
+    scatter: float = Field(ObjectParams.scatter, gt=0, le=1, description="l3/l1 at most this for a planar point")
+    k: int = Field(ObjectParams.k, ge=4, description="neighbours for the local shape")
+
+
+@register
+class ObjectStage(Stage):
+    name = "classify.objects"
+    summary = "Buildings (6), vegetation (3/4/5) and other (1) from height above ground and local shape"
+    Options = ObjectOptions
+    modifies_points = True
+
+    def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
+        o = self.options
+        u = _unit(ctx)
+        cls = _classes(cloud)
+        core = _core(cloud)
+        if not (cls == 2).any():
+            ctx.warn("no ground points (class 2) in this tile: run classify.ground first; objects not classified")
+            return TileResult(cloud=cloud, stats={"points": int(core.sum()), "buildings": 0})
+        p = ObjectParams(k=o.k, min_height=o.min_height / u, scatter=o.scatter, cell=1.0 / u,
+                         min_area=o.min_area / u**2, low_veg=0.5 / u, medium_veg=2.0 / u, dtm_cell=1.0 / u)
+        new = classify_objects(cloud, params=p)
+        cloud.set("classification", new)
+        counts = np.bincount(new[core], minlength=19)
+        return TileResult(cloud=cloud, stats={"points": int(core.sum()), "buildings": int(counts[6]),
+                                              "vegetation": int(counts[3] + counts[4] + counts[5])})
+
+
+# -- rasters --------------------------------------------------------------------------------------------------------
+class RasterOptions(StageOptions):
+    resolution: float = Field(0.5, gt=0, description="cell size in CRS units; cells align to multiples of it")
+    folder: str | None = Field(None, description="output folder (default: the raster kind, e.g. 'dtm')")
+    path_fields: ClassVar[tuple[str, ...]] = ()
+
+
+class DtmOptions(RasterOptions):
+    max_edge: float | None = Field(None, gt=0, description="leave cells under longer TIN edges empty (CRS units)")
+
+
+class DsmOptions(RasterOptions):
+    fill_max_edge: float = Field(2.0, ge=0, description="fill DSM holes under TIN edges up to this (0 = no fill)")
+
+
+class _RasterStage(Stage):
+    kind: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    units: ClassVar[str | None] = "metre"
+    nodata: ClassVar[float | None] = NODATA
+    Options = RasterOptions
+    uses = ()  # reads only the tile's points
+
+    @property
+    def folder(self) -> str:  # type: ignore[override]
+        return self.options.folder or self.kind
+
+    def grid_for(self, ctx: TileContext) -> GridSpec:
+        return GridSpec.from_bounds(*ctx.tile.core_bounds, resolution=self.options.resolution)
+
+    def compute(self, cloud: PointCloud, grid: GridSpec, ctx: TileContext) -> np.ndarray:
+        raise NotImplementedError
+
+    def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
+        grid = self.grid_for(ctx)
+        values = self.compute(cloud, grid, ctx)
+        path = ctx.product_dir / f"{ctx.tile.key}.tif"
+        write_cog(path, values, grid, ctx.crs, nodata=self.nodata, description=self.description, units=self.units)
+        valid = np.isfinite(values)
+        stats: dict[str, Any] = {"cells": int(values.size), "valid_cells": int(valid.sum()),
+                                 "grid": [grid.xmin, grid.ymax, grid.width, grid.height, grid.resolution]}
+        if valid.any():
+            stats.update(min=float(np.nanmin(values)), max=float(np.nanmax(values)))
+        product = Product(ctx.relative(path), "raster", COG_MEDIA,
+                          properties={"raster:kind": self.kind, "gsd": self.options.resolution})
+        return TileResult(products=[product], stats=stats)
+
+    def finish(self, results: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
+        sources = []
+        for r in results:
+            g = (r.get("stats") or {}).get("grid")
+            if not g:
+                continue
+            path = ctx.product_dir / f"{r['tile']}.tif"
+            if path.exists():
+                sources.append((path, GridSpec(g[0], g[1], int(g[2]), int(g[3]), g[4])))
+        if not sources:
+            return []
+        vrt = ctx.out_dir / f"{self.folder}.vrt"
+        write_vrt(vrt, sources, ctx.crs, nodata=self.nodata, description=self.description)
+        return [Product(ctx.relative(vrt), "raster", VRT_MEDIA, roles=("data", "mosaic"),
+                        properties={"raster:kind": self.kind, "gsd": self.options.resolution})]
+
+
+def _ground_mask(cloud: PointCloud, ctx: TileContext) -> np.ndarray:
+    cls = _classes(cloud)
+    ground = cls == 2
+    if not ground.any() and len(cloud):
+        ctx.warn("no ground points (class 2) in this tile and its buffer: the DTM is empty (all nodata)")
+    return ground
+
+
+@register
+class DtmStage(_RasterStage):
+    name = "raster.dtm"
+    summary = "Digital terrain model COG (mean of ground points per cell, TIN-filled gaps) + VRT mosaic"
+    kind = "dtm"
+    description = "DTM: bare-earth height"
+    Options = DtmOptions
+
+    def compute(self, cloud: PointCloud, grid: GridSpec, ctx: TileContext) -> np.ndarray:
+        return dtm_grid(cloud, grid, ground=_ground_mask(cloud, ctx), max_edge=self.options.max_edge)
+
+
+@register
+class DsmStage(_RasterStage):
+    name = "raster.dsm"
+    summary = "Digital surface model COG (highest point per cell, small holes TIN-filled) + VRT mosaic"
+    kind = "dsm"
+    description = "DSM: highest surface height"
+    Options = DsmOptions
+
+    def compute(self, cloud: PointCloud, grid: GridSpec, ctx: TileContext) -> np.ndarray:
+        return dsm_grid(cloud, grid, fill_max_edge=self.options.fill_max_edge or None)
+
+
+@register
+class NdsmStage(_RasterStage):
+    name = "raster.ndsm"
+    summary = "Normalised DSM COG (DSM - DTM, >= 0: heights of buildings and trees) + VRT mosaic"
+    kind = "ndsm"
+    description = "nDSM: height above ground"
+    Options = DsmOptions
+
+    def compute(self, cloud: PointCloud, grid: GridSpec, ctx: TileContext) -> np.ndarray:
+        dtm = dtm_grid(cloud, grid, ground=_ground_mask(cloud, ctx))
+        dsm = dsm_grid(cloud, grid, fill_max_edge=self.options.fill_max_edge or None)
+        return ndsm_grid(dsm, dtm)
+
+
+@register
+class DensityStage(_RasterStage):
+    name = "raster.density"
+    summary = "Point density COG (points per square CRS unit, noise excluded) + VRT mosaic"
+    kind = "density"
+    description = "density: points per square unit"
+    units = None
+    nodata = None
+
+    def compute(self, cloud: PointCloud, grid: GridSpec, ctx: TileContext) -> np.ndarray:
+        return density_grid(cloud, grid)
+
