@@ -17,7 +17,7 @@ from cim.synth.config import SynthConfig
 from cim import camera
 from cim.synth import panoramas, poses
 from cim.synth.layout import build_scene
-from cim.synth.mls import SCANNERS, simulate_mls
+from cim.synth.mls import scanner_mounts, simulate_mls
 from cim.synth.raycast import Caster
 from cim.synth.scene import Scene
 from cim.synth.trajectory import Trajectory, plan_drive
@@ -157,7 +157,7 @@ def _drive(city: SyntheticCity, caster: Caster, crs: Any, lap: Any) -> dict[str,
         "pulse_rate": config.mls_pulse_rate, "line_rate": config.mls_line_rate, "max_range": config.mls_max_range,
         "range_noise": config.mls_range_noise,
         "scanners": [{"lever_arm_flu": list(lever), "spin_axis_yaw_deg": yaw}
-                     for lever, yaw in SCANNERS[: config.mls_scanners]],
+                     for lever, yaw in scanner_mounts(config.mls_scanners)],
         "colour": "true surface albedo (linear 0..1 scaled to 0..65535)",
     }
     record["panoramas"] = _panoramas(city, caster, drive, crs)

@@ -9,6 +9,7 @@ kerbs and street-light poles on the sidewalks. Randomness comes only from ``nump
 from __future__ import annotations
 
 import numpy as np
+import shapely
 from shapely import affinity
 from shapely.geometry import Polygon
 
@@ -249,8 +250,7 @@ def _interior_trees(scene: Scene, rng: np.random.Generator, segments: list[tuple
         if any(abs(y - s) < reach + 5.0 for s in scene.streets_y) or any(abs(x - s) < reach + 5.0
                                                                          for s in scene.streets_x):
             continue
-        pt = Polygon([(x + ox - 0.1, y + oy - 0.1), (x + ox + 0.1, y + oy - 0.1), (x + ox, y + oy + 0.1)])
-        if any(poly.intersects(pt) for poly in blocked):
+        if any(shapely.contains_xy(poly, x + ox, y + oy) for poly in blocked):
             continue
         if any((x - px) ** 2 + (y - py) ** 2 < 64.0 for px, py in placed):
             continue

@@ -11,12 +11,18 @@ from __future__ import annotations
 import numpy as np
 
 from cim.synth.raycast import Caster, simulate_returns
-from cim.synth.scene import CROWN_COLOUR, Scene, _hash_noise
+from cim.synth.scene import CROWN_COLOUR, Scene, hash_noise
 from cim.synth.trajectory import Trajectory
 
 _CHUNK = 300_000
 #: scanner mounting in the body frame (FLU, metres from the camera centre) and yaw of the spin axis (deg)
-SCANNERS = [((-0.8, 0.45, -0.4), 45.0), ((-0.8, -0.45, -0.4), -45.0)]
+X_SCANNERS = [((-0.8, 0.45, -0.4), 45.0), ((-0.8, -0.45, -0.4), -45.0)]
+SINGLE_SCANNER = [((-0.8, 0.0, -0.4), 0.0)]
+
+
+def scanner_mounts(count: int) -> list[tuple[tuple[float, float, float], float]]:
+    """Lever arms and spin-axis yaws of ``count`` scanners (2: the X; 1: one across-track profiler)."""
+    return X_SCANNERS if count == 2 else SINGLE_SCANNER
 
 
 def simulate_mls(scene: Scene, caster: Caster, drive: Trajectory, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -24,8 +30,7 @@ def simulate_mls(scene: Scene, caster: Caster, drive: Trajectory, rng: np.random
     c = scene.config
     n_pulses = int(drive.duration * c.mls_pulse_rate)
     parts: list[dict[str, np.ndarray]] = []
-    scanners = SCANNERS[: c.mls_scanners] if c.mls_scanners == 2 else [((-0.8, 0.0, -0.4), 0.0)]
-    for k, (lever, yaw) in enumerate(scanners):
+    for k, (lever, yaw) in enumerate(scanner_mounts(c.mls_scanners)):
         axis = np.array([np.cos(np.radians(yaw)), np.sin(np.radians(yaw)), 0.0])
         side = np.array([-axis[1], axis[0], 0.0])
         phase0 = rng.uniform(0, 2 * np.pi)
@@ -69,5 +74,5 @@ def _colours(scene: Scene, caster: Caster, aux: dict[str, np.ndarray]) -> np.nda
     colour = np.empty((len(tri), 3))
     colour[opaque] = scene.surface_albedo(aux["true"][opaque], caster.opaque, tri[opaque])
     foliage = aux["true"][~opaque]
-    colour[~opaque] = CROWN_COLOUR * (0.7 + 0.6 * _hash_noise(foliage, 2.5))[:, None]
+    colour[~opaque] = CROWN_COLOUR * (0.7 + 0.6 * hash_noise(foliage, 2.5))[:, None]
     return np.clip(np.round(colour * 65535.0), 0, 65535).astype(np.uint16)

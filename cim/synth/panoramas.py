@@ -9,6 +9,7 @@ Colours are encoded as sRGB. Depth is the distance from the camera centre in met
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -39,11 +40,27 @@ def shade(normals: np.ndarray, view_dirs: np.ndarray) -> np.ndarray:
     return AMBIENT + (1 - AMBIENT) * np.clip(facing @ sun_direction(), 0.0, None)
 
 
-def to_srgb8(linear: np.ndarray) -> np.ndarray:
-    """Linear 0..1 colours to 8-bit sRGB."""
-    c = np.clip(linear, 0.0, 1.0)
+_LUT_SIZE = 1 << 14
+
+
+def _srgb_lut() -> np.ndarray:
+    c = (np.arange(_LUT_SIZE) + 0.5) / _LUT_SIZE
     srgb = np.where(c <= 0.0031308, 12.92 * c, 1.055 * c ** (1 / 2.4) - 0.055)
     return np.round(srgb * 255.0).astype(np.uint8)
+
+
+_SRGB_LUT = _srgb_lut()
+
+
+def to_srgb8(linear: np.ndarray) -> np.ndarray:
+    """Linear 0..1 colours to 8-bit sRGB (through a 16384-entry table: exact to the 8-bit output)."""
+    index = (np.clip(linear, 0.0, 1.0) * (_LUT_SIZE - 1) + 0.5).astype(np.int32)
+    return _SRGB_LUT[index]
+
+
+@lru_cache(maxsize=2)
+def _camera_directions(width: int) -> np.ndarray:
+    return camera.pixel_centre_directions(width, width // 2).reshape(-1, 3)
 
 
 def render(scene: Scene, caster: Caster, position: np.ndarray, rotation: np.ndarray, width: int
@@ -51,23 +68,17 @@ def render(scene: Scene, caster: Caster, position: np.ndarray, rotation: np.ndar
     """(RGB uint8 (H, W, 3), depth float32 (H, W)) of a panorama at local ``position`` with world_from_body
     ``rotation``."""
     height = width // 2
-    dirs = camera.pixel_centre_directions(width, height).reshape(-1, 3) @ rotation.T
+    dirs = np.einsum("ij,kj->ik", _camera_directions(width), rotation)
     origins = np.broadcast_to(position, dirs.shape)
-    t_o, tri_o = caster.cast_opaque(origins, dirs)
-    t_c, tri_c = caster.cast_crowns(origins, dirs)
-    crown = t_c < t_o
-    t = np.where(crown, t_c, t_o)
+    t, tri, crown = caster.cast_visible(origins, dirs)
     hit = np.isfinite(t)
     colour = np.empty((len(dirs), 3))
     points = position + dirs * np.where(hit, t, 0.0)[:, None]
-    sel = hit & ~crown
-    if sel.any():
-        albedo = scene.surface_albedo(points[sel], caster.opaque, tri_o[sel])
-        colour[sel] = albedo * shade(caster.opaque_normals[tri_o[sel]], dirs[sel])[:, None]
-    sel = hit & crown
-    if sel.any():
-        albedo = scene.surface_albedo(points[sel], caster.crowns, tri_c[sel])
-        colour[sel] = albedo * shade(caster.crown_normals[tri_c[sel]], dirs[sel])[:, None]
+    for mesh, normals, sel in ((caster.opaque, caster.opaque_normals, hit & ~crown),
+                               (caster.crowns, caster.crown_normals, hit & crown)):
+        if sel.any():
+            albedo = scene.surface_albedo(points[sel], mesh, tri[sel])
+            colour[sel] = albedo * shade(normals[tri[sel]], dirs[sel])[:, None]
     sky = ~hit
     up = dirs[sky, 2]
     mix = np.sqrt(np.clip(up, 0.0, 1.0))[:, None]

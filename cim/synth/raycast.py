@@ -33,11 +33,14 @@ FOLIAGE_RETURN_SPACING = 2.5
 FOLIAGE_EXTINCTION = 4.0
 
 
-def _raycasting_scene(mesh: Mesh) -> o3d.t.geometry.RaycastingScene:
+def _raycasting_scene(*meshes: Mesh) -> o3d.t.geometry.RaycastingScene:
+    """One open3d scene; mesh ``k`` becomes geometry id ``k`` (empty meshes get an id too, with no triangles)."""
     scene = o3d.t.geometry.RaycastingScene()
-    if len(mesh.triangles):
-        scene.add_triangles(o3d.core.Tensor(mesh.vertices.astype(np.float32)),
-                            o3d.core.Tensor(mesh.triangles.astype(np.uint32)))
+    for mesh in meshes:
+        vertices = mesh.vertices if len(mesh.triangles) else np.zeros((3, 3))
+        triangles = mesh.triangles if len(mesh.triangles) else np.zeros((0, 3), np.int32)
+        scene.add_triangles(o3d.core.Tensor(vertices.astype(np.float32)),
+                            o3d.core.Tensor(triangles.astype(np.uint32)))
     return scene
 
 
@@ -77,15 +80,33 @@ class Caster:
         n = np.cross(v[t[:, 1]] - v[t[:, 0]], v[t[:, 2]] - v[t[:, 0]])
         return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
 
+    @cached_property
+    def _render_rc(self) -> o3d.t.geometry.RaycastingScene:
+        return _raycasting_scene(self.opaque, self.crowns)
+
     @staticmethod
-    def _cast(rc: o3d.t.geometry.RaycastingScene, origins: np.ndarray, dirs: np.ndarray
-              ) -> tuple[np.ndarray, np.ndarray]:
+    def _cast_full(rc: o3d.t.geometry.RaycastingScene, origins: np.ndarray, dirs: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rays = o3d.core.Tensor(np.hstack([origins, dirs]).astype(np.float32))
         ans = rc.cast_rays(rays)
         t = ans["t_hit"].numpy().astype(np.float64)
         prim = ans["primitive_ids"].numpy().astype(np.int64)
-        prim[~np.isfinite(t)] = -1
+        geometry = ans["geometry_ids"].numpy().astype(np.int64)
+        miss = ~np.isfinite(t)
+        prim[miss] = -1
+        geometry[miss] = -1
+        return t, prim, geometry
+
+    @classmethod
+    def _cast(cls, rc: o3d.t.geometry.RaycastingScene, origins: np.ndarray, dirs: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+        t, prim, _ = cls._cast_full(rc, origins, dirs)
         return t, prim
+
+    def cast_visible(self, origins: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(t, triangle, is_crown) of the first surface seen, crowns opaque (one cast, for rendering)."""
+        t, prim, geometry = self._cast_full(self._render_rc, origins, dirs)
+        return t, prim, geometry == 1
 
     def cast_opaque(self, origins: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(t, triangle) of the closest opaque surface along unit ``dirs`` from ``origins`` (local frame)."""
@@ -190,11 +211,9 @@ def intensity(scene: Scene, caster: Caster, points: np.ndarray, dirs: np.ndarray
 
 def add_outliers(ret: Returns, fraction: float, rng: np.random.Generator
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Pick first returns to turn into outliers: (indices into ``ret``, their new ranges); class via :data:`LOW_NOISE`
-    (below the surface, multipath) for half of them and :data:`HIGH_NOISE` (in the air) for the other half.
-
-    Returns the indices and a matching class array; the caller moves those returns to the new range.
-    """
+    """Pick single returns to turn into outliers: their indices into ``ret`` and their classes, half
+    :data:`LOW_NOISE` (behind the surface, multipath) and half :data:`HIGH_NOISE` (in the air).
+    :func:`outlier_ranges` gives their new ranges."""
     first = np.flatnonzero((ret.return_number == 1) & (ret.number_of_returns == 1))
     count = int(round(fraction * len(first)))
     if count == 0:

@@ -12,7 +12,6 @@ from functools import cached_property
 
 import mapbox_earcut
 import numpy as np
-import shapely
 from shapely.geometry import Polygon
 
 from cim.synth import roofs
@@ -245,7 +244,7 @@ class Scene:
             z = z + c.embankment_height * np.clip(d / run, 0.0, 1.0)
         return z
 
-    def _breaklines(self) -> tuple[np.ndarray, np.ndarray]:
+    def _breaklines(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         bx = [s + d for s in self.streets_x for d in (-self.road_half, self.road_half)]
         by = [s + d for s in self.streets_y for d in (-self.road_half, self.road_half)]
         ex, ey = [], []
@@ -253,7 +252,7 @@ class Scene:
             x0, y0, x1, y1 = self.embankment
             run = self.config.embankment_height * self.config.embankment_slope
             ex, ey = [x0 - run, x0, x1, x1 + run], [y0 - run, y0, y1, y1 + run]
-        return np.array(bx), np.array(by), np.array(ex), np.array(ey)  # type: ignore[return-value]
+        return np.array(bx), np.array(by), np.array(ex), np.array(ey)
 
     @cached_property
     def terrain_grid(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -399,7 +398,7 @@ class Scene:
         colour[window] = WINDOW_ALBEDO
         crown = kind == CROWN
         if crown.any():
-            colour[crown] *= (0.7 + 0.6 * _hash_noise(points[crown], 2.5))[:, None]
+            colour[crown] *= (0.7 + 0.6 * hash_noise(points[crown], 2.5))[:, None]
         return colour
 
     def surface_reflectance(self, points: np.ndarray, mesh: Mesh, tri: np.ndarray) -> np.ndarray:
@@ -432,7 +431,7 @@ class Scene:
         return eaves[building_index]
 
 
-def _hash_noise(points: np.ndarray, frequency: float) -> np.ndarray:
+def hash_noise(points: np.ndarray, frequency: float) -> np.ndarray:
     """Deterministic value noise in [0, 1) from the integer cell of ``points * frequency`` (leafy texture)."""
     cell = np.floor(points * frequency).astype(np.int64)
     h = (cell[:, 0] * 73856093) ^ (cell[:, 1] * 19349663) ^ (cell[:, 2] * 83492791)
