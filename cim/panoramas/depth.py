@@ -166,14 +166,14 @@ def read_depth(path: str | Path) -> NDArray[np.float32]:
     return depth
 
 
-def measure(pano, u: float, v: float, *, depth: NDArray[np.float32] | None = None, window: int = 4) -> FloatArray:
+def measure(pano, u: float, v: float, *, depth: NDArray[np.float32] | None = None, window: int = 3) -> FloatArray:
     """The 3D point (job CRS) seen at continuous image coordinates ``(u, v)`` of panorama ``pano``.
 
     ``(u, v)`` are in pixels of the panorama image (``pano.width x pano.height``; of the depth map when the
     panorama has no size). The click's ray is intersected with a plane fitted to the depth samples around it
-    (only samples on the clicked surface, outliers dropped), which keeps the error far below the size of a depth
-    pixel; where no plane fits, the median depth is used. Raises :class:`InputError` where the depth map has no
-    data near the click.
+    (only samples on the clicked surface, outliers dropped; the window grows once where the samples do not span
+    a plane), which keeps the error well below the size of a depth pixel; where no plane fits, the depth at the
+    click is used. Raises :class:`InputError` where the depth map has no data near the click.
     """
     if depth is None:
         source = pano.products.get("depth")
@@ -184,38 +184,56 @@ def measure(pano, u: float, v: float, *, depth: NDArray[np.float32] | None = Non
     width = pano.width or dw
     height = pano.height or dh
     ray = camera.direction_from_pixel(u, v, width, height)
-    du, dv = u * dw / width, v * dh / height
-    ci, cj = int(np.floor(du)) % dw, int(np.clip(np.floor(dv), 0, dh - 1))
+    ci = int(np.floor(u * dw / width)) % dw
+    cj = int(np.clip(np.floor(v * dh / height), 0, dh - 1))
+    dist = None
+    for w in (window, window + 1):
+        d0, t = _plane_distance(depth, ci, cj, w, ray)
+        if t is not None:
+            dist = t
+            break
+        if dist is None and d0 is not None:
+            dist = d0
+    if dist is None:
+        raise InputError(pano.name, f"no depth near pixel ({u:.1f}, {v:.1f})")
+    return pano.pose.to_world(ray * dist)
+
+
+def _plane_distance(depth: NDArray[np.float32], ci: int, cj: int, window: int, ray: FloatArray
+                    ) -> tuple[float | None, float | None]:
+    """(depth at the click or the window's median, distance along ``ray`` to the fitted plane or None)."""
+    dh, dw = depth.shape
     js = np.clip(np.arange(cj - window, cj + window + 1), 0, dh - 1)
     is_ = np.arange(ci - window, ci + window + 1) % dw
     jj, ii = np.meshgrid(js, is_, indexing="ij")
     d = depth[jj, ii]
     ok = np.isfinite(d)
     if not ok.any():
-        raise InputError(pano.name, f"no depth near pixel ({u:.1f}, {v:.1f})")
-    d0 = depth[cj, ci] if np.isfinite(depth[cj, ci]) else float(np.median(d[ok]))
+        return None, None
+    d0 = float(depth[cj, ci]) if np.isfinite(depth[cj, ci]) else float(np.median(d[ok]))
     same = ok & (np.abs(d - d0) <= 0.12 * d0 + 0.3)  # the clicked surface only, not what is beside or behind it
     pts = camera.direction_from_pixel(ii[same] + 0.5, jj[same] + 0.5, dw, dh) * d[same][:, None]
-    dist = float(d0)
     for _ in range(2):  # fit, drop outliers beyond 3 robust sigmas, refit
         if len(pts) < 6:
-            break
+            return d0, None
         centre = pts.mean(axis=0)
         _, sv, vt = np.linalg.svd(pts - centre, full_matrices=False)
-        normal = vt[-1]
-        resid = np.abs((pts - centre) @ normal)
-        sigma = 1.4826 * np.median(resid) + 1e-4
-        inliers = resid <= 3 * sigma
+        resid = np.abs((pts - centre) @ vt[-1])
+        inliers = resid <= 3 * (1.4826 * np.median(resid) + 1e-4)
         if inliers.all():
             break
         pts = pts[inliers]
-    if len(pts) >= 6:
-        centre = pts.mean(axis=0)
-        _, sv, vt = np.linalg.svd(pts - centre, full_matrices=False)
-        normal = vt[-1]
-        denom = float(normal @ ray)
-        if sv[1] > 1e-6 and abs(denom) > 0.05:
-            t = float(normal @ centre) / denom
-            if 0 < t and abs(t - d0) < 0.5 + 0.15 * d0:
-                dist = t
-    return pano.pose.to_world(ray * dist)
+    if len(pts) < 6:
+        return d0, None
+    centre = pts.mean(axis=0)
+    _, sv, vt = np.linalg.svd(pts - centre, full_matrices=False)
+    normal = vt[-1]
+    denom = float(normal @ ray)
+    n = np.sqrt(len(pts))
+    flat = sv[1] >= 0.25 * sv[0] or sv[2] / n <= 0.01 + 0.001 * d0  # a patch, or an elongated but clean plane
+    if not flat or abs(denom) < 0.05:  # a scan line or a noisy strip; or a plane seen edge-on
+        return d0, None
+    t = float(normal @ centre) / denom
+    if t <= 0 or abs(t - d0) > 0.5 + 0.15 * d0:
+        return d0, None
+    return d0, t
