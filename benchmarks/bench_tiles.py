@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -39,7 +40,8 @@ def _tree_rss(proc: psutil.Process) -> int:
 
 
 def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict:
-    """Run ``cmd``; wall seconds and peak RSS of its process tree."""
+    """Run ``cmd``; wall seconds, CPU seconds (user + system, children included) and peak RSS of its tree."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     ps = psutil.Process(proc.pid)
@@ -61,9 +63,11 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict:
     done.set()
     thread.join()
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}):\n{out.decode(errors='replace')[-3000:]}")
-    return {"seconds": round(seconds, 3), "peak_rss_mb": round(peak / 2**20, 1)}
+    return {"seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3), "peak_rss_mb": round(peak / 2**20, 1)}
 
 
 def folder_bytes(path: Path, skip: tuple[str, ...] = (".cim", "stac")) -> int:
@@ -76,6 +80,7 @@ def folder_bytes(path: Path, skip: tuple[str, ...] = (".cim", "stac")) -> int:
 
 def raw_decode(files: list[Path], backend: laspy.LazBackend) -> dict:
     start = time.perf_counter()
+    cpu0 = time.process_time()
     n = 0
     for f in files:
         with laspy.open(f, laz_backend=backend) as reader:
@@ -83,7 +88,9 @@ def raw_decode(files: list[Path], backend: laspy.LazBackend) -> dict:
                 n += len(chunk)
                 _ = chunk.x, chunk.y, chunk.z  # scaled coordinates, as a tiler needs them
     seconds = time.perf_counter() - start
-    return {"seconds": round(seconds, 3), "points": n, "points_per_s": round(n / seconds)}
+    cpu = time.process_time() - cpu0
+    return {"seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3), "points": n,
+            "points_per_s": round(n / seconds)}
 
 
 def main() -> None:
@@ -133,13 +140,18 @@ def main() -> None:
                 runs[label]["all_seconds"] = m["all_seconds"]
     for run in runs.values():
         run.setdefault("points_per_s", round(points / run["seconds"]))
+        if "cpu_seconds" in run:
+            run["points_per_cpu_s"] = round(points / run["cpu_seconds"])
     base = runs["py3dtiles"]
     best = min(("cim_processes", "cim_threads"), key=lambda k: runs[k]["seconds"])
     results["summary"] = {
         "best_cim": best,
         "speed_vs_py3dtiles": round(runs[best]["points_per_s"] / base["points_per_s"], 2),
+        "cpu_efficiency_vs_py3dtiles": round(runs[best]["points_per_cpu_s"] / base["points_per_cpu_s"], 2),
         "peak_memory_vs_py3dtiles": round(runs[best]["peak_rss_mb"] / base["peak_rss_mb"], 2),
         "rate_vs_raw_decode_lazrs": round(runs[best]["points_per_s"] / runs["raw_decode_lazrs"]["points_per_s"], 3),
+        "cpu_rate_vs_raw_decode_lazrs": round(
+            runs[best]["points_per_cpu_s"] / runs["raw_decode_lazrs"]["points_per_cpu_s"], 3),
         "rate_vs_raw_decode_lazrs_parallel": round(
             runs[best]["points_per_s"] / runs["raw_decode_lazrs_parallel"]["points_per_s"], 3),
         "targets": "speed >= 5x py3dtiles, memory <= 0.5x py3dtiles, rate >= 0.5x raw decode",

@@ -125,12 +125,13 @@ def build_octree(local: np.ndarray, *, leaf_points: int = 60_000, grid_bits: int
     codes = _spread(q[0])
     codes |= _spread(q[1]) << np.uint64(1)
     codes |= _spread(q[2]) << np.uint64(2)
-    sorted_idx = np.argsort(codes, kind="stable")
+    index_type = np.int32 if n < 2**31 else np.int64
+    sorted_idx = np.argsort(codes, kind="stable").astype(index_type)
     codes = codes[sorted_idx]
     qs = [axis[sorted_idx] for axis in q]  # cell coordinates per axis, in Morton order
     del q
     level_of = np.empty(n, np.int8)
-    remaining = np.arange(n)  # positions in the sorted arrays, kept in Morton order
+    remaining = np.arange(n, dtype=index_type)  # positions in the sorted arrays, kept in Morton order
     rem_codes = codes
     last_level = MORTON_BITS - grid_bits
     for level in range(last_level + 1):

@@ -113,7 +113,9 @@ def encode_properties(attrs: dict[str, np.ndarray]) -> list[PointProperty]:
 
 
 def colors(cloud: PointCloud, depth: str) -> tuple[np.ndarray | None, int | None]:
-    """sRGB colours in [0, 1] (float32, (n,3)) and the bit depth used; 8-bit-in-16-bit values are detected."""
+    """Raw (n,3) colours and their bit depth; 8-bit values stored in 16-bit fields are detected.
+
+    Divide by ``2**bits - 1`` for sRGB values in [0, 1] (:func:`unit_colors`)."""
     if not all(cloud.has(c) for c in ("red", "green", "blue")):
         return None, None
     rgb = np.column_stack([cloud["red"], cloud["green"], cloud["blue"]])
@@ -121,7 +123,12 @@ def colors(cloud: PointCloud, depth: str) -> tuple[np.ndarray | None, int | None
         bits = 8 if (len(rgb) == 0 or int(rgb.max()) <= 255) else 16
     else:
         bits = int(depth)
-    return (rgb.astype(np.float32) / float((1 << bits) - 1)).clip(0, 1), bits
+    return rgb, bits
+
+
+def unit_colors(raw: np.ndarray, bits: int) -> np.ndarray:
+    """sRGB colours in [0, 1] (float32) from raw values of ``bits`` bits."""
+    return np.clip(raw.astype(np.float32) / float((1 << bits) - 1), 0.0, 1.0)
 
 
 def _stats(attrs: dict[str, np.ndarray]) -> dict[str, list[float]]:
@@ -179,7 +186,7 @@ def build_tile(
             if i == 0:
                 continue
             idx = tree.points_of(i)
-            data = points_glb(local[idx], rgb=None if rgb is None else rgb[idx],
+            data = points_glb(local[idx], rgb=None if rgb is None else unit_colors(rgb[idx], bits),
                               properties=encode_properties({k: v[idx] for k, v in attrs.items()}),
                               class_name=CLASS_NAME, schema=schema)
             (tmp / f"{nd.name}.glb").write_bytes(data)
@@ -189,7 +196,7 @@ def build_tile(
     with atomic_write(work_dir / f"{key}.npz") as tmp:
         arrays = {"local": local[idx], **{f"attr_{k}": v[idx] for k, v in attrs.items()}}
         if rgb is not None:
-            arrays["rgb"] = rgb[idx]
+            arrays["rgb"] = unit_colors(rgb[idx], bits)
         with open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
     skeleton = {"children": children, "schema": schema}
