@@ -179,3 +179,15 @@ def test_config_validation() -> None:
         SynthConfig(trajectory_rate=5)
     with pytest.raises(ConfigError, match="nonsense"):
         SynthConfig().with_(nonsense=1)
+
+
+def test_small_and_partial_configurations(tmp_path: Path) -> None:
+    city = generate(tmp_path / "a", SynthConfig(extent=60.0, seed=1, als=False, drive_length=25.0, mls_scanners=1,
+                                                mls_pulse_rate=3000.0, panorama_count=0, panorama_width=64))
+    assert city.als_laz is None and city.mls_laz.is_file()
+    assert city.buildings_cityjson.is_file() and len(city.scene.buildings) > 0
+    truth = json.loads(city.truth_json.read_text())
+    assert truth["panoramas"]["count"] == 0 and "als" not in truth
+    assert truth["mls"]["scanners"] == [{"lever_arm_flu": [-0.8, 0.0, -0.4], "spin_axis_yaw_deg": 0.0}]
+    las = _las(city.mls_laz)
+    assert set(np.unique(las.point_source_id).tolist()) == {1}

@@ -110,7 +110,13 @@ class Mesh:
     base_z: np.ndarray  # (m,) f4 local ground height of the object
 
     @staticmethod
+    def empty() -> Mesh:
+        return _mesh(np.zeros((0, 3)), np.zeros((0, 3), np.int32), 0, 0, np.zeros(3), 0, 0.0)
+
+    @staticmethod
     def concat(meshes: list[Mesh]) -> Mesh:
+        if not meshes:
+            return Mesh.empty()
         offsets = np.cumsum([0] + [len(m.vertices) for m in meshes[:-1]])
         return Mesh(
             np.concatenate([m.vertices for m in meshes]),
@@ -206,8 +212,11 @@ class Scene:
         e = config.extent
         half = config.street_spacing / 2
         #: local coordinates of the E-W street centrelines (y) and N-S street centrelines (x)
-        self.streets_y = np.arange(half, e - 10.0, config.street_spacing)
-        self.streets_x = np.arange(half, e - 10.0, config.street_spacing)
+        streets = np.arange(half, e - 10.0, config.street_spacing)
+        if not len(streets):  # a block smaller than half the spacing still gets one street each way
+            streets = np.array([e / 2])
+        self.streets_y = streets
+        self.streets_x = streets.copy()
         self.buildings: list[Building] = []
         self.trees: list[Tree] = []
         self.cars: list[Car] = []
