@@ -146,7 +146,7 @@ def check_solid(geom: BuildingGeometry | Sequence[np.ndarray], *, planarity_tol:
 
 
 def _self_intersections(faces: list[np.ndarray], rings: list[np.ndarray], tol: float) -> int:
-    """Count pairs of faces that share no vertex yet intersect (or that share vertices and overlap)."""
+    """Number of pairs of faces that share no vertex yet intersect (vectorised triangle-triangle tests)."""
     tris, owner = [], []
     for i, f in enumerate(faces):
         t = triangulate_face(f)
@@ -154,34 +154,35 @@ def _self_intersections(faces: list[np.ndarray], rings: list[np.ndarray], tol: f
         owner.append(np.full(len(t), i))
     T = np.concatenate(tris)
     own = np.concatenate(owner)
+    nv = int(max(r.max() for r in rings)) + 1
+    inc = np.zeros((len(faces), nv), dtype=np.int32)
+    for i, r in enumerate(rings):
+        inc[i, r] = 1
+    adjacent = (inc @ inc.T) > 0  # faces sharing a vertex: the edge checks cover them
     lo, hi = T.min(axis=1) - tol, T.max(axis=1) + tol
-    ring_sets = [set(r.tolist()) for r in rings]
-    hits: set[tuple[int, int]] = set()
-    for a in range(len(T)):
-        cand = np.nonzero(np.all(lo[a + 1:] <= hi[a], axis=1) & np.all(hi[a + 1:] >= lo[a], axis=1))[0] + a + 1
-        for b in cand:
-            fa, fb = int(own[a]), int(own[b])
-            if fa == fb or (fa, fb) in hits:
-                continue
-            if ring_sets[fa] & ring_sets[fb]:
-                continue  # adjacent faces: closedness/orientation checks cover their shared edges
-            if _tri_tri_intersect(T[a], T[b], tol):
-                hits.add((min(fa, fb), max(fa, fb)))
-    return len(hits)
+    ia, ib = np.triu_indices(len(T), k=1)
+    keep = ~adjacent[own[ia], own[ib]]
+    ia, ib = ia[keep], ib[keep]
+    overlap = np.all(lo[ia] <= hi[ib], axis=1) & np.all(hi[ia] >= lo[ib], axis=1)
+    ia, ib = ia[overlap], ib[overlap]
+    if len(ia) == 0:
+        return 0
+    hit = _tri_tri_intersect(T[ia], T[ib], tol)
+    pairs = {(min(a, b), max(a, b)) for a, b in zip(own[ia][hit].tolist(), own[ib][hit].tolist())}
+    return len(pairs)
 
 
-def _tri_tri_intersect(t1: np.ndarray, t2: np.ndarray, tol: float) -> bool:
-    """True when two triangles intersect (separating axis test with ``tol`` slack)."""
-    e1 = [t1[1] - t1[0], t1[2] - t1[1], t1[0] - t1[2]]
-    e2 = [t2[1] - t2[0], t2[2] - t2[1], t2[0] - t2[2]]
-    axes = [np.cross(e1[0], e1[1]), np.cross(e2[0], e2[1])]
-    axes += [np.cross(a, b) for a in e1 for b in e2]
-    for ax in axes:
-        n = np.linalg.norm(ax)
-        if n < 1e-12:
-            continue
-        ax = ax / n
-        p1, p2 = t1 @ ax, t2 @ ax
-        if p1.max() < p2.min() + tol or p2.max() < p1.min() + tol:
-            return False
-    return True
+def _tri_tri_intersect(t1: np.ndarray, t2: np.ndarray, tol: float) -> np.ndarray:
+    """For pairs of triangles (p, 3, 3): True where they intersect (separating axis test with ``tol`` slack)."""
+    e1 = np.roll(t1, -1, axis=1) - t1
+    e2 = np.roll(t2, -1, axis=1) - t2
+    axes = [np.cross(e1[:, 0], e1[:, 1])[:, None], np.cross(e2[:, 0], e2[:, 1])[:, None]]
+    axes.append(np.cross(e1[:, :, None, :], e2[:, None, :, :]).reshape(len(t1), 9, 3))
+    ax = np.concatenate(axes, axis=1)  # (p, 11, 3)
+    norm = np.linalg.norm(ax, axis=2)
+    usable = norm > 1e-12
+    ax = ax / np.where(usable, norm, 1.0)[..., None]
+    p1 = np.einsum("pkc,pvc->pkv", ax, t1)
+    p2 = np.einsum("pkc,pvc->pkv", ax, t2)
+    separated = (p1.max(axis=2) < p2.min(axis=2) + tol) | (p2.max(axis=2) < p1.min(axis=2) + tol)
+    return ~np.any(separated & usable, axis=1)
