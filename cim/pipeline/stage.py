@@ -114,8 +114,6 @@ class Stage:
     Options: ClassVar[type[StageOptions]] = StageOptions
     #: True when run() returns a changed cloud that later stages must see.
     modifies_points: ClassVar[bool] = False
-    #: Folder of the stage's products inside the output folder ("" = the output folder itself).
-    folder: ClassVar[str] = ""
     #: One-line description for ``cim stages``.
     summary: ClassVar[str] = ""
     #: 'reader' (names the inputs), 'tiler' (sets the grid) or 'tile' (runs per tile; the default).
@@ -126,6 +124,12 @@ class Stage:
 
     def __init__(self, options: StageOptions | None = None) -> None:
         self.options = options if options is not None else self.Options()
+
+    @property
+    def folder(self) -> str:
+        """Folder of the stage's products inside the output folder: its ``folder`` option, else the folder
+        itself ("")."""
+        return getattr(self.options, "folder", "")
 
     def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
         """Process one tile (core points plus buffer context) and return the result."""

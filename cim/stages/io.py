@@ -59,10 +59,6 @@ class WriteLas(Stage):
     Options = WriteLasOptions
     uses = ()
 
-    @property
-    def folder(self) -> str:  # type: ignore[override]
-        return self.options.folder
-
     def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
         out = cloud if self.options.keep_buffer else cloud[cloud["core"]]
         out.drop("core")
