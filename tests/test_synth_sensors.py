@@ -55,11 +55,23 @@ def test_heading_conversion_matches_meridian_convergence(synth_city) -> None:
     x0, y0 = synth_city.config.origin
     lon, lat = pyproj.Transformer.from_crs(25832, 4326, always_xy=True).transform(x0, y0)
     convergence = pyproj.Proj("EPSG:25832").get_factors(lon, lat).meridian_convergence
-    true = poses.true_from_grid_heading(np.array([x0]), np.array([y0]), np.array([90.0]), crs)[0]
-    # west of the 9°E central meridian grid north lies about 0.9 degrees west of true north
-    assert abs(abs(true - 90.0) - abs(convergence)) < 0.01
-    assert poses.grid_from_true_heading(np.array([lon]), np.array([lat]), np.array([true]), crs)[0] == \
-        pytest.approx(90.0, abs=1e-6)
+    assert -1.0 < convergence < -0.85  # west of the 9°E central meridian: grid north lies west of true north
+    for grid in (0.0, 90.0, 213.0):
+        true = poses.true_from_grid_heading(np.array([x0]), np.array([y0]), np.array([grid]), crs)[0]
+        assert (true - grid - convergence + 180) % 360 - 180 == pytest.approx(0.0, abs=0.005)
+        back = poses.grid_from_true_heading(np.array([lon]), np.array([lat]), np.array([true]), crs)[0]
+        assert (back - grid + 180) % 360 - 180 == pytest.approx(0.0, abs=1e-6)
+
+
+def test_ellipsoidal_heights_use_the_german_quasigeoid() -> None:
+    crs = pyproj.CRS("EPSG:25832+7837")
+    _, _, h = poses.to_geographic(np.array([410800.0]), np.array([5479700.0]), np.array([235.0]), crs)
+    assert h[0] == pytest.approx(283.697, abs=0.002)  # GCG2016 at Kaiserslautern
+    x, y, z = poses.from_geographic(*poses.to_geographic(np.array([410800.0, 410900.0]),
+                                                         np.array([5479700.0, 5479800.0]),
+                                                         np.array([235.0, 240.0]), crs), crs)
+    np.testing.assert_allclose(np.column_stack([x, y, z]), [[410800, 5479700, 235], [410900, 5479800, 240]],
+                               atol=1e-6)
 
 
 def test_measured_trajectory_error_matches_the_noise_model(synth_city) -> None:
