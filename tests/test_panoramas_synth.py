@@ -124,3 +124,105 @@ def test_measure_on_the_synthetic_drive(drive):
     # (test_panoramas_accuracy) holds p95 <= 5 cm (measured 2.5 cm).
     assert np.median(errors) <= 0.07, f"median {np.median(errors):.3f} m"
     assert np.percentile(errors, 80) <= 0.15, f"p80 {np.percentile(errors, 80):.3f} m"
+
+
+@pytest.fixture(scope="module")
+def cli_run(synth_city, tmp_path_factory):
+    """`cim panoramas` on the synthetic drive, with the MLS cloud (depth maps + colorized copy)."""
+    from helpers import cim_cli
+
+    out = tmp_path_factory.mktemp("pano_cli") / "out"
+    result = cim_cli("panoramas", str(synth_city.poses_csv), "--images", str(synth_city.panorama_dir),
+                     "--out", str(out), "--points", str(synth_city.mls_laz), "--scheduler", "threads",
+                     "--detect-width", "1024", "--json")
+    assert result.returncode == 0, result.stderr
+    return out, json.loads(result.stdout)
+
+
+def test_cli_outputs(cli_run, synth_city):
+    import pyogrio
+    from rio_cogeo.cogeo import cog_validate
+
+    from cim.panoramas import load_panoramas
+
+    out, summary = cli_run
+    assert summary["panoramas"] == 4
+    panos = load_panoramas(out / "panoramas.json")
+    assert pyogrio.read_info(out / "index.fgb")["features"] == 4
+    assert json.loads((out / "stac" / "collection.json").read_text())["type"] == "Collection"
+    originals = {p.read_bytes() for p in synth_city.panorama_dir.glob("*.jpg")}
+    for pano in panos:
+        folder = out / "panoramas" / pano.name
+        assert (folder / "tiles" / "1" / "f" / "0" / "0.jpg").is_file()
+        assert cv2.imread(str(folder / "tiles" / "preview.jpg")).shape[:2] == (1536, 256)
+        report = json.loads((folder / "anonymization.json").read_text())
+        assert report["panorama"] == pano.name and "regions" in report
+        valid, errors, _ = cog_validate(pano.products["depth"])
+        assert valid, errors
+    # the originals were never copied into the output
+    assert not any(p.is_file() and p.read_bytes() in originals for p in out.rglob("*"))
+    # a click on a building façade of the first panorama, through the files alone
+    pano = panos[0]
+    tdepth = next(iter(_truth_depths(synth_city, pano.name)))
+    j, i = np.unravel_index(np.nanargmin(np.abs(tdepth - 10.0)), tdepth.shape)
+    got = measure(pano, i + 0.5, j + 0.5)
+    truth = json.loads(synth_city.truth_json.read_text())["panoramas"]["images"][0]
+    pose = camera.Pose.from_angles([truth["x"], truth["y"], truth["z"]], truth["heading_grid"], truth["pitch"],
+                                   truth["roll"])
+    want = pose.to_world(camera.direction_from_pixel(i + 0.5, j + 0.5, 512, 256) * tdepth[j, i])
+    assert np.linalg.norm(got - want) < 0.3
+
+
+def _truth_depths(synth_city, name):
+    import rasterio
+
+    with rasterio.open(synth_city.depth_dir / f"{name}.tif") as src:
+        yield src.read(1)
+
+
+def test_cli_colorized_cloud(cli_run, synth_city):
+    out, summary = cli_run
+    entry = summary["colorized"][0]
+    assert entry["coloured"] > 0.3 * entry["points"]
+    cloud = las.read(out / entry["file"])
+    assert len(cloud) == entry["points"]
+    rgb = np.column_stack([cloud["red"], cloud["green"], cloud["blue"]])
+    # 8-bit panorama colours scaled to 16 bits; points no panorama sees keep the colours they had
+    assert (rgb % 257 == 0).all(axis=1).sum() >= entry["coloured"]
+
+
+def test_colorize_stage_in_a_job(cli_run, synth_city, tmp_path):
+    from helpers import write_job
+
+    from cim.pipeline.execute import run_job
+    from cim.pipeline.job import load_job
+
+    out, _ = cli_run
+    job = write_job(tmp_path / "job.toml", f"""
+[job]
+name = "pano-colour"
+output = "{tmp_path / 'job-out'}"
+crs = "EPSG:25832+7837"
+
+[[stages]]
+type = "read.las"
+files = ["{synth_city.mls_laz}"]
+
+[[stages]]
+type = "tile"
+size = 100.0
+buffer = 10.0
+
+[[stages]]
+type = "panoramas.colorize"
+panoramas = "{out / 'panoramas.json'}"
+
+[[stages]]
+type = "write.las"
+""")
+    run = run_job(load_job(job), scheduler="threads")
+    assert run.report.ok, [o.error for o in run.report.outcomes.values() if o.error]
+    stats = [o.result["stats"] for k, o in run.report.outcomes.items() if "panoramas.colorize" in k]
+    assert sum(s["coloured"] for s in stats) > 0.3 * sum(s["points"] for s in stats)
+    written = las.read(next((tmp_path / "job-out" / "las").glob("*.laz")))
+    assert written.has("red") and int(written["red"].max()) > 0

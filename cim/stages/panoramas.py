@@ -14,9 +14,10 @@ from cim.points import PointCloud
 class ColorizeStageOptions(StageOptions):
     panoramas: str = Field(description="panoramas.json written by `cim panoramas` (anonymized images)")
     max_range: float = Field(30.0, gt=0, description="farthest panorama that may colour a point, metres")
-    buffer_width: int = Field(2048, ge=256, description="z-buffer resolution (equirectangular width)")
-    tolerance_abs: float = Field(0.10, ge=0, description="metres a point may lie behind the nearest surface")
-    tolerance_rel: float = Field(0.02, ge=0, description="plus this fraction of its distance")
+    buffer_width: int = Field(2048, ge=256, description="finest z-buffer (equirectangular width)")
+    levels: int = Field(4, ge=1, le=8, description="z-buffer pyramid levels (each halves the width)")
+    gap_abs: float = Field(0.2, ge=0, description="a jump in distance > gap_abs + gap_rel * d in a pixel occludes")
+    gap_rel: float = Field(0.02, ge=0, description="see gap_abs")
     path_fields: ClassVar[tuple[str, ...]] = ("panoramas",)
 
 
@@ -34,8 +35,8 @@ class ColorizeStage(Stage):
 
         o = self.options
         panos = load_panoramas(o.panoramas)
-        opts = ColorizeOptions(max_range=o.max_range, buffer_width=o.buffer_width, tolerance_abs=o.tolerance_abs,
-                               tolerance_rel=o.tolerance_rel)
+        opts = ColorizeOptions(max_range=o.max_range, buffer_width=o.buffer_width, levels=o.levels,
+                               gap_abs=o.gap_abs, gap_rel=o.gap_rel)
         # the tile's buffer points take part in the z-buffer (occluders across the tile edge) and get colours too
         rgb, source, _ = colorize_points(cloud.xyz, panos, ImageCache(ctx.out_dir), opts)
         apply_colours(cloud, rgb, source)
