@@ -112,3 +112,6 @@ def test_cesium_loads_renders_and_places_the_tileset(tileset_dir, tmp_path):
     assert image.shape[:2] == (600, 800)
     lit = np.count_nonzero(image.max(axis=2) > 16)
     assert lit > 0.02 * image.shape[0] * image.shape[1], f"only {lit} non-background pixels"
+    # all points drawn close up; from 40x further away only the coarse levels, but never nothing
+    assert result["pointsRendered"] == 60_000
+    assert 0 < result["far"]["points"] < 60_000 and result["far"]["selected"] >= 1
