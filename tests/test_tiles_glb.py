@@ -175,3 +175,53 @@ def test_mesh_tileset_writer(tmp_path):
     assert doc["root"]["refine"] == "REPLACE"
     t = np.asarray(doc["root"]["transform"]).reshape(4, 4).T
     assert np.allclose(t, frame.ecef_from_local)
+
+
+def _tile_directly(tmp_path, cloud, key="4108_54797", size=100.0, **options):
+    """build_tile + build_upper_levels without the runner (degenerate inputs)."""
+    from cim.tiles3d.pointcloud import TilesOptions, build_tile, build_upper_levels
+    from cim.tiling import TileGrid
+
+    tile = TileGrid(size, 0.0).tile_from_key(key)
+    opts = TilesOptions(**options)
+    stats = build_tile(cloud, key, tile.core_bounds, cloud.crs, tmp_path / "tiles" / key, tmp_path / "work", opts)
+    build_upper_levels([stats], cloud.crs, size, tmp_path, tmp_path / "work", opts)
+    return tmp_path / "tileset.json"
+
+
+@pytest.mark.parametrize("n", [1, 70_000])
+def test_degenerate_clouds_single_point_and_all_identical(tmp_path, n):
+    import cim
+    from cim.points import PointCloud
+    from cim.tiles3d.check import check_tileset
+
+    xyz = np.tile([410850.0, 5479750.0, 240.0], (n, 1))
+    cloud = PointCloud.from_xyz(xyz, cim.crs.resolve(KL_CRS), intensity=np.arange(n, dtype=np.uint16))
+    path = _tile_directly(tmp_path, cloud, leaf_points=1000)
+    report = check_tileset(path, keep_values=True)
+    assert report.ok, report.problems[:5]
+    assert report.points == n
+    assert report.sums["intensity"] == float(np.arange(n, dtype=np.uint16).astype(np.int64).sum())
+    assert schema_errors(json.loads(path.read_text()), "tileset.schema.json") == []
+
+
+def test_missing_extra_dimension_is_named(tmp_path):
+    import cim
+    from cim.errors import ConfigError
+    from cim.points import PointCloud
+
+    cloud = PointCloud.from_xyz(np.array([[410850.0, 5479750.0, 240.0]]), cim.crs.resolve(KL_CRS))
+    with pytest.raises(ConfigError, match="Amplitude"):
+        _tile_directly(tmp_path, cloud, extra=("Amplitude",))
+
+
+def test_cli_refuses_ballpark_heights_with_a_clear_message(tmp_path):
+    from typer.testing import CliRunner
+
+    from cim.cli.app import _load_commands, app
+
+    _load_commands()
+    res = CliRunner().invoke(app, ["tiles", str(tmp_path / "none.laz"), "--out", str(tmp_path / "o"),
+                                   "--crs", "EPSG:3005+5713"])
+    assert res.exit_code != 0
+    assert "ballpark" in str(res.exception) + res.output
