@@ -37,7 +37,7 @@ def roof_height_at(geom: BuildingGeometry, x: np.ndarray, y: np.ndarray) -> np.n
     z = np.full(len(x), -np.inf)
     for f in roof_faces(geom):
         n, d = face_plane(f)
-        inside = shapely.contains_xy(Polygon(f[:, :2]), x, y)
+        inside = shapely.intersects_xy(Polygon(f[:, :2]), x, y)  # points on a shared edge count for both faces
         if not inside.any():
             continue
         zf = (d - n[0] * x[inside] - n[1] * y[inside]) / n[2]

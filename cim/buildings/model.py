@@ -135,6 +135,7 @@ def lod22_geometry(
     bid: str, footprint: Polygon, roof_xyz: np.ndarray, ground: float, params: ReconstructionParams
 ) -> Lod22Result | str:
     """LoD2.2 solid, or the failure status when no valid model can be made."""
+    footprint = shapely.set_precision(footprint, 0.001)  # cells, snapping and extrusion share the 1 mm grid
     planes, labels = detect_planes(roof_xyz, params.planes)
     if not planes:
         return NO_PLANES

@@ -24,6 +24,7 @@ from shapely.geometry import Polygon
 from cim.buildings.planes import Plane
 
 NODATA = -1
+_DUST = 1e-6  # pieces smaller than this (m², numerical slivers of the overlay) are dropped
 
 
 def label_raster(
@@ -106,6 +107,7 @@ def vectorise(
     """Cells (polygon, label) that tile ``footprint`` exactly, from a label raster."""
     from rasterio import features
 
+    footprint = shapely.set_precision(footprint, grid)  # on the same grid as the overlays: no sliver gaps
     shift = int(raster.min())
     pieces, values = [], []
     for geom, v in features.shapes((raster - shift).astype(np.int32), transform=transform, connectivity=4):
@@ -119,7 +121,7 @@ def vectorise(
             poly = shapely.make_valid(poly)
         clipped = shapely.intersection(poly, footprint, grid_size=grid)
         for part in shapely.get_parts(clipped):
-            if isinstance(part, Polygon) and part.area > 0:
+            if isinstance(part, Polygon) and part.area > _DUST:
                 cells.append((part, v))
     cells = _fill_gaps(footprint, cells, grid)
     return _merge_small(cells, min_area, grid)
@@ -130,7 +132,7 @@ def _fill_gaps(footprint: Polygon, cells: list[tuple[Polygon, int]], grid: float
     covered = shapely.union_all([c for c, _ in cells], grid_size=grid) if cells else Polygon()
     gap = shapely.difference(footprint, covered, grid_size=grid)
     for part in shapely.get_parts(gap):
-        if not isinstance(part, Polygon) or part.area <= 0:
+        if not isinstance(part, Polygon) or part.area <= _DUST:
             continue
         cells.append((part, None))  # type: ignore[arg-type]
     return cells
@@ -186,10 +188,11 @@ def snap_to_intersections(
         for xy in np.asarray(poly.exterior.coords)[:-1]:
             owners.setdefault(key(xy), set()).add(v)
     boundary = footprint.exterior
+    corners = {key(xy) for ring in [footprint.exterior, *footprint.interiors] for xy in np.asarray(ring.coords)}
     moves: dict[tuple[int, int], tuple[float, float]] = {}
     for k, labs in owners.items():
         labs = sorted(labs - {NODATA})
-        if len(labs) < 2:
+        if len(labs) < 2 or k in corners:  # footprint corners never move
             continue
         xy = np.array(k, dtype=np.float64) * grid
         zs = [float(planes[i].z(xy[0], xy[1])) for i in labs]
@@ -211,9 +214,10 @@ def snap_to_intersections(
         if not isinstance(new, Polygon) or not new.is_valid or new.is_empty or new.area <= 0:
             return cells
         out.append((new, v))
+    union = shapely.union_all([p for p, _ in out], grid_size=grid)
     total = sum(p.area for p, _ in out)
-    if abs(total - footprint.area) > 1e-3 * footprint.area + 0.01:
-        return cells
+    if abs(total - footprint.area) > 1e-4 * footprint.area or union.symmetric_difference(footprint).area > 1e-4:
+        return cells  # the moved cells must still tile the footprint exactly (no gap, no overlap)
     return out
 
 
