@@ -342,3 +342,27 @@ def test_faces_found_on_the_real_panorama(amsterdam_detections):
 def test_clean_synthetic_panorama_has_no_detections():
     image = _direction_image(2048)
     assert detect(image, AnonymizeOptions(detect_width=2048)) == []
+
+
+def test_orientation_from_gpano_fills_missing_angles(tmp_path):
+    from cim.panoramas.process import _orientation_from_gpano
+
+    xmp = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:Description xmlns:GPano="http://ns.google.com/photos/1.0/panorama/"'
+           ' GPano:PoseHeadingDegrees="200.0" GPano:PosePitchDegrees="-1.0" GPano:PoseRollDegrees="0.5"/></x:xmpmeta>')
+    _jpeg_with_xmp(tmp_path / "G1.jpg", xmp)
+    (tmp_path / "p.csv").write_text("name,lat,lon,h\nG1,49.4447,7.7690,290.0\n")
+    table = read_poses(tmp_path / "p.csv")
+    assert not table.has_orientation.any()
+    _orientation_from_gpano(table, {"G1": tmp_path / "G1.jpg"})
+    pano = georeference(table, "EPSG:25832+7837")[0]
+    assert pano.angles_true == pytest.approx((200.0, -1.0, 0.5))
+
+
+def test_run_refuses_to_write_into_the_images_folder(tmp_path):
+    from cim.panoramas.process import run_panoramas
+
+    (tmp_path / "p.csv").write_text("name,lat,lon,h,heading,pitch,roll\nA,49.4,7.7,290,0,0,0\n")
+    with pytest.raises(InputError, match="must not be the images folder"):
+        run_panoramas(tmp_path / "p.csv", tmp_path, tmp_path / "out")
+    with pytest.raises(InputError, match="none of the 1 panoramas"):
+        run_panoramas(tmp_path / "p.csv", tmp_path, tmp_path.parent / (tmp_path.name + "-out"))

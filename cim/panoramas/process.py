@@ -187,6 +187,7 @@ def run_panoramas(
         warnings.warn(f"{len(missing)} panoramas have no image in {images_dir} and are skipped "
                       f"(first: {missing[0]})", CimWarning, stacklevel=2)
         table = table.subset([i for i, n in enumerate(table.names) if n in found])
+    _orientation_from_gpano(table, found)
     if traj is not None:
         uncovered = ~traj.covers(table.gps_time)
         if uncovered.any() and (table.has_position & table.has_orientation).all():
@@ -233,6 +234,18 @@ def run_panoramas(
     if point_paths and colorize:
         summary["colorized"] = colorize_files(point_paths, done, out, crs)
     return summary
+
+
+def _orientation_from_gpano(table, images: dict[str, Path]) -> None:
+    """Fill missing orientations from the images' GPano XMP pose angles (true north), where present."""
+    from cim.panoramas.poses import gpano_quaternion, read_gpano
+
+    if table.north != "true":
+        return  # GPano headings are compass (true-north) headings; a grid-north table cannot mix them in
+    for i in np.flatnonzero(~table.has_orientation):
+        q = gpano_quaternion(read_gpano(images[table.names[i]]))
+        if q is not None:
+            table.quaternion[i] = q
 
 
 class ImageCache:
