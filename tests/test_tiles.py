@@ -12,6 +12,7 @@ import cim
 from cim.io import las
 from cim.tiles3d.check import check_tileset
 from cim.tiles3d.glb import decode_points, read_glb, srgb_to_linear
+from cim.tiles3d.implicit import read_subtree
 from cim.tiles3d.placement import LocalFrame, ecef_to_geodetic
 from test_tiles_helpers import (
     CONTROL,
@@ -31,8 +32,20 @@ def cloud():
     return synthetic_cloud(N)
 
 
-@pytest.fixture(scope="module")
-def tileset(tmp_path_factory, cloud) -> Path:
+def _document(src: Path, out: Path, implicit: bool) -> dict:
+    return {
+        "job": {"name": "kl", "output": str(out)},
+        "stages": [
+            {"type": "read.las", "files": [str(src)]},
+            {"type": "tile", "size": 100.0, "buffer": 5.0},
+            {"type": "tiles.pointcloud", "leaf_points": 4000, "extra": ["point_id"], "name": "KL test",
+             "implicit": implicit},
+        ],
+    }
+
+
+@pytest.fixture(scope="module", params=["explicit", "implicit"])
+def tileset(request, tmp_path_factory, cloud) -> Path:
     """Run the real pipeline (read.las -> tile -> tiles.pointcloud) on Dask threads."""
     from cim.pipeline.execute import run_job
     from cim.pipeline.job import parse_job
@@ -41,14 +54,7 @@ def tileset(tmp_path_factory, cloud) -> Path:
     src = root / "kl.laz"
     las.write(src, cloud)
     out = root / "out"
-    document = {
-        "job": {"name": "kl", "output": str(out)},
-        "stages": [
-            {"type": "read.las", "files": [str(src)]},
-            {"type": "tile", "size": 100.0, "buffer": 5.0},
-            {"type": "tiles.pointcloud", "leaf_points": 4000, "extra": ["point_id"], "name": "KL test"},
-        ],
-    }
+    document = _document(src, out, request.param == "implicit")
     run = run_job(parse_job(document, root / "job.toml"), scheduler="threads", workers=2)
     assert run.report.ok, [o.error for o in run.report.outcomes.values() if o.error]
     return out / "3dtiles" / "pointcloud" / "tileset.json"
@@ -64,6 +70,10 @@ def test_tilesets_validate_against_official_schema(tileset):
         assert schema_errors(doc, "tileset.schema.json") == [], path
         assert doc["asset"]["version"] == "1.1"
         assert doc["root"]["refine"] == "ADD"
+    for path in sorted((tileset.parent / "tiles").rglob("*.subtree")):
+        subtree, binary = read_subtree(path.read_bytes())
+        assert schema_errors(subtree, "Subtree/subtree.schema.json") == [], path
+        assert len(binary) == sum(b["byteLength"] for b in subtree.get("buffers", []))
 
 
 def test_glb_metadata_extensions_validate_against_schema(tileset):
@@ -115,7 +125,7 @@ def test_attributes_round_trip(tileset, cloud):
     ids = np.concatenate(report.values["point_id"]).astype(np.int64)
     gps = np.concatenate(report.values["gps_time"])
     assert np.max(np.abs(gps - cloud["gps_time"][ids])) < 1e-4  # 600 s range: float32 step 6e-5 s
-    glb = next(iter(sorted((tileset.parent / "tiles").glob("*/root.glb"))))
+    glb = next(iter(sorted((tileset.parent / "tiles").glob("*/1-*.glb"))))
     local, attrs, gltf = decode_points(glb.read_bytes())
     meta = gltf["extensions"]["EXT_structural_metadata"]["propertyAttributes"][0]["properties"]
     pid = attrs[meta["point_id"]["attribute"]][:, 0].astype(np.float64) + meta["point_id"].get("offset", 0)
@@ -171,14 +181,8 @@ def test_rerun_skips_finished_tasks_and_is_deterministic(tileset, tmp_path):
 
     out = tileset.parent.parent.parent
     src = out.parent / "kl.laz"
-    document = {
-        "job": {"name": "kl", "output": str(out)},
-        "stages": [
-            {"type": "read.las", "files": [str(src)]},
-            {"type": "tile", "size": 100.0, "buffer": 5.0},
-            {"type": "tiles.pointcloud", "leaf_points": 4000, "extra": ["point_id"], "name": "KL test"},
-        ],
-    }
+    implicit = any((tileset.parent / "tiles").rglob("*.subtree"))
+    document = _document(src, out, implicit)
     run = run_job(parse_job(document, out.parent / "job.toml"), scheduler="threads", workers=2, force=True)
     assert run.report.ok
     after = {p: p.read_bytes() for p in tileset.parent.rglob("*") if p.is_file()}

@@ -48,8 +48,8 @@ class _Handler(SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def tileset_dir(tmp_path_factory) -> Path:
+@pytest.fixture(scope="module", params=["explicit", "implicit"])
+def tileset_dir(request, tmp_path_factory) -> Path:
     from typer.testing import CliRunner
 
     from cim.cli.app import _load_commands, app
@@ -58,7 +58,8 @@ def tileset_dir(tmp_path_factory) -> Path:
     las.write(root / "kl.laz", synthetic_cloud(60_000, seed=3))
     _load_commands()
     res = CliRunner().invoke(app, ["tiles", str(root / "kl.laz"), "--out", str(root / "out"), "--tile-size", "100",
-                                   "--leaf-points", "3000", "--scheduler", "threads"])
+                                   "--leaf-points", "3000", "--scheduler", "threads",
+                                   *(["--implicit"] if request.param == "implicit" else [])])
     assert res.exit_code == 0, res.output
     assert "checked" in res.output
     return root / "out"

@@ -28,6 +28,8 @@ def tiles(
                                                          "transfer cost), 'processes' (local worker processes) or "
                                                          "a Dask scheduler address tcp://host:port")] = "threads",
     workers: Annotated[Optional[int], typer.Option("--workers", help="local workers (default: cores)")] = None,
+    implicit: Annotated[bool, typer.Option("--implicit", help="per-tile octrees as 3D Tiles implicit tiling "
+                                                              "(subtree files)")] = False,
     chunk_size: Annotated[int, typer.Option("--chunk-size", help="points read per chunk (bounds the reading "
                                                                   "memory)")] = 500_000,
     force: Annotated[bool, typer.Option("--force", help="re-run every task")] = False,
@@ -51,7 +53,8 @@ def tiles(
             {"type": "read.las", "files": [str(Path(p).resolve()) for p in inputs], "chunk_size": chunk_size},
             {"type": "tile", "size": tile_size, "buffer": 0.0},
             {"type": "tiles.pointcloud", "folder": "", "leaf_points": leaf_points, "error_scale": error_scale,
-             "color_depth": color_depth, "extra": list(extra or []), "allow_ballpark": allow_ballpark},
+             "color_depth": color_depth, "extra": list(extra or []), "allow_ballpark": allow_ballpark,
+             "implicit": implicit},
         ],
     }
     job = parse_job(document, out / "tiles.toml")

@@ -22,11 +22,13 @@ class PointTilesOptions(StageOptions):
     extra: list[str] = Field([], description="further dimensions to keep (must exist)")
     allow_ballpark: bool = Field(False, description="accept a ballpark vertical transformation (heights metres "
                                                     "off; warns)")
+    implicit: bool = Field(False, description="write each tile's octree as 3D Tiles implicit tiling (OCTREE "
+                                              "subtrees) instead of explicit tile JSON")
     name: str = Field("point cloud", description="dataset name in the tileset metadata")
 
     def tiles_options(self) -> TilesOptions:
         return TilesOptions(self.leaf_points, self.grid_bits, self.error_scale, self.color_depth,
-                            tuple(self.properties), tuple(self.extra), self.allow_ballpark)
+                            tuple(self.properties), tuple(self.extra), self.allow_ballpark, self.implicit)
 
 
 @register

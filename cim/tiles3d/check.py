@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cim.tiles3d.glb import decode_points, read_glb
+from cim.tiles3d.implicit import expand_implicit
 
 _TOL = 1e-6
 
@@ -70,6 +71,8 @@ def check_tileset(path: str | Path, *, keep_values: bool = False, keep_ecef: boo
 
 def _walk(tile: dict, base: Path, parent_world: np.ndarray, parent: dict | None, parent_error: float | None,
           report: CheckReport, keep_values: bool, keep_ecef: bool, where: str, external_root: bool = False) -> None:
+    if "implicitTiling" in tile:
+        tile = expand_implicit(tile, base)
     report.tiles += 1
     local = _transform(tile)
     world = parent_world @ local

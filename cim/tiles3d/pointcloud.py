@@ -28,6 +28,7 @@ from cim.errors import ConfigError
 from cim.fileutil import atomic_dir, atomic_write, write_bytes_atomic, write_text_atomic
 from cim.points import PointCloud
 from cim.tiles3d.glb import PointProperty, points_glb
+from cim.tiles3d.implicit import CONTENT_TEMPLATE, SUBTREE_TEMPLATE, subtree_bytes
 from cim.tiles3d.lod import build_octree, grid_sample
 from cim.tiles3d.placement import LocalFrame
 from cim.tiles3d.tileset import Tile, aabb_of_box, box_from_aabb, write_tileset
@@ -59,6 +60,7 @@ class TilesOptions:
     properties: tuple[str, ...] = DEFAULT_PROPERTIES
     extra: tuple[str, ...] = ()
     allow_ballpark: bool = False
+    implicit: bool = False  # per-tile octrees as implicit tiling (subtree files) instead of explicit JSON
 
 
 # -- properties -----------------------------------------------------------------------------------------------
@@ -199,13 +201,16 @@ def build_tile(
             arrays["rgb"] = unit_colors(rgb[idx], bits)
         with open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
-    skeleton = {"children": children, "schema": schema}
+    skeleton = {"children": children, "schema": schema,
+                "nodes": [[nd.level, *nd.index] for nd in tree.nodes],
+                "levels": 1 + max(nd.level for nd in tree.nodes)}
     write_text_atomic(work_dir / f"{key}.json", json.dumps(skeleton, sort_keys=True))
     return {
         "points": int(n),
         "key": key,
         "origin": list(frame.origin),
-        "box": [root.box_min.tolist(), root.box_max.tolist()],
+        "box": ([tree.origin.tolist(), (tree.origin + tree.side).tolist()] if options.implicit
+                else [root.box_min.tolist(), root.box_max.tolist()]),
         "spacing": tree.spacing(0),
         "leaf": not root.children,
         "nodes": len(tree.nodes),
@@ -287,8 +292,10 @@ def build_upper_levels(
             rgb = z["rgb"] if "rgb" in z.files else None
         lo_t, hi_t = (np.asarray(v, float) for v in t["box"])
         lo, hi = aabb_of_box(box_from_aabb(lo_t, hi_t), job_from_tile)
-        error = 0.0 if t["leaf"] else node_error(t["spacing"], options)
-        children = json.loads((work_dir / f"{key}.json").read_text())["children"]
+        implicit = options.implicit
+        error = 0.0 if t["leaf"] and not implicit else node_error(t["spacing"], options)
+        skeleton = json.loads((work_dir / f"{key}.json").read_text())
+        children = skeleton["children"]
 
         def finalize(keep: np.ndarray) -> Tile:
             tdir = out_dir / "tiles" / key
@@ -297,11 +304,20 @@ def build_upper_levels(
                 data = points_glb(local_t[keep], rgb=None if rgb is None else rgb[keep],
                                   properties=encode_properties(_take(attrs, keep)), class_name=CLASS_NAME,
                                   schema=schema_point)
-                write_bytes_atomic(tdir / "root.glb", data)
-                uri = "root.glb"
+                uri = CONTENT_TEMPLATE.format(level=0, x=0, y=0, z=0) if implicit else "root.glb"
+                write_bytes_atomic(tdir / uri, data)
             root = Tile(lo_t, hi_t, error, uri, refine="ADD")
             doc = root.to_json()
-            if children:
+            if implicit:
+                nodes = [tuple(v) for v in skeleton["nodes"]]
+                contents = nodes[1:] + ([nodes[0]] if uri else [])
+                write_bytes_atomic(tdir / SUBTREE_TEMPLATE.format(level=0, x=0, y=0, z=0),
+                                   subtree_bytes(skeleton["levels"], nodes, contents))
+                doc["content"] = {"uri": CONTENT_TEMPLATE}
+                doc["implicitTiling"] = {"subdivisionScheme": "OCTREE", "subtreeLevels": skeleton["levels"],
+                                         "availableLevels": skeleton["levels"],
+                                         "subtrees": {"uri": SUBTREE_TEMPLATE}}
+            elif children:
                 doc["children"] = children
             external = {"asset": {"version": "1.1"}, "geometricError": float(error), "root": doc}
             write_text_atomic(tdir / "tileset.json", json.dumps(external, sort_keys=True, separators=(",", ":")))
