@@ -115,17 +115,13 @@ class _BuildingsStage(Stage):
         return TileResult(products=products, stats=stats)
 
     def finish(self, results: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
-        total: dict[str, Any] = {"tiles": len(results)}
-        for r in results:
-            for k, v in (r.get("stats") or {}).items():
-                if isinstance(v, int):
-                    total[k] = total.get(k, 0) + v
-                elif isinstance(v, dict) and k != "rmse_lod22_by_roof_type":
-                    d = total.setdefault(k, {})
-                    for kk, vv in v.items():
-                        d[kk] = d.get(kk, 0) + vv
+        models = [m for f in sorted(ctx.product_dir.glob("*.city.jsonl")) for m in models_from_cityjson(f)]
+        report = {"tiles": len(results), **summarise(models)}
+        warned = [w for r in results for w in r.get("warnings", [])]
+        if warned:
+            report["warnings"] = warned
         path = ctx.product_dir / "report.json"
-        write_text_atomic(path, json.dumps(total, sort_keys=True, indent=1))
+        write_text_atomic(path, json.dumps(report, sort_keys=True, indent=1))
         return [Product(ctx.relative(path), "report", "application/json", roles=("metadata",))]
 
 
