@@ -16,6 +16,8 @@ own points (the gap its descendants fill); leaves have 0; parents are always str
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -369,8 +371,35 @@ def build_upper_levels(
     root.transform = job.ecef_from_local
     diagonal = float(np.linalg.norm(root.hi - root.lo))
     schema, statistics, metadata = _tileset_metadata(tiles, schema_point, crs, job, dataset or {})
-    return write_tileset(out_dir / "tileset.json", root, max(diagonal, 2.0 * root.geometric_error),
-                         schema=schema, statistics=statistics, metadata=metadata)
+    doc = write_tileset(out_dir / "tileset.json", root, max(diagonal, 2.0 * root.geometric_error),
+                        schema=schema, statistics=statistics, metadata=metadata)
+    _remove_stale(out_dir, {t["key"] for t in tiles}, _content_uris(doc["root"]))
+    return doc
+
+
+_TILE_DIR = re.compile(r"^-?\d+_-?\d+$")
+_UPPER_GLB = re.compile(r"^\d+_-?\d+_-?\d+\.glb$")
+
+
+def _content_uris(tile: dict[str, Any]) -> set[str]:
+    uris = {tile["content"]["uri"]} if "content" in tile else set()
+    for child in tile.get("children", []):
+        uris |= _content_uris(child)
+    return uris
+
+
+def _remove_stale(out_dir: Path, keys: set[str], uris: set[str]) -> None:
+    """Delete tile folders and upper contents an earlier run (other tiles or options) left behind."""
+    tiles_dir = out_dir / "tiles"
+    if tiles_dir.is_dir():
+        for folder in tiles_dir.iterdir():
+            if folder.is_dir() and _TILE_DIR.match(folder.name) and folder.name not in keys:
+                shutil.rmtree(folder)
+    upper_dir = out_dir / "upper"
+    if upper_dir.is_dir():
+        for glb in upper_dir.iterdir():
+            if _UPPER_GLB.match(glb.name) and f"upper/{glb.name}" not in uris:
+                glb.unlink()
 
 
 def _tileset_metadata(tiles, schema_point, crs, job: LocalFrame, dataset: dict[str, Any]):
