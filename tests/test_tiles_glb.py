@@ -225,3 +225,11 @@ def test_cli_refuses_ballpark_heights_with_a_clear_message(tmp_path):
                                    "--crs", "EPSG:3005+5713"])
     assert res.exit_code != 0
     assert "ballpark" in str(res.exception) + res.output
+
+
+def test_sort_codes_equals_a_stable_sort():
+    from cim.tiles3d.lod import sort_codes
+
+    rng = np.random.default_rng(4)
+    for codes in (rng.integers(0, 50, 50_000).astype(np.uint64), rng.integers(0, 2**63, 50_000, dtype=np.uint64)):
+        assert np.array_equal(sort_codes(codes), np.argsort(codes, kind="stable"))

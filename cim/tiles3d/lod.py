@@ -42,6 +42,24 @@ def morton(q: np.ndarray) -> np.ndarray:
     return _spread(q[:, 0]) | (_spread(q[:, 1]) << np.uint64(1)) | (_spread(q[:, 2]) << np.uint64(2))
 
 
+def sort_codes(codes: np.ndarray) -> np.ndarray:
+    """Indices sorting ``codes``; equal codes keep their input order (deterministic on every machine).
+
+    Uses numpy's fast (SIMD) unstable sort and then orders the rare runs of equal codes by index, which is
+    several times faster than a stable sort of 64-bit keys.
+    """
+    order = np.argsort(codes, kind="quicksort")
+    ordered = codes[order]
+    tied = ordered[1:] == ordered[:-1]
+    if tied.any():
+        member = np.zeros(len(codes), bool)
+        member[1:] |= tied
+        member[:-1] |= tied
+        sub = np.flatnonzero(member)
+        order[sub] = order[sub][np.lexsort((order[sub], ordered[sub]))]
+    return order
+
+
 def group_starts(sorted_keys: np.ndarray) -> np.ndarray:
     """Start index of every run of equal values in a sorted array."""
     if len(sorted_keys) == 0:
@@ -72,7 +90,7 @@ def grid_sample(local: np.ndarray, origin: np.ndarray, spacing: float) -> np.nda
     cell = np.floor((local - origin) / spacing)
     q = np.clip(cell - cell.min(axis=0), 0, _MAX).astype(np.uint64)
     keys = morton(q)
-    order = np.argsort(keys, kind="stable")
+    order = sort_codes(keys)
     dist = np.sum((local[order] - (origin + (cell[order] + 0.5) * spacing)) ** 2, axis=1)
     return order[pick_per_group(group_starts(keys[order]), len(order), dist)]
 
@@ -126,7 +144,7 @@ def build_octree(local: np.ndarray, *, leaf_points: int = 60_000, grid_bits: int
     codes |= _spread(q[1]) << np.uint64(1)
     codes |= _spread(q[2]) << np.uint64(2)
     index_type = np.int32 if n < 2**31 else np.int64
-    sorted_idx = np.argsort(codes, kind="stable").astype(index_type)
+    sorted_idx = sort_codes(codes).astype(index_type)
     codes = codes[sorted_idx]
     qs = [axis[sorted_idx] for axis in q]  # cell coordinates per axis, in Morton order
     del q
