@@ -14,6 +14,7 @@ import numpy as np
 import open3d as o3d
 
 from cim.synth.scene import (
+    CROWN_COLOUR,
     HIGH_NOISE,
     HIGH_VEG,
     LOW_NOISE,
@@ -22,6 +23,7 @@ from cim.synth.scene import (
     TRUNK,
     Mesh,
     Scene,
+    hash_noise,
 )
 
 MAX_VEG_RETURNS = 3
@@ -197,11 +199,12 @@ def classify(scene: Scene, caster: Caster, points: np.ndarray, ret: Returns) -> 
     return cls
 
 
-def intensity(scene: Scene, caster: Caster, points: np.ndarray, dirs: np.ndarray, ret: Returns,
-              reference_range: float, rng: np.random.Generator) -> np.ndarray:
-    """Return intensity (u16): reflectance x incidence x weak range falloff, shared among returns, speckled."""
+def intensity(caster: Caster, reflectance: np.ndarray, dirs: np.ndarray, ret: Returns, reference_range: float,
+              rng: np.random.Generator) -> np.ndarray:
+    """Return intensity (u16): reflectance x incidence x weak range falloff, shared among returns, speckled.
+    Foliage returns have reflectance 0.5 and a mean incidence factor."""
     tri = np.maximum(ret.tri, 0)
-    refl = np.where(ret.vegetation, 0.5, scene.surface_reflectance(points, caster.opaque, tri))
+    refl = np.where(ret.vegetation, 0.5, reflectance)
     cos_inc = np.where(ret.vegetation, 0.6, np.abs(np.einsum("ij,ij->i", caster.opaque_normals[tri], dirs)))
     falloff = np.clip(reference_range / np.maximum(ret.t, 0.1), 0.25, 4.0) ** 0.5
     share = 1.0 / ret.number_of_returns
@@ -229,7 +232,6 @@ def outlier_ranges(t: np.ndarray, classes: np.ndarray, rng: np.random.Generator)
     return np.where(low, t + rng.uniform(1.5, 6.0, len(t)), t * rng.uniform(0.1, 0.9, len(t)))
 
 
-
 def simulate_returns(scene: Scene, caster: Caster, origins: np.ndarray, dirs: np.ndarray, rng: np.random.Generator,
                      reference_range: float, range_noise: float, outlier_fraction: float,
                      max_range: float = np.inf) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -237,14 +239,20 @@ def simulate_returns(scene: Scene, caster: Caster, origins: np.ndarray, dirs: np
 
     Returns ``(points, aux)``: ``points`` holds local x, y, z (range noise and outliers applied),
     classification, intensity, return_number, number_of_returns; ``aux`` holds ``pulse`` (index of each
-    return's pulse), ``true`` (noise-free local points), ``tri`` (opaque triangle or -1) and ``vegetation``.
+    return's pulse), ``true`` (noise-free local points), ``tri`` (opaque triangle or -1), ``vegetation`` and
+    ``albedo`` (true surface colour, foliage green for foliage returns).
     """
     hits = caster.cast(origins, dirs)
     ret = lidar_returns(hits, rng, max_range)
     d = dirs[ret.pulse]
     true_points = origins[ret.pulse] + d * ret.t[:, None]
     cls = classify(scene, caster, true_points, ret)
-    inten = intensity(scene, caster, true_points, d, ret, reference_range, rng)
+    albedo = np.empty((len(ret.t), 3))
+    reflectance = np.empty(len(ret.t))
+    opaque = ~ret.vegetation
+    albedo[opaque], reflectance[opaque] = scene.surface(true_points[opaque], caster.opaque, ret.tri[opaque])
+    albedo[ret.vegetation] = CROWN_COLOUR * (0.7 + 0.6 * hash_noise(true_points[ret.vegetation], 2.5))[:, None]
+    inten = intensity(caster, reflectance, d, ret, reference_range, rng)
     t = ret.t + range_noise * rng.standard_normal(len(ret.t))
     pick, noise_cls = add_outliers(ret, outlier_fraction, rng)
     t[pick] = outlier_ranges(ret.t[pick], noise_cls, rng)
@@ -254,4 +262,5 @@ def simulate_returns(scene: Scene, caster: Caster, origins: np.ndarray, dirs: np
         "x": points[:, 0], "y": points[:, 1], "z": points[:, 2], "classification": cls, "intensity": inten,
         "return_number": ret.return_number, "number_of_returns": ret.number_of_returns,
     }
-    return out, {"pulse": ret.pulse, "true": true_points, "tri": ret.tri, "vegetation": ret.vegetation}
+    return out, {"pulse": ret.pulse, "true": true_points, "tri": ret.tri, "vegetation": ret.vegetation,
+                 "albedo": albedo}

@@ -396,29 +396,28 @@ class Scene:
 
     # --- colours and reflectance at surface points ---------------------------------------------------------------
 
-    def surface_albedo(self, points: np.ndarray, mesh: Mesh, tri: np.ndarray) -> np.ndarray:
-        """Albedo (n, 3) of the surface at local ``points`` lying on ``mesh`` triangles ``tri``."""
+    def surface(self, points: np.ndarray, mesh: Mesh, tri: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Albedo (n, 3) and lidar reflectance (n,) of the surface at local ``points`` on ``mesh`` triangles
+        ``tri`` (materials, road markings, windows, leafy crowns)."""
         kind = mesh.kind[tri]
         colour = mesh.colour[tri].astype(np.float64)
-        terrain = kind == TERRAIN
-        if terrain.any():
-            colour[terrain] = TERRAIN_ALBEDO[self.terrain_material(points[terrain, 0], points[terrain, 1])]
-        window = self._window_mask(points, mesh, tri)
-        colour[window] = WINDOW_ALBEDO
-        crown = kind == CROWN
-        if crown.any():
-            colour[crown] *= (0.7 + 0.6 * hash_noise(points[crown], 2.5))[:, None]
-        return colour
-
-    def surface_reflectance(self, points: np.ndarray, mesh: Mesh, tri: np.ndarray) -> np.ndarray:
-        """Lidar reflectance (n,) of the surface at local ``points`` on ``mesh`` triangles ``tri``."""
-        kind = mesh.kind[tri]
         refl = KIND_REFLECTANCE[kind]
         terrain = kind == TERRAIN
         if terrain.any():
-            refl[terrain] = TERRAIN_REFLECTANCE[self.terrain_material(points[terrain, 0], points[terrain, 1])]
-        refl[self._window_mask(points, mesh, tri)] = WINDOW_REFLECTANCE
-        return refl
+            material = self.terrain_material(points[terrain, 0], points[terrain, 1])
+            colour[terrain] = TERRAIN_ALBEDO[material]
+            refl[terrain] = TERRAIN_REFLECTANCE[material]
+        window = self._window_mask(points, mesh, tri)
+        colour[window] = WINDOW_ALBEDO
+        refl[window] = WINDOW_REFLECTANCE
+        crown = kind == CROWN
+        if crown.any():
+            colour[crown] *= (0.7 + 0.6 * hash_noise(points[crown], 2.5))[:, None]
+        return colour, refl
+
+    def surface_albedo(self, points: np.ndarray, mesh: Mesh, tri: np.ndarray) -> np.ndarray:
+        """Albedo (n, 3) of the surface at local ``points`` on ``mesh`` triangles ``tri`` (see :meth:`surface`)."""
+        return self.surface(points, mesh, tri)[0]
 
     def _window_mask(self, points: np.ndarray, mesh: Mesh, tri: np.ndarray) -> np.ndarray:
         """Windows: a regular grid on walls, 1.2 m x 1.4 m every 2.5 m, one row per 3 m storey."""

@@ -21,7 +21,6 @@ TURN_RADIUS = 6.0
 LATERAL_ACCEL = 2.0
 LONGITUDINAL_ACCEL = 1.5
 _STEP = 0.05  # m, resolution of the dense route polyline
-TABLE_STEP = 0.001  # s, resolution of the pose table the scanners interpolate
 
 
 def _waypoints(scene: Scene) -> np.ndarray:
@@ -142,24 +141,6 @@ class Trajectory:
         phases = self.phases[4 + 3 * k: 7 + 3 * k]
         periods = np.array([37.0, 71.0, 133.0]) * (1 + 0.1 * k)
         return np.sqrt(2.0 / 3.0) * np.sum(np.sin(2 * np.pi * np.asarray(t)[:, None] / periods + phases), axis=1)
-
-    def _table(self, measured: bool) -> tuple[np.ndarray, np.ndarray]:
-        key = "_measured_table" if measured else "_true_table"
-        if key not in self.__dict__:
-            t = np.arange(0.0, self.duration + 2 * TABLE_STEP, TABLE_STEP)
-            pos, heading, pitch, roll = self.measured_pose(t) if measured else self.true_pose(t)
-            values = np.column_stack([pos, np.degrees(np.unwrap(np.radians(heading))), pitch, roll])
-            self.__dict__[key] = (t, values)
-        return self.__dict__[key]
-
-    def sample(self, t: np.ndarray, measured: bool = False
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Like :meth:`true_pose` / :meth:`measured_pose`, interpolated linearly in a 1 kHz table (fast, for
-        every pulse of a scanner)."""
-        grid, values = self._table(measured)
-        t = np.asarray(t, dtype=np.float64)
-        cols = [np.interp(t, grid, values[:, k]) for k in range(6)]
-        return np.column_stack(cols[:3]), np.mod(cols[3], 360.0), cols[4], cols[5]
 
     def rotation(self, heading: np.ndarray, pitch: np.ndarray, roll: np.ndarray) -> np.ndarray:
         """world_from_body matrices (n, 3, 3) (see :mod:`cim.camera`)."""
