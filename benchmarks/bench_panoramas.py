@@ -37,7 +37,7 @@ def _timed(fn, *args, **kwargs):
 def main(argv: list[str] | None = None) -> None:
     import py360convert
 
-    from cim.panoramas.anonymize import AnonymizeOptions, anonymize
+    from cim.panoramas.privacy import AnonymizeOptions, anonymize
     from cim.panoramas.process import _encode_jpeg
     from cim.panoramas.projection import cube_faces
     from cim.panoramas.tiles import write_marzipano

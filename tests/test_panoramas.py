@@ -24,7 +24,7 @@ from cim.panoramas import (
     write_marzipano,
 )
 from cim.panoramas import timebase
-from cim.panoramas.anonymize import Region, detect
+from cim.panoramas.privacy import Region, detect
 from cim.panoramas.georef import grid_convergence, load_panoramas, write_index, write_panoramas_json
 from cim.panoramas.poses import gpano_quaternion, quaternion_from_convention
 from cim.panoramas.projection import CUBE_FACES

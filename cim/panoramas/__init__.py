@@ -11,7 +11,7 @@ Numpy-first entry points::
 
 from __future__ import annotations
 
-from cim.panoramas.anonymize import AnonymizeOptions, Region, anonymize, blur_regions, detect
+from cim.panoramas.privacy import AnonymizeOptions, Region, anonymize, blur_regions, detect
 from cim.panoramas.colorize import ColorizeOptions, colorize_points
 from cim.panoramas.depth import depth_buffer, fill_holes, measure, read_depth, write_depth_cog
 from cim.panoramas.georef import Panorama, georeference, load_panoramas, write_index, write_panoramas_json

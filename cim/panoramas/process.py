@@ -27,7 +27,7 @@ import numpy as np
 
 from cim.errors import CimWarning, InputError
 from cim.fileutil import write_bytes_atomic
-from cim.panoramas.anonymize import AnonymizeOptions, anonymize, report, write_report
+from cim.panoramas.privacy import AnonymizeOptions, anonymize, report, write_report
 from cim.panoramas.depth import depth_buffer, fill_holes, write_depth_cog
 from cim.panoramas.georef import Panorama, georeference, write_index, write_panoramas_json
 from cim.panoramas.poses import read_poses, read_trajectory

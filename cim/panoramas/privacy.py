@@ -29,7 +29,7 @@ from cim.panoramas.projection import perspective_view, view_pixels_to_equirect
 
 __all__ = ["AnonymizeOptions", "Region", "anonymize", "blur_regions", "detect", "write_report"]
 
-log = logging.getLogger("cim.panoramas.anonymize")
+log = logging.getLogger("cim.panoramas.privacy")
 
 PLATE_CASCADE = "haarcascade_russian_plate_number.xml"
 
@@ -39,7 +39,7 @@ class AnonymizeOptions:
     """Detection and blurring settings (defaults tuned on 8000x4000 mobile-mapping panoramas)."""
 
     detect_width: int = 4096  # equirectangular width the views are rendered at (focal = detect_width / 2π)
-    band: tuple[float, float] = (-50.0, 30.0)  # elevation band searched, degrees
+    band: tuple[float, float] = (-45.0, 25.0)  # elevation band searched, degrees
     views: int = 8  # pinhole views around the horizon
     overlap_deg: float = 16.0  # extra horizontal field of view per view, so a face on a view edge is whole once
     face_threshold: float = 0.35
@@ -132,10 +132,15 @@ def _plate_cascade() -> cv2.CascadeClassifier:
     return cascade
 
 
-def _plates(view: np.ndarray, min_neighbors: int) -> list[tuple[float, float, float, float, float]]:
-    gray = cv2.equalizeHist(cv2.cvtColor(view, cv2.COLOR_BGR2GRAY))
+def _plates(view: np.ndarray, min_neighbors: int, rows: int) -> list[tuple[float, float, float, float, float]]:
+    """Plate boxes in the first ``rows`` rows of a view: plates sit below the camera, never above the horizon."""
+    if rows <= 0:
+        return []
+    gray = cv2.equalizeHist(cv2.cvtColor(view[view.shape[0] - rows:], cv2.COLOR_BGR2GRAY))
+    offset = view.shape[0] - rows
     found = _plate_cascade().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=min_neighbors, minSize=(24, 8))
-    return [(float(x), float(y), float(x + w), float(y + h), 1.0) for x, y, w, h in np.reshape(found, (-1, 4))]
+    return [(float(x), float(y + offset), float(x + w), float(y + offset + h), 1.0)
+            for x, y, w, h in np.reshape(found, (-1, 4))]
 
 
 # --- views and regions -------------------------------------------------------------------------------------------
@@ -181,11 +186,14 @@ def detect(image: np.ndarray, opts: AnonymizeOptions = AnonymizeOptions()) -> li
     views = [perspective_view(small, yaw, pitch, focal, vw, vh) for yaw in yaws]
     regions: list[Region] = []
     faces = _centerface(views, opts.face_threshold, opts.threads)
+    # view rows below the horizon (plus a margin): the centre row looks at `pitch`, rows go down by atan(dy / f)
+    horizon_row = vh / 2.0 - focal * np.tan(np.radians(-pitch))
+    plate_rows = int(min(vh, vh - horizon_row + 0.05 * vh))
     for yaw, view, boxes in zip(yaws, views, faces):
         regions += [_to_region("face", b, yaw, pitch, focal, vw, vh, width, height, opts.margin) for b in boxes]
         if opts.plates:
             regions += [_to_region("plate", b, yaw, pitch, focal, vw, vh, width, height, opts.margin)
-                        for b in _plates(view, opts.plate_min_neighbors)]
+                        for b in _plates(view, opts.plate_min_neighbors, plate_rows)]
     return _merge_duplicates(regions)
 
 
