@@ -43,7 +43,7 @@ def panoramas(
 ) -> None:
     """Georeference, anonymize (faces, plates) and publish panoramas (Marzipano tiles, index, STAC); with
     --points also depth maps per panorama and colorized point clouds."""
-    from cim.panoramas.anonymize import AnonymizeOptions
+    from cim.panoramas.privacy import AnonymizeOptions
     from cim.panoramas.process import ChainOptions, run_panoramas
 
     options = ChainOptions(anonymize=AnonymizeOptions(detect_width=detect_width, plates=not no_plates),
