@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 import matplotlib.tri as mtri
+from scipy.interpolate import LinearNDInterpolator
 from scipy.spatial import Delaunay, QhullError
 
 from cim.terrain.grid import GridSpec
@@ -72,14 +73,29 @@ def tin_fill(
         return out  # all vertices collinear: no area to interpolate over
     # point location with matplotlib's trapezoid map: O(log n) per query, where scipy's walk degrades badly
     tri = mtri.Triangulation(px, py, simplices)
+    t = tri.triangles
+    area2 = (px[t[:, 1]] - px[t[:, 0]]) * (py[t[:, 2]] - py[t[:, 0]]) - (px[t[:, 2]] - px[t[:, 0]]) * (
+        py[t[:, 1]] - py[t[:, 0]]
+    )
+    mask = np.abs(area2) < 1e-9 * grid.resolution**2  # flat triangles Qhull may leave on collinear rims
     if max_boundary_edge is not None:
-        tri.set_mask(_peel(px, py, tri.triangles, tri.neighbors, max_boundary_edge))
+        mask |= _peel(px, py, t, tri.neighbors, max_boundary_edge)
+    if mask.any():
+        tri.set_mask(mask)
     qx, qy = qx - grid.xmin, qy - grid.ymax
-    z = np.ma.filled(mtri.LinearTriInterpolator(tri, vz)(qx, qy).astype(np.float64), np.nan)
+    try:
+        z = np.ma.filled(mtri.LinearTriInterpolator(tri, vz)(qx, qy).astype(np.float64), np.nan)
+        locate = tri.get_trifinder()
+        corners_of = tri.triangles
+    except RuntimeError:  # matplotlib refuses the triangulation: slower but robust scipy point location
+        dela = Delaunay(np.column_stack([px, py]))
+        z = LinearNDInterpolator(dela, vz)(np.column_stack([qx, qy]))
+        locate = lambda qx_, qy_: dela.find_simplex(np.column_stack([qx_, qy_]))  # noqa: E731
+        corners_of = dela.simplices
     if max_edge is not None and np.isfinite(z).any():
-        t = tri.get_trifinder()(qx, qy)
+        t = locate(qx, qy)
         ok = t >= 0
-        corners = tri.triangles[t[ok]]
+        corners = corners_of[t[ok]]
         ex, ey = px[corners], py[corners]
         edges = np.max(
             [np.hypot(ex[:, i] - ex[:, (i + 1) % 3], ey[:, i] - ey[:, (i + 1) % 3]) for i in range(3)], axis=0

@@ -65,6 +65,7 @@ def write_cog(
         blocksize=256,
         overview_resampling="average",
         bigtiff="IF_SAFER",
+        geotiff_version="1.1",  # 1.1 keys carry the vertical CRS (1.0 drops it)
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as tmp:
