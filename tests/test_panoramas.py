@@ -366,3 +366,14 @@ def test_run_refuses_to_write_into_the_images_folder(tmp_path):
         run_panoramas(tmp_path / "p.csv", tmp_path, tmp_path / "out")
     with pytest.raises(InputError, match="none of the 1 panoramas"):
         run_panoramas(tmp_path / "p.csv", tmp_path, tmp_path.parent / (tmp_path.name + "-out"))
+
+
+def test_read_image_errors(tmp_path):
+    from cim.panoramas.process import read_image
+
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    with pytest.raises(InputError, match="broken.jpg: not a readable image"):
+        read_image(tmp_path / "broken.jpg")
+    cv2.imwrite(str(tmp_path / "square.png"), np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(InputError, match="not 2:1"):
+        read_image(tmp_path / "square.png")

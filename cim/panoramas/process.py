@@ -69,7 +69,7 @@ class ChainOptions:
 
 def read_image(path: str | Path) -> np.ndarray:
     """Decode an equirectangular image (BGR u8); an :class:`InputError` when unreadable or not 2:1."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)  # pixels as stored
     if image is None:
         raise InputError(path, "not a readable image")
     h, w = image.shape[:2]
