@@ -4,7 +4,8 @@ Measures wall time, points per second, peak resident memory of the whole process
 sampled every 20 ms with psutil) and output size. Input: the four BC Timber Sales LAZ tiles of ../shared/data
 (2.83 M points, EPSG:3005); both tilers write ECEF-placed 3D Tiles (py3dtiles ``--srs_out 4978``).
 
-    .venv/bin/python benchmarks/bench_tiles.py [--repeat 1] [--out benchmarks/results/tiles.json]
+    .venv/bin/python benchmarks/bench_tiles.py --copies 3 --repeat 1             # -> results/tiles.json (8.5 M points)
+    .venv/bin/python benchmarks/bench_tiles.py --out benchmarks/results/tiles_small.json   # 2.83 M points
 """
 
 from __future__ import annotations
@@ -93,18 +94,38 @@ def raw_decode(files: list[Path], backend: laspy.LazBackend) -> dict:
             "points_per_s": round(n / seconds)}
 
 
+def replicate(files: list[Path], copies: int, folder: Path) -> list[Path]:
+    """``copies`` shifted copies of every input (copy k moved 250 m * k east), as LAZ files in ``folder``."""
+    out = []
+    for f in files:
+        las = laspy.read(f)
+        for k in range(copies):
+            shifted = laspy.LasData(las.header, las.points.copy())
+            shifted.x = las.x + 250.0 * k
+            path = folder / f"{f.stem}_{k}.laz"
+            shifted.write(path)
+            out.append(path)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tiles.json"))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=2, help="runs per tool, interleaved; the fastest counts")
+    parser.add_argument("--copies", type=int, default=1,
+                        help="replicate the input side by side (shifted 250 m east per copy) for a bigger run")
     args = parser.parse_args()
     files = sorted(DATA.glob("*.laz"))
     if not files:
         sys.exit(f"no input: {DATA} is missing")
+    scratch = tempfile.TemporaryDirectory()
+    if args.copies > 1:
+        files = replicate(files, args.copies, Path(scratch.name))
     points = sum(laspy.open(f).header.point_count for f in files)
     results: dict = {
-        "input": {"files": [f.name for f in files], "points": points, "crs": "EPSG:3005"},
+        "input": {"files": [f.name for f in files], "points": points, "crs": "EPSG:3005",
+                  "copies": args.copies},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_average_at_start": [round(v, 2) for v in os.getloadavg()]},
         "runs": {},
