@@ -20,6 +20,7 @@ class PlaneParams:
     min_points: int = 12
     max_planes: int = 40
     hypotheses: int = 256
+    score_sample: int = 4000  # points used to score the hypotheses (all inliers of the best are taken)
     wall_angle_deg: float = 70.0  # planes steeper than this are walls, not roofs
     flat_angle_deg: float = 3.0  # planes flatter than this are snapped to horizontal
     connect_cell: float = 1.0  # grid cell of the 2D connectivity of a plane's inliers (m)
@@ -120,11 +121,13 @@ def detect_planes(xyz: np.ndarray, params: PlaneParams | None = None) -> tuple[l
         hyp = rng.choice(order, size=min(p.hypotheses, len(order)), replace=False)
         hn = normals[hyp]
         hd = np.einsum("ij,ij->i", hn, local[hyp])
-        dist = np.abs(local[rem] @ hn.T - hd)
-        agree = np.abs(normals[rem] @ hn.T) > cos_n
+        # score every hypothesis on a sample of the remaining points (large roofs), then take all inliers
+        sample = rem if len(rem) <= p.score_sample else rem[rng.choice(len(rem), p.score_sample, replace=False)]
+        dist = np.abs(local[sample] @ hn.T - hd)
+        agree = np.abs(normals[sample] @ hn.T) > cos_n
         score = ((dist < p.epsilon) & agree).sum(axis=0)
         best = int(np.argmax(score))
-        inl = rem[(dist[:, best] < p.epsilon) & agree[:, best]]
+        inl = rem[(np.abs(local[rem] @ hn[best] - hd[best]) < p.epsilon) & (np.abs(normals[rem] @ hn[best]) > cos_n)]
         if len(inl) < p.min_points:
             failures += 1
             continue

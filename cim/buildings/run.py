@@ -85,27 +85,38 @@ def reconstruct_cloud(
     classify: str = "auto",
     building_classes: Sequence[int] = (6,),
     dtm: tuple[np.ndarray, Any] | None = None,
+    min_planar_share: float = 0.5,
 ) -> list[BuildingModel]:
     """Models of the buildings whose footprint's representative point lies in ``core_bounds``.
 
     ``cloud`` should hold the tile's buffer points too (context for buildings crossing the tile edge). Without
     ``footprints`` they are derived from the building points (outline, regularised). Ground heights come from
     ``dtm`` (values, GridSpec) when given, else from the ground points around each footprint, else from a DTM of
-    the ground points.
+    the ground points. Outlines derived from unclassified points (no building class) are kept only when at
+    least ``min_planar_share`` of their points lie within 0.2 m of the LoD2.2 roof (trees do not).
     """
     gm = ground_mask(cloud, classify)
     cls = cloud.get("classification")
     bm, gm = split_points(cloud.x, cloud.y, cloud.z, cls, building_classes=building_classes, ground_mask=gm)
     xyz = cloud.xyz
-    if footprints is None:
+    derived = footprints is None
+    if derived:
         footprints = derive_footprints(xyz[bm, 0], xyz[bm, 1])
     chosen = [f for f in footprints if in_bounds(f.representative_point, core_bounds)]
     p = params or ReconstructionParams()
     if dtm is not None:
-        return reconstruct(chosen, xyz[bm], np.zeros((0, 3)), p, lod2=lod2,
-                           ground_fn=dtm_ground(dtm[0], dtm[1], p.ground_percentile, p.ground_buffer / 2))
-    return reconstruct(chosen, xyz[bm], xyz[gm], p, lod2=lod2,
-                       ground_fn=_lazy_dtm_ground(cloud, gm, p.ground_percentile) if gm.any() else None)
+        models = reconstruct(chosen, xyz[bm], np.zeros((0, 3)), p, lod2=lod2,
+                             ground_fn=dtm_ground(dtm[0], dtm[1], p.ground_percentile, p.ground_buffer / 2))
+    else:
+        models = reconstruct(chosen, xyz[bm], xyz[gm], p, lod2=lod2,
+                             ground_fn=_lazy_dtm_ground(cloud, gm, p.ground_percentile) if gm.any() else None)
+    if derived and not (cls is not None and np.isin(cls, building_classes).any()) and lod2:
+        # candidates from height alone include trees: keep outlines whose points lie on roof planes
+        keep = [m for m in models if (m.attributes.get("within_20cm_lod22") or 0.0) >= min_planar_share]
+        log.info("derived outlines: %d of %d kept as buildings (planar share >= %.2f)", len(keep), len(models),
+                 min_planar_share)
+        models = keep
+    return models
 
 
 def geometries(models: Sequence[BuildingModel]) -> list[BuildingGeometry]:

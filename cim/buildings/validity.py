@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import mapbox_earcut
 import numpy as np
+import shapely
 from shapely.geometry import Polygon
 
 from cim.cityjson import BuildingGeometry
@@ -154,17 +155,21 @@ def _self_intersections(faces: list[np.ndarray], rings: list[np.ndarray], tol: f
         owner.append(np.full(len(t), i))
     T = np.concatenate(tris)
     own = np.concatenate(owner)
+    from scipy import sparse
+
     nv = int(max(r.max() for r in rings)) + 1
-    inc = np.zeros((len(faces), nv), dtype=np.int32)
-    for i, r in enumerate(rings):
-        inc[i, r] = 1
-    adjacent = (inc @ inc.T) > 0  # faces sharing a vertex: the edge checks cover them
+    rows = np.concatenate([np.full(len(r), i) for i, r in enumerate(rings)])
+    inc = sparse.csr_matrix((np.ones(len(rows), np.int32), (rows, np.concatenate(rings))), shape=(len(faces), nv))
+    shared = (inc @ inc.T).tocsr()  # faces sharing a vertex: the edge checks cover them
     lo, hi = T.min(axis=1) - tol, T.max(axis=1) + tol
-    ia, ib = np.triu_indices(len(T), k=1)
-    keep = ~adjacent[own[ia], own[ib]]
+    # candidate pairs: overlapping bounding boxes in plan (R-tree), then in height
+    boxes = shapely.box(lo[:, 0], lo[:, 1], hi[:, 0], hi[:, 1])
+    ia, ib = shapely.STRtree(boxes).query(boxes, predicate="intersects")
+    keep = (ia < ib) & (own[ia] != own[ib]) & (lo[ia, 2] <= hi[ib, 2]) & (hi[ia, 2] >= lo[ib, 2])
     ia, ib = ia[keep], ib[keep]
-    overlap = np.all(lo[ia] <= hi[ib], axis=1) & np.all(hi[ia] >= lo[ib], axis=1)
-    ia, ib = ia[overlap], ib[overlap]
+    if len(ia):
+        keep = np.asarray(shared[own[ia], own[ib]]).ravel() == 0
+        ia, ib = ia[keep], ib[keep]
     if len(ia) == 0:
         return 0
     hit = _tri_tri_intersect(T[ia], T[ib], tol)
