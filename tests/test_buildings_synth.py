@@ -147,3 +147,17 @@ def test_ground_heights_from_a_dtm(city):
     err = [abs(m.attributes["h_ground"] - by_id[m.id].attributes["cim_ground_height"]) for m in models]
     assert all(m.attributes["ground_source"] == "dtm" for m in models)
     assert np.median(err) < 0.2 and np.max(err) < 0.5
+
+
+def test_unclassified_points_ground_classified_and_trees_dropped(city):
+    """No classification at all: SMRF ground (cim.terrain), candidates by height, outlines derived, trees out."""
+    _, cloud, truth, truth_fp = city
+    bare = cloud.copy()
+    bare.drop("classification")
+    models = reconstruct_cloud(bare, None)
+    covered: set[int] = set()
+    for m in models:
+        js = covered_truths(m.footprint, truth_fp)
+        assert js, f"{m.id} is not a building"  # street trees must not become buildings
+        covered.update(js)
+    assert covered == set(range(len(truth)))
