@@ -145,9 +145,9 @@ def _plates(view: np.ndarray, min_neighbors: int, rows: int) -> list[tuple[float
 
 # --- views and regions -------------------------------------------------------------------------------------------
 
-def _view_layout(opts: AnonymizeOptions) -> tuple[list[float], float, float, int, int]:
+def _view_layout(opts: AnonymizeOptions, detect_width: int) -> tuple[list[float], float, float, int, int]:
     lo, hi = opts.band
-    focal = opts.detect_width / (2.0 * np.pi)
+    focal = detect_width / (2.0 * np.pi)
     hfov = 360.0 / opts.views + opts.overlap_deg
     pitch = (lo + hi) / 2.0
     vfov = hi - lo
@@ -179,10 +179,10 @@ def _to_region(kind: str, box, yaw: float, pitch: float, focal: float, vw: int, 
 def detect(image: np.ndarray, opts: AnonymizeOptions = AnonymizeOptions()) -> list[Region]:
     """Faces and plates in an equirectangular BGR image, as equirectangular regions (margins included)."""
     height, width = image.shape[:2]
-    yaws, pitch, focal, vw, vh = _view_layout(opts)
-    scale = opts.detect_width / width
-    small = image if scale >= 1 else cv2.resize(image, (opts.detect_width, opts.detect_width // 2),
-                                                interpolation=cv2.INTER_AREA)
+    detect_width = min(opts.detect_width, width)  # never upsample: it only costs time
+    yaws, pitch, focal, vw, vh = _view_layout(opts, detect_width)
+    small = image if detect_width == width else cv2.resize(image, (detect_width, detect_width // 2),
+                                                           interpolation=cv2.INTER_AREA)
     views = [perspective_view(small, yaw, pitch, focal, vw, vh) for yaw in yaws]
     regions: list[Region] = []
     faces = _centerface(views, opts.face_threshold, opts.threads)
