@@ -233,3 +233,17 @@ def test_sort_codes_equals_a_stable_sort():
     rng = np.random.default_rng(4)
     for codes in (rng.integers(0, 50, 50_000).astype(np.uint64), rng.integers(0, 2**63, 50_000, dtype=np.uint64)):
         assert np.array_equal(sort_codes(codes), np.argsort(codes, kind="stable"))
+
+
+def test_heights_in_feet_of_a_2d_crs_are_converted():
+    """LAS heights share the horizontal unit; PROJ would take them as metres for a 2D projected CRS."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no vertical CRS: heights are taken as ellipsoidal"
+        frame = LocalFrame.from_crs("EPSG:2994", (636500.0, 849200.0, 450.0))  # Oregon Lambert, international ft
+    assert abs(frame.origin_geodetic[2] - 450.0 * 0.3048) < 1e-6
+    up = frame.to_local_exact(np.array([636500.0]), np.array([849200.0]), np.array([1450.0]))[0]
+    assert np.allclose(up, [0, 0, 304.8], atol=1e-3)  # the HARN -> WGS 84 Helmert moves it by 0.1 mm
+    back = frame.from_local(up[None, :])[0]
+    assert np.allclose(back, [636500.0, 849200.0, 1450.0], atol=1e-5)

@@ -55,6 +55,9 @@ class LocalFrame:
     ecef_from_local: np.ndarray
     tolerance: float = DEFAULT_TOLERANCE
     _to_4979: pyproj.Transformer = field(repr=False, default=None)  # type: ignore[assignment]
+    #: Metres per source height unit. PROJ takes the heights of a 2D projected CRS as metres; LAS heights are in
+    #: the horizontal unit (US/international feet for many US datasets), so they are converted first.
+    z_scale: float = 1.0
 
     @classmethod
     def from_crs(
@@ -70,12 +73,16 @@ class LocalFrame:
             raise CrsError("3D Tiles placement needs a CRS; give one (for example --crs EPSG:25832+7837)")
         crs = cimcrs.resolve(crs)
         to_4979 = cimcrs.to_geographic3d(crs, allow_ballpark=allow_ballpark)
+        z_scale = 1.0
+        if crs.is_projected and not crs.is_compound and len(crs.axis_info) == 2:
+            z_scale = cimcrs.linear_unit_factor(crs)
         ox, oy, oz = (float(v) for v in np.asarray(origin_xyz, float).reshape(3))
-        lon, lat, h = to_4979.transform(ox, oy, oz)
+        lon, lat, h = to_4979.transform(ox, oy, oz * z_scale)
         if not np.all(np.isfinite([lon, lat, h])):
             raise CrsError(f"origin {ox, oy, oz} cannot be transformed from {crs.name} to EPSG:4979")
         ecef_from_local = np.asarray(cimcrs.ecef_from_enu(lon, lat, h), float)
-        return cls(crs, (ox, oy, oz), (float(lon), float(lat), float(h)), ecef_from_local, tolerance, to_4979)
+        return cls(crs, (ox, oy, oz), (float(lon), float(lat), float(h)), ecef_from_local, tolerance, to_4979,
+                   z_scale)
 
     # -- exact transforms -------------------------------------------------------------------------------------
     @property
@@ -95,7 +102,8 @@ class LocalFrame:
 
     def to_local_exact(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
         """(n,3) local ENU coordinates with one PROJ transformation per point."""
-        lon, lat, h = self._to_4979.transform(np.asarray(x, float), np.asarray(y, float), np.asarray(z, float))
+        lon, lat, h = self._to_4979.transform(np.asarray(x, float), np.asarray(y, float),
+                                              np.asarray(z, float) * self.z_scale)
         lon, lat, h = (np.atleast_1d(np.asarray(a, float)) for a in (lon, lat, h))
         if not (np.all(np.isfinite(lon)) and np.all(np.isfinite(lat)) and np.all(np.isfinite(h))):
             raise CrsError(f"some points cannot be transformed from {self.crs.name} to EPSG:4979 (outside the CRS "
@@ -108,7 +116,7 @@ class LocalFrame:
         ecef = local @ self.ecef_from_local[:3, :3].T + self.ecef_from_local[:3, 3]
         llh = ecef_to_geodetic(ecef)
         x, y, z = self._to_4979.transform(llh[:, 0], llh[:, 1], llh[:, 2], direction="INVERSE")
-        return np.column_stack([x, y, z])
+        return np.column_stack([x, y, np.asarray(z) / self.z_scale])
 
     # -- fast path --------------------------------------------------------------------------------------------
     def to_local(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:

@@ -283,6 +283,7 @@ def build_upper_levels(
         by_cell[(ix, iy)] = t
     schema_point = json.loads((work_dir / f"{tiles[0]['key']}.json").read_text())["schema"]
     g = 2 ** options.grid_bits
+    tile_metres = tile_size * _metres_per_unit(crs)  # spacings live in the metric ENU frames
 
     def leaf_tile(t: dict[str, Any]) -> _Pending:
         key = t["key"]
@@ -333,7 +334,7 @@ def build_upper_levels(
         kids = [upper(level - 1, 2 * cx + dx, 2 * cy + dy) for dy in (0, 1) for dx in (0, 1)
                 if (2 * cx + dx, 2 * cy + dy) in occupied[level - 1]]
         local, attrs, rgb = _concat(kids)
-        spacing = max(tile_size * 2**level / g, 2.0 * max(k.spacing for k in kids))
+        spacing = max(tile_metres * 2**level / g, 2.0 * max(k.spacing for k in kids))
         error = max(node_error(spacing, options), 2.0 * max(k.error for k in kids))
         picks = grid_sample(local, np.zeros(3), spacing)
         taken = np.zeros(len(local), bool)
@@ -400,6 +401,14 @@ def _remove_stale(out_dir: Path, keys: set[str], uris: set[str]) -> None:
         for glb in upper_dir.iterdir():
             if _UPPER_GLB.match(glb.name) and f"upper/{glb.name}" not in uris:
                 glb.unlink()
+
+
+def _metres_per_unit(crs: pyproj.CRS) -> float:
+    from cim.crs import horizontal_part, linear_unit_factor
+
+    if horizontal_part(crs).is_geographic:
+        return 111_320.0  # one degree of latitude, near enough for choosing a sampling spacing
+    return linear_unit_factor(crs)
 
 
 def _tileset_metadata(tiles, schema_point, crs, job: LocalFrame, dataset: dict[str, Any]):
