@@ -221,10 +221,17 @@ def test_cli_refuses_ballpark_heights_with_a_clear_message(tmp_path):
     from cim.cli.app import _load_commands, app
 
     _load_commands()
-    res = CliRunner().invoke(app, ["tiles", str(tmp_path / "none.laz"), "--out", str(tmp_path / "o"),
-                                   "--crs", "EPSG:3005+5713"])
+    from cim.io import las
+    from cim.points import PointCloud
+
+    src = tmp_path / "bc.laz"
+    las.write(src, PointCloud.from_xyz(np.array([[885100.0, 629300.0, 340.0]]), None))
+    res = CliRunner().invoke(app, ["tiles", str(src), "--out", str(tmp_path / "o"), "--crs", "EPSG:3005+5713"])
     assert res.exit_code != 0
     assert "ballpark" in str(res.exception) + res.output
+    assert not (tmp_path / "o").exists()  # refused before any work
+    res = CliRunner().invoke(app, ["tiles", str(tmp_path / "missing.laz"), "--out", str(tmp_path / "o")])
+    assert "file not found" in str(res.exception)
 
 
 def test_sort_codes_equals_a_stable_sort():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 from pathlib import Path
 from typing import Annotated, Optional
@@ -43,14 +44,18 @@ def tiles(
     from cim.tiles3d.check import check_tileset
 
     out = out.resolve()
-    if crs:  # fail fast, before any work, when the heights cannot be placed exactly
-        from cim import crs as cimcrs
+    # fail fast, before any work, when the inputs' heights cannot be placed exactly (or have no CRS at all)
+    from cim import crs as cimcrs
+    from cim.io import las
+    from cim.pipeline.execute import job_crs
 
-        cimcrs.to_geographic3d(cimcrs.resolve(crs), allow_ballpark=allow_ballpark)
+    files = [Path(m) for p in inputs for m in (sorted(glob.glob(str(p))) or [str(p)])]
+    sources = [las.open_source(f, crs) for f in files]
+    cimcrs.to_geographic3d(job_crs(sources), allow_ballpark=allow_ballpark)
     document = {
         "job": {"name": "tiles", "output": str(out), **({"crs": crs} if crs else {})},
         "stages": [
-            {"type": "read.las", "files": [str(Path(p).resolve()) for p in inputs], "chunk_size": chunk_size},
+            {"type": "read.las", "files": [str(f.resolve()) for f in files], "chunk_size": chunk_size},
             {"type": "tile", "size": tile_size, "buffer": 0.0},
             {"type": "tiles.pointcloud", "folder": "", "leaf_points": leaf_points, "error_scale": error_scale,
              "color_depth": color_depth, "extra": list(extra or []), "allow_ballpark": allow_ballpark,
