@@ -1,11 +1,12 @@
 """Point clouds to 3D Tiles: cim vs py3dtiles vs raw lazrs decode, same input, same run.
 
 Measures wall time, points per second, peak resident memory of the whole process tree (children included,
-sampled every 20 ms with psutil) and output size. Input: the four BC Timber Sales LAZ tiles of ../shared/data
-(2.83 M points, EPSG:3005); both tilers write ECEF-placed 3D Tiles (py3dtiles ``--srs_out 4978``).
+sampled with psutil) and output size. Input: the four BC Timber Sales LAZ tiles of ../shared/data
+(2.83 M points, EPSG:3005), by default three shifted copies of them (8.5 M points); both tilers write ECEF-placed
+3D Tiles (py3dtiles ``--srs_out 4978``).
 
-    .venv/bin/python benchmarks/bench_tiles.py --copies 3 --repeat 1             # -> results/tiles.json (8.5 M points)
-    .venv/bin/python benchmarks/bench_tiles.py --out benchmarks/results/tiles_small.json   # 2.83 M points
+    .venv/bin/python benchmarks/bench_tiles.py                                   # -> results/tiles.json (8.5 M)
+    .venv/bin/python benchmarks/bench_tiles.py --copies 1 --repeat 2 --out benchmarks/results/tiles_small.json
 """
 
 from __future__ import annotations
@@ -15,60 +16,30 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import laspy
-import psutil
+
+try:
+    from benchmarks.common import run_measured
+except ImportError:  # run as a script: benchmarks/ is on sys.path
+    from common import run_measured
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "bcts"
 BIN = Path(sys.executable).parent
 
 
-def _tree_rss(proc: psutil.Process) -> int:
-    total = 0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
-
-
-def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict:
-    """Run ``cmd``; wall seconds, CPU seconds (user + system, children included) and peak RSS of its tree."""
+def measure(cmd: list[str]) -> dict:
+    """Wall seconds and peak RSS of the process tree (benchmarks.common), plus its CPU seconds (user + system)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    ps = psutil.Process(proc.pid)
-    peak = 0
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            try:
-                peak = max(peak, _tree_rss(ps))
-            except psutil.Error:
-                pass
-            time.sleep(0.02)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    out, _ = proc.communicate()
-    done.set()
-    thread.join()
-    seconds = time.perf_counter() - start
+    m = run_measured(cmd)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}):\n{out.decode(errors='replace')[-3000:]}")
-    return {"seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3), "peak_rss_mb": round(peak / 2**20, 1)}
+    return {"seconds": round(m["seconds"], 3), "cpu_seconds": round(cpu, 3), "peak_rss_mb": round(m["peak_rss_mb"], 1)}
 
 
 def folder_bytes(path: Path, skip: tuple[str, ...] = (".cim", "stac")) -> int:
@@ -108,14 +79,14 @@ def replicate(files: list[Path], copies: int, folder: Path) -> list[Path]:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tiles.json"))
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=2, help="runs per tool, interleaved; the fastest counts")
-    parser.add_argument("--copies", type=int, default=1,
+    parser.add_argument("--repeat", type=int, default=1, help="runs per tool, interleaved; the fastest counts")
+    parser.add_argument("--copies", type=int, default=3,
                         help="replicate the input side by side (shifted 250 m east per copy) for a bigger run")
-    args = parser.parse_args()
+    args = parser.parse_args(argv if argv is not None else sys.argv[1:] if __name__ == "__main__" else [])
     files = sorted(DATA.glob("*.laz"))
     if not files:
         sys.exit(f"no input: {DATA} is missing")
