@@ -108,3 +108,20 @@ def test_cli_bad_footprints_file_is_a_clean_error(repo_data, tmp_path):
                                    "--scheduler", "threads"])
     assert res.returncode != 0
     assert "bad.gpkg" in (res.stdout + res.stderr)
+
+
+def test_cli_classifies_unlabelled_points(repo_data, tmp_path):
+    """The whole chain: no classes in the input -> SMRF ground + object classes, DTM, LoD1.2/LoD2.2, CityJSON."""
+    cloud = las.read(repo_data / "delft" / "ahn3_cropped_2.laz", crs=DELFT_CRS)
+    cloud.drop("classification")
+    src = tmp_path / "bare.laz"
+    las.write(src, cloud)
+    out = tmp_path / "u"
+    res = _cim(["buildings", str(src), "--footprints", str(repo_data / "delft" / "bgt_pand.sqlite"), "--out",
+                str(out), "--tile-size", "100", "--buffer", "30", "--no-tiles", "--workers", "1", "--scheduler",
+                "threads"])
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "classified: ground (SMRF) objects" in res.stdout
+    assert (out / "dtm.vrt").exists()
+    report = json.loads((out / "buildings" / "report.json").read_text())
+    assert report["buildings"] >= 20 and report["lod22"] >= 0.8 * report["buildings"]

@@ -27,8 +27,12 @@ def buildings(
                                                              "EPSG:25832+7837")] = None,
     lod1_only: Annotated[bool, typer.Option("--lod1-only", help="LoD1.2 blocks only (fast)")] = False,
     lod1_percentile: Annotated[float, typer.Option("--lod1-percentile", help="roof percentile of LoD1.2")] = 70.0,
-    classify: Annotated[str, typer.Option("--classify", help="ground classification: auto (when the points "
-                                                             "have no class 2), always, never")] = "auto",
+    classify: Annotated[str, typer.Option("--classify", help="auto: classify ground (SMRF) and objects "
+                                                             "(buildings, vegetation) when the inputs lack class 2 "
+                                                             "/ class 6; always; never")] = "auto",
+    write_dtm: Annotated[bool, typer.Option("--write-dtm/--no-write-dtm", help="also write the DTM (COG + "
+                                                                               "VRT)")] = True,
+    dtm_resolution: Annotated[float, typer.Option("--dtm-resolution", help="DTM cell size")] = 0.5,
     tile_size: Annotated[float, typer.Option("--tile-size", help="processing tile edge (CRS units)")] = 250.0,
     buffer: Annotated[float, typer.Option("--buffer", help="tile buffer; must exceed half the largest "
                                                            "building")] = 40.0,
@@ -46,8 +50,12 @@ def buildings(
     out = out.resolve()
     if classify not in ("auto", "always", "never"):
         raise typer.BadParameter("--classify must be auto, always or never")
+    files = [str(Path(p).resolve()) for p in inputs]
+    need_ground, need_objects = (True, True) if classify == "always" else (False, False)
+    if classify == "auto":
+        need_ground, need_objects = missing_classes(files)
     stage: dict = {"type": "buildings.lod1" if lod1_only else "buildings.lod2", "lod1_percentile": lod1_percentile,
-                   "classify": classify}
+                   "classify": "never" if need_ground or classify == "never" else "auto"}
     if dtm is not None:
         stage["dtm"] = str(dtm.resolve())
     if footprints is not None:
@@ -56,12 +64,17 @@ def buildings(
             stage["footprints_crs"] = footprints_crs
         if id_field:
             stage["id_field"] = id_field
-    stages = [
-        {"type": "read.las", "files": [str(Path(p).resolve()) for p in inputs]},
+    stages: list[dict] = [
+        {"type": "read.las", "files": files},
         {"type": "tile", "size": tile_size, "buffer": buffer},
-        stage,
-        {"type": "write.cityjson"},
     ]
+    if need_ground:
+        stages.append({"type": "classify.ground", "mode": "auto"})
+    if need_objects:
+        stages.append({"type": "classify.objects"})
+    if write_dtm:
+        stages.append({"type": "raster.dtm", "resolution": dtm_resolution})
+    stages += [stage, {"type": "write.cityjson"}]
     if tiles:
         stages.append({"type": "tiles.buildings"})
     document = {"job": {"name": "buildings", "output": str(out), **({"crs": crs} if crs else {})},
@@ -79,8 +92,28 @@ def buildings(
                   f"{report.get('lod12', 0)} LoD1.2) -> {out / 'buildings.city.json'}"
                   + (f", {out / '3dtiles-buildings' / 'tileset.json'}" if tiles else ""))
     console.print(json.dumps({"status": report.get("status", {}), "roof_type": report.get("roof_type", {})}))
+    if need_ground or need_objects:
+        console.print(f"classified: {'ground (SMRF) ' if need_ground else ''}"
+                      f"{'objects (buildings, vegetation)' if need_objects else ''}".strip())
     if summary["warnings"]:
         console.print(json.dumps(summary["warnings"][:10], indent=1))
+
+
+def missing_classes(files: list[str], sample: int = 2_000_000) -> tuple[bool, bool]:
+    """(no ground class 2, no building class 6) in the first ``sample`` points of every input file."""
+    import glob
+
+    import laspy
+    import numpy as np
+
+    has_ground = has_building = False
+    for pattern in files:
+        for path in sorted(glob.glob(pattern)) or [pattern]:
+            with laspy.open(path) as reader:
+                cls = np.asarray(reader.read_points(min(sample, reader.header.point_count)).classification)
+            has_ground |= bool((cls == 2).any())
+            has_building |= bool((cls == 6).any())
+    return not has_ground, not has_building
 
 
 def register(app: typer.Typer) -> None:
