@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from cim.terrain.fill import rim_cells, tin_fill
+from cim.terrain.fill import fill_small_gaps, rim_cells, tin_fill
 from cim.terrain.grid import GridSpec, cell_reduce
 
 __all__ = [
@@ -107,6 +107,7 @@ def dtm_grid(
     idx = work.flat_index(x, y)
     mean = cell_reduce(idx, z, n, "mean").reshape(work.shape)
     valid = np.isfinite(mean)
+    mean, valid = fill_small_gaps(mean, valid)
     rim = np.flatnonzero(rim_cells(valid).ravel())
     if len(rim):
         row, col = np.divmod(np.maximum(idx, 0), work.width)

@@ -15,7 +15,7 @@ from scipy.spatial import Delaunay, QhullError
 
 from cim.terrain.grid import GridSpec
 
-__all__ = ["rim_cells", "tin_fill", "nearest_fill"]
+__all__ = ["rim_cells", "fill_small_gaps", "tin_fill", "nearest_fill"]
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -25,6 +25,29 @@ def rim_cells(valid: np.ndarray) -> np.ndarray:
     empty = ~valid
     near_empty = ndimage.binary_dilation(empty, structure=_EIGHT, border_value=0)
     return valid & near_empty
+
+
+def fill_small_gaps(values: np.ndarray, valid: np.ndarray, max_cells: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Fill gaps of at most ``max_cells`` cells (8-connected) with the distance-weighted mean of their valid
+    8-neighbours; returns (values, valid). Purely local, so tiles agree with the merged cloud; the TIN then only
+    needs the rims of the larger gaps (buildings, water), which keeps it small."""
+    empty = ~valid
+    if not empty.any() or max_cells <= 0:
+        return values, valid
+    labels, n = ndimage.label(empty, structure=_EIGHT)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    small = (sizes <= max_cells) & (np.arange(n + 1) > 0)
+    target = small[labels]
+    if not target.any():
+        return values, valid
+    w = np.array([[0.7071, 1.0, 0.7071], [1.0, 0.0, 1.0], [0.7071, 1.0, 0.7071]])
+    v = np.where(valid, values, 0.0)
+    num = ndimage.correlate(v, w, mode="constant", cval=0.0)
+    den = ndimage.correlate(valid.astype(np.float64), w, mode="constant", cval=0.0)
+    ok = target & (den > 0)
+    out = values.copy()
+    out[ok] = num[ok] / den[ok]
+    return out, valid | ok
 
 
 def tin_fill(

@@ -28,7 +28,7 @@ import numpy as np
 from scipy import ndimage
 
 from cim.crs import linear_unit_factor
-from cim.terrain.fill import nearest_fill, tin_fill
+from cim.terrain.fill import fill_small_gaps, nearest_fill, tin_fill
 from cim.terrain.grid import GridSpec, cell_reduce
 from cim.terrain.morphology import progressive_openings
 from cim.terrain.outliers import low_noise
@@ -117,6 +117,7 @@ def smrf(
 
 
 def _fill(grid: GridSpec, values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    values, valid = fill_small_gaps(values, valid)
     filled = tin_fill(grid, values, valid)
     return nearest_fill(filled)
 
