@@ -1,8 +1,8 @@
 """Mobile laser scanning from the mapping vehicle: rotating profilers with real occlusion.
 
 Each scanner spins in a vertical plane; with two scanners the planes are turned ±45° from across-track (an "X",
-as on common mobile-mapping systems), so façades are seen from two directions. The scanners fire alternately, so
-the points come out in time order. Pulses are cast from the true pose of each instant; the points are then
+as on common mobile-mapping systems), so façades are seen from two directions. The scanners share one pulse
+clock; the points come out in time order (scanner 1 before scanner 2 at the same instant). Pulses are cast from the true pose of each instant; the points are then
 georeferenced with the *measured* pose, so the GNSS/INS error of the trajectory moves them as it does in real
 data. Colours are the scene's true albedo (RGB truth).
 
@@ -87,7 +87,7 @@ def simulate_mls(scene: Scene, caster: Caster, drive: Trajectory, rng: np.random
     for start in range(0, n_pulses, _CHUNK):
         pulse = np.arange(start, min(start + _CHUNK, n_pulses))
         scanner = pulse % n_sc
-        t = (pulse // n_sc + 0.5 + scanner / n_sc) / c.mls_pulse_rate
+        t = (pulse // n_sc + 0.5) / c.mls_pulse_rate  # the scanners fire together (shared clock)
         angle = np.mod(2 * np.pi * c.mls_line_rate * t + phase0[scanner] + np.pi, 2 * np.pi) - np.pi  # 0 = up
         k = kin.at(t, scanner)
         origins = k["centre"] + k["lever"]

@@ -46,6 +46,14 @@ def _raycasting_scene(*meshes: Mesh) -> o3d.t.geometry.RaycastingScene:
     return scene
 
 
+def _normals(mesh: Mesh) -> np.ndarray:
+    v, t = mesh.vertices, mesh.triangles
+    if not len(t):
+        return np.zeros((0, 3))
+    n = np.cross(v[t[:, 1]] - v[t[:, 0]], v[t[:, 2]] - v[t[:, 0]])
+    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+
+
 @dataclass
 class Hits:
     """Closest opaque hit and first crown crossing of each ray (``inf``/``-1`` where none)."""
@@ -70,17 +78,13 @@ class Caster:
 
     @cached_property
     def opaque_normals(self) -> np.ndarray:
-        v, t = self.opaque.vertices, self.opaque.triangles
-        n = np.cross(v[t[:, 1]] - v[t[:, 0]], v[t[:, 2]] - v[t[:, 0]])
-        return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+        """Unit normals (m, 3) of the opaque triangles (winding as built: outward for solids, up for terrain)."""
+        return _normals(self.opaque)
 
     @cached_property
     def crown_normals(self) -> np.ndarray:
-        v, t = self.crowns.vertices, self.crowns.triangles
-        if not len(t):
-            return np.zeros((0, 3))
-        n = np.cross(v[t[:, 1]] - v[t[:, 0]], v[t[:, 2]] - v[t[:, 0]])
-        return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+        """Unit outward normals of the crown mesh triangles."""
+        return _normals(self.crowns)
 
     @cached_property
     def _render_rc(self) -> o3d.t.geometry.RaycastingScene:
