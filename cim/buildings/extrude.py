@@ -239,3 +239,45 @@ def footprint_cells(footprint: Polygon) -> list[Polygon]:
             part = poly.intersection(half)
             pieces.extend(g for g in getattr(part, "geoms", [part]) if isinstance(g, Polygon) and g.area > 0)
     return out
+
+
+def merge_coplanar_walls(faces: list[np.ndarray], sem: list[str], tol: float = 1e-3
+                         ) -> tuple[list[np.ndarray], list[str]]:
+    """Merge wall faces that lie in one vertical plane and share edges (e.g. a gable wall cut at the ridge line
+    by the roof partition) into one polygon each. The caller re-validates the result."""
+    walls = [i for i, s in enumerate(sem) if s == "WallSurface"]
+    groups: dict[tuple, list[int]] = {}
+    for i in walls:
+        f = faces[i]
+        d = f[1, :2] - f[0, :2]
+        k = 0
+        while np.hypot(*d) < 1e-9 and k + 2 < len(f):  # first horizontal-ish edge with length
+            k += 1
+            d = f[k + 1, :2] - f[k, :2]
+        n = np.array([d[1], -d[0]]) / max(np.hypot(*d), 1e-12)
+        key = (round(n[0], 4), round(n[1], 4), round(float(n @ f[0, :2]) / tol))
+        groups.setdefault(key, []).append(i)
+    drop: set[int] = set()
+    added: list[np.ndarray] = []
+    for idx in groups.values():
+        if len(idx) < 2:
+            continue
+        f0 = faces[idx[0]]
+        n2 = np.array([f0[1, 1] - f0[0, 1], -(f0[1, 0] - f0[0, 0])])
+        u = np.array([-n2[1], n2[0]]) / np.hypot(*n2)  # horizontal direction in the wall plane (CCW seen outside)
+        origin = f0[0, :2]
+        polys = [Polygon(np.column_stack([(faces[i][:, :2] - origin) @ u, faces[i][:, 2]])) for i in idx]
+        if not all(p.is_valid for p in polys):
+            continue
+        merged = shapely.union_all(polys, grid_size=tol / 10)
+        if not isinstance(merged, Polygon) or merged.interiors:
+            continue
+        ring = np.asarray(orient(merged, 1.0).exterior.coords)[:-1]
+        xy = origin + np.outer(ring[:, 0], u)
+        added.append(np.column_stack([xy, ring[:, 1]]))
+        drop.update(idx)
+    if not added:
+        return faces, sem
+    out_f = [f for i, f in enumerate(faces) if i not in drop] + added
+    out_s = [s for i, s in enumerate(sem) if i not in drop] + ["WallSurface"] * len(added)
+    return out_f, out_s

@@ -15,7 +15,7 @@ import shapely
 from scipy.spatial import cKDTree
 from shapely.geometry import Polygon
 
-from cim.buildings.extrude import extrude_partition, footprint_cells
+from cim.buildings.extrude import extrude_partition, footprint_cells, merge_coplanar_walls
 from cim.buildings.footprints import Footprint
 from cim.buildings.partition import NODATA, label_raster, snap_to_intersections, vectorise
 from cim.buildings.planes import Plane, PlaneParams, detect_planes
@@ -162,6 +162,9 @@ def lod22_geometry(
                                        min_height=params.min_height)
         v = check_solid(faces)
         if v.valid:
+            merged = merge_coplanar_walls(faces, sem)
+            if merged[0] is not faces and check_solid(merged[0]).valid:
+                faces, sem = merged
             nodata = sum(p.area for p, lab in split if lab == NODATA) / footprint.area
             geom = BuildingGeometry(bid, faces, sem, lod="2.2")
             return Lod22Result(geom, split, coeffs, planes, nodata)
