@@ -254,3 +254,27 @@ def test_heights_in_feet_of_a_2d_crs_are_converted():
     assert np.allclose(up, [0, 0, 304.8], atol=1e-3)  # the HARN -> WGS 84 Helmert moves it by 0.1 mm
     back = frame.from_local(up[None, :])[0]
     assert np.allclose(back, [636500.0, 849200.0, 1450.0], atol=1e-5)
+
+
+def test_sparse_points_over_many_tiles_link_only_tiles_with_content(tmp_path):
+    """A few points spread over 8 x 8 tiles: the upper levels take them all; no empty tile links remain."""
+    import cim
+    from cim.io import las
+    from cim.pipeline.execute import run_job
+    from cim.pipeline.job import parse_job
+    from cim.points import PointCloud
+    from cim.tiles3d.check import check_tileset
+
+    rng = np.random.default_rng(5)
+    xyz = np.column_stack([410000 + rng.random(300) * 800, 5479000 + rng.random(300) * 800, 240 + rng.random(300)])
+    las.write(tmp_path / "sparse.laz", PointCloud.from_xyz(xyz, cim.crs.resolve(KL_CRS)))
+    document = {"job": {"name": "sparse", "output": str(tmp_path / "out")},
+                "stages": [{"type": "read.las", "files": [str(tmp_path / "sparse.laz")]},
+                           {"type": "tile", "size": 100.0, "buffer": 0.0},
+                           {"type": "tiles.pointcloud", "folder": ""}]}
+    assert run_job(parse_job(document, tmp_path / "job.toml"), scheduler="threads", workers=2).report.ok
+    report = check_tileset(tmp_path / "out" / "tileset.json")
+    assert report.ok and report.points == 300
+    assert report.tiles < 64  # not one (empty) link per processing tile
+    linked = {p.parent.name for p in (tmp_path / "out" / "tiles").glob("*/tileset.json")}
+    assert linked == {p.name for p in (tmp_path / "out" / "tiles").iterdir()}  # no empty tile folders left

@@ -237,7 +237,7 @@ class _Pending:
     hi: np.ndarray
     error: float
     spacing: float
-    finalize: Callable[[np.ndarray], Tile]  # mask of the candidates that stay -> the node's tile
+    finalize: Callable[[np.ndarray], Tile | None]  # mask of the candidates that stay -> the node's tile (None: empty)
 
 
 def _apply(matrix: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -300,8 +300,11 @@ def build_upper_levels(
         skeleton = json.loads((work_dir / f"{key}.json").read_text())
         children = skeleton["children"]
 
-        def finalize(keep: np.ndarray) -> Tile:
+        def finalize(keep: np.ndarray) -> Tile | None:
             tdir = out_dir / "tiles" / key
+            if not keep.any() and len(skeleton["nodes"]) == 1:
+                shutil.rmtree(tdir, ignore_errors=True)  # the levels above took every point of this tile
+                return None
             uri = None
             if keep.any():
                 data = points_glb(local_t[keep], rgb=None if rgb is None else rgb[keep],
@@ -342,7 +345,9 @@ def build_upper_levels(
         child_tiles, start = [], 0
         for k in kids:
             stop = start + len(k.local)
-            child_tiles.append(k.finalize(~taken[start:stop]))
+            child = k.finalize(~taken[start:stop])
+            if child is not None:
+                child_tiles.append(child)
             start = stop
         lo = np.min([k.lo for k in kids], axis=0)
         hi = np.max([k.hi for k in kids], axis=0)
@@ -350,7 +355,9 @@ def build_upper_levels(
         own_rgb = None if rgb is None else rgb[picks]
         name = f"{level}_{cx}_{cy}"
 
-        def finalize(keep: np.ndarray) -> Tile:
+        def finalize(keep: np.ndarray) -> Tile | None:
+            if not keep.any() and not child_tiles:
+                return None
             uri = None
             if keep.any():
                 data = points_glb(own_local[keep], rgb=None if own_rgb is None else own_rgb[keep],
