@@ -377,3 +377,24 @@ def test_read_image_errors(tmp_path):
     cv2.imwrite(str(tmp_path / "square.png"), np.zeros((64, 64, 3), np.uint8))
     with pytest.raises(InputError, match="not 2:1"):
         read_image(tmp_path / "square.png")
+
+
+def test_a_broken_image_fails_alone_and_resumes(tmp_path):
+    from cim.panoramas.process import run_panoramas
+
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "A.jpg"), _direction_image(512)[:, :, ::-1])
+    cv2.imwrite(str(images / "B.jpg"), _direction_image(512))
+    (images / "C.jpg").write_bytes(b"\xff\xd8 truncated")
+    (tmp_path / "p.csv").write_text("name,lat,lon,h,heading,pitch,roll\n"
+                                    "A,49.4447,7.7690,290,10,0,0\nB,49.4448,7.7691,290,20,0,0\n"
+                                    "C,49.4449,7.7692,290,30,0,0\n")
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match="1 of 3 failed"):
+        run_panoramas(tmp_path / "p.csv", images, out, scheduler="threads", workers=1)
+    assert [p.name for p in load_panoramas(out / "panoramas.json")] == ["A", "B"]
+    assert (out / "panoramas" / "B" / "tiles" / "marzipano.json").is_file()
+    cv2.imwrite(str(images / "C.jpg"), _direction_image(512))
+    summary = run_panoramas(tmp_path / "p.csv", images, out, scheduler="threads", workers=1)
+    assert summary["panoramas"] == 3 and summary["skipped"] == 2  # only C was redone

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import cv2
 import numpy as np
@@ -31,8 +32,10 @@ def drive(synth_city):
     import rasterio
 
     for pano in panos:
-        with rasterio.open(synth_city.depth_dir / f"{pano.name}.tif") as src:
-            depth[pano.name] = src.read(1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)  # a pixel grid, no CRS
+            with rasterio.open(synth_city.depth_dir / f"{pano.name}.tif") as src:
+                depth[pano.name] = src.read(1)
     return {"panos": panos, "truth": truth_poses, "cloud": cloud, "truth_depth": depth,
             "images": {p.name: cv2.imread(str(images[p.name])) for p in panos}}
 
@@ -178,8 +181,10 @@ def test_cli_outputs(cli_run, synth_city):
 def _truth_depths(synth_city, name):
     import rasterio
 
-    with rasterio.open(synth_city.depth_dir / f"{name}.tif") as src:
-        yield src.read(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(synth_city.depth_dir / f"{name}.tif") as src:
+            yield src.read(1)
 
 
 def test_cli_colorized_cloud(cli_run, synth_city):

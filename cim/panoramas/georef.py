@@ -113,13 +113,15 @@ def georeference(
     trajectory: Trajectory | None = None,
     images: dict[str, Path] | None = None,
     max_gap: float = 1.0,
+    strict_images: bool = True,
 ) -> list[Panorama]:
     """Place every row of ``table`` in ``job_crs``.
 
     Missing positions or orientations are interpolated from ``trajectory`` by GPS time (an
     :class:`InputError` when the trajectory does not cover a panorama; never extrapolates). Heights are exact:
     ellipsoidal <-> DHHN2016 (or any vertical CRS) go through :func:`cim.crs.to_geographic3d`, which refuses
-    PROJ's ballpark fallback. ``images`` maps panorama names to image files (dimensions read from the header).
+    PROJ's ballpark fallback. ``images`` maps panorama names to image files (dimensions read from the header;
+    an unreadable header is an error, or leaves the size unknown with ``strict_images=False``).
     """
     crs = cimcrs.resolve(job_crs)
     to_geo = cimcrs.to_geographic3d(crs)  # job -> EPSG:4979; raises CrsError on a ballpark vertical
@@ -183,7 +185,11 @@ def georeference(
         image = images.get(name) if images else None
         w = h = None
         if image is not None:
-            w, h = image_size(image)
+            try:
+                w, h = image_size(image)
+            except InputError:
+                if strict_images:
+                    raise
         out.append(Panorama(
             name=name, gps_time=float(table.gps_time[i]),
             datetime=iso_from_gps(table.gps_time[i]) if np.isfinite(table.gps_time[i]) else "",

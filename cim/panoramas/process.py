@@ -195,7 +195,7 @@ def run_panoramas(
                           f"{len(table)} panoramas; their poses come from the pose file alone", CimWarning,
                           stacklevel=2)
             traj = None if uncovered.all() else traj
-    panos = georeference(table, crs, trajectory=traj, images=found)
+    panos = georeference(table, crs, trajectory=traj, images=found, strict_images=False)  # bad images fail alone
     point_paths = [str(Path(p).resolve()) for p in points]
     for p in point_paths:
         if not Path(p).is_file():
@@ -210,14 +210,14 @@ def run_panoramas(
                           (pano.to_dict(), str(out), point_paths, opt_dict), fp))
     manifest = Manifest(out / ".cim" / "manifest.jsonl")
     with dask_client(scheduler, workers) as client:
-        run = run_tasks(tasks, client, manifest, out_dir=out, force=force)
+        run = run_tasks(tasks, client, manifest, out_dir=out, force=force, keep_going=True)  # images are independent
     failed = run.by_status("failed")
-    if failed:
-        first = failed[0]
-        raise InputError(first.key, f"panorama processing failed: {first.error} "
-                         f"({len(failed)} of {len(tasks)} failed; re-run to resume)")
     results = {o.result["name"]: o.result for o in run.outcomes.values() if o.status in ("done", "skipped")}
     done = [p.with_products(**results[p.name]["products"]) for p in panos if p.name in results]
+    if not done:
+        first = failed[0] if failed else None
+        raise InputError(first.key if first else str(poses), f"no panorama was processed: "
+                         f"{first.error if first else 'nothing to do'}")
     write_panoramas_json(done, out / "panoramas.json")
     write_index(done, out / "index.fgb")
     from cim.panoramas.stac import write_collection
@@ -231,6 +231,10 @@ def run_panoramas(
         "skipped": len(run.by_status("skipped")),
         "outputs": ["panoramas.json", "index.fgb", "stac/collection.json"],
     }
+    if failed:  # the finished panoramas are indexed above; a re-run only redoes the failed ones
+        first = failed[0]
+        raise InputError(first.key, f"panorama processing failed: {first.error} "
+                         f"({len(failed)} of {len(tasks)} failed; re-run to resume)")
     if point_paths and colorize:
         summary["colorized"] = colorize_files(point_paths, done, out, crs)
     return summary
