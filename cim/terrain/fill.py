@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-import matplotlib.tri as mtri
-from scipy.interpolate import LinearNDInterpolator
 from scipy.spatial import Delaunay, QhullError
 
 from cim.terrain.grid import GridSpec
 
-__all__ = ["rim_cells", "fill_small_gaps", "tin_fill", "nearest_fill"]
+__all__ = ["rim_cells", "fill_small_gaps", "tin_fill", "rasterize_tin", "nearest_fill"]
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -60,8 +58,8 @@ def tin_fill(
 ) -> np.ndarray:
     """Fill empty cells by linear interpolation on a TIN; cells outside the TIN's hull stay NaN.
 
-    ``max_boundary_edge`` drops the triangles on the TIN's outer boundary whose boundary edge is longer: the
-    slivers a convex hull lays over concave data edges (one layer, so interior gaps are filled whatever their size).
+    ``max_boundary_edge`` drops the triangles on the TIN's outer boundary whose boundary edge is longer (the
+    slivers a convex hull lays over concave data edges; one layer, so interior gaps are filled whatever their size).
 
     ``values`` is (height, width); ``valid`` defaults to its finite cells. ``vertices`` (x, y, z arrays) replaces
     the default vertices (centres of the rim cells) -- e.g. real ground points, which avoid the co-circular
@@ -85,57 +83,81 @@ def tin_fill(
         vx, vy, vz = (np.asarray(a, dtype=np.float64) for a in vertices)
     if len(vx) < 3:
         return out
-    er, ec = np.nonzero(empty)
-    qx = grid.xmin + (ec + 0.5) * grid.resolution
-    qy = grid.ymax - (er + 0.5) * grid.resolution
-    # work in coordinates relative to the grid corner: small numbers, same result for every tile of the grid
-    px, py = vx - grid.xmin, vy - grid.ymax
+    # work in cell units relative to the grid corner: cell (row r, col c) has its centre at (u, v) = (c, r)
+    u = (vx - grid.xmin) / grid.resolution - 0.5
+    v = (grid.ymax - vy) / grid.resolution - 0.5
     try:
-        simplices = Delaunay(np.column_stack([px, py])).simplices
+        dela = Delaunay(np.column_stack([u, v]))
     except (QhullError, ValueError):
         return out  # all vertices collinear: no area to interpolate over
-    # point location with matplotlib's trapezoid map: O(log n) per query, where scipy's walk degrades badly
-    tri = mtri.Triangulation(px, py, simplices)
-    t = tri.triangles
-    area2 = (px[t[:, 1]] - px[t[:, 0]]) * (py[t[:, 2]] - py[t[:, 0]]) - (px[t[:, 2]] - px[t[:, 0]]) * (
-        py[t[:, 1]] - py[t[:, 0]]
-    )
-    mask = np.abs(area2) < 1e-9 * grid.resolution**2  # flat triangles Qhull may leave on collinear rims
-    if max_boundary_edge is not None:
-        mask |= _peel(px, py, t, tri.neighbors, max_boundary_edge)
-    if mask.any():
-        tri.set_mask(mask)
-    qx, qy = qx - grid.xmin, qy - grid.ymax
-    try:
-        z = np.ma.filled(mtri.LinearTriInterpolator(tri, vz)(qx, qy).astype(np.float64), np.nan)
-        locate = tri.get_trifinder()
-        corners_of = tri.triangles
-    except RuntimeError:  # matplotlib refuses the triangulation: slower but robust scipy point location
-        dela = Delaunay(np.column_stack([px, py]))
-        z = LinearNDInterpolator(dela, vz)(np.column_stack([qx, qy]))
-        locate = lambda qx_, qy_: dela.find_simplex(np.column_stack([qx_, qy_]))  # noqa: E731
-        corners_of = dela.simplices
-    if max_edge is not None and np.isfinite(z).any():
-        t = locate(qx, qy)
-        ok = t >= 0
-        corners = corners_of[t[ok]]
-        ex, ey = px[corners], py[corners]
-        edges = np.max(
-            [np.hypot(ex[:, i] - ex[:, (i + 1) % 3], ey[:, i] - ey[:, (i + 1) % 3]) for i in range(3)], axis=0
-        )
-        bad = np.flatnonzero(ok)[edges > max_edge]
-        z[bad] = np.nan
-    out[er, ec] = z
+    tris = dela.simplices
+    drop = np.zeros(len(tris), dtype=bool)
+    if max_edge is not None or max_boundary_edge is not None:
+        edges = _edge_lengths(u, v, tris) * grid.resolution
+        if max_edge is not None:
+            drop |= edges.max(axis=1) > max_edge
+        if max_boundary_edge is not None:
+            drop |= ((dela.neighbors < 0) & (edges > max_boundary_edge)).any(axis=1)
+    filled = rasterize_tin(u, v, vz, tris[~drop], empty)
+    out[empty] = filled[empty]
     return out
 
 
-def _peel(px: np.ndarray, py: np.ndarray, simplices: np.ndarray, neighbors: np.ndarray, limit: float) -> np.ndarray:
-    """Mask of the boundary triangles with a long boundary edge (see :func:`tin_fill`)."""
-    # edge e of triangle t joins corners e and (e + 1) % 3; matplotlib's neighbors[t, e] is across that edge
-    a = simplices
-    b = np.roll(simplices, -1, axis=1)
-    long_edge = np.hypot(px[a] - px[b], py[a] - py[b]) > limit
-    return ((neighbors < 0) & long_edge).any(axis=1)
+def _edge_lengths(u: np.ndarray, v: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """(n, 3) lengths of the edges opposite each corner (scipy's ``neighbors`` order)."""
+    a, b = np.roll(tris, -1, axis=1), np.roll(tris, -2, axis=1)
+    return np.hypot(u[a] - u[b], v[a] - v[b])
+
+
+def rasterize_tin(
+    u: np.ndarray, v: np.ndarray, z: np.ndarray, tris: np.ndarray, target: np.ndarray, chunk: int = 4_000_000
+) -> np.ndarray:
+    """Linear interpolation of a TIN at the centres of the ``target`` cells it covers (NaN elsewhere).
+
+    Vertices are in cell units (cell (r, c) has its centre at u = c, v = r). Each triangle visits the cell
+    centres in its bounding box, in vectorised chunks, and keeps those inside it (barycentric test): no point
+    location structure, work linear in the covered area.
+    """
+    height, width = target.shape
+    out = np.full(target.shape, np.nan)
+    if len(tris) == 0:
+        return out
+    ua, ub, uc = u[tris[:, 0]], u[tris[:, 1]], u[tris[:, 2]]
+    va, vb, vc = v[tris[:, 0]], v[tris[:, 1]], v[tris[:, 2]]
+    c0 = np.maximum(np.ceil(np.minimum(np.minimum(ua, ub), uc)), 0).astype(np.int64)
+    c1 = np.minimum(np.floor(np.maximum(np.maximum(ua, ub), uc)), width - 1).astype(np.int64)
+    r0 = np.maximum(np.ceil(np.minimum(np.minimum(va, vb), vc)), 0).astype(np.int64)
+    r1 = np.minimum(np.floor(np.maximum(np.maximum(va, vb), vc)), height - 1).astype(np.int64)
+    w = np.maximum(c1 - c0 + 1, 0)
+    count = w * np.maximum(r1 - r0 + 1, 0)
+    det = (vb - vc) * (ua - uc) + (uc - ub) * (va - vc)
+    idx = np.flatnonzero((count > 0) & (np.abs(det) > 1e-12))
+    flat_target = target.ravel()
+    flat_out = out.ravel()
+    ends = np.cumsum(count[idx])
+    start = 0
+    while start < len(idx):
+        base = int(ends[start - 1]) if start else 0
+        stop = max(int(np.searchsorted(ends, base + chunk, side="right")), start + 1)
+        t = idx[start:stop]
+        n = count[t]
+        rep = np.repeat(np.arange(len(t)), n)
+        k = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+        cc = c0[t][rep] + k % w[t][rep]
+        rr = r0[t][rep] + k // w[t][rep]
+        cell = rr * width + cc
+        keep = flat_target[cell]
+        ti, cc, rr, cell = t[rep[keep]], cc[keep], rr[keep], cell[keep]
+        l1 = ((vb[ti] - vc[ti]) * (cc - uc[ti]) + (uc[ti] - ub[ti]) * (rr - vc[ti])) / det[ti]
+        l2 = ((vc[ti] - va[ti]) * (cc - uc[ti]) + (ua[ti] - uc[ti]) * (rr - vc[ti])) / det[ti]
+        l3 = 1.0 - l1 - l2
+        inside = (l1 >= -1e-9) & (l2 >= -1e-9) & (l3 >= -1e-9)
+        ti = ti[inside]
+        flat_out[cell[inside]] = (
+            l1[inside] * z[tris[ti, 0]] + l2[inside] * z[tris[ti, 1]] + l3[inside] * z[tris[ti, 2]]
+        )
+        start = stop
+    return out
 
 
 def _jitter(grid: GridSpec, rr: np.ndarray, cc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
