@@ -278,3 +278,11 @@ def test_sparse_points_over_many_tiles_link_only_tiles_with_content(tmp_path):
     assert report.tiles < 64  # not one (empty) link per processing tile
     linked = {p.parent.name for p in (tmp_path / "out" / "tiles").glob("*/tileset.json")}
     assert linked == {p.name for p in (tmp_path / "out" / "tiles").iterdir()}  # no empty tile folders left
+
+
+def test_dimension_names_become_valid_metadata_identifiers():
+    from cim.tiles3d.pointcloud import property_identifiers
+
+    ids = property_identifiers(["intensity", "Reflectance (dB)", "1st", "a-b", "a_b", "A_B"])
+    assert ids == {"intensity": "intensity", "Reflectance (dB)": "Reflectance__dB_", "1st": "_1st",
+                   "a-b": "a_b", "a_b": "a_b_2", "A_B": "A_B_3"}

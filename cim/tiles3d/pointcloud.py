@@ -78,6 +78,21 @@ def property_names(cloud: PointCloud, options: TilesOptions) -> list[str]:
     return names
 
 
+def property_identifiers(names: list[str]) -> dict[str, str]:
+    """Metadata identifiers (``[A-Za-z_][A-Za-z0-9_]*``, unique) for dimension names such as 'Reflectance (dB)'."""
+    out: dict[str, str] = {}
+    for name in names:
+        ident = re.sub(r"[^A-Za-z0-9_]", "_", name)
+        if not re.match(r"[A-Za-z_]", ident):
+            ident = "_" + ident
+        base, k = ident, 1
+        while ident in out.values() or ident.upper() in (v.upper() for v in out.values()):
+            k += 1
+            ident = f"{base}_{k}"
+        out[name] = ident
+    return out
+
+
 def stored_dtype(dtype: np.dtype) -> np.dtype:
     """Component type a property of ``dtype`` is stored with (vertex attributes allow 8/16-bit ints, float32)."""
     dtype = np.dtype(dtype)
@@ -174,7 +189,7 @@ def build_tile(
     names = property_names(cloud, options)
     frame = LocalFrame.from_crs(crs, tile_frame_origin(core_bounds, cloud.z), allow_ballpark=options.allow_ballpark)
     local = frame.to_local(cloud.x, cloud.y, cloud.z)
-    attrs = {name: cloud[name] for name in names}
+    attrs = {identifier: cloud[name] for name, identifier in property_identifiers(names).items()}
     rgb, bits = colors(cloud, options.color_depth)
     tree = build_octree(local, leaf_points=options.leaf_points, grid_bits=options.grid_bits)
     schema = {"id": "cim_points", "classes": {CLASS_NAME: point_class({k: v.dtype for k, v in attrs.items()})}}
