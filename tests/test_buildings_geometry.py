@@ -199,3 +199,23 @@ def test_plane_detection_is_deterministic():
     assert len(a) == 2 and [p.coefficients for p in a] == [p.coefficients for p in b]
     assert np.array_equal(la, lb)
     assert sorted(round(p.slope_deg) for p in a) == [37, 37]
+
+
+def test_courtyard_building_with_two_roof_heights():
+    rng = np.random.default_rng(0)
+    fp = box(0, 0, 30, 30).difference(box(10, 10, 20, 20))
+    x, y = rng.uniform(0, 30, 9000), rng.uniform(0, 30, 9000)
+    inside = shapely.contains_xy(fp, x, y)
+    x, y = x[inside], y[inside]
+    z = np.where(x < 15, 8.0, 11.0) + rng.normal(0, 0.02, len(x))
+    m = reconstruct_building(Footprint("c", fp), np.column_stack([x, y, z]), 0.0)
+    assert m.status == OK and m.attributes["roof_type"] == FLAT
+    assert check_solid(m.lod22).valid and check_solid(m.lod12).valid
+    assert footprint_of(m.lod22).area == pytest.approx(fp.area, rel=1e-4)
+    assert signed_volume(m.lod22.faces) == pytest.approx(fp.area / 2 * 8 + fp.area / 2 * 11, rel=0.02)
+
+
+def test_tiny_building_keeps_lod12_and_says_why():
+    m = reconstruct_building(Footprint("s", box(0, 0, 2, 2)), np.array([[1, 1, 3.0], [1.5, 1.5, 3.1]]), 0.0)
+    assert m.status == "lod12_only:too_few_points"
+    assert m.lod12 is not None and m.lod22 is None and check_solid(m.lod12).valid
