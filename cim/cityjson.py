@@ -41,7 +41,9 @@ class BuildingGeometry:
 
     ``faces``: planar polygons, each an (n, 3) array of vertices (outer ring only, not closed: the first vertex is
     not repeated), counter-clockwise seen from outside the solid. ``semantics``: one surface type per face
-    ("GroundSurface", "WallSurface", "RoofSurface"; None for no semantics). ``geometry_type``: "Solid" (one closed
+    ("GroundSurface", "WallSurface", "RoofSurface"; None for no semantics); ``surface_attributes``: optional
+    extra properties per face (e.g. ``{"slope": 35.0, "azimuth": 180.0}``), written on the semantic surface.
+    ``geometry_type``: "Solid" (one closed
     shell) or "MultiSurface" (for a model that could not be closed). Geometries that share an ``id`` are written as
     one city object; their attributes are merged in order.
     """
@@ -53,10 +55,13 @@ class BuildingGeometry:
     lod: str = "2.2"
     geometry_type: str = "Solid"
     object_type: str = "Building"
+    surface_attributes: list[dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if len(self.faces) != len(self.semantics):
             raise ValueError(f"building {self.id}: {len(self.faces)} faces but {len(self.semantics)} semantics")
+        if self.surface_attributes is not None and len(self.surface_attributes) != len(self.faces):
+            raise ValueError(f"building {self.id}: surface_attributes must have one dict per face")
         if self.geometry_type not in ("Solid", "MultiSurface"):
             raise ValueError(f"building {self.id}: geometry_type must be Solid or MultiSurface")
         self.faces = [np.asarray(f, dtype=np.float64).reshape(-1, 3) for f in self.faces]
@@ -153,7 +158,8 @@ def _encode_object(
         surface_index: dict[str, int] = {}
         boundaries: list[list[list[int]]] = []
         values: list[int | None] = []
-        for face, sem in zip(g.faces, g.semantics):
+        extras = g.surface_attributes or [{}] * len(g.faces)
+        for face, sem, extra in zip(g.faces, g.semantics, extras):
             idx = inverse[offset: offset + len(face)]
             offset += len(face)
             ring = _clean_ring(idx)
@@ -163,10 +169,12 @@ def _encode_object(
             if sem is None:
                 values.append(None)
                 continue
-            if sem not in surface_index:
-                surface_index[sem] = len(surfaces)
-                surfaces.append({"type": sem})
-            values.append(surface_index[sem])
+            surface = {**_jsonable(extra or {}), "type": sem}
+            key = json.dumps(surface, sort_keys=True)
+            if key not in surface_index:
+                surface_index[key] = len(surfaces)
+                surfaces.append(surface)
+            values.append(surface_index[key])
         geometry: dict[str, Any] = {"type": g.geometry_type, "lod": str(g.lod)}
         if g.geometry_type == "Solid":
             geometry["boundaries"] = [boundaries]
@@ -438,13 +446,15 @@ def _decode_geometry(oid: str, obj: dict[str, Any], geometry: dict[str, Any],
     else:
         return None
     sem_surfaces = (geometry.get("semantics") or {}).get("surfaces") or []
-    faces, semantics = [], []
+    faces, semantics, extras = [], [], []
     for i, surface in enumerate(surfaces_list):
         faces.append(verts[np.asarray(surface[0], dtype=np.int64)])
         v = values[i] if values is not None and i < len(values) else None
         semantics.append(sem_surfaces[v]["type"] if v is not None else None)
+        extras.append({k: val for k, val in sem_surfaces[v].items() if k not in ("type", "parent", "children")}
+                      if v is not None else {})
     return BuildingGeometry(
         id=oid, faces=faces, semantics=semantics, attributes=dict(obj.get("attributes") or {}),
         lod=str(geometry.get("lod")), geometry_type="Solid" if gtype == "Solid" else "MultiSurface",
-        object_type=obj.get("type", "Building"),
+        object_type=obj.get("type", "Building"), surface_attributes=extras if any(extras) else None,
     )

@@ -164,3 +164,17 @@ def test_loads_in_cjio(tmp_path):
     res = subprocess.run([cjio, str(out), "info"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "Building" in res.stdout
+
+
+def test_surface_attributes_round_trip(tmp_path):
+    g = gable_house("h")
+    g.surface_attributes = [{} for _ in g.faces]
+    g.surface_attributes[5] = {"slope": 31.0, "azimuth": 180.0}
+    g.surface_attributes[6] = {"slope": 31.0, "azimuth": 0.0}
+    doc = json.loads(write_cityjson(tmp_path / "s.city.json", [g], "EPSG:7415").read_text())
+    assert schema_errors(doc) == []
+    surfaces = doc["CityObjects"]["h"]["geometry"][0]["semantics"]["surfaces"]
+    assert {"type": "RoofSurface", "slope": 31.0, "azimuth": 180.0} in surfaces
+    back = read_cityjson(tmp_path / "s.city.json")[0]
+    assert back.surface_attributes[5] == {"slope": 31.0, "azimuth": 180.0}
+    assert back.semantics == g.semantics

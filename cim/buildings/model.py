@@ -20,7 +20,7 @@ from cim.buildings.footprints import Footprint
 from cim.buildings.partition import NODATA, label_raster, snap_to_intersections, vectorise
 from cim.buildings.planes import Plane, PlaneParams, detect_planes
 from cim.buildings.rooftype import ROOF_TYPE_NAMES, classify_roof
-from cim.buildings.validity import check_solid
+from cim.buildings.validity import check_solid, face_plane
 from cim.cityjson import BuildingGeometry
 
 log = logging.getLogger("cim.buildings.model")
@@ -166,11 +166,28 @@ def lod22_geometry(
             if merged[0] is not faces and check_solid(merged[0]).valid:
                 faces, sem = merged
             nodata = sum(p.area for p, lab in split if lab == NODATA) / footprint.area
-            geom = BuildingGeometry(bid, faces, sem, lod="2.2")
+            geom = BuildingGeometry(bid, faces, sem, lod="2.2", surface_attributes=roof_surface_attributes(faces, sem))
             return Lod22Result(geom, split, coeffs, planes, nodata)
         errors = v
     log.debug("building %s: LoD2.2 invalid: %s", bid, errors.errors if errors else None)
     return INVALID
+
+
+def roof_surface_attributes(faces: Sequence[np.ndarray], sem: Sequence[str]) -> list[dict[str, Any]]:
+    """Slope and azimuth (degrees; azimuth = down-slope direction clockwise from grid north) of each sloped roof
+    face, written on its semantic surface (flat roofs get slope 0 and no azimuth)."""
+    out: list[dict[str, Any]] = []
+    for f, s in zip(faces, sem):
+        if s != "RoofSurface":
+            out.append({})
+            continue
+        n, _ = face_plane(f)
+        slope = float(np.degrees(np.arccos(np.clip(n[2], -1.0, 1.0))))
+        attrs: dict[str, Any] = {"slope": round(slope, 1)}
+        if slope >= 1.0:
+            attrs["azimuth"] = round(float(np.degrees(np.arctan2(n[0], n[1])) % 360.0), 1)
+        out.append(attrs)
+    return out
 
 
 def _above(plane: tuple[float, float, float], cell: Polygon, zmin: float) -> tuple[float, float, float]:
