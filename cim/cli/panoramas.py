@@ -33,6 +33,8 @@ def panoramas(
         "--north", help="headings refer to 'true' or 'grid' north (default: true for lat/lon, grid for x/y)")] = None,
     detect_width: Annotated[int, typer.Option(
         "--detect-width", help="resolution faces/plates are searched at (equirect width; 8000 = full res)")] = 4096,
+    fine_width: Annotated[int, typer.Option(
+        "--fine-width", help="resolution of the second face search in the ±6° horizon strip (0 = off)")] = 8000,
     no_plates: Annotated[bool, typer.Option("--no-plates", help="skip the number-plate cascade")] = False,
     face_size: Annotated[Optional[int], typer.Option("--face-size", help="top cube face size of the tiles")] = None,
     scheduler: Annotated[Optional[str], typer.Option(
@@ -46,8 +48,9 @@ def panoramas(
     from cim.panoramas.privacy import AnonymizeOptions
     from cim.panoramas.process import ChainOptions, run_panoramas
 
-    options = ChainOptions(anonymize=AnonymizeOptions(detect_width=detect_width, plates=not no_plates),
-                           face_size=face_size)
+    anonymize = AnonymizeOptions(detect_width=detect_width, plates=not no_plates,
+                                 fine_band=(-6.0, 6.0) if fine_width else None, fine_width=fine_width or 8000)
+    options = ChainOptions(anonymize=anonymize, face_size=face_size)
     pose_options = {"crs": pose_crs, "time_base": time_base, "gps_week": gps_week, "angles": angles, "north": north}
     summary = run_panoramas(poses, images, out, crs=crs, trajectory=trajectory, points=list(points or []),
                             options=options, pose_options=pose_options, scheduler=scheduler, workers=workers,

@@ -40,6 +40,8 @@ class AnonymizeOptions:
 
     detect_width: int = 4096  # equirectangular width the views are rendered at (focal = detect_width / 2π)
     band: tuple[float, float] = (-45.0, 25.0)  # elevation band searched, degrees
+    fine_band: tuple[float, float] | None = (-6.0, 6.0)  # searched again for small, distant faces (None: off)
+    fine_width: int = 8000  # resolution of that second search (capped at the image's own width)
     views: int = 8  # pinhole views around the horizon
     overlap_deg: float = 16.0  # extra horizontal field of view per view, so a face on a view edge is whole once
     face_threshold: float = 0.35
@@ -145,8 +147,9 @@ def _plates(view: np.ndarray, min_neighbors: int, rows: int) -> list[tuple[float
 
 # --- views and regions -------------------------------------------------------------------------------------------
 
-def _view_layout(opts: AnonymizeOptions, detect_width: int) -> tuple[list[float], float, float, int, int]:
-    lo, hi = opts.band
+def _view_layout(opts: AnonymizeOptions, detect_width: int, band: tuple[float, float]
+                 ) -> tuple[list[float], float, float, int, int]:
+    lo, hi = band
     focal = detect_width / (2.0 * np.pi)
     hfov = 360.0 / opts.views + opts.overlap_deg
     pitch = (lo + hi) / 2.0
@@ -177,10 +180,23 @@ def _to_region(kind: str, box, yaw: float, pitch: float, focal: float, vw: int, 
 
 
 def detect(image: np.ndarray, opts: AnonymizeOptions = AnonymizeOptions()) -> list[Region]:
-    """Faces and plates in an equirectangular BGR image, as equirectangular regions (margins included)."""
+    """Faces and plates in an equirectangular BGR image, as equirectangular regions (margins included).
+
+    The whole band is searched at ``detect_width``; the thin ``fine_band`` around the horizon, where distant
+    pedestrians' small faces are, is searched again at ``fine_width`` (full resolution by default) for faces.
+    """
+    width = image.shape[1]
+    regions = _detect_band(image, opts, opts.band, min(opts.detect_width, width), plates=opts.plates)
+    fine_width = min(opts.fine_width, width)
+    if opts.fine_band is not None and fine_width > min(opts.detect_width, width):
+        regions += _detect_band(image, opts, opts.fine_band, fine_width, plates=False)
+    return _merge_duplicates(regions)
+
+
+def _detect_band(image: np.ndarray, opts: AnonymizeOptions, band: tuple[float, float], detect_width: int,
+                 plates: bool) -> list[Region]:
     height, width = image.shape[:2]
-    detect_width = min(opts.detect_width, width)  # never upsample: it only costs time
-    yaws, pitch, focal, vw, vh = _view_layout(opts, detect_width)
+    yaws, pitch, focal, vw, vh = _view_layout(opts, detect_width, band)
     small = image if detect_width == width else cv2.resize(image, (detect_width, detect_width // 2),
                                                            interpolation=cv2.INTER_AREA)
     views = [perspective_view(small, yaw, pitch, focal, vw, vh) for yaw in yaws]
@@ -191,10 +207,10 @@ def detect(image: np.ndarray, opts: AnonymizeOptions = AnonymizeOptions()) -> li
     plate_rows = int(min(vh, vh - horizon_row + 0.05 * vh))
     for yaw, view, boxes in zip(yaws, views, faces):
         regions += [_to_region("face", b, yaw, pitch, focal, vw, vh, width, height, opts.margin) for b in boxes]
-        if opts.plates:
+        if plates:
             regions += [_to_region("plate", b, yaw, pitch, focal, vw, vh, width, height, opts.margin)
                         for b in _plates(view, opts.plate_min_neighbors, plate_rows)]
-    return _merge_duplicates(regions)
+    return regions
 
 
 def _merge_duplicates(regions: list[Region]) -> list[Region]:

@@ -62,8 +62,9 @@ class ChainOptions:
     def from_dict(cls, d: dict[str, Any]) -> ChainOptions:
         d = dict(d)
         a = dict(d.pop("anonymize", {}))
-        if "band" in a:
-            a["band"] = tuple(a["band"])
+        for key in ("band", "fine_band"):  # JSON turns tuples into lists
+            if a.get(key) is not None:
+                a[key] = tuple(a[key])
         return cls(anonymize=AnonymizeOptions(**a), **d)
 
 
