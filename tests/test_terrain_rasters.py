@@ -156,3 +156,52 @@ def test_cim_ground_writes_each_input_back(repo_data, tmp_path):
     refused = subprocess.run([sys.executable, "-m", "cim.cli", "ground", str(tmp_path / "west.laz"), "--out",
                               str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0
+
+
+def test_classification_stages_through_the_runner(four_tiles, tmp_path):
+    """filter.outliers -> classify.ground -> classify.objects -> write.las on 2 x 2 tiles, labels recomputed."""
+    pc, out = four_tiles
+    src = out.parent / "piece.laz"
+    job = tmp_path / "job.toml"
+    job.write_text(f"""
+[job]
+name = "terrain-stages"
+output = "{(tmp_path / 'out').as_posix()}"
+crs = "{CRS}"
+
+[[stages]]
+type = "read.las"
+files = ["{src.as_posix()}"]
+
+[[stages]]
+type = "tile"
+size = 50.0
+buffer = 25.0
+
+[[stages]]
+type = "filter.outliers"
+
+[[stages]]
+type = "classify.ground"
+
+[[stages]]
+type = "classify.objects"
+
+[[stages]]
+type = "write.las"
+folder = "classified"
+""")
+    done = subprocess.run([sys.executable, "-m", "cim.cli", "run", str(job), "--workers", "1"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    tiles = sorted((tmp_path / "out" / "classified").glob("*.laz"))
+    assert len(tiles) == 4
+    got = PointCloud.concat([las.read(t) for t in tiles])
+    assert len(got) == len(pc)  # every point once (buffers dropped)
+    # match points to the AHN labels by position
+    key = lambda c: np.lexsort((np.round(c.z, 3), np.round(c.y, 3), np.round(c.x, 3)))  # noqa: E731
+    a, b = pc["classification"][key(pc)], got["classification"][key(got)]
+    ground_agree = ((a == 2) == (b == 2)).mean()
+    tp = ((a == 6) & (b == 6)).sum()
+    f1 = 2 * tp / ((a == 6).sum() + (b == 6).sum())
+    assert ground_agree > 0.95 and f1 > 0.85, (ground_agree, f1)
