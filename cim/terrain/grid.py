@@ -67,10 +67,11 @@ class GridSpec:
         if not ok.any():
             raise ValueError("no finite point coordinates to build a grid from")
         p = pad * resolution
-        # maxx is exclusive in from_bounds, nudge so the largest point gets a cell
+        # from_bounds forgives 1e-9 cells of float noise at both ends; nudge the box outwards by more than that
+        # so points a hair below a cell edge (minimum) or on the exclusive maximum still get a cell
         return cls.from_bounds(
-            float(x[ok].min()) - p,
-            float(y[ok].min()) - p,
+            float(x[ok].min()) - p - resolution * 1e-6,
+            float(y[ok].min()) - p - resolution * 1e-6,
             float(x[ok].max()) + p + resolution * 1e-6,
             float(y[ok].max()) + p + resolution * 1e-6,
             resolution,
