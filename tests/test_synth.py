@@ -191,3 +191,18 @@ def test_small_and_partial_configurations(tmp_path: Path) -> None:
     assert truth["mls"]["scanners"] == [{"lever_arm_flu": [-0.8, 0.0, -0.4], "spin_axis_yaw_deg": 0.0}]
     las = _las(city.mls_laz)
     assert set(np.unique(las.point_source_id).tolist()) == {1}
+
+
+def test_rerun_into_the_same_folder_leaves_no_stale_products(tmp_path: Path) -> None:
+    base = SynthConfig(extent=60.0, seed=3, als_density=1.0, drive_length=30.0, mls_pulse_rate=2000.0,
+                       panorama_width=32, panorama_spacing=8.0, panorama_count=3)
+    first = generate(tmp_path, base)
+    assert len(list(first.panorama_dir.glob("*.jpg"))) == 3 and first.als_laz.is_file()
+    second = generate(tmp_path, base.with_(als=False, panorama_count=1))
+    assert sorted(p.name for p in second.panorama_dir.iterdir()) == ["pano_0001_000001.jpg", "panorama1.csv"]
+    assert len(list(second.depth_dir.iterdir())) == 1
+    assert not (tmp_path / "als.laz").exists()
+    assert not any(p.name.startswith(".") for p in tmp_path.rglob("*"))  # no temporaries left behind
+    third = generate(tmp_path, base.with_(mls=False))
+    assert third.als_laz.is_file()
+    assert not any((tmp_path / n).exists() for n in ("mls.laz", "panoramas", "depth", "trajectory.csv"))

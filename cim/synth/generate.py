@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from cim import crs as crs_mod
+from cim.fileutil import atomic_dir
 from cim.synth import outputs
 from cim.synth.als import flight_plan, simulate_als
 from cim.synth.config import SynthConfig
@@ -119,6 +121,7 @@ def generate(out_dir: str | Path, config: SynthConfig | None = None) -> Syntheti
     if config.mls:
         truth.update(_drive(city, caster, crs, lap))
 
+    _remove_stale(out, city)
     truth["files"] = {name: str(p.relative_to(out)) for name, p in _paths(city).items() if p is not None}
     city.truth_json = outputs.write_json(out / "truth.json", truth)
     lap("truth_json")
@@ -176,18 +179,19 @@ def _panoramas(city: SyntheticCity, caster: Caster, drive: Trajectory, crs: Any)
     written = drive.measured_pose(t) if config.panorama_pose_noise else (pos, heading, pitch, roll)
     names = [f"pano_0001_{k + 1:06d}" for k in range(len(t))]
     pano_dir, depth_dir = out / "panoramas", out / "depth"
-    pano_dir.mkdir(exist_ok=True)
-    depth_dir.mkdir(exist_ok=True)
     rotations = drive.rotation(heading, pitch, roll)
-    for k, name in enumerate(names):
-        rgb, depth = panoramas.render(scene, caster, pos[k], rotations[k], config.panorama_width)
-        panoramas.write_jpeg(pano_dir / f"{name}.jpg", rgb, config.jpeg_quality)
-        panoramas.write_depth(depth_dir / f"{name}.tif", depth)
     gps = config.mls_gps_start + t
     world = written[0] + scene.origin
+    # whole folders replace what an earlier run left (no stale images beside a new pose file)
+    with atomic_dir(pano_dir) as tmp_pano, atomic_dir(depth_dir) as tmp_depth:
+        for k, name in enumerate(names):
+            rgb, depth = panoramas.render(scene, caster, pos[k], rotations[k], config.panorama_width)
+            panoramas.write_jpeg(tmp_pano / f"{name}.jpg", rgb, config.jpeg_quality)
+            panoramas.write_depth(tmp_depth / f"{name}.tif", depth)
+        poses.write_panorama_csv(tmp_pano / "panorama1.csv", gps, names, world, written[1], written[2], written[3],
+                                 crs)
     city.panorama_dir, city.depth_dir = pano_dir, depth_dir
-    city.poses_csv = poses.write_panorama_csv(pano_dir / "panorama1.csv", gps, names, world, written[1], written[2],
-                                              written[3], crs)
+    city.poses_csv = pano_dir / "panorama1.csv"
     true_world = pos + scene.origin
     true_north = poses.true_from_grid_heading(true_world[:, 0], true_world[:, 1], heading, crs)
     quats = camera.quaternion_from_angles(heading, pitch, roll)
@@ -213,6 +217,24 @@ def _paths(city: SyntheticCity) -> dict[str, Path | None]:
     names = ["als_laz", "mls_laz", "buildings_cityjson", "footprints_gpkg", "dtm_tif", "panorama_dir", "poses_csv",
              "trajectory_csv", "trajectory_truth_csv", "depth_dir"]
     return {n: getattr(city, n) for n in names}
+
+
+#: every product name generate() owns inside its output folder
+PRODUCTS = ("als.laz", "mls.laz", "buildings.city.json", "footprints.gpkg", "dtm.tif", "panoramas", "trajectory.csv",
+            "trajectory_truth.csv", "depth", "truth.json")
+
+
+def _remove_stale(out: Path, city: SyntheticCity) -> None:
+    """Delete products an earlier run wrote that this run (with parts switched off) did not."""
+    made = {p.name if p.parent == out else p.relative_to(out).parts[0]
+            for p in _paths(city).values() if p is not None}
+    for name in PRODUCTS:
+        path = out / name
+        if name not in made and name != "truth.json" and path.exists():
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
 
 
 def _counts(values: list[int]) -> dict[str, int]:
