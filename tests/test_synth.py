@@ -206,3 +206,23 @@ def test_rerun_into_the_same_folder_leaves_no_stale_products(tmp_path: Path) -> 
     third = generate(tmp_path, base.with_(mls=False))
     assert third.als_laz.is_file()
     assert not any((tmp_path / n).exists() for n in ("mls.laz", "panoramas", "depth", "trajectory.csv"))
+
+
+def test_truth_json_roof_planes_fit_the_roofs(synth_city) -> None:
+    truth = json.loads(synth_city.truth_json.read_text())
+    by_id = {b.id: b for b in synth_city.scene.buildings}
+    counts = {1000: 1, 2100: 1, 3100: 2, 3200: 4, 3300: 4}
+    for record in truth["buildings"]:
+        b = by_id[record["id"]]
+        planes = record["roof_planes"]
+        assert len(planes) == counts[b.roof_type], b.id
+        roof_faces = [f for f, s in zip(b.faces, b.semantics) if s == "RoofSurface"]
+        for plane, face in zip(planes, roof_faces):
+            n = np.asarray(plane["normal"])
+            assert np.abs((face - np.asarray(plane["point"])) @ n).max() < 1e-5
+            if b.roof_type == 1000:
+                assert plane["slope"] == 0 and plane["aspect"] is None
+        total = sum(p["area"] * np.cos(np.radians(p["slope"])) for p in planes)
+        assert total == pytest.approx(b.footprint.area, rel=1e-6)  # roofs cover the footprint exactly
+    assert truth["roof_type_counts"] == {str(k): sum(b.roof_type == k for b in synth_city.scene.buildings)
+                                         for k in sorted({b.roof_type for b in synth_city.scene.buildings})}

@@ -122,7 +122,7 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (np.integer,)):
         return int(value)
     if isinstance(value, (float, np.floating)):
-        return round(float(value), 6)
+        return round(float(value), 9) if abs(value) < 1.0 else round(float(value), 6)
     return value
 
 
@@ -138,12 +138,30 @@ def class_counts(classification: np.ndarray) -> dict[str, int]:
     return {str(int(v)): int(c) for v, c in zip(values, counts)}
 
 
+def roof_planes(faces: list[np.ndarray], semantics: list[str]) -> list[dict[str, Any]]:
+    """The roof faces as planes: unit normal (up) and a point on the plane (the face's vertex mean; map
+    coordinates are too large for a stable ``n·p = d`` offset), slope and aspect (deg, aspect clockwise from north,
+    None for flat), area (m², true, not projected)."""
+    planes = []
+    for face, sem in zip(faces, semantics):
+        if sem != "RoofSurface":
+            continue
+        n = roofs.newell_normal(face)
+        ref = face.mean(axis=0)
+        local = face - ref
+        area = 0.5 * float(np.linalg.norm(np.sum(np.cross(local, np.roll(local, -1, axis=0)), axis=0)))
+        slope = float(np.degrees(np.arccos(np.clip(n[2], -1.0, 1.0))))
+        aspect = None if slope < 1e-6 else float(np.mod(np.degrees(np.arctan2(n[0], n[1])), 360.0))
+        planes.append({"normal": n, "point": ref, "slope": slope, "aspect": aspect, "area": area})
+    return planes
+
+
 def building_truth(scene: Scene) -> list[dict[str, Any]]:
     """Per-building truth records for truth.json."""
     return [
         {"id": b.id, "roof_type": b.roof_type, "roof_name": roofs.ROOF_TYPES[b.roof_type], "kind": b.kind,
          "ground_height": b.ground_height, "eave_height": b.eave_height, "ridge_height": b.ridge_height,
          "footprint_area": b.footprint.area, "centroid": [b.footprint.centroid.x, b.footprint.centroid.y],
-         "volume": roofs.solid_volume(b.faces)}
+         "volume": roofs.solid_volume(b.faces), "roof_planes": roof_planes(b.faces, b.semantics)}
         for b in scene.buildings
     ]
