@@ -226,3 +226,24 @@ def test_truth_json_roof_planes_fit_the_roofs(synth_city) -> None:
         assert total == pytest.approx(b.footprint.area, rel=1e-6)  # roofs cover the footprint exactly
     assert truth["roof_type_counts"] == {str(k): sum(b.roof_type == k for b in synth_city.scene.buildings)
                                          for k in sorted({b.roof_type for b in synth_city.scene.buildings})}
+
+
+def test_als_strip_misalignment_is_recorded_and_applied(tmp_path: Path) -> None:
+    config = SynthConfig(extent=200.0, seed=4, als_density=1.0, mls=False, als_altitude=200.0, als_overlap=0.5,
+                         als_strip_sigma=0.2, als_range_noise=0.005, als_outlier_fraction=0.0)
+    city = generate(tmp_path, config)
+    truth = json.loads(city.truth_json.read_text())
+    offsets = np.asarray(truth["als"]["strip_offsets"])
+    assert offsets.shape == (truth["als"]["strips"], 3) and truth["als"]["strips"] >= 2
+    las = _las(city.als_laz)
+    ground = np.asarray(las.classification) == 2
+    strip = np.asarray(las.point_source_id)
+    x, y, z = np.asarray(las.x), np.asarray(las.y), np.asarray(las.z)
+    for k, off in enumerate(offsets, start=1):
+        sel = ground & (strip == k)
+        # on near-flat ground a strip's vertical offset shows directly (horizontal ones only through the slope)
+        dz = z[sel] - city.scene.terrain_height(x[sel] - off[0], y[sel] - off[1])
+        assert np.median(dz) == pytest.approx(off[2], abs=0.01)
+    # switching it on leaves the rest of the simulation unchanged
+    plain = generate(tmp_path / "plain", config.with_(als_strip_sigma=0.0))
+    assert len(_las(plain.als_laz).points) == pytest.approx(len(las.points), rel=0.01)

@@ -35,6 +35,16 @@ def flight_plan(config: SynthConfig, mean_ground: float) -> dict[str, float | np
             "altitude": mean_ground + config.als_altitude}
 
 
+def strip_offsets(config: SynthConfig) -> np.ndarray:
+    """Per-strip misalignment (n_strips, 3) in metres: Gaussian with ``als_strip_sigma`` (zeros by default).
+
+    Drawn from its own generator so that switching it on changes nothing else in the simulation."""
+    n = len(flight_plan(config, 0.0)["centres"])  # type: ignore[arg-type]
+    if config.als_strip_sigma == 0:
+        return np.zeros((n, 3))
+    return np.random.default_rng([config.seed, 5]).normal(0.0, config.als_strip_sigma, (n, 3))
+
+
 def simulate_als(scene: Scene, caster: Caster, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """ALS returns inside the block: world x, y, z plus LAS attributes (time ordered)."""
     c = scene.config
@@ -50,6 +60,7 @@ def simulate_als(scene: Scene, caster: Caster, rng: np.random.Generator) -> dict
     for k, centre in enumerate(np.asarray(plan["centres"])):
         north = k % 2 == 0
         phase = rng.uniform(0, 2 * np.pi, 3)
+        offset = strip_offsets(c)[k]
         for start in range(0, per_strip, _CHUNK):
             t = np.arange(start, min(start + _CHUNK, per_strip)) / prr
             y = (-_MARGIN + c.als_speed * t) if north else (e + _MARGIN - c.als_speed * t)
@@ -68,6 +79,7 @@ def simulate_als(scene: Scene, caster: Caster, rng: np.random.Generator) -> dict
             part["gps_time"] = t_strip + t[idx]
             part["scan_angle"] = scan[idx].astype(np.float32)
             part["point_source_id"] = np.full(len(idx), k + 1, np.uint16)
+            part["x"], part["y"], part["z"] = part["x"] + offset[0], part["y"] + offset[1], part["z"] + offset[2]
             inside = (part["x"] >= 0) & (part["x"] <= e) & (part["y"] >= 0) & (part["y"] <= e)
             parts.append({name: values[inside] for name, values in part.items()})
         t_strip += duration + _TURN_SECONDS

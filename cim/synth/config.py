@@ -47,6 +47,7 @@ class SynthConfig:
     als_overlap: side overlap of neighbouring strips (0..0.8).
     als_range_noise: 1-sigma range noise (m).
     als_outlier_fraction: fraction of pulses replaced by outliers (half low noise, class 7; half high noise, 18).
+    als_strip_sigma: 1-sigma of a constant 3D offset per flight strip (m), a strip misalignment; 0 = none.
     als_gps_start: GPS seconds of the first pulse.
 
     Mobile mapping (MLS, trajectory, panoramas)
@@ -99,6 +100,7 @@ class SynthConfig:
     als_overlap: float = 0.3
     als_range_noise: float = 0.02
     als_outlier_fraction: float = 2e-4
+    als_strip_sigma: float = 0.0
     als_gps_start: float = DEFAULT_ALS_GPS_START
 
     mls: bool = True
@@ -140,6 +142,7 @@ class SynthConfig:
             ("als_overlap", 0.0 <= self.als_overlap <= 0.8, "must lie in [0, 0.8]"),
             ("als_range_noise", self.als_range_noise >= 0, "must be >= 0"),
             ("als_outlier_fraction", 0.0 <= self.als_outlier_fraction <= 0.1, "must lie in [0, 0.1]"),
+            ("als_strip_sigma", 0.0 <= self.als_strip_sigma <= 5.0, "must lie in [0, 5] m"),
             ("mls_outlier_fraction", 0.0 <= self.mls_outlier_fraction <= 0.1, "must lie in [0, 0.1]"),
             ("drive_length", self.drive_length > 0, "must be > 0"),
             ("drive_speed", 0.5 <= self.drive_speed <= 30.0, "must lie in [0.5, 30] m/s"),

@@ -14,7 +14,7 @@ import numpy as np
 from cim import crs as crs_mod
 from cim.fileutil import atomic_dir
 from cim.synth import outputs
-from cim.synth.als import flight_plan, simulate_als
+from cim.synth.als import flight_plan, simulate_als, strip_offsets
 from cim.synth.config import SynthConfig
 from cim import camera
 from cim.synth import panoramas, poses
@@ -116,6 +116,7 @@ def generate(out_dir: str | Path, config: SynthConfig | None = None) -> Syntheti
             "first_return_density": float(np.sum(points["return_number"] == 1)) / config.extent ** 2,
             "strips": len(np.asarray(plan["centres"])), "swath": plan["swath"], "pulse_rate": plan["pulse_rate"],
             "mirror_frequency": plan["mirror_frequency"], "range_noise": config.als_range_noise,
+            "strip_offsets": strip_offsets(config),
         }
 
     if config.mls:
