@@ -172,13 +172,17 @@ def test_same_seed_gives_byte_identical_files(tmp_path: Path) -> None:
     assert (c.out_dir / "als.laz").read_bytes() != (a.out_dir / "als.laz").read_bytes()
 
 
-def test_config_validation() -> None:
+def test_config_validation(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="extent"):
         SynthConfig(extent=10)
     with pytest.raises(ConfigError, match="trajectory_rate"):
         SynthConfig(trajectory_rate=5)
     with pytest.raises(ConfigError, match="nonsense"):
         SynthConfig().with_(nonsense=1)
+    for bad in ("EPSG:4326", "EPSG:2994", "not a crs"):  # geographic, feet, garbage
+        with pytest.raises(ConfigError, match="crs"):
+            generate(tmp_path / "never", SynthConfig(crs=bad))
+        assert not (tmp_path / "never").exists()
 
 
 def test_small_and_partial_configurations(tmp_path: Path) -> None:

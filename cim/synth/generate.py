@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from cim import crs as crs_mod
+from cim.errors import CimError, ConfigError
 from cim.fileutil import atomic_dir
 from cim.synth import outputs
 from cim.synth.als import flight_plan, simulate_als, strip_offsets
@@ -72,9 +73,9 @@ def generate(out_dir: str | Path, config: SynthConfig | None = None) -> Syntheti
     ``depth/*.tif``, ``truth.json``.
     """
     config = config or SynthConfig()
+    crs = _check_crs(config.crs)  # before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    crs = crs_mod.resolve(config.crs)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -212,6 +213,18 @@ def _panoramas(city: SyntheticCity, caster: Caster, drive: Trajectory, crs: Any)
             for n, g, p, h, ht, pi, r, q in zip(names, gps, true_world, heading, true_north, pitch, roll, quats)
         ],
     }
+
+
+def _check_crs(value: str) -> Any:
+    """The output CRS: projected, in metres (the city is laid out in metres)."""
+    try:
+        crs = crs_mod.resolve(value)
+    except CimError as exc:
+        raise ConfigError("crs", str(exc)) from None
+    horizontal = crs_mod.horizontal_part(crs)
+    if not horizontal.is_projected or crs_mod.linear_unit_factor(crs) != 1.0:
+        raise ConfigError("crs", f"{value} is not a projected CRS in metres (e.g. EPSG:25832+7837)")
+    return crs
 
 
 def _paths(city: SyntheticCity) -> dict[str, Path | None]:
