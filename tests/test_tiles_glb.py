@@ -286,3 +286,31 @@ def test_dimension_names_become_valid_metadata_identifiers():
     ids = property_identifiers(["intensity", "Reflectance (dB)", "1st", "a-b", "a_b", "A_B"])
     assert ids == {"intensity": "intensity", "Reflectance (dB)": "Reflectance__dB_", "1st": "_1st",
                    "a-b": "a_b", "a_b": "a_b_2", "A_B": "A_B_3"}
+
+
+def test_non_finite_extra_values_become_no_data(tmp_path):
+    import cim
+    from cim.points import PointCloud
+    from cim.tiles3d.check import check_tileset
+    from cim.tiles3d.pointcloud import NO_DATA
+
+    rng = np.random.default_rng(6)
+    n = 3000
+    xyz = np.column_stack([410800 + rng.random(n) * 50, 5479700 + rng.random(n) * 50, 240 + rng.random(n)])
+    amp = rng.random(n).astype(np.float32)
+    amp[::7] = np.nan
+    wide = rng.random(n) * 1e6
+    wide[::11] = np.inf
+    cloud = PointCloud.from_xyz(xyz, cim.crs.resolve(KL_CRS), amplitude=amp, wide=wide)
+    path = _tile_directly(tmp_path, cloud, extra=("amplitude", "wide"))
+    report = check_tileset(path, keep_values=True)
+    assert report.ok and report.points == n
+    doc = json.loads(path.read_text())
+    assert doc["schema"]["classes"]["point"]["properties"]["amplitude"]["noData"] == NO_DATA
+    stats = doc["statistics"]["classes"]["point"]["properties"]["amplitude"]
+    assert np.isfinite(stats["max"]) and stats["max"] <= 1.0
+    raw = np.concatenate(report.values["amplitude"])
+    assert np.sum(raw == NO_DATA) == np.sum(np.isnan(amp))
+    require_gltf_validator()
+    reports = validate_glbs(sorted(tmp_path.rglob("*.glb")))
+    assert all(r["numErrors"] == 0 for r in reports), reports[:2]

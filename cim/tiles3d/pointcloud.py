@@ -49,6 +49,8 @@ _DESCRIPTIONS = {
     "user_data": "LAS user data",
 }
 CLASS_NAME = "point"
+#: Stored value of NaN / infinite float properties (the class property's ``noData``): the lowest float32.
+NO_DATA = float(np.finfo(np.float32).min)
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,8 @@ def point_class(dtypes: dict[str, np.dtype]) -> dict[str, Any]:
         sd = stored_dtype(dtype)
         prop = PointProperty(name, np.zeros(0, sd), offset=0.0 if _needs_offset(dtype) else None,
                              description=_DESCRIPTIONS.get(name)).class_property()
+        if sd.kind == "f":
+            prop["noData"] = NO_DATA  # NaN / infinite source values (glTF accessors must be finite)
         props[name] = prop
     return {"name": "Point", "description": "Per-point attributes of the source point cloud",
             "properties": props}
@@ -121,13 +125,22 @@ def _needs_offset(dtype: np.dtype) -> bool:
 
 
 def encode_properties(attrs: dict[str, np.ndarray]) -> list[PointProperty]:
+    """Property attributes of one content; non-finite floats become the class's ``noData`` value."""
     out = []
     for name, values in attrs.items():
+        finite = None if values.dtype.kind != "f" else np.isfinite(values)
+        if finite is not None and finite.all():
+            finite = None
         if _needs_offset(values.dtype):
-            base = float(values.min()) if len(values) else 0.0
-            out.append(PointProperty(name, (values.astype(np.float64) - base).astype(np.float32), offset=base))
+            good = values if finite is None else values[finite]
+            base = float(good.min()) if len(good) else 0.0
+            stored = (values.astype(np.float64) - base).astype(np.float32)
+            out.append(PointProperty(name, stored, offset=base))
         else:
-            out.append(PointProperty(name, values.astype(stored_dtype(values.dtype), copy=False)))
+            stored = values.astype(stored_dtype(values.dtype), copy=finite is not None)
+            out.append(PointProperty(name, stored))
+        if finite is not None:
+            stored[~finite] = NO_DATA
     return out
 
 
@@ -156,6 +169,10 @@ def _stats(attrs: dict[str, np.ndarray]) -> dict[str, list[float]]:
         if len(v) == 0:
             continue
         f = v.astype(np.float64)
+        if v.dtype.kind == "f":
+            f = f[np.isfinite(f)]
+            if len(f) == 0:
+                continue
         out[name] = [float(f.min()), float(f.max()), float(f.sum()), float(np.dot(f, f)), int(len(f))]
     return out
 
