@@ -314,3 +314,20 @@ def test_non_finite_extra_values_become_no_data(tmp_path):
     require_gltf_validator()
     reports = validate_glbs(sorted(tmp_path.rglob("*.glb")))
     assert all(r["numErrors"] == 0 for r in reports), reports[:2]
+
+
+def test_colour_depth_detection():
+    from cim.points import PointCloud
+    from cim.tiles3d.pointcloud import colors, unit_colors
+
+    xyz = np.zeros((3, 3))
+    eight = PointCloud.from_xyz(xyz, None, red=np.array([0, 128, 255], np.uint16),
+                                green=np.array([0, 0, 255], np.uint16), blue=np.array([1, 2, 3], np.uint16))
+    raw, bits = colors(eight, "auto")
+    assert bits == 8 and np.isclose(unit_colors(raw, bits)[2, 0], 1.0)
+    sixteen = PointCloud.from_xyz(xyz, None, red=np.array([0, 32768, 65535], np.uint16),
+                                  green=np.array([0, 0, 256], np.uint16), blue=np.array([1, 2, 3], np.uint16))
+    raw, bits = colors(sixteen, "auto")
+    assert bits == 16 and np.isclose(unit_colors(raw, bits)[2, 0], 1.0)
+    assert colors(eight, "16")[1] == 16  # forced
+    assert colors(PointCloud.from_xyz(xyz, None), "auto") == (None, None)
