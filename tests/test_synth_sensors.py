@@ -251,3 +251,20 @@ def test_synth_job_runs_through_the_pipeline(synth_city, tmp_path: Path) -> None
     assert summary["points"] == total
     written = sum(laspy.open(p).header.point_count for p in (tmp_path / "job" / "las").glob("*.laz"))
     assert written == total
+
+
+def test_cast_shadows_only_darken(synth_city) -> None:
+    from cim.synth.panoramas import render
+
+    scene = synth_city.scene
+    caster = Caster(scene)
+    record = json.loads(synth_city.truth_json.read_text())["panoramas"]["images"][0]
+    position = np.array([record["x"], record["y"], record["z"]]) - scene.origin
+    rotation = camera.rotation_from_quaternion(record["quaternion_wxyz"])
+    plain, depth = render(scene, caster, position, rotation, 256)
+    shadowed, depth2 = render(scene, caster, position, rotation, 256, shadows=True)
+    np.testing.assert_array_equal(depth, depth2)
+    diff = shadowed.astype(int) - plain.astype(int)
+    assert diff.max() <= 0  # a shadow never brightens
+    darker = (diff.min(axis=2) < -5).mean()
+    assert 0.01 < darker < 0.5  # buildings, cars and trees shade part of the ground

@@ -70,6 +70,7 @@ class SynthConfig:
     panorama_spacing: distance between panoramas along the drive (m).
     panorama_count: maximum number of panoramas (None: as many as the drive allows).
     panorama_pose_noise: if True the pose file holds the measured (noisy) poses; by default the true ones.
+    panorama_shadows: render cast shadows of the sun (one more ray per sunlit pixel).
     jpeg_quality: JPEG quality of the panoramas (1..100).
     dtm_resolution: cell size of the true DTM GeoTIFF (m).
     """
@@ -122,6 +123,7 @@ class SynthConfig:
     panorama_spacing: float = 20.0
     panorama_count: int | None = 50
     panorama_pose_noise: bool = False
+    panorama_shadows: bool = False
     jpeg_quality: int = 92
     dtm_resolution: float = 0.5
 

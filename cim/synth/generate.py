@@ -187,7 +187,8 @@ def _panoramas(city: SyntheticCity, caster: Caster, drive: Trajectory, crs: Any)
     # whole folders replace what an earlier run left (no stale images beside a new pose file)
     with atomic_dir(pano_dir) as tmp_pano, atomic_dir(depth_dir) as tmp_depth:
         for k, name in enumerate(names):
-            rgb, depth = panoramas.render(scene, caster, pos[k], rotations[k], config.panorama_width)
+            rgb, depth = panoramas.render(scene, caster, pos[k], rotations[k], config.panorama_width,
+                                          shadows=config.panorama_shadows)
             panoramas.write_jpeg(tmp_pano / f"{name}.jpg", rgb, config.jpeg_quality)
             panoramas.write_depth(tmp_depth / f"{name}.tif", depth)
         poses.write_panorama_csv(tmp_pano / "panorama1.csv", gps, names, world, written[1], written[2], written[3],
@@ -206,7 +207,7 @@ def _panoramas(city: SyntheticCity, caster: Caster, drive: Trajectory, crs: Any)
         "depth": "depth/<name>.tif: float32 distance from the camera centre (m), NaN where no surface was hit",
         "camera_model": {"type": "equirectangular", "frame": "FLU camera = body frame",
                          "conventions": "docs/conventions.md", "sun_azimuth": panoramas.SUN_AZIMUTH,
-                         "sun_elevation": panoramas.SUN_ELEVATION},
+                         "sun_elevation": panoramas.SUN_ELEVATION, "shadows": config.panorama_shadows},
         "images": [
             {"name": n, "gps_seconds": g, "x": p[0], "y": p[1], "z": p[2], "heading_grid": h, "heading_true": ht,
              "pitch": pi, "roll": r, "quaternion_wxyz": q.tolist()}

@@ -3,7 +3,7 @@
 Every pixel centre's direction (:func:`cim.camera.pixel_centre_directions`) is turned into the world by the
 camera pose and cast against the scene. A hit's colour is the surface albedo (materials, windows, road markings,
 leafy crowns) times a Lambert sun term, ``AMBIENT + (1 - AMBIENT) * max(0, n·sun)`` with the normal turned towards
-the camera; rays that meet nothing show a sky gradient above the horizon and a neutral far ground below it.
+the camera (optionally with cast shadows: the sun term is dropped where a ray towards the sun is blocked); rays that meet nothing show a sky gradient above the horizon and a neutral far ground below it.
 Colours are encoded as sRGB. Depth is the distance from the camera centre in metres (NaN where nothing was hit).
 """
 
@@ -34,10 +34,18 @@ def sun_direction() -> np.ndarray:
     return np.array([np.sin(az) * np.cos(el), np.cos(az) * np.cos(el), np.sin(el)])
 
 
-def shade(normals: np.ndarray, view_dirs: np.ndarray) -> np.ndarray:
-    """Lambert factor (n,) for surfaces with ``normals`` seen along ``view_dirs`` (normals flipped to the viewer)."""
-    facing = np.where(np.einsum("ij,ij->i", normals, view_dirs)[:, None] > 0, -normals, normals)
-    return AMBIENT + (1 - AMBIENT) * np.clip(facing @ sun_direction(), 0.0, None)
+def facing_normals(normals: np.ndarray, view_dirs: np.ndarray) -> np.ndarray:
+    """``normals`` turned towards the viewer looking along ``view_dirs``."""
+    return np.where(np.einsum("ij,ij->i", normals, view_dirs)[:, None] > 0, -normals, normals)
+
+
+def shade(normals: np.ndarray, view_dirs: np.ndarray, lit: np.ndarray | None = None) -> np.ndarray:
+    """Lambert factor (n,) for surfaces with ``normals`` seen along ``view_dirs`` (normals flipped to the viewer);
+    where ``lit`` is False (in a cast shadow) only the ambient term remains."""
+    direct = np.clip(facing_normals(normals, view_dirs) @ sun_direction(), 0.0, None)
+    if lit is not None:
+        direct = np.where(lit, direct, 0.0)
+    return AMBIENT + (1 - AMBIENT) * direct
 
 
 _LUT_SIZE = 1 << 14
@@ -63,10 +71,22 @@ def _camera_directions(width: int) -> np.ndarray:
     return camera.pixel_centre_directions(width, width // 2).reshape(-1, 3)
 
 
-def render(scene: Scene, caster: Caster, position: np.ndarray, rotation: np.ndarray, width: int
-           ) -> tuple[np.ndarray, np.ndarray]:
+def _in_sunlight(caster: Caster, points: np.ndarray, normals: np.ndarray) -> np.ndarray:
+    """True where nothing (buildings, cars, poles, crowns) stands between the surface point and the sun."""
+    sun = sun_direction()
+    towards = normals @ sun > 0
+    lit = np.zeros(len(points), dtype=bool)
+    if towards.any():
+        origins = points[towards] + 0.02 * normals[towards]
+        t, _, _ = caster.cast_visible(origins, np.broadcast_to(sun, origins.shape))
+        lit[towards] = ~np.isfinite(t)
+    return lit
+
+
+def render(scene: Scene, caster: Caster, position: np.ndarray, rotation: np.ndarray, width: int,
+           shadows: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(RGB uint8 (H, W, 3), depth float32 (H, W)) of a panorama at local ``position`` with world_from_body
-    ``rotation``."""
+    ``rotation``; ``shadows`` casts a second ray per lit pixel towards the sun."""
     height = width // 2
     dirs = np.einsum("ij,kj->ik", _camera_directions(width), rotation)
     origins = np.broadcast_to(position, dirs.shape)
@@ -78,7 +98,9 @@ def render(scene: Scene, caster: Caster, position: np.ndarray, rotation: np.ndar
                                (caster.crowns, caster.crown_normals, hit & crown)):
         if sel.any():
             albedo = scene.surface_albedo(points[sel], mesh, tri[sel])
-            colour[sel] = albedo * shade(normals[tri[sel]], dirs[sel])[:, None]
+            n = normals[tri[sel]]
+            lit = _in_sunlight(caster, points[sel], facing_normals(n, dirs[sel])) if shadows else None
+            colour[sel] = albedo * shade(n, dirs[sel], lit)[:, None]
     sky = ~hit
     up = dirs[sky, 2]
     mix = np.sqrt(np.clip(up, 0.0, 1.0))[:, None]
