@@ -161,6 +161,11 @@ def test_control_point_height_exact():
 
 
 def test_tileset_metadata_and_statistics(tileset, cloud):
+    catalog_items = sorted((tileset.parents[2] / "stac").glob("*/*.json"))
+    item = json.loads(next(p for p in catalog_items if "pointcloud" in p.name).read_text())
+    assert item["properties"]["cim:kind"] == "3dtiles"
+    w, s, e, n = item["bbox"]
+    assert 7.76 < w < e < 7.78 and 49.45 < s < n < 49.47  # the synthetic cloud's footprint, in WGS 84
     doc = json.loads(tileset.read_text())
     props = doc["metadata"]["properties"]
     assert props["pointCount"] == N

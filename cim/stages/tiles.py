@@ -31,6 +31,16 @@ class PointTilesOptions(StageOptions):
                             tuple(self.properties), tuple(self.extra), self.allow_ballpark, self.implicit)
 
 
+def _bounds(tiles: list[dict[str, Any]]) -> list[float] | None:
+    """(minx, miny, minz, maxx, maxy, maxz) of all tiles' points in the source CRS (for the STAC item)."""
+    if not all("xy_bounds" in t for t in tiles):
+        return None
+    xy = [t["xy_bounds"] for t in tiles]
+    z = [t["z_range"] for t in tiles]
+    return [min(b[0] for b in xy), min(b[1] for b in xy), min(r[0] for r in z),
+            max(b[2] for b in xy), max(b[3] for b in xy), max(r[1] for r in z)]
+
+
 @register
 class PointTiles(Stage):
     name = "tiles.pointcloud"
@@ -70,5 +80,6 @@ class PointTiles(Stage):
             media_type="application/json",
             roles=("data",),
             properties={"points": sum(r["points"] for r in tiles), "tiles": len(tiles),
-                        "origin_lon_lat": [lon, lat]},
+                        "origin_lon_lat": [lon, lat],
+                        **({"bounds": b} if (b := _bounds(tiles)) else {})},
         )]

@@ -253,6 +253,7 @@ def build_tile(
         "properties": {k: np.dtype(v.dtype).str for k, v in attrs.items()},
         "stats": _stats(attrs),
         "z_range": [float(cloud.z.min()), float(cloud.z.max())],
+        "xy_bounds": [float(cloud.x.min()), float(cloud.y.min()), float(cloud.x.max()), float(cloud.y.max())],
     }
 
 
