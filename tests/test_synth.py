@@ -13,6 +13,7 @@ import pyogrio
 import pyproj
 import pytest
 import rasterio
+import shapely
 
 from cim.errors import ConfigError
 from cim.synth import SynthConfig, generate, roofs
@@ -251,3 +252,27 @@ def test_als_strip_misalignment_is_recorded_and_applied(tmp_path: Path) -> None:
     # switching it on leaves the rest of the simulation unchanged
     plain = generate(tmp_path / "plain", config.with_(als_strip_sigma=0.0))
     assert len(_las(plain.als_laz).points) == pytest.approx(len(las.points), rel=0.01)
+
+
+def test_point_ids_name_the_object_each_point_lies_on(tmp_path: Path) -> None:
+    city = generate(tmp_path, SynthConfig(extent=100.0, seed=8, als_density=4.0, drive_length=40.0,
+                                          mls_pulse_rate=5000.0, panorama_count=0, point_ids=True))
+    scene = city.scene
+    for path in (city.als_laz, city.mls_laz):
+        las = _las(path)
+        ids = np.asarray(las.object_id)
+        cls = np.asarray(las.classification)
+        assert np.all(ids[cls == 2] == 0) and np.all(ids[np.isin(cls, [7, 18])] == 0)
+        assert np.all((ids[cls == 6] >= 1) & (ids[cls == 6] <= len(scene.buildings)))
+        veg = np.isin(cls, [3, 4, 5])
+        assert np.all((ids[veg] >= 100_000) & (ids[veg] < 100_000 + len(scene.trees)))
+        # a building point lies on (within noise of) the solid its id names, and inside that footprint's buffer
+        xyz = np.column_stack([las.x, las.y, las.z])[cls == 6]
+        for bid in np.unique(ids[cls == 6])[:10]:
+            b = scene.buildings[int(bid) - 1]
+            mine = xyz[ids[cls == 6] == bid]
+            assert shapely.contains_xy(b.footprint.buffer(0.3), mine[:, 0], mine[:, 1]).mean() > 0.99
+    plain = generate(tmp_path / "plain", SynthConfig(extent=100.0, seed=8, als_density=4.0, drive_length=40.0,
+                                                     mls_pulse_rate=5000.0, panorama_count=0))
+    assert "object_id" not in set(_las(plain.als_laz).point_format.dimension_names)
+    np.testing.assert_array_equal(_las(plain.als_laz).x, _las(city.als_laz).x)  # nothing else changes

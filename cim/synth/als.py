@@ -79,6 +79,8 @@ def simulate_als(scene: Scene, caster: Caster, rng: np.random.Generator) -> dict
             part["gps_time"] = t_strip + t[idx]
             part["scan_angle"] = scan[idx].astype(np.float32)
             part["point_source_id"] = np.full(len(idx), k + 1, np.uint16)
+            if c.point_ids:
+                part["object_id"] = aux["object_id"]
             part["x"], part["y"], part["z"] = part["x"] + offset[0], part["y"] + offset[1], part["z"] + offset[2]
             inside = (part["x"] >= 0) & (part["x"] <= e) & (part["y"] >= 0) & (part["y"] <= e)
             parts.append({name: values[inside] for name, values in part.items()})

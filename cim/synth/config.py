@@ -49,6 +49,8 @@ class SynthConfig:
     als_outlier_fraction: fraction of pulses replaced by outliers (half low noise, class 7; half high noise, 18).
     als_strip_sigma: 1-sigma of a constant 3D offset per flight strip (m), a strip misalignment; 0 = none.
     als_gps_start: GPS seconds of the first pulse.
+    point_ids: add an extra dimension ``object_id`` (u32) to both LAZ files: 0 terrain and noise, n building
+        ``Bnnnn``, 100000 + k tree/hedge element k, 200000 + k car k, 300000 + k pole k.
 
     Mobile mapping (MLS, trajectory, panoramas)
     -------------------------------------------
@@ -103,6 +105,7 @@ class SynthConfig:
     als_outlier_fraction: float = 2e-4
     als_strip_sigma: float = 0.0
     als_gps_start: float = DEFAULT_ALS_GPS_START
+    point_ids: bool = False
 
     mls: bool = True
     drive_length: float = 1000.0

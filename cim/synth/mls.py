@@ -103,6 +103,8 @@ def simulate_mls(scene: Scene, caster: Caster, drive: Trajectory, rng: np.random
         part["gps_time"] = c.mls_gps_start + t[idx]
         part["scan_angle"] = np.degrees(angle[idx]).astype(np.float32)
         part["point_source_id"] = (scanner[idx] + 1).astype(np.uint16)
+        if c.point_ids:
+            part["object_id"] = aux["object_id"]
         rgb = np.clip(np.round(aux["albedo"] * 65535.0), 0, 65535).astype(np.uint16)
         part["red"], part["green"], part["blue"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
         parts.append(part)

@@ -14,7 +14,12 @@ import numpy as np
 import open3d as o3d
 
 from cim.synth.scene import (
+    BUILDING_FLOOR,
+    CAR,
     CROWN_COLOUR,
+    POLE,
+    ROOF,
+    WALL,
     HIGH_NOISE,
     HIGH_VEG,
     LOW_NOISE,
@@ -236,6 +241,21 @@ def outlier_ranges(t: np.ndarray, classes: np.ndarray, rng: np.random.Generator)
     return np.where(low, t + rng.uniform(1.5, 6.0, len(t)), t * rng.uniform(0.1, 0.9, len(t)))
 
 
+#: object_id ranges: 0 terrain (and noise), building n -> n (its id is B%04d), then trees, cars, poles
+TREE_IDS, CAR_IDS, POLE_IDS = 100_000, 200_000, 300_000
+
+
+def object_ids(caster: Caster, ret: Returns) -> np.ndarray:
+    """Per-return object truth (u32): 0 terrain, ``n`` building ``Bnnnn``, ``100000 + k`` tree or hedge element
+    ``k`` (0-based, crown or trunk), ``200000 + k`` car ``k``, ``300000 + k`` pole ``k``."""
+    tri = np.maximum(ret.tri, 0)
+    kind = caster.opaque.kind[tri]
+    obj = caster.opaque.obj[tri].astype(np.int64)
+    base = np.select([kind == WALL, kind == ROOF, kind == BUILDING_FLOOR, kind == TRUNK, kind == CAR, kind == POLE],
+                     [obj + 1, obj + 1, obj + 1, TREE_IDS + obj, CAR_IDS + obj, POLE_IDS + obj], 0)
+    return np.where(ret.vegetation, TREE_IDS + ret.crown, base).astype(np.uint32)
+
+
 def simulate_returns(scene: Scene, caster: Caster, origins: np.ndarray, dirs: np.ndarray, rng: np.random.Generator,
                      reference_range: float, range_noise: float, outlier_fraction: float,
                      max_range: float = np.inf) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -244,7 +264,8 @@ def simulate_returns(scene: Scene, caster: Caster, origins: np.ndarray, dirs: np
     Returns ``(points, aux)``: ``points`` holds local x, y, z (range noise and outliers applied),
     classification, intensity, return_number, number_of_returns; ``aux`` holds ``pulse`` (index of each
     return's pulse), ``true`` (noise-free local points), ``tri`` (opaque triangle or -1), ``vegetation`` and
-    ``albedo`` (true surface colour, foliage green for foliage returns).
+    ``albedo`` (true surface colour, foliage green for foliage returns) and ``object_id`` (see
+    :func:`object_ids`).
     """
     hits = caster.cast(origins, dirs)
     ret = lidar_returns(hits, rng, max_range)
@@ -261,10 +282,12 @@ def simulate_returns(scene: Scene, caster: Caster, origins: np.ndarray, dirs: np
     pick, noise_cls = add_outliers(ret, outlier_fraction, rng)
     t[pick] = outlier_ranges(ret.t[pick], noise_cls, rng)
     cls[pick] = noise_cls
+    objects = object_ids(caster, ret)
+    objects[pick] = 0
     points = origins[ret.pulse] + d * t[:, None]
     out = {
         "x": points[:, 0], "y": points[:, 1], "z": points[:, 2], "classification": cls, "intensity": inten,
         "return_number": ret.return_number, "number_of_returns": ret.number_of_returns,
     }
     return out, {"pulse": ret.pulse, "true": true_points, "tri": ret.tri, "vegetation": ret.vegetation,
-                 "albedo": albedo}
+                 "albedo": albedo, "object_id": objects}
