@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 
+from cim.errors import CimWarning
 from cim.pipeline.stage import JobContext, Product, Stage, StageOptions, TileContext, TileResult, register
 from cim.points import PointCloud
 from cim.tiles3d.pointcloud import DEFAULT_PROPERTIES, TilesOptions, build_tile, build_upper_levels
@@ -51,7 +54,7 @@ class PointTiles(Stage):
     def folder(self) -> str:  # type: ignore[override]
         return self.options.folder
 
-    def _work_dir(self, ctx: JobContext):
+    def _work_dir(self, ctx: JobContext) -> Path:
         return ctx.out_dir / ".cim" / "work" / self.name
 
     def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
@@ -64,10 +67,6 @@ class PointTiles(Stage):
         tiles = [r["stats"] for r in results if r.get("stats", {}).get("points")]
         bits = {r.get("color_bits") for r in tiles if r.get("color_bits")}
         if len(bits) > 1:
-            import warnings
-
-            from cim.errors import CimWarning
-
             warnings.warn("tiles.pointcloud: some tiles have 8-bit and some 16-bit colours; set color_depth",
                           CimWarning, stacklevel=2)
         doc = build_upper_levels(tiles, ctx.crs, ctx.grid.size, ctx.product_dir, self._work_dir(ctx),
