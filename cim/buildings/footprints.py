@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pyproj
 import shapely
-from shapely.geometry import MultiPolygon, Polygon
+from shapely.geometry import Polygon
 from shapely.geometry.polygon import orient
 
 from cim.errors import CimWarning, InputError

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyproj
 
 from cim.buildings.evaluate import footprint_of
 from cim.buildings.footprints import Footprint, derive_footprints
