@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import resource
@@ -109,7 +110,7 @@ def _tile_job(path: str) -> tuple[int, float, float]:
 
 def two_cores(files: list[Path]) -> dict:
     w = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=2) as pool:
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
         parts = list(pool.map(_tile_job, [str(f) for f in files]))
     wall = time.perf_counter() - w
     n = sum(p[0] for p in parts)
