@@ -31,7 +31,8 @@ def find_cesium() -> Path:
 
 def root_tilesets(out_dir: Path) -> list[str]:
     """Paths (relative to ``out_dir``) of tileset.json files that no other tileset of the folder references."""
-    tilesets = sorted(p for p in out_dir.rglob("tileset.json") if not any(s.startswith(".") for s in p.parts))
+    tilesets = sorted(p for p in out_dir.rglob("tileset.json")
+                      if p.is_file() and not any(s.startswith(".") for s in p.parts))
     referenced: set[Path] = set()
     for path in tilesets:
         text = path.read_text(encoding="utf-8")

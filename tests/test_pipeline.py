@@ -35,13 +35,19 @@ def test_demo_job_runs_end_to_end_and_writes_tiles_catalog_and_report(tmp_path: 
         assert np.all(np.floor(cloud.x / 100) == ix) and np.all(np.floor(cloud.y / 100) == iy)
         assert cloud.crs.to_epsg() == 7415
     classes = np.bincount(np.concatenate([c.classification for c in clouds]), minlength=32)
-    assert classes[6] == 246753 + 33312 and classes[2] == 195988 + 87130
+    assert classes[6] >= 0.99 * (246753 + 33312)  # AHN building labels kept (a few may become noise 7/18)
+    assert classes[2] >= 0.99 * (195988 + 87130)
     catalog = pystac.Catalog.from_file(str(out / "stac" / "catalog.json"))
     items = list(catalog.get_items(recursive=True))
-    assert len(items) == len(laz)
+    clouds_items = [i for i in items if i.properties["cim:kind"] == "pointcloud"]
+    assert len(clouds_items) == len(laz)
     assert all(item.properties["proj:code"] == "EPSG:7415" for item in items)
-    assert sum(item.properties["pc:count"] for item in items) == DELFT_POINTS
-    assert all(Path(item.assets["data"].get_absolute_href()).is_file() for item in items)
+    assert sum(item.properties["pc:count"] for item in clouds_items) == DELFT_POINTS
+    assert all(Path(item.assets["data"].get_absolute_href()).exists() for item in items)
+    kinds = {i.properties["cim:kind"] for i in items}
+    assert {"pointcloud", "raster", "cityjson", "3dtiles"} <= kinds, kinds
+    assert (out / "buildings.city.json").is_file() and (out / "dtm.vrt").is_file()
+    assert (out / "3dtiles" / "pointcloud" / "tileset.json").is_file()
     assert (out / "cim.log").read_text().count("done") >= len(laz)
 
 
