@@ -32,7 +32,9 @@ CELLS = [
     new_code_cell(
         "catalog = pystac.Catalog.from_file(str(OUT / 'stac' / 'catalog.json'))\n"
         "items = list(catalog.get_items(recursive=True))\n"
-        "print(len(items), 'items; first:', items[0].id, items[0].properties['pc:count'], 'points')"
+        "clouds = [i for i in items if i.properties['cim:kind'] == 'pointcloud']\n"
+        "print(len(items), 'items;', len(clouds), 'point-cloud tiles, first:', clouds[0].id, "
+        "clouds[0].properties['pc:count'], 'points')"
     ),
     new_markdown_cell("## A look at the city block\nRendered off-screen, so this runs headless too."),
     new_code_cell(
