@@ -87,10 +87,6 @@ class _BuildingsStage(Stage):
     Options = BuildingsOptions
     lod2: ClassVar[bool] = True
 
-    @property
-    def folder(self) -> str:  # type: ignore[override]
-        return self.options.folder
-
     def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
         o = self.options
         fps = None
@@ -157,10 +153,6 @@ class WriteCityJson(Stage):
     summary = "Merge the building models into CityJSON 2.0 (+ CityJSONSeq)"
     Options = WriteCityJsonOptions
 
-    @property
-    def folder(self) -> str:  # type: ignore[override]
-        return self.options.folder
-
     def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
         return TileResult()
 
@@ -192,10 +184,6 @@ class TilesBuildings(Stage):
     name = "tiles.buildings"
     summary = "3D Tiles 1.1 building meshes (glb, EXT_mesh_features + EXT_structural_metadata, ECEF placement)"
     Options = TilesBuildingsOptions
-
-    @property
-    def folder(self) -> str:  # type: ignore[override]
-        return self.options.folder
 
     def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
         return TileResult()

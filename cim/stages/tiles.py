@@ -50,10 +50,6 @@ class PointTiles(Stage):
     summary = "3D Tiles 1.1 point cloud (glTF POINTS, LOD octree, metadata, ECEF placement via geoid grids)"
     Options = PointTilesOptions
 
-    @property
-    def folder(self) -> str:  # type: ignore[override]
-        return self.options.folder
-
     def _work_dir(self, ctx: JobContext) -> Path:
         return ctx.out_dir / ".cim" / "work" / self.name
 
