@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import REPO, write_job
 
 POINTS = 10_000_000
@@ -24,19 +26,33 @@ cloud = cim.PointCloud({{
 cim.write(r"{{path}}", cloud)
 """
 
+# Imports are done first and the kernel's peak-RSS mark is reset after them (/proc/self/clear_refs "5"), so
+# the figure is the memory the body itself needed, not the libraries' import-time transients.
 PEAK = """
-import resource, sys, runpy
+import sys, runpy
+import cim, cim.cli.app, cim.pipeline.execute, cim.pipeline.stage, distributed
+cim.pipeline.stage.registry()
+def status(key):
+    return int(next(line for line in open("/proc/self/status") if line.startswith(key)).split()[1])
+try:
+    open("/proc/self/clear_refs", "w").write("5")
+except OSError:
+    sys.exit(77)
+start = status("VmRSS:")
 sys.argv = {argv!r}
 try:
     {body}
 finally:
-    print("PEAK_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+    print("PEAK_KB", status("VmHWM:") - start, file=sys.stderr)
 """
 
 
 def _peak_kb(argv: list[str], body: str) -> int:
+    """Peak resident memory (kB) that ``body`` needs above the imported libraries, in a fresh interpreter."""
     code = PEAK.format(argv=argv, body=body)
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=900)
+    if result.returncode == 77:
+        pytest.skip("this kernel does not let a process reset its peak-RSS mark (/proc/self/clear_refs)")
     assert result.returncode == 0, result.stderr[-3000:]
     return int(result.stderr.rsplit("PEAK_KB", 1)[1].split()[0])
 
@@ -59,14 +75,13 @@ buffer = 5.0
 [[stages]]
 type = "write.las"
 """)
-    baseline = _peak_kb(["cim"], "import cim, cim.pipeline.execute, distributed")
-    whole = _peak_kb(["cim"], f"import cim, cim.pipeline.execute, distributed; c = cim.read(r'{source}')")
+    whole = _peak_kb(["cim"], f"c = cim.read(r'{source}')")
     tiled = _peak_kb(["cim", "run", str(job), "--scheduler", "threads", "--workers", "1"],
                      "runpy.run_module('cim.cli', run_name='__main__')")
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["ok"] and report["points"] == POINTS
     assert len(list((tmp_path / "out" / "las").glob("*.laz"))) == report["tiles"] >= 16
-    whole_mb, tiled_mb = (whole - baseline) / 1024, (tiled - baseline) / 1024
-    print(f"peak above baseline: whole-file read {whole_mb:.0f} MB, tiled run {tiled_mb:.0f} MB")
-    assert whole_mb > 400  # the input really is large compared with a tile
+    whole_mb, tiled_mb = whole / 1024, tiled / 1024
+    print(f"peak above imports: whole-file read {whole_mb:.0f} MB, tiled run {tiled_mb:.0f} MB")
+    assert whole_mb > 300  # the input (10 M points, ~280 MB of records) really is large compared with a tile
     assert tiled_mb < 0.4 * whole_mb
