@@ -144,11 +144,12 @@ _GEOG_TO_ECEF = pyproj.Transformer.from_crs(GEOGRAPHIC_3D, ECEF, always_xy=True)
 
 def ecef_from_enu(lon_deg: float, lat_deg: float, h: float) -> np.ndarray:
     """4x4 matrix taking local east-north-up coordinates at (lon, lat, h) to ECEF."""
+    lon_deg, lat_deg, h = (float(np.squeeze(v)) for v in (lon_deg, lat_deg, h))  # scalars or 1-element arrays
     lon, lat = np.radians(lon_deg), np.radians(lat_deg)
     east = np.array([-np.sin(lon), np.cos(lon), 0.0])
     north = np.array([-np.sin(lat) * np.cos(lon), -np.sin(lat) * np.sin(lon), np.cos(lat)])
     up = np.array([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)])
-    origin = np.array(geographic_to_ecef(np.array([lon_deg]), np.array([lat_deg]), np.array([h]))).ravel()
+    origin = np.array(geographic_to_ecef(lon_deg, lat_deg, h), dtype=float)
     matrix = np.eye(4)
     matrix[:3, 0], matrix[:3, 1], matrix[:3, 2], matrix[:3, 3] = east, north, up, origin
     return matrix
