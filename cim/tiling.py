@@ -9,6 +9,7 @@ buffered square contains it; the ``core`` dimension says which.
 from __future__ import annotations
 
 import json
+import warnings
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyproj
 
-from cim.errors import InputError
+from cim.errors import CimWarning, InputError
 from cim.fileutil import atomic_dir
 from cim.io import las
 from cim.points import Bounds, PointCloud
@@ -155,7 +156,8 @@ def partition_file(
                 keep = _in_area(chunk.x[idx], chunk.y[idx], area)
                 idx, tix, tiy, core = idx[keep], tix[keep], tiy[keep], core[keep]
             _append_groups(tmp, records, idx, tix, tiy, core, core_counts)
-        schema = {"dtype": [[n, dtype[n].str] for n in dtype.names] if dtype else [], "crs": crs.to_wkt()}
+        schema = {"dtype": [[n, dtype[n].str] for n in dtype.names] if dtype else [], "crs": crs.to_wkt(),
+                  "source": Path(path).name}
         (tmp / "schema.json").write_text(json.dumps(schema))
     return core_counts
 
@@ -191,22 +193,29 @@ def _append_groups(
 def load_tile(parts_dirs: Iterable[Path], tile: Tile, crs: pyproj.CRS) -> PointCloud:
     """Assemble a tile's cloud (core + buffer) from the part folders of all input files, in input order.
 
-    Only the dimensions every input has are kept.
+    Every dimension any input has is kept; points of inputs without it get zeros, with a :class:`CimWarning`
+    naming the dimension and the inputs that lack it (e.g. RGB when mixing colourless ALS with coloured MLS).
     """
-    pieces: list[np.ndarray] = []
-    common: list[str] | None = None
-    for folder in parts_dirs:
-        schema = json.loads((folder / "schema.json").read_text())
-        names = [n for n, _ in schema["dtype"]]
-        common = names if common is None else [n for n in common if n in names]
-        part = folder / f"{tile.key}.bin"
-        if part.exists():
-            dtype = np.dtype([(n, s) for n, s in schema["dtype"]])
-            pieces.append(np.fromfile(part, dtype=dtype))
+    schemas = [(folder, json.loads((folder / "schema.json").read_text())) for folder in parts_dirs]
+    dtypes: dict[str, np.dtype] = {}
+    for _, schema in schemas:
+        for name, spec in schema["dtype"]:
+            dtypes.setdefault(name, np.dtype(spec))
+    pieces = [(schema.get("source", folder.name), np.fromfile(folder / f"{tile.key}.bin", dtype=[tuple(f) for f in schema["dtype"]]))
+              for folder, schema in schemas if (folder / f"{tile.key}.bin").exists()]
     if not pieces:
         return PointCloud.empty(crs, names=["core"])
-    data = {n: np.concatenate([p[n] for p in pieces]) for n in common or ["x", "y", "z", "core"]}
+    data = {name: np.concatenate([_field_or_zeros(piece, name, dtype) for _, piece in pieces])
+            for name, dtype in dtypes.items()}
+    for source, piece in pieces:
+        missing = [name for name in dtypes if name not in piece.dtype.names]
+        if missing:
+            warnings.warn(f"{source} has no {', '.join(missing)}: its points get 0 there", CimWarning, stacklevel=2)
     return PointCloud(data, crs)
+
+
+def _field_or_zeros(piece: np.ndarray, name: str, dtype: np.dtype) -> np.ndarray:
+    return piece[name] if name in piece.dtype.names else np.zeros(len(piece), dtype)
 
 
 def union_bounds(bounds: Iterable[Bounds]) -> tuple[float, float, float, float]:

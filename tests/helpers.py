@@ -57,3 +57,12 @@ buffer = {buffer}
 [[stages]]
 type = "write.las"
 """
+
+
+def gps_seconds(las) -> "np.ndarray":
+    """A laspy record's GPS time in GPS seconds, honouring the adjusted-standard bit of the header."""
+    import laspy
+    import numpy as np
+
+    adjusted = las.header.global_encoding.gps_time_type == laspy.header.GpsTimeType.STANDARD
+    return np.asarray(las.gps_time, dtype=float) + (1.0e9 if adjusted else 0.0)

@@ -13,6 +13,7 @@ import pytest
 import cim
 from cim.errors import InputError
 from cim.io import las
+from cim.points import PointCloud
 
 
 def test_round_trip_keeps_values_classes_and_crs(repo_data: Path, tmp_path: Path) -> None:
@@ -121,3 +122,15 @@ def test_invalid_header_scale_is_refused(repo_data: Path, tmp_path: Path) -> Non
     path.write_bytes(bytes(data))
     with pytest.raises(InputError, match="badscale.laz: header has invalid scale"):
         las.open_source(path)
+
+
+def test_gps_time_is_stored_as_adjusted_standard_and_read_back_as_gps_seconds(tmp_path: Path) -> None:
+    gps = 1.4e9 + np.arange(5) * 0.25  # GPS seconds (cim's time base)
+    week = np.arange(5) * 100.0  # GPS week seconds: below one week, stored as they are
+    for name, values, adjusted in (("full.laz", gps, True), ("week.laz", week, False)):
+        cloud = PointCloud({"x": np.arange(5.0), "y": np.zeros(5), "z": np.zeros(5), "gps_time": values})
+        path = las.write(tmp_path / name, cloud, crs=cim.crs.resolve("EPSG:25832+7837"))
+        raw = laspy.read(path)
+        assert (raw.header.global_encoding.gps_time_type == laspy.header.GpsTimeType.STANDARD) == adjusted
+        assert np.abs(np.asarray(raw.gps_time)).max() < 1e9  # adjusted values are small
+        np.testing.assert_allclose(las.read(path)["gps_time"], values, atol=1e-6)

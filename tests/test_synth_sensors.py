@@ -19,6 +19,7 @@ from cim import camera
 from cim.synth import poses
 from cim.synth.panoramas import shade, to_srgb8
 from cim.synth.raycast import Caster
+from tests.helpers import gps_seconds
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -176,7 +177,7 @@ def test_mls_laz_attributes_and_classes(synth_city) -> None:
     cls = np.asarray(las.classification)
     assert {1, 2, 6} <= set(np.unique(cls).tolist())
     c = synth_city.config
-    gps = np.asarray(las.gps_time)
+    gps = gps_seconds(las)
     assert np.all(np.diff(gps) >= 0)
     assert c.mls_gps_start <= gps.min() and gps.max() <= c.mls_gps_start + truth["drive"]["duration"]
     angle = np.asarray(las.scan_angle) * 0.006

@@ -51,3 +51,21 @@ def test_partition_then_load_reproduces_every_point_once(repo_data: Path, tmp_pa
     key = lambda c: np.lexsort((c.gps_time, c.z, c.y, c.x))  # noqa: E731
     np.testing.assert_array_equal(merged.xyz[key(merged)], original.xyz[key(original)])
     np.testing.assert_array_equal(merged.classification[key(merged)], original.classification[key(original)])
+
+
+def test_load_tile_keeps_dimensions_only_some_inputs_have(tmp_path: Path) -> None:
+    crs = cim.crs.resolve("EPSG:25832+7837")
+    rng = np.random.default_rng(3)
+    xyz = {k: rng.uniform(0, 40, 500) for k in "xyz"}
+    als = cim.PointCloud({**xyz, "intensity": np.full(500, 7, "u2")}, crs)
+    mls = cim.PointCloud({**xyz, "red": np.full(500, 60000, "u2"), "green": np.zeros(500, "u2"),
+                          "blue": np.zeros(500, "u2"), "intensity": np.full(500, 9, "u2")}, crs)
+    grid = TileGrid(50.0, 5.0)
+    for name, cloud in (("als", als), ("mls", mls)):
+        cim.write(tmp_path / f"{name}.laz", cloud)
+        partition_file(tmp_path / f"{name}.laz", grid, crs, tmp_path / name)
+    with pytest.warns(cim.errors.CimWarning, match="als.laz has no red, green, blue: its points get 0"):
+        tile = load_tile([tmp_path / "als", tmp_path / "mls"], grid.tile(0, 0), crs)
+    assert len(tile) == 1000 and tile.has("red")
+    assert sorted(np.unique(tile["red"]).tolist()) == [0, 60000]  # ALS points zero-filled, MLS colours kept
+    assert sorted(np.unique(tile["intensity"]).tolist()) == [7, 9]

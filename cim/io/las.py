@@ -21,6 +21,8 @@ from cim.io.las_crs import header_crs
 from cim.points import Bounds, PointCloud
 
 DEFAULT_CHUNK = 1_000_000
+ADJUSTED_GPS_OFFSET = 1.0e9  # LAS 1.4 adjusted standard GPS time = GPS seconds - 1e9
+SECONDS_PER_WEEK = 604_800.0
 
 #: laspy field -> cim name, for the fields that keep their meaning unchanged.
 _DIRECT_FIELDS = {
@@ -51,6 +53,11 @@ class LasSource:
     @property
     def point_count(self) -> int:
         return int(self.header.point_count)
+
+    @property
+    def adjusted_gps_time(self) -> bool:
+        """True when the file stores adjusted standard GPS time (GPS seconds - 1e9), False for GPS week seconds."""
+        return self.header.global_encoding.gps_time_type == laspy.header.GpsTimeType.STANDARD
 
     @property
     def bounds(self) -> Bounds:
@@ -95,7 +102,7 @@ def require_crs(source: LasSource) -> pyproj.CRS:
     return source.crs
 
 
-def _to_cloud(record: laspy.ScaleAwarePointRecord, crs: pyproj.CRS | None) -> PointCloud:
+def _to_cloud(record: laspy.ScaleAwarePointRecord, source: LasSource) -> PointCloud:
     names = set(record.point_format.dimension_names)
     data: dict[str, np.ndarray] = {
         "x": np.asarray(record.x, dtype="f8"),
@@ -105,6 +112,8 @@ def _to_cloud(record: laspy.ScaleAwarePointRecord, crs: pyproj.CRS | None) -> Po
     for field, name in _DIRECT_FIELDS.items():
         if field in names:
             data[name] = np.asarray(record[field])
+    if "gps_time" in data and source.adjusted_gps_time:
+        data["gps_time"] = data["gps_time"] + ADJUSTED_GPS_OFFSET
     if "scan_angle" in names:  # LAS 1.4 PF6+: 0.006 degree units
         data["scan_angle"] = np.asarray(record["scan_angle"], dtype="f4") * np.float32(0.006)
     elif "scan_angle_rank" in names:
@@ -113,7 +122,7 @@ def _to_cloud(record: laspy.ScaleAwarePointRecord, crs: pyproj.CRS | None) -> Po
         values = np.asarray(record[extra])
         if values.ndim == 1:
             data[extra] = values
-    return PointCloud(data, crs)
+    return PointCloud(data, source.crs)
 
 
 def iter_chunks(
@@ -138,7 +147,7 @@ def iter_chunks(
                 seen += len(record)
                 if len(record) == 0:
                     break
-                cloud = _to_cloud(record, source.crs)
+                cloud = _to_cloud(record, source)
                 if bounds is not None:
                     cloud = cloud[_inside(cloud, bounds)]
                 yield cloud
@@ -170,7 +179,7 @@ def _read_copc(source: LasSource, bounds: Bounds) -> PointCloud:
             record = reader.query(bounds=query)
     except Exception as exc:  # noqa: BLE001
         raise InputError(source.path, f"COPC query failed ({exc})") from None
-    cloud = _to_cloud(record, source.crs)
+    cloud = _to_cloud(record, source)
     return cloud[_inside(cloud, bounds)]
 
 
@@ -206,7 +215,9 @@ def write(
     """Write ``cloud`` as LAS 1.4 (LAZ when the suffix is .laz) atomically; returns the path.
 
     The point format is 6, 7 (RGB) or 8 (RGB + NIR); other dimensions become extra bytes. The CRS (``crs`` or
-    the cloud's) is written as an OGC WKT VLR. Non-finite coordinates are refused. ``creation_date`` (default:
+    the cloud's) is written as an OGC WKT VLR. ``gps_time`` holds GPS seconds (cim's time base); it is stored as
+    adjusted standard GPS time (minus 1e9, global-encoding bit set) unless every value is below one week, which
+    is then taken as GPS week seconds and stored as they are. Non-finite coordinates are refused. ``creation_date`` (default:
     today) is the header's file creation day; pipelines pass a fixed one so that re-runs are byte-identical.
     """
     path = Path(path)
@@ -227,11 +238,16 @@ def write(
             header.add_crs(crs)
         except Exception as exc:  # noqa: BLE001
             raise CrsError(f"cannot write CRS {crs_mod.describe(crs)} into {path}: {exc}") from None
+    adjusted = cloud.has("gps_time") and len(cloud) > 0 and float(cloud["gps_time"].min()) >= SECONDS_PER_WEEK
+    if adjusted:
+        header.global_encoding.gps_time_type = laspy.header.GpsTimeType.STANDARD
     record = laspy.ScaleAwarePointRecord.zeros(len(cloud), header=header)
     record.x, record.y, record.z = xyz[:, 0], xyz[:, 1], xyz[:, 2]
     for name in [*_DIRECT_FIELDS, *extras]:
         if cloud.has(name) and name in record.point_format.dimension_names:
             record[name] = cloud[name]
+    if adjusted:
+        record["gps_time"] = cloud["gps_time"] - ADJUSTED_GPS_OFFSET
     if cloud.has("scan_angle"):
         record["scan_angle"] = np.round(cloud["scan_angle"] / 0.006).astype("i2")
     with atomic_write(path) as tmp:

@@ -76,7 +76,7 @@ class RunReport:
 
     @property
     def warnings(self) -> list[str]:
-        return [w for o in self.outcomes.values() for w in o.warnings]
+        return list(dict.fromkeys(w for o in self.outcomes.values() for w in o.warnings))  # once each, in order
 
     def stage_table(self) -> list[dict[str, Any]]:
         """Per stage: tasks done / skipped / failed and summed task seconds, in first-seen order."""
