@@ -42,7 +42,7 @@ def dask_client(scheduler: str | None = None, workers: int | None = None) -> Ite
         processes=processes,
         memory_limit=memory,
         dashboard_address=":0",
-        silence_logs=logging.ERROR,
+        silence_logs=logging.CRITICAL,  # failures reach the user once, through cim's report, not as worker logs
     ) as cluster, Client(cluster) as client:
         log.info("local Dask cluster: %d workers", len(cluster.workers))
         yield client
