@@ -83,27 +83,42 @@ class TileGrid:
         return [self.tile(ix, iy) for iy in range(iy0, iy1 + 1) for ix in range(ix0, ix1 + 1)]
 
     def assign(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Every (point, tile) membership: point index, tile column, tile row and core flag, sorted by tile.
+        """Every (point, tile) membership: point index, tile column, tile row and core flag, grouped by tile.
 
-        Each point appears once as core and once per neighbour whose buffered square contains it.
+        Each point appears once as core and once per neighbour whose buffered square contains it. Tiles come
+        row by row; inside a tile the core points come first, each group in point order (deterministic).
         """
         ix = np.floor(x / self.size).astype(np.int64)
         iy = np.floor(y / self.size).astype(np.int64)
         fx, fy = x - ix * self.size, y - iy * self.size  # position inside the own tile
-        idx_parts, ix_parts, iy_parts, core_parts = [], [], [], []
+        near_edge = np.flatnonzero((np.minimum(fx, fy) < self.buffer) | (np.maximum(fx, fy) >= self.size - self.buffer))
+        idx_parts, ix_parts, iy_parts = [np.arange(len(x))], [ix], [iy]
+        ex, ey = fx[near_edge], fy[near_edge]
         for dx in (-1, 0, 1):
-            near_x = _near(fx, dx, self.size, self.buffer)
+            near_x = _near(ex, dx, self.size, self.buffer)
             for dy in (-1, 0, 1):
-                mask = near_x & _near(fy, dy, self.size, self.buffer)
-                sel = np.flatnonzero(mask)
+                if dx == 0 and dy == 0:
+                    continue
+                sel = near_edge[near_x & _near(ey, dy, self.size, self.buffer)]
                 idx_parts.append(sel)
                 ix_parts.append(ix[sel] + dx)
                 iy_parts.append(iy[sel] + dy)
-                core_parts.append(np.full(len(sel), dx == 0 and dy == 0))
         idx, tix, tiy = np.concatenate(idx_parts), np.concatenate(ix_parts), np.concatenate(iy_parts)
-        core = np.concatenate(core_parts)
-        order = np.lexsort((idx, tix, tiy))
+        core = np.zeros(len(idx), dtype=bool)
+        core[: len(x)] = True
+        order = _group_by_tile(tix, tiy)
         return idx[order], tix[order], tiy[order], core[order]
+
+
+def _group_by_tile(tix: np.ndarray, tiy: np.ndarray) -> np.ndarray:
+    """Stable order grouping memberships by tile row then column (a radix sort when tiles fit 16 bits)."""
+    if len(tix) == 0:
+        return np.arange(0)
+    cols = tix.max() - tix.min() + 1
+    tile = (tiy - tiy.min()) * cols + (tix - tix.min())
+    if tile.max() < 2**16:
+        tile = tile.astype(np.uint16)
+    return np.argsort(tile, kind="stable")
 
 
 def _near(frac: np.ndarray, step: int, size: float, buffer: float) -> np.ndarray:

@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import mapbox_earcut
 import numpy as np
 import shapely
 from shapely.geometry import Polygon
 
+from cim.buildings.mesh import _project, face_plane, triangulate
 from cim.cityjson import BuildingGeometry
 
 
@@ -34,58 +34,6 @@ class Validity:
     @property
     def codes(self) -> list[int]:
         return sorted({c for c, _ in self.errors})
-
-
-def face_plane(face: np.ndarray) -> tuple[np.ndarray, float]:
-    """Unit normal (Newell's method, right-hand rule) and offset d (n·x = d) of a polygon."""
-    nxt = np.roll(face, -1, axis=0)
-    n = np.array([
-        np.sum((face[:, 1] - nxt[:, 1]) * (face[:, 2] + nxt[:, 2])),
-        np.sum((face[:, 2] - nxt[:, 2]) * (face[:, 0] + nxt[:, 0])),
-        np.sum((face[:, 0] - nxt[:, 0]) * (face[:, 1] + nxt[:, 1])),
-    ])
-    norm = np.linalg.norm(n)
-    if norm == 0:
-        return np.zeros(3), 0.0
-    n = n / norm
-    return n, float(n @ face.mean(axis=0))
-
-
-def face_area(face: np.ndarray) -> float:
-    """Area of a planar 3D polygon (Newell)."""
-    nxt = np.roll(face, -1, axis=0)
-    return 0.5 * float(np.linalg.norm(np.cross(face, nxt).sum(axis=0)))
-
-
-def signed_volume(faces: Sequence[np.ndarray]) -> float:
-    """Volume enclosed by a closed shell (positive when faces are oriented outward)."""
-    vol = 0.0
-    for f in faces:
-        a = f[0]
-        b, c = f[1:-1], f[2:]
-        vol += float(np.einsum("ij,ij->i", np.broadcast_to(a, b.shape), np.cross(b, c)).sum())
-    return vol / 6.0
-
-
-def _project(face: np.ndarray, normal: np.ndarray) -> np.ndarray:
-    axis = int(np.argmax(np.abs(normal)))
-    keep = [i for i in range(3) if i != axis]
-    return face[:, keep]
-
-
-def triangulate_face(face: np.ndarray) -> np.ndarray:
-    """Triangles (k, 3) of vertex indices into a planar ``face`` (earcut), wound like the face."""
-    n = len(face)
-    if n == 3:
-        return np.array([[0, 1, 2]], dtype=np.int64)
-    normal, _ = face_plane(face)
-    p2 = _project(face, normal)
-    tri = mapbox_earcut.triangulate_float64(p2, np.array([n], dtype=np.uint32)).astype(np.int64).reshape(-1, 3)
-    if len(tri):
-        a, b, c = face[tri[:, 0]], face[tri[:, 1]], face[tri[:, 2]]
-        flip = np.cross(b - a, c - a) @ normal < 0
-        tri[flip] = tri[flip][:, [0, 2, 1]]
-    return tri
 
 
 def check_solid(geom: BuildingGeometry | Sequence[np.ndarray], *, planarity_tol: float = 0.01,
@@ -148,13 +96,9 @@ def check_solid(geom: BuildingGeometry | Sequence[np.ndarray], *, planarity_tol:
 
 def _self_intersections(faces: list[np.ndarray], rings: list[np.ndarray], tol: float) -> int:
     """Number of pairs of faces that share no vertex yet intersect (vectorised triangle-triangle tests)."""
-    tris, owner = [], []
-    for i, f in enumerate(faces):
-        t = triangulate_face(f)
-        tris.append(f[t])
-        owner.append(np.full(len(t), i))
-    T = np.concatenate(tris)
-    own = np.concatenate(owner)
+    mesh = triangulate(faces)
+    T = mesh.positions[mesh.triangles]
+    own = mesh.face
     from scipy import sparse
 
     nv = int(max(r.max() for r in rings)) + 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -63,7 +64,7 @@ class GltfBuilder:
             "bufferViews": [],
             "accessors": [],
         }
-        self._chunks: list[bytes] = []
+        self._chunks: list[bytes | memoryview] = []
         self._length = 0
         self._extensions_used: set[str] = set()
         self._extensions_required: set[str] = set()
@@ -73,8 +74,10 @@ class GltfBuilder:
         if required:
             self._extensions_required.add(name)
 
-    def add_view(self, data: bytes, *, target: int | None = None, stride: int | None = None,
-                 align: int = 8) -> int:
+    def add_view(self, data: bytes | memoryview | np.ndarray, *, target: int | None = None,
+                 stride: int | None = None, align: int = 8) -> int:
+        """A buffer view over ``data`` (any contiguous buffer; kept by reference and copied once in :meth:`to_glb`)."""
+        data = memoryview(data).cast("B")
         pad = (-self._length) % align
         if pad:
             self._chunks.append(b"\0" * pad)
@@ -94,32 +97,38 @@ class GltfBuilder:
         values = np.asarray(values)
         if values.ndim == 1:
             values = values[:, None]
-        n, k = values.shape
-        size = values.dtype.itemsize * k
-        stride = (size + 3) // 4 * 4
-        if stride != size:
-            padded = np.zeros((n, stride // values.dtype.itemsize), dtype=values.dtype)
-            padded[:, :k] = values
-            data = padded.tobytes()
-            view = self.add_view(data, target=ARRAY_BUFFER, stride=stride, align=4)
-        else:
-            view = self.add_view(np.ascontiguousarray(values).tobytes(), target=ARRAY_BUFFER, align=4)
-        return self._accessor(view, values, k, normalized, minmax)
+        k = values.shape[1]
+        padded = padded_rows(len(values), k, values.dtype)
+        padded[:, :k] = values
+        bounds = (values.min(axis=0), values.max(axis=0)) if minmax and len(values) else None
+        return self.add_padded_attribute(padded, k, normalized=normalized, bounds=bounds)
+
+    def add_padded_attribute(self, padded: np.ndarray, k: int, *, normalized: bool = False,
+                             bounds: tuple[np.ndarray, np.ndarray] | None = None) -> int:
+        """Accessor over the first ``k`` columns of ``padded`` (C-contiguous rows of a multiple of 4 bytes, e.g.
+        from :func:`padded_rows`), stored without copying; ``bounds``: the accessor's (min, max) per component."""
+        stride = padded.shape[1] * padded.dtype.itemsize
+        if stride % 4 or not padded.flags.c_contiguous:
+            raise ValueError("vertex attribute rows must be contiguous and a multiple of 4 bytes")
+        size = padded.dtype.itemsize * k
+        view = self.add_view(padded, target=ARRAY_BUFFER, stride=stride if stride != size else None, align=4)
+        return self._accessor(view, padded.dtype, len(padded), k, normalized, bounds)
 
     def add_indices(self, indices: np.ndarray) -> int:
         indices = np.ascontiguousarray(indices).ravel()
-        view = self.add_view(indices.tobytes(), target=ELEMENT_ARRAY_BUFFER, align=4)
-        return self._accessor(view, indices[:, None], 1, False, False)
+        view = self.add_view(indices, target=ELEMENT_ARRAY_BUFFER, align=4)
+        return self._accessor(view, indices.dtype, len(indices), 1, False, None)
 
-    def _accessor(self, view: int, values: np.ndarray, k: int, normalized: bool, minmax: bool) -> int:
-        acc: dict = {"bufferView": view, "componentType": _COMPONENT_TYPES[values.dtype], "count": int(len(values)),
+    def _accessor(self, view: int, dtype: np.dtype, count: int, k: int, normalized: bool,
+                  bounds: tuple[np.ndarray, np.ndarray] | None) -> int:
+        acc: dict = {"bufferView": view, "componentType": _COMPONENT_TYPES[np.dtype(dtype)], "count": int(count),
                      "type": _TYPES[k]}
         if normalized:
             acc["normalized"] = True
-        if minmax and len(values):
-            conv = float if values.dtype.kind == "f" else int
-            acc["min"] = [conv(v) for v in values.min(axis=0)]
-            acc["max"] = [conv(v) for v in values.max(axis=0)]
+        if bounds is not None:
+            conv = float if np.dtype(dtype).kind == "f" else int
+            acc["min"] = [conv(v) for v in bounds[0]]
+            acc["max"] = [conv(v) for v in bounds[1]]
         self.gltf["accessors"].append(acc)
         return len(self.gltf["accessors"]) - 1
 
@@ -129,17 +138,23 @@ class GltfBuilder:
             gltf["extensionsUsed"] = sorted(self._extensions_used)
         if self._extensions_required:
             gltf["extensionsRequired"] = sorted(self._extensions_required)
-        binary = b"".join(self._chunks)
-        binary += b"\0" * ((-len(binary)) % 4)
-        gltf["buffers"] = [{"byteLength": len(binary)}]
+        pad = (-self._length) % 4
+        gltf["buffers"] = [{"byteLength": self._length + pad}]
         text = json.dumps(gltf, separators=(",", ":"), sort_keys=True).encode("utf-8")
         text += b" " * ((-len(text)) % 4)
-        total = 12 + 8 + len(text) + 8 + len(binary)
+        total = 12 + 8 + len(text) + 8 + self._length + pad
         return b"".join([
             struct.pack("<III", GLB_MAGIC, 2, total),
             struct.pack("<II", len(text), _JSON_CHUNK), text,
-            struct.pack("<II", len(binary), _BIN_CHUNK), binary,
+            struct.pack("<II", self._length + pad, _BIN_CHUNK), *self._chunks, b"\0" * pad,
         ])
+
+
+def padded_rows(n: int, k: int, dtype: np.dtype) -> np.ndarray:
+    """Zeroed (n, w) array whose rows hold ``k`` values of ``dtype`` padded to a multiple of 4 bytes."""
+    itemsize = np.dtype(dtype).itemsize
+    width = -(-k * itemsize // 4) * 4 // itemsize
+    return np.zeros((n, width), dtype) if width != k else np.empty((n, k), dtype)
 
 
 # -- point clouds ---------------------------------------------------------------------------------------------
@@ -173,14 +188,37 @@ class PointProperty:
         return prop
 
 
-def quantize_positions(local: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """UNSIGNED_SHORT positions and the (origin, step) that restore them: ``origin + step * q``."""
+def column_bounds(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column (min, max) of an (n,k) array, one column at a time (fast for column-major arrays)."""
+    k = values.shape[1]
+    return (np.array([values[:, a].min() for a in range(k)]), np.array([values[:, a].max() for a in range(k)]))
+
+
+def quantize_positions(local: np.ndarray, lo: np.ndarray | None = None,
+                       hi: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """UNSIGNED_SHORT positions and the (origin, step) that restore them: ``origin + step * q``.
+
+    Returns ``q`` as (n,4) rows (the 4th column is the zero padding glTF needs), computed column by column in one
+    pass; ``lo``/``hi``: the AABB of ``local`` when known (saves a pass).
+    """
     local = np.asarray(local, float)
-    lo = local.min(axis=0)
-    hi = local.max(axis=0)
+    lo, hi = column_bounds(local) if lo is None or hi is None else (np.asarray(lo, float), np.asarray(hi, float))
     step = np.maximum(hi - lo, 1e-6) / 65535.0
-    q = np.rint((local - lo) / step)
-    return np.clip(q, 0, 65535).astype(np.uint16), lo, step
+    inv = 1.0 / step
+    q = padded_rows(len(local), 3, np.uint16)
+    work = np.empty(len(local))
+    for a in range(3):
+        np.subtract(local[:, a], lo[a], out=work)
+        work *= inv[a]
+        work += 0.5
+        np.minimum(work, 65535.0, out=work)
+        q[:, a] = work  # truncation of non-negative values: rounding to the nearest step
+    return q, lo, step
+
+
+def _quantized_max(lo: np.ndarray, hi: np.ndarray, step: np.ndarray) -> list[int]:
+    """Largest stored value per axis (the point at ``hi``), computed as :func:`quantize_positions` does."""
+    return [int(min((hi[a] - lo[a]) * (1.0 / step[a]) + 0.5, 65535.0)) for a in range(3)]
 
 
 def srgb_to_linear(c: np.ndarray) -> np.ndarray:
@@ -189,30 +227,62 @@ def srgb_to_linear(c: np.ndarray) -> np.ndarray:
     return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
 
 
+@lru_cache(maxsize=4)
+def _linear16_table(bits: int) -> np.ndarray:
+    """16-bit linear value of every ``bits``-bit sRGB code."""
+    codes = np.arange(1 << bits, dtype=np.float32) / np.float32((1 << bits) - 1)
+    return np.rint(srgb_to_linear(codes) * 65535).astype(np.uint16)
+
+
+def linear_colors(channels: list[np.ndarray] | np.ndarray, bits: int) -> np.ndarray:
+    """(n,4) linear 16-bit ``COLOR_0`` rows (4th column: padding) of raw sRGB ``channels`` of ``bits`` bits.
+
+    ``channels``: red, green and blue arrays (or an (n,3) array); values above ``2**bits - 1`` count as full.
+    """
+    table = _linear16_table(bits)
+    channels = [channels[:, c] for c in range(3)] if isinstance(channels, np.ndarray) else channels
+    out = padded_rows(len(channels[0]), 3, np.uint16)
+    for c, raw in enumerate(channels):
+        raw = np.asarray(raw)
+        np.take(table, raw if raw.dtype.kind in "ui" else np.rint(raw).astype(np.int64), out=out[:, c], mode="clip")
+    return out
+
+
 def points_glb(
     local: np.ndarray,
     *,
     rgb: np.ndarray | None = None,
+    color: np.ndarray | None = None,
     properties: list[PointProperty] | None = None,
     class_name: str = "point",
     schema: dict | None = None,
+    bounds: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> bytes:
     """GLB with one POINTS primitive.
 
-    ``local``: (n,3) float64 positions in the tile's local ENU frame; ``rgb``: (n,3) sRGB values in [0, 1]
-    (converted to linear ``COLOR_0`` here); ``properties``: per-point property attributes of class ``class_name``
-    (``schema`` is the EXT_structural_metadata schema holding that class; built from ``properties`` if omitted).
+    ``local``: (n,3) float64 positions in the tile's local ENU frame; ``bounds``: their AABB when known;
+    ``rgb``: (n,3) sRGB values in [0, 1] (converted to linear ``COLOR_0`` here), or ``color``: linear 16-bit rows
+    from :func:`linear_colors` ((n,4), stored without copying, or (n,3)); ``properties``: per-point property
+    attributes of class ``class_name`` (``schema`` is the EXT_structural_metadata schema holding that class;
+    built from ``properties`` if omitted).
     """
     local = np.asarray(local, float)
     if len(local) == 0:
         raise ValueError("a point content needs at least one point")
     b = GltfBuilder()
     b.use_extension("KHR_mesh_quantization", required=True)
-    q, origin, step = quantize_positions(local)
-    attributes = {"POSITION": b.add_vertex_attribute(q, minmax=True)}
+    lo, hi = column_bounds(local) if bounds is None else (np.asarray(v, float) for v in bounds)
+    q, origin, step = quantize_positions(local, lo, hi)
+    top = _quantized_max(origin, hi, step)
+    attributes = {"POSITION": b.add_padded_attribute(q, 3, bounds=([0, 0, 0], top))}
     if rgb is not None:
         lin = srgb_to_linear(np.clip(rgb, 0.0, 1.0))
-        attributes["COLOR_0"] = b.add_vertex_attribute(np.rint(lin * 65535).astype(np.uint16), normalized=True)
+        color = np.rint(lin * 65535).astype(np.uint16)
+    if color is not None:
+        if color.shape[1] == 4 and color.flags.c_contiguous:
+            attributes["COLOR_0"] = b.add_padded_attribute(color, 3, normalized=True)
+        else:
+            attributes["COLOR_0"] = b.add_vertex_attribute(color[:, :3], normalized=True)
     primitive: dict = {"attributes": attributes, "mode": POINTS, "material": 0}
     if properties:
         b.use_extension("EXT_structural_metadata")

@@ -67,32 +67,55 @@ def group_starts(sorted_keys: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1])
 
 
-def pick_per_group(starts: np.ndarray, n: int, dist: np.ndarray) -> np.ndarray:
-    """Index of the smallest ``dist`` in every run ``[starts[i], starts[i+1])`` of a length-``n`` array.
+def pick_per_group(starts: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """Index of the smallest ``dist`` (non-negative integers) in every run ``[starts[i], starts[i+1])``.
 
-    Ties go to the first index, so the choice is deterministic.
+    One ``minimum.reduceat`` over ``dist * n + index``: ties go to the first index, so the choice is deterministic.
+    Distances too large for that key lose low bits (only ties among nearly equal distances change).
     """
+    n = len(dist)
     if len(starts) == 0:
         return np.zeros(0, np.int64)
-    counts = np.diff(np.append(starts, n))
-    lowest = np.minimum.reduceat(dist, starts)
-    hits = np.flatnonzero(dist == np.repeat(lowest, counts))
-    group = np.searchsorted(starts, hits, side="right")
-    first = np.ones(len(hits), bool)
-    first[1:] = group[1:] != group[:-1]
-    return hits[first]
+    dist = dist.astype(np.int64, copy=False)
+    top = int(dist.max())
+    shift = max(0, top.bit_length() + max(n - 1, 1).bit_length() - 62)
+    key = dist >> shift if shift else dist.copy()
+    key *= n
+    key += np.arange(n, dtype=np.int64)
+    return np.minimum.reduceat(key, starts) % n
+
+
+def centre_distance(lows: list[np.ndarray], bits: int) -> np.ndarray:
+    """Squared distance (in units of half a fine cell) of fine cells to the centre of their voxel.
+
+    ``lows``: per axis, the fine cell index inside its voxel (``bits`` low bits of the fine cell coordinate).
+    """
+    dist = np.zeros(len(lows[0]), np.int64)
+    for low in lows:
+        d = low.astype(np.int64)
+        d *= 2
+        d += 1 - (1 << bits)
+        d *= d
+        dist += d
+    return dist
+
+
+#: Fine cells per voxel edge (log2) with which :func:`grid_sample` finds the point closest to a voxel centre.
+_SUB_BITS = 10
 
 
 def grid_sample(local: np.ndarray, origin: np.ndarray, spacing: float) -> np.ndarray:
     """Indices of one point per occupied voxel of ``spacing`` (the one closest to the voxel centre)."""
     if len(local) == 0:
         return np.zeros(0, np.int64)
-    cell = np.floor((local - origin) / spacing)
-    q = np.clip(cell - cell.min(axis=0), 0, _MAX).astype(np.uint64)
-    keys = morton(q)
+    scale = (1 << _SUB_BITS) / spacing
+    fine = [np.floor((local[:, a] - origin[a]) * scale).astype(np.int64) for a in range(3)]
+    voxel = [f >> _SUB_BITS for f in fine]
+    voxel = [np.clip(v - v.min(), 0, _MAX) for v in voxel]
+    keys = morton(np.column_stack(voxel))
     order = sort_codes(keys)
-    dist = np.sum((local[order] - (origin + (cell[order] + 0.5) * spacing)) ** 2, axis=1)
-    return order[pick_per_group(group_starts(keys[order]), len(order), dist)]
+    lows = [(f[order] & ((1 << _SUB_BITS) - 1)) for f in fine]
+    return order[pick_per_group(group_starts(keys[order]), centre_distance(lows, _SUB_BITS))]
 
 
 @dataclass
@@ -105,6 +128,8 @@ class OctreeNode:
     parent: int = -1
     box_min: np.ndarray | None = None  # AABB of the whole subtree (local coordinates)
     box_max: np.ndarray | None = None
+    own_min: np.ndarray | None = None  # AABB of the node's own points
+    own_max: np.ndarray | None = None
 
     @property
     def name(self) -> str:
@@ -113,13 +138,18 @@ class OctreeNode:
 
 @dataclass
 class Octree:
-    """Nodes (0 = root) and ``order``: point indices grouped by node (node i owns ``order[start:start+count]``)."""
+    """Nodes (0 = root) and ``order``: point indices grouped by node (node i owns ``order[start:start+count]``).
+
+    ``points`` are the input coordinates in that order ((n,3), contiguous columns): node i's own points are the
+    slice ``points[start:start+count]``, so contents are written without gathering again.
+    """
 
     origin: np.ndarray
     side: float
     grid_bits: int
     nodes: list[OctreeNode]
     order: np.ndarray
+    points: np.ndarray
 
     def spacing(self, level: int) -> float:
         """Sampling voxel size of a node at ``level``: the gap its children fill."""
@@ -129,17 +159,23 @@ class Octree:
         nd = self.nodes[node]
         return self.order[nd.start: nd.start + nd.count]
 
+    def slice_of(self, node: int) -> slice:
+        """Range of ``node``'s own points in :attr:`points` (and in any array gathered by :attr:`order`)."""
+        nd = self.nodes[node]
+        return slice(nd.start, nd.start + nd.count)
+
 
 def build_octree(local: np.ndarray, *, leaf_points: int = 60_000, grid_bits: int = 7) -> Octree:
-    """The LOD octree of ``local`` ((n,3) float64 coordinates in a metric frame)."""
+    """The LOD octree of ``local`` ((n,3) float64 coordinates in a metric frame; column-major is fastest)."""
     local = np.asarray(local, float)
     n = len(local)
     if n == 0:
         raise ValueError("cannot build an octree of no points")
-    lo = local.min(axis=0)
-    side = float(max(np.max(local.max(axis=0) - lo), 1e-3)) * (1 + 1e-9)
+    cols = [local[:, a] for a in range(3)]
+    lo = np.array([c.min() for c in cols])
+    side = float(max(max(float(c.max()) - float(lo[a]) for a, c in enumerate(cols)), 1e-3)) * (1 + 1e-9)
     scale = (1 << MORTON_BITS) / side
-    q = [_cells(local[:, a], lo[a], scale) for a in range(3)]
+    q = [_cells(c, lo[a], scale) for a, c in enumerate(cols)]
     codes = _spread(q[0])
     codes |= _spread(q[1]) << np.uint64(1)
     codes |= _spread(q[2]) << np.uint64(2)
@@ -148,6 +184,14 @@ def build_octree(local: np.ndarray, *, leaf_points: int = 60_000, grid_bits: int
     codes = codes[sorted_idx]
     qs = [axis[sorted_idx] for axis in q]  # cell coordinates per axis, in Morton order
     del q
+    level_of = _levels(codes, qs, leaf_points, grid_bits)
+    return _assemble(cols, lo, side, grid_bits, codes, qs, level_of, sorted_idx)
+
+
+def _levels(codes: np.ndarray, qs: list[np.ndarray], leaf_points: int, grid_bits: int) -> np.ndarray:
+    """Level of every point (Morton-sorted): each level takes the point closest to each voxel's centre."""
+    n = len(codes)
+    index_type = np.int32 if n < 2**31 else np.int64
     level_of = np.empty(n, np.int8)
     remaining = np.arange(n, dtype=index_type)  # positions in the sorted arrays, kept in Morton order
     rem_codes = codes
@@ -155,11 +199,8 @@ def build_octree(local: np.ndarray, *, leaf_points: int = 60_000, grid_bits: int
     for level in range(last_level + 1):
         starts = group_starts(rem_codes >> np.uint64(3 * (MORTON_BITS - level)))
         counts = np.diff(np.append(starts, len(remaining)))
-        if level == last_level:
-            level_of[remaining] = level
-            break
         big = counts > leaf_points
-        if not big.any():
+        if level == last_level or not big.any():
             level_of[remaining] = level
             break
         in_big = np.repeat(big, counts)
@@ -169,16 +210,9 @@ def build_octree(local: np.ndarray, *, leaf_points: int = 60_000, grid_bits: int
             rem_codes = rem_codes[in_big]
         vshift = MORTON_BITS - level - grid_bits
         vstarts = group_starts(rem_codes >> np.uint64(3 * vshift))
-        # squared distance (in finest cells) of each point to its voxel centre, from the low bits of its cell
-        mask, half = np.uint32((1 << vshift) - 1), (1 << vshift) // 2
-        dist = np.zeros(len(remaining), np.int64)
-        for axis in qs:
-            low = (axis[remaining] & mask).astype(np.int64)
-            low -= half
-            low *= low
-            dist += low
-        del low
-        picks = pick_per_group(vstarts, len(remaining), dist)
+        mask = np.uint32((1 << vshift) - 1)
+        dist = centre_distance([axis[remaining] & mask for axis in qs], vshift)
+        picks = pick_per_group(vstarts, dist)
         level_of[remaining[picks]] = level
         keep = np.ones(len(remaining), bool)
         keep[picks] = False
@@ -186,10 +220,10 @@ def build_octree(local: np.ndarray, *, leaf_points: int = 60_000, grid_bits: int
         rem_codes = rem_codes[keep]
         if len(remaining) == 0:
             break
-    return _assemble(local, lo, side, grid_bits, codes, qs, level_of, sorted_idx)
+    return level_of
 
 
-def _assemble(local, lo, side, grid_bits, codes, qs, level_of, sorted_idx) -> Octree:
+def _assemble(cols, lo, side, grid_bits, codes, qs, level_of, sorted_idx) -> Octree:
     # points are in Morton order, so a stable sort by level groups them by node, parents before children
     order = np.argsort(level_of, kind="stable")
     lv = level_of[order]
@@ -211,12 +245,17 @@ def _assemble(local, lo, side, grid_bits, codes, qs, level_of, sorted_idx) -> Oc
             nodes[node.parent].children.append(len(nodes))
         nodes.append(node)
     point_order = sorted_idx[order]
-    for nd in nodes:
-        seg = local[point_order[nd.start: nd.start + nd.count]]
-        nd.box_min, nd.box_max = seg.min(axis=0), seg.max(axis=0)
+    points = np.empty((3, len(point_order)))
+    for a, c in enumerate(cols):
+        np.take(c, point_order, out=points[a], mode="clip")  # indices are valid
+    own_min = np.minimum.reduceat(points, starts, axis=1).T
+    own_max = np.maximum.reduceat(points, starts, axis=1).T
+    for nd, mn, mx in zip(nodes, own_min, own_max):
+        nd.own_min, nd.own_max = mn, mx
+        nd.box_min, nd.box_max = mn.copy(), mx.copy()
     for nd in reversed(nodes):
         if nd.parent >= 0:
             par = nodes[nd.parent]
-            par.box_min = np.minimum(par.box_min, nd.box_min)
-            par.box_max = np.maximum(par.box_max, nd.box_max)
-    return Octree(lo, side, grid_bits, nodes, point_order)
+            np.minimum(par.box_min, nd.box_min, out=par.box_min)
+            np.maximum(par.box_max, nd.box_max, out=par.box_max)
+    return Octree(lo, side, grid_bits, nodes, point_order, points.T)

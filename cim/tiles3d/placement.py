@@ -152,26 +152,40 @@ class LocalFrame:
         b = (self.to_local_exact(gx, gy, h0 + 100.0) - a) / 100.0
         ca = np.linalg.lstsq(_cubic_terms(gu, gv), a, rcond=None)[0]
         cb = np.linalg.lstsq(np.column_stack([np.ones_like(gu), gu, gv]), b, rcond=None)[0]
-        coef = np.vstack([ca, cb])
-        out = np.empty((len(x), 3))
+        coef_t = np.ascontiguousarray(np.vstack([ca, cb]).T)  # (3, 13): output axis x term
+        out = np.empty((3, len(x)))
+        terms = np.empty((13, min(_CHUNK, len(x))))
         for start in range(0, len(x), _CHUNK):
-            sl = slice(start, start + _CHUNK)
-            u = (x[sl] - xc) / half
-            v = (y[sl] - yc) / half
-            zz = z[sl]
-            terms = _cubic_columns(u, v)[1:] + [zz, zz * u, zz * v]
-            for k in range(3):
-                acc = np.full(len(u), coef[0, k])
-                for j, term in enumerate(terms, start=1):
-                    acc += coef[j, k] * term
-                out[sl, k] = acc
-        return out
+            stop = min(start + _CHUNK, len(x))
+            t = terms[:, : stop - start]
+            np.subtract(x[start:stop], xc, out=t[1])
+            t[1] /= half
+            np.subtract(y[start:stop], yc, out=t[2])
+            t[2] /= half
+            _fill_terms(t, z[start:stop])
+            np.matmul(coef_t, t, out=out[:, start:stop])
+        return out.T  # (n,3) with contiguous columns
 
 
-def _cubic_columns(u: np.ndarray, v: np.ndarray) -> list[np.ndarray]:
-    uu, vv = u * u, v * v
-    return [np.ones_like(u), u, v, uu, u * v, vv, uu * u, uu * v, u * vv, vv * v]
+def _fill_terms(t: np.ndarray, z: np.ndarray) -> None:
+    """Rows 0 and 3-12 of the (13, m) term matrix from u = ``t[1]``, v = ``t[2]``: cubic in (u, v), affine z."""
+    u, v = t[1], t[2]
+    t[0] = 1.0
+    np.multiply(u, u, out=t[3])
+    np.multiply(u, v, out=t[4])
+    np.multiply(v, v, out=t[5])
+    np.multiply(t[3], u, out=t[6])
+    np.multiply(t[3], v, out=t[7])
+    np.multiply(u, t[5], out=t[8])
+    np.multiply(v, t[5], out=t[9])
+    t[10] = z
+    np.multiply(z, u, out=t[11])
+    np.multiply(z, v, out=t[12])
 
 
 def _cubic_terms(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    return np.column_stack(_cubic_columns(u, v))
+    """(m, 10) cubic monomials of (u, v), in the order of the term matrix's rows 0-9."""
+    t = np.empty((13, len(u)))
+    t[1], t[2] = u, v
+    _fill_terms(t, np.zeros(len(u)))
+    return t[:10].T
