@@ -9,7 +9,7 @@ import numpy as np
 import shapely
 from shapely.geometry import Polygon
 
-from cim.buildings.validity import face_plane
+from cim.buildings.mesh import face_plane
 from cim.cityjson import BuildingGeometry
 
 

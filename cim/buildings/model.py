@@ -17,10 +17,11 @@ from shapely.geometry import Polygon
 
 from cim.buildings.extrude import extrude_partition, footprint_cells, merge_coplanar_walls
 from cim.buildings.footprints import Footprint
+from cim.buildings.mesh import face_plane
 from cim.buildings.partition import NODATA, label_raster, snap_to_intersections, vectorise
 from cim.buildings.planes import Plane, PlaneParams, detect_planes
 from cim.buildings.rooftype import ROOF_TYPE_NAMES, classify_roof
-from cim.buildings.validity import check_solid, face_plane
+from cim.buildings.validity import check_solid
 from cim.cityjson import BuildingGeometry
 
 log = logging.getLogger("cim.buildings.model")

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pyproj
 
+from cim.buildings.mesh import triangulate
 from cim.buildings.model import BuildingModel
-from cim.buildings.validity import face_plane, triangulate_face
 from cim.cityjson import BuildingGeometry
 from cim.fileutil import atomic_dir, write_bytes_atomic
 from cim.tiles3d.glb import mesh_glb
@@ -25,24 +25,6 @@ FLOAT_PROPERTIES = ("h_ground", "h_lod12", "h_eaves", "h_ridge", "h_roof_70p", "
                     "point_density", "coverage", "footprint_area")
 INT_PROPERTIES = ("roof_type", "point_count", "n_planes")
 STRING_PROPERTIES = ("status", "roof_type_name")
-
-
-def triangulate(geom: BuildingGeometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(positions (n,3), triangles (m,3), normals (n,3)) of a geometry; vertices are per face (flat shading)."""
-    pos, tri, nrm = [], [], []
-    offset = 0
-    for face in geom.faces:
-        t = triangulate_face(face)
-        if len(t) == 0:
-            continue
-        n, _ = face_plane(face)
-        pos.append(face)
-        nrm.append(np.repeat(n[None], len(face), axis=0))
-        tri.append(t + offset)
-        offset += len(face)
-    if not pos:
-        return np.zeros((0, 3)), np.zeros((0, 3), np.int64), np.zeros((0, 3))
-    return np.concatenate(pos), np.concatenate(tri), np.concatenate(nrm)
 
 
 def best_geometry(model: BuildingModel) -> BuildingGeometry | None:
@@ -71,7 +53,7 @@ def building_glb(models: Sequence[BuildingModel], frame: LocalFrame) -> tuple[by
     pos, tri, nrm, fid = [], [], [], []
     offset = 0
     for i, m in enumerate(shown):
-        p, t, n = triangulate(best_geometry(m))
+        p, t, n, _ = triangulate(best_geometry(m).faces)
         if len(t) == 0:
             continue
         pos.append(p)

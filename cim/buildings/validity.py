@@ -17,7 +17,7 @@ import numpy as np
 import shapely
 from shapely.geometry import Polygon
 
-from cim.buildings.mesh import _project, face_plane, triangulate
+from cim.buildings.mesh import project_2d, face_plane, triangulate
 from cim.cityjson import BuildingGeometry
 
 
@@ -34,6 +34,16 @@ class Validity:
     @property
     def codes(self) -> list[int]:
         return sorted({c for c, _ in self.errors})
+
+
+def signed_volume(faces: Sequence[np.ndarray]) -> float:
+    """Volume enclosed by a closed shell (positive when faces are oriented outward)."""
+    vol = 0.0
+    for f in faces:
+        a = f[0]
+        b, c = f[1:-1], f[2:]
+        vol += float(np.einsum("ij,ij->i", np.broadcast_to(a, b.shape), np.cross(b, c)).sum())
+    return vol / 6.0
 
 
 def check_solid(geom: BuildingGeometry | Sequence[np.ndarray], *, planarity_tol: float = 0.01,
@@ -66,7 +76,7 @@ def check_solid(geom: BuildingGeometry | Sequence[np.ndarray], *, planarity_tol:
         dist = np.abs(f @ normal - d).max()
         if dist > planarity_tol:
             v.errors.append((203, f"face {i}: non-planar ({dist:.3f} m)"))
-        if not Polygon(_project(f, normal)).is_valid:
+        if not Polygon(project_2d(f, normal)).is_valid:
             v.errors.append((104, f"face {i}: ring self-intersects"))
     if v.errors:
         return v
