@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import threading
@@ -48,7 +49,8 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     """Write ``benchmarks/results/<name>.json`` with the machine description."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     result = {"machine": {"cpus": psutil.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-                          "python": platform.python_version()}, **result}
+                          "python": platform.python_version(),
+                          "load_average_at_end": [round(v, 2) for v in os.getloadavg()]}, **result}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
