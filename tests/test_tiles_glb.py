@@ -318,16 +318,19 @@ def test_non_finite_extra_values_become_no_data(tmp_path):
 
 def test_colour_depth_detection():
     from cim.points import PointCloud
-    from cim.tiles3d.pointcloud import colors, unit_colors
+    from cim.tiles3d.glb import linear_colors
+    from cim.tiles3d.pointcloud import RGB, color_bits
 
     xyz = np.zeros((3, 3))
     eight = PointCloud.from_xyz(xyz, None, red=np.array([0, 128, 255], np.uint16),
                                 green=np.array([0, 0, 255], np.uint16), blue=np.array([1, 2, 3], np.uint16))
-    raw, bits = colors(eight, "auto")
-    assert bits == 8 and np.isclose(unit_colors(raw, bits)[2, 0], 1.0)
+    bits = color_bits(eight, "auto")
+    assert bits == 8 and linear_colors([eight[c] for c in RGB], bits)[2, 0] == 65535
     sixteen = PointCloud.from_xyz(xyz, None, red=np.array([0, 32768, 65535], np.uint16),
                                   green=np.array([0, 0, 256], np.uint16), blue=np.array([1, 2, 3], np.uint16))
-    raw, bits = colors(sixteen, "auto")
-    assert bits == 16 and np.isclose(unit_colors(raw, bits)[2, 0], 1.0)
-    assert colors(eight, "16")[1] == 16  # forced
-    assert colors(PointCloud.from_xyz(xyz, None), "auto") == (None, None)
+    bits = color_bits(sixteen, "auto")
+    assert bits == 16 and linear_colors([sixteen[c] for c in RGB], bits)[2, 0] == 65535
+    assert color_bits(eight, "16") == 16  # forced
+    assert color_bits(PointCloud.from_xyz(xyz, None), "auto") is None
+    # forced 8 bits on 16-bit values: values above 255 count as full intensity
+    assert linear_colors([sixteen[c] for c in RGB], 8)[1, 0] == 65535

@@ -20,21 +20,21 @@ _MAX = (1 << MORTON_BITS) - 1
 
 
 def _spread(v: np.ndarray) -> np.ndarray:
-    v = v.astype(np.uint64) & np.uint64(0x1FFFFF)
-    v = (v | (v << np.uint64(32))) & np.uint64(0x1F00000000FFFF)
-    v = (v | (v << np.uint64(16))) & np.uint64(0x1F0000FF0000FF)
-    v = (v | (v << np.uint64(8))) & np.uint64(0x100F00F00F00F00F)
-    v = (v | (v << np.uint64(4))) & np.uint64(0x10C30C30C30C30C3)
-    v = (v | (v << np.uint64(2))) & np.uint64(0x1249249249249249)
+    """Bits of ``v`` (< 2**21) moved to every third bit position (the Morton interleave of one axis)."""
+    v = v.astype(np.uint64)
+    for shift, mask in ((32, 0x1F00000000FFFF), (16, 0x1F0000FF0000FF), (8, 0x100F00F00F00F00F),
+                        (4, 0x10C30C30C30C30C3), (2, 0x1249249249249249)):
+        v |= v << np.uint64(shift)
+        v &= np.uint64(mask)
     return v
 
 
 def _cells(values: np.ndarray, lo: float, scale: float) -> np.ndarray:
+    """Cell indices ``floor((values - lo) * scale)`` (values >= lo), clipped to the Morton range."""
     t = values - lo
     t *= scale
-    np.floor(t, out=t)
-    np.clip(t, 0, _MAX, out=t)
-    return t.astype(np.uint32)
+    np.minimum(t, _MAX, out=t)
+    return t.astype(np.uint32)  # truncation = floor for non-negative values
 
 
 def morton(q: np.ndarray) -> np.ndarray:
@@ -67,36 +67,44 @@ def group_starts(sorted_keys: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1])
 
 
-def pick_per_group(starts: np.ndarray, dist: np.ndarray) -> np.ndarray:
-    """Index of the smallest ``dist`` (non-negative integers) in every run ``[starts[i], starts[i+1])``.
+def pick_per_group(starts: np.ndarray, dist: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
+    """Of every run ``[starts[i], starts[i+1])``, the id of the element with the smallest ``dist``.
 
-    One ``minimum.reduceat`` over ``dist * n + index``: ties go to the first index, so the choice is deterministic.
-    Distances too large for that key lose low bits (only ties among nearly equal distances change).
+    ``dist``: non-negative integers; ``ids``: distinct integers in ``[0, n)`` (default: the positions), which
+    also break ties (smallest id wins), so the choice does not depend on how equal keys were sorted. One
+    ``minimum.reduceat`` over ``dist * n + id``; distances too large for that key lose low bits (only ties
+    among nearly equal distances change).
     """
     n = len(dist)
     if len(starts) == 0:
         return np.zeros(0, np.int64)
-    dist = dist.astype(np.int64, copy=False)
     top = int(dist.max())
     shift = max(0, top.bit_length() + max(n - 1, 1).bit_length() - 62)
-    key = dist >> shift if shift else dist.copy()
+    key = dist.astype(np.int64)
+    if shift:
+        key >>= shift
     key *= n
-    key += np.arange(n, dtype=np.int64)
+    key += np.arange(n, dtype=np.int64) if ids is None else ids
     return np.minimum.reduceat(key, starts) % n
 
 
 def centre_distance(lows: list[np.ndarray], bits: int) -> np.ndarray:
     """Squared distance (in units of half a fine cell) of fine cells to the centre of their voxel.
 
-    ``lows``: per axis, the fine cell index inside its voxel (``bits`` low bits of the fine cell coordinate).
+    ``lows``: per axis, the fine cell index inside its voxel (``bits`` low bits of the fine cell coordinate,
+    non-negative integers); they are overwritten.
     """
-    dist = np.zeros(len(lows[0]), np.int64)
+    dtype = np.int32 if bits <= 14 else np.int64  # 3 * (2**bits)**2 must fit
+    dist = None
     for low in lows:
-        d = low.astype(np.int64)
+        d = low.view(dtype) if low.dtype.itemsize == np.dtype(dtype).itemsize else low.astype(dtype)
         d *= 2
         d += 1 - (1 << bits)
         d *= d
-        dist += d
+        if dist is None:
+            dist = d
+        else:
+            dist += d
     return dist
 
 
@@ -113,9 +121,9 @@ def grid_sample(local: np.ndarray, origin: np.ndarray, spacing: float) -> np.nda
     voxel = [f >> _SUB_BITS for f in fine]
     voxel = [np.clip(v - v.min(), 0, _MAX) for v in voxel]
     keys = morton(np.column_stack(voxel))
-    order = sort_codes(keys)
+    order = np.argsort(keys)  # ties in any order: the pick breaks them by index
     lows = [(f[order] & ((1 << _SUB_BITS) - 1)) for f in fine]
-    return order[pick_per_group(group_starts(keys[order]), centre_distance(lows, _SUB_BITS))]
+    return pick_per_group(group_starts(keys[order]), centre_distance(lows, _SUB_BITS), order)
 
 
 @dataclass
@@ -211,7 +219,10 @@ def _levels(codes: np.ndarray, qs: list[np.ndarray], leaf_points: int, grid_bits
         vshift = MORTON_BITS - level - grid_bits
         vstarts = group_starts(rem_codes >> np.uint64(3 * vshift))
         mask = np.uint32((1 << vshift) - 1)
-        dist = centre_distance([axis[remaining] & mask for axis in qs], vshift)
+        lows = [axis[remaining] for axis in qs]
+        for low in lows:
+            low &= mask
+        dist = centre_distance(lows, vshift)
         picks = pick_per_group(vstarts, dist)
         level_of[remaining[picks]] = level
         keep = np.ones(len(remaining), bool)

@@ -29,7 +29,7 @@ import pyproj
 from cim.errors import ConfigError
 from cim.fileutil import atomic_dir, atomic_write, write_bytes_atomic, write_text_atomic
 from cim.points import PointCloud
-from cim.tiles3d.glb import PointProperty, points_glb
+from cim.tiles3d.glb import PointProperty, linear_colors, points_glb
 from cim.tiles3d.implicit import CONTENT_TEMPLATE, SUBTREE_TEMPLATE, subtree_bytes
 from cim.tiles3d.lod import build_octree, grid_sample
 from cim.tiles3d.placement import LocalFrame
@@ -134,7 +134,7 @@ def encode_properties(attrs: dict[str, np.ndarray]) -> list[PointProperty]:
         if _needs_offset(values.dtype):
             good = values if finite is None else values[finite]
             base = float(good.min()) if len(good) else 0.0
-            stored = (values.astype(np.float64) - base).astype(np.float32)
+            stored = np.subtract(values, base, out=np.empty(len(values), np.float32), casting="unsafe")
             out.append(PointProperty(name, stored, offset=base))
         else:
             stored = values.astype(stored_dtype(values.dtype), copy=finite is not None)
@@ -144,36 +144,34 @@ def encode_properties(attrs: dict[str, np.ndarray]) -> list[PointProperty]:
     return out
 
 
-def colors(cloud: PointCloud, depth: str) -> tuple[np.ndarray | None, int | None]:
-    """Raw (n,3) colours and their bit depth; 8-bit values stored in 16-bit fields are detected.
-
-    Divide by ``2**bits - 1`` for sRGB values in [0, 1] (:func:`unit_colors`)."""
-    if not all(cloud.has(c) for c in ("red", "green", "blue")):
-        return None, None
-    rgb = np.column_stack([cloud["red"], cloud["green"], cloud["blue"]])
-    if depth == "auto":
-        bits = 8 if (len(rgb) == 0 or int(rgb.max()) <= 255) else 16
-    else:
-        bits = int(depth)
-    return rgb, bits
+RGB = ("red", "green", "blue")
 
 
-def unit_colors(raw: np.ndarray, bits: int) -> np.ndarray:
-    """sRGB colours in [0, 1] (float32) from raw values of ``bits`` bits."""
-    return np.clip(raw.astype(np.float32) / float((1 << bits) - 1), 0.0, 1.0)
+def color_bits(cloud: PointCloud, depth: str) -> int | None:
+    """Bit depth of the cloud's RGB (None: no colours); 8-bit values stored in 16-bit fields are detected."""
+    if not all(cloud.has(c) for c in RGB):
+        return None
+    if depth != "auto":
+        return int(depth)
+    return 8 if max(int(cloud[c].max(initial=0)) for c in RGB) <= 255 else 16
 
 
 def _stats(attrs: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    """[min, max, sum, sum of squares, count] of every property (finite values only)."""
     out = {}
     for name, v in attrs.items():
-        if len(v) == 0:
+        if v.dtype.kind == "u" and v.dtype.itemsize <= 2 and len(v):
+            counts = np.bincount(v)
+            values = np.flatnonzero(counts)
+            weights = counts[values].astype(np.float64)
+            f = values.astype(np.float64)
+            out[name] = [float(f[0]), float(f[-1]), float(weights @ f), float(weights @ (f * f)), int(len(v))]
             continue
-        f = v.astype(np.float64)
-        if v.dtype.kind == "f":
+        f = v if v.dtype == np.float64 else v.astype(np.float64)
+        if v.dtype.kind == "f" and not np.isfinite(f).all():
             f = f[np.isfinite(f)]
-            if len(f) == 0:
-                continue
-        out[name] = [float(f.min()), float(f.max()), float(f.sum()), float(np.dot(f, f)), int(len(f))]
+        if len(f):
+            out[name] = [float(f.min()), float(f.max()), float(f.sum()), float(np.dot(f, f)), int(len(f))]
     return out
 
 
@@ -205,10 +203,12 @@ def build_tile(
         return {"points": 0}
     names = property_names(cloud, options)
     frame = LocalFrame.from_crs(crs, tile_frame_origin(core_bounds, cloud.z), allow_ballpark=options.allow_ballpark)
-    local = frame.to_local(cloud.x, cloud.y, cloud.z)
-    attrs = {identifier: cloud[name] for name, identifier in property_identifiers(names).items()}
-    rgb, bits = colors(cloud, options.color_depth)
-    tree = build_octree(local, leaf_points=options.leaf_points, grid_bits=options.grid_bits)
+    tree = build_octree(frame.to_local(cloud.x, cloud.y, cloud.z), leaf_points=options.leaf_points,
+                        grid_bits=options.grid_bits)
+    order = tree.order  # everything below is gathered once into node order: node i is the slice tree.slice_of(i)
+    attrs = {identifier: cloud[name][order] for name, identifier in property_identifiers(names).items()}
+    bits = color_bits(cloud, options.color_depth)
+    color = None if bits is None else linear_colors([cloud[c][order] for c in RGB], bits)
     schema = {"id": "cim_points", "classes": {CLASS_NAME: point_class({k: v.dtype for k, v in attrs.items()})}}
 
     def subtree(i: int) -> Tile:
@@ -218,21 +218,19 @@ def build_tile(
 
     root = tree.nodes[0]
     with atomic_dir(tile_dir) as tmp:
-        for i, nd in enumerate(tree.nodes):
-            if i == 0:
-                continue
-            idx = tree.points_of(i)
-            data = points_glb(local[idx], rgb=None if rgb is None else unit_colors(rgb[idx], bits),
-                              properties=encode_properties({k: v[idx] for k, v in attrs.items()}),
-                              class_name=CLASS_NAME, schema=schema)
+        for i, nd in enumerate(tree.nodes[1:], start=1):
+            sl = tree.slice_of(i)
+            data = points_glb(tree.points[sl], color=None if color is None else color[sl],
+                              properties=encode_properties({k: v[sl] for k, v in attrs.items()}),
+                              class_name=CLASS_NAME, schema=schema, bounds=(nd.own_min, nd.own_max))
             (tmp / f"{nd.name}.glb").write_bytes(data)
     children = [subtree(c).to_json() for c in root.children]
-    idx = tree.points_of(0)
+    sl = tree.slice_of(0)
     work_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(work_dir / f"{key}.npz") as tmp:
-        arrays = {"local": local[idx], **{f"attr_{k}": v[idx] for k, v in attrs.items()}}
-        if rgb is not None:
-            arrays["rgb"] = unit_colors(rgb[idx], bits)
+        arrays = {"local": tree.points[sl], **{f"attr_{k}": v[sl] for k, v in attrs.items()}}
+        if color is not None:
+            arrays["color"] = color[sl]
         with open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
     skeleton = {"children": children, "schema": schema,
@@ -265,7 +263,7 @@ class _Pending:
 
     local: np.ndarray  # candidate points in the job frame
     attrs: dict[str, np.ndarray]
-    rgb: np.ndarray | None
+    color: np.ndarray | None  # linear 16-bit rows (n,4)
     lo: np.ndarray  # AABB of the subtree in the job frame
     hi: np.ndarray
     error: float
@@ -274,7 +272,10 @@ class _Pending:
 
 
 def _apply(matrix: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    return pts @ matrix[:3, :3].T + matrix[:3, 3]
+    """(n,3) points through a 4x4 affine matrix (result with contiguous columns)."""
+    out = matrix[:3, :3] @ np.ascontiguousarray(pts.T)
+    out += matrix[:3, 3:4]
+    return out.T
 
 
 def _take(attrs: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
@@ -284,8 +285,8 @@ def _take(attrs: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray
 def _concat(parts: list[_Pending]) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
     local = np.concatenate([p.local for p in parts])
     attrs = {k: np.concatenate([p.attrs[k] for p in parts]) for k in parts[0].attrs}
-    rgb = None if parts[0].rgb is None else np.concatenate([p.rgb for p in parts])
-    return local, attrs, rgb
+    color = None if parts[0].color is None else np.concatenate([p.color for p in parts])
+    return local, attrs, color
 
 
 def build_upper_levels(
@@ -325,7 +326,7 @@ def build_upper_levels(
         with np.load(work_dir / f"{key}.npz") as z:
             local_t = z["local"]
             attrs = {k[5:]: z[k] for k in z.files if k.startswith("attr_")}
-            rgb = z["rgb"] if "rgb" in z.files else None
+            color = z["color"] if "color" in z.files else None
         lo_t, hi_t = (np.asarray(v, float) for v in t["box"])
         lo, hi = aabb_of_box(box_from_aabb(lo_t, hi_t), job_from_tile)
         implicit = options.implicit
@@ -340,7 +341,7 @@ def build_upper_levels(
                 return None
             uri = None
             if keep.any():
-                data = points_glb(local_t[keep], rgb=None if rgb is None else rgb[keep],
+                data = points_glb(local_t[keep], color=None if color is None else color[keep],
                                   properties=encode_properties(_take(attrs, keep)), class_name=CLASS_NAME,
                                   schema=schema_point)
                 uri = CONTENT_TEMPLATE.format(level=0, x=0, y=0, z=0) if implicit else "root.glb"
@@ -362,14 +363,14 @@ def build_upper_levels(
             write_text_atomic(tdir / "tileset.json", json.dumps(external, sort_keys=True, separators=(",", ":")))
             return Tile(lo_t, hi_t, error, f"tiles/{key}/tileset.json", transform=job_from_tile)
 
-        return _Pending(_apply(job_from_tile, local_t), attrs, rgb, lo, hi, error, t["spacing"], finalize)
+        return _Pending(_apply(job_from_tile, local_t), attrs, color, lo, hi, error, t["spacing"], finalize)
 
     def upper(level: int, cx: int, cy: int) -> _Pending:
         if level == 0:
             return leaf_tile(by_cell[(cx, cy)])
         kids = [upper(level - 1, 2 * cx + dx, 2 * cy + dy) for dy in (0, 1) for dx in (0, 1)
                 if (2 * cx + dx, 2 * cy + dy) in occupied[level - 1]]
-        local, attrs, rgb = _concat(kids)
+        local, attrs, color = _concat(kids)
         spacing = max(tile_metres * 2**level / g, 2.0 * max(k.spacing for k in kids))
         error = max(node_error(spacing, options), 2.0 * max(k.error for k in kids))
         picks = grid_sample(local, np.zeros(3), spacing)
@@ -385,7 +386,7 @@ def build_upper_levels(
         lo = np.min([k.lo for k in kids], axis=0)
         hi = np.max([k.hi for k in kids], axis=0)
         own_local, own_attrs = local[picks], _take(attrs, picks)
-        own_rgb = None if rgb is None else rgb[picks]
+        own_color = None if color is None else color[picks]
         name = f"{level}_{cx}_{cy}"
 
         def finalize(keep: np.ndarray) -> Tile | None:
@@ -393,14 +394,14 @@ def build_upper_levels(
                 return None
             uri = None
             if keep.any():
-                data = points_glb(own_local[keep], rgb=None if own_rgb is None else own_rgb[keep],
+                data = points_glb(own_local[keep], color=None if own_color is None else own_color[keep],
                                   properties=encode_properties(_take(own_attrs, keep)), class_name=CLASS_NAME,
                                   schema=schema_point)
                 write_bytes_atomic(out_dir / "upper" / f"{name}.glb", data)
                 uri = f"upper/{name}.glb"
             return Tile(lo, hi, error, uri, child_tiles, refine="ADD")
 
-        return _Pending(own_local, own_attrs, own_rgb, lo, hi, error, spacing, finalize)
+        return _Pending(own_local, own_attrs, own_color, lo, hi, error, spacing, finalize)
 
     occupied = [set(by_cell)]
     while len(occupied) < 2 or len(occupied[-1]) > 1:
