@@ -112,6 +112,7 @@ class GroundOptions(StageOptions):
     window: float = Field(SmrfParams.window, gt=0, description="SMRF largest window radius (m)")
     threshold: float = Field(SmrfParams.threshold, ge=0, description="SMRF elevation threshold (m)")
     scalar: float = Field(SmrfParams.scalar, ge=0, description="SMRF elevation scaling factor (m per unit slope)")
+    refine: int = Field(SmrfParams.refine, ge=0, le=10, description="DEM rebuilds from the accepted ground points")
 
 
 @register
@@ -129,7 +130,7 @@ class GroundStage(Stage):
             return TileResult(cloud=cloud, stats={"points": int(core.sum()), "ground": int(((cls == 2) & core).sum()),
                                                   "kept_labels": True})
         if o.backend == "smrf":
-            params = dict(cell=o.cell, slope=o.slope, window=o.window, threshold=o.threshold, scalar=o.scalar)
+            params = o.model_dump(include=set(SmrfParams.__dataclass_fields__))
         else:
             params = {}
         ground = classify_ground(cloud, backend=o.backend, **params)

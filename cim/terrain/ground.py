@@ -7,6 +7,9 @@ Steps (all on one global, cell-aligned grid, so a tile with a buffer gets the sa
    "object" when an opening lowers it by more than ``slope * radius * cell`` against the previous opening.
 3. provisional bare earth: the minimum surface without object cells, gaps filled linearly again.
 4. each point is ground when ``|z - dem(x, y)| <= threshold + scalar * gradient(x, y)`` (bilinear dem).
+5. ``refine`` times: the DEM is rebuilt from the lowest accepted ground point per cell (gaps filled linearly) and
+   step 4 repeated, so terrain the openings cut (embankments, terrace edges, banks) comes back where ground points
+   were accepted next to it, while object cells without accepted ground stay out.
 
 Parameters (defaults work for urban ALS and MLS; see docs/terrain.md):
 
@@ -14,6 +17,7 @@ Parameters (defaults work for urban ALS and MLS; see docs/terrain.md):
 * ``slope`` (rise/run): the steepest terrain that is still ground (0.15 = 8.5 deg per cell step).
 * ``window`` (m): largest object radius that is removed; must exceed half the width of the largest building.
 * ``threshold`` (m) and ``scalar`` (m per unit slope): the final point-to-surface tolerance.
+* ``refine``: DEM rebuilds from the accepted ground (step 5); 0 is plain SMRF.
 
 Candidates are the last/only returns that are not noise (7, 18) or withheld; the returned mask covers every
 point, so first returns on bare ground that lie on the surface are ground too.
@@ -43,8 +47,9 @@ class SmrfParams:
     cell: float = 1.0
     slope: float = 0.15
     window: float = 18.0
-    threshold: float = 0.5
+    threshold: float = 0.4
     scalar: float = 1.25
+    refine: int = 2
 
     def validate(self) -> SmrfParams:
         for name, value in asdict(self).items():
@@ -52,13 +57,17 @@ class SmrfParams:
                 raise ValueError(f"SMRF parameter {name} must be a finite number >= 0, got {value!r}")
         if self.cell <= 0 or self.window < self.cell:
             raise ValueError("SMRF needs cell > 0 and window >= cell")
+        if self.refine != int(self.refine):
+            raise ValueError(f"SMRF refine must be a whole number of passes, got {self.refine!r}")
         return self
 
     def in_units(self, unit: float) -> SmrfParams:
         """The same filter for coordinates in units of ``unit`` metres (lengths divided, slopes kept)."""
         if unit == 1.0:
             return self
-        return SmrfParams(self.cell / unit, self.slope, self.window / unit, self.threshold / unit, self.scalar / unit)
+        return SmrfParams(
+            self.cell / unit, self.slope, self.window / unit, self.threshold / unit, self.scalar / unit, self.refine
+        )
 
 
 def smrf(
@@ -103,17 +112,28 @@ def smrf(
         return (ground, grid, None) if return_surface else ground
     dem = _fill(grid, np.where(bare, zmin, np.nan), bare)
 
-    gy, gx = np.gradient(dem, p.cell)
-    gradient = np.hypot(gx, gy)
-
-    # bilinear DEM at the points: map_coordinates indexes cells by their centres
     ok = finite & (idx >= 0)
-    rows = (grid.ymax - y[ok]) / p.cell - 0.5
+    rows = (grid.ymax - y[ok]) / p.cell - 0.5  # map_coordinates indexes cells by their centres
     cols = (x[ok] - grid.xmin) / p.cell - 0.5
-    dem_at = ndimage.map_coordinates(dem, [rows, cols], order=1, mode="nearest")
-    grad_at = gradient.ravel()[idx[ok]]
-    ground[ok] = np.abs(z[ok] - dem_at) <= p.threshold + p.scalar * grad_at
+    ground[ok] = _near_surface(dem, p, rows, cols, idx[ok], z[ok])
+    for _ in range(int(p.refine)):
+        if not ground.any():
+            break
+        zground = cell_reduce(np.where(ground & cand, idx, -1), z, grid.width * grid.height, "min")
+        zground = zground.reshape(grid.shape)
+        dem = _fill(grid, zground, np.isfinite(zground))
+        ground[ok] = _near_surface(dem, p, rows, cols, idx[ok], z[ok])
     return (ground, grid, dem) if return_surface else ground
+
+
+def _near_surface(
+    dem: np.ndarray, p: SmrfParams, rows: np.ndarray, cols: np.ndarray, flat: np.ndarray, z: np.ndarray
+) -> np.ndarray:
+    """``|z - dem| <= threshold + scalar * gradient`` at fractional cell positions (bilinear DEM, cell gradient)."""
+    gy, gx = np.gradient(dem, p.cell)
+    gradient = np.hypot(gx, gy).ravel()[flat]
+    dem_at = ndimage.map_coordinates(dem, [rows, cols], order=1, mode="nearest")
+    return np.abs(z - dem_at) <= p.threshold + p.scalar * gradient
 
 
 def _fill(grid: GridSpec, values: np.ndarray, valid: np.ndarray) -> np.ndarray:
