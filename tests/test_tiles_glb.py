@@ -155,6 +155,17 @@ def test_octree_every_point_once_and_even_sampling():
     assert len(cells) > 0.9 * area_cells
 
 
+@pytest.mark.parametrize("spread", [63, 45, 6])
+def test_sort_codes_is_a_stable_sort(spread):
+    """Sparse codes (the packed fast path), clustered codes (ties in the high bits), and many equal codes."""
+    from cim.tiles3d.lod import sort_codes
+
+    rng = np.random.default_rng(spread)
+    codes = rng.integers(0, 2**spread, 50_000, dtype=np.uint64) << np.uint64(63 - spread)
+    codes[::7] = codes[3]  # runs of equal codes keep their input order
+    assert np.array_equal(sort_codes(codes), np.lexsort((np.arange(len(codes)), codes)))
+
+
 def test_grid_sample_one_per_voxel():
     rng = np.random.default_rng(3)
     pts = rng.random((20_000, 3)) * 10

@@ -19,14 +19,19 @@ MORTON_BITS = 21
 _MAX = (1 << MORTON_BITS) - 1
 
 
-def _spread(v: np.ndarray) -> np.ndarray:
-    """Bits of ``v`` (< 2**21) moved to every third bit position (the Morton interleave of one axis)."""
-    v = v.astype(np.uint64)
-    for shift, mask in ((32, 0x1F00000000FFFF), (16, 0x1F0000FF0000FF), (8, 0x100F00F00F00F00F),
-                        (4, 0x10C30C30C30C30C3), (2, 0x1249249249249249)):
-        v |= v << np.uint64(shift)
-        v &= np.uint64(mask)
-    return v
+_SPREAD = tuple((np.uint64(shift), np.uint64(mask)) for shift, mask in (
+    (32, 0x1F00000000FFFF), (16, 0x1F0000FF0000FF), (8, 0x100F00F00F00F00F), (4, 0x10C30C30C30C30C3),
+    (2, 0x1249249249249249)))
+#: Points per chunk of the Morton encoding (its temporaries stay in cache).
+_MORTON_CHUNK = 16_384
+
+
+def _spread(v: np.ndarray, tmp: np.ndarray) -> None:
+    """Moves the bits of ``v`` (uint64, each < 2**21) to every third bit position, in place."""
+    for shift, mask in _SPREAD:
+        np.left_shift(v, shift, out=tmp)
+        v |= tmp
+        v &= mask
 
 
 def _cells(values: np.ndarray, lo: float, scale: float) -> np.ndarray:
@@ -37,26 +42,57 @@ def _cells(values: np.ndarray, lo: float, scale: float) -> np.ndarray:
     return t.astype(np.uint32)  # truncation = floor for non-negative values
 
 
-def morton(q: np.ndarray) -> np.ndarray:
-    """63-bit Morton codes of (n,3) integer cell coordinates (each < 2**21)."""
-    return _spread(q[:, 0]) | (_spread(q[:, 1]) << np.uint64(1)) | (_spread(q[:, 2]) << np.uint64(2))
+def morton(q: list[np.ndarray] | np.ndarray) -> np.ndarray:
+    """63-bit Morton codes of integer cell coordinates (each < 2**21): three arrays, or an (n,3) array."""
+    cols = [q[:, a] for a in range(3)] if isinstance(q, np.ndarray) else q
+    n = len(cols[0])
+    codes = np.empty(n, np.uint64)
+    v = np.empty(min(n, _MORTON_CHUNK), np.uint64)
+    tmp = np.empty_like(v)
+    for start in range(0, n, _MORTON_CHUNK):
+        stop = min(start + _MORTON_CHUNK, n)
+        out, vv, tt = codes[start:stop], v[: stop - start], tmp[: stop - start]
+        for a in range(3):
+            vv[:] = cols[a][start:stop]
+            _spread(vv, tt)
+            if a == 0:
+                out[:] = vv
+            else:
+                vv <<= np.uint64(a)
+                out |= vv
+    return codes
 
 
 def sort_codes(codes: np.ndarray) -> np.ndarray:
-    """Indices sorting ``codes``; equal codes keep their input order (deterministic on every machine).
+    """Indices sorting 63-bit ``codes``; equal codes keep their input order (deterministic on every machine).
 
-    Uses numpy's fast (SIMD) unstable sort and then orders the rare runs of equal codes by index, which is
-    several times faster than a stable sort of 64-bit keys.
+    Sorts values, not indices (several times faster than an argsort): each code's high bits with its index in
+    the low bits. Runs of equal high bits are then ordered by (code, index); where such runs are common
+    (very dense data), a plain argsort with the same tie rule is used instead.
     """
-    order = np.argsort(codes, kind="quicksort")
-    ordered = codes[order]
-    tied = ordered[1:] == ordered[:-1]
+    n = len(codes)
+    bits = max(n - 1, 1).bit_length()
+    key = codes >> np.uint64(bits + 1)
+    key <<= np.uint64(bits)
+    key |= np.arange(n, dtype=np.uint64)
+    key.sort()
+    high = key >> np.uint64(bits)
+    if np.count_nonzero(high[1:] == high[:-1]) > n // 8:
+        order = np.argsort(codes, kind="quicksort")
+        return _order_ties(order, codes, codes[order])
+    key &= np.uint64((1 << bits) - 1)
+    return _order_ties(key.astype(np.int64), codes, high)
+
+
+def _order_ties(order: np.ndarray, codes: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """``order`` with every run of equal ``sorted_keys`` (``order``'s keys) reordered by (code, index)."""
+    tied = sorted_keys[1:] == sorted_keys[:-1]
     if tied.any():
-        member = np.zeros(len(codes), bool)
+        member = np.zeros(len(order), bool)
         member[1:] |= tied
         member[:-1] |= tied
         sub = np.flatnonzero(member)
-        order[sub] = order[sub][np.lexsort((order[sub], ordered[sub]))]
+        order[sub] = order[sub][np.lexsort((order[sub], codes[order[sub]]))]
     return order
 
 
@@ -120,7 +156,7 @@ def grid_sample(local: np.ndarray, origin: np.ndarray, spacing: float) -> np.nda
     fine = [np.floor((local[:, a] - origin[a]) * scale).astype(np.int64) for a in range(3)]
     voxel = [f >> _SUB_BITS for f in fine]
     voxel = [np.clip(v - v.min(), 0, _MAX) for v in voxel]
-    keys = morton(np.column_stack(voxel))
+    keys = morton(voxel)
     order = np.argsort(keys)  # ties in any order: the pick breaks them by index
     lows = [(f[order] & ((1 << _SUB_BITS) - 1)) for f in fine]
     return pick_per_group(group_starts(keys[order]), centre_distance(lows, _SUB_BITS), order)
@@ -184,9 +220,7 @@ def build_octree(local: np.ndarray, *, leaf_points: int = 60_000, grid_bits: int
     side = float(max(max(float(c.max()) - float(lo[a]) for a, c in enumerate(cols)), 1e-3)) * (1 + 1e-9)
     scale = (1 << MORTON_BITS) / side
     q = [_cells(c, lo[a], scale) for a, c in enumerate(cols)]
-    codes = _spread(q[0])
-    codes |= _spread(q[1]) << np.uint64(1)
-    codes |= _spread(q[2]) << np.uint64(2)
+    codes = morton(q)
     index_type = np.int32 if n < 2**31 else np.int64
     sorted_idx = sort_codes(codes).astype(index_type)
     codes = codes[sorted_idx]

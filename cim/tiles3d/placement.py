@@ -26,9 +26,11 @@ from cim.errors import CrsError
 
 #: Largest interpolation error accepted by the fast path of :meth:`LocalFrame.to_local` (metres).
 DEFAULT_TOLERANCE = 2e-4
-#: Control points per axis of the fast path's polynomial fit, and points per evaluation chunk.
+#: Control points per axis of the fast path's polynomial fit, and points per evaluation chunk (small enough that
+#: the (3 x 13) x (13 x chunk) product stays in cache and below OpenBLAS's threading threshold: threaded BLAS in
+#: every Dask worker thread oversubscribes the cores).
 _GRID_NODES = 9
-_CHUNK = 65_536
+_CHUNK = 4096
 _MIN_POINTS_FOR_GRID = 20_000
 _CHECK_POINTS = 256
 

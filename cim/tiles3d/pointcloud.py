@@ -273,8 +273,11 @@ class _Pending:
 
 def _apply(matrix: np.ndarray, pts: np.ndarray) -> np.ndarray:
     """(n,3) points through a 4x4 affine matrix (result with contiguous columns)."""
-    out = matrix[:3, :3] @ np.ascontiguousarray(pts.T)
-    out += matrix[:3, 3:4]
+    out = np.empty((3, len(pts)))
+    for k in range(3):  # no BLAS product: threaded BLAS inside Dask worker threads oversubscribes the cores
+        out[k] = matrix[k, 3]
+        for a in range(3):
+            out[k] += matrix[k, a] * pts[:, a]
     return out.T
 
 
