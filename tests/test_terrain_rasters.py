@@ -14,7 +14,7 @@ from rio_cogeo.cogeo import cog_validate
 from cim.io import las
 from cim.points import PointCloud
 from cim.terrain import GridSpec, dsm_grid, dtm_grid
-from cim.terrain.raster import NODATA, read_raster, write_cog
+from cim.terrain.raster import NODATA, read_raster, read_tags, write_cog
 
 CRS = "EPSG:7415"
 
@@ -82,9 +82,45 @@ def test_tiled_dtm_equals_merged_dtm(four_tiles):
     with rasterio.open(out / "ndsm.vrt") as vrt:
         ndsm = vrt.read(1, masked=True).filled(np.nan)
     assert np.nanmin(ndsm) >= 0 and np.nanmax(ndsm) > 5  # buildings stand out
+    # raster.ndsm reused the stored float32 DTM and DSM tiles of the job: DSM - DTM of the files, exactly
+    with rasterio.open(out / "dtm.vrt") as vrt:
+        stored = vrt.read(1, masked=True).filled(np.nan).astype(np.float64)
+    assert np.array_equal(ndsm, np.maximum(dsm - stored, 0).astype(np.float32), equal_nan=True)
     with rasterio.open(out / "density.vrt") as vrt:
         density = vrt.read(1)
     assert density.sum() * 0.25 == pytest.approx(float(len(pc)), rel=1e-6)  # every point counted once
+
+
+def test_ndsm_reuses_matching_dtm_and_dsm_tiles_only(repo_data, tmp_path):
+    """raster.ndsm reads the job's DTM/DSM tiles when they were made from the same points on the same grid, and
+    computes its own otherwise (a stage that also works alone)."""
+    from cim.pipeline.stage import TileContext
+    from cim.stages.terrain import DsmStage, DtmStage, NdsmStage
+    from cim.tiling import Tile, TileGrid
+
+    pc = las.read(repo_data / "delft" / "ahn3_cropped_2.laz", crs=CRS)
+    tile = Tile(1700, 8948, 50.0, 10.0)  # x 85000..85050, y 447400..447450
+    pc = pc[(pc.x >= 84990) & (pc.x < 85060) & (pc.y >= 447390) & (pc.y < 447460)]
+    crs = pyproj.CRS(CRS)
+
+    def run(stage, folder):
+        ctx = TileContext("t", tmp_path, crs, TileGrid(50.0, 10.0), folder, tile=tile)
+        stage.run(pc, ctx)
+        return read_raster(tmp_path / folder / f"{tile.key}.tif")[0]
+
+    alone = run(NdsmStage(), "alone")  # no DTM/DSM tiles yet: computed here
+    dtm, dsm = run(DtmStage(), "dtm"), run(DsmStage(), "dsm")
+    assert np.nanmax(np.abs(alone - np.maximum(dsm - dtm, 0))) < 1e-3
+    # a DTM tile made from these points is reused as stored (here overwritten with a flat 0 m surface)
+    path = tmp_path / "dtm" / f"{tile.key}.tif"
+    tags = read_tags(path)
+    write_cog(path, np.zeros_like(dtm), read_raster(path)[1], crs, tags=tags)
+    assert np.allclose(run(NdsmStage(), "ndsm"), np.maximum(dsm, 0), atol=1e-4, equal_nan=True)
+    # ... but not for other points: one height changed and the digest no longer matches
+    pc.z[0] += 1.0
+    grid = read_raster(path)[1]
+    expected = np.maximum(dsm_grid(pc, grid) - dtm_grid(pc, grid), 0)
+    assert np.nanmax(np.abs(run(NdsmStage(), "ndsm") - expected)) < 1e-3
 
 
 def test_bcts_dsm_matches_reference_max_z(shared_data):

@@ -8,6 +8,8 @@ The raster stages write the tile's core square on the one global grid of their r
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -21,7 +23,7 @@ from cim.terrain.dtm import density_grid, dsm_grid, dtm_grid, ndsm_grid
 from cim.terrain.grid import GridSpec
 from cim.terrain.ground import NOISE_CLASSES, SmrfParams, classify_ground
 from cim.terrain.objects import ObjectParams, classify_objects
-from cim.terrain.raster import NODATA, write_cog, write_vrt
+from cim.terrain.raster import NODATA, read_raster, read_tags, write_cog, write_vrt
 
 COG_MEDIA = "image/tiff; application=geotiff; profile=cloud-optimized"
 VRT_MEDIA = "application/x-gdal-vrt"
@@ -33,12 +35,33 @@ def _classes(cloud: PointCloud) -> np.ndarray:
     return np.zeros(len(cloud), dtype=np.uint8)
 
 
+def _noise(cloud: PointCloud) -> np.ndarray:
+    return np.isin(_classes(cloud), NOISE_CLASSES)
+
+
 def _core(cloud: PointCloud) -> np.ndarray:
     return np.asarray(cloud["core"], dtype=bool) if cloud.has("core") else np.ones(len(cloud), dtype=bool)
 
 
 def _unit(ctx: TileContext) -> float:
     return linear_unit_factor(ctx.crs) if ctx.crs is not None else 1.0
+
+
+class PointStage(Stage):
+    """A stage that changes the tile's points in place (buffer points included, as context) and reports counts over
+    the core points. Subclasses implement :meth:`update`; ``run`` adds ``points`` (the core count) to its stats.
+    Point stages of other packages (e.g. ``panoramas.colorize``) can subclass it the same way."""
+
+    modifies_points = True
+
+    def update(self, cloud: PointCloud, core: np.ndarray, ctx: TileContext) -> dict[str, Any]:
+        """Change ``cloud`` in place; return stats over the ``core`` points."""
+        raise NotImplementedError
+
+    def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
+        core = _core(cloud)
+        stats = self.update(cloud, core, ctx)
+        return TileResult(cloud=cloud, stats={"points": int(core.sum()), **stats})
 
 
 # -- filter.outliers ---------------------------------------------------------------------------------------------
@@ -55,13 +78,12 @@ class OutlierOptions(StageOptions):
 
 
 @register
-class OutlierStage(Stage):
+class OutlierStage(PointStage):
     name = "filter.outliers"
     summary = "Mark low noise and isolated points as ASPRS 7 (low) / 18 (high noise); nothing is removed"
     Options = OutlierOptions
-    modifies_points = True
 
-    def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
+    def update(self, cloud: PointCloud, core: np.ndarray, ctx: TileContext) -> dict[str, Any]:
         o = self.options
         u = _unit(ctx)
         cls = _classes(cloud)
@@ -80,10 +102,8 @@ class OutlierStage(Stage):
         cls[low | (odd & ~high)] = noise.LOW_NOISE
         cls[high] = noise.HIGH_NOISE
         cloud.set("classification", cls)
-        core = _core(cloud)
-        stats = {"points": int(core.sum()), "low_noise": int((low & core).sum()),
-                 "isolated_low": int((odd & ~high & core).sum()), "high_noise": int((high & core).sum())}
-        return TileResult(cloud=cloud, stats=stats)
+        return {"low_noise": int((low & core).sum()), "isolated_low": int((odd & ~high & core).sum()),
+                "high_noise": int((high & core).sum())}
 
 
 def _above_local_median(x: np.ndarray, y: np.ndarray, z: np.ndarray, cell: float) -> np.ndarray:
@@ -116,19 +136,16 @@ class GroundOptions(StageOptions):
 
 
 @register
-class GroundStage(Stage):
+class GroundStage(PointStage):
     name = "classify.ground"
     summary = "Ground (2) / non-ground (1) by a vectorised SMRF (or CSF); noise classes are kept"
     Options = GroundOptions
-    modifies_points = True
 
-    def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
+    def update(self, cloud: PointCloud, core: np.ndarray, ctx: TileContext) -> dict[str, Any]:
         o = self.options
         cls = _classes(cloud)
-        core = _core(cloud)
         if o.mode == "auto" and (cls == 2).any():
-            return TileResult(cloud=cloud, stats={"points": int(core.sum()), "ground": int(((cls == 2) & core).sum()),
-                                                  "kept_labels": True})
+            return {"ground": int(((cls == 2) & core).sum()), "kept_labels": True}
         if o.backend == "smrf":
             params = o.model_dump(include=set(SmrfParams.__dataclass_fields__))
         else:
@@ -143,7 +160,7 @@ class GroundStage(Stage):
         n_ground = int((ground & core).sum())
         if n_ground == 0 and core.any():
             ctx.warn("no ground points found in this tile")
-        return TileResult(cloud=cloud, stats={"points": int(core.sum()), "ground": n_ground})
+        return {"ground": n_ground}
 
 
 # -- classify.objects ---------------------------------------------------------------------------------------------
@@ -155,27 +172,23 @@ class ObjectOptions(StageOptions):
 
 
 @register
-class ObjectStage(Stage):
+class ObjectStage(PointStage):
     name = "classify.objects"
     summary = "Buildings (6), vegetation (3/4/5) and other (1) from height above ground and local shape"
     Options = ObjectOptions
-    modifies_points = True
 
-    def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
+    def update(self, cloud: PointCloud, core: np.ndarray, ctx: TileContext) -> dict[str, Any]:
         o = self.options
         u = _unit(ctx)
-        cls = _classes(cloud)
-        core = _core(cloud)
-        if not (cls == 2).any():
+        if not (_classes(cloud) == 2).any():
             ctx.warn("no ground points (class 2) in this tile: run classify.ground first; objects not classified")
-            return TileResult(cloud=cloud, stats={"points": int(core.sum()), "buildings": 0})
+            return {"buildings": 0}
         p = ObjectParams(k=o.k, min_height=o.min_height / u, scatter=o.scatter, cell=1.0 / u,
                          min_area=o.min_area / u**2, low_veg=0.5 / u, medium_veg=2.0 / u, dtm_cell=1.0 / u)
         new = classify_objects(cloud, params=p)
         cloud.set("classification", new)
         counts = np.bincount(new[core], minlength=19)
-        return TileResult(cloud=cloud, stats={"points": int(core.sum()), "buildings": int(counts[6]),
-                                              "vegetation": int(counts[3] + counts[4] + counts[5])})
+        return {"buildings": int(counts[6]), "vegetation": int(counts[3] + counts[4] + counts[5])}
 
 
 # -- rasters --------------------------------------------------------------------------------------------------------
@@ -193,13 +206,26 @@ class DsmOptions(RasterOptions):
     fill_max_edge: float = Field(2.0, ge=0, description="fill DSM holes under TIN edges up to this (0 = no fill)")
 
 
+#: COG metadata key holding the digest of the points a raster was made from (see ``_RasterStage.points_digest``)
+POINTS_TAG = "CIM_POINTS_DIGEST"
+
+
+def _digest(cloud: PointCloud, mask: np.ndarray) -> str:
+    """Digest of the coordinates and a per-point mask: equal digests mean equal rasters from the same grid."""
+    h = hashlib.blake2b(digest_size=16)
+    for a in (cloud.x, cloud.y, cloud.z):
+        h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+    h.update(np.packbits(np.asarray(mask, dtype=bool)).tobytes())
+    return h.hexdigest()
+
+
 class _RasterStage(Stage):
     kind: ClassVar[str] = ""
     description: ClassVar[str] = ""
     units: ClassVar[str | None] = "metre"
     nodata: ClassVar[float | None] = NODATA
     Options = RasterOptions
-    uses = ()  # reads only the tile's points
+    uses: ClassVar[tuple[str, ...]] = ()  # reads only the tile's points
 
     @property
     def folder(self) -> str:  # type: ignore[override]
@@ -211,11 +237,17 @@ class _RasterStage(Stage):
     def compute(self, cloud: PointCloud, grid: GridSpec, ctx: TileContext) -> np.ndarray:
         raise NotImplementedError
 
+    def points_digest(self, cloud: PointCloud) -> str | None:
+        """Digest of what the raster depends on (stored in the COG so later stages can reuse it), or None."""
+        return None
+
     def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
         grid = self.grid_for(ctx)
         values = self.compute(cloud, grid, ctx)
         path = ctx.product_dir / f"{ctx.tile.key}.tif"
-        write_cog(path, values, grid, ctx.crs, nodata=self.nodata, description=self.description, units=self.units)
+        digest = self.points_digest(cloud)
+        write_cog(path, values, grid, ctx.crs, nodata=self.nodata, description=self.description, units=self.units,
+                  tags={POINTS_TAG: digest} if digest else None)
         valid = np.isfinite(values)
         stats: dict[str, Any] = {"cells": int(values.size), "valid_cells": int(valid.sum()),
                                  "grid": [grid.xmin, grid.ymax, grid.width, grid.height, grid.resolution]}
@@ -261,6 +293,9 @@ class DtmStage(_RasterStage):
     def compute(self, cloud: PointCloud, grid: GridSpec, ctx: TileContext) -> np.ndarray:
         return dtm_grid(cloud, grid, ground=_ground_mask(cloud, ctx), max_edge=self.options.max_edge)
 
+    def points_digest(self, cloud: PointCloud) -> str:
+        return _digest(cloud, _classes(cloud) == 2)
+
 
 @register
 class DsmStage(_RasterStage):
@@ -273,6 +308,14 @@ class DsmStage(_RasterStage):
     def compute(self, cloud: PointCloud, grid: GridSpec, ctx: TileContext) -> np.ndarray:
         return dsm_grid(cloud, grid, fill_max_edge=self.options.fill_max_edge or None)
 
+    def points_digest(self, cloud: PointCloud) -> str:
+        return _digest(cloud, ~_noise(cloud))
+
+
+class NdsmOptions(DsmOptions):
+    dtm_folder: str = Field("dtm", description="folder of the job's raster.dtm tiles, reused when they match")
+    dsm_folder: str = Field("dsm", description="folder of the job's raster.dsm tiles, reused when they match")
+
 
 @register
 class NdsmStage(_RasterStage):
@@ -280,12 +323,28 @@ class NdsmStage(_RasterStage):
     summary = "Normalised DSM COG (DSM - DTM, >= 0: heights of buildings and trees) + VRT mosaic"
     kind = "ndsm"
     description = "nDSM: height above ground"
-    Options = DsmOptions
+    Options = NdsmOptions
+    uses = ("raster.dtm", "raster.dsm")
 
     def compute(self, cloud: PointCloud, grid: GridSpec, ctx: TileContext) -> np.ndarray:
-        dtm = dtm_grid(cloud, grid, ground=_ground_mask(cloud, ctx))
-        dsm = dsm_grid(cloud, grid, fill_max_edge=self.options.fill_max_edge or None)
+        """DSM - DTM from the job's DTM and DSM tiles when they were made from these points on this grid,
+        else computed here (the stage also works alone)."""
+        o = self.options
+        dtm = _reusable(ctx.out_dir / o.dtm_folder / f"{ctx.tile.key}.tif", grid, DtmStage().points_digest(cloud))
+        if dtm is None:
+            dtm = dtm_grid(cloud, grid, ground=_ground_mask(cloud, ctx))
+        dsm = _reusable(ctx.out_dir / o.dsm_folder / f"{ctx.tile.key}.tif", grid, DsmStage().points_digest(cloud))
+        if dsm is None:
+            dsm = dsm_grid(cloud, grid, fill_max_edge=o.fill_max_edge or None)
         return ndsm_grid(dsm, dtm)
+
+
+def _reusable(path: Path, grid: GridSpec, digest: str) -> np.ndarray | None:
+    """The raster at ``path`` when it exists, covers exactly ``grid`` and was made from the points of ``digest``."""
+    if not path.is_file() or read_tags(path).get(POINTS_TAG) != digest:
+        return None
+    values, found = read_raster(path)
+    return values if found == grid else None
 
 
 @register

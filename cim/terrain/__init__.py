@@ -8,20 +8,17 @@ In-memory API (numpy first)::
     dtm = dtm_grid(pc, grid, ground=ground)            # (rows, cols), NaN = nodata
 """
 
-from cim.terrain.dtm import density_grid, dsm_grid, dtm_grid, height_above_ground, ndsm_grid, sample_grid
+from cim.terrain import dtm as _dtm
+from cim.terrain.dtm import (
+    GROUND,
+    density_grid,
+    dsm_grid,
+    dtm_grid,
+    height_above_ground,
+    ndsm_grid,
+    sample_grid,
+)
 from cim.terrain.grid import GridSpec
 from cim.terrain.ground import SmrfParams, classify_ground, ground_mask, smrf
 
-__all__ = [
-    "GridSpec",
-    "SmrfParams",
-    "classify_ground",
-    "ground_mask",
-    "smrf",
-    "dtm_grid",
-    "dsm_grid",
-    "ndsm_grid",
-    "density_grid",
-    "sample_grid",
-    "height_above_ground",
-]
+__all__ = ["GridSpec", "SmrfParams", "classify_ground", "ground_mask", "smrf", *_dtm.__all__]

@@ -8,6 +8,8 @@ import os
 
 import numpy as np
 
+from cim.terrain.grid import finite_points
+
 __all__ = ["csf_ground"]
 
 
@@ -30,12 +32,7 @@ def csf_ground(
         import CSF
     except ImportError as exc:  # optional dependency (extra "bench")
         raise ImportError("the csf backend needs the 'cloth-simulation-filter' package") from exc
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    z = np.asarray(z, dtype=np.float64)
-    cand = np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
-    if candidates is not None:
-        cand &= np.asarray(candidates, dtype=bool)
+    x, y, z, cand = finite_points(x, y, z, candidates)
     out = np.zeros(len(x), dtype=bool)
     sel = np.flatnonzero(cand)
     if len(sel) < 3:

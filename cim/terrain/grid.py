@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from affine import Affine
 
-__all__ = ["GridSpec", "cell_reduce"]
+__all__ = ["GridSpec", "cell_reduce", "finite_points"]
 
 
 @dataclass(frozen=True)
@@ -161,3 +161,15 @@ def cell_reduce(idx: np.ndarray, values: np.ndarray, ncells: int, how: str) -> n
         out[np.isinf(out)] = np.nan
         return out
     raise ValueError(f"unknown cell reduction {how!r}")
+
+
+def finite_points(
+    x: np.ndarray, y: np.ndarray, z: np.ndarray, candidates: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``x, y, z`` as float64 arrays and the mask of the points with finite coordinates (that are also
+    ``candidates``, when given)."""
+    x, y, z = (np.asarray(a, dtype=np.float64) for a in (x, y, z))
+    ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
+    if candidates is not None:
+        ok &= np.asarray(candidates, dtype=bool)
+    return x, y, z, ok

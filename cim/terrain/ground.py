@@ -33,7 +33,7 @@ from scipy import ndimage
 
 from cim.crs import linear_unit_factor
 from cim.terrain.fill import fill_small_gaps, nearest_fill, tin_fill
-from cim.terrain.grid import GridSpec, cell_reduce
+from cim.terrain.grid import GridSpec, cell_reduce, finite_points
 from cim.terrain.morphology import progressive_openings
 from cim.terrain.outliers import low_noise
 
@@ -84,10 +84,7 @@ def smrf(
     With ``return_surface`` also returns (grid, provisional DEM) for inspection.
     """
     p = (params or SmrfParams()).validate()
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    z = np.asarray(z, dtype=np.float64)
-    finite = np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
+    x, y, z, finite = finite_points(x, y, z)
     cand = finite if candidates is None else (np.asarray(candidates, dtype=bool) & finite)
     ground = np.zeros(len(x), dtype=bool)
     if cand.sum() < 3:
@@ -190,12 +187,7 @@ def ground_mask(
 
     Parameters are in metres; ``unit`` is metres per coordinate unit (0.3048 for a CRS in international feet).
     """
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    z = np.asarray(z, dtype=np.float64)
-    cand = np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
-    if candidates is not None:
-        cand &= np.asarray(candidates, dtype=bool)
+    x, y, z, cand = finite_points(x, y, z, candidates)
     low = np.zeros(len(x), dtype=bool)
     if remove_low_noise:
         low = low_noise(x, y, z, candidates=cand, cell=1.0 / unit, threshold=1.5 / unit, radius=5.0 / unit)

@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from cim.terrain.grid import GridSpec, cell_reduce
+from cim.terrain.grid import GridSpec, cell_reduce, finite_points
 
 __all__ = ["low_noise", "isolated_points", "statistical_outliers", "LOW_NOISE", "HIGH_NOISE"]
 
@@ -45,11 +45,7 @@ def low_noise(
     ``min_neighbors`` other candidates within ``radius`` (3D). Real ground under dense canopy is low against the
     vegetation around it but has ground neighbours; a multipath return has none.
     """
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    z = np.asarray(z, dtype=np.float64)
-    finite = np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
-    keep = finite if candidates is None else (finite & np.asarray(candidates, dtype=bool))
+    x, y, z, keep = finite_points(x, y, z, candidates)
     noise = np.zeros(len(x), dtype=bool)
     if keep.sum() < rank + 1:
         return noise

@@ -22,7 +22,7 @@ from rasterio.crs import CRS as RioCRS
 from cim.fileutil import atomic_write, write_text_atomic
 from cim.terrain.grid import GridSpec, cell_reduce
 
-__all__ = ["GridSpec", "NODATA", "write_cog", "write_vrt", "read_raster", "cell_reduce"]
+__all__ = ["GridSpec", "NODATA", "write_cog", "write_vrt", "read_raster", "read_tags", "cell_reduce"]
 
 NODATA = -9999.0
 
@@ -42,8 +42,11 @@ def write_cog(
     nodata: float | None = NODATA,
     description: str | None = None,
     units: str | None = "metre",
+    tags: dict[str, str] | None = None,
 ) -> Path:
-    """Write a (height, width) array as a single-band float32 COG; NaN cells become ``nodata``."""
+    """Write a (height, width) array as a single-band float32 COG; NaN cells become ``nodata``.
+
+    ``tags`` are stored as GDAL dataset metadata (read back with :func:`read_tags`)."""
     path = Path(path)
     arr = np.asarray(values, dtype=np.float64)
     if arr.shape != grid.shape:
@@ -75,6 +78,8 @@ def write_cog(
                 ds.set_band_description(1, description)
             if units:
                 ds.set_band_unit(1, units)
+            if tags:
+                ds.update_tags(**tags)
     return path
 
 
@@ -87,6 +92,12 @@ def read_raster(path: str | Path) -> tuple[np.ndarray, GridSpec]:
         t = ds.transform
         grid = GridSpec(xmin=t.c, ymax=t.f, width=ds.width, height=ds.height, resolution=t.a)
     return arr, grid
+
+
+def read_tags(path: str | Path) -> dict[str, str]:
+    """A raster's dataset metadata (the ``tags`` given to :func:`write_cog`)."""
+    with rasterio.open(path) as ds:
+        return ds.tags()
 
 
 def write_vrt(
