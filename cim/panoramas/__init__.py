@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from cim.panoramas.privacy import AnonymizeOptions, Region, anonymize, blur_regions, detect
 from cim.panoramas.colorize import ColorizeOptions, colorize_points
-from cim.panoramas.depth import depth_buffer, fill_holes, measure, read_depth, write_depth_cog
+from cim.panoramas.depth import depth_buffer, fill_holes, read_depth, write_depth_cog
+from cim.panoramas.measure import measure
 from cim.panoramas.georef import Panorama, georeference, load_panoramas, write_index, write_panoramas_json
 from cim.panoramas.poses import PoseTable, Trajectory, read_gpano, read_poses, read_trajectory
 from cim.panoramas.projection import cube_faces, perspective_view
