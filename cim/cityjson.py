@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,7 +169,7 @@ def _encode_object(
             if sem is None:
                 values.append(None)
                 continue
-            surface = {**_jsonable(extra or {}), "type": sem}
+            surface = {**jsonable(extra or {}), "type": sem}
             key = json.dumps(surface, sort_keys=True)
             if key not in surface_index:
                 surface_index[key] = len(surfaces)
@@ -185,7 +185,7 @@ def _encode_object(
         if surfaces:
             geometry["semantics"] = {"surfaces": surfaces, "values": sem_values}
         geometries.append(geometry)
-        attributes.update(_jsonable(g.attributes))
+        attributes.update(jsonable(g.attributes))
     obj: dict[str, Any] = {"type": geoms[0].object_type, "geometry": geometries}
     if attributes:
         obj["attributes"] = attributes
@@ -210,20 +210,25 @@ def _round(values: np.ndarray) -> list[float]:
     return [round(float(v), 6) for v in values]
 
 
-def _jsonable(value: Any) -> Any:
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def jsonable(value: Any, number: Callable[[float], float | None] = _finite_or_none) -> Any:
+    """``value`` with numpy arrays and scalars made plain lists, bools and numbers for ``json``; every float goes
+    through ``number`` (default: NaN and infinities become null)."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v, number) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v, number) for v in value]
     if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist(), number)
     if isinstance(value, (np.bool_, bool)):
         return bool(value)
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, (np.floating, float)):
-        f = float(value)
-        return None if not math.isfinite(f) else f
+        return number(float(value))
     return value
 
 
@@ -247,7 +252,7 @@ def _metadata(crs: pyproj.CRS | str | None, extent: np.ndarray | None,
         meta[_VERTICAL_KEY] = vertical
     if extent is not None:
         meta["geographicalExtent"] = extent
-    meta.update(_jsonable(metadata or {}))
+    meta.update(jsonable(metadata or {}))
     return meta
 
 

@@ -159,17 +159,9 @@ def _plain(v: Any) -> Any:
 # ------------------------------------------------------------------------------------------- derived from points
 
 
-def derive_footprints(
-    x: np.ndarray,
-    y: np.ndarray,
-    *,
-    cell: float = 0.5,
-    min_area: float = 10.0,
-    min_points: int = 20,
-    regularise_tol: float = 0.6,
-    angle_tol_deg: float = 20.0,
-    id_prefix: str = "d",
-) -> list[Footprint]:
+def derive_footprints(x: np.ndarray, y: np.ndarray, *, cell: float = 0.5, min_area: float = 10.0, min_points: int = 20,
+                      regularise_tol: float = 0.6, angle_tol_deg: float = 20.0, id_prefix: str = "d"
+                      ) -> list[Footprint]:
     """Footprints from building points: 2D occupancy raster, connected components, outline, regularised.
 
     The outline follows the centre line between occupied and empty cells, so it sits half a cell outside the

@@ -17,11 +17,11 @@ from shapely.geometry import Polygon
 
 from cim.buildings.extrude import extrude_partition, footprint_cells, merge_coplanar_walls
 from cim.buildings.footprints import Footprint
-from cim.buildings.mesh import face_plane
-from cim.buildings.partition import NODATA, label_raster, snap_to_intersections, vectorise
+from cim.buildings.mesh import face_plane, point_distances, rms
+from cim.buildings.partition import NODATA, dissolve_at, label_raster, snap_to_intersections, vectorise
 from cim.buildings.planes import Plane, PlaneParams, detect_planes
 from cim.buildings.rooftype import ROOF_TYPE_NAMES, classify_roof
-from cim.buildings.validity import check_solid
+from cim.buildings.validity import check_solid, nonmanifold_edges
 from cim.cityjson import BuildingGeometry
 
 log = logging.getLogger("cim.buildings.model")
@@ -48,6 +48,7 @@ class ReconstructionParams:
     min_cell_area: float = 1.0
     nodata_percentile: float = 20.0  # height of roof parts no plane may claim (low: never too tall)
     min_height: float = 0.5
+    max_repairs: int = 3  # cells dissolved at non-manifold corners before the next partition is tried
     planes: PlaneParams = field(default_factory=PlaneParams)
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,43 +136,75 @@ class Lod22Result:
 def lod22_geometry(
     bid: str, footprint: Polygon, roof_xyz: np.ndarray, ground: float, params: ReconstructionParams
 ) -> Lod22Result | str:
-    """LoD2.2 solid, or the failure status when no valid model can be made."""
+    """LoD2.2 solid, or the failure status when no valid model can be made.
+
+    Partitions are tried in turn: ridges snapped onto plane intersections, unsnapped, then coarser (removes
+    slivers). A partition whose solid has non-manifold corners (roofs of alternating heights around one vertex)
+    is repaired by dissolving the smallest cell there, up to ``params.max_repairs`` times."""
     footprint = shapely.set_precision(footprint, 0.001)  # cells, snapping and extrusion share the 1 mm grid
     planes, labels = detect_planes(roof_xyz, params.planes)
     if not planes:
         return NO_PLANES
     raster, transform, _ = label_raster(footprint, roof_xyz, labels, planes, cell=params.partition_cell,
                                         max_extension=params.max_extension)
-    nodata_z = float(np.percentile(roof_xyz[:, 2], params.nodata_percentile))
-    zmin = ground + params.min_height
-    errors = None
+    roofs = _CellRoofs(planes, float(np.percentile(roof_xyz[:, 2], params.nodata_percentile)),
+                       ground + params.min_height)
     fine = vectorise(footprint, raster, transform, simplify=params.partition_cell, min_area=params.min_cell_area)
-    attempts = [("snapped", fine), ("raw", fine)]
-    for attempt, cells in attempts + [("coarse", None)]:
-        if cells is None:  # last resort: a coarser partition removes slivers and cells meeting only at a corner
-            cells = snap_to_intersections(vectorise(footprint, raster, transform, simplify=2 * params.partition_cell,
-                                                    min_area=4 * params.min_cell_area), planes, footprint)
-        elif attempt == "snapped":
-            cells = snap_to_intersections(cells, planes, footprint)
-        split, coeffs = [], []
-        for poly, lab in cells:
-            plane = (0.0, 0.0, nodata_z) if lab == NODATA else planes[lab].coefficients
-            for piece in footprint_cells(poly):
-                split.append((piece, lab))
-                coeffs.append(_above(plane, piece, zmin))
-        faces, sem = extrude_partition([p for p, _ in split], coeffs, ground, footprint=footprint,
-                                       min_height=params.min_height)
-        v = check_solid(faces)
-        if v.valid:
-            merged = merge_coplanar_walls(faces, sem)
-            if merged[0] is not faces and check_solid(merged[0]).valid:
-                faces, sem = merged
-            nodata = sum(p.area for p, lab in split if lab == NODATA) / footprint.area
-            geom = BuildingGeometry(bid, faces, sem, lod="2.2", surface_attributes=roof_surface_attributes(faces, sem))
-            return Lod22Result(geom, split, coeffs, planes, nodata)
-        errors = v
+    partitions = (
+        lambda: snap_to_intersections(fine, planes, footprint),
+        lambda: fine,
+        lambda: snap_to_intersections(vectorise(footprint, raster, transform, simplify=2 * params.partition_cell,
+                                                min_area=4 * params.min_cell_area), planes, footprint),
+    )
+    errors = None
+    for make in partitions:
+        cells = make()
+        for _ in range(params.max_repairs + 1):
+            split, coeffs = roofs.split(cells)
+            faces, sem = extrude_partition([p for p, _ in split], coeffs, ground, footprint=footprint,
+                                           min_height=params.min_height)
+            errors = check_solid(faces)
+            if errors.valid:
+                return _lod22_result(bid, faces, sem, split, coeffs, planes, footprint)
+            bad = nonmanifold_edges(faces)
+            repaired = dissolve_at(cells, bad.mean(axis=1)[:, :2]) if len(bad) else cells
+            if repaired is cells:
+                break
+            cells = repaired
     log.debug("building %s: LoD2.2 invalid: %s", bid, errors.errors if errors else None)
     return INVALID
+
+
+@dataclass
+class _CellRoofs:
+    """The roof plane of each partition cell: its plane, a flat roof at ``nodata_z`` for nodata cells, and a flat
+    roof where the plane would dip below ``zmin``."""
+
+    planes: list[Plane]
+    nodata_z: float
+    zmin: float
+
+    def split(self, cells: Sequence[tuple[Polygon, int]]
+              ) -> tuple[list[tuple[Polygon, int]], list[tuple[float, float, float]]]:
+        """(hole-free cells with their labels, their roof coefficients)."""
+        split, coeffs = [], []
+        for poly, lab in cells:
+            plane = (0.0, 0.0, self.nodata_z) if lab == NODATA else self.planes[lab].coefficients
+            for piece in footprint_cells(poly):
+                split.append((piece, lab))
+                coeffs.append(_above(plane, piece, self.zmin))
+        return split, coeffs
+
+
+def _lod22_result(bid: str, faces: list[np.ndarray], sem: list[str], split: list[tuple[Polygon, int]],
+                  coeffs: list[tuple[float, float, float]], planes: list[Plane], footprint: Polygon) -> Lod22Result:
+    """The valid solid (gable walls merged where that stays valid) with its partition."""
+    merged = merge_coplanar_walls(faces, sem)
+    if merged[0] is not faces and check_solid(merged[0]).valid:
+        faces, sem = merged
+    nodata = sum(p.area for p, lab in split if lab == NODATA) / footprint.area
+    geom = BuildingGeometry(bid, faces, sem, lod="2.2", surface_attributes=roof_surface_attributes(faces, sem))
+    return Lod22Result(geom, split, coeffs, planes, nodata)
 
 
 def roof_surface_attributes(faces: Sequence[np.ndarray], sem: Sequence[str]) -> list[dict[str, Any]]:
@@ -198,16 +231,6 @@ def _above(plane: tuple[float, float, float], cell: Polygon, zmin: float) -> tup
     if z.min() >= zmin:
         return plane
     return (0.0, 0.0, max(zmin, float(z.mean())))
-
-
-def model_heights_at(cells: Sequence[tuple[Polygon, int]], coeffs: Sequence[tuple[float, float, float]],
-                     x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Roof height of the LoD2.2 model at (x, y) (NaN outside all cells)."""
-    z = np.full(len(x), np.nan)
-    for (poly, _), (a, b, c) in zip(cells, coeffs):
-        m = shapely.contains_xy(poly, x, y) & np.isnan(z)
-        z[m] = a * x[m] + b * y[m] + c
-    return z
 
 
 # ------------------------------------------------------------------------------------------------ one building
@@ -249,8 +272,8 @@ def reconstruct_building(
     h1 = max(h1, ground + p.min_height)
     attrs["h_lod12"] = round(h1, 3)
     attrs["lod12_percentile"] = p.lod1_percentile
-    attrs["rmse_lod12"] = round(float(np.sqrt(np.mean((roof_xyz[:, 2] - h1) ** 2))), 3)
     model.lod12 = lod12_geometry(fp.id, poly, ground, h1)
+    attrs["rmse_lod12"] = _round(rms(point_distances(model.lod12.faces, roof_xyz)))
     v1 = check_solid(model.lod12)
     attrs["valid_lod12"] = v1.valid
     attrs["coverage"] = round(_coverage(poly, roof_xyz, p.partition_cell), 3)
@@ -269,8 +292,7 @@ def reconstruct_building(
         attrs.update(status=res, roof_type=None, roof_type_name=None)
         return model
     model.lod22 = res.geometry
-    zm = model_heights_at(res.cells, res.coefficients, roof_xyz[:, 0], roof_xyz[:, 1])
-    ok = np.isfinite(zm)
+    dist = point_distances(res.geometry.faces, roof_xyz)
     roof_z = np.concatenate([f[:, 2] for f, s in zip(res.geometry.faces, res.geometry.semantics)
                              if s == "RoofSurface"])
     faces = []
@@ -288,13 +310,17 @@ def reconstruct_building(
         n_planes=len({lab for _, lab in res.cells if lab != NODATA}),
         h_eaves=round(float(roof_z.min()), 3),
         h_ridge=round(float(roof_z.max()), 3),
-        rmse_lod22=round(float(np.sqrt(np.mean((roof_xyz[ok, 2] - zm[ok]) ** 2))), 3) if ok.any() else None,
-        within_20cm_lod22=round(float(np.mean(np.abs(roof_xyz[ok, 2] - zm[ok]) <= 0.2)), 3) if ok.any() else None,
+        rmse_lod22=_round(rms(dist)),
+        within_20cm_lod22=round(float(np.mean(dist <= 0.2)), 3),
         nodata_fraction=round(res.nodata_fraction, 3),
         valid_lod22=True,
     )
     log.debug("building %s: %s in %.0f ms", fp.id, attrs["status"], 1000 * (time.perf_counter() - t0))
     return model
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def _coverage(poly: Polygon, xyz: np.ndarray, cell: float) -> float:

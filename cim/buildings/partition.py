@@ -170,6 +170,23 @@ def _merge_small(cells: list[tuple[Polygon, int | None]], min_area: float, grid:
     return [(p, v if v is not None else NODATA) for p, v in cells]
 
 
+def dissolve_at(cells: list[tuple[Polygon, int]], points: np.ndarray, grid: float = 0.001
+                ) -> list[tuple[Polygon, int]]:
+    """Merge, at each of ``points`` (k, 2), the smallest cell with a vertex there into the neighbour it shares most
+    boundary with (cells of roof planes before nodata cells, so no plane is stretched over an area without points).
+    The repair for corners where roofs of alternating heights meet (non-manifold vertical edges)."""
+    marked: list[tuple[Polygon, int | None]] = list(cells)
+    for x, y in np.unique(np.round(np.asarray(points) / grid), axis=0) * grid:
+        pt = shapely.Point(x, y)
+        near = [i for i, (poly, v) in enumerate(marked) if v is not None and poly.distance(pt) < grid]
+        if len(near) > 1:
+            i = min(near, key=lambda i: (marked[i][1] == NODATA, marked[i][0].area))
+            marked[i] = (marked[i][0], None)
+    if all(v is not None for _, v in marked):
+        return cells
+    return _merge_small(marked, 0.0, grid)
+
+
 def snap_to_intersections(
     cells: list[tuple[Polygon, int]],
     planes: Sequence[Plane],

@@ -146,7 +146,8 @@ def models_from_cityjson(path: str | Path) -> list[BuildingModel]:
 
 
 def summarise(models: Sequence[BuildingModel]) -> dict[str, Any]:
-    """Counts per status and roof type, point-to-model RMSE per roof type, validity (JSON-able)."""
+    """Counts per status and roof type, the spread of the 3D point-to-model RMSE (``rmse_lod22``) per roof type,
+    validity (JSON-able)."""
     status = Counter(m.attributes.get("status") for m in models)
     roof = Counter(str(m.attributes.get("roof_type")) for m in models)
     rmse: dict[str, list[float]] = defaultdict(list)
@@ -165,8 +166,14 @@ def summarise(models: Sequence[BuildingModel]) -> dict[str, Any]:
         "lod12": len(with_lod12),
         "valid_lod22": sum(bool(m.attributes.get("valid_lod22")) for m in with_lod22),
         "valid_lod12": sum(bool(m.attributes.get("valid_lod12")) for m in with_lod12),
-        "rmse_lod22_by_roof_type": {k: {"n": len(v), "median": round(float(np.median(v)), 3),
-                                        "mean": round(float(np.mean(v)), 3)} for k, v in sorted(rmse.items())},
+        "rmse_lod22_by_roof_type": {k: _spread(v) for k, v in sorted(rmse.items())},
     }
+
+
+def _spread(values: Sequence[float]) -> dict[str, float]:
+    """Count, median, mean, 90th percentile and maximum (m, rounded to mm)."""
+    v = np.asarray(values, dtype=np.float64)
+    return {"n": len(v), "median": round(float(np.median(v)), 3), "mean": round(float(np.mean(v)), 3),
+            "p90": round(float(np.percentile(v, 90)), 3), "max": round(float(np.max(v)), 3)}
 
 

@@ -54,16 +54,8 @@ def check_solid(geom: BuildingGeometry | Sequence[np.ndarray], *, planarity_tol:
     if len(faces) < 4:
         v.errors.append((301, f"only {len(faces)} faces"))
         return v
-    allv = np.concatenate(faces)
-    key = np.rint(allv / snap_tol).astype(np.int64)
-    _, vid = np.unique(key, axis=0, return_inverse=True)
-    vid = vid.reshape(-1)
-    rings: list[np.ndarray] = []
-    off = 0
-    for i, f in enumerate(faces):
-        r = vid[off: off + len(f)]
-        off += len(f)
-        rings.append(r)
+    rings, _ = _vertex_rings(faces, snap_tol)
+    for i, (f, r) in enumerate(zip(faces, rings)):
         if len(f) < 3 or len(np.unique(r)) < 3:
             v.errors.append((101, f"face {i}: fewer than 3 distinct vertices"))
             continue
@@ -81,7 +73,7 @@ def check_solid(geom: BuildingGeometry | Sequence[np.ndarray], *, planarity_tol:
     if v.errors:
         return v
     # edges: closedness, manifoldness, orientation
-    edges = np.concatenate([np.stack([r, np.roll(r, -1)], axis=1) for r in rings])
+    edges = _edges(rings)
     directed, dcount = np.unique(edges, axis=0, return_counts=True)
     if (dcount > 1).any():
         v.errors.append((307, f"{int((dcount > 1).sum())} edges used twice in the same direction"))
@@ -102,6 +94,25 @@ def check_solid(geom: BuildingGeometry | Sequence[np.ndarray], *, planarity_tol:
         if n_hit:
             v.errors.append((306, f"{n_hit} pairs of faces intersect"))
     return v
+
+
+def _vertex_rings(faces: Sequence[np.ndarray], snap_tol: float) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each face as a ring of vertex ids (vertices within ``snap_tol`` are one), and the ids' grid keys."""
+    key = np.rint(np.concatenate(faces) / snap_tol).astype(np.int64)
+    keys, vid = np.unique(key, axis=0, return_inverse=True)
+    return np.split(vid.reshape(-1), np.cumsum([len(f) for f in faces])[:-1]), keys
+
+
+def _edges(rings: Sequence[np.ndarray]) -> np.ndarray:
+    """Directed edges (k, 2) of vertex-id rings."""
+    return np.concatenate([np.stack([r, np.roll(r, -1)], axis=1) for r in rings])
+
+
+def nonmanifold_edges(faces: Sequence[np.ndarray], snap_tol: float = 0.001) -> np.ndarray:
+    """End points (k, 2, 3) of the edges shared by more than two faces (val3dity 303)."""
+    rings, keys = _vertex_rings([np.asarray(f, dtype=np.float64) for f in faces], snap_tol)
+    und, count = np.unique(np.sort(_edges(rings), axis=1), axis=0, return_counts=True)
+    return keys[und[count > 2]] * snap_tol
 
 
 def _self_intersections(faces: list[np.ndarray], rings: list[np.ndarray], tol: float) -> int:

@@ -19,7 +19,7 @@ import pyproj
 from pydantic import Field
 
 from cim.buildings.footprints import Footprint, read_footprints
-from cim.buildings.model import ReconstructionParams
+from cim.buildings.model import BuildingModel, ReconstructionParams
 from cim.buildings.planes import PlaneParams
 from cim.buildings.run import geometries, models_from_cityjson, reconstruct_cloud, summarise
 from cim.cityjson import write_cityjson, write_cityjsonseq
@@ -111,7 +111,7 @@ class _BuildingsStage(Stage):
         return TileResult(products=products, stats=stats)
 
     def finish(self, results: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
-        models = [m for f in sorted(ctx.product_dir.glob("*.city.jsonl")) for m in models_from_cityjson(f)]
+        models = _tile_models(ctx.product_dir)
         report = {"tiles": len(results), **summarise(models)}
         warned = [w for r in results for w in r.get("warnings", [])]
         if warned:
@@ -135,12 +135,27 @@ class BuildingsLod2(_BuildingsStage):
     lod2 = True
 
 
-def _tile_files(ctx: JobContext, source: str) -> list[Path]:
-    return sorted((ctx.out_dir / source).glob("*.city.jsonl"))
+def _tile_models(folder: Path) -> list[BuildingModel]:
+    """The models in a buildings stage's per-tile files, sorted by id."""
+    files = sorted(folder.glob("*.city.jsonl"))
+    return sorted((m for f in files for m in models_from_cityjson(f)), key=lambda m: m.id)
 
 
-class WriteCityJsonOptions(StageOptions):
+class _MergedOptions(StageOptions):
     source: str = Field("buildings", description="folder of the buildings stage's per-tile files")
+
+
+class _MergedStage(Stage):
+    """A stage that works in ``finish`` only, on the models the buildings stage wrote per tile."""
+
+    def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
+        return TileResult()
+
+    def models(self, ctx: JobContext) -> list[BuildingModel]:
+        return _tile_models(ctx.out_dir / self.options.source)
+
+
+class WriteCityJsonOptions(_MergedOptions):
     folder: str = Field("", description="output folder inside the job's output folder")
     name: str = Field("buildings", description="file name stem (<name>.city.json, <name>.city.jsonl)")
     scale: float = Field(0.001, gt=0, description="vertex quantisation step (CRS units)")
@@ -148,18 +163,14 @@ class WriteCityJsonOptions(StageOptions):
 
 
 @register
-class WriteCityJson(Stage):
+class WriteCityJson(_MergedStage):
     name = "write.cityjson"
     summary = "Merge the building models into CityJSON 2.0 (+ CityJSONSeq)"
     Options = WriteCityJsonOptions
 
-    def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
-        return TileResult()
-
     def finish(self, results: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
         o = self.options
-        models = [m for f in _tile_files(ctx, o.source) for m in models_from_cityjson(f)]
-        models.sort(key=lambda m: m.id)
+        models = self.models(ctx)
         meta = {"title": f"{ctx.name}: buildings"}
         if ctx.acquired:
             meta["referenceDate"] = ctx.acquired[:10]
@@ -173,28 +184,23 @@ class WriteCityJson(Stage):
         return products
 
 
-class TilesBuildingsOptions(StageOptions):
-    source: str = Field("buildings", description="folder of the buildings stage's per-tile files")
+class TilesBuildingsOptions(_MergedOptions):
     folder: str = Field("3dtiles-buildings", description="output folder (tileset.json lands here)")
     tile_size: float = Field(250.0, gt=0, description="edge of the square of buildings per glb (CRS units)")
 
 
 @register
-class TilesBuildings(Stage):
+class TilesBuildings(_MergedStage):
     name = "tiles.buildings"
     summary = "3D Tiles 1.1 building meshes (glb, EXT_mesh_features + EXT_structural_metadata, ECEF placement)"
     Options = TilesBuildingsOptions
 
-    def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
-        return TileResult()
-
     def finish(self, results: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
         from cim.buildings.tiles import write_building_tiles
 
-        models = [m for f in _tile_files(ctx, self.options.source) for m in models_from_cityjson(f)]
+        models = self.models(ctx)
         if not models:
             return []
-        models.sort(key=lambda m: m.id)
         path = write_building_tiles(ctx.product_dir, models, ctx.crs, tile_size=self.options.tile_size)
         return [Product(ctx.relative(path), "3dtiles", "application/json",
                         properties={"buildings": len(models)})]

@@ -20,7 +20,7 @@ import shapely
 from affine import Affine
 
 from cim import crs as crs_mod
-from cim.cityjson import BuildingGeometry, write_cityjson
+from cim.cityjson import BuildingGeometry, jsonable, write_cityjson
 from cim.fileutil import atomic_write, write_text_atomic
 from cim.io import las
 from cim.points import PointCloud
@@ -112,23 +112,13 @@ def write_buildings(path: Path, scene: Scene, crs: pyproj.CRS) -> Path:
     return write_cityjson(path, building_geometries(scene), crs)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return round(float(value), 9) if abs(value) < 1.0 else round(float(value), 6)
-    return value
+def _rounded(value: float) -> float:
+    return round(value, 9) if abs(value) < 1.0 else round(value, 6)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:
     """Deterministic, human-readable JSON (sorted keys, floats rounded to 1e-6)."""
-    write_text_atomic(path, json.dumps(_jsonable(data), indent=1, sort_keys=True, allow_nan=False) + "\n")
+    write_text_atomic(path, json.dumps(jsonable(data, _rounded), indent=1, sort_keys=True, allow_nan=False) + "\n")
     return path
 
 
