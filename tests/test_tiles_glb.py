@@ -76,6 +76,25 @@ def test_mesh_glb_features_and_property_table(tmp_path):
     assert all(r["numErrors"] == 0 and r["numWarnings"] == 0 for r in reports), reports
 
 
+def test_mesh_glb_empty_strings(tmp_path):
+    """Empty strings (some or all rows, None included) are encodable and pass the glTF validator."""
+    pos, idx, fid, props = _house()
+    columns = {"mixed": np.array(["", "Hauptstraße 1"], object), "all_empty": np.array(["", ""], object),
+               "missing": np.array([None, ""], object), "unicode": np.array(["", "ä"]), "raw": np.array([b"", b"x"])}
+    data = mesh_glb(pos, idx, feature_ids=fid, properties={**props, **columns})
+    gltf, binary = read_glb(data)
+    table = gltf["extensions"]["EXT_structural_metadata"]["propertyTables"][0]
+    expected = {"mixed": ["", "Hauptstraße 1"], "all_empty": ["", ""], "missing": ["", ""], "unicode": ["", "ä"],
+                "raw": ["", "x"]}
+    for name, values in expected.items():
+        assert _table_column(gltf, binary, table, name) == values, name
+    assert schema_errors(gltf, "glTF.schema.json") == []
+    require_gltf_validator()
+    (tmp_path / "empty.glb").write_bytes(data)
+    reports = validate_glbs([tmp_path / "empty.glb"])
+    assert all(r["numErrors"] == 0 and r["numWarnings"] == 0 for r in reports), reports
+
+
 def test_mesh_glb_rejects_bad_input():
     pos, idx, fid, props = _house()
     with pytest.raises(ValueError, match="out of range"):

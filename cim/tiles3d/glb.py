@@ -324,11 +324,12 @@ def _table_property(b: GltfBuilder, values: np.ndarray | list, count: int, name:
     if len(arr) != count:
         raise ValueError(f"property {name!r} has {len(arr)} values, expected one per feature ({count})")
     if arr.dtype.kind in "OUS":
-        encoded = [("" if v is None else str(v)).encode("utf-8") for v in arr.tolist()]
+        encoded = [v if isinstance(v, bytes) else ("" if v is None else str(v)).encode("utf-8") for v in arr.tolist()]
         offsets = np.zeros(count + 1, np.uint64)
         offsets[1:] = np.cumsum([len(e) for e in encoded])
         otype = np.uint32 if offsets[-1] < 2**32 else np.uint64
-        values_view = b.add_view(b"".join(encoded))
+        # a buffer view holds at least one byte: when every string is empty, one unused byte (offsets all 0)
+        values_view = b.add_view(b"".join(encoded) or b"\0")
         offsets_view = b.add_view(offsets.astype(otype).tobytes())
         return ({"type": "STRING"},
                 {"values": values_view, "stringOffsets": offsets_view,
