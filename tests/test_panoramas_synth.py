@@ -222,7 +222,8 @@ def test_cli_outputs(cli_run, synth_city):
     assert summary["panoramas"] == 4
     panos = load_panoramas(out / "panoramas.json")
     assert pyogrio.read_info(out / "index.fgb")["features"] == 4
-    assert json.loads((out / "stac" / "collection.json").read_text())["type"] == "Collection"
+    assert json.loads((out / "stac-panoramas" / "collection.json").read_text())["type"] == "Collection"
+    assert not (out / "stac").exists()  # the job catalog's folder (cim.catalog) stays free
     originals = {p.read_bytes() for p in synth_city.panorama_dir.glob("*.jpg")}
     for pano in panos:
         folder = out / "panoramas" / pano.name

@@ -204,22 +204,30 @@ def read_poses(
     """
     path = Path(path)
     header, rows = _read_table(path)
-    n = len(rows)
     if all(c in header for c in MX7_PANORAMA_COLUMNS):
         names = [Path(v).stem for v in _column(path, header, rows, "panorama_file_name")]
-        t = _floats(path, _column(path, header, rows, "gps_seconds"), "gps_seconds", n)
-        lat = _floats(path, _column(path, header, rows, "latitude"), "latitude", n)
-        lon = _floats(path, _column(path, header, rows, "longitude"), "longitude", n)
-        h = _floats(path, _column(path, header, rows, "altitude_ellipsoidal"), "altitude_ellipsoidal", n)
-        head = _floats(path, _column(path, header, rows, "heading"), "heading", n)
-        pitch = _floats(path, _column(path, header, rows, "pitch"), "pitch", n)
-        roll = _floats(path, _column(path, header, rows, "roll"), "roll", n)
-        table = PoseTable(names, t, np.column_stack([lon, lat, h]), _angles_or_nan("hpr", head, pitch, roll),
-                          WGS84_3D, north or "true", str(path))
+        t, lonlath = _mx7_time_position(path, header, rows)
+        table = PoseTable(names, t, lonlath, _mx7_quaternion(path, header, rows), WGS84_3D, north or "true",
+                          str(path))
     else:
         table = _read_generic(path, header, rows, crs, time_base, gps_week, angles, north)
     _check_table(path, table)
     return table
+
+
+def _mx7_time_position(path: Path, header: list[str], rows: list[list[str]]) -> tuple[FloatArray, FloatArray]:
+    """GPS seconds and (lon, lat, ellipsoidal h) of a Trimble MX7 file's rows."""
+    n = len(rows)
+    t = _floats(path, _column(path, header, rows, "gps_seconds"), "gps_seconds", n)
+    lonlath = [_floats(path, _column(path, header, rows, k), k, n)
+               for k in ("longitude", "latitude", "altitude_ellipsoidal")]
+    return t, np.column_stack(lonlath)
+
+
+def _mx7_quaternion(path: Path, header: list[str], rows: list[list[str]]) -> FloatArray:
+    """Orientations of a Trimble MX7 file's rows (heading, pitch, roll in degrees; NaN rows where missing)."""
+    return _angles_or_nan("hpr", *(_floats(path, _column(path, header, rows, k), k, len(rows))
+                                   for k in ("heading", "pitch", "roll")))
 
 
 def _angles_or_nan(convention: str, a: FloatArray, b: FloatArray, c: FloatArray) -> FloatArray:
@@ -371,17 +379,10 @@ def read_trajectory(
     """Read a trajectory (Trimble MX7 ``trajectory.csv`` or the generic CSV layout with a time column)."""
     path = Path(path)
     header, rows = _read_table(path)
-    n = len(rows)
     if "gps_seconds" in header and "latitude" in header:
-        t = _floats(path, _column(path, header, rows, "gps_seconds"), "gps_seconds", n)
-        lat = _floats(path, _column(path, header, rows, "latitude"), "latitude", n)
-        lon = _floats(path, _column(path, header, rows, "longitude"), "longitude", n)
-        h = _floats(path, _column(path, header, rows, "altitude_ellipsoidal"), "altitude_ellipsoidal", n)
-        q = None
-        if all(k in header for k in ("heading", "pitch", "roll")):
-            q = _angles_or_nan("hpr", *(_floats(path, _column(path, header, rows, k), k, n)
-                                        for k in ("heading", "pitch", "roll")))
-        return Trajectory(t, np.column_stack([lon, lat, h]), WGS84_3D, q, north or "true", str(path))
+        t, lonlath = _mx7_time_position(path, header, rows)
+        q = _mx7_quaternion(path, header, rows) if all(k in header for k in ("heading", "pitch", "roll")) else None
+        return Trajectory(t, lonlath, WGS84_3D, q, north or "true", str(path))
     if "name" not in header:
         rows = [[f"r{i}"] + r for i, r in enumerate(rows)]
         header = ["name"] + header

@@ -7,7 +7,7 @@ Afterwards: ``panoramas.json``, the index (FlatGeobuf), a STAC collection and, w
 
 Output layout (``OUT``)::
 
-    panoramas.json  index.fgb  stac/collection.json
+    panoramas.json  index.fgb  stac-panoramas/collection.json
     panoramas/<name>/image.jpg  anonymization.json  tiles/{z}/{f}/{y}/{x}.jpg  tiles/preview.jpg  depth.tif
     colorized/<stem>.laz
 """
@@ -39,6 +39,8 @@ log = logging.getLogger("cim.panoramas")
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 PANO_DIR = "panoramas"
+#: the STAC collection of the panoramas; not ``stac/``, which is the job catalog :mod:`cim.catalog` rewrites whole
+STAC_FOLDER = "stac-panoramas"
 
 
 @dataclass(frozen=True)
@@ -223,14 +225,14 @@ def run_panoramas(
     write_index(done, out / "index.fgb")
     from cim.panoramas.stac import write_collection
 
-    write_collection(done, out / "stac")
+    write_collection(done, out / STAC_FOLDER)
     summary: dict[str, Any] = {
         "panoramas": len(done),
         "faces": sum(r["counts"]["face"] for r in results.values()),
         "plates": sum(r["counts"]["plate"] for r in results.values()),
         "seconds": round(run.seconds, 2),
         "skipped": len(run.by_status("skipped")),
-        "outputs": ["panoramas.json", "index.fgb", "stac/collection.json"],
+        "outputs": ["panoramas.json", "index.fgb", f"{STAC_FOLDER}/collection.json"],
     }
     if failed:  # the finished panoramas are indexed above; a re-run only redoes the failed ones
         first = failed[0]
