@@ -32,29 +32,36 @@ def cloud():
     return synthetic_cloud(N)
 
 
-def _document(src: Path, out: Path, implicit: bool) -> dict:
+def _document(src: Path, out: Path, implicit: bool, meshopt: bool = False) -> dict:
     return {
         "job": {"name": "kl", "output": str(out)},
         "stages": [
             {"type": "read.las", "files": [str(src)]},
             {"type": "tile", "size": 100.0, "buffer": 5.0},
             {"type": "tiles.pointcloud", "leaf_points": 4000, "extra": ["point_id"], "name": "KL test",
-             "implicit": implicit},
+             "implicit": implicit, "meshopt": meshopt},
         ],
     }
 
 
-@pytest.fixture(scope="module", params=["explicit", "implicit"])
+@pytest.fixture(scope="module", params=["explicit", "implicit+meshopt"])
 def tileset(request, tmp_path_factory, cloud) -> Path:
-    """Run the real pipeline (read.las -> tile -> tiles.pointcloud) on Dask threads."""
+    """Run the real pipeline (read.las -> tile -> tiles.pointcloud) on Dask threads.
+
+    The second layout is implicit tiling with EXT_meshopt_compression contents, so every check below (glTF
+    validator, round trip, attributes, point ids) also runs on compressed contents."""
     from cim.pipeline.execute import run_job
     from cim.pipeline.job import parse_job
+
+    meshopt = "meshopt" in request.param
+    if meshopt:
+        pytest.importorskip("meshoptimizer")
 
     root = tmp_path_factory.mktemp("tiles")
     src = root / "kl.laz"
     las.write(src, cloud)
     out = root / "out"
-    document = _document(src, out, request.param == "implicit")
+    document = _document(src, out, "implicit" in request.param, meshopt)
     run = run_job(parse_job(document, root / "job.toml"), scheduler="threads", workers=2)
     assert run.report.ok, [o.error for o in run.report.outcomes.values() if o.error]
     return out / "3dtiles" / "pointcloud" / "tileset.json"
@@ -187,7 +194,8 @@ def test_rerun_skips_finished_tasks_and_is_deterministic(tileset, tmp_path):
     out = tileset.parent.parent.parent
     src = out.parent / "kl.laz"
     implicit = any((tileset.parent / "tiles").rglob("*.subtree"))
-    document = _document(src, out, implicit)
+    meshopt = b"EXT_meshopt_compression" in next((tileset.parent / "tiles").rglob("*.glb")).read_bytes()
+    document = _document(src, out, implicit, meshopt)
     run = run_job(parse_job(document, out.parent / "job.toml"), scheduler="threads", workers=2, force=True)
     assert run.report.ok
     after = {p: p.read_bytes() for p in tileset.parent.rglob("*") if p.is_file()}

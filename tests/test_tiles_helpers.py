@@ -112,3 +112,15 @@ def validate_glbs(paths: list[Path]) -> list[dict]:
         assert len(lines) == len(batch), proc.stderr[-2000:]
         reports += lines
     return reports
+
+
+# -- meshopt (meshoptimizer's JavaScript decoder, as CesiumJS uses it) ---------------------------------------
+
+def decode_meshopt_js(paths: list[Path]) -> list[dict]:
+    """Per file: the decoded bytes of every EXT_meshopt_compression view and each stream's header byte."""
+    if shutil.which("node") is None or not (JS / "node_modules" / "meshoptimizer").is_dir():
+        pytest.skip("meshoptimizer (npm) not installed: run `npm ci --prefix tests/js` (needs node)")
+    proc = subprocess.run(["node", str(JS / "decode_meshopt.mjs"), *map(str, paths)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]

@@ -48,18 +48,22 @@ class _Handler(SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module", params=["explicit", "implicit"])
+@pytest.fixture(scope="module", params=["explicit", "implicit+meshopt"])
 def tileset_dir(request, tmp_path_factory) -> Path:
+    """The second layout: implicit tiling with EXT_meshopt_compression contents (CesiumJS decodes them)."""
     from typer.testing import CliRunner
 
     from cim.cli.app import _load_commands, app
+
+    if "meshopt" in request.param:
+        pytest.importorskip("meshoptimizer")
 
     root = tmp_path_factory.mktemp("viewer")
     las.write(root / "kl.laz", synthetic_cloud(60_000, seed=3))
     _load_commands()
     res = CliRunner().invoke(app, ["tiles", str(root / "kl.laz"), "--out", str(root / "out"), "--tile-size", "100",
                                    "--leaf-points", "3000", "--scheduler", "threads",
-                                   *(["--implicit"] if request.param == "implicit" else [])])
+                                   *(["--implicit", "--meshopt"] if "meshopt" in request.param else [])])
     assert res.exit_code == 0, res.output
     assert "checked" in res.output
     return root / "out"

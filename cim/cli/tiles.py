@@ -31,6 +31,8 @@ def tiles(
     workers: Annotated[Optional[int], typer.Option("--workers", help="local workers (default: cores)")] = None,
     implicit: Annotated[bool, typer.Option("--implicit", help="per-tile octrees as 3D Tiles implicit tiling "
                                                               "(subtree files)")] = False,
+    meshopt: Annotated[bool, typer.Option("--meshopt", help="compress contents with EXT_meshopt_compression "
+                                                            "(needs the meshoptimizer package)")] = False,
     chunk_size: Annotated[int, typer.Option("--chunk-size", help="points read per chunk (bounds the reading "
                                                                   "memory)")] = 500_000,
     force: Annotated[bool, typer.Option("--force", help="re-run every task")] = False,
@@ -59,7 +61,7 @@ def tiles(
             {"type": "tile", "size": tile_size, "buffer": 0.0},
             {"type": "tiles.pointcloud", "folder": "", "leaf_points": leaf_points, "error_scale": error_scale,
              "color_depth": color_depth, "extra": list(extra or []), "allow_ballpark": allow_ballpark,
-             "implicit": implicit},
+             "implicit": implicit, "meshopt": meshopt},
         ],
     }
     job = parse_job(document, out / "tiles.toml")

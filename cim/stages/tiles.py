@@ -6,11 +6,12 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from cim.errors import CimWarning
 from cim.pipeline.stage import JobContext, Product, Stage, StageOptions, TileContext, TileResult, register
 from cim.points import PointCloud
+from cim.tiles3d.glb import meshopt_encoder
 from cim.tiles3d.pointcloud import DEFAULT_PROPERTIES, TilesOptions, build_tile, build_upper_levels
 
 
@@ -27,11 +28,24 @@ class PointTilesOptions(StageOptions):
                                                     "off; warns)")
     implicit: bool = Field(False, description="write each tile's octree as 3D Tiles implicit tiling (OCTREE "
                                               "subtrees) instead of explicit tile JSON")
+    meshopt: bool = Field(False, description="compress the glTF contents with EXT_meshopt_compression (needs the "
+                                             "meshoptimizer package; viewers must support the extension)")
     name: str = Field("point cloud", description="dataset name in the tileset metadata")
+
+    @field_validator("meshopt")
+    @classmethod
+    def _encoder_installed(cls, value: bool) -> bool:
+        if value:
+            try:
+                meshopt_encoder()
+            except ImportError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
     def tiles_options(self) -> TilesOptions:
         return TilesOptions(self.leaf_points, self.grid_bits, self.error_scale, self.color_depth,
-                            tuple(self.properties), tuple(self.extra), self.allow_ballpark, self.implicit)
+                            tuple(self.properties), tuple(self.extra), self.allow_ballpark, self.implicit,
+                            self.meshopt)
 
 
 def _bounds(tiles: list[dict[str, Any]]) -> list[float] | None:

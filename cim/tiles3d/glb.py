@@ -55,9 +55,14 @@ def column_major(matrix: np.ndarray) -> list[float]:
 
 
 class GltfBuilder:
-    """Accumulates buffer views and accessors of a single-buffer glTF and serialises it as GLB."""
+    """Accumulates buffer views and accessors of a single-buffer glTF and serialises it as GLB.
 
-    def __init__(self) -> None:
+    ``meshopt``: vertex attribute views are stored compressed (``EXT_meshopt_compression``, required; their
+    uncompressed layout lives in a fallback buffer without data).
+    """
+
+    def __init__(self, *, meshopt: bool = False) -> None:
+        self.meshopt = meshopt
         self.gltf: dict = {
             "asset": {"version": "2.0", "generator": "cim"},
             "buffers": [],
@@ -65,6 +70,8 @@ class GltfBuilder:
             "accessors": [],
         }
         self._chunks: list[bytes | memoryview] = []
+        self._views: list[memoryview] = []  # data of every buffer view
+        self._vertex_views: dict[int, tuple[int, int]] = {}  # view -> (byte stride, element count)
         self._length = 0
         self._extensions_used: set[str] = set()
         self._extensions_required: set[str] = set()
@@ -88,6 +95,7 @@ class GltfBuilder:
         if target is not None:
             view["target"] = target
         self._chunks.append(data)
+        self._views.append(data)
         self._length += len(data)
         self.gltf["bufferViews"].append(view)
         return len(self.gltf["bufferViews"]) - 1
@@ -112,6 +120,7 @@ class GltfBuilder:
             raise ValueError("vertex attribute rows must be contiguous and a multiple of 4 bytes")
         size = padded.dtype.itemsize * k
         view = self.add_view(padded, target=ARRAY_BUFFER, stride=stride if stride != size else None, align=4)
+        self._vertex_views[view] = (stride, len(padded))
         return self._accessor(view, padded.dtype, len(padded), k, normalized, bounds)
 
     def add_indices(self, indices: np.ndarray) -> int:
@@ -134,20 +143,96 @@ class GltfBuilder:
 
     def to_glb(self) -> bytes:
         gltf = dict(self.gltf)
+        chunks, length = self._chunks, self._length
+        buffers: list[dict] = []
+        if self.meshopt and self._vertex_views:
+            self.use_extension(MESHOPT, required=True)
+            gltf["bufferViews"], chunks, length = self._compressed()
+            buffers = [{"byteLength": self._length, "extensions": {MESHOPT: {"fallback": True}}}]
         if self._extensions_used:
             gltf["extensionsUsed"] = sorted(self._extensions_used)
         if self._extensions_required:
             gltf["extensionsRequired"] = sorted(self._extensions_required)
-        pad = (-self._length) % 4
-        gltf["buffers"] = [{"byteLength": self._length + pad}]
+        pad = (-length) % 4
+        gltf["buffers"] = [{"byteLength": length + pad}, *buffers]
         text = json.dumps(gltf, separators=(",", ":"), sort_keys=True).encode("utf-8")
         text += b" " * ((-len(text)) % 4)
-        total = 12 + 8 + len(text) + 8 + self._length + pad
+        total = 12 + 8 + len(text) + 8 + length + pad
         return b"".join([
             struct.pack("<III", GLB_MAGIC, 2, total),
             struct.pack("<II", len(text), _JSON_CHUNK), text,
-            struct.pack("<II", self._length + pad, _BIN_CHUNK), *self._chunks, b"\0" * pad,
+            struct.pack("<II", length + pad, _BIN_CHUNK), *chunks, b"\0" * pad,
         ])
+
+    def _compressed(self) -> tuple[list[dict], list[bytes | memoryview], int]:
+        """Buffer views and GLB chunks with every vertex attribute view compressed (mode ATTRIBUTES).
+
+        A compressed view keeps its uncompressed place in buffer 1 (the fallback buffer) and points to its
+        compressed bytes in buffer 0 (the GLB binary chunk); other views move to their new place in buffer 0.
+        """
+        encode = meshopt_encoder()
+        views, chunks, length = [], [], 0
+        for i, (view, data) in enumerate(zip(self.gltf["bufferViews"], self._views)):
+            view = dict(view)
+            pad = (-length) % 4
+            if pad:
+                chunks.append(b"\0" * pad)
+                length += pad
+            if i in self._vertex_views:
+                stride, count = self._vertex_views[i]
+                data = encode(np.frombuffer(data, np.uint8).reshape(count, stride), count, stride)
+                view["buffer"] = 1
+                view["extensions"] = {MESHOPT: {"buffer": 0, "byteOffset": length, "byteLength": len(data),
+                                                "byteStride": stride, "count": count, "mode": "ATTRIBUTES"}}
+            else:
+                view["byteOffset"] = length
+            chunks.append(data)
+            length += len(data)
+            views.append(view)
+        return views, chunks, length
+
+
+MESHOPT = "EXT_meshopt_compression"
+
+
+def meshopt_encoder():
+    """meshoptimizer's vertex codec, set to bitstream version 0 (the one EXT_meshopt_compression specifies).
+
+    Raises ImportError with a hint when the optional ``meshoptimizer`` package is missing.
+    """
+    try:
+        import meshoptimizer
+    except ImportError as exc:
+        raise ImportError("meshopt compression needs the meshoptimizer package (pip install meshoptimizer)") \
+            from exc
+    meshoptimizer.encode_vertex_version(0)
+    return meshoptimizer.encode_vertex_buffer
+
+
+def glb_buffers(gltf: dict, binary: bytes) -> list[bytes]:
+    """Contents of every buffer of a GLB: the binary chunk, then fallback buffers of ``EXT_meshopt_compression``
+    rebuilt by decoding their compressed views (needs the ``meshoptimizer`` package)."""
+    buffers = [binary] + [bytes(0)] * (len(gltf.get("buffers", [])) - 1)
+    compressed = [v for v in gltf.get("bufferViews", []) if MESHOPT in v.get("extensions", {})]
+    if not compressed:
+        return buffers
+    import meshoptimizer
+
+    rebuilt = {i: bytearray(gltf["buffers"][i]["byteLength"]) for i in {v["buffer"] for v in compressed}}
+    for view in compressed:
+        ext = view["extensions"][MESHOPT]
+        if ext["mode"] != "ATTRIBUTES" or ext.get("filter", "NONE") != "NONE":
+            raise ValueError(f"unsupported meshopt mode {ext['mode']} / filter {ext.get('filter')}")
+        src = buffers[ext.get("buffer", 0)]
+        start = ext.get("byteOffset", 0)
+        decoded = meshoptimizer.decode_vertex_buffer(ext["count"], ext["byteStride"],
+                                                     src[start: start + ext["byteLength"]],
+                                                     dtype=np.dtype(f"V{ext['byteStride']}"))
+        offset = view.get("byteOffset", 0)
+        rebuilt[view["buffer"]][offset: offset + view["byteLength"]] = decoded.tobytes()
+    for i, data in rebuilt.items():
+        buffers[i] = bytes(data)
+    return buffers
 
 
 def padded_rows(n: int, k: int, dtype: np.dtype) -> np.ndarray:
@@ -257,6 +342,7 @@ def points_glb(
     class_name: str = "point",
     schema: dict | None = None,
     bounds: tuple[np.ndarray, np.ndarray] | None = None,
+    meshopt: bool = False,
 ) -> bytes:
     """GLB with one POINTS primitive.
 
@@ -264,12 +350,12 @@ def points_glb(
     ``rgb``: (n,3) sRGB values in [0, 1] (converted to linear ``COLOR_0`` here), or ``color``: linear 16-bit rows
     from :func:`linear_colors` ((n,4), stored without copying, or (n,3)); ``properties``: per-point property
     attributes of class ``class_name`` (``schema`` is the EXT_structural_metadata schema holding that class;
-    built from ``properties`` if omitted).
+    built from ``properties`` if omitted); ``meshopt``: compress the vertex data (``EXT_meshopt_compression``).
     """
     local = np.asarray(local, float)
     if len(local) == 0:
         raise ValueError("a point content needs at least one point")
-    b = GltfBuilder()
+    b = GltfBuilder(meshopt=meshopt)
     b.use_extension("KHR_mesh_quantization", required=True)
     lo, hi = column_bounds(local) if bounds is None else (np.asarray(v, float) for v in bounds)
     q, origin, step = quantize_positions(local, lo, hi)
@@ -443,10 +529,14 @@ def read_glb(data: bytes) -> tuple[dict, bytes]:
     return gltf, binary
 
 
-def accessor_array(gltf: dict, binary: bytes, index: int) -> np.ndarray:
-    """The (count, k) values of accessor ``index`` (raw stored values; no normalisation applied)."""
+def accessor_array(gltf: dict, binary: bytes | list[bytes], index: int) -> np.ndarray:
+    """The (count, k) values of accessor ``index`` (raw stored values; no normalisation applied).
+
+    ``binary``: the GLB binary chunk, or every buffer's contents (:func:`glb_buffers`)."""
     acc = gltf["accessors"][index]
     view = gltf["bufferViews"][acc["bufferView"]]
+    if isinstance(binary, list):
+        binary = binary[view.get("buffer", 0)]
     dtype = _DTYPES[acc["componentType"]]
     k = _NCOMP[acc["type"]]
     count = acc["count"]
@@ -470,8 +560,9 @@ def node_matrix(gltf: dict, node: int = 0) -> np.ndarray:
 def decode_points(data: bytes) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
     """Local ENU positions (n,3) float64, raw vertex attributes by name and the glTF JSON of a point GLB."""
     gltf, binary = read_glb(data)
+    buffers = glb_buffers(gltf, binary)
     prim = gltf["meshes"][0]["primitives"][0]
-    attrs = {name: accessor_array(gltf, binary, i) for name, i in prim["attributes"].items()}
+    attrs = {name: accessor_array(gltf, buffers, i) for name, i in prim["attributes"].items()}
     m = np.linalg.inv(Y_UP_FROM_Z_UP) @ node_matrix(gltf)
     q = attrs["POSITION"].astype(float)
     acc = gltf["accessors"][prim["attributes"]["POSITION"]]

@@ -65,6 +65,7 @@ class TilesOptions:
     extra: tuple[str, ...] = ()
     allow_ballpark: bool = False
     implicit: bool = False  # per-tile octrees as implicit tiling (subtree files) instead of explicit JSON
+    meshopt: bool = False  # compress contents with EXT_meshopt_compression (needs the meshoptimizer package)
 
 
 # -- properties -----------------------------------------------------------------------------------------------
@@ -222,7 +223,8 @@ def build_tile(
             sl = tree.slice_of(i)
             data = points_glb(tree.points[sl], color=None if color is None else color[sl],
                               properties=encode_properties({k: v[sl] for k, v in attrs.items()}),
-                              class_name=CLASS_NAME, schema=schema, bounds=(nd.own_min, nd.own_max))
+                              class_name=CLASS_NAME, schema=schema, bounds=(nd.own_min, nd.own_max),
+                              meshopt=options.meshopt)
             (tmp / f"{nd.name}.glb").write_bytes(data)
     children = [subtree(c).to_json() for c in root.children]
     sl = tree.slice_of(0)
@@ -346,7 +348,7 @@ def build_upper_levels(
             if keep.any():
                 data = points_glb(local_t[keep], color=None if color is None else color[keep],
                                   properties=encode_properties(_take(attrs, keep)), class_name=CLASS_NAME,
-                                  schema=schema_point)
+                                  schema=schema_point, meshopt=options.meshopt)
                 uri = CONTENT_TEMPLATE.format(level=0, x=0, y=0, z=0) if implicit else "root.glb"
                 write_bytes_atomic(tdir / uri, data)
             root = Tile(lo_t, hi_t, error, uri, refine="ADD")
@@ -399,7 +401,7 @@ def build_upper_levels(
             if keep.any():
                 data = points_glb(own_local[keep], color=None if own_color is None else own_color[keep],
                                   properties=encode_properties(_take(own_attrs, keep)), class_name=CLASS_NAME,
-                                  schema=schema_point)
+                                  schema=schema_point, meshopt=options.meshopt)
                 write_bytes_atomic(out_dir / "upper" / f"{name}.glb", data)
                 uri = f"upper/{name}.glb"
             return Tile(lo, hi, error, uri, child_tiles, refine="ADD")
