@@ -68,7 +68,9 @@ class PointStage(Stage):
 class OutlierOptions(StageOptions):
     low_noise: bool = Field(True, description="mark points far below their isolated surroundings as class 7")
     low_threshold: float = Field(1.5, gt=0, description="m below the local low reference for low noise")
-    low_radius: float = Field(5.0, gt=0, description="m; a low point with fewer than 2 neighbours within it is noise")
+    low_radius: float = Field(5.0, gt=0, description="m; a low point with few neighbours within it is noise")
+    low_share: float = Field(0.1, ge=0, le=1, description="few = under 2 and under this share of the points in "
+                             "the vertical cylinder of low_radius")
     isolated: bool = Field(True, description="mark isolated points (7 below / 18 above their surroundings)")
     isolated_radius: float = Field(5.0, gt=0, description="m (3D) search radius for isolated points")
     isolated_min_neighbors: int = Field(1, ge=1, description="fewer other points within the radius = isolated")
@@ -90,7 +92,8 @@ class OutlierStage(PointStage):
         x, y, z = np.asarray(cloud.x), np.asarray(cloud.y), np.asarray(cloud.z)
         low = np.zeros(len(cloud), dtype=bool)
         if o.low_noise:
-            low = noise.low_noise(x, y, z, cell=1.0 / u, threshold=o.low_threshold / u, radius=o.low_radius / u)
+            low = noise.low_noise(x, y, z, cell=1.0 / u, threshold=o.low_threshold / u, radius=o.low_radius / u,
+                                  min_share=o.low_share)
         odd = np.zeros(len(cloud), dtype=bool)
         xyz = cloud.xyz
         if o.isolated:

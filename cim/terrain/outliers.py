@@ -3,7 +3,11 @@
 * :func:`low_noise` -- points clearly below their surroundings (multipath, reflections through glass), which
   would otherwise drag a ground filter's minimum surface down. Grid based: a point is low noise when it lies
   more than ``threshold`` below the k-th lowest cell minimum of its ``window`` x ``window`` cell neighbourhood
-  (k = ``rank``, so clusters of up to k - 1 low cells are still caught). Repeated ``iterations`` times.
+  (k = ``rank``, so clusters of up to k - 1 low cells are still caught) *and* it is isolated in 3D: fewer
+  neighbours within ``radius`` than ``min_neighbors`` or than ``min_share`` of the points in the vertical
+  cylinder of that radius around it. A cluster of multipath returns has its own few neighbours, while the
+  surface above it fills the cylinder; ground in a real depression has its surroundings in its ball.
+  Repeated ``iterations`` times.
 * :func:`isolated_points` -- fewer than ``min_neighbors`` other points within ``radius`` (3D). Purely local,
   so it gives the same answer in a buffered tile as in the merged cloud.
 * :func:`statistical_outliers` -- PDAL/PCL style: mean distance to the ``k`` nearest neighbours above
@@ -12,6 +16,8 @@
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from scipy import ndimage
@@ -37,13 +43,16 @@ def low_noise(
     iterations: int = 2,
     radius: float = 5.0,
     min_neighbors: int = 2,
+    min_share: float = 0.1,
     candidates: np.ndarray | None = None,
 ) -> np.ndarray:
     """Mask of low-noise points (see module doc); only ``candidates`` (default all finite) are considered.
 
-    A point that is low against its neighbourhood is noise only if it is also isolated: fewer than
-    ``min_neighbors`` other candidates within ``radius`` (3D). Real ground under dense canopy is low against the
-    vegetation around it but has ground neighbours; a multipath return has none.
+    A point that is low against its neighbourhood is noise only if it is also isolated: fewer other candidates
+    within ``radius`` (3D) than ``min_neighbors`` and than ``min_share`` x the candidates within ``radius`` in plan
+    (the vertical cylinder). Real ground under dense canopy is low against the vegetation around it but has
+    ground neighbours; multipath returns have none, or only each other while the surface above fills the
+    cylinder.
     """
     x, y, z, keep = finite_points(x, y, z, candidates)
     noise = np.zeros(len(x), dtype=bool)
@@ -61,16 +70,31 @@ def low_noise(
         low = np.flatnonzero(live & np.isfinite(ref_at) & (z < ref_at - threshold))
         if len(low) == 0:
             break
-        pts = np.column_stack([x[live], y[live], z[live]])
+        near = live & _near_cells(grid, idx[low], radius)[np.maximum(idx, 0)]  # only points that can be neighbours
+        pts = np.column_stack([x[near], y[near], z[near]])
         origin = pts.min(axis=0)
-        tree = cKDTree(pts - origin)
         q = np.column_stack([x[low], y[low], z[low]]) - origin
-        counts = np.asarray(tree.query_ball_point(q, r=radius, return_length=True)) - 1
-        new = low[counts < min_neighbors]
+        ball = _neighbour_counts(pts - origin, q, radius)
+        cylinder = _neighbour_counts(pts[:, :2] - origin[:2], q[:, :2], radius)
+        new = low[ball < np.maximum(min_neighbors, min_share * cylinder)]
         if len(new) == 0:
             break
         noise[new] = True
     return noise
+
+
+def _near_cells(grid: GridSpec, cells: np.ndarray, radius: float) -> np.ndarray:
+    """Flat mask of the cells within ``radius`` (square neighbourhood) of the given flat cell indices."""
+    mask = np.zeros(grid.width * grid.height, dtype=bool)
+    mask[cells] = True
+    reach = 2 * math.ceil(radius / grid.resolution) + 1
+    return ndimage.maximum_filter(mask.reshape(grid.shape), size=reach, mode="constant").ravel()
+
+
+def _neighbour_counts(points: np.ndarray, queries: np.ndarray, radius: float) -> np.ndarray:
+    """Other points within ``radius`` of each query point (the query points are among ``points``)."""
+    counts = cKDTree(points).query_ball_point(queries, r=radius, return_length=True)
+    return np.asarray(counts) - 1
 
 
 def isolated_points(xyz: np.ndarray, *, radius: float = 2.0, min_neighbors: int = 2) -> np.ndarray:
