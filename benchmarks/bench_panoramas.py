@@ -4,7 +4,8 @@ Input: the real Amsterdam Ladybug5 panorama of ../shared/data (8000x4000 JPEG). 
 made here goes to a temporary folder that is deleted (the panorama shows unblurred people).
 
 Steps timed (median of ``--repeat`` runs, grids warm as in a batch of same-size panoramas):
-decode, anonymize (detect faces + plates on pinhole views of the band, blur), cube faces (cim cached remap vs
+decode, anonymize (faces + plates on pinhole views of the band at 2048 and on equirectangular strips around the
+horizon at 4096 and full resolution, blur), cube faces (cim cached remap vs
 py360convert ``e2c`` with its own cached grids, same image, same face size), Marzipano tiles (faces + pyramid +
 JPEG encoding), the anonymized equirectangular JPEG, and the whole chain.
 
@@ -43,9 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     import py360convert
 
     from cim.panoramas.privacy import AnonymizeOptions, anonymize
-    from cim.panoramas.process import _encode_jpeg
     from cim.panoramas.projection import cube_faces
-    from cim.panoramas.tiles import write_marzipano
+    from cim.panoramas.tiles import encode_jpeg, write_marzipano
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=3)
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(args.repeat):
             t_decode, image = _timed(cv2.imread, str(IMAGE), _key="decode")
             t_anon, (clean, found) = _timed(anonymize, image, opts, _key="anonymize")
-            t_jpeg, _ = _timed(_encode_jpeg, clean, 90, _key="equirect_jpeg")
+            t_jpeg, _ = _timed(encode_jpeg, clean, 90, _key="equirect_jpeg")
             t_tiles, _ = _timed(write_marzipano, clean, Path(tmp) / "tiles", face_size=FACE, yaw_shift_deg=122.1,
                                 _key="tiles")
             runs["decode"].append(t_decode)
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     result = {
         "input": {"image": "shared/data/panoramas/amsterdam/pano_0001_000529.jpg", "size": [8000, 4000],
                   "face_size": FACE, "detect_width": opts.detect_width, "views": opts.views,
-                  "band_deg": list(opts.band)},
+                  "band_deg": list(opts.band), "strips": [list(x) for x in opts.strips]},
         "repeat": args.repeat,
         "load_average_1min_at_end": round(os.getloadavg()[0], 2),
         "seconds_median": median,
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         "detections": {"regions": regions, "faces": faces},
         "note": "2-core VM shared with other jobs while measuring (see load_average): wall seconds are inflated; "
                 "cpu seconds (all threads of this process) bound the unloaded 2-core wall time from above. anonymize = views + "
-                "CenterFace (onnxruntime CPU) + plate cascade + blur; tiles = cube faces + 3 levels + preview "
+                "strips + CenterFace (onnxruntime CPU) + plate cascade + blur; tiles = cube faces + 3 levels + preview "
                 "+ JPEG encoding of 127 files.",
     }
     write_result("panoramas", result)

@@ -32,9 +32,9 @@ def panoramas(
     north: Annotated[Optional[str], typer.Option(
         "--north", help="headings refer to 'true' or 'grid' north (default: true for lat/lon, grid for x/y)")] = None,
     detect_width: Annotated[int, typer.Option(
-        "--detect-width", help="resolution faces/plates are searched at (equirect width; 8000 = full res)")] = 4096,
+        "--detect-width", help="resolution of the pinhole views of the whole band (equirect width)")] = 2048,
     fine_width: Annotated[int, typer.Option(
-        "--fine-width", help="resolution of the second face search in the ±6° horizon strip (0 = off)")] = 8000,
+        "--fine-width", help="resolution of the face search in the ±6° horizon strip (0 = off)")] = 8000,
     no_plates: Annotated[bool, typer.Option("--no-plates", help="skip the number-plate cascade")] = False,
     face_size: Annotated[Optional[int], typer.Option("--face-size", help="top cube face size of the tiles")] = None,
     scheduler: Annotated[Optional[str], typer.Option(
@@ -48,8 +48,8 @@ def panoramas(
     from cim.panoramas.privacy import AnonymizeOptions
     from cim.panoramas.process import ChainOptions, run_panoramas
 
-    anonymize = AnonymizeOptions(detect_width=detect_width, plates=not no_plates,
-                                 fine_band=(-6.0, 6.0) if fine_width else None, fine_width=fine_width or 8000)
+    strips = AnonymizeOptions().strips[:1] + (((-6.0, 6.0, fine_width),) if fine_width else ())
+    anonymize = AnonymizeOptions(detect_width=detect_width, plates=not no_plates, strips=strips)
     options = ChainOptions(anonymize=anonymize, face_size=face_size)
     pose_options = {"crs": pose_crs, "time_base": time_base, "gps_week": gps_week, "angles": angles, "north": north}
     summary = run_panoramas(poses, images, out, crs=crs, trajectory=trajectory, points=list(points or []),

