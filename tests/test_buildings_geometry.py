@@ -16,10 +16,14 @@ from cim.buildings.extrude import extrude_partition, footprint_cells
 from cim.buildings.footprints import Footprint, derive_footprints, read_footprints
 from cim.buildings.model import NO_POINTS, OK, ReconstructionParams, reconstruct_building
 from cim.buildings.planes import detect_planes
+from cim.buildings.tiles import write_building_tiles
 from cim.buildings.validity import check_solid, signed_volume
 from cim.cityjson import BuildingGeometry
 from cim.errors import CimWarning, InputError
+from cim.tiles3d.glb import read_glb
 from cim.synth.roofs import FLAT, GABLE, HALF_HIP, HIP, SHED, place, rectangle_solid
+from test_tiles_glb import _table_column
+from test_tiles_helpers import require_gltf_validator, validate_glbs
 
 
 # ------------------------------------------------------------------------------------------------- extrusion
@@ -219,3 +223,23 @@ def test_tiny_building_keeps_lod12_and_says_why():
     m = reconstruct_building(Footprint("s", box(0, 0, 2, 2)), np.array([[1, 1, 3.0], [1.5, 1.5, 3.1]]), 0.0)
     assert m.status == "lod12_only:too_few_points"
     assert m.lod12 is not None and m.lod22 is None and check_solid(m.lod12).valid
+
+
+def test_building_tiles_without_roof_types_are_gltf_valid(tmp_path):
+    """LoD1.2 blocks only: every roof type name is missing, written as empty strings (no placeholder text)."""
+    rng = np.random.default_rng(3)
+    x0, y0 = 410800.0, 5479700.0  # Kaiserslautern
+    fps = [Footprint(f"b{i}", box(x0 + 20 * i, y0, x0 + 20 * i + 10, y0 + 8)) for i in range(3)]
+    models = [reconstruct_building(fp, np.column_stack([rng.uniform(x0 + 20 * i, x0 + 20 * i + 10, 200),
+                                                        rng.uniform(y0, y0 + 8, 200), rng.normal(245.0, 0.05, 200)]),
+                                   236.0, lod2=False)
+              for i, fp in enumerate(fps)]
+    tileset = write_building_tiles(tmp_path / "t", models, "EPSG:25832+7837", tile_size=1000.0)
+    glbs = sorted((tileset.parent / "tiles").glob("*.glb"))
+    gltf, binary = read_glb(glbs[0].read_bytes())
+    table = gltf["extensions"]["EXT_structural_metadata"]["propertyTables"][0]
+    assert _table_column(gltf, binary, table, "roof_type_name") == ["", "", ""]
+    assert _table_column(gltf, binary, table, "status") == ["lod12"] * 3
+    require_gltf_validator()
+    for report in validate_glbs(glbs):
+        assert report["numErrors"] == 0 and report["numWarnings"] == 0, report["messages"][:5]

@@ -15,10 +15,12 @@ import shapely
 import cim.io.las as las
 from cim.buildings.evaluate import covered_truths, footprint_of, iou, roof_height_at, roof_rmse
 from cim.buildings.footprints import read_footprints
-from cim.buildings.run import models_from_cityjson, reconstruct_cloud
+from cim.buildings.mesh import point_distances, rms
+from cim.buildings.run import models_from_cityjson, reconstruct_cloud, summarise
 from cim.buildings.validity import check_solid
 from cim.cityjson import read_cityjson
 from test_buildings_cityjson import schema_errors
+from test_buildings_delft import open3d_view
 from test_tiles_helpers import require_gltf_validator, validate_glbs
 from test_tiles_helpers import schema_errors as tiles_schema_errors
 
@@ -60,6 +62,27 @@ def test_accuracy_with_footprints(city):
     assert np.median(lod1_err) <= 0.2
     assert np.max(rmse) <= 0.15
     assert np.mean(valid) >= 0.995
+    views = [open3d_view(g.faces) for m in models for g in (m.lod12, m.lod22)]
+    assert all(v["closed"] and v["consistent"] and v["outward"] >= 0.9 for v in views)
+
+
+def test_point_to_model_rmse_per_roof_type(city):
+    """3D point-to-model RMSE of every building against the same measure for its true solid (the floor set by
+    the 2 cm range noise and by neighbours' wall points inside the footprint), per roof type."""
+    synth, cloud, truth, _ = city
+    models = reconstruct_cloud(cloud, read_footprints(synth.footprints_gpkg, cloud.crs))
+    by_id = {t.id: t for t in truth}
+    points = cloud.xyz[cloud["classification"] == 6]
+    excess: dict[int, list[float]] = {}
+    for m in models:
+        inside = points[shapely.contains_xy(m.footprint, points[:, 0], points[:, 1])]
+        floor = rms(point_distances(by_id[m.id].faces, inside))
+        excess.setdefault(m.attributes["roof_type"], []).append(m.attributes["rmse_lod22"] - floor)
+    rmse = summarise(models)["rmse_lod22_by_roof_type"]
+    print("synthetic city point-to-model RMSE per roof type:", json.dumps(rmse), "excess over the true solid:",
+          {k: round(max(v), 4) for k, v in excess.items()})
+    assert np.median([m.attributes["rmse_lod22"] for m in models]) <= 0.05  # ≈ the range noise
+    assert all(max(v) <= 0.03 for v in excess.values())  # what the models add to the true solids' RMSE
     # every roof type of the truth is present
     assert {int(t.attributes["roofType"]) for t in truth} >= {1000, 2100, 3100, 3200, 3300}
 

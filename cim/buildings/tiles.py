@@ -42,8 +42,7 @@ def _properties(models: Sequence[BuildingModel]) -> dict[str, np.ndarray | list]
         vals = [m.attributes.get(name) for m in models]
         props[name] = np.array([0 if v is None else int(v) for v in vals], dtype=np.int32)
     for name in STRING_PROPERTIES:
-        # never an empty string: an all-empty column makes a zero-length bufferView (glTF error)
-        props[name] = [str(m.attributes.get(name) or "none") for m in models]
+        props[name] = ["" if m.attributes.get(name) is None else str(m.attributes[name]) for m in models]
     return props
 
 
@@ -66,9 +65,9 @@ def building_glb(models: Sequence[BuildingModel], frame: LocalFrame) -> tuple[by
     world = np.concatenate(pos)
     local = frame.to_local(world[:, 0], world[:, 1], world[:, 2])
     # normals: rotate with the local frame's Jacobian, approximated at the tile centre by finite differences
-    centre = world.mean(axis=0)
-    jac = np.stack([frame.to_local(*(centre + d)[:, None]).ravel() - frame.to_local(*centre[:, None]).ravel()
-                    for d in np.eye(3)], axis=1)
+    probe = world.mean(axis=0) + np.vstack([np.zeros(3), np.eye(3)])  # the centre and one metre along each axis
+    moved = frame.to_local(probe[:, 0], probe[:, 1], probe[:, 2])
+    jac = (moved[1:] - moved[0]).T
     normals = np.concatenate(nrm) @ np.linalg.inv(jac)  # covariant transform of normals
     data = mesh_glb(local, np.concatenate(tri).astype(np.uint32), normals, np.concatenate(fid),
                     _properties(shown), class_name="building")
