@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cim.tiles3d.glb import decode_points, read_glb
+from cim.tiles3d.glb import apply_affine, decode_points, read_glb
 from cim.tiles3d.implicit import expand_implicit
 
 _TOL = 1e-6
@@ -51,7 +51,10 @@ def _inside(points: np.ndarray, centre: np.ndarray, axes: np.ndarray, tol: float
     """Mask of points inside an oriented box (tolerance in metres along each axis)."""
     lengths = np.linalg.norm(axes, axis=1)
     units = axes / np.where(lengths > 0, lengths, 1)[:, None]
-    u = (points - centre) @ units.T
+    to_box = np.eye(4)
+    to_box[:3, :3] = units
+    to_box[:3, 3] = -units @ centre
+    u = apply_affine(to_box, points)
     return np.all(np.abs(u) <= lengths + tol, axis=1)
 
 
@@ -128,4 +131,4 @@ def _check_points(glb: Path, centre: np.ndarray, axes: np.ndarray, world: np.nda
             if keep_values:
                 report.values.setdefault(name, []).append(values)
     if keep_ecef:
-        report.ecef.append(local @ world[:3, :3].T + world[:3, 3])
+        report.ecef.append(apply_affine(world, local))

@@ -49,6 +49,19 @@ _NCOMP = {v: k for k, v in _TYPES.items()}
 Y_UP_FROM_Z_UP = np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]], dtype=float)
 
 
+def apply_affine(matrix: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """(n,3) points through a 4x4 affine matrix (result with contiguous columns).
+
+    No BLAS product: a large one wakes OpenBLAS's thread pool, whose spinning threads take the CPU from the other
+    Dask worker threads."""
+    out = np.empty((3, len(pts)))
+    for k in range(3):
+        out[k] = matrix[k, 3]
+        for a in range(3):
+            out[k] += matrix[k, a] * pts[:, a]
+    return out.T
+
+
 def column_major(matrix: np.ndarray) -> list[float]:
     """A 4x4 matrix as the 16 column-major numbers glTF and 3D Tiles use."""
     return [float(v) for v in np.asarray(matrix, float).reshape(4, 4).T.ravel()]
@@ -568,5 +581,4 @@ def decode_points(data: bytes) -> tuple[np.ndarray, dict[str, np.ndarray], dict]
     acc = gltf["accessors"][prim["attributes"]["POSITION"]]
     if acc.get("normalized"):
         q /= float(np.iinfo(_DTYPES[acc["componentType"]]).max)
-    local = q @ m[:3, :3].T + m[:3, 3]
-    return local, attrs, gltf
+    return apply_affine(m, q), attrs, gltf

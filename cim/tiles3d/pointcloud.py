@@ -29,7 +29,7 @@ import pyproj
 from cim.errors import ConfigError
 from cim.fileutil import atomic_dir, atomic_write, write_bytes_atomic, write_text_atomic
 from cim.points import PointCloud
-from cim.tiles3d.glb import PointProperty, linear_colors, points_glb
+from cim.tiles3d.glb import PointProperty, apply_affine, linear_colors, points_glb
 from cim.tiles3d.implicit import CONTENT_TEMPLATE, SUBTREE_TEMPLATE, subtree_bytes
 from cim.tiles3d.lod import build_octree, grid_sample
 from cim.tiles3d.placement import LocalFrame
@@ -166,13 +166,16 @@ def _stats(attrs: dict[str, np.ndarray]) -> dict[str, list[float]]:
             values = np.flatnonzero(counts)
             weights = counts[values].astype(np.float64)
             f = values.astype(np.float64)
-            out[name] = [float(f[0]), float(f[-1]), float(weights @ f), float(weights @ (f * f)), int(len(v))]
+            out[name] = [float(f[0]), float(f[-1]), float(np.einsum("i,i->", weights, f)),
+                         float(np.einsum("i,i,i->", weights, f, f)), int(len(v))]
             continue
         f = v if v.dtype == np.float64 else v.astype(np.float64)
         if v.dtype.kind == "f" and not np.isfinite(f).all():
             f = f[np.isfinite(f)]
         if len(f):
-            out[name] = [float(f.min()), float(f.max()), float(f.sum()), float(np.dot(f, f)), int(len(f))]
+            # einsum, not np.dot: a BLAS dot wakes OpenBLAS's thread pool, whose spinning threads take CPU from
+            # the other Dask worker thread
+            out[name] = [float(f.min()), float(f.max()), float(f.sum()), float(np.einsum("i,i->", f, f)), int(len(f))]
     return out
 
 
@@ -273,16 +276,6 @@ class _Pending:
     finalize: Callable[[np.ndarray], Tile | None]  # mask of the candidates that stay -> the node's tile (None: empty)
 
 
-def _apply(matrix: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    """(n,3) points through a 4x4 affine matrix (result with contiguous columns)."""
-    out = np.empty((3, len(pts)))
-    for k in range(3):  # no BLAS product: threaded BLAS inside Dask worker threads oversubscribes the cores
-        out[k] = matrix[k, 3]
-        for a in range(3):
-            out[k] += matrix[k, a] * pts[:, a]
-    return out.T
-
-
 def _take(attrs: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
     return {k: v[idx] for k, v in attrs.items()}
 
@@ -368,7 +361,7 @@ def build_upper_levels(
             write_text_atomic(tdir / "tileset.json", json.dumps(external, sort_keys=True, separators=(",", ":")))
             return Tile(lo_t, hi_t, error, f"tiles/{key}/tileset.json", transform=job_from_tile)
 
-        return _Pending(_apply(job_from_tile, local_t), attrs, color, lo, hi, error, t["spacing"], finalize)
+        return _Pending(apply_affine(job_from_tile, local_t), attrs, color, lo, hi, error, t["spacing"], finalize)
 
     def upper(level: int, cx: int, cy: int) -> _Pending:
         if level == 0:
