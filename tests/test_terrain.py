@@ -25,11 +25,12 @@ def test_isprs_one_parameter_set(shared_data):
         rows[name] = filter_errors(truth, pred)
     mean = {k: float(np.mean([r[k] for r in rows.values()])) for k in ("type1", "type2", "total", "kappa")}
     print("ISPRS", {k: {m: round(v * 100, 2) for m, v in r.items()} for k, r in rows.items()}, mean)
-    # measured 86.2 % kappa / 4.1 % total error; SMRF paper 85.4 % (one set); CSF on these files 61.8 % / 15.9 %
-    assert mean["total"] <= 0.05
-    assert mean["kappa"] >= 0.855
+    # measured 87.3 % kappa / 3.7 % total error; SMRF paper 85.4 % (one set); CSF on these files 61.8 % / 15.9 %
+    assert mean["total"] <= 0.045
+    assert mean["kappa"] >= 0.865
     assert min(r["kappa"] for r in rows.values()) >= 0.45
     assert rows["samp31"]["kappa"] >= 0.93 and rows["samp12"]["kappa"] >= 0.92
+    assert rows["samp41"]["kappa"] >= 0.88  # a cluster of multipath returns below a courtyard is low noise
 
 
 def test_delft_ground_and_buildings(repo_data):
@@ -145,3 +146,21 @@ def test_smrf_separates_a_building_from_sloped_ground():
     assert not g[roof].any()
     assert not g[low].any()
     assert g[~roof].mean() > 0.995
+
+
+def test_low_noise_catches_a_multipath_cluster_but_keeps_a_pit():
+    """A sparse cluster of returns 6 m under a surface has neighbours (each other), but few against the surface
+    points in its vertical cylinder: low noise. The bottom of a real pit (sloped walls, no surface above it) is
+    kept. (Where the cluster puts 4 or more low cells in one 5 x 5 m window, the rank test misses them.)"""
+    from cim.terrain.outliers import low_noise
+
+    rng = np.random.default_rng(5)
+    x, y = rng.uniform(0, 80, 40000), rng.uniform(0, 80, 40000)
+    r = np.hypot(x - 60, y - 60)
+    z = 10.0 - np.clip(8 - r, 0, 3)  # a pit 3 m deep, 10 m across its bottom, 1:1 walls
+    cluster = rng.choice(np.flatnonzero(np.hypot(x - 20, y - 20) < 8), 15, replace=False)
+    z[cluster] = 4.0 + rng.normal(0, 0.1, 15)
+    noise = low_noise(x, y, z)
+    assert noise[cluster].mean() >= 0.6
+    assert low_noise(x, y, z, min_share=0)[cluster].mean() <= 0.3  # counting neighbours alone misses them
+    assert not noise[r < 5].any() and noise.sum() == noise[cluster].sum()
