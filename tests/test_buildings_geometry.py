@@ -15,9 +15,10 @@ from cim.buildings.evaluate import footprint_of, iou, roof_rmse, sample_roof_poi
 from cim.buildings.extrude import extrude_partition, footprint_cells
 from cim.buildings.footprints import Footprint, derive_footprints, read_footprints
 from cim.buildings.model import NO_POINTS, OK, ReconstructionParams, reconstruct_building
+from cim.buildings.partition import carve_corners
 from cim.buildings.planes import detect_planes
 from cim.buildings.tiles import write_building_tiles
-from cim.buildings.validity import check_solid, signed_volume
+from cim.buildings.validity import check_solid, nonmanifold_edges, signed_volume
 from cim.cityjson import BuildingGeometry
 from cim.errors import CimWarning, InputError
 from cim.tiles3d.glb import read_glb
@@ -243,3 +244,26 @@ def test_building_tiles_without_roof_types_are_gltf_valid(tmp_path):
     require_gltf_validator()
     for report in validate_glbs(glbs):
         assert report["numErrors"] == 0 and report["numWarnings"] == 0, report["messages"][:5]
+
+
+def test_roofs_of_alternating_heights_around_one_corner_are_repaired():
+    """Four roofs 6/9/6/9 m around one vertex: the two high blocks touch along a vertical edge (non-manifold);
+    the repair hands a 0.5 m corner of one cell to a neighbour, and the building keeps its LoD2.2."""
+    cells = [(box(0, 0, 5, 5), 0), (box(5, 0, 10, 5), 1), (box(5, 5, 10, 10), 2), (box(0, 5, 5, 10), 3)]
+    heights = [(0.0, 0.0, 6.0), (0.0, 0.0, 9.0), (0.0, 0.0, 6.0), (0.0, 0.0, 9.0)]
+    faces, _ = extrude_partition([c for c, _ in cells], heights, 0.0, footprint=box(0, 0, 10, 10))
+    bad = nonmanifold_edges(faces)
+    assert 303 in check_solid(faces).codes
+    assert np.allclose(bad[:, :, :2], 5.0) and sorted(bad[0, :, 2]) == [6.0, 9.0]
+    repaired = carve_corners(cells, bad.mean(axis=1)[:, :2], size=0.5)
+    moved = sum(abs(a.area - b.area) for (a, _), (b, _) in zip(cells, repaired))
+    assert moved == pytest.approx(0.5)  # 0.25 m² left one cell and joined another
+    fixed, _ = extrude_partition([c for c, _ in repaired], [heights[k] for _, k in repaired], 0.0,
+                                 footprint=box(0, 0, 10, 10))
+    assert check_solid(fixed).valid
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(0, 10, 4000), rng.uniform(0, 10, 4000)
+    z = np.where((x < 5) == (y < 5), 6.0, 9.0) + rng.normal(0, 0.02, 4000)
+    m = reconstruct_building(Footprint("checkerboard", box(0, 0, 10, 10)), np.column_stack([x, y, z]), 0.0)
+    assert m.status == OK and check_solid(m.lod22).valid
+    assert m.attributes["rmse_lod22"] < 0.1

@@ -1,5 +1,6 @@
-"""Compare building models with ground truth: roof surface height error, footprint IoU, roof type accuracy, and a
-roof point sampler for 2.5D truth solids (used by the accuracy tests and the benchmark)."""
+"""Compare building models with ground truth: roof surface height error, footprint IoU, roof type accuracy, a
+roof point sampler for 2.5D truth solids, and where the point-to-model error comes from (used by the accuracy tests
+and the benchmark)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import numpy as np
 import shapely
 from shapely.geometry import Polygon
 
-from cim.buildings.mesh import face_plane
+from cim.buildings.mesh import DistanceField, face_plane
+from cim.buildings.model import BuildingModel
 from cim.cityjson import BuildingGeometry
 
 
@@ -103,4 +105,37 @@ def match_by_location(models: Sequence[Polygon], truths: Sequence[Polygon]) -> l
             continue
         areas = [m.intersection(truths[i]).area for i in cand]
         out.append(int(cand[int(np.argmax(areas))]))
+    return out
+
+
+def error_sources(models: Sequence[BuildingModel], building_xyz: np.ndarray, *, boundary: float = 0.75,
+                  reach: float = 1.0) -> dict[str, float]:
+    """Where the squared 3D point-to-model distances of the LoD2.2 models come from, as shares of their sum:
+    ``neighbour`` (points closer to the model of a building whose footprint lies within ``reach``: footprint or
+    label mismatch), ``boundary`` (other points within ``boundary`` of the footprint's outline), ``above`` /
+    ``below`` (other points above or below the model's roof: unmodelled structures, missing or wrong planes);
+    ``rmse`` is the RMSE over all these points."""
+    tree = shapely.STRtree([m.footprint for m in models])
+    fields = [DistanceField((m.lod22 or m.lod12 or m.lod0).faces) for m in models]
+    sums = dict.fromkeys(("neighbour", "boundary", "above", "below"), 0.0)
+    count = 0
+    for i, m in enumerate(models):
+        if m.lod22 is None:
+            continue
+        pts = building_xyz[shapely.contains_xy(m.footprint, building_xyz[:, 0], building_xyz[:, 1])]
+        d = fields[i](pts)
+        other = np.full(len(pts), np.inf)
+        for j in tree.query(m.footprint.buffer(reach)):
+            if j != i:
+                other = np.fmin(other, fields[j](pts))
+        nb = other < d
+        edge = ~nb & (shapely.distance(m.footprint.boundary, shapely.points(pts[:, :2])) < boundary)
+        above = ~nb & ~edge & (pts[:, 2] > roof_height_at(m.lod22, pts[:, 0], pts[:, 1]))
+        below = ~nb & ~edge & ~above
+        for key, mask in zip(sums, (nb, edge, above, below)):
+            sums[key] += float(np.sum(d[mask] ** 2))
+        count += len(d)
+    total = sum(sums.values())
+    out = {k: round(v / total, 3) if total else 0.0 for k, v in sums.items()}
+    out["rmse"] = round(float(np.sqrt(total / count)), 3) if count else 0.0
     return out

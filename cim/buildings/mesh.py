@@ -165,18 +165,30 @@ def triangulate(faces: Sequence[np.ndarray]) -> TriangleMesh:
     return TriangleMesh(v, tri[order], np.repeat(normals, sizes, axis=0), index[face[order]])
 
 
+class DistanceField:
+    """Euclidean distance of points to the nearest face of a solid (one open3d scene, queried many times)."""
+
+    def __init__(self, faces: Sequence[np.ndarray]) -> None:
+        mesh = triangulate(faces)
+        self.empty = len(mesh.triangles) == 0
+        self.centre = mesh.positions.mean(axis=0) if not self.empty else np.zeros(3)
+        self.scene = o3d.t.geometry.RaycastingScene()
+        if not self.empty:
+            self.scene.add_triangles(o3d.core.Tensor((mesh.positions - self.centre).astype(np.float32)),
+                                     o3d.core.Tensor(mesh.triangles.astype(np.uint32)))
+
+    def __call__(self, xyz: np.ndarray) -> np.ndarray:
+        """Distances (m) of the points (n, 3); NaN when the solid has no face."""
+        xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+        if self.empty or len(xyz) == 0:
+            return np.full(len(xyz), np.nan)
+        d = self.scene.compute_distance(o3d.core.Tensor((xyz - self.centre).astype(np.float32)))
+        return d.numpy().astype(np.float64)
+
+
 def point_distances(faces: Sequence[np.ndarray], xyz: np.ndarray) -> np.ndarray:
     """Euclidean distance (m) of each point (n, 3) to the nearest face; NaN when there is no face."""
-    xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
-    mesh = triangulate(faces)
-    if len(mesh.triangles) == 0 or len(xyz) == 0:
-        return np.full(len(xyz), np.nan)
-    centre = mesh.positions.mean(axis=0)
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor((mesh.positions - centre).astype(np.float32)),
-                        o3d.core.Tensor(mesh.triangles.astype(np.uint32)))
-    d = scene.compute_distance(o3d.core.Tensor((xyz - centre).astype(np.float32)))
-    return d.numpy().astype(np.float64)
+    return DistanceField(faces)(xyz)
 
 
 def rms(values: np.ndarray) -> float | None:

@@ -18,7 +18,7 @@ from shapely.geometry import Polygon
 from cim.buildings.extrude import extrude_partition, footprint_cells, merge_coplanar_walls
 from cim.buildings.footprints import Footprint
 from cim.buildings.mesh import face_plane, point_distances, rms
-from cim.buildings.partition import NODATA, dissolve_at, label_raster, snap_to_intersections, vectorise
+from cim.buildings.partition import NODATA, carve_corners, label_raster, snap_to_intersections, vectorise
 from cim.buildings.planes import Plane, PlaneParams, detect_planes
 from cim.buildings.rooftype import ROOF_TYPE_NAMES, classify_roof
 from cim.buildings.validity import check_solid, nonmanifold_edges
@@ -48,7 +48,7 @@ class ReconstructionParams:
     min_cell_area: float = 1.0
     nodata_percentile: float = 20.0  # height of roof parts no plane may claim (low: never too tall)
     min_height: float = 0.5
-    max_repairs: int = 3  # cells dissolved at non-manifold corners before the next partition is tried
+    max_repairs: int = 3  # rounds of corner carving at non-manifold corners before the next partition is tried
     planes: PlaneParams = field(default_factory=PlaneParams)
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,7 +140,8 @@ def lod22_geometry(
 
     Partitions are tried in turn: ridges snapped onto plane intersections, unsnapped, then coarser (removes
     slivers). A partition whose solid has non-manifold corners (roofs of alternating heights around one vertex)
-    is repaired by dissolving the smallest cell there, up to ``params.max_repairs`` times."""
+    is repaired by handing the corner of the smallest cell there to a neighbour (:func:`carve_corners`), up to
+    ``params.max_repairs`` times."""
     footprint = shapely.set_precision(footprint, 0.001)  # cells, snapping and extrusion share the 1 mm grid
     planes, labels = detect_planes(roof_xyz, params.planes)
     if not planes:
@@ -167,7 +168,7 @@ def lod22_geometry(
             if errors.valid:
                 return _lod22_result(bid, faces, sem, split, coeffs, planes, footprint)
             bad = nonmanifold_edges(faces)
-            repaired = dissolve_at(cells, bad.mean(axis=1)[:, :2]) if len(bad) else cells
+            repaired = carve_corners(cells, bad.mean(axis=1)[:, :2], params.partition_cell) if len(bad) else cells
             if repaired is cells:
                 break
             cells = repaired

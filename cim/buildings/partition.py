@@ -170,21 +170,26 @@ def _merge_small(cells: list[tuple[Polygon, int | None]], min_area: float, grid:
     return [(p, v if v is not None else NODATA) for p, v in cells]
 
 
-def dissolve_at(cells: list[tuple[Polygon, int]], points: np.ndarray, grid: float = 0.001
-                ) -> list[tuple[Polygon, int]]:
-    """Merge, at each of ``points`` (k, 2), the smallest cell with a vertex there into the neighbour it shares most
-    boundary with (cells of roof planes before nodata cells, so no plane is stretched over an area without points).
-    The repair for corners where roofs of alternating heights meet (non-manifold vertical edges)."""
-    marked: list[tuple[Polygon, int | None]] = list(cells)
+def carve_corners(cells: list[tuple[Polygon, int]], points: np.ndarray, size: float = 0.5, grid: float = 0.001
+                  ) -> list[tuple[Polygon, int]]:
+    """The repair for corners where roofs of alternating heights meet (a non-manifold vertical edge): at each of
+    ``points`` (k, 2) where three or more cells meet, the corner (within ``size``) of the smallest of them (cells of
+    roof planes before nodata cells) goes to the neighbour it borders most there, so one cell fewer meets at the
+    point; the roof changes over at most ``size``² per point. Returns ``cells`` itself when nothing was carved."""
+    out = list(cells)
     for x, y in np.unique(np.round(np.asarray(points) / grid), axis=0) * grid:
-        pt = shapely.Point(x, y)
-        near = [i for i, (poly, v) in enumerate(marked) if v is not None and poly.distance(pt) < grid]
-        if len(near) > 1:
-            i = min(near, key=lambda i: (marked[i][1] == NODATA, marked[i][0].area))
-            marked[i] = (marked[i][0], None)
-    if all(v is not None for _, v in marked):
-        return cells
-    return _merge_small(marked, 0.0, grid)
+        near = [i for i, (poly, _) in enumerate(out) if shapely.distance(poly, shapely.Point(x, y)) < grid]
+        if len(near) < 3:
+            continue
+        i = min(near, key=lambda k: (out[k][1] == NODATA, out[k][0].area))
+        square = shapely.box(x - size, y - size, x + size, y + size)
+        piece = shapely.intersection(out[i][0], square, grid_size=grid)
+        rest = shapely.difference(out[i][0], square, grid_size=grid)
+        border, j = max((shapely.intersection(piece.boundary, out[k][0].boundary).length, -k) for k in near if k != i)
+        grown = shapely.union(out[-j][0], piece, grid_size=grid)
+        if border > 0 and isinstance(rest, Polygon) and not rest.is_empty and isinstance(grown, Polygon):
+            out[i], out[-j] = (rest, out[i][1]), (grown, out[-j][1])
+    return cells if all(a is b for a, b in zip(out, cells)) else out
 
 
 def snap_to_intersections(
