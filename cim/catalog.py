@@ -68,7 +68,8 @@ def write_catalog(out_dir: Path, name: str, products: list[Product], crs: pyproj
     """Write ``out_dir/stac/catalog.json`` listing ``products`` (one item each); returns its path.
 
     ``datetime`` (ISO 8601) stamps the items; without it they carry the Unix epoch, so catalogs stay
-    deterministic.
+    deterministic. Catalogs or collections that stages keep in ``out_dir/stac-*/`` (e.g. the panoramas') are
+    linked as children, so one root reaches every product.
     """
     when = dt.datetime.fromisoformat(datetime.replace("Z", "+00:00")) if datetime else dt.datetime(
         1970, 1, 1, tzinfo=dt.timezone.utc)
@@ -78,5 +79,15 @@ def write_catalog(out_dir: Path, name: str, products: list[Product], crs: pyproj
     target = out_dir / CATALOG_DIR
     with atomic_dir(target) as tmp:
         catalog.normalize_hrefs(str(tmp))
+        for child in _stage_catalogs(out_dir):
+            catalog.add_link(pystac.Link(pystac.RelType.CHILD, f"../{child.relative_to(out_dir).as_posix()}",
+                                         media_type=pystac.MediaType.JSON, title=child.parent.name))
         catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
     return target / "catalog.json"
+
+
+def _stage_catalogs(out_dir: Path) -> list[Path]:
+    """Root files of the STAC catalogs/collections stages wrote beside the job's own (``stac-*/``)."""
+    roots = (folder / name for folder in sorted(out_dir.glob(f"{CATALOG_DIR}-*")) if folder.is_dir()
+             for name in ("collection.json", "catalog.json"))
+    return [root for root in roots if root.is_file()]
