@@ -182,7 +182,8 @@ def test_colorize_matches_truth_and_respects_occlusion(scene):
     behind_pillar = occluded & (surf == 1)
     assert behind_pillar.sum() > 500  # the test scene really has an occluded patch
     leaked = coloured & occluded
-    assert leaked.sum() / occluded.sum() < 0.005, f"{leaked.sum()} of {occluded.sum()} occluded points coloured"
+    # measured: < 0.02 % (0.2 % before the front surface was closed between the pillar's points)
+    assert leaked.sum() / occluded.sum() < 0.002, f"{leaked.sum()} of {occluded.sum()} occluded points coloured"
 
 
 def test_measure_error_below_5cm_at_10m(scene, tmp_path):

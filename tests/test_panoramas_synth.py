@@ -67,7 +67,8 @@ def _truth_visibility(pts, pose, depth):
             far = np.maximum(far, np.where(np.isfinite(dd), dd, -np.inf))
     here = d[row, col]
     visible = np.abs(r - here) <= 0.1 + 0.02 * r
-    occluded = r > far + 1.0 + 0.05 * r  # every surrounding ray stops well before the point
+    # every surrounding ray stops well before the point (where no ray hits anything the truth cannot judge)
+    occluded = np.isfinite(far) & (r > far + 1.0 + 0.05 * r)
     return visible, occluded, u, v, r
 
 
@@ -96,10 +97,10 @@ def test_colorize_on_the_synthetic_drive(drive):
     share = (good & vis_any).sum() / vis_any.sum()
     assert share >= 0.95, f"{share:.3f} of truth-visible points coloured correctly"
     assert occluded_total > 1000
-    # Measured 2.5 %: the MLS is a profile scanner, so a post 5 m from a panorama carries point stripes ~3° apart
-    # that no z-buffer closes without also hiding true neighbours (a coarser pyramid level: 1.0 % leak, but
-    # only 92 % of visible points coloured). The analytic-scene test holds the dense case to < 0.5 %.
-    assert leaked / occluded_total < 0.03, f"{leaked} of {occluded_total} occluded point-panorama pairs coloured"
+    # The MLS is a profile scanner: a post 5 m from a panorama carries point stripes degrees apart. The closed
+    # front surface (cim.panoramas.depth.closed_front_end) hides what lies between them: measured 0.42-0.57 % of
+    # occluded pairs coloured on seeds 1, 11, 13 (2.2-2.3 % without the closing), 96.5-97.4 % visible coloured.
+    assert leaked / occluded_total < 0.01, f"{leaked} of {occluded_total} occluded point-panorama pairs coloured"
 
 
 def _cloud_offset(synth_city, gps_time):
