@@ -323,7 +323,7 @@ class NdsmOptions(DsmOptions):
 @register
 class NdsmStage(_RasterStage):
     name = "raster.ndsm"
-    summary = "Normalised DSM COG (DSM - DTM, >= 0: heights of buildings and trees) + VRT mosaic"
+    summary = "Normalised DSM COG (DSM - DTM, >= 0) from the job's DTM/DSM tiles (computed if absent) + VRT mosaic"
     kind = "ndsm"
     description = "nDSM: height above ground"
     Options = NdsmOptions
