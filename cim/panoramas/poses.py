@@ -21,6 +21,7 @@ import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 import pyproj
@@ -30,6 +31,9 @@ from scipy.spatial.transform import Rotation, Slerp
 from cim import camera
 from cim.errors import InputError
 from cim.panoramas import timebase
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # keyword-argument typing (PEP 692), for type checkers only
 
 __all__ = [
     "ANGLE_CONVENTIONS",
@@ -181,22 +185,24 @@ def _floats(path: Path, values: list[str] | None, what: str, n: int) -> FloatArr
         raise InputError(path, f"column {what!r}: not a number ({exc})") from None
 
 
+class CsvLayout(TypedDict, total=False):
+    """How to read a generic CSV pose or trajectory file (keyword options of :func:`read_poses`)."""
+
+    crs: str | pyproj.CRS | None  # CRS of projected x, y, z columns
+    time_base: str  # gps (default), gps_adjusted, gps_week, unix or utc
+    gps_week: int | None  # for time_base gps_week
+    angles: str  # angle convention (ANGLE_CONVENTIONS), default hpr
+    north: str | None  # headings refer to "true" or "grid" north (default: true for lat/lon, grid for x/y)
+
+
 MX7_PANORAMA_COLUMNS = ("gps_seconds", "panorama_file_name", "latitude", "longitude", "altitude_ellipsoidal",
                         "roll", "pitch", "heading")
 
 
-def read_poses(
-    path: str | Path,
-    *,
-    crs: str | pyproj.CRS | None = None,
-    time_base: str = "gps",
-    gps_week: int | None = None,
-    angles: str = "hpr",
-    north: str | None = None,
-) -> PoseTable:
+def read_poses(path: str | Path, **layout: Unpack[CsvLayout]) -> PoseTable:
     """Read a panorama pose file (Trimble MX7 ``panorama1.csv`` or cim's generic CSV) into a :class:`PoseTable`.
 
-    ``crs`` is the CRS of projected ``x, y, z`` columns (geographic ``lat, lon, h`` columns are always WGS 84
+    Keyword options (:class:`CsvLayout`): ``crs`` is the CRS of projected ``x, y, z`` columns (geographic ``lat, lon, h`` columns are always WGS 84
     ellipsoidal, EPSG:4979). ``time_base`` and ``gps_week`` say how to read the time column (see
     :func:`cim.panoramas.timebase.to_gps_seconds`), ``angles`` names the angle convention
     (:data:`ANGLE_CONVENTIONS`) and ``north`` whether headings refer to "true" or "grid" north (default: true for
@@ -207,10 +213,10 @@ def read_poses(
     if all(c in header for c in MX7_PANORAMA_COLUMNS):
         names = [Path(v).stem for v in _column(path, header, rows, "panorama_file_name")]
         t, lonlath = _mx7_time_position(path, header, rows)
-        table = PoseTable(names, t, lonlath, _mx7_quaternion(path, header, rows), WGS84_3D, north or "true",
-                          str(path))
+        table = PoseTable(names, t, lonlath, _mx7_quaternion(path, header, rows), WGS84_3D,
+                          layout.get("north") or "true", str(path))
     else:
-        table = _read_generic(path, header, rows, crs, time_base, gps_week, angles, north)
+        table = _read_generic(path, header, rows, **layout)
     _check_table(path, table)
     return table
 
@@ -238,7 +244,9 @@ def _angles_or_nan(convention: str, a: FloatArray, b: FloatArray, c: FloatArray)
     return q
 
 
-def _read_generic(path, header, rows, crs, time_base, gps_week, angles, north) -> PoseTable:
+def _read_generic(path: Path, header: list[str], rows: list[list[str]], *, crs: str | pyproj.CRS | None = None,
+                  time_base: str = "gps", gps_week: int | None = None, angles: str = "hpr",
+                  north: str | None = None) -> PoseTable:
     n = len(rows)
     names_col = _column(path, header, rows, "name", "image", "filename", "file", "panorama_file_name")
     names = [Path(v).stem for v in names_col]
@@ -367,26 +375,19 @@ class Trajectory:
         return position, np.where(q[:, :1] < 0, -q, q)
 
 
-def read_trajectory(
-    path: str | Path,
-    *,
-    crs: str | pyproj.CRS | None = None,
-    time_base: str = "gps",
-    gps_week: int | None = None,
-    angles: str = "hpr",
-    north: str | None = None,
-) -> Trajectory:
-    """Read a trajectory (Trimble MX7 ``trajectory.csv`` or the generic CSV layout with a time column)."""
+def read_trajectory(path: str | Path, **layout: Unpack[CsvLayout]) -> Trajectory:
+    """Read a trajectory (Trimble MX7 ``trajectory.csv`` or the generic CSV layout with a time column); keyword
+    options as for :func:`read_poses`."""
     path = Path(path)
     header, rows = _read_table(path)
     if "gps_seconds" in header and "latitude" in header:
         t, lonlath = _mx7_time_position(path, header, rows)
         q = _mx7_quaternion(path, header, rows) if all(k in header for k in ("heading", "pitch", "roll")) else None
-        return Trajectory(t, lonlath, WGS84_3D, q, north or "true", str(path))
+        return Trajectory(t, lonlath, WGS84_3D, q, layout.get("north") or "true", str(path))
     if "name" not in header:
         rows = [[f"r{i}"] + r for i, r in enumerate(rows)]
         header = ["name"] + header
-    table = _read_generic(path, header, rows, crs, time_base, gps_week, angles, north)
+    table = _read_generic(path, header, rows, **layout)
     if not np.isfinite(table.gps_time).all() or not table.has_position.all():
         raise InputError(path, "a trajectory needs a time and a position on every row")
     q = table.quaternion if table.has_orientation.all() else None

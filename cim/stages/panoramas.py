@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 from pydantic import Field
 
 from cim.pipeline.stage import Stage, StageOptions, TileContext, TileResult, register
 from cim.points import PointCloud
+
+if TYPE_CHECKING:
+    from cim.panoramas.colorize import ColorizeOptions
 
 
 class ColorizeStageOptions(StageOptions):
@@ -20,6 +23,12 @@ class ColorizeStageOptions(StageOptions):
     gap_rel: float = Field(0.02, ge=0, description="see gap_abs")
     path_fields: ClassVar[tuple[str, ...]] = ("panoramas",)
 
+    def colorize_options(self) -> ColorizeOptions:
+        """The :class:`cim.panoramas.colorize.ColorizeOptions` these stage options stand for."""
+        from cim.panoramas.colorize import ColorizeOptions
+
+        return ColorizeOptions(**self.model_dump(exclude={"panoramas"}))
+
 
 @register
 class ColorizeStage(Stage):
@@ -29,16 +38,14 @@ class ColorizeStage(Stage):
     modifies_points = True
 
     def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
-        from cim.panoramas.colorize import ColorizeOptions, colorize_points
+        from cim.panoramas.colorize import colorize_points
         from cim.panoramas.georef import load_panoramas
         from cim.panoramas.process import ImageCache, apply_colours
 
         o = self.options
         panos = load_panoramas(o.panoramas)
-        opts = ColorizeOptions(max_range=o.max_range, buffer_width=o.buffer_width, levels=o.levels,
-                               gap_abs=o.gap_abs, gap_rel=o.gap_rel)
         # the tile's buffer points take part in the z-buffer (occluders across the tile edge) and get colours too
-        rgb, source, _ = colorize_points(cloud.xyz, panos, ImageCache(ctx.out_dir), opts)
+        rgb, source, _ = colorize_points(cloud.xyz, panos, ImageCache(ctx.out_dir), o.colorize_options())
         apply_colours(cloud, rgb, source)
         core = cloud["core"] if cloud.has("core") else np.ones(len(cloud), bool)
         coloured = int((source[core] >= 0).sum())
