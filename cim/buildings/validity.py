@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import shapely
-from shapely.geometry import Polygon
 
-from cim.buildings.mesh import project_2d, face_plane, triangulate
+from cim.buildings.mesh import triangulate
 from cim.cityjson import BuildingGeometry
 
 
@@ -36,17 +36,91 @@ class Validity:
         return sorted({c for c, _ in self.errors})
 
 
+class _Shell(NamedTuple):
+    """The faces of a shell as flat arrays: vertices (centred), the face and the next vertex of each vertex row,
+    and vertex ids (rows within ``snap_tol`` share one) with their grid keys."""
+
+    v: np.ndarray
+    face: np.ndarray
+    nxt: np.ndarray
+    sizes: np.ndarray
+    vid: np.ndarray
+    keys: np.ndarray
+
+
+def _shell(faces: Sequence[np.ndarray], snap_tol: float) -> _Shell:
+    sizes = np.array([len(f) for f in faces], dtype=np.int64)
+    raw = np.concatenate([np.asarray(f, dtype=np.float64).reshape(-1, 3) for f in faces])
+    keys, vid = np.unique(np.rint(raw / snap_tol).astype(np.int64), axis=0, return_inverse=True)
+    starts = np.cumsum(sizes) - sizes
+    nxt = np.arange(len(raw)) + 1
+    last = sizes > 0
+    nxt[(starts + sizes - 1)[last]] = starts[last]
+    return _Shell(raw - raw.mean(axis=0), np.repeat(np.arange(len(faces)), sizes), nxt, sizes, vid.reshape(-1), keys)
+
+
+def _per_face(shell: _Shell, values: np.ndarray) -> np.ndarray:
+    """Sum of ``values`` (rows, or rows × columns) over each face's vertex rows."""
+    if values.ndim == 1:
+        return np.bincount(shell.face, values, minlength=len(shell.sizes))
+    return np.column_stack([_per_face(shell, values[:, k]) for k in range(values.shape[1])])
+
+
+def _volume(shell: _Shell) -> float:
+    """Signed volume from fan triangles (first vertex, k, k+1) of every face, about the shell's centre."""
+    first = (np.cumsum(shell.sizes) - shell.sizes)[shell.face]
+    inner = (np.arange(len(shell.v)) > first) & (shell.nxt > first)  # edges k -> k+1 not touching the first vertex
+    span = _per_face(shell, np.where(inner[:, None], np.cross(shell.v, shell.v[shell.nxt]), 0.0))
+    has = shell.sizes > 0
+    return float(np.einsum("ij,ij->", shell.v[(np.cumsum(shell.sizes) - shell.sizes)[has]], span[has])) / 6.0
+
+
 def signed_volume(faces: Sequence[np.ndarray]) -> float:
     """Volume enclosed by a closed shell (positive when faces are oriented outward). Computed about the shell's
     centre: about the CRS origin, gaps below the snap tolerance (10⁻⁴ m² of unmatched area) times 10⁵–10⁶ m of
     lever arm would add cubic metres."""
-    centre = np.concatenate(faces).mean(axis=0)
-    vol = 0.0
-    for f in (np.asarray(f, dtype=np.float64) - centre for f in faces):
-        a = f[0]
-        b, c = f[1:-1], f[2:]
-        vol += float(np.einsum("ij,ij->i", np.broadcast_to(a, b.shape), np.cross(b, c)).sum())
-    return vol / 6.0
+    return _volume(_shell(faces, 0.001))
+
+
+def _face_errors(shell: _Shell, planarity_tol: float) -> list[tuple[int, int, str]]:
+    """(face, code, message) of the ring and polygon checks (101, 102, 204, 203, 104), vectorised over faces."""
+    n = len(shell.sizes)
+    distinct = np.bincount(np.unique(np.column_stack([shell.face, shell.vid]), axis=0)[:, 0], minlength=n)
+    few = (shell.sizes < 3) | (distinct < 3)
+    repeated = _per_face(shell, (shell.vid == shell.vid[shell.nxt]).astype(np.float64)) > 0
+    w = shell.v[shell.nxt]
+    newell = _per_face(shell, np.column_stack([(shell.v[:, 1] - w[:, 1]) * (shell.v[:, 2] + w[:, 2]),
+                                               (shell.v[:, 2] - w[:, 2]) * (shell.v[:, 0] + w[:, 0]),
+                                               (shell.v[:, 0] - w[:, 0]) * (shell.v[:, 1] + w[:, 1])]))
+    norm = np.linalg.norm(newell, axis=1)
+    flat = norm == 0
+    normal = newell / np.where(flat, 1.0, norm)[:, None]
+    mean = _per_face(shell, shell.v) / np.maximum(shell.sizes, 1)[:, None]
+    off = np.abs(np.einsum("ij,ij->i", shell.v - mean[shell.face], normal[shell.face]))
+    planarity = np.zeros(n)
+    np.maximum.at(planarity, shell.face, off)
+    checked = np.flatnonzero(~few & ~flat)
+    cols = np.array([[1, 2], [0, 2], [0, 1]])[np.argmax(np.abs(normal[checked]), axis=1)]
+    rows = np.isin(shell.face, checked)
+    local = np.searchsorted(checked, shell.face[rows])
+    rings = shapely.linearrings(np.take_along_axis(shell.v[rows], cols[local], axis=1), indices=local)
+    simple = np.ones(n, bool)
+    simple[checked] = shapely.is_valid(shapely.polygons(rings))
+    out = []
+    for i in range(n):
+        if few[i]:
+            out.append((i, 101, f"face {i}: fewer than 3 distinct vertices"))
+            continue
+        if repeated[i]:
+            out.append((i, 102, f"face {i}: consecutive duplicate vertices"))
+        if flat[i]:
+            out.append((i, 204, f"face {i}: degenerate (zero area)"))
+            continue
+        if planarity[i] > planarity_tol:
+            out.append((i, 203, f"face {i}: non-planar ({planarity[i]:.3f} m)"))
+        if not simple[i]:
+            out.append((i, 104, f"face {i}: ring self-intersects"))
+    return out
 
 
 def check_solid(geom: BuildingGeometry | Sequence[np.ndarray], *, planarity_tol: float = 0.01,
@@ -57,26 +131,12 @@ def check_solid(geom: BuildingGeometry | Sequence[np.ndarray], *, planarity_tol:
     if len(faces) < 4:
         v.errors.append((301, f"only {len(faces)} faces"))
         return v
-    rings, _ = _vertex_rings(faces, snap_tol)
-    for i, (f, r) in enumerate(zip(faces, rings)):
-        if len(f) < 3 or len(np.unique(r)) < 3:
-            v.errors.append((101, f"face {i}: fewer than 3 distinct vertices"))
-            continue
-        if np.any(r == np.roll(r, 1)):
-            v.errors.append((102, f"face {i}: consecutive duplicate vertices"))
-        normal, d = face_plane(f)
-        if not normal.any():
-            v.errors.append((204, f"face {i}: degenerate (zero area)"))
-            continue
-        dist = np.abs(f @ normal - d).max()
-        if dist > planarity_tol:
-            v.errors.append((203, f"face {i}: non-planar ({dist:.3f} m)"))
-        if not Polygon(project_2d(f, normal)).is_valid:
-            v.errors.append((104, f"face {i}: ring self-intersects"))
+    shell = _shell(faces, snap_tol)
+    v.errors.extend((code, message) for _, code, message in _face_errors(shell, planarity_tol))
     if v.errors:
         return v
     # edges: closedness, manifoldness, orientation
-    edges = _edges(rings)
+    edges = np.column_stack([shell.vid, shell.vid[shell.nxt]])
     directed, dcount = np.unique(edges, axis=0, return_counts=True)
     if (dcount > 1).any():
         v.errors.append((307, f"{int((dcount > 1).sum())} edges used twice in the same direction"))
@@ -88,46 +148,34 @@ def check_solid(geom: BuildingGeometry | Sequence[np.ndarray], *, planarity_tol:
         v.errors.append((303, f"{int((ucount > 2).sum())} non-manifold edges"))
     if v.errors:
         return v
-    vol = signed_volume(faces)
+    vol = _volume(shell)
     if vol <= 0:
         v.errors.append((307, f"faces oriented inward (volume {vol:.3f})"))
         return v
     if check_intersections:
-        n_hit = _self_intersections(faces, rings, tol=snap_tol)
+        n_hit = _self_intersections(faces, shell, tol=snap_tol)
         if n_hit:
             v.errors.append((306, f"{n_hit} pairs of faces intersect"))
     return v
 
 
-def _vertex_rings(faces: Sequence[np.ndarray], snap_tol: float) -> tuple[list[np.ndarray], np.ndarray]:
-    """Each face as a ring of vertex ids (vertices within ``snap_tol`` are one), and the ids' grid keys."""
-    key = np.rint(np.concatenate(faces) / snap_tol).astype(np.int64)
-    keys, vid = np.unique(key, axis=0, return_inverse=True)
-    return np.split(vid.reshape(-1), np.cumsum([len(f) for f in faces])[:-1]), keys
-
-
-def _edges(rings: Sequence[np.ndarray]) -> np.ndarray:
-    """Directed edges (k, 2) of vertex-id rings."""
-    return np.concatenate([np.stack([r, np.roll(r, -1)], axis=1) for r in rings])
-
-
 def nonmanifold_edges(faces: Sequence[np.ndarray], snap_tol: float = 0.001) -> np.ndarray:
     """End points (k, 2, 3) of the edges shared by more than two faces (val3dity 303)."""
-    rings, keys = _vertex_rings([np.asarray(f, dtype=np.float64) for f in faces], snap_tol)
-    und, count = np.unique(np.sort(_edges(rings), axis=1), axis=0, return_counts=True)
-    return keys[und[count > 2]] * snap_tol
+    shell = _shell(faces, snap_tol)
+    und, count = np.unique(np.sort(np.column_stack([shell.vid, shell.vid[shell.nxt]]), axis=1), axis=0,
+                           return_counts=True)
+    return shell.keys[und[count > 2]] * snap_tol
 
 
-def _self_intersections(faces: list[np.ndarray], rings: list[np.ndarray], tol: float) -> int:
+def _self_intersections(faces: list[np.ndarray], shell: _Shell, tol: float) -> int:
     """Number of pairs of faces that share no vertex yet intersect (vectorised triangle-triangle tests)."""
     mesh = triangulate(faces)
     T = mesh.positions[mesh.triangles]
     own = mesh.face
     from scipy import sparse
 
-    nv = int(max(r.max() for r in rings)) + 1
-    rows = np.concatenate([np.full(len(r), i) for i, r in enumerate(rings)])
-    inc = sparse.csr_matrix((np.ones(len(rows), np.int32), (rows, np.concatenate(rings))), shape=(len(faces), nv))
+    inc = sparse.csr_matrix((np.ones(len(shell.vid), np.int32), (shell.face, shell.vid)),
+                            shape=(len(faces), len(shell.keys)))
     shared = (inc @ inc.T).tocsr()  # faces sharing a vertex: the edge checks cover them
     lo, hi = T.min(axis=1) - tol, T.max(axis=1) + tol
     # candidate pairs: overlapping bounding boxes in plan (R-tree), then in height
