@@ -417,3 +417,42 @@ def test_a_broken_image_fails_alone_and_resumes(tmp_path):
     cv2.imwrite(str(images / "C.jpg"), _direction_image(512))
     summary = run_panoramas(tmp_path / "p.csv", images, out, scheduler="threads", workers=1)
     assert summary["panoramas"] == 3 and summary["skipped"] == 2  # only C was redone
+
+
+def test_fill_holes_interpolates_between_both_sides_and_not_across_edges():
+    from cim.panoramas.depth import fill_holes
+
+    ramp = np.tile(np.linspace(10.0, 12.0, 21, dtype=np.float32)[:, None], (1, 40))  # distance grows 10 cm per row
+    holes = ramp.copy()
+    holes[5:7, :] = np.inf  # a two-row gap across the street: filled from above and below, unbiased
+    holes[12, 3] = np.inf
+    filled = fill_holes(holes, 2)
+    np.testing.assert_allclose(filled[5:7], ramp[5:7], atol=1e-4)
+    assert filled[12, 3] == pytest.approx(ramp[12, 3], abs=1e-4)
+    edge = np.full((5, 12), np.inf, np.float32)
+    edge[:, :4], edge[:, 6:] = 5.0, 20.0  # a pole's edge in front of a wall: the gap between them stays empty
+    assert not np.isfinite(fill_holes(edge, 2)[:, 4:6]).any()
+    wide = ramp.copy()
+    wide[:, 10:14] = np.inf  # wider than the gap: left alone
+    assert not np.isfinite(fill_holes(wide, 2)[:, 11:13]).any()
+
+
+def test_closed_front_surface_hides_what_lies_between_a_near_objects_stripes():
+    from cim.panoramas.depth import closed_front_end
+
+    width = 64
+    rows, cols = np.mgrid[0:32, 0:64]
+    wall = np.full((32, 64), 10.0)
+    post = (cols >= 20) & (cols < 30) & (cols % 3 == 0)  # scan stripes of a post 4 m away, 2 pixels apart
+    front = np.where(post, 4.0, wall)
+    keys = (rows * width + cols).ravel()
+
+    def reach(values):  # farthest distance still on the front surface, as front_points judges it (0.2 m + 2 %)
+        surface, allowance = closed_front_end(keys, values.ravel(), width)
+        return (surface + allowance + 0.2 + 0.02 * surface).reshape(values.shape)
+
+    behind = (cols >= 21) & (cols < 27) & ~post  # the wall between the stripes
+    assert (reach(front)[behind] < 10.0).all()  # the wall there counts as hidden
+    assert (reach(front)[:, :15] >= 10.0).all() and (reach(front)[:, 35:] >= 10.0).all()  # beside the post: seen
+    ramp = 5.0 + 0.3 * rows  # a road seen at a grazing angle: nothing on it is hidden
+    assert (reach(ramp) >= ramp).all()
