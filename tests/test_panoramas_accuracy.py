@@ -211,5 +211,6 @@ def test_measure_error_below_5cm_at_10m(scene, tmp_path):
     errors = np.array(errors)
     assert len(errors) > 50
     # edges of the pillar are legitimately ambiguous within a pixel: judge the 95th percentile and the median
-    assert np.percentile(errors, 95) <= 0.05, f"p95 error {np.percentile(errors, 95):.3f} m"
-    assert np.median(errors) <= 0.02
+    # (measured 0.7 cm and 0.13 cm; 2.5 cm and < 1 cm with the 7x7 plane and the one-sided hole fill)
+    assert np.percentile(errors, 95) <= 0.02, f"p95 error {np.percentile(errors, 95):.3f} m"
+    assert np.median(errors) <= 0.005
