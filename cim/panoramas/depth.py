@@ -20,8 +20,8 @@ from cim import camera
 from cim.errors import InputError
 from cim.fileutil import atomic_write
 
-__all__ = ["closed_front_end", "depth_buffer", "fill_holes", "front_points", "front_runs", "pixel_keys", "read_depth",
-           "write_depth_cog"]
+__all__ = ["closed_front_end", "depth_buffer", "fill_holes", "flat_keys", "front_points", "front_runs", "pixel_keys",
+           "read_depth", "write_depth_cog"]
 
 DEPTH_MAX_DEFAULT = 100.0
 
@@ -29,10 +29,14 @@ DEPTH_MAX_DEFAULT = 100.0
 def pixel_keys(points: ArrayLike, pose: camera.Pose, width: int
                ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
     """Flat pixel index (row * width + col) in a ``width x width/2`` panorama and distance of every point."""
+    u, v, r = camera.project_points(np.asarray(points, dtype=np.float64), pose, width, width // 2)
+    return flat_keys(u, v, width), r
+
+
+def flat_keys(u: NDArray[np.float64], v: NDArray[np.float64], width: int) -> NDArray[np.int64]:
+    """Flat pixel index (row * width + col) of continuous image coordinates in a ``width x width/2`` panorama."""
     height = width // 2
-    u, v, r = camera.project_points(np.asarray(points, dtype=np.float64), pose, width, height)
-    key = np.clip(np.floor(v).astype(np.int64), 0, height - 1) * width + np.floor(u).astype(np.int64) % width
-    return key, r
+    return np.clip(np.floor(v).astype(np.int64), 0, height - 1) * width + np.floor(u).astype(np.int64) % width
 
 
 def front_runs(keys: NDArray[np.int64], ranges: NDArray[np.float64], gap_abs: float, gap_rel: float
@@ -64,13 +68,14 @@ def front_points(points: ArrayLike, pose: camera.Pose, width: int, *, levels: in
     a near object scanned in stripes a pixel or two apart (a post beside a profile scanner) hides what lies
     between its stripes, while outlines, and surfaces seen at a grazing angle, stay as they are.
     """
-    pts = np.asarray(points, dtype=np.float64)
-    ok = np.ones(len(pts), dtype=bool)
+    u, v, r = camera.project_points(np.asarray(points, dtype=np.float64), pose, width, width // 2)
+    ok = np.ones(len(r), dtype=bool)
     for level in range(levels):
         level_width = max(16, width >> level)
-        key, r = pixel_keys(pts, pose, level_width)
+        scale = level_width / width  # image coordinates scale with the width
+        key = flat_keys(u * scale, v * scale, level_width)
         order, front = front_runs(key, r, gap_abs, gap_rel)
-        on_front = np.empty(len(pts), dtype=bool)
+        on_front = np.empty(len(r), dtype=bool)
         on_front[order] = front
         ok &= on_front
         surface, allowance = closed_front_end(key[order][front], r[order][front], level_width)
