@@ -197,7 +197,8 @@ def detect(image: np.ndarray, opts: AnonymizeOptions = AnonymizeOptions()) -> li
     """
     width = image.shape[1]
     detect_width = min(opts.detect_width, width)
-    strips = [(lo, hi, min(int(w), width)) for lo, hi, w in opts.strips]
+    # a strip no finer than the views adds nothing (small images: every search is capped at the image width)
+    strips = [(lo, hi, min(int(w), width)) for lo, hi, w in opts.strips if min(int(w), width) > detect_width]
     sizes = _pyramid(image, [detect_width] + [w for _, _, w in strips])
     regions = _detect_views(sizes[detect_width], width, opts, plates=opts.plates and detect_width <= opts.plate_max_width)
     for lo, hi, strip_width in strips:
