@@ -166,6 +166,17 @@ def test_octree_every_point_once_and_even_sampling():
             child = tree.nodes[c]
             assert child.level == nd.level + 1
             assert np.all(child.box_min >= nd.box_min) and np.all(child.box_max <= nd.box_max)
+    # the root takes, of each occupied voxel of its spacing, the point nearest the voxel centre (brute force)
+    spacing = tree.spacing(0)
+    cell = np.floor((local - tree.origin) / spacing)
+    dist = np.linalg.norm(local - (tree.origin + (cell + 0.5) * spacing), axis=1)
+    order = np.lexsort((dist, cell[:, 2], cell[:, 1], cell[:, 0]))
+    first = np.ones(n, bool)
+    first[1:] = np.any(np.diff(cell[order], axis=0) != 0, axis=1)
+    nearest = order[first]
+    root_ids = tree.points_of(0)
+    assert len(root_ids) == len(nearest)
+    assert np.all(np.sort(dist[root_ids]) <= np.sort(dist[nearest]) + spacing * 2**-14)
     # the root sample is even: one point per occupied voxel, so nearly every voxel of the flat area has one
     root = local[tree.points_of(0)]
     spacing = tree.spacing(0)
@@ -191,6 +202,18 @@ def test_grid_sample_one_per_voxel():
     picks = grid_sample(pts, np.zeros(3), 1.0)
     keys = np.floor(pts[picks]).astype(int)
     assert len(np.unique(keys, axis=0)) == len(picks) == len(np.unique(np.floor(pts).astype(int), axis=0))
+    # each pick is the point nearest its voxel centre (brute force; 1/1024 of a voxel resolution), whatever the
+    # input order
+    dist = np.linalg.norm(pts - (np.floor(pts) + 0.5), axis=1)
+    cell = [tuple(k) for k in np.floor(pts).astype(int)]
+    best: dict = {}
+    for i, c in enumerate(cell):
+        if c not in best or dist[i] < dist[best[c]]:
+            best[c] = i
+    assert all(dist[p] <= dist[best[cell[p]]] + 2e-3 for p in picks)
+    shuffled = rng.permutation(len(pts))
+    again = shuffled[grid_sample(pts[shuffled], np.zeros(3), 1.0)]
+    assert set(again.tolist()) == set(picks.tolist())
 
 
 def test_mesh_tileset_writer(tmp_path):
