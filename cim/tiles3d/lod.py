@@ -233,14 +233,16 @@ def build_octree(local: np.ndarray, *, leaf_points: int = 60_000, grid_bits: int
 def _levels(codes: np.ndarray, qs: list[np.ndarray], leaf_points: int, grid_bits: int) -> np.ndarray:
     """Level of every point (Morton-sorted): each level takes the point closest to each voxel's centre."""
     n = len(codes)
-    index_type = np.int32 if n < 2**31 else np.int64
     level_of = np.empty(n, np.int8)
-    remaining = np.arange(n, dtype=index_type)  # positions in the sorted arrays, kept in Morton order
+    remaining = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)  # positions in the sorted arrays
     rem_codes = codes
     last_level = MORTON_BITS - grid_bits
     for level in range(last_level + 1):
-        starts = group_starts(rem_codes >> np.uint64(3 * (MORTON_BITS - level)))
-        counts = np.diff(np.append(starts, len(remaining)))
+        vshift = MORTON_BITS - level - grid_bits
+        vstarts = group_starts(rem_codes >> np.uint64(3 * vshift))
+        # nodes are runs of voxels: their starts come from the (far fewer) voxel starts
+        nstarts = vstarts[group_starts(rem_codes[vstarts] >> np.uint64(3 * (grid_bits + vshift)))]
+        counts = np.diff(np.append(nstarts, len(rem_codes)))
         big = counts > leaf_points
         if level == last_level or not big.any():
             level_of[remaining] = level
@@ -250,14 +252,11 @@ def _levels(codes: np.ndarray, qs: list[np.ndarray], leaf_points: int, grid_bits
             level_of[remaining[~in_big]] = level
             remaining = remaining[in_big]
             rem_codes = rem_codes[in_big]
-        vshift = MORTON_BITS - level - grid_bits
-        vstarts = group_starts(rem_codes >> np.uint64(3 * vshift))
-        mask = np.uint32((1 << vshift) - 1)
+            vstarts = group_starts(rem_codes >> np.uint64(3 * vshift))
         lows = [axis[remaining] for axis in qs]
         for low in lows:
-            low &= mask
-        dist = centre_distance(lows, vshift)
-        picks = pick_per_group(vstarts, dist)
+            low &= np.uint32((1 << vshift) - 1)
+        picks = pick_per_group(vstarts, centre_distance(lows, vshift))
         level_of[remaining[picks]] = level
         keep = np.ones(len(remaining), bool)
         keep[picks] = False
