@@ -146,6 +146,7 @@ def test_cli_buildings_end_to_end(repo_data, tmp_path):
                                    "--tile-size", "100", "--buffer", "30", "--workers", "1", "--scheduler",
                                    "threads"])
     assert res.returncode == 0, (res.stdout + res.stderr)
+    assert '"median_point_to_model_rmse_m": {"' in res.stdout.replace("\n", "")  # per roof type
     doc = json.loads((out / "buildings.city.json").read_text())
     assert schema_errors(doc) == []
     assert doc["metadata"]["referenceSystem"] == "https://www.opengis.net/def/crs/EPSG/0/7415"

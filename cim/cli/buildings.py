@@ -91,7 +91,9 @@ def buildings(
     console.print(f"{report.get('buildings', 0)} buildings ({report.get('lod22', 0)} LoD2.2, "
                   f"{report.get('lod12', 0)} LoD1.2) -> {out / 'buildings.city.json'}"
                   + (f", {out / '3dtiles-buildings' / 'tileset.json'}" if tiles else ""))
-    console.print(json.dumps({"status": report.get("status", {}), "roof_type": report.get("roof_type", {})}))
+    rmse = {k: v["median"] for k, v in report.get("rmse_lod22_by_roof_type", {}).items()}
+    console.print(json.dumps({"status": report.get("status", {}), "roof_type": report.get("roof_type", {}),
+                              "median_point_to_model_rmse_m": rmse}))
     if need_ground or need_objects:
         console.print(f"classified: {'ground (SMRF) ' if need_ground else ''}"
                       f"{'objects (buildings, vegetation)' if need_objects else ''}".strip())
