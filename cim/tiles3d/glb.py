@@ -208,16 +208,19 @@ class GltfBuilder:
 MESHOPT = "EXT_meshopt_compression"
 
 
-def meshopt_encoder():
-    """meshoptimizer's vertex codec, set to bitstream version 0 (the one EXT_meshopt_compression specifies).
-
-    Raises ImportError with a hint when the optional ``meshoptimizer`` package is missing.
-    """
+def _meshoptimizer():
+    """The optional ``meshoptimizer`` package (ImportError with an install hint when it is missing)."""
     try:
         import meshoptimizer
     except ImportError as exc:
-        raise ImportError("meshopt compression needs the meshoptimizer package (pip install meshoptimizer)") \
+        raise ImportError("EXT_meshopt_compression needs the meshoptimizer package (pip install meshoptimizer)") \
             from exc
+    return meshoptimizer
+
+
+def meshopt_encoder():
+    """meshoptimizer's vertex codec, set to bitstream version 0 (the one EXT_meshopt_compression specifies)."""
+    meshoptimizer = _meshoptimizer()
     meshoptimizer.encode_vertex_version(0)
     return meshoptimizer.encode_vertex_buffer
 
@@ -229,8 +232,7 @@ def glb_buffers(gltf: dict, binary: bytes) -> list[bytes]:
     compressed = [v for v in gltf.get("bufferViews", []) if MESHOPT in v.get("extensions", {})]
     if not compressed:
         return buffers
-    import meshoptimizer
-
+    meshoptimizer = _meshoptimizer()
     rebuilt = {i: bytearray(gltf["buffers"][i]["byteLength"]) for i in {v["buffer"] for v in compressed}}
     for view in compressed:
         ext = view["extensions"][MESHOPT]
