@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> None:
                                   "--overwrite", "--srs_in", "3005", "--srs_out", "4978", "--jobs", str(args.workers),
                                   "--spec-version", "1.1"],
         "cim_threads": lambda out: [str(BIN / "cim"), "tiles", *map(str, files), "--out", str(out), "--crs",
-                                    "EPSG:3005", "--no-check", "--scheduler", "threads", "--workers", str(args.workers)],
+                                    "EPSG:3005", "--no-check", "--scheduler", "threads", "--workers",
+                                    str(args.workers)],
         # fixed cost (imports, Dask cluster, job planning): the same command on 10,000 points
         "cim_threads_startup": lambda out: [str(BIN / "cim"), "tiles", str(tiny), "--out", str(out), "--crs",
                                             "EPSG:3005", "--no-check", "--scheduler", "threads", "--workers",

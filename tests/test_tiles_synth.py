@@ -40,7 +40,8 @@ def test_synth_city_tiles_are_complete_and_consistent(synth_tiles, synth_city):
     assert report.ok, report.problems[:5]
     assert report.points == len(als) + len(mls)
     assert report.sums["point_source_id"] == float(als["point_source_id"].sum()) + float(mls["point_source_id"].sum())
-    assert report.sums["intensity"] == float(als["intensity"].astype(np.int64).sum() + mls["intensity"].astype(np.int64).sum())
+    intensity = als["intensity"].astype(np.int64).sum() + mls["intensity"].astype(np.int64).sum()
+    assert report.sums["intensity"] == float(intensity)
     doc = json.loads(synth_tiles.read_text())
     assert doc["metadata"]["properties"]["sourceCrs"].startswith("EPSG:25832+7837")
 
