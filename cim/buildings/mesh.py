@@ -33,19 +33,27 @@ class TriangleMesh(NamedTuple):
     face: np.ndarray  # (m,)
 
 
+def newell_vectors(v: np.ndarray, face: np.ndarray, nxt: np.ndarray, n_faces: int) -> np.ndarray:
+    """Newell's vector (k, 3) of each face: the normal by the right-hand rule times twice the area. ``v`` holds
+    the vertex rows of all faces, ``face`` the face of each row and ``nxt`` the row of the next vertex in its ring."""
+    w = v[nxt]
+    terms = np.column_stack([(v[:, 1] - w[:, 1]) * (v[:, 2] + w[:, 2]),
+                             (v[:, 2] - w[:, 2]) * (v[:, 0] + w[:, 0]),
+                             (v[:, 0] - w[:, 0]) * (v[:, 1] + w[:, 1])])
+    return np.column_stack([np.bincount(face, terms[:, k], minlength=n_faces) for k in range(3)])
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero)."""
+    norm = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.divide(vectors, norm, out=np.zeros_like(vectors), where=norm > 0)
+
+
 def face_plane(face: np.ndarray) -> tuple[np.ndarray, float]:
     """Unit normal (Newell's method, right-hand rule) and offset d (n·x = d) of a polygon."""
-    nxt = np.roll(face, -1, axis=0)
-    n = np.array([
-        np.sum((face[:, 1] - nxt[:, 1]) * (face[:, 2] + nxt[:, 2])),
-        np.sum((face[:, 2] - nxt[:, 2]) * (face[:, 0] + nxt[:, 0])),
-        np.sum((face[:, 0] - nxt[:, 0]) * (face[:, 1] + nxt[:, 1])),
-    ])
-    norm = np.linalg.norm(n)
-    if norm == 0:
-        return np.zeros(3), 0.0
-    n = n / norm
-    return n, float(n @ face.mean(axis=0))
+    n = len(face)
+    normal = unit_rows(newell_vectors(face, np.zeros(n, np.int64), np.r_[1:n, 0], 1))[0]
+    return normal, (float(normal @ face.mean(axis=0)) if normal.any() else 0.0)
 
 
 def project_2d(face: np.ndarray, normal: np.ndarray) -> np.ndarray:
@@ -68,17 +76,6 @@ def triangulate_face(face: np.ndarray, normal: np.ndarray | None = None) -> np.n
         flip = np.cross(b - a, c - a) @ normal < 0
         tri[flip] = tri[flip][:, [0, 2, 1]]
     return tri
-
-
-def _newell_normals(v: np.ndarray, starts: np.ndarray, nxt: np.ndarray) -> np.ndarray:
-    """Unit normals (k, 3) of the faces whose vertices ``v`` start at ``starts`` (zero for degenerate faces)."""
-    w = v[nxt]
-    terms = np.column_stack([(v[:, 1] - w[:, 1]) * (v[:, 2] + w[:, 2]),
-                             (v[:, 2] - w[:, 2]) * (v[:, 0] + w[:, 0]),
-                             (v[:, 0] - w[:, 0]) * (v[:, 1] + w[:, 1])])
-    n = np.add.reduceat(terms, starts, axis=0)
-    norm = np.linalg.norm(n, axis=1, keepdims=True)
-    return np.divide(n, norm, out=np.zeros_like(n), where=norm > 0)
 
 
 def _quad_triangles(v: np.ndarray, start: np.ndarray, normal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -141,7 +138,7 @@ def triangulate(faces: Sequence[np.ndarray]) -> TriangleMesh:
     v = np.concatenate(faces)
     nxt = np.arange(len(v)) + 1
     nxt[starts + sizes - 1] = starts
-    normals = _newell_normals(v, starts, nxt)
+    normals = unit_rows(newell_vectors(v, np.repeat(np.arange(len(faces)), sizes), nxt, len(faces)))
     ok = normals.any(axis=1)
     tris, owner = [], []
     tri3 = np.flatnonzero(ok & (sizes == 3))

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import shapely
 
-from cim.buildings.mesh import triangulate
+from cim.buildings.mesh import newell_vectors, triangulate, unit_rows
 from cim.cityjson import BuildingGeometry
 
 
@@ -88,13 +88,8 @@ def _face_errors(shell: _Shell, planarity_tol: float) -> list[tuple[int, int, st
     distinct = np.bincount(np.unique(np.column_stack([shell.face, shell.vid]), axis=0)[:, 0], minlength=n)
     few = (shell.sizes < 3) | (distinct < 3)
     repeated = _per_face(shell, (shell.vid == shell.vid[shell.nxt]).astype(np.float64)) > 0
-    w = shell.v[shell.nxt]
-    newell = _per_face(shell, np.column_stack([(shell.v[:, 1] - w[:, 1]) * (shell.v[:, 2] + w[:, 2]),
-                                               (shell.v[:, 2] - w[:, 2]) * (shell.v[:, 0] + w[:, 0]),
-                                               (shell.v[:, 0] - w[:, 0]) * (shell.v[:, 1] + w[:, 1])]))
-    norm = np.linalg.norm(newell, axis=1)
-    flat = norm == 0
-    normal = newell / np.where(flat, 1.0, norm)[:, None]
+    normal = unit_rows(newell_vectors(shell.v, shell.face, shell.nxt, n))
+    flat = ~normal.any(axis=1)
     mean = _per_face(shell, shell.v) / np.maximum(shell.sizes, 1)[:, None]
     off = np.abs(np.einsum("ij,ij->i", shell.v - mean[shell.face], normal[shell.face]))
     planarity = np.zeros(n)

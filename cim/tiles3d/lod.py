@@ -100,7 +100,10 @@ def group_starts(sorted_keys: np.ndarray) -> np.ndarray:
     """Start index of every run of equal values in a sorted array."""
     if len(sorted_keys) == 0:
         return np.zeros(0, np.int64)
-    return np.concatenate([[0], np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1])
+    change = np.empty(len(sorted_keys), bool)
+    change[0] = True
+    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=change[1:])
+    return np.flatnonzero(change)
 
 
 def pick_per_group(starts: np.ndarray, dist: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
@@ -120,7 +123,11 @@ def pick_per_group(starts: np.ndarray, dist: np.ndarray, ids: np.ndarray | None 
     if shift:
         key >>= shift
     key *= n
-    key += np.arange(n, dtype=np.int64) if ids is None else ids
+    if ids is not None:
+        key += ids
+    else:  # the positions, added in chunks (no second full-length int64 array)
+        for start in range(0, n, 1 << 16):
+            key[start: start + (1 << 16)] += np.arange(start, min(start + (1 << 16), n), dtype=np.int64)
     return np.minimum.reduceat(key, starts) % n
 
 
@@ -227,7 +234,16 @@ def build_octree(local: np.ndarray, *, leaf_points: int = 60_000, grid_bits: int
     qs = [axis[sorted_idx] for axis in q]  # cell coordinates per axis, in Morton order
     del q
     level_of = _levels(codes, qs, leaf_points, grid_bits)
-    return _assemble(cols, lo, side, grid_bits, codes, qs, level_of, sorted_idx)
+    # points are in Morton order, so a stable sort by level groups them by node, parents before children
+    order = np.argsort(level_of, kind="stable")
+    nodes = _nodes(order, np.bincount(level_of).tolist(), codes, qs)
+    point_order = sorted_idx[order]
+    del codes, qs, order, sorted_idx, level_of  # before the positions are gathered: lower peak memory
+    points = np.empty((3, n))
+    for a, c in enumerate(cols):
+        np.take(c, point_order, out=points[a], mode="clip")  # indices are valid
+    _set_boxes(nodes, points)
+    return Octree(lo, side, grid_bits, nodes, point_order, points.T)
 
 
 def _levels(codes: np.ndarray, qs: list[np.ndarray], leaf_points: int, grid_bits: int) -> np.ndarray:
@@ -256,7 +272,9 @@ def _levels(codes: np.ndarray, qs: list[np.ndarray], leaf_points: int, grid_bits
         lows = [axis[remaining] for axis in qs]
         for low in lows:
             low &= np.uint32((1 << vshift) - 1)
-        picks = pick_per_group(vstarts, centre_distance(lows, vshift))
+        dist = centre_distance(lows, vshift)
+        del lows  # the other axes' low bits, before the pick allocates its keys
+        picks = pick_per_group(vstarts, dist)
         level_of[remaining[picks]] = level
         keep = np.ones(len(remaining), bool)
         keep[picks] = False
@@ -267,31 +285,9 @@ def _levels(codes: np.ndarray, qs: list[np.ndarray], leaf_points: int, grid_bits
     return level_of
 
 
-def _assemble(cols, lo, side, grid_bits, codes, qs, level_of, sorted_idx) -> Octree:
-    # points are in Morton order, so a stable sort by level groups them by node, parents before children
-    order = np.argsort(level_of, kind="stable")
-    lv = level_of[order]
-    nc = codes[order] >> (np.uint64(3) * (np.uint64(MORTON_BITS) - lv.astype(np.uint64)))
-    change = np.flatnonzero((lv[1:] != lv[:-1]) | (nc[1:] != nc[:-1])) + 1
-    starts = np.concatenate([[0], change])
-    counts = np.diff(np.append(starts, len(order)))
-    nodes: list[OctreeNode] = []
-    lookup: dict[tuple[int, int], int] = {}
-    for s, c in zip(starts.tolist(), counts.tolist()):
-        p = order[s]
-        level = int(lv[s])
-        cell = [int(axis[p]) >> (MORTON_BITS - level) for axis in qs]
-        node = OctreeNode(level, (cell[0], cell[1], cell[2]), s, c)
-        key = int(nc[s])
-        lookup[(level, key)] = len(nodes)
-        if level > 0:
-            node.parent = lookup[(level - 1, key >> 3)]
-            nodes[node.parent].children.append(len(nodes))
-        nodes.append(node)
-    point_order = sorted_idx[order]
-    points = np.empty((3, len(point_order)))
-    for a, c in enumerate(cols):
-        np.take(c, point_order, out=points[a], mode="clip")  # indices are valid
+def _set_boxes(nodes: list[OctreeNode], points: np.ndarray) -> None:
+    """Own and subtree boxes of every node from the (3, n) node-ordered points."""
+    starts = np.array([nd.start for nd in nodes])
     own_min = np.minimum.reduceat(points, starts, axis=1).T
     own_max = np.maximum.reduceat(points, starts, axis=1).T
     for nd, mn, mx in zip(nodes, own_min, own_max):
@@ -302,4 +298,25 @@ def _assemble(cols, lo, side, grid_bits, codes, qs, level_of, sorted_idx) -> Oct
             par = nodes[nd.parent]
             np.minimum(par.box_min, nd.box_min, out=par.box_min)
             np.maximum(par.box_max, nd.box_max, out=par.box_max)
-    return Octree(lo, side, grid_bits, nodes, point_order, points.T)
+
+
+def _nodes(order: np.ndarray, per_level: list[int], codes: np.ndarray, qs: list[np.ndarray]) -> list[OctreeNode]:
+    """The nodes, level by level: runs of equal node keys among ``order``'s points of each level."""
+    nodes: list[OctreeNode] = []
+    lookup: dict[tuple[int, int], int] = {}
+    first = 0
+    for level, count in enumerate(per_level):  # every level up to the deepest one has points
+        keys = codes[order[first: first + count]] >> np.uint64(3 * (MORTON_BITS - level))
+        starts = group_starts(keys)
+        for s, c in zip(starts.tolist(), np.diff(np.append(starts, count)).tolist()):
+            p = order[first + s]
+            cell = [int(axis[p]) >> (MORTON_BITS - level) for axis in qs]
+            node = OctreeNode(level, (cell[0], cell[1], cell[2]), first + s, c)
+            key = int(keys[s])
+            lookup[(level, key)] = len(nodes)
+            if level > 0:
+                node.parent = lookup[(level - 1, key >> 3)]
+                nodes[node.parent].children.append(len(nodes))
+            nodes.append(node)
+        first += count
+    return nodes
