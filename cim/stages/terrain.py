@@ -136,6 +136,8 @@ class GroundOptions(StageOptions):
     threshold: float = Field(SmrfParams.threshold, ge=0, description="SMRF elevation threshold (m)")
     scalar: float = Field(SmrfParams.scalar, ge=0, description="SMRF elevation scaling factor (m per unit slope)")
     refine: int = Field(SmrfParams.refine, ge=0, le=10, description="DEM rebuilds from the accepted ground points")
+    slope_window: float = Field(
+        SmrfParams.slope_window, ge=0, description="square (m) over which the DEM slope of the tolerance is averaged")
 
 
 @register

@@ -6,7 +6,8 @@ Steps (all on one global, cell-aligned grid, so a tile with a buffer gets the sa
 2. progressive opening with octagonal windows of radius 1 .. ``window`` / ``cell`` cells; a cell becomes
    "object" when an opening lowers it by more than ``slope * radius * cell`` against the previous opening.
 3. provisional bare earth: the minimum surface without object cells, gaps filled linearly again.
-4. each point is ground when ``|z - dem(x, y)| <= threshold + scalar * gradient(x, y)`` (bilinear dem).
+4. each point is ground when ``|z - dem(x, y)| <= threshold + scalar * gradient(x, y)`` (bilinear dem; gradient
+   = the DEM's slope averaged over a ``slope_window`` square, so one bump does not widen its own tolerance).
 5. ``refine`` times: the DEM is rebuilt from the lowest accepted ground point per cell (gaps filled linearly) and
    step 4 repeated, so terrain the openings cut (embankments, terrace edges, banks) comes back where ground points
    were accepted next to it, while object cells without accepted ground stay out.
@@ -17,6 +18,7 @@ Parameters (defaults work for urban ALS and MLS; see docs/terrain.md):
 * ``slope`` (rise/run): the steepest terrain that is still ground (0.15 = 8.5 deg per cell step).
 * ``window`` (m): largest object radius that is removed; must exceed half the width of the largest building.
 * ``threshold`` (m) and ``scalar`` (m per unit slope): the final point-to-surface tolerance.
+* ``slope_window`` (m): side of the square over which the DEM slope for that tolerance is averaged.
 * ``refine``: DEM rebuilds from the accepted ground (step 5); 0 is plain SMRF.
 
 Candidates are the last/only returns that are not noise (7, 18) or withheld; the returned mask covers every
@@ -50,6 +52,7 @@ class SmrfParams:
     threshold: float = 0.4
     scalar: float = 1.25
     refine: int = 2
+    slope_window: float = 5.0
 
     def validate(self) -> SmrfParams:
         for name, value in asdict(self).items():
@@ -66,7 +69,13 @@ class SmrfParams:
         if unit == 1.0:
             return self
         return SmrfParams(
-            self.cell / unit, self.slope, self.window / unit, self.threshold / unit, self.scalar / unit, self.refine
+            self.cell / unit,
+            self.slope,
+            self.window / unit,
+            self.threshold / unit,
+            self.scalar / unit,
+            self.refine,
+            self.slope_window / unit,
         )
 
 
@@ -126,9 +135,11 @@ def smrf(
 def _near_surface(
     dem: np.ndarray, p: SmrfParams, rows: np.ndarray, cols: np.ndarray, flat: np.ndarray, z: np.ndarray
 ) -> np.ndarray:
-    """``|z - dem| <= threshold + scalar * gradient`` at fractional cell positions (bilinear DEM, cell gradient)."""
+    """``|z - dem| <= threshold + scalar * gradient`` at fractional cell positions (bilinear DEM; gradient = the
+    cell slopes averaged over an odd square of about ``slope_window``)."""
     gy, gx = np.gradient(dem, p.cell)
-    gradient = np.hypot(gx, gy).ravel()[flat]
+    size = 2 * int(round(p.slope_window / (2 * p.cell))) + 1
+    gradient = ndimage.uniform_filter(np.hypot(gx, gy), size, mode="nearest").ravel()[flat]
     dem_at = ndimage.map_coordinates(dem, [rows, cols], order=1, mode="nearest")
     return np.abs(z - dem_at) <= p.threshold + p.scalar * gradient
 
