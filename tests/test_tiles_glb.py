@@ -196,6 +196,37 @@ def test_sort_codes_is_a_stable_sort(spread):
     assert np.array_equal(sort_codes(codes), np.lexsort((np.arange(len(codes)), codes)))
 
 
+@pytest.mark.parametrize("top", [1_000, 2**60])
+def test_pick_per_group_takes_the_smallest_distance(top):
+    """Small distances are exact; huge ones (beyond the packed key) lose only low bits."""
+    from cim.tiles3d.lod import group_starts, pick_per_group
+
+    rng = np.random.default_rng(top % 97)
+    groups = np.sort(rng.integers(0, 300, 5000))
+    dist = rng.integers(0, top, len(groups), dtype=np.int64)
+    picks = pick_per_group(group_starts(groups), dist)
+    assert np.array_equal(groups[picks], np.unique(groups))
+    best = np.array([dist[groups == g].min() for g in np.unique(groups)])
+    tolerance = 0 if top < 2**40 else top >> 40
+    assert np.all(dist[picks] - best <= tolerance)
+    if top < 2**40:  # exact: the first of equal distances wins
+        first = np.array([np.flatnonzero((groups == g) & (dist == d))[0] for g, d in zip(np.unique(groups), best)])
+        assert np.array_equal(picks, first)
+
+
+def test_meshopt_option_needs_the_package(monkeypatch):
+    import sys
+
+    from pydantic import ValidationError
+
+    from cim.stages.tiles import PointTilesOptions
+
+    monkeypatch.setitem(sys.modules, "meshoptimizer", None)  # import fails as if not installed
+    with pytest.raises(ValidationError, match="pip install meshoptimizer"):
+        PointTilesOptions(meshopt=True)
+    assert PointTilesOptions().meshopt is False
+
+
 def test_grid_sample_one_per_voxel():
     rng = np.random.default_rng(3)
     pts = rng.random((20_000, 3)) * 10
