@@ -17,7 +17,6 @@ from typing import NamedTuple
 
 import mapbox_earcut
 import numpy as np
-import open3d as o3d
 import shapely
 
 _EPS_AREA = 1e-9  # m²: triangles smaller than this count as degenerate when a quad is split
@@ -166,20 +165,23 @@ class DistanceField:
     """Euclidean distance of points to the nearest face of a solid (one open3d scene, queried many times)."""
 
     def __init__(self, faces: Sequence[np.ndarray]) -> None:
+        import open3d as o3d  # here, not at module level: ~160 MB and 0.5 s that every `cim` command would pay
+
+        self._tensor = o3d.core.Tensor
         mesh = triangulate(faces)
         self.empty = len(mesh.triangles) == 0
         self.centre = mesh.positions.mean(axis=0) if not self.empty else np.zeros(3)
         self.scene = o3d.t.geometry.RaycastingScene()
         if not self.empty:
-            self.scene.add_triangles(o3d.core.Tensor((mesh.positions - self.centre).astype(np.float32)),
-                                     o3d.core.Tensor(mesh.triangles.astype(np.uint32)))
+            self.scene.add_triangles(self._tensor((mesh.positions - self.centre).astype(np.float32)),
+                                     self._tensor(mesh.triangles.astype(np.uint32)))
 
     def __call__(self, xyz: np.ndarray) -> np.ndarray:
         """Distances (m) of the points (n, 3); NaN when the solid has no face."""
         xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
         if self.empty or len(xyz) == 0:
             return np.full(len(xyz), np.nan)
-        d = self.scene.compute_distance(o3d.core.Tensor((xyz - self.centre).astype(np.float32)))
+        d = self.scene.compute_distance(self._tensor((xyz - self.centre).astype(np.float32)))
         return d.numpy().astype(np.float64)
 
 
