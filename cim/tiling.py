@@ -163,14 +163,11 @@ def partition_file(
                 raise InputError(path, f"{int((~finite).sum())} points have NaN or infinite coordinates")
             chunk.set("core", True)
             dtype = dtype or _record_dtype(chunk)
-            records = np.empty(len(chunk), dtype=dtype)
-            for name in chunk.names:
-                records[name] = chunk[name]
             idx, tix, tiy, core = grid.assign(chunk.x, chunk.y)
             if area is not None:
                 keep = _in_area(chunk.x[idx], chunk.y[idx], area)
                 idx, tix, tiy, core = idx[keep], tix[keep], tiy[keep], core[keep]
-            _append_groups(tmp, records, idx, tix, tiy, core, core_counts)
+            _append_groups(tmp, _gather_records(chunk, dtype, idx, core), tix, tiy, core, core_counts)
         schema = {"dtype": [[n, dtype[n].str] for n in dtype.names] if dtype else [], "crs": crs.to_wkt(),
                   "source": Path(path).name}
         (tmp / "schema.json").write_text(json.dumps(schema))
@@ -182,27 +179,33 @@ def _in_area(x: np.ndarray, y: np.ndarray, area: tuple[float, float, float, floa
     return (x >= minx) & (x < maxx) & (y >= miny) & (y < maxy)
 
 
+def _gather_records(chunk: PointCloud, dtype: np.dtype, idx: np.ndarray, core: np.ndarray) -> np.ndarray:
+    """The memberships' records in tile order, gathered field by field straight into one structured array."""
+    records = np.empty(len(idx), dtype=dtype)
+    for name in dtype.names:
+        records[name] = core if name == "core" else chunk[name][idx]
+    return records
+
+
 def _append_groups(
     folder: Path,
     records: np.ndarray,
-    idx: np.ndarray,
     tix: np.ndarray,
     tiy: np.ndarray,
     core: np.ndarray,
     core_counts: dict[str, int],
 ) -> None:
-    if len(idx) == 0:
+    """Append each tile's run of ``records`` (grouped by tile) to ``folder/<tile>.bin``."""
+    if len(records) == 0:
         return
     change = np.flatnonzero((np.diff(tix) != 0) | (np.diff(tiy) != 0)) + 1
     starts = np.concatenate([[0], change])
-    ends = np.concatenate([change, [len(idx)]])
+    ends = np.concatenate([change, [len(records)]])
     for start, end in zip(starts, ends):
         key = f"{tix[start]}_{tiy[start]}"
-        group = records[idx[start:end]]
-        group["core"] = core[start:end]
         with open(folder / f"{key}.bin", "ab") as handle:
-            group.tofile(handle)
-        core_counts[key] = core_counts.get(key, 0) + int(core[start:end].sum())
+            records[start:end].tofile(handle)
+        core_counts[key] = core_counts.get(key, 0) + int(np.count_nonzero(core[start:end]))
 
 
 def load_tile(parts_dirs: Iterable[Path], tile: Tile, crs: pyproj.CRS) -> PointCloud:
