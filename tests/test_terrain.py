@@ -148,6 +148,23 @@ def test_smrf_separates_a_building_from_sloped_ground():
     assert g[~roof].mean() > 0.995
 
 
+def test_tolerance_slope_is_averaged_so_bushes_on_a_hillside_stay_objects():
+    """On a 0.5 slope the tolerance is 0.4 + 1.25 * 0.5 m; a bush 1.2-2 m high steepens the one-cell slope of the
+    refined DEM around itself and so widens its own tolerance. The slope averaged over 5 m does not."""
+    from cim.terrain import SmrfParams
+
+    rng = np.random.default_rng(3)
+    x, y = rng.uniform(0, 100, 12000), rng.uniform(0, 100, 12000)
+    cx, cy = rng.uniform(5, 95, (2, 40))
+    bush = np.min(np.hypot(x[:, None] - cx, y[:, None] - cy), axis=1) < 1.2
+    z = 100 + 0.5 * x + np.where(bush, rng.uniform(1.2, 2.0, len(x)), 0.0)
+    averaged = ground_mask(x, y, z)
+    one_cell = ground_mask(x, y, z, slope_window=0.0)
+    assert not averaged[bush].any() and averaged[~bush].mean() > 0.99
+    assert one_cell[bush].mean() > 0.05 and one_cell[~bush].mean() < averaged[~bush].mean()
+    assert SmrfParams().in_units(0.3048).slope_window == pytest.approx(5.0 / 0.3048)
+
+
 def test_low_noise_catches_a_multipath_cluster_but_keeps_a_pit():
     """A sparse cluster of returns 6 m under a surface has neighbours (each other), but few against the surface
     points in its vertical cylinder: low noise. The bottom of a real pit (sloped walls, no surface above it) is
