@@ -138,6 +138,8 @@ class GroundOptions(StageOptions):
     refine: int = Field(SmrfParams.refine, ge=0, le=10, description="DEM rebuilds from the accepted ground points")
     slope_window: float = Field(
         SmrfParams.slope_window, ge=0, description="square (m) over which the DEM slope of the tolerance is averaged")
+    max_edge: float = Field(
+        SmrfParams.max_edge, gt=0, description="longest TIN edge (m) filling the minimum surface; nearest beyond")
 
 
 @register

@@ -2,7 +2,8 @@
 
 Steps (all on one global, cell-aligned grid, so a tile with a buffer gets the same answer as the merged cloud):
 
-1. minimum surface: lowest candidate point per cell; empty cells filled linearly (TIN of the gap rims).
+1. minimum surface: lowest candidate point per cell; empty cells filled linearly (TIN of the gap rims) where the
+   TIN's edges are at most ``max_edge`` long, from the nearest cell elsewhere (wide gaps, the data's outside).
 2. progressive opening with octagonal windows of radius 1 .. ``window`` / ``cell`` cells; a cell becomes
    "object" when an opening lowers it by more than ``slope * radius * cell`` against the previous opening.
 3. provisional bare earth: the minimum surface without object cells, gaps filled linearly again.
@@ -19,6 +20,8 @@ Parameters (defaults work for urban ALS and MLS; see docs/terrain.md):
 * ``window`` (m): largest object radius that is removed; must exceed half the width of the largest building.
 * ``threshold`` (m) and ``scalar`` (m per unit slope): the final point-to-surface tolerance.
 * ``slope_window`` (m): side of the square over which the DEM slope for that tolerance is averaged.
+* ``max_edge`` (m): longest TIN edge when filling the minimum surface; a TIN over a wide gap or across the concave
+  outside of the data slopes towards heights far away and turns terrain at the data edge into a ridge.
 * ``refine``: DEM rebuilds from the accepted ground (step 5); 0 is plain SMRF.
 
 Candidates are the last/only returns that are not noise (7, 18) or withheld; the returned mask covers every
@@ -53,6 +56,7 @@ class SmrfParams:
     scalar: float = 1.25
     refine: int = 2
     slope_window: float = 5.0
+    max_edge: float = 30.0
 
     def validate(self) -> SmrfParams:
         for name, value in asdict(self).items():
@@ -76,6 +80,7 @@ class SmrfParams:
             self.scalar / unit,
             self.refine,
             self.slope_window / unit,
+            self.max_edge / unit,
         )
 
 
@@ -104,7 +109,7 @@ def smrf(
     cidx = np.where(cand, idx, -1)
     zmin = cell_reduce(cidx, z, grid.width * grid.height, "min").reshape(grid.shape)
     has_points = np.isfinite(zmin)
-    surface = _fill(grid, zmin, has_points)
+    surface = _fill(grid, zmin, has_points, p.max_edge)
 
     objects = np.zeros(grid.shape, dtype=bool)
     last = surface
@@ -144,9 +149,10 @@ def _near_surface(
     return np.abs(z - dem_at) <= p.threshold + p.scalar * gradient
 
 
-def _fill(grid: GridSpec, values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def _fill(grid: GridSpec, values: np.ndarray, valid: np.ndarray, max_edge: float | None = None) -> np.ndarray:
+    """Small gaps from their neighbours, larger ones linearly on a TIN (edges up to ``max_edge``), the rest nearest."""
     values, valid = fill_small_gaps(values, valid)
-    filled = tin_fill(grid, values, valid)
+    filled = tin_fill(grid, values, valid, max_edge=max_edge)
     return nearest_fill(filled)
 
 
