@@ -165,6 +165,22 @@ def test_tolerance_slope_is_averaged_so_bushes_on_a_hillside_stay_objects():
     assert SmrfParams().in_units(0.3048).slope_window == pytest.approx(5.0 / 0.3048)
 
 
+def test_plateau_strip_at_a_concave_data_edge_stays_ground():
+    """A 20 m plateau strip (20 m high) between a cliff and the data edge, with no data north-east of it: a TIN
+    across that empty corner slopes the minimum surface down to the low data and the openings cut the strip like
+    a roof (ISPRS samp53); with TIN edges limited to ``max_edge`` (30 m) the corner takes the nearest heights."""
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(0, 200, 30000), rng.uniform(0, 115, 30000)
+    keep = (x < 100) | (y < 100)
+    x, y = x[keep], y[keep]
+    plateau = (x > 120) & (y > 80)
+    z = np.where(plateau, 20.0, 0.0) + 0.02 * x
+    limited = ground_mask(x, y, z)
+    unlimited = ground_mask(x, y, z, max_edge=1000.0)
+    assert limited[plateau].mean() > 0.85 and limited[~plateau].mean() > 0.999
+    assert unlimited[plateau].mean() < 0.5
+
+
 def test_low_noise_catches_a_multipath_cluster_but_keeps_a_pit():
     """A sparse cluster of returns 6 m under a surface has neighbours (each other), but few against the surface
     points in its vertical cylinder: low noise. The bottom of a real pit (sloped walls, no surface above it) is
