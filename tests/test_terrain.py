@@ -25,9 +25,9 @@ def test_isprs_one_parameter_set(shared_data):
         rows[name] = filter_errors(truth, pred)
     mean = {k: float(np.mean([r[k] for r in rows.values()])) for k in ("type1", "type2", "total", "kappa")}
     print("ISPRS", {k: {m: round(v * 100, 2) for m, v in r.items()} for k, r in rows.items()}, mean)
-    # measured 88.01 % kappa / 3.48 % total error (deterministic); SMRF paper 85.4 % (one set); CSF 61.8 % / 15.9 %
+    # measured 88.10 % kappa / 3.45 % total error (deterministic); SMRF paper 85.4 % (one set); CSF 61.8 % / 15.9 %
     assert mean["total"] <= 0.04
-    assert mean["kappa"] >= 0.878
+    assert mean["kappa"] >= 0.879
     assert min(r["kappa"] for r in rows.values()) >= 0.45
     assert rows["samp31"]["kappa"] >= 0.93 and rows["samp12"]["kappa"] >= 0.92
     assert rows["samp41"]["kappa"] >= 0.88  # a cluster of multipath returns below a courtyard is low noise

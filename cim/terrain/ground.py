@@ -9,9 +9,10 @@ Steps (all on one global, cell-aligned grid, so a tile with a buffer gets the sa
 3. provisional bare earth: the minimum surface without object cells, gaps filled linearly again.
 4. each point is ground when ``|z - dem(x, y)| <= threshold + scalar * gradient(x, y)`` (bilinear dem; gradient
    = the DEM's slope averaged over a ``slope_window`` square, so one bump does not widen its own tolerance).
-5. ``refine`` times: the DEM is rebuilt from the lowest accepted ground point per cell (gaps filled linearly) and
-   step 4 repeated, so terrain the openings cut (embankments, terrace edges, banks) comes back where ground points
-   were accepted next to it, while object cells without accepted ground stay out.
+5. ``refine`` times: the DEM is rebuilt from the lowest accepted ground point per cell, its height moved to the
+   cell centre along the previous DEM's slope (gaps filled linearly), and step 4 repeated, so terrain the openings
+   cut (embankments, terrace edges, banks) comes back where ground points were accepted next to it, while object
+   cells without accepted ground stay out.
 
 Parameters (defaults work for urban ALS and MLS; see docs/terrain.md):
 
@@ -130,7 +131,9 @@ def smrf(
     for _ in range(int(p.refine)):
         if not ground.any():
             break
-        zground = cell_reduce(np.where(ground & cand, idx, -1), z, grid.width * grid.height, "min")
+        zc = z.copy()
+        zc[ok] = _at_cell_centres(dem, p, rows, cols, idx[ok], z[ok])
+        zground = cell_reduce(np.where(ground & cand, idx, -1), zc, grid.width * grid.height, "min")
         zground = zground.reshape(grid.shape)
         dem = _fill(grid, zground, np.isfinite(zground))
         ground[ok] = _near_surface(dem, p, rows, cols, idx[ok], z[ok])
@@ -147,6 +150,16 @@ def _near_surface(
     gradient = ndimage.uniform_filter(np.hypot(gx, gy), size, mode="nearest").ravel()[flat]
     dem_at = ndimage.map_coordinates(dem, [rows, cols], order=1, mode="nearest")
     return np.abs(z - dem_at) <= p.threshold + p.scalar * gradient
+
+
+def _at_cell_centres(
+    dem: np.ndarray, p: SmrfParams, rows: np.ndarray, cols: np.ndarray, flat: np.ndarray, z: np.ndarray
+) -> np.ndarray:
+    """Point heights moved along the DEM slope to their cell centres: on a slope the lowest point of a cell lies on
+    its downhill side, and taken as the centre's height it would bias the rebuilt DEM low."""
+    gy, gx = np.gradient(dem, p.cell)
+    offset = gy.ravel()[flat] * (rows - np.round(rows)) + gx.ravel()[flat] * (cols - np.round(cols))
+    return z - offset * p.cell
 
 
 def _fill(grid: GridSpec, values: np.ndarray, valid: np.ndarray, max_edge: float | None = None) -> np.ndarray:
