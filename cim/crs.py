@@ -112,6 +112,20 @@ def _to_geographic3d(wkt: str, allow_ballpark: bool) -> pyproj.Transformer:
     return best
 
 
+def transform_points(transformer: pyproj.Transformer, *coords: np.ndarray,
+                     direction: str = "FORWARD") -> tuple[np.ndarray, ...]:
+    """``transformer.transform`` for coordinate arrays of any length, returned as float arrays.
+
+    pyproj 3.7 sends 1-element arrays down its single-point path, which NumPy (>= 1.25) deprecates; those go as
+    floats here.
+    """
+    arrays = [np.asarray(c, dtype=float) for c in coords]
+    if arrays[0].size == 1:
+        out = transformer.transform(*(float(a.reshape(-1)[0]) for a in arrays), direction=direction)
+        return tuple(np.full(arrays[0].shape, v, dtype=float) for v in out)
+    return tuple(np.asarray(v, dtype=float) for v in transformer.transform(*arrays, direction=direction))
+
+
 def to_geographic3d(crs: pyproj.CRS, *, allow_ballpark: bool = False) -> pyproj.Transformer:
     """Transformer from ``crs`` to EPSG:4979 (lon, lat, ellipsoidal height; always_xy).
 
@@ -125,18 +139,18 @@ def to_ecef(
     crs: pyproj.CRS, x: np.ndarray, y: np.ndarray, z: np.ndarray, *, allow_ballpark: bool = False
 ) -> np.ndarray:
     """Source-CRS coordinates to WGS 84 geocentric (ECEF) as an (n, 3) array."""
-    lon, lat, h = to_geographic3d(crs, allow_ballpark=allow_ballpark).transform(x, y, z)
+    lon, lat, h = transform_points(to_geographic3d(crs, allow_ballpark=allow_ballpark), x, y, z)
     return np.column_stack(geographic_to_ecef(np.asarray(lon), np.asarray(lat), np.asarray(h)))
 
 
 def geographic_to_ecef(lon: np.ndarray, lat: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, ...]:
     """WGS 84 lon/lat (degrees) and ellipsoidal height to ECEF X, Y, Z."""
-    return _GEOG_TO_ECEF.transform(lon, lat, h)
+    return transform_points(_GEOG_TO_ECEF, lon, lat, h)
 
 
 def ecef_to_geographic(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, ...]:
     """ECEF X, Y, Z to WGS 84 lon/lat (degrees) and ellipsoidal height."""
-    return _GEOG_TO_ECEF.transform(x, y, z, direction="INVERSE")
+    return transform_points(_GEOG_TO_ECEF, x, y, z, direction="INVERSE")
 
 
 _GEOG_TO_ECEF = pyproj.Transformer.from_crs(GEOGRAPHIC_3D, ECEF, always_xy=True)

@@ -104,8 +104,7 @@ class LocalFrame:
 
     def to_local_exact(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
         """(n,3) local ENU coordinates with one PROJ transformation per point."""
-        lon, lat, h = self._to_4979.transform(np.asarray(x, float), np.asarray(y, float),
-                                              np.asarray(z, float) * self.z_scale)
+        lon, lat, h = cimcrs.transform_points(self._to_4979, x, y, np.asarray(z, float) * self.z_scale)
         lon, lat, h = (np.atleast_1d(np.asarray(a, float)) for a in (lon, lat, h))
         if not (np.all(np.isfinite(lon)) and np.all(np.isfinite(lat)) and np.all(np.isfinite(h))):
             raise CrsError(f"some points cannot be transformed from {self.crs.name} to EPSG:4979 (outside the CRS "
@@ -117,7 +116,7 @@ class LocalFrame:
         local = np.atleast_2d(np.asarray(local, float))
         ecef = local @ self.ecef_from_local[:3, :3].T + self.ecef_from_local[:3, 3]
         llh = ecef_to_geodetic(ecef)
-        x, y, z = self._to_4979.transform(llh[:, 0], llh[:, 1], llh[:, 2], direction="INVERSE")
+        x, y, z = cimcrs.transform_points(self._to_4979, llh[:, 0], llh[:, 1], llh[:, 2], direction="INVERSE")
         return np.column_stack([x, y, np.asarray(z) / self.z_scale])
 
     # -- fast path --------------------------------------------------------------------------------------------
