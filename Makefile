@@ -15,7 +15,8 @@ demo: venv js
 	$(BIN)/cim run pipelines/demo.toml
 	@echo
 	@echo "Results are in out/demo: report.json (what was made), stac/catalog.json (every product),"
-	@echo "  3dtiles/ (3D Tiles 1.1), buildings/ (CityJSON 2.0), *.vrt (DTM/DSM mosaics of COG tiles), las/ (LAZ tiles)."
+	@echo "  3dtiles/pointcloud and 3dtiles-buildings (3D Tiles 1.1), buildings.city.json (CityJSON 2.0 LoD1.2 + LoD2.2),"
+	@echo "  dtm.vrt / dsm.vrt (mosaics of 0.5 m COG tiles), las/ (classified LAZ tiles)."
 	@echo "View:  $(BIN)/cim view out/demo    -> open http://127.0.0.1:8321/ (CesiumJS, served locally)"
 	@echo "       QGIS: open out/demo/*.vrt and out/demo/las/*.laz; Python: notebooks/01-quickstart.ipynb"
 
