@@ -112,6 +112,7 @@ def file_info(path: str | Path, crs: str | pyproj.CRS | None = None) -> dict[str
         "classification": {str(c): int(n) for c, n in enumerate(classes) if n},
         "returns": {str(r): int(n) for r, n in enumerate(returns) if n},
         "gps_time": gps if count and np.isfinite(gps[0]) else None,
+        "gps_time_type": "adjusted standard (read as GPS seconds)" if source.adjusted_gps_time else "GPS week seconds",
         "density": {
             "bbox_points_per_m2": _sig(count / (area * unit * unit)) if area else None,
             "occupied_points_per_m2": _sig(count / (len(cells) * _DENSITY_CELL**2)) if cells else None,

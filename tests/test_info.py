@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
+import cim
+
 from tests.helpers import cim_cli
 
 
@@ -20,7 +24,7 @@ def test_info_json_on_the_shipped_files(repo_data: Path) -> None:
     assert abs(first["bounds"]["max"][0] - 84999.999) < 1e-6
     assert set(first["returns"]) == {"1", "2", "3", "4", "5"}
     assert 5 < first["density"]["occupied_points_per_m2"] < 40
-    assert first["gps_time"][0] < first["gps_time"][1]
+    assert first["gps_time"][0] < first["gps_time"][1] and first["gps_time_type"] == "GPS week seconds"
 
 
 def test_info_without_crs_reports_none(repo_data: Path) -> None:
@@ -50,3 +54,13 @@ def test_info_on_a_missing_file_is_one_clear_line(tmp_path: Path) -> None:
     result = cim_cli("info", str(tmp_path / "missing.laz"))
     assert result.returncode == 2
     assert "missing.laz: file not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_info_reports_adjusted_standard_gps_time_as_gps_seconds(tmp_path: Path) -> None:
+    gps = 1.4e9 + np.arange(3.0)
+    cloud = cim.PointCloud({"x": np.arange(3.0), "y": np.zeros(3), "z": np.zeros(3), "gps_time": gps},
+                           cim.crs.resolve("EPSG:25832+7837"))
+    path = cim.write(tmp_path / "adjusted.laz", cloud)
+    fact = json.loads(cim_cli("info", str(path), "--json").stdout)
+    assert fact["gps_time_type"].startswith("adjusted standard")
+    assert fact["gps_time"] == [1.4e9, 1.4e9 + 2]

@@ -58,7 +58,8 @@ def _print_info(fact: dict[str, Any]) -> None:
         ("returns", ", ".join(f"{r}: {n:,}" for r, n in fact["returns"].items()) or "-"),
         ("density", f"{fact['density']['occupied_points_per_m2']} pts/m² (occupied 1 m cells), "
                     f"{fact['density']['bbox_points_per_m2']} pts/m² (bounding box)"),
-        ("GPS time", " – ".join(f"{t:.3f}" for t in fact["gps_time"]) if fact["gps_time"] else "-"),
+        ("GPS time", " – ".join(f"{t:.3f}" for t in fact["gps_time"]) + f" ({fact['gps_time_type']})"
+         if fact["gps_time"] else "-"),
         ("extra dims", ", ".join(fact["extra_dimensions"]) or "-"),
     ]
     for name, value in rows:
