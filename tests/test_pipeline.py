@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -288,3 +290,29 @@ def test_infinite_coordinates_are_refused_with_the_file_name(repo_data: Path, tm
     assert result.returncode == 1
     assert "overflow.las" in result.stdout and "NaN or infinite coordinates" in result.stdout
     assert not (tmp_path / "o" / "las").exists()
+
+
+def test_stage_index_matches_the_modules_and_a_job_imports_only_its_stages(tmp_path: Path) -> None:
+    from cim.pipeline.stage import registry
+    from cim.stages import STAGE_MODULES
+
+    shipped = {name: cls.__module__.rsplit(".", 1)[1] for name, cls in registry().items()
+               if cls.__module__.startswith("cim.stages.")}
+    assert STAGE_MODULES == shipped
+    job = write_job(tmp_path / "job.toml", f"""
+[job]
+output = "{(tmp_path / 'out').as_posix()}"
+crs = "EPSG:7415"
+[[stages]]
+type = "read.las"
+files = ["{(REPO / 'data' / 'delft' / 'ahn3_cropped_1.laz').as_posix()}"]
+[[stages]]
+type = "tile"
+[[stages]]
+type = "tiles.pointcloud"
+""")
+    code = f"import sys; from cim.pipeline.job import load_job; load_job(r'{job}'); " \
+           "print(sorted(m for m in ('scipy', 'rasterio', 'open3d', 'cim.stages.terrain') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

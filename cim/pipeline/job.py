@@ -34,7 +34,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from cim.errors import CimError, ConfigError
-from cim.pipeline.stage import Stage, StageOptions, registry
+from cim.pipeline.stage import Stage, StageOptions, lookup, registry
 
 
 class JobConfigError(CimError):
@@ -130,7 +130,6 @@ def _parse_stages(raw: Any, base: Path, problems: list[ConfigError]) -> list[Sta
     if not isinstance(raw, list) or not raw:
         problems.append(ConfigError("stages", "a job needs a list of [[stages]]"))
         return []
-    catalogue = registry()
     stages: list[Stage] = []
     for i, table in enumerate(raw):
         key = f"stages[{i}]"
@@ -138,9 +137,9 @@ def _parse_stages(raw: Any, base: Path, problems: list[ConfigError]) -> list[Sta
             problems.append(ConfigError(key, "each stage needs a 'type', e.g. type = \"read.las\""))
             continue
         name = table["type"]
-        cls = catalogue.get(name)
+        cls = lookup(str(name))
         if cls is None:
-            hint = difflib.get_close_matches(str(name), list(catalogue), n=1)
+            hint = difflib.get_close_matches(str(name), list(registry()), n=1)
             problems.append(
                 ConfigError(f"{key}.type", f"unknown stage {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else ""))
             )

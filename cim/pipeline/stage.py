@@ -162,3 +162,12 @@ def registry() -> dict[str, type[Stage]]:
 
     load_all()
     return dict(sorted(_REGISTRY.items()))
+
+
+def lookup(name: str) -> type[Stage] | None:
+    """The stage called ``name``, importing only its module; None when no stage has that name."""
+    from cim.stages import load
+
+    if name not in _REGISTRY and not load(name):
+        return registry().get(name)  # a stage the index does not list (e.g. registered by a plug-in module)
+    return _REGISTRY.get(name)

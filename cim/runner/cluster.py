@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import dask
 import psutil
 from distributed import Client, LocalCluster
 
@@ -35,6 +36,16 @@ def dask_client(scheduler: str | None = None, workers: int | None = None) -> Ite
         return
     n = workers or os.cpu_count() or 1
     processes = scheduler != "threads"
+    with dask.config.set(_LOCAL_CONFIG), _local_cluster(n, processes) as client:
+        yield client
+
+
+#: Dask's statistical profiler samples every worker thread's stack every 10 ms; cim reports its own timings.
+_LOCAL_CONFIG = {"distributed.worker.profile.enabled": False}
+
+
+@contextmanager
+def _local_cluster(n: int, processes: bool) -> Iterator[Client]:
     memory = int(psutil.virtual_memory().total * 0.9 / n) if processes else 0
     with LocalCluster(
         n_workers=n if processes else 1,
