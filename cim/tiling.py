@@ -130,7 +130,10 @@ def _near(frac: np.ndarray, step: int, size: float, buffer: float) -> np.ndarray
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Part files: one raw structured-array file per (input file, tile), plus a schema.json per input file.
+# Part files: one raw column file per (input file, tile, dimension), plus a schema.json per input file.
+
+#: Changes when the part files' layout does, so that resumed runs re-partition instead of misreading old parts.
+PARTS_FORMAT = "columns-1"
 
 
 def _record_dtype(cloud: PointCloud) -> np.dtype:
@@ -146,7 +149,8 @@ def partition_file(
     area: tuple[float, float, float, float] | None = None,
     chunk_size: int = las.DEFAULT_CHUNK,
 ) -> dict[str, int]:
-    """Stream ``path`` into ``parts_dir/<tile>.bin`` (atomically, as a whole folder); returns core counts per tile.
+    """Stream ``path`` into ``parts_dir/<tile>/<dimension>.bin`` (atomically, as a whole folder); returns core
+    counts per tile.
 
     Points outside ``area`` (minx, miny, maxx, maxy; buffers included) are dropped. Raises InputError for
     non-finite coordinates.
@@ -167,7 +171,7 @@ def partition_file(
             if area is not None:
                 keep = _in_area(chunk.x[idx], chunk.y[idx], area)
                 idx, tix, tiy, core = idx[keep], tix[keep], tiy[keep], core[keep]
-            _append_groups(tmp, _gather_records(chunk, dtype, idx, core), tix, tiy, core, core_counts)
+            _append_columns(tmp, chunk, idx, tix, tiy, core, core_counts)
         schema = {"dtype": [[n, dtype[n].str] for n in dtype.names] if dtype else [], "crs": crs.to_wkt(),
                   "source": Path(path).name}
         (tmp / "schema.json").write_text(json.dumps(schema))
@@ -179,33 +183,29 @@ def _in_area(x: np.ndarray, y: np.ndarray, area: tuple[float, float, float, floa
     return (x >= minx) & (x < maxx) & (y >= miny) & (y < maxy)
 
 
-def _gather_records(chunk: PointCloud, dtype: np.dtype, idx: np.ndarray, core: np.ndarray) -> np.ndarray:
-    """The memberships' records in tile order, gathered field by field straight into one structured array."""
-    records = np.empty(len(idx), dtype=dtype)
-    for name in dtype.names:
-        records[name] = core if name == "core" else chunk[name][idx]
-    return records
-
-
-def _append_groups(
+def _append_columns(
     folder: Path,
-    records: np.ndarray,
+    chunk: PointCloud,
+    idx: np.ndarray,
     tix: np.ndarray,
     tiy: np.ndarray,
     core: np.ndarray,
     core_counts: dict[str, int],
 ) -> None:
-    """Append each tile's run of ``records`` (grouped by tile) to ``folder/<tile>.bin``."""
-    if len(records) == 0:
+    """Append each tile's run of memberships (grouped by tile) to ``folder/<tile>/<dimension>.bin``, one
+    contiguous column per dimension (cheap to gather and to load, unlike interleaved records)."""
+    if len(idx) == 0:
         return
     change = np.flatnonzero((np.diff(tix) != 0) | (np.diff(tiy) != 0)) + 1
-    starts = np.concatenate([[0], change])
-    ends = np.concatenate([change, [len(records)]])
-    for start, end in zip(starts, ends):
-        key = f"{tix[start]}_{tiy[start]}"
-        with open(folder / f"{key}.bin", "ab") as handle:
-            records[start:end].tofile(handle)
-        core_counts[key] = core_counts.get(key, 0) + int(np.count_nonzero(core[start:end]))
+    runs = [(f"{tix[a]}_{tiy[a]}", a, b) for a, b in zip(np.concatenate([[0], change]), [*change, len(idx)])]
+    for key, a, b in runs:
+        (folder / key).mkdir(exist_ok=True)
+        core_counts[key] = core_counts.get(key, 0) + int(np.count_nonzero(core[a:b]))
+    for name in chunk.names:
+        column = core if name == "core" else chunk[name][idx]
+        for key, a, b in runs:
+            with open(folder / key / f"{name}.bin", "ab") as handle:
+                column[a:b].tofile(handle)
 
 
 def load_tile(parts_dirs: Iterable[Path], tile: Tile, crs: pyproj.CRS) -> PointCloud:
@@ -219,21 +219,25 @@ def load_tile(parts_dirs: Iterable[Path], tile: Tile, crs: pyproj.CRS) -> PointC
     for _, schema in schemas:
         for name, spec in schema["dtype"]:
             dtypes.setdefault(name, np.dtype(spec))
-    pieces = [(schema.get("source", folder.name), np.fromfile(folder / f"{tile.key}.bin", dtype=[tuple(f) for f in schema["dtype"]]))
-              for folder, schema in schemas if (folder / f"{tile.key}.bin").exists()]
+    pieces = [(schema.get("source", folder.name), _load_columns(folder / tile.key, schema["dtype"]))
+              for folder, schema in schemas if (folder / tile.key).is_dir()]
     if not pieces:
         return PointCloud.empty(crs, names=["core"])
-    data = {name: np.concatenate([_field_or_zeros(piece, name, dtype) for _, piece in pieces])
-            for name, dtype in dtypes.items()}
+    data = {name: _concat_or_zeros([piece for _, piece in pieces], name, dtype) for name, dtype in dtypes.items()}
     for source, piece in pieces:
-        missing = [name for name in dtypes if name not in piece.dtype.names]
+        missing = [name for name in dtypes if name not in piece]
         if missing:
             warnings.warn(f"{source} has no {', '.join(missing)}: its points get 0 there", CimWarning, stacklevel=2)
     return PointCloud(data, crs)
 
 
-def _field_or_zeros(piece: np.ndarray, name: str, dtype: np.dtype) -> np.ndarray:
-    return piece[name] if name in piece.dtype.names else np.zeros(len(piece), dtype)
+def _load_columns(folder: Path, fields: list[list[str]]) -> dict[str, np.ndarray]:
+    return {name: np.fromfile(folder / f"{name}.bin", dtype=np.dtype(spec)) for name, spec in fields}
+
+
+def _concat_or_zeros(pieces: list[dict[str, np.ndarray]], name: str, dtype: np.dtype) -> np.ndarray:
+    columns = [p[name] if name in p else np.zeros(len(p["x"]), dtype) for p in pieces]
+    return columns[0] if len(columns) == 1 else np.concatenate(columns)
 
 
 def union_bounds(bounds: Iterable[Bounds]) -> tuple[float, float, float, float]:

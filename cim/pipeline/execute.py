@@ -30,7 +30,7 @@ from cim.pipeline.stage import JobContext, Product, Stage, TileContext
 from cim.points import PointCloud
 from cim.runner import Dep, Manifest, RunReport, Task, TaskOutcome, dask_client, file_fingerprint, fingerprint, run_tasks
 from cim.stages.io import TileOptions
-from cim.tiling import Tile, TileGrid, load_tile, partition_file, union_bounds
+from cim.tiling import PARTS_FORMAT, Tile, TileGrid, load_tile, partition_file, union_bounds
 
 log = logging.getLogger("cim.pipeline")
 
@@ -173,8 +173,8 @@ def run_job(
     partition: list[Task] = []
     for i, source in enumerate(sources):
         parts_dir = work / "parts" / f"{i:04d}-{source.path.stem}"
-        fp = fingerprint("partition", version, file_fingerprint(source.path), crs.to_wkt(), grid.size, grid.buffer,
-                         job.area, str(parts_dir))
+        fp = fingerprint("partition", PARTS_FORMAT, version, file_fingerprint(source.path), crs.to_wkt(), grid.size,
+                         grid.buffer, job.area, str(parts_dir))
         partition.append(Task(f"partition/{i:04d}-{source.path.stem}", "tile", partition_task,
                               (str(source.path), crs.to_wkt(), grid.size, grid.buffer, str(parts_dir), str(out_dir),
                                job.area, _chunk(job)), fp))
