@@ -299,18 +299,7 @@ def test_stage_index_matches_the_modules_and_a_job_imports_only_its_stages(tmp_p
     shipped = {name: cls.__module__.rsplit(".", 1)[1] for name, cls in registry().items()
                if cls.__module__.startswith("cim.stages.")}
     assert STAGE_MODULES == shipped
-    job = write_job(tmp_path / "job.toml", f"""
-[job]
-output = "{(tmp_path / 'out').as_posix()}"
-crs = "EPSG:7415"
-[[stages]]
-type = "read.las"
-files = ["{(REPO / 'data' / 'delft' / 'ahn3_cropped_1.laz').as_posix()}"]
-[[stages]]
-type = "tile"
-[[stages]]
-type = "tiles.pointcloud"
-""")
+    job = write_job(tmp_path / "job.toml", delft_job(tmp_path / "out", extra='[[stages]]\ntype = "tiles.pointcloud"\n'))
     code = f"import sys; from cim.pipeline.job import load_job; load_job(r'{job}'); " \
            "print(sorted(m for m in ('scipy', 'rasterio', 'open3d', 'cim.stages.terrain') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
