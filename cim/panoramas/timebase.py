@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from cim.io.las import ADJUSTED_GPS_OFFSET, SECONDS_PER_WEEK
+
 __all__ = [
     "GPS_EPOCH_UNIX",
     "SECONDS_PER_WEEK",
@@ -28,8 +30,6 @@ __all__ = [
 ]
 
 GPS_EPOCH_UNIX = 315_964_800.0  # 1980-01-06T00:00:00Z as Unix seconds
-SECONDS_PER_WEEK = 604_800.0
-ADJUSTED_GPS_OFFSET = 1.0e9
 
 # UTC instants (Unix seconds) from which GPS − UTC took the given value (IERS Bulletin C; 18 s since 2017-01-01).
 _LEAP_TABLE: tuple[tuple[str, int], ...] = (
