@@ -140,7 +140,7 @@ def to_ecef(
 ) -> np.ndarray:
     """Source-CRS coordinates to WGS 84 geocentric (ECEF) as an (n, 3) array."""
     lon, lat, h = transform_points(to_geographic3d(crs, allow_ballpark=allow_ballpark), x, y, z)
-    return np.column_stack(geographic_to_ecef(np.asarray(lon), np.asarray(lat), np.asarray(h)))
+    return np.column_stack(geographic_to_ecef(lon, lat, h))
 
 
 def geographic_to_ecef(lon: np.ndarray, lat: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -9,8 +9,8 @@ buffered square contains it; the ``core`` dimension says which.
 from __future__ import annotations
 
 import json
-import warnings
 import math
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,10 +136,6 @@ def _near(frac: np.ndarray, step: int, size: float, buffer: float) -> np.ndarray
 PARTS_FORMAT = "columns-1"
 
 
-def _record_dtype(cloud: PointCloud) -> np.dtype:
-    return np.dtype([(name, cloud[name].dtype) for name in cloud.names])
-
-
 def partition_file(
     path: str | Path,
     grid: TileGrid,
@@ -158,22 +154,20 @@ def partition_file(
     core_counts: dict[str, int] = {}
     query = Bounds(area[0], area[1], -math.inf, area[2], area[3], math.inf) if area else None  # COPC reads less
     with atomic_dir(parts_dir) as tmp:
-        dtype = None
+        fields: list[list[str]] = []  # [name, dtype string] per dimension, from the first chunk
         for chunk in las.iter_chunks(path, chunk_size=chunk_size, crs=crs, bounds=query):
             if len(chunk) == 0:
                 continue
             finite = np.isfinite(chunk.x) & np.isfinite(chunk.y) & np.isfinite(chunk.z)
             if not finite.all():
                 raise InputError(path, f"{int((~finite).sum())} points have NaN or infinite coordinates")
-            chunk.set("core", True)
-            dtype = dtype or _record_dtype(chunk)
+            fields = fields or [*([name, chunk[name].dtype.str] for name in chunk.names), ["core", "|b1"]]
             idx, tix, tiy, core = grid.assign(chunk.x, chunk.y)
             if area is not None:
                 keep = _in_area(chunk.x[idx], chunk.y[idx], area)
                 idx, tix, tiy, core = idx[keep], tix[keep], tiy[keep], core[keep]
             _append_columns(tmp, chunk, idx, tix, tiy, core, core_counts)
-        schema = {"dtype": [[n, dtype[n].str] for n in dtype.names] if dtype else [], "crs": crs.to_wkt(),
-                  "source": Path(path).name}
+        schema = {"dtype": fields, "crs": crs.to_wkt(), "source": Path(path).name}
         (tmp / "schema.json").write_text(json.dumps(schema))
     return core_counts
 
@@ -201,7 +195,7 @@ def _append_columns(
     for key, a, b in runs:
         (folder / key).mkdir(exist_ok=True)
         core_counts[key] = core_counts.get(key, 0) + int(np.count_nonzero(core[a:b]))
-    for name in chunk.names:
+    for name in [*chunk.names, "core"]:
         column = core if name == "core" else chunk[name][idx]
         for key, a, b in runs:
             with open(folder / key / f"{name}.bin", "ab") as handle:

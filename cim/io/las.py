@@ -217,8 +217,9 @@ def write(
     The point format is 6, 7 (RGB) or 8 (RGB + NIR); other dimensions become extra bytes. The CRS (``crs`` or
     the cloud's) is written as an OGC WKT VLR. ``gps_time`` holds GPS seconds (cim's time base); it is stored as
     adjusted standard GPS time (minus 1e9, global-encoding bit set) unless every value is below one week, which
-    is then taken as GPS week seconds and stored as they are. Non-finite coordinates are refused. ``creation_date`` (default:
-    today) is the header's file creation day; pipelines pass a fixed one so that re-runs are byte-identical.
+    is then taken as GPS week seconds and stored as they are. Non-finite coordinates are refused.
+    ``creation_date`` (default: today) is the header's file creation day; pipelines pass a fixed one so that
+    re-runs are byte-identical.
     """
     path = Path(path)
     crs = crs or cloud.crs
