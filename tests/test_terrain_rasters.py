@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pyproj
 import pytest
@@ -15,6 +12,7 @@ from cim.io import las
 from cim.points import PointCloud
 from cim.terrain import GridSpec, dsm_grid, dtm_grid
 from cim.terrain.raster import NODATA, read_raster, read_tags, write_cog
+from tests.helpers import cim_cli, delft_job, write_job
 
 CRS = "EPSG:7415"
 
@@ -27,9 +25,8 @@ def four_tiles(repo_data, tmp_path_factory):
     pc = pc[(pc.y >= 447412) & (pc.y < 447500)]
     src = las.write(tmp / "piece.laz", pc)
     out = tmp / "out"
-    cmd = [sys.executable, "-m", "cim.cli", "dtm", str(src), "--out", str(out), "--resolution", "0.5",
-           "--tile-size", "50", "--buffer", "25", "--classify", "never", "--workers", "1"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    done = cim_cli("dtm", str(src), "--out", str(out), "--resolution", "0.5", "--tile-size", "50", "--buffer", "25",
+                   "--classify", "never", "--workers", "1")
     assert done.returncode == 0, done.stdout + done.stderr
     return pc, out
 
@@ -173,9 +170,7 @@ def test_cim_ground_writes_each_input_back(repo_data, tmp_path):
         part.set("classification", np.zeros(len(part), np.uint8))
         las.write(tmp_path / name, part)
     out = tmp_path / "classified"
-    cmd = [sys.executable, "-m", "cim.cli", "ground", str(tmp_path / "west.laz"), str(tmp_path / "east.laz"),
-           "--out", str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    done = cim_cli("ground", str(tmp_path / "west.laz"), str(tmp_path / "east.laz"), "--out", str(out))
     assert done.returncode == 0, done.stdout + done.stderr
     classified = []
     for name, part in (("west.laz", west), ("east.laz", east)):
@@ -189,48 +184,23 @@ def test_cim_ground_writes_each_input_back(repo_data, tmp_path):
     precision = (ground & truth).sum() / ground.sum()
     assert recall > 0.99 and precision > 0.85, (precision, recall)
     # same-named input next to an output folder that is the input folder is refused
-    refused = subprocess.run([sys.executable, "-m", "cim.cli", "ground", str(tmp_path / "west.laz"), "--out",
-                              str(tmp_path)], capture_output=True, text=True, timeout=120)
+    refused = cim_cli("ground", str(tmp_path / "west.laz"), "--out", str(tmp_path), timeout=120)
     assert refused.returncode != 0
 
 
-def test_classification_stages_through_the_runner(four_tiles, tmp_path):
+def test_classification_stages_through_the_runner(four_tiles, repo_data, tmp_path):
     """filter.outliers -> classify.ground -> classify.objects -> write.las on 2 x 2 tiles, labels recomputed."""
     pc, out = four_tiles
     src = out.parent / "piece.laz"
-    job = tmp_path / "job.toml"
-    job.write_text(f"""
-[job]
-name = "terrain-stages"
-output = "{(tmp_path / 'out').as_posix()}"
-crs = "{CRS}"
-
-[[stages]]
-type = "read.las"
-files = ["{src.as_posix()}"]
-
-[[stages]]
-type = "tile"
-size = 50.0
-buffer = 25.0
-
-[[stages]]
-type = "filter.outliers"
-
-[[stages]]
-type = "classify.ground"
-
-[[stages]]
-type = "classify.objects"
-
-[[stages]]
-type = "write.las"
-folder = "classified"
-""")
-    done = subprocess.run([sys.executable, "-m", "cim.cli", "run", str(job), "--workers", "1"],
-                          capture_output=True, text=True, timeout=600)
+    classify = ("filter.outliers", "classify.ground", "classify.objects")
+    stages = "".join(f'[[stages]]\ntype = "{t}"\n\n' for t in classify)
+    body = delft_job(tmp_path / "out", size=50.0, buffer=25.0, extra="\n" + stages)
+    delft = f'"{(repo_data / "delft").as_posix()}/ahn3_cropped_*.laz"'
+    assert delft in body  # read the piece, not all of Delft
+    job = write_job(tmp_path / "job.toml", body.replace(delft, f'"{src.as_posix()}"'))
+    done = cim_cli("run", str(job), "--workers", "1")
     assert done.returncode == 0, done.stdout + done.stderr
-    tiles = sorted((tmp_path / "out" / "classified").glob("*.laz"))
+    tiles = sorted((tmp_path / "out" / "las").glob("*.laz"))
     assert len(tiles) == 4
     got = PointCloud.concat([las.read(t) for t in tiles])
     assert len(got) == len(pc)  # every point once (buffers dropped)
