@@ -64,5 +64,7 @@ def gps_seconds(las) -> "np.ndarray":
     import laspy
     import numpy as np
 
+    from cim.io.las import ADJUSTED_GPS_OFFSET
+
     adjusted = las.header.global_encoding.gps_time_type == laspy.header.GpsTimeType.STANDARD
-    return np.asarray(las.gps_time, dtype=float) + (1.0e9 if adjusted else 0.0)
+    return np.asarray(las.gps_time, dtype=float) + (ADJUSTED_GPS_OFFSET if adjusted else 0.0)

@@ -13,7 +13,6 @@ import pytest
 import cim
 from cim.errors import InputError
 from cim.io import las
-from cim.points import PointCloud
 
 
 def test_round_trip_keeps_values_classes_and_crs(repo_data: Path, tmp_path: Path) -> None:
@@ -128,7 +127,7 @@ def test_gps_time_is_stored_as_adjusted_standard_and_read_back_as_gps_seconds(tm
     gps = 1.4e9 + np.arange(5) * 0.25  # GPS seconds (cim's time base)
     week = np.arange(5) * 100.0  # GPS week seconds: below one week, stored as they are
     for name, values, adjusted in (("full.laz", gps, True), ("week.laz", week, False)):
-        cloud = PointCloud({"x": np.arange(5.0), "y": np.zeros(5), "z": np.zeros(5), "gps_time": values})
+        cloud = cim.PointCloud({"x": np.arange(5.0), "y": np.zeros(5), "z": np.zeros(5), "gps_time": values})
         path = las.write(tmp_path / name, cloud, crs=cim.crs.resolve("EPSG:25832+7837"))
         raw = laspy.read(path)
         assert (raw.header.global_encoding.gps_time_type == laspy.header.GpsTimeType.STANDARD) == adjusted
