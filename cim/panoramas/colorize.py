@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cim import camera
-from cim.panoramas.depth import front_points
+from cim.panoramas.depth import front_of_projected
 from cim.panoramas.georef import Panorama
 
 __all__ = ["ColorizeOptions", "colorize_points", "visible"]
@@ -40,8 +40,9 @@ def visible(points: NDArray[np.float64], pose: camera.Pose, opts: ColorizeOption
     r = np.linalg.norm(local, axis=1)
     seen = (r >= opts.min_range) & (r <= opts.max_range)
     idx = np.flatnonzero(seen)
-    seen[idx] = front_points(pts[idx], pose, opts.buffer_width, levels=opts.levels, gap_abs=opts.gap_abs,
-                             gap_rel=opts.gap_rel)
+    bu, bv = camera.pixel_from_direction(local[idx], opts.buffer_width, opts.buffer_width // 2)
+    seen[idx] = front_of_projected(bu, bv, r[idx], opts.buffer_width, levels=opts.levels, gap_abs=opts.gap_abs,
+                                   gap_rel=opts.gap_rel)
     u, v = camera.pixel_from_direction(local, 2, 1)
     return seen, u / 2.0, v / 2.0, r
 

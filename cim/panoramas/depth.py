@@ -20,17 +20,10 @@ from cim import camera
 from cim.errors import InputError
 from cim.fileutil import atomic_write
 
-__all__ = ["closed_front_end", "depth_buffer", "fill_holes", "flat_keys", "front_points", "front_runs", "pixel_keys",
-           "read_depth", "write_depth_cog"]
+__all__ = ["closed_front_end", "depth_buffer", "fill_holes", "flat_keys", "front_of_projected", "front_points",
+           "front_runs", "read_depth", "write_depth_cog"]
 
 DEPTH_MAX_DEFAULT = 100.0
-
-
-def pixel_keys(points: ArrayLike, pose: camera.Pose, width: int
-               ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-    """Flat pixel index (row * width + col) in a ``width x width/2`` panorama and distance of every point."""
-    u, v, r = camera.project_points(np.asarray(points, dtype=np.float64), pose, width, width // 2)
-    return flat_keys(u, v, width), r
 
 
 def flat_keys(u: NDArray[np.float64], v: NDArray[np.float64], width: int) -> NDArray[np.int64]:
@@ -69,6 +62,13 @@ def front_points(points: ArrayLike, pose: camera.Pose, width: int, *, levels: in
     between its stripes, while outlines, and surfaces seen at a grazing angle, stay as they are.
     """
     u, v, r = camera.project_points(np.asarray(points, dtype=np.float64), pose, width, width // 2)
+    return front_of_projected(u, v, r, width, levels=levels, gap_abs=gap_abs, gap_rel=gap_rel)
+
+
+def front_of_projected(u: NDArray[np.float64], v: NDArray[np.float64], r: NDArray[np.float64], width: int, *,
+                       levels: int = 4, gap_abs: float = 0.2, gap_rel: float = 0.02) -> NDArray[np.bool_]:
+    """:func:`front_points` of points already projected (:func:`cim.camera.project_points`) into a
+    ``width x width/2`` panorama: image coordinates ``(u, v)`` and distances ``r``."""
     ok = np.ones(len(r), dtype=bool)
     for level in range(levels):
         level_width = max(16, width >> level)
@@ -124,12 +124,10 @@ def depth_buffer(points: ArrayLike, pose: camera.Pose, width: int, *, max_range:
     oblique surfaces. Points closer than ``min_range`` (the vehicle, the operator) are ignored.
     """
     height = width // 2
-    pts = np.asarray(points, dtype=np.float64)
-    key, r = pixel_keys(pts, pose, width)
-    keep = (r >= min_range) & (r <= max_range)
-    idx = np.flatnonzero(keep)
-    seen = front_points(pts[idx], pose, width, levels=levels, gap_abs=gap_abs, gap_rel=gap_rel)
-    k, d = key[idx[seen]], r[idx[seen]]
+    u, v, r = camera.project_points(np.asarray(points, dtype=np.float64), pose, width, height)
+    idx = np.flatnonzero((r >= min_range) & (r <= max_range))
+    seen = idx[front_of_projected(u[idx], v[idx], r[idx], width, levels=levels, gap_abs=gap_abs, gap_rel=gap_rel)]
+    k, d = flat_keys(u[seen], v[seen], width), r[seen]
     total = np.bincount(k, weights=d, minlength=height * width)
     count = np.bincount(k, minlength=height * width)
     depth = np.full(height * width, np.inf, dtype=np.float32)
