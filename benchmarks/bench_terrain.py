@@ -31,12 +31,10 @@ from cim.io import las  # noqa: E402
 from cim.points import PointCloud  # noqa: E402
 from cim.terrain import GridSpec, classify_ground, density_grid, dsm_grid, dtm_grid  # noqa: E402
 from cim.terrain.ground import SmrfParams, ground_mask  # noqa: E402
-from cim.terrain.metrics import filter_errors  # noqa: E402
+from cim.terrain.metrics import ISPRS_SAMPLES, filter_errors  # noqa: E402
 from cim.terrain.outliers import isolated_points, low_noise  # noqa: E402
 
 SHARED = Path(os.environ.get("CIM_SHARED_DATA", REPO.parent / "shared" / "data"))
-ISPRS = ["samp11", "samp12", "samp21", "samp22", "samp23", "samp24", "samp31", "samp41", "samp42", "samp51",
-         "samp52", "samp53", "samp54", "samp61", "samp71"]
 
 
 def timed(fn, *args, **kwargs):
@@ -128,7 +126,7 @@ def isprs_table() -> dict:
     rows = {}
     cpu = 0.0
     n_total = 0
-    for name in ISPRS:
+    for name in ISPRS_SAMPLES:
         pc = las.read(SHARED / "isprs" / f"{name}.laz")
         pred, _, c = timed(ground_mask, pc.x, pc.y, pc.z)
         cpu += c

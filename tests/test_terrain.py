@@ -8,17 +8,14 @@ import pytest
 from cim.io import las
 from cim.points import PointCloud
 from cim.terrain import GridSpec, classify_ground, dtm_grid, ground_mask
-from cim.terrain.metrics import filter_errors, precision_recall_f1
+from cim.terrain.metrics import ISPRS_SAMPLES, filter_errors, precision_recall_f1
 from cim.terrain.objects import classify_objects
-
-ISPRS = ["samp11", "samp12", "samp21", "samp22", "samp23", "samp24", "samp31", "samp41", "samp42", "samp51",
-         "samp52", "samp53", "samp54", "samp61", "samp71"]
 
 
 def test_isprs_one_parameter_set(shared_data):
     """All 15 ISPRS reference samples with the default parameters (one set for all)."""
     rows = {}
-    for name in ISPRS:
+    for name in ISPRS_SAMPLES:
         pc = las.read(shared_data / "isprs" / f"{name}.laz")
         truth = pc["classification"] == 2
         pred = ground_mask(pc.x, pc.y, pc.z)

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["filter_errors", "precision_recall_f1"]
+__all__ = ["ISPRS_SAMPLES", "filter_errors", "precision_recall_f1"]
+
+#: the 15 reference samples of the ISPRS filter test (``<name>.laz`` under the shared data's ``isprs`` folder)
+ISPRS_SAMPLES = ("samp11", "samp12", "samp21", "samp22", "samp23", "samp24", "samp31", "samp41", "samp42", "samp51",
+                 "samp52", "samp53", "samp54", "samp61", "samp71")
 
 
 def filter_errors(truth_ground: np.ndarray, pred_ground: np.ndarray) -> dict[str, float]:
