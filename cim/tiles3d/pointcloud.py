@@ -84,15 +84,17 @@ def property_names(cloud: PointCloud, options: TilesOptions) -> list[str]:
 def property_identifiers(names: list[str]) -> dict[str, str]:
     """Metadata identifiers (``[A-Za-z_][A-Za-z0-9_]*``, unique) for dimension names such as 'Reflectance (dB)'."""
     out: dict[str, str] = {}
+    taken: set[str] = set()  # upper-cased: identifiers differing only in case collide too
     for name in names:
         ident = re.sub(r"[^A-Za-z0-9_]", "_", name)
         if not re.match(r"[A-Za-z_]", ident):
             ident = "_" + ident
         base, k = ident, 1
-        while ident in out.values() or ident.upper() in (v.upper() for v in out.values()):
+        while ident.upper() in taken:
             k += 1
             ident = f"{base}_{k}"
         out[name] = ident
+        taken.add(ident.upper())
     return out
 
 
