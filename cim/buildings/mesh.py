@@ -20,6 +20,7 @@ import numpy as np
 import shapely
 
 _EPS_AREA = 1e-9  # m²: triangles smaller than this count as degenerate when a quad is split
+_KEPT_AXES = np.array([[1, 2], [0, 2], [0, 1]])  # the axes left when axis 0, 1 or 2 is dropped
 
 
 class TriangleMesh(NamedTuple):
@@ -55,10 +56,25 @@ def face_plane(face: np.ndarray) -> tuple[np.ndarray, float]:
     return normal, (float(normal @ face.mean(axis=0)) if normal.any() else 0.0)
 
 
+def ring_rows(sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first row of each ring, next row of each vertex row) of rings stored one after another with ``sizes``
+    vertices each; the last vertex of a ring is followed by its first."""
+    starts = np.cumsum(sizes) - sizes
+    nxt = np.arange(int(np.sum(sizes))) + 1
+    ends = sizes > 0
+    nxt[(starts + sizes - 1)[ends]] = starts[ends]
+    return starts, nxt
+
+
+def plane_axes(normals: np.ndarray) -> np.ndarray:
+    """The two coordinate axes ((k, 2), or (2,) for one normal) a planar face keeps when it is projected to 2D:
+    all but the one its normal is most aligned with."""
+    return _KEPT_AXES[np.argmax(np.abs(normals), axis=-1)]
+
+
 def project_2d(face: np.ndarray, normal: np.ndarray) -> np.ndarray:
     """2D coordinates of a planar face: drop the axis its normal is most aligned with."""
-    axis = int(np.argmax(np.abs(normal)))
-    return face[:, [i for i in range(3) if i != axis]]
+    return face[:, plane_axes(normal)]
 
 
 def triangulate_face(face: np.ndarray, normal: np.ndarray | None = None) -> np.ndarray:
@@ -101,8 +117,7 @@ def _cdt_triangles(v: np.ndarray, starts: np.ndarray, sizes: np.ndarray, normals
         return np.zeros((0, 3), np.int64), np.zeros(0, np.int64), failed
     fid = np.repeat(np.arange(len(starts)), sizes)
     rows = np.repeat(starts, sizes) + np.arange(len(fid)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    cols = np.array([[1, 2], [0, 2], [0, 1]])[np.argmax(np.abs(normals), axis=1)]  # drop the normal's axis
-    xy = np.take_along_axis(v[rows], cols[fid], axis=1)
+    xy = np.take_along_axis(v[rows], plane_axes(normals)[fid], axis=1)
     polys = shapely.polygons(shapely.linearrings(xy, indices=fid))
     good = np.flatnonzero(shapely.is_valid(polys))
     failed[:] = True
@@ -133,10 +148,8 @@ def triangulate(faces: Sequence[np.ndarray]) -> TriangleMesh:
     if not faces:
         return TriangleMesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64), np.zeros((0, 3)), np.zeros(0, np.int64))
     sizes = np.array([len(f) for f in faces])
-    starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    starts, nxt = ring_rows(sizes)
     v = np.concatenate(faces)
-    nxt = np.arange(len(v)) + 1
-    nxt[starts + sizes - 1] = starts
     normals = unit_rows(newell_vectors(v, np.repeat(np.arange(len(faces)), sizes), nxt, len(faces)))
     ok = normals.any(axis=1)
     tris, owner = [], []

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import shapely
 
-from cim.buildings.mesh import newell_vectors, triangulate, unit_rows
+from cim.buildings.mesh import newell_vectors, plane_axes, ring_rows, triangulate, unit_rows
 from cim.cityjson import BuildingGeometry
 
 
@@ -38,25 +38,26 @@ class Validity:
 
 class _Shell(NamedTuple):
     """The faces of a shell as flat arrays: vertices (centred), the face and the next vertex of each vertex row,
-    and vertex ids (rows within ``snap_tol`` share one) with their grid keys."""
+    the size and first row of each face, and vertex ids (rows within ``snap_tol`` share one) with their grid
+    keys."""
 
     v: np.ndarray
     face: np.ndarray
     nxt: np.ndarray
     sizes: np.ndarray
+    starts: np.ndarray
     vid: np.ndarray
     keys: np.ndarray
 
 
 def _shell(faces: Sequence[np.ndarray], snap_tol: float) -> _Shell:
+    """The flat arrays of ``faces`` (see :class:`_Shell`)."""
     sizes = np.array([len(f) for f in faces], dtype=np.int64)
     raw = np.concatenate([np.asarray(f, dtype=np.float64).reshape(-1, 3) for f in faces])
     keys, vid = np.unique(np.rint(raw / snap_tol).astype(np.int64), axis=0, return_inverse=True)
-    starts = np.cumsum(sizes) - sizes
-    nxt = np.arange(len(raw)) + 1
-    last = sizes > 0
-    nxt[(starts + sizes - 1)[last]] = starts[last]
-    return _Shell(raw - raw.mean(axis=0), np.repeat(np.arange(len(faces)), sizes), nxt, sizes, vid.reshape(-1), keys)
+    starts, nxt = ring_rows(sizes)
+    return _Shell(raw - raw.mean(axis=0), np.repeat(np.arange(len(faces)), sizes), nxt, sizes, starts,
+                  vid.reshape(-1), keys)
 
 
 def _per_face(shell: _Shell, values: np.ndarray) -> np.ndarray:
@@ -68,11 +69,11 @@ def _per_face(shell: _Shell, values: np.ndarray) -> np.ndarray:
 
 def _volume(shell: _Shell) -> float:
     """Signed volume from fan triangles (first vertex, k, k+1) of every face, about the shell's centre."""
-    first = (np.cumsum(shell.sizes) - shell.sizes)[shell.face]
+    first = shell.starts[shell.face]
     inner = (np.arange(len(shell.v)) > first) & (shell.nxt > first)  # edges k -> k+1 not touching the first vertex
     span = _per_face(shell, np.where(inner[:, None], np.cross(shell.v, shell.v[shell.nxt]), 0.0))
     has = shell.sizes > 0
-    return float(np.einsum("ij,ij->", shell.v[(np.cumsum(shell.sizes) - shell.sizes)[has]], span[has])) / 6.0
+    return float(np.einsum("ij,ij->", shell.v[shell.starts[has]], span[has])) / 6.0
 
 
 def signed_volume(faces: Sequence[np.ndarray]) -> float:
@@ -95,7 +96,7 @@ def _face_errors(shell: _Shell, planarity_tol: float) -> list[tuple[int, int, st
     planarity = np.zeros(n)
     np.maximum.at(planarity, shell.face, off)
     checked = np.flatnonzero(~few & ~flat)
-    cols = np.array([[1, 2], [0, 2], [0, 1]])[np.argmax(np.abs(normal[checked]), axis=1)]
+    cols = plane_axes(normal[checked])
     rows = np.isin(shell.face, checked)
     local = np.searchsorted(checked, shell.face[rows])
     rings = shapely.linearrings(np.take_along_axis(shell.v[rows], cols[local], axis=1), indices=local)
