@@ -218,10 +218,10 @@ POINTS_TAG = "CIM_POINTS_DIGEST"
 
 
 def _digest(cloud: PointCloud, mask: np.ndarray) -> str:
-    """Digest of the coordinates and a per-point mask: equal digests mean equal rasters from the same grid."""
+    """Digest of the coordinates and a per-point mask: the points a raster is made from (its options not included)."""
     h = hashlib.blake2b(digest_size=16)
     for a in (cloud.x, cloud.y, cloud.z):
-        h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+        h.update(np.ascontiguousarray(a, dtype=np.float64))  # hashed through the buffer, no bytes copy
     h.update(np.packbits(np.asarray(mask, dtype=bool)).tobytes())
     return h.hexdigest()
 
