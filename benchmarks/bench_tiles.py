@@ -113,6 +113,12 @@ def summarize(runs: dict, startup: dict) -> dict:
     }
 
 
+def cim_tiles(files: list[Path], out: Path, scheduler: str, workers: int, *extra: str) -> list[str]:
+    """The ``cim tiles`` command line of a run (EPSG:3005 input, no final check)."""
+    return [str(BIN / "cim"), "tiles", *map(str, files), "--out", str(out), "--crs", "EPSG:3005", "--no-check",
+            "--scheduler", scheduler, "--workers", str(workers), *extra]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tiles.json"))
@@ -141,19 +147,11 @@ def main(argv: list[str] | None = None) -> None:
         "py3dtiles": lambda out: [str(BIN / "py3dtiles"), "convert", *map(str, files), "--out", str(out),
                                   "--overwrite", "--srs_in", "3005", "--srs_out", "4978", "--jobs", str(args.workers),
                                   "--spec-version", "1.1"],
-        "cim_threads": lambda out: [str(BIN / "cim"), "tiles", *map(str, files), "--out", str(out), "--crs",
-                                    "EPSG:3005", "--no-check", "--scheduler", "threads", "--workers",
-                                    str(args.workers)],
+        "cim_threads": lambda out: cim_tiles(files, out, "threads", args.workers),
         # fixed cost (imports, Dask cluster, job planning): the same command on 10,000 points
-        "cim_threads_startup": lambda out: [str(BIN / "cim"), "tiles", str(tiny), "--out", str(out), "--crs",
-                                            "EPSG:3005", "--no-check", "--scheduler", "threads", "--workers",
-                                            str(args.workers)],
-        "cim_processes": lambda out: [str(BIN / "cim"), "tiles", *map(str, files), "--out", str(out), "--crs",
-                                      "EPSG:3005", "--no-check", "--scheduler", "processes", "--workers",
-                                      str(args.workers)],
-        "cim_threads_meshopt": lambda out: [str(BIN / "cim"), "tiles", *map(str, files), "--out", str(out), "--crs",
-                                            "EPSG:3005", "--no-check", "--scheduler", "threads", "--workers",
-                                            str(args.workers), "--meshopt"],
+        "cim_threads_startup": lambda out: cim_tiles([tiny], out, "threads", args.workers),
+        "cim_processes": lambda out: cim_tiles(files, out, "processes", args.workers),
+        "cim_threads_meshopt": lambda out: cim_tiles(files, out, "threads", args.workers, "--meshopt"),
     }
     for _ in range(args.repeat):
         for label, backend in (("raw_decode_lazrs", laspy.LazBackend.Lazrs),
