@@ -57,10 +57,9 @@ def simulate_als(scene: Scene, caster: Caster, rng: np.random.Generator) -> dict
     per_strip = int(duration * prr)
     parts: list[dict[str, np.ndarray]] = []
     t_strip = c.als_gps_start
-    for k, centre in enumerate(np.asarray(plan["centres"])):
+    for k, (centre, offset) in enumerate(zip(np.asarray(plan["centres"]), strip_offsets(c))):
         north = k % 2 == 0
         phase = rng.uniform(0, 2 * np.pi, 3)
-        offset = strip_offsets(c)[k]
         for start in range(0, per_strip, _CHUNK):
             t = np.arange(start, min(start + _CHUNK, per_strip)) / prr
             y = (-_MARGIN + c.als_speed * t) if north else (e + _MARGIN - c.als_speed * t)
