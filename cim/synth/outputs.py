@@ -117,7 +117,7 @@ def _rounded(value: float) -> float:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:
-    """Deterministic, human-readable JSON (sorted keys, floats rounded to 1e-6)."""
+    """Deterministic, human-readable JSON (sorted keys, floats rounded to 1e-6, below 1 in magnitude to 1e-9)."""
     write_text_atomic(path, json.dumps(jsonable(data, _rounded), indent=1, sort_keys=True, allow_nan=False) + "\n")
     return path
 
