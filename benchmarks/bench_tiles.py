@@ -25,12 +25,11 @@ from pathlib import Path
 import laspy
 
 try:
-    from benchmarks.common import run_measured
+    from benchmarks.common import RESULTS, SHARED, run_measured
 except ImportError:  # run as a script: benchmarks/ is on sys.path
-    from common import run_measured
+    from common import RESULTS, SHARED, run_measured
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "bcts"
+DATA = SHARED / "bcts"
 BIN = Path(sys.executable).parent
 
 
@@ -121,7 +120,7 @@ def cim_tiles(files: list[Path], out: Path, scheduler: str, workers: int, *extra
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tiles.json"))
+    parser.add_argument("--out", default=str(RESULTS / "tiles.json"))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=1, help="runs per tool, interleaved; the fastest counts")
     parser.add_argument("--copies", type=int, default=3,
