@@ -127,25 +127,33 @@ def smrf(
     ok = finite & (idx >= 0)
     rows = (grid.ymax - y[ok]) / p.cell - 0.5  # map_coordinates indexes cells by their centres
     cols = (x[ok] - grid.xmin) / p.cell - 0.5
-    ground[ok] = _near_surface(dem, p, rows, cols, idx[ok], z[ok])
+    flat, zok, cand_ok = idx[ok], z[ok], cand[ok]
+    slopes = np.gradient(dem, p.cell)
+    ground[ok] = _near_surface(dem, slopes, p, rows, cols, flat, zok)
     for _ in range(int(p.refine)):
         if not ground.any():
             break
-        zc = z.copy()
-        zc[ok] = _at_cell_centres(dem, p, rows, cols, idx[ok], z[ok])
-        zground = cell_reduce(np.where(ground & cand, idx, -1), zc, grid.width * grid.height, "min")
+        zc = _at_cell_centres(slopes, p, rows, cols, flat, zok)
+        zground = cell_reduce(np.where(ground[ok] & cand_ok, flat, -1), zc, grid.width * grid.height, "min")
         zground = zground.reshape(grid.shape)
         dem = _fill(grid, zground, np.isfinite(zground))
-        ground[ok] = _near_surface(dem, p, rows, cols, idx[ok], z[ok])
+        slopes = np.gradient(dem, p.cell)
+        ground[ok] = _near_surface(dem, slopes, p, rows, cols, flat, zok)
     return (ground, grid, dem) if return_surface else ground
 
 
 def _near_surface(
-    dem: np.ndarray, p: SmrfParams, rows: np.ndarray, cols: np.ndarray, flat: np.ndarray, z: np.ndarray
+    dem: np.ndarray,
+    slopes: list[np.ndarray],
+    p: SmrfParams,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    flat: np.ndarray,
+    z: np.ndarray,
 ) -> np.ndarray:
     """``|z - dem| <= threshold + scalar * gradient`` at fractional cell positions (bilinear DEM; gradient = the
-    cell slopes averaged over an odd square of about ``slope_window``)."""
-    gy, gx = np.gradient(dem, p.cell)
+    cell slopes (``np.gradient(dem)``) averaged over an odd square of about ``slope_window``)."""
+    gy, gx = slopes
     size = 2 * int(round(p.slope_window / (2 * p.cell))) + 1
     gradient = ndimage.uniform_filter(np.hypot(gx, gy), size, mode="nearest").ravel()[flat]
     dem_at = ndimage.map_coordinates(dem, [rows, cols], order=1, mode="nearest")
@@ -153,11 +161,16 @@ def _near_surface(
 
 
 def _at_cell_centres(
-    dem: np.ndarray, p: SmrfParams, rows: np.ndarray, cols: np.ndarray, flat: np.ndarray, z: np.ndarray
+    slopes: list[np.ndarray],
+    p: SmrfParams,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    flat: np.ndarray,
+    z: np.ndarray,
 ) -> np.ndarray:
-    """Point heights moved along the DEM slope to their cell centres: on a slope the lowest point of a cell lies on
-    its downhill side, and taken as the centre's height it would bias the rebuilt DEM low."""
-    gy, gx = np.gradient(dem, p.cell)
+    """Point heights moved along the DEM slopes (``np.gradient(dem)``) to their cell centres: on a slope the lowest
+    point of a cell lies on its downhill side, and taken as the centre's height it would bias the rebuilt DEM low."""
+    gy, gx = slopes
     offset = gy.ravel()[flat] * (rows - np.round(rows)) + gx.ravel()[flat] * (cols - np.round(cols))
     return z - offset * p.cell
 
