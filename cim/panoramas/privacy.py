@@ -104,7 +104,8 @@ def _centerface_session(threads: int):
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
-def _centerface(views: list[np.ndarray], threshold: float, threads: int) -> list[list[tuple[float, float, float, float, float]]]:
+def _centerface(views: list[np.ndarray], threshold: float, threads: int
+                ) -> list[list[tuple[float, float, float, float, float]]]:
     """Face boxes ``(x0, y0, x1, y1, score)`` per BGR view (all views have the same size, multiples of 32)."""
     session = _centerface_session(threads)
     batch = np.stack([v[:, :, ::-1] for v in views]).astype(np.float32).transpose(0, 3, 1, 2)  # RGB, NCHW, 0..255
@@ -140,11 +141,11 @@ def _plate_cascade() -> cv2.CascadeClassifier:
 
 
 def _plates(view: np.ndarray, min_neighbors: int, rows: int) -> list[tuple[float, float, float, float, float]]:
-    """Plate boxes in the first ``rows`` rows of a view: plates sit below the camera, never above the horizon."""
+    """Plate boxes in the bottom ``rows`` rows of a view: plates sit below the camera, never above the horizon."""
     if rows <= 0:
         return []
-    gray = cv2.equalizeHist(cv2.cvtColor(view[view.shape[0] - rows:], cv2.COLOR_BGR2GRAY))
     offset = view.shape[0] - rows
+    gray = cv2.equalizeHist(cv2.cvtColor(view[offset:], cv2.COLOR_BGR2GRAY))
     found = _plate_cascade().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=min_neighbors, minSize=(24, 8))
     return [(float(x), float(y + offset), float(x + w), float(y + offset + h), 1.0)
             for x, y, w, h in np.reshape(found, (-1, 4))]
@@ -152,9 +153,9 @@ def _plates(view: np.ndarray, min_neighbors: int, rows: int) -> list[tuple[float
 
 # --- views and regions -------------------------------------------------------------------------------------------
 
-def _view_layout(opts: AnonymizeOptions, detect_width: int, band: tuple[float, float]
-                 ) -> tuple[list[float], float, float, int, int]:
-    lo, hi = band
+def _view_layout(opts: AnonymizeOptions, detect_width: int) -> tuple[list[float], float, float, int, int]:
+    """Yaws, pitch, focal length and size of the pinhole views of ``opts.band`` rendered at ``detect_width``."""
+    lo, hi = opts.band
     focal = detect_width / (2.0 * np.pi)
     hfov = 360.0 / opts.views + opts.overlap_deg
     pitch = (lo + hi) / 2.0
@@ -200,7 +201,8 @@ def detect(image: np.ndarray, opts: AnonymizeOptions = AnonymizeOptions()) -> li
     # a strip no finer than the views adds nothing (small images: every search is capped at the image width)
     strips = [(lo, hi, min(int(w), width)) for lo, hi, w in opts.strips if min(int(w), width) > detect_width]
     sizes = _pyramid(image, [detect_width] + [w for _, _, w in strips])
-    regions = _detect_views(sizes[detect_width], width, opts, plates=opts.plates and detect_width <= opts.plate_max_width)
+    regions = _detect_views(sizes[detect_width], width, opts,
+                            plates=opts.plates and detect_width <= opts.plate_max_width)
     for lo, hi, strip_width in strips:
         regions += _detect_strip(sizes[strip_width], width, opts, (lo, hi),
                                  plates=opts.plates and strip_width <= opts.plate_max_width)
@@ -220,7 +222,7 @@ def _detect_views(small: np.ndarray, width: int, opts: AnonymizeOptions, plates:
     """Faces (and plates) in the pinhole views of the band, rendered from ``small`` (the image resized), as
     regions of the image of ``width``."""
     height = width // 2
-    yaws, pitch, focal, vw, vh = _view_layout(opts, small.shape[1], opts.band)
+    yaws, pitch, focal, vw, vh = _view_layout(opts, small.shape[1])
     views = [perspective_view(small, yaw, pitch, focal, vw, vh) for yaw in yaws]
     # view rows below the horizon (plus a margin): the centre row looks at `pitch`, rows go down by atan(dy / f)
     horizon_row = vh / 2.0 - focal * np.tan(np.radians(-pitch))
