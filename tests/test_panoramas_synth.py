@@ -104,20 +104,24 @@ def test_colorize_on_the_synthetic_drive(drive):
     assert leaked / occluded_total < 0.01, f"{leaked} of {occluded_total} occluded point-panorama pairs coloured"
 
 
-def _cloud_offset(synth_city, gps_time):
-    """The simulated MLS cloud's georeferencing error at the given GPS times: measured minus true trajectory
+def _cloud_offset(synth_city):
+    """The simulated MLS cloud's georeferencing error as a function of GPS times: measured minus true trajectory
     position (the GNSS/INS drift every point scanned at that time carries; its attitude part, < 4 mm at 10 m, is
-    left out)."""
+    left out). Both trajectories are read once."""
     from cim import crs as cimcrs
     from cim.panoramas import read_trajectory
 
     measured = read_trajectory(synth_city.trajectory_csv)
-    xyz = np.column_stack(cimcrs.to_geographic3d(cimcrs.resolve(JOB_CRS)).transform(
-        *measured.position.T, direction="INVERSE"))
+    xyz = np.column_stack(cimcrs.transform_points(cimcrs.to_geographic3d(cimcrs.resolve(JOB_CRS)),
+                                                  *measured.position.T, direction="INVERSE"))
     truth = np.loadtxt(synth_city.trajectory_truth_csv, skiprows=1, usecols=(0, 1, 2, 3))
-    t = np.asarray(gps_time, dtype=np.float64)
-    return np.column_stack([np.interp(t, measured.gps_time, xyz[:, k]) - np.interp(t, truth[:, 0], truth[:, k + 1])
-                            for k in range(3)])
+
+    def offset(gps_time):
+        t = np.asarray(gps_time, dtype=np.float64)
+        return np.column_stack([np.interp(t, measured.gps_time, xyz[:, k]) - np.interp(t, truth[:, 0], truth[:, k + 1])
+                                for k in range(3)])
+
+    return offset
 
 
 def _truth_plane(tdepth, i, j, pose):
@@ -149,12 +153,13 @@ def _measure_errors(drive, synth_city, measured_poses):
 
     cloud = drive["cloud"]
     pts, tree = cloud.xyz, cKDTree(cloud.xyz)
+    cloud_offset = _cloud_offset(synth_city)
     rows_out = []
     rng = np.random.default_rng(5)
     for pano in drive["panos"]:
         truth, tdepth = drive["truth"][pano.name], drive["truth_depth"][pano.name]
         if measured_poses:
-            shift = _cloud_offset(synth_city, [pano.gps_time])[0]
+            shift = cloud_offset([pano.gps_time])[0]
             pano = dataclasses.replace(pano, position=tuple(np.asarray(pano.position) + shift))
         camera_at = np.asarray(pano.position)
         local = np.linalg.norm(pts - camera_at, axis=1) < 60
@@ -166,7 +171,7 @@ def _measure_errors(drive, synth_city, measured_poses):
             u, v = i + 0.5, j + 0.5  # pixel centres: the simulator's depth is exact there
             ray = truth.rotation @ camera.direction_from_pixel(u, v, w, h)
             want = truth.position + ray * tdepth[j, i]
-            shift = _cloud_offset(synth_city, cloud["gps_time"][tree.query(want, k=8)[1]]).mean(axis=0)
+            shift = cloud_offset(cloud["gps_time"][tree.query(want, k=8)[1]]).mean(axis=0)
             plane = _truth_plane(tdepth, i, j, truth)
             on_cloud = want + shift
             if plane is not None:  # the ray meets the moved plane
