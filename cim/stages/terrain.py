@@ -92,8 +92,8 @@ class OutlierStage(PointStage):
         x, y, z = np.asarray(cloud.x), np.asarray(cloud.y), np.asarray(cloud.z)
         low = np.zeros(len(cloud), dtype=bool)
         if o.low_noise:
-            low = noise.low_noise(x, y, z, cell=1.0 / u, threshold=o.low_threshold / u, radius=o.low_radius / u,
-                                  min_share=o.low_share)
+            low = noise.low_noise(x, y, z, threshold=o.low_threshold, radius=o.low_radius, min_share=o.low_share,
+                                  unit=u)
         odd = np.zeros(len(cloud), dtype=bool)
         xyz = cloud.xyz
         if o.isolated:

@@ -23,7 +23,7 @@ def classify_cloud(pc: PointCloud, *, backend: str = "smrf", objects: bool = Fal
     x, y, z = np.asarray(pc.x), np.asarray(pc.y), np.asarray(pc.z)
     cls = np.asarray(pc["classification"]).copy() if pc.has("classification") else np.zeros(len(pc), np.uint8)
     noisy = np.isin(cls, NOISE_CLASSES)
-    low = outliers.low_noise(x, y, z, cell=1.0 / unit, threshold=1.5 / unit, radius=5.0 / unit, candidates=~noisy)
+    low = outliers.low_noise(x, y, z, candidates=~noisy, unit=unit)
     lonely = outliers.isolated_points(pc.xyz, radius=5.0 / unit, min_neighbors=1) & ~low & ~noisy
     cls[low] = outliers.LOW_NOISE
     cls[lonely] = outliers.HIGH_NOISE

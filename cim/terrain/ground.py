@@ -233,7 +233,7 @@ def ground_mask(
     x, y, z, cand = finite_points(x, y, z, candidates)
     low = np.zeros(len(x), dtype=bool)
     if remove_low_noise:
-        low = low_noise(x, y, z, candidates=cand, cell=1.0 / unit, threshold=1.5 / unit, radius=5.0 / unit)
+        low = low_noise(x, y, z, candidates=cand, unit=unit)
         cand &= ~low
     if backend == "smrf":
         ground = smrf(x, y, z, candidates=cand, params=SmrfParams(**params).in_units(unit))

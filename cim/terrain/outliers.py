@@ -45,8 +45,10 @@ def low_noise(
     min_neighbors: int = 2,
     min_share: float = 0.1,
     candidates: np.ndarray | None = None,
+    unit: float = 1.0,
 ) -> np.ndarray:
     """Mask of low-noise points (see module doc); only ``candidates`` (default all finite) are considered.
+    ``cell``, ``threshold`` and ``radius`` are in metres; ``unit`` is metres per coordinate unit.
 
     A point that is low against its neighbourhood is noise only if it is also isolated: fewer other candidates
     within ``radius`` (3D) than ``min_neighbors`` and than ``min_share`` x the candidates within ``radius`` in plan
@@ -55,6 +57,7 @@ def low_noise(
     cylinder.
     """
     x, y, z, keep = finite_points(x, y, z, candidates)
+    cell, threshold, radius = cell / unit, threshold / unit, radius / unit
     noise = np.zeros(len(x), dtype=bool)
     if keep.sum() < rank + 1:
         return noise
