@@ -32,6 +32,14 @@ def city(synth_city):
     return synth_city, cloud, truth, [footprint_of(t) for t in truth]
 
 
+@pytest.fixture(scope="module")
+def with_footprints(city):
+    """The given footprints and the models reconstructed in them (read only by the tests)."""
+    synth, cloud, _, _ = city
+    fps = read_footprints(synth.footprints_gpkg, cloud.crs)
+    return fps, reconstruct_cloud(cloud, fps)
+
+
 def _lod1_truth(truth, percentile: float = 70.0) -> float:
     """The LoD1.2 definition applied to the exact roof: the percentile of the true roof surface heights."""
     fp = footprint_of(truth)
@@ -41,10 +49,9 @@ def _lod1_truth(truth, percentile: float = 70.0) -> float:
     return float(np.percentile(z[np.isfinite(z)], percentile))
 
 
-def test_accuracy_with_footprints(city):
-    synth, cloud, truth, truth_fp = city
-    fps = read_footprints(synth.footprints_gpkg, cloud.crs)
-    models = reconstruct_cloud(cloud, fps)
+def test_accuracy_with_footprints(city, with_footprints):
+    _, _, truth, _ = city
+    fps, models = with_footprints
     assert len(models) == len(truth) == len(fps)
     by_id = {t.id: t for t in truth}
     roof_ok, lod1_err, rmse, valid = [], [], [], []
@@ -66,11 +73,11 @@ def test_accuracy_with_footprints(city):
     assert all(v["closed"] and v["consistent"] and v["outward"] >= 0.9 for v in views)
 
 
-def test_point_to_model_rmse_per_roof_type(city):
+def test_point_to_model_rmse_per_roof_type(city, with_footprints):
     """3D point-to-model RMSE of every building against the same measure for its true solid (the floor set by
     the 2 cm range noise and by neighbours' wall points inside the footprint), per roof type."""
-    synth, cloud, truth, _ = city
-    models = reconstruct_cloud(cloud, read_footprints(synth.footprints_gpkg, cloud.crs))
+    _, cloud, truth, _ = city
+    _, models = with_footprints
     by_id = {t.id: t for t in truth}
     points = cloud.xyz[cloud["classification"] == 6]
     excess: dict[int, list[float]] = {}
