@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,7 @@ from cim.buildings.run import reconstruct_cloud, summarise
 from cim.buildings.mesh import triangulate
 from cim.buildings.validity import check_solid, signed_volume
 from cim.points import PointCloud
+from helpers import cim_cli
 from test_buildings_cityjson import schema_errors
 from test_tiles_helpers import require_gltf_validator, validate_glbs
 
@@ -26,7 +26,7 @@ DELFT_CRS = "EPSG:7415"
 
 def _cim(args: list[str]) -> subprocess.CompletedProcess:
     """Run the real ``cim`` entry point (error handling and exit codes included)."""
-    return subprocess.run([sys.executable, "-m", "cim.cli", *args], capture_output=True, text=True, timeout=300)
+    return cim_cli(*args, timeout=300)
 
 
 @pytest.fixture(scope="module")
