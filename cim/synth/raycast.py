@@ -264,8 +264,8 @@ def simulate_returns(scene: Scene, caster: Caster, origins: np.ndarray, dirs: np
     Returns ``(points, aux)``: ``points`` holds local x, y, z (range noise and outliers applied),
     classification, intensity, return_number, number_of_returns; ``aux`` holds ``pulse`` (index of each
     return's pulse), ``true`` (noise-free local points), ``tri`` (opaque triangle or -1), ``vegetation`` and
-    ``albedo`` (true surface colour, foliage green for foliage returns) and ``object_id`` (see
-    :func:`object_ids`).
+    ``albedo`` (true surface colour, foliage green for foliage returns) and, with the ``point_ids`` option,
+    ``object_id`` (see :func:`object_ids`).
     """
     hits = caster.cast(origins, dirs)
     ret = lidar_returns(hits, rng, max_range)
@@ -282,12 +282,13 @@ def simulate_returns(scene: Scene, caster: Caster, origins: np.ndarray, dirs: np
     pick, noise_cls = add_outliers(ret, outlier_fraction, rng)
     t[pick] = outlier_ranges(ret.t[pick], noise_cls, rng)
     cls[pick] = noise_cls
-    objects = object_ids(caster, ret)
-    objects[pick] = 0
     points = origins[ret.pulse] + d * t[:, None]
     out = {
         "x": points[:, 0], "y": points[:, 1], "z": points[:, 2], "classification": cls, "intensity": inten,
         "return_number": ret.return_number, "number_of_returns": ret.number_of_returns,
     }
-    return out, {"pulse": ret.pulse, "true": true_points, "tri": ret.tri, "vegetation": ret.vegetation,
-                 "albedo": albedo, "object_id": objects}
+    aux = {"pulse": ret.pulse, "true": true_points, "tri": ret.tri, "vegetation": ret.vegetation, "albedo": albedo}
+    if scene.config.point_ids:
+        aux["object_id"] = object_ids(caster, ret)
+        aux["object_id"][pick] = 0
+    return out, aux
