@@ -23,7 +23,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from cim.terrain.dtm import dtm_grid, height_above_ground
-from cim.terrain.grid import GridSpec, cell_reduce
+from cim.terrain.grid import GridSpec, cell_reduce, finite_points
 
 __all__ = ["ObjectParams", "local_shape", "classify_objects"]
 
@@ -78,12 +78,11 @@ def classify_objects(
     """
     p = params or ObjectParams()
     n = len(pc)
-    x, y, z = (np.asarray(a, dtype=np.float64) for a in (pc.x, pc.y, pc.z))
+    x, y, z, finite = finite_points(pc.x, pc.y, pc.z)
     cls_in = np.asarray(pc["classification"]) if pc.has("classification") else np.zeros(n, np.uint8)
     if ground is None:
         ground = cls_in == GROUND
     noise = np.isin(cls_in, _NOISE)
-    finite = np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
     out = np.full(n, UNCLASSIFIED, dtype=np.uint8)
     out[ground & ~noise] = GROUND
     out[noise] = cls_in[noise]
