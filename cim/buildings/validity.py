@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 import shapely
+from scipy import sparse
 
 from cim.buildings.mesh import newell_vectors, plane_axes, ring_rows, triangulate, unit_rows
 from cim.cityjson import BuildingGeometry
@@ -168,8 +169,6 @@ def _self_intersections(faces: list[np.ndarray], shell: _Shell, tol: float) -> i
     mesh = triangulate(faces)
     T = mesh.positions[mesh.triangles]
     own = mesh.face
-    from scipy import sparse
-
     inc = sparse.csr_matrix((np.ones(len(shell.vid), np.int32), (shell.face, shell.vid)),
                             shape=(len(faces), len(shell.keys)))
     shared = (inc @ inc.T).tocsr()  # faces sharing a vertex: the edge checks cover them
