@@ -211,6 +211,7 @@ def _round(values: np.ndarray) -> list[float]:
 
 
 def _finite_or_none(value: float) -> float | None:
+    """``value``, or None for NaN and infinities (JSON has neither)."""
     return value if math.isfinite(value) else None
 
 
