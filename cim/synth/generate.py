@@ -241,11 +241,10 @@ PRODUCTS = ("als.laz", "mls.laz", "buildings.city.json", "footprints.gpkg", "dtm
 
 def _remove_stale(out: Path, city: SyntheticCity) -> None:
     """Delete products an earlier run wrote that this run (with parts switched off) did not."""
-    made = {p.name if p.parent == out else p.relative_to(out).parts[0]
-            for p in _paths(city).values() if p is not None}
+    made = {p.relative_to(out).parts[0] for p in _paths(city).values() if p is not None} | {"truth.json"}
     for name in PRODUCTS:
         path = out / name
-        if name not in made and name != "truth.json" and path.exists():
+        if name not in made and path.exists():
             if path.is_dir():
                 shutil.rmtree(path)
             else:
