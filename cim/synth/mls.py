@@ -2,9 +2,9 @@
 
 Each scanner spins in a vertical plane; with two scanners the planes are turned ±45° from across-track (an "X",
 as on common mobile-mapping systems), so façades are seen from two directions. The scanners share one pulse
-clock; the points come out in time order (scanner 1 before scanner 2 at the same instant). Pulses are cast from the true pose of each instant; the points are then
-georeferenced with the *measured* pose, so the GNSS/INS error of the trajectory moves them as it does in real
-data. Colours are the scene's true albedo (RGB truth).
+clock; the points come out in time order (scanner 1 before scanner 2 at the same instant). Pulses are cast from
+the true pose of each instant; the points are then georeferenced with the *measured* pose, so the GNSS/INS error
+of the trajectory moves them as it does in real data. Colours are the scene's true albedo (RGB truth).
 
 The vehicle's kinematics are tabulated at 1 kHz (scanner origins, spin-plane axes in the world, the measured
 pose's offset and small rotation) and interpolated linearly per pulse.

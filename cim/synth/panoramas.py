@@ -3,7 +3,8 @@
 Every pixel centre's direction (:func:`cim.camera.pixel_centre_directions`) is turned into the world by the
 camera pose and cast against the scene. A hit's colour is the surface albedo (materials, windows, road markings,
 leafy crowns) times a Lambert sun term, ``AMBIENT + (1 - AMBIENT) * max(0, n·sun)`` with the normal turned towards
-the camera (optionally with cast shadows: the sun term is dropped where a ray towards the sun is blocked); rays that meet nothing show a sky gradient above the horizon and a neutral far ground below it.
+the camera (optionally with cast shadows: the sun term is dropped where a ray towards the sun is blocked); rays
+that meet nothing show a sky gradient above the horizon and a neutral far ground below it.
 Colours are encoded as sRGB. Depth is the distance from the camera centre in metres (NaN where nothing was hit).
 """
 
