@@ -202,8 +202,8 @@ MX7_PANORAMA_COLUMNS = ("gps_seconds", "panorama_file_name", "latitude", "longit
 def read_poses(path: str | Path, **layout: Unpack[CsvLayout]) -> PoseTable:
     """Read a panorama pose file (Trimble MX7 ``panorama1.csv`` or cim's generic CSV) into a :class:`PoseTable`.
 
-    Keyword options (:class:`CsvLayout`): ``crs`` is the CRS of projected ``x, y, z`` columns (geographic ``lat, lon, h`` columns are always WGS 84
-    ellipsoidal, EPSG:4979). ``time_base`` and ``gps_week`` say how to read the time column (see
+    Keyword options (:class:`CsvLayout`): ``crs`` is the CRS of projected ``x, y, z`` columns (geographic
+    ``lat, lon, h`` columns are always WGS 84 ellipsoidal, EPSG:4979). ``time_base`` and ``gps_week`` say how to read the time column (see
     :func:`cim.panoramas.timebase.to_gps_seconds`), ``angles`` names the angle convention
     (:data:`ANGLE_CONVENTIONS`) and ``north`` whether headings refer to "true" or "grid" north (default: true for
     geographic positions, grid for projected ones).
