@@ -9,7 +9,6 @@ The raster stages write the tile's core square on the one global grid of their r
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -337,21 +336,22 @@ class NdsmStage(_RasterStage):
         """DSM - DTM from the job's DTM and DSM tiles when they were made from these points on this grid,
         else computed here (the stage also works alone)."""
         o = self.options
-        dtm = _reusable(ctx.out_dir / o.dtm_folder / f"{ctx.tile.key}.tif", grid, DtmStage().points_digest(cloud))
-        if dtm is None:
-            dtm = dtm_grid(cloud, grid, ground=_ground_mask(cloud, ctx))
-        dsm = _reusable(ctx.out_dir / o.dsm_folder / f"{ctx.tile.key}.tif", grid, DsmStage().points_digest(cloud))
-        if dsm is None:
-            dsm = dsm_grid(cloud, grid, fill_max_edge=o.fill_max_edge or None)
+        dtm = _stored_or_computed(DtmStage(), o.dtm_folder, cloud, grid, ctx)
+        dsm = _stored_or_computed(DsmStage(DsmOptions(fill_max_edge=o.fill_max_edge)), o.dsm_folder, cloud, grid, ctx)
         return ndsm_grid(dsm, dtm)
 
 
-def _reusable(path: Path, grid: GridSpec, digest: str) -> np.ndarray | None:
-    """The raster at ``path`` when it exists, covers exactly ``grid`` and was made from the points of ``digest``."""
-    if not path.is_file() or read_tags(path).get(POINTS_TAG) != digest:
-        return None
-    values, found = read_raster(path)
-    return values if found == grid else None
+def _stored_or_computed(
+    stage: _RasterStage, folder: str, cloud: PointCloud, grid: GridSpec, ctx: TileContext
+) -> np.ndarray:
+    """The tile's raster of ``stage`` from ``folder`` when it exists, covers exactly ``grid`` and was made from
+    these points (same digest), else computed by ``stage``."""
+    path = ctx.out_dir / folder / f"{ctx.tile.key}.tif"
+    if path.is_file() and read_tags(path).get(POINTS_TAG) == stage.points_digest(cloud):
+        values, found = read_raster(path)
+        if found == grid:
+            return values
+    return stage.compute(cloud, grid, ctx)
 
 
 @register
