@@ -348,6 +348,11 @@ def _coverage(poly: Polygon, xyz: np.ndarray, cell: float) -> float:
 # ------------------------------------------------------------------------------------------------ many buildings
 
 
+def has_classes(classification: np.ndarray | None, classes: Sequence[int]) -> bool:
+    """Whether any point carries one of ``classes``."""
+    return classification is not None and bool(np.isin(classification, classes).any())
+
+
 def split_points(
     x: np.ndarray, y: np.ndarray, z: np.ndarray, classification: np.ndarray | None, *,
     building_classes: Sequence[int] = (6,), ground_classes: Sequence[int] = (2,),
@@ -358,7 +363,7 @@ def split_points(
     what belongs to a building)."""
     if ground_mask is None:
         ground_mask = np.isin(classification, ground_classes) if classification is not None else np.zeros(len(x), bool)
-    if classification is not None and np.isin(classification, building_classes).any():
+    if has_classes(classification, building_classes):
         return np.isin(classification, building_classes), ground_mask
     if not ground_mask.any():
         return np.ones(len(x), bool), ground_mask

@@ -13,7 +13,7 @@ import numpy as np
 
 from cim.buildings.evaluate import footprint_of
 from cim.buildings.footprints import Footprint, derive_footprints
-from cim.buildings.model import BuildingModel, ReconstructionParams, reconstruct, split_points
+from cim.buildings.model import BuildingModel, ReconstructionParams, has_classes, reconstruct, split_points
 from cim.cityjson import BuildingGeometry, read_cityjson
 from cim.points import PointCloud
 
@@ -109,7 +109,7 @@ def reconstruct_cloud(
     else:
         models = reconstruct(chosen, xyz[bm], xyz[gm], p, lod2=lod2,
                              ground_fn=_lazy_dtm_ground(cloud, gm, p.ground_percentile) if gm.any() else None)
-    if derived and not (cls is not None and np.isin(cls, building_classes).any()) and lod2:
+    if derived and not has_classes(cls, building_classes) and lod2:
         # candidates from height alone include trees: keep outlines whose points lie on roof planes
         keep = [m for m in models if (m.attributes.get("within_20cm_lod22") or 0.0) >= min_planar_share]
         log.info("derived outlines: %d of %d kept as buildings (planar share >= %.2f)", len(keep), len(models),
