@@ -48,7 +48,8 @@ def panoramas(
     from cim.panoramas.privacy import AnonymizeOptions
     from cim.panoramas.process import ChainOptions, run_panoramas
 
-    strips = AnonymizeOptions().strips[:1] + (((-6.0, 6.0, fine_width),) if fine_width else ())
+    *coarse, (lo, hi, _) = AnonymizeOptions().strips  # the last default strip is the full-resolution one
+    strips = tuple(coarse) + (((lo, hi, fine_width),) if fine_width else ())
     anonymize = AnonymizeOptions(detect_width=detect_width, plates=not no_plates, strips=strips)
     options = ChainOptions(anonymize=anonymize, face_size=face_size)
     pose_options = {"crs": pose_crs, "time_base": time_base, "gps_week": gps_week, "angles": angles, "north": north}
