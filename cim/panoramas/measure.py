@@ -64,7 +64,7 @@ def window_samples(depth: NDArray[np.float32], x: float, y: float, radius: int
     ok = np.isfinite(d) & (d > 0)
     jj, ii, d = jj[ok], ii[ok], d[ok]
     pts = camera.direction_from_pixel(ii + 0.5, jj + 0.5, dw, dh) * d[:, None]
-    return pts.reshape(-1, 3), np.hypot(ii + 0.5 - x, jj + 0.5 - y)
+    return pts, np.hypot(ii + 0.5 - x, jj + 0.5 - y)
 
 
 def ray_plane_distance(pts: FloatArray, pix: FloatArray, ray: FloatArray, radius: float) -> float | None:
