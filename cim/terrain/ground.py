@@ -128,32 +128,24 @@ def smrf(
     rows = (grid.ymax - y[ok]) / p.cell - 0.5  # map_coordinates indexes cells by their centres
     cols = (x[ok] - grid.xmin) / p.cell - 0.5
     flat, zok, cand_ok = idx[ok], z[ok], cand[ok]
-    slopes = np.gradient(dem, p.cell)
-    ground[ok] = _near_surface(dem, slopes, p, rows, cols, flat, zok)
+    ground[ok] = _near_surface(dem, p, rows, cols, flat, zok)
     for _ in range(int(p.refine)):
         if not ground.any():
             break
-        zc = _at_cell_centres(slopes, p, rows, cols, flat, zok)
+        zc = _at_cell_centres(dem, p, rows, cols, flat, zok)
         zground = cell_reduce(np.where(ground[ok] & cand_ok, flat, -1), zc, grid.width * grid.height, "min")
         zground = zground.reshape(grid.shape)
         dem = _fill(grid, zground, np.isfinite(zground))
-        slopes = np.gradient(dem, p.cell)
-        ground[ok] = _near_surface(dem, slopes, p, rows, cols, flat, zok)
+        ground[ok] = _near_surface(dem, p, rows, cols, flat, zok)
     return (ground, grid, dem) if return_surface else ground
 
 
 def _near_surface(
-    dem: np.ndarray,
-    slopes: list[np.ndarray],
-    p: SmrfParams,
-    rows: np.ndarray,
-    cols: np.ndarray,
-    flat: np.ndarray,
-    z: np.ndarray,
+    dem: np.ndarray, p: SmrfParams, rows: np.ndarray, cols: np.ndarray, flat: np.ndarray, z: np.ndarray
 ) -> np.ndarray:
     """``|z - dem| <= threshold + scalar * gradient`` at fractional cell positions (bilinear DEM; gradient = the
-    cell slopes (``np.gradient(dem)``) averaged over an odd square of about ``slope_window``)."""
-    gy, gx = slopes
+    cell slopes averaged over an odd square of about ``slope_window``)."""
+    gy, gx = np.gradient(dem, p.cell)
     size = 2 * int(round(p.slope_window / (2 * p.cell))) + 1
     gradient = ndimage.uniform_filter(np.hypot(gx, gy), size, mode="nearest").ravel()[flat]
     dem_at = ndimage.map_coordinates(dem, [rows, cols], order=1, mode="nearest")
@@ -161,16 +153,11 @@ def _near_surface(
 
 
 def _at_cell_centres(
-    slopes: list[np.ndarray],
-    p: SmrfParams,
-    rows: np.ndarray,
-    cols: np.ndarray,
-    flat: np.ndarray,
-    z: np.ndarray,
+    dem: np.ndarray, p: SmrfParams, rows: np.ndarray, cols: np.ndarray, flat: np.ndarray, z: np.ndarray
 ) -> np.ndarray:
-    """Point heights moved along the DEM slopes (``np.gradient(dem)``) to their cell centres: on a slope the lowest
-    point of a cell lies on its downhill side, and taken as the centre's height it would bias the rebuilt DEM low."""
-    gy, gx = slopes
+    """Point heights moved along the DEM slope to their cell centres: on a slope the lowest point of a cell lies on
+    its downhill side, and taken as the centre's height it would bias the rebuilt DEM low."""
+    gy, gx = np.gradient(dem, p.cell)
     offset = gy.ravel()[flat] * (rows - np.round(rows)) + gx.ravel()[flat] * (cols - np.round(cols))
     return z - offset * p.cell
 
