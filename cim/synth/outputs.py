@@ -138,8 +138,7 @@ def roof_planes(faces: list[np.ndarray], semantics: list[str]) -> list[dict[str,
             continue
         n = roofs.newell_normal(face)
         ref = face.mean(axis=0)
-        local = face - ref
-        area = 0.5 * float(np.linalg.norm(np.sum(np.cross(local, np.roll(local, -1, axis=0)), axis=0)))
+        area = 0.5 * float(np.linalg.norm(roofs.newell_vector(face - ref)))
         slope = float(np.degrees(np.arccos(np.clip(n[2], -1.0, 1.0))))
         aspect = None if slope < 1e-6 else float(np.mod(np.degrees(np.arctan2(n[0], n[1])), 360.0))
         planes.append({"normal": n, "point": ref, "slope": slope, "aspect": aspect, "area": area})

@@ -46,14 +46,20 @@ def _dedupe(ring: np.ndarray) -> np.ndarray:
     return ring[keep]
 
 
-def newell_normal(ring: np.ndarray) -> np.ndarray:
-    """Unit normal of a planar polygon (Newell's method; right-hand rule over the vertex order)."""
+def newell_vector(ring: np.ndarray) -> np.ndarray:
+    """Newell's vector of a planar polygon: its normal (right-hand rule over the vertex order) times twice its
+    area."""
     nxt = np.roll(ring, -1, axis=0)
-    n = np.array([
+    return np.array([
         np.sum((ring[:, 1] - nxt[:, 1]) * (ring[:, 2] + nxt[:, 2])),
         np.sum((ring[:, 2] - nxt[:, 2]) * (ring[:, 0] + nxt[:, 0])),
         np.sum((ring[:, 0] - nxt[:, 0]) * (ring[:, 1] + nxt[:, 1])),
     ])
+
+
+def newell_normal(ring: np.ndarray) -> np.ndarray:
+    """Unit normal of a planar polygon (Newell's method; right-hand rule over the vertex order)."""
+    n = newell_vector(ring)
     return n / np.linalg.norm(n)
 
 
