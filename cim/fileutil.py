@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import uuid
@@ -58,3 +59,15 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def expand_patterns(patterns: list[str] | list[Path]) -> list[Path]:
+    """Files matching the glob ``patterns``, each pattern's matches sorted, duplicates dropped, in pattern order.
+
+    A pattern that matches nothing is kept as it is, so that opening it fails with an error naming it.
+    """
+    found: dict[Path, None] = {}
+    for pattern in patterns:
+        for match in sorted(glob.glob(str(pattern))) or [str(pattern)]:
+            found.setdefault(Path(match))
+    return list(found)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import json
 from pathlib import Path
 from typing import Annotated, Optional
@@ -49,9 +48,10 @@ def tiles(
     # fail fast, before any work, when the inputs' heights cannot be placed exactly (or have no CRS at all)
     from cim import crs as cimcrs
     from cim.io import las
+    from cim.fileutil import expand_patterns
     from cim.pipeline.execute import job_crs
 
-    files = [Path(m) for p in inputs for m in (sorted(glob.glob(str(p))) or [str(p)])]
+    files = expand_patterns(inputs)
     sources = [las.open_source(f, crs) for f in files]
     cimcrs.to_geographic3d(job_crs(sources), allow_ballpark=allow_ballpark)
     document = {

@@ -8,7 +8,6 @@ tasks that depend on it.
 
 from __future__ import annotations
 
-import glob
 import logging
 import re
 import shutil
@@ -23,7 +22,7 @@ import cim
 from cim import crs as crs_mod
 from cim.catalog import write_catalog
 from cim.errors import InputError
-from cim.fileutil import atomic_write
+from cim.fileutil import atomic_write, expand_patterns
 from cim.io import las
 from cim.pipeline.job import Job
 from cim.pipeline.stage import JobContext, Product, Stage, TileContext
@@ -111,17 +110,8 @@ def _inputs(job: Job, crs_override: str | None) -> list[las.LasSource]:
     sources = []
     for reader in (s for s in job.stages if s.role == "reader"):
         override = crs_override or reader.options.crs or job.crs
-        sources += [las.open_source(p, override) for p in _expand(reader.options.files)]
+        sources += [las.open_source(p, override) for p in expand_patterns(reader.options.files)]
     return sources
-
-
-def _expand(patterns: list[str]) -> list[Path]:
-    found: list[Path] = []
-    for pattern in patterns:
-        for match in sorted(glob.glob(pattern)):
-            if Path(match) not in found:
-                found.append(Path(match))
-    return found
 
 
 def job_crs(sources: list[las.LasSource]) -> pyproj.CRS:
