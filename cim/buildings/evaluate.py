@@ -116,7 +116,7 @@ def error_sources(models: Sequence[BuildingModel], building_xyz: np.ndarray, *, 
     ``below`` (other points above or below the model's roof: unmodelled structures, missing or wrong planes);
     ``rmse`` is the RMSE over all these points."""
     tree = shapely.STRtree([m.footprint for m in models])
-    fields = [DistanceField((m.lod22 or m.lod12 or m.lod0).faces) for m in models]
+    fields = [DistanceField(m.best.faces) for m in models]
     sums = dict.fromkeys(("neighbour", "boundary", "above", "below"), 0.0)
     count = 0
     for i, m in enumerate(models):

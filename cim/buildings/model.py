@@ -70,6 +70,11 @@ class BuildingModel:
     def status(self) -> str:
         return self.attributes["status"]
 
+    @property
+    def best(self) -> BuildingGeometry | None:
+        """The highest LoD there is: LoD2.2, else LoD1.2, else LoD0 (None when there is no geometry)."""
+        return self.lod22 or self.lod12 or self.lod0
+
     def geometries(self) -> list[BuildingGeometry]:
         """All geometries, highest LoD first (the attributes travel on the first)."""
         out = [g for g in (self.lod22, self.lod12, self.lod0) if g is not None]

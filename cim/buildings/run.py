@@ -159,7 +159,7 @@ def summarise(models: Sequence[BuildingModel]) -> dict[str, Any]:
     with_lod12 = [m for m in models if m.lod12 is not None]
     return {
         "buildings": len(models),
-        "with_model": sum(1 for m in models if m.lod22 or m.lod12 or m.lod0),
+        "with_model": sum(1 for m in models if m.best),
         "status": dict(sorted(status.items())),
         "roof_type": dict(sorted(roof.items())),
         "lod22": len(with_lod22),

@@ -13,7 +13,6 @@ import pyproj
 
 from cim.buildings.mesh import triangulate
 from cim.buildings.model import BuildingModel
-from cim.cityjson import BuildingGeometry
 from cim.fileutil import atomic_dir, write_bytes_atomic
 from cim.tiles3d.glb import mesh_glb
 from cim.tiles3d.placement import LocalFrame
@@ -27,14 +26,9 @@ INT_PROPERTIES = ("roof_type", "point_count", "n_planes")
 STRING_PROPERTIES = ("status", "roof_type_name")
 
 
-def best_geometry(model: BuildingModel) -> BuildingGeometry | None:
-    """The geometry shown in the tiles: LoD2.2, else LoD1.2, else LoD0."""
-    return model.lod22 or model.lod12 or model.lod0
-
-
 def _properties(models: Sequence[BuildingModel]) -> dict[str, np.ndarray | list]:
     props: dict[str, np.ndarray | list] = {"id": [m.id for m in models],
-                                           "lod": [best_geometry(m).lod for m in models]}
+                                           "lod": [m.best.lod for m in models]}
     for name in FLOAT_PROPERTIES:
         vals = [m.attributes.get(name) for m in models]
         props[name] = np.array([NO_VALUE if v is None else float(v) for v in vals], dtype=np.float64)
@@ -48,11 +42,11 @@ def _properties(models: Sequence[BuildingModel]) -> dict[str, np.ndarray | list]
 
 def building_glb(models: Sequence[BuildingModel], frame: LocalFrame) -> tuple[bytes, np.ndarray, np.ndarray] | None:
     """(glb bytes, local box lo, hi) of buildings in one tile; None when none has a geometry."""
-    shown = [m for m in models if best_geometry(m) is not None]
+    shown = [m for m in models if m.best is not None]
     pos, tri, nrm, fid = [], [], [], []
     offset = 0
     for i, m in enumerate(shown):
-        p, t, n, _ = triangulate(best_geometry(m).faces)
+        p, t, n, _ = triangulate(m.best.faces)
         if len(t) == 0:
             continue
         pos.append(p)
@@ -85,10 +79,10 @@ def write_building_tiles(
     """Write ``<out_dir>/tileset.json`` and ``<out_dir>/tiles/<col>_<row>.glb`` (atomic folder); returns the
     tileset path. Buildings go to the grid square of their footprint's representative point."""
     out_dir = Path(out_dir)
-    models = [m for m in models if best_geometry(m) is not None]
+    models = [m for m in models if m.best is not None]
     if not models:
         raise ValueError("no building geometry to tile")
-    allv = np.concatenate([best_geometry(m).vertices for m in models])
+    allv = np.concatenate([m.best.vertices for m in models])
     if origin is None:
         lo = allv.min(axis=0)
         hi = allv.max(axis=0)
