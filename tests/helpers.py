@@ -36,9 +36,10 @@ def product_digests(out_dir: Path) -> dict[str, str]:
     return digests
 
 
-def delft_job(out: Path, *, size: float = 100.0, buffer: float = 10.0, extra: str = "") -> str:
-    """A job over the shipped Delft tiles."""
-    data = (REPO / "data" / "delft").as_posix()
+def delft_job(out: Path, *, size: float = 100.0, buffer: float = 10.0, extra: str = "",
+              files: str | None = None) -> str:
+    """A job over the shipped Delft tiles (or over ``files``, a path or pattern of Delft points: EPSG:7415)."""
+    files = files or f"{(REPO / 'data' / 'delft').as_posix()}/ahn3_cropped_*.laz"
     return f"""
 [job]
 name = "t"
@@ -47,7 +48,7 @@ crs = "EPSG:7415"
 
 [[stages]]
 type = "read.las"
-files = ["{data}/ahn3_cropped_*.laz"]
+files = ["{files}"]
 
 [[stages]]
 type = "tile"
