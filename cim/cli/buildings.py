@@ -51,7 +51,7 @@ def buildings(
     if classify not in ("auto", "always", "never"):
         raise typer.BadParameter("--classify must be auto, always or never")
     files = [str(Path(p).resolve()) for p in inputs]
-    need_ground, need_objects = (True, True) if classify == "always" else (False, False)
+    need_ground = need_objects = classify == "always"
     if classify == "auto":
         need_ground, need_objects = missing_classes(files)
     stage: dict = {"type": "buildings.lod1" if lod1_only else "buildings.lod2", "lod1_percentile": lod1_percentile,
@@ -103,18 +103,17 @@ def buildings(
 
 def missing_classes(files: list[str], sample: int = 2_000_000) -> tuple[bool, bool]:
     """(no ground class 2, no building class 6) in the first ``sample`` points of every input file."""
-    import glob
-
     import laspy
     import numpy as np
 
+    from cim.fileutil import expand_patterns
+
     has_ground = has_building = False
-    for pattern in files:
-        for path in sorted(glob.glob(pattern)) or [pattern]:
-            with laspy.open(path) as reader:
-                cls = np.asarray(reader.read_points(min(sample, reader.header.point_count)).classification)
-            has_ground |= bool((cls == 2).any())
-            has_building |= bool((cls == 6).any())
+    for path in expand_patterns(files):
+        with laspy.open(path) as reader:
+            cls = np.asarray(reader.read_points(min(sample, reader.header.point_count)).classification)
+        has_ground |= bool((cls == 2).any())
+        has_building |= bool((cls == 6).any())
     return not has_ground, not has_building
 
 
