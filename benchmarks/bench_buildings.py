@@ -3,8 +3,9 @@ machine's 2 cores), peak memory, and accuracy, on the synthetic city (400 m bloc
 AHN3 + BGT footprints.
 
 Baseline in the same run: a bare laspy/lazrs decode of the same LAZ input (the floor any tool pays to read the
-points); ``ratio_vs_decode`` = reconstruction seconds / decode seconds (``_cpu``: CPU seconds of this process). The machine is shared: the load average
-is recorded before and after each part (``load_average``: 1, 5, 15 minutes).
+points); ``ratio_vs_decode`` = reconstruction seconds / decode seconds (``_cpu``: CPU seconds of this process).
+The machine is shared: the load average is recorded before and after each part (``load_average``: 1, 5, 15
+minutes).
 
 Accuracy: roof type, LoD2.2 roof RMSE against the true solids (synthetic), the 3D point-to-model RMSE per roof
 type (every class-6 point in the footprint to the nearest face of its solid), where the squared error comes from

@@ -3,11 +3,11 @@
 Faces are outer rings (n, 3), counter-clockwise seen from outside. :func:`triangulate` turns all faces of a
 solid into one triangle mesh at once: plane normals by Newell's method over all faces together, triangles and
 quadrilaterals split in numpy (a quad along the diagonal whose two triangles both face like the polygon), larger
-faces by GEOS's constrained Delaunay triangulation (earcut only where that fails). The distance of a point to a model is its Euclidean distance to the nearest triangle, i.e. the
-perpendicular distance to the nearest roof, wall or ground face (or to its edge or corner when the foot of the
-perpendicular falls outside the face); open3d's ``RaycastingScene`` answers all points of a building at once.
-Coordinates are shifted to the model's centre before they go to open3d's float32, so projected coordinates
-(10⁵–10⁶ m) keep sub-millimetre precision.
+faces by GEOS's constrained Delaunay triangulation (earcut only where that fails). The distance of a point to a
+model is its Euclidean distance to the nearest triangle, i.e. the perpendicular distance to the nearest roof, wall
+or ground face (or to its edge or corner when the foot of the perpendicular falls outside the face); open3d's
+``RaycastingScene`` answers all points of a building at once. Coordinates are shifted to the model's centre before
+they go to open3d's float32, so projected coordinates (10⁵–10⁶ m) keep sub-millimetre precision.
 """
 
 from __future__ import annotations
