@@ -19,7 +19,7 @@ from cim.buildings.extrude import extrude_partition, footprint_cells, merge_copl
 from cim.buildings.footprints import Footprint
 from cim.buildings.mesh import face_plane, point_distances, rms
 from cim.buildings.partition import NODATA, carve_corners, label_raster, snap_to_intersections, vectorise
-from cim.buildings.planes import Plane, PlaneParams, detect_planes
+from cim.buildings.planes import Plane, PlaneParams, detect_planes, slope_azimuth
 from cim.buildings.rooftype import ROOF_TYPE_NAMES, classify_roof
 from cim.buildings.validity import check_solid, nonmanifold_edges
 from cim.cityjson import BuildingGeometry
@@ -305,9 +305,7 @@ def reconstruct_building(
     for (cell, lab), (a, b, c) in zip(res.cells, res.coefficients):
         xy = np.asarray(cell.exterior.coords)
         zc = a * xy[:, 0] + b * xy[:, 1] + c
-        slope = float(np.degrees(np.arctan(np.hypot(a, b))))
-        azimuth = float(np.degrees(np.arctan2(-a, -b)) % 360.0)
-        faces.append((cell, slope, azimuth, float(zc.min()), float(zc.max())))
+        faces.append((cell, *slope_azimuth(a, b), float(zc.min()), float(zc.max())))
     rt = classify_roof(faces, area)
     attrs.update(
         status=OK,

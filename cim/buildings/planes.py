@@ -27,6 +27,12 @@ class PlaneParams:
     seed: int = 0
 
 
+def slope_azimuth(a: float, b: float) -> tuple[float, float]:
+    """(slope, azimuth) in degrees of the plane z = a·x + b·y + c; the azimuth is the direction the roof faces
+    (down-slope), clockwise from grid north."""
+    return float(np.degrees(np.arctan(np.hypot(a, b)))), float(np.degrees(np.arctan2(-a, -b)) % 360.0)
+
+
 @dataclass
 class Plane:
     """z = a·x + b·y + c (a roof plane is never vertical) and the indices of its inlier points."""
@@ -41,12 +47,12 @@ class Plane:
 
     @property
     def slope_deg(self) -> float:
-        return float(np.degrees(np.arctan(np.hypot(self.a, self.b))))
+        return slope_azimuth(self.a, self.b)[0]
 
     @property
     def azimuth_deg(self) -> float:
         """Direction the roof faces (down-slope), clockwise from grid north."""
-        return float(np.degrees(np.arctan2(-self.a, -self.b)) % 360.0)
+        return slope_azimuth(self.a, self.b)[1]
 
     @property
     def coefficients(self) -> tuple[float, float, float]:
