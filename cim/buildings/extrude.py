@@ -241,6 +241,17 @@ def footprint_cells(footprint: Polygon) -> list[Polygon]:
     return out
 
 
+def _wall_direction(face: np.ndarray) -> np.ndarray:
+    """Unit horizontal direction along a vertical wall face (CCW seen from outside): its first edge with a length in
+    plan."""
+    d = face[1, :2] - face[0, :2]
+    k = 0
+    while np.hypot(*d) < 1e-9 and k + 2 < len(face):
+        k += 1
+        d = face[k + 1, :2] - face[k, :2]
+    return d / max(float(np.hypot(*d)), 1e-12)
+
+
 def merge_coplanar_walls(faces: list[np.ndarray], sem: list[str], tol: float = 1e-3
                          ) -> tuple[list[np.ndarray], list[str]]:
     """Merge wall faces that lie in one vertical plane and share edges (e.g. a gable wall cut at the ridge line
@@ -248,24 +259,17 @@ def merge_coplanar_walls(faces: list[np.ndarray], sem: list[str], tol: float = 1
     walls = [i for i, s in enumerate(sem) if s == "WallSurface"]
     groups: dict[tuple, list[int]] = {}
     for i in walls:
-        f = faces[i]
-        d = f[1, :2] - f[0, :2]
-        k = 0
-        while np.hypot(*d) < 1e-9 and k + 2 < len(f):  # first horizontal-ish edge with length
-            k += 1
-            d = f[k + 1, :2] - f[k, :2]
-        n = np.array([d[1], -d[0]]) / max(np.hypot(*d), 1e-12)
-        key = (round(n[0], 4), round(n[1], 4), round(float(n @ f[0, :2]) / tol))
+        u = _wall_direction(faces[i])
+        n = np.array([u[1], -u[0]])  # outward horizontal normal
+        key = (round(n[0], 4), round(n[1], 4), round(float(n @ faces[i][0, :2]) / tol))
         groups.setdefault(key, []).append(i)
     drop: set[int] = set()
     added: list[np.ndarray] = []
     for idx in groups.values():
         if len(idx) < 2:
             continue
-        f0 = faces[idx[0]]
-        n2 = np.array([f0[1, 1] - f0[0, 1], -(f0[1, 0] - f0[0, 0])])
-        u = np.array([-n2[1], n2[0]]) / np.hypot(*n2)  # horizontal direction in the wall plane (CCW seen outside)
-        origin = f0[0, :2]
+        u = _wall_direction(faces[idx[0]])
+        origin = faces[idx[0]][0, :2]
         polys = [Polygon(np.column_stack([(faces[i][:, :2] - origin) @ u, faces[i][:, 2]])) for i in idx]
         if not all(p.is_valid for p in polys):
             continue
