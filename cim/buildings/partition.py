@@ -178,17 +178,18 @@ def carve_corners(cells: list[tuple[Polygon, int]], points: np.ndarray, size: fl
     point; the roof changes over at most ``size``² per point. Returns ``cells`` itself when nothing was carved."""
     out = list(cells)
     for x, y in np.unique(np.round(np.asarray(points) / grid), axis=0) * grid:
-        near = [i for i, (poly, _) in enumerate(out) if shapely.distance(poly, shapely.Point(x, y)) < grid]
+        near = np.flatnonzero(shapely.distance([poly for poly, _ in out], shapely.Point(x, y)) < grid).tolist()
         if len(near) < 3:
             continue
         i = min(near, key=lambda k: (out[k][1] == NODATA, out[k][0].area))
         square = shapely.box(x - size, y - size, x + size, y + size)
         piece = shapely.intersection(out[i][0], square, grid_size=grid)
         rest = shapely.difference(out[i][0], square, grid_size=grid)
-        border, j = max((shapely.intersection(piece.boundary, out[k][0].boundary).length, -k) for k in near if k != i)
-        grown = shapely.union(out[-j][0], piece, grid_size=grid)
-        if border > 0 and isinstance(rest, Polygon) and not rest.is_empty and isinstance(grown, Polygon):
-            out[i], out[-j] = (rest, out[i][1]), (grown, out[-j][1])
+        border = {k: shapely.intersection(piece.boundary, out[k][0].boundary).length for k in near if k != i}
+        j = max(border, key=lambda k: (border[k], -k))  # the longest shared border; ties: the first cell
+        grown = shapely.union(out[j][0], piece, grid_size=grid)
+        if border[j] > 0 and isinstance(rest, Polygon) and not rest.is_empty and isinstance(grown, Polygon):
+            out[i], out[j] = (rest, out[i][1]), (grown, out[j][1])
     return cells if all(a is b for a, b in zip(out, cells)) else out
 
 
