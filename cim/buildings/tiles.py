@@ -40,30 +40,34 @@ def _properties(models: Sequence[BuildingModel]) -> dict[str, np.ndarray | list]
     return props
 
 
+def _tile_mesh(solids: Sequence[Sequence[np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(positions, triangles, normals, feature id per vertex) of the faces of all ``solids``, triangulated in one
+    call; a solid without any triangle is left out (its feature id stays unused)."""
+    faces = [f for solid in solids for f in solid]
+    sizes = np.array([len(f) for f in faces], dtype=np.int64)
+    solid_of_face = np.repeat(np.arange(len(solids)), [len(solid) for solid in solids])
+    mesh = triangulate(faces)
+    shown = np.zeros(len(solids), bool)
+    shown[solid_of_face[mesh.face]] = True
+    fid = np.repeat(solid_of_face[sizes >= 3], sizes[sizes >= 3])  # triangulate keeps the faces of 3+ vertices
+    keep = shown[fid]
+    row = np.cumsum(keep) - 1
+    return mesh.positions[keep], row[mesh.triangles], mesh.normals[keep], fid[keep]
+
+
 def building_glb(models: Sequence[BuildingModel], frame: LocalFrame) -> tuple[bytes, np.ndarray, np.ndarray] | None:
     """(glb bytes, local box lo, hi) of buildings in one tile; None when none has a geometry."""
     shown = [m for m in models if m.best is not None]
-    pos, tri, nrm, fid = [], [], [], []
-    offset = 0
-    for i, m in enumerate(shown):
-        p, t, n, _ = triangulate(m.best.faces)
-        if len(t) == 0:
-            continue
-        pos.append(p)
-        tri.append(t + offset)
-        nrm.append(n)
-        fid.append(np.full(len(p), i))
-        offset += len(p)
-    if not pos:
+    world, tri, nrm, fid = _tile_mesh([m.best.faces for m in shown])
+    if len(tri) == 0:
         return None
-    world = np.concatenate(pos)
     local = frame.to_local(world[:, 0], world[:, 1], world[:, 2])
     # normals: rotate with the local frame's Jacobian, approximated at the tile centre by finite differences
     probe = world.mean(axis=0) + np.vstack([np.zeros(3), np.eye(3)])  # the centre and one metre along each axis
     moved = frame.to_local(probe[:, 0], probe[:, 1], probe[:, 2])
     jac = (moved[1:] - moved[0]).T
-    normals = np.concatenate(nrm) @ np.linalg.inv(jac)  # covariant transform of normals
-    data = mesh_glb(local, np.concatenate(tri).astype(np.uint32), normals, np.concatenate(fid),
+    normals = nrm @ np.linalg.inv(jac)  # covariant transform of normals
+    data = mesh_glb(local, tri.astype(np.uint32), normals, fid,
                     _properties(shown), class_name="building")
     return data, local.min(axis=0), local.max(axis=0)
 
