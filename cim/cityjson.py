@@ -169,8 +169,8 @@ def _encode_object(
             if sem is None:
                 values.append(None)
                 continue
-            surface = {**jsonable(extra or {}), "type": sem}
-            key = json.dumps(surface, sort_keys=True)
+            surface = {**jsonable(extra), "type": sem} if extra else {"type": sem}
+            key = json.dumps(surface, sort_keys=True) if len(surface) > 1 else sem  # plain types: no encoding
             if key not in surface_index:
                 surface_index[key] = len(surfaces)
                 surfaces.append(surface)
