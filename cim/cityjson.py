@@ -199,11 +199,11 @@ def _clean_ring(idx: np.ndarray) -> list[int] | None:
     """Drop consecutive repeats (incl. last == first) that quantisation may create; None when < 3 remain."""
     if len(idx) == 0:
         return None
-    keep = idx != np.roll(idx, 1)
+    keep = idx != np.concatenate((idx[-1:], idx[:-1]))  # each vertex against the one before it
     ring = idx[keep] if keep.any() else idx[:1]
     if len(ring) < 3:
         return None
-    return [int(i) for i in ring]
+    return ring.tolist()
 
 
 def _round(values: np.ndarray) -> list[float]:
