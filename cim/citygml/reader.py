@@ -1,7 +1,7 @@
 """Reader of CityGML building files (CityGML 1.0 and 2.0, as the AdV LoD2 deliveries and cim's writer make them).
 
 Streamed (``lxml.etree.iterparse``, one ``bldg:Building`` in memory at a time). Per building: ``gml:id``, roof type
-code, measured height, function, generic attributes, the polygons of its ``bldg:boundedBy`` surfaces by type
+code, measured height, function, ``gml:name``, generic attributes, the polygons of its ``bldg:boundedBy`` surfaces by type
 (outer rings as (n, 3) arrays in the file's CRS, the closing vertex dropped, holes dropped) and its LoD1/LoD2
 solids with ``xlink:href`` members resolved. ``bldg:BuildingPart``\\ s are read as parts of their building.
 """
@@ -34,6 +34,7 @@ class CityGmlBuilding:
     multi-surface) with references resolved."""
 
     id: str
+    name: str | None = None
     roof_type: int | None = None
     measured_height: float | None = None
     function: str | None = None
@@ -115,7 +116,9 @@ def _building(el: etree._Element, path: Path) -> CityGmlBuilding:
     gen = ns.replace("building", "generics")
     for child in el:
         tag = etree.QName(child)
-        if tag.namespace == gen and tag.localname in _GEN_TYPES:
+        if tag.namespace == GML and tag.localname == "name" and b.name is None:
+            b.name = child.text
+        elif tag.namespace == gen and tag.localname in _GEN_TYPES:
             b.attributes[child.get("name")] = _number(child.findtext(f"{{{gen}}}value"), _GEN_TYPES[tag.localname])
         elif tag.namespace != ns:
             continue

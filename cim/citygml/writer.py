@@ -1,6 +1,6 @@
 """CityGML 2.0 writer in the AdV LoD2 profile, streamed: one building in memory at a time.
 
-Per building: ``gml:id`` (the footprint's id, made a valid NCName), cim's attributes (quality figures, status,
+Per building: ``gml:id`` (the footprint's id, made a valid NCName; then the id itself in ``gml:name``), cim's attributes (quality figures, status,
 heights) as ``gen:`` generic attributes, ``bldg:function`` when the footprint has one, ``bldg:roofType`` (AdV
 code), ``bldg:measuredHeight`` (highest minus lowest point of the best model, ``urn:adv:uom:m``), LoD1.2 as
 ``bldg:lod1Solid`` (inline polygons), LoD2.2 as ``bldg:lod2Solid`` whose members reference (``xlink:href``) the
@@ -129,6 +129,8 @@ def building_element(model: BuildingModel, gid: str, *, decimals: int = 3,
     """The ``core:cityObjectMember`` element of one building."""
     member = etree.Element(_q("core", "cityObjectMember"), nsmap=NSMAP)
     b = _sub(member, "bldg", "Building", attrib={_q("gml", "id"): gid})
+    if gid != model.id:
+        _sub(b, "gml", "name", model.id)  # the id as the footprints give it
     if creation_date:
         _sub(b, "core", "creationDate", creation_date)
     attrs = model.attributes

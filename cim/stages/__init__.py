@@ -24,6 +24,7 @@ STAGE_MODULES: dict[str, str] = {
     "buildings.lod1": "buildings",
     "buildings.lod2": "buildings",
     "write.cityjson": "buildings",
+    "write.citygml": "citygml",
     "tiles.buildings": "buildings",
     "tiles.pointcloud": "tiles",
     "panoramas.colorize": "panoramas",
