@@ -37,6 +37,9 @@ def buildings(
     buffer: Annotated[float, typer.Option("--buffer", help="tile buffer; must exceed half the largest "
                                                            "building")] = 40.0,
     tiles: Annotated[bool, typer.Option("--tiles/--no-tiles", help="write 3D Tiles 1.1 too")] = True,
+    formats: Annotated[list[str], typer.Option("--format", help="building model files: cityjson, citygml (CityGML "
+                                                                "2.0, AdV LoD2 profile); repeat for both")
+                       ] = ["cityjson"],  # noqa: B006 - typer needs the list default
     workers: Annotated[Optional[int], typer.Option("--workers", help="local worker processes")] = None,
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Dask scheduler address or "
                                                                          "'threads'")] = None,
@@ -50,6 +53,8 @@ def buildings(
     out = out.resolve()
     if classify not in ("auto", "always", "never"):
         raise typer.BadParameter("--classify must be auto, always or never")
+    if not set(formats) <= {"cityjson", "citygml"}:
+        raise typer.BadParameter("--format must be cityjson or citygml")
     files = [str(Path(p).resolve()) for p in inputs]
     need_ground = need_objects = classify == "always"
     if classify == "auto":
@@ -74,7 +79,7 @@ def buildings(
         stages.append({"type": "classify.objects"})
     if write_dtm:
         stages.append({"type": "raster.dtm", "resolution": dtm_resolution})
-    stages += [stage, {"type": "write.cityjson"}]
+    stages += [stage, *({"type": f"write.{f}"} for f in sorted(set(formats)))]
     if tiles:
         stages.append({"type": "tiles.buildings"})
     document = {"job": {"name": "buildings", "output": str(out), **({"crs": crs} if crs else {})},
@@ -89,7 +94,9 @@ def buildings(
     report_path = out / "buildings" / "report.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     console.print(f"{report.get('buildings', 0)} buildings ({report.get('lod22', 0)} LoD2.2, "
-                  f"{report.get('lod12', 0)} LoD1.2) -> {out / 'buildings.city.json'}"
+                  f"{report.get('lod12', 0)} LoD1.2) -> "
+                  + ", ".join(str(out / {"cityjson": "buildings.city.json", "citygml": "buildings.gml"}[f])
+                              for f in sorted(set(formats)))
                   + (f", {out / '3dtiles-buildings' / 'tileset.json'}" if tiles else ""))
     rmse = {k: v["median"] for k, v in report.get("rmse_lod22_by_roof_type", {}).items()}
     console.print(json.dumps({"status": report.get("status", {}), "roof_type": report.get("roof_type", {}),
