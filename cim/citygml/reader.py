@@ -90,27 +90,45 @@ def _polygons(el: etree._Element, path: Path) -> list[tuple[str | None, np.ndarr
     return out
 
 
-def _solid(holder: etree._Element, by_id: dict[str, np.ndarray], path: Path) -> list[np.ndarray]:
-    """Polygons of a solid / multi-surface property: inline ones and resolved ``xlink:href`` members."""
+def _solid(holder: etree._Element, building: etree._Element, by_id: dict[str, np.ndarray],
+           path: Path) -> list[np.ndarray]:
+    """Polygons of a solid / multi-surface property: inline ones and resolved ``xlink:href`` members (looked up
+    in ``by_id``, the building's boundary polygons, else anywhere in the building)."""
     out = [ring for _, ring in _polygons(holder, path)]
     for member in holder.iter(f"{{{GML}}}surfaceMember"):
         href = member.get(_HREF)
-        if href:
-            target = by_id.get(href.lstrip("#"))
-            if target is None:
+        if not href:
+            continue
+        pid = href.lstrip("#")
+        target = by_id.get(pid)
+        if target is None:
+            found = building.xpath(".//gml:Polygon[@gml:id=$pid]", namespaces={"gml": GML}, pid=pid)
+            if not found:
                 raise InputError(path, f"surfaceMember references {href}, which the building does not hold")
-            out.append(target)
+            target = _polygons(found[0], path)[0][1]
+        out.append(target)
     return out
 
 
 def _number(text: str | None, kind: type) -> Any:
+    """``text`` as ``kind`` (a generic attribute's value), the text itself when it is not one."""
     try:
         return kind(text) if kind is not str else (text or "")
     except (TypeError, ValueError):
         return text
 
 
-def _building(el: etree._Element, path: Path) -> CityGmlBuilding:
+def _typed(text: str | None, kind: type) -> Any:
+    """``text`` as ``kind``; None when it is not one."""
+    try:
+        return kind(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def _building(el: etree._Element, path: Path, by_id: dict[str, np.ndarray] | None = None) -> CityGmlBuilding:
+    """The building (or building part) ``el``; ``by_id`` collects its boundary polygons by gml:id."""
+    by_id = {} if by_id is None else by_id
     b = CityGmlBuilding(el.get(_GML_ID) or "")
     ns = etree.QName(el).namespace
     gen = ns.replace("building", "generics")
@@ -125,25 +143,25 @@ def _building(el: etree._Element, path: Path) -> CityGmlBuilding:
         elif tag.localname == "function" and b.function is None:
             b.function = child.text
         elif tag.localname == "roofType":
-            b.roof_type = _number(child.text, int)
+            b.roof_type = _typed(child.text, int)
         elif tag.localname == "measuredHeight":
-            b.measured_height = _number(child.text, float)
+            b.measured_height = _typed(child.text, float)
         elif tag.localname == "boundedBy":
             for surface in child:
-                b.surfaces.setdefault(etree.QName(surface).localname, []).extend(
-                    ring for _, ring in _polygons(surface, path))
+                polys = _polygons(surface, path)
+                b.surfaces.setdefault(etree.QName(surface).localname, []).extend(ring for _, ring in polys)
+                by_id.update((pid, ring) for pid, ring in polys if pid)
         elif tag.localname == "consistsOfBuildingPart":
             for part_el in child:
-                part = _building(part_el, path)
+                part = _building(part_el, path, by_id)
                 b.parts.append(part)
                 for kind, polys in part.surfaces.items():
                     b.surfaces.setdefault(kind, []).extend(polys)
-    by_id = {pid: ring for pid, ring in _polygons(el, path) if pid}
     for lod in ("lod1", "lod2"):
         holder = el.find(f"{{{ns}}}{lod}Solid")
         holder = holder if holder is not None else el.find(f"{{{ns}}}{lod}MultiSurface")
         if holder is not None:
-            b.solids[lod] = _solid(holder, by_id, path)
+            b.solids[lod] = _solid(holder, el, by_id, path)
     if b.roof_type is None and b.parts:
         b.roof_type = max(b.parts, key=_ground_area).roof_type
     if b.measured_height is None:

@@ -127,7 +127,7 @@ def _boundary_surfaces(parent: etree._Element, gid: str, geom: BuildingGeometry,
 def building_element(model: BuildingModel, gid: str, *, decimals: int = 3,
                      creation_date: str | None = None) -> etree._Element:
     """The ``core:cityObjectMember`` element of one building."""
-    member = etree.Element(_q("core", "cityObjectMember"), nsmap=NSMAP)
+    member = etree.Element(_q("core", "cityObjectMember"), nsmap={k: v for k, v in NSMAP.items() if k != "xsi"})
     b = _sub(member, "bldg", "Building", attrib={_q("gml", "id"): gid})
     if gid != model.id:
         _sub(b, "gml", "name", model.id)  # the id as the footprints give it
