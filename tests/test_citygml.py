@@ -1,5 +1,7 @@
 """CityGML 2.0 writer (AdV LoD2 profile) and reader: schema-valid, the same solids as the CityJSON the same job writes,
-the AdV srsName and id rules, the STAC entry, and the reader on the two official AdV samples (CityGML 1.0 and 2.0)."""
+the AdV srsName and id rules, the STAC entry, the reader on the two official AdV samples (CityGML 1.0 and 2.0), and
+``cim compare-buildings``: a file against itself (no difference), against a copy with known changes (those changes
+reported), the AdV samples against themselves, a CRS mismatch (exit 2, one line)."""
 
 from __future__ import annotations
 
@@ -16,9 +18,11 @@ from cim.buildings.model import BuildingModel
 from cim.buildings.run import models_from_cityjson
 from cim.buildings.validity import signed_volume
 from cim.citygml.adv import crs_from_srs_name, function_code, gml_id, srs_name
+from cim.citygml.compare import compare
 from cim.citygml.reader import read_citygml, read_crs
 from cim.citygml.writer import write_citygml
 from cim.errors import CrsError, InputError
+from helpers import cim_cli
 from test_buildings_cityjson import block, gable_house
 
 SCHEMAS = Path(__file__).parent / "schemas" / "citygml-2.0" / "citygml" / "2.0"
@@ -26,6 +30,7 @@ NS = {"core": "http://www.opengis.net/citygml/2.0", "bldg": "http://www.opengis.
       "gen": "http://www.opengis.net/citygml/generics/2.0", "gml": "http://www.opengis.net/gml",
       "xlink": "http://www.w3.org/1999/xlink"}
 NS1 = {**NS, "core": "http://www.opengis.net/citygml/1.0", "bldg": "http://www.opengis.net/citygml/building/1.0"}
+NRW = "LoD2_32_354_5652_1_NW.gml"
 DELFT_AREA = (84900.0, 447500.0, 85000.0, 447600.0)  # 100 m x 100 m of the Delft block: one tile
 
 
@@ -203,7 +208,7 @@ def _area(face: np.ndarray) -> float:
 # ------------------------------------------------------------------------------------------------------ reader
 
 
-@pytest.mark.parametrize("name, version, ns", [("LoD2_32_354_5652_1_NW.gml", "1.0", NS1),
+@pytest.mark.parametrize("name, version, ns", [(NRW, "1.0", NS1),
                                                ("DEBY_LOD2_4959457.gml", "2.0", NS)])
 def test_reader_on_the_adv_samples(shared_data, name, version, ns):
     path = shared_data / "citygml-adv" / name
@@ -247,3 +252,94 @@ def test_reader_crs_and_errors(shared_data, tmp_path):
     other.write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
     with pytest.raises(InputError, match="not CityGML"):
         read_citygml(other)
+
+
+# ---------------------------------------------------------------------------------------------- compare-buildings
+
+
+
+def perturbed_copy(src: Path, dst: Path, ns: dict[str, str], *, dz: float = 0.0, dh: float = 0.0,
+                   roof_type: tuple[str, str] | None = None) -> Path:
+    """``src`` with every z raised by ``dz``, every measuredHeight by ``dh`` and one building's roof type changed
+    (``(gml:id, code)``), edited with lxml independently of cim's writer."""
+    tree = etree.parse(str(src))
+    for el in tree.xpath("//gml:posList | //gml:lowerCorner | //gml:upperCorner", namespaces=ns):
+        xyz = np.array(el.text.split(), float).reshape(-1, 3)
+        xyz[:, 2] += dz
+        el.text = " ".join(repr(v) for v in np.round(xyz, 4).ravel().tolist())
+    for el in tree.xpath("//bldg:measuredHeight", namespaces=ns):
+        el.text = repr(round(float(el.text) + dh, 4))
+    if roof_type:
+        el = tree.xpath(f"//bldg:Building[@gml:id='{roof_type[0]}']/bldg:roofType", namespaces=ns)[0]
+        el.text = roof_type[1]
+    tree.write(str(dst), xml_declaration=True, encoding="UTF-8")
+    return dst
+
+
+def test_delft_cityjson_against_its_citygml_and_a_shifted_copy(delft_job, tmp_path):
+    gml, cj = delft_job / "buildings.gml", delft_job / "buildings.city.json"
+    same = compare(cj, gml)
+    n = same["ours"]["buildings"]
+    assert n >= 10 and same["official"]["buildings"] == n and same["overall"]["matched"] == n
+    assert same["unmatched_ours"] == same["unmatched_official"] == []
+    o = same["overall"]
+    assert o["iou_mean"] == pytest.approx(1.0, abs=1e-3) and o["roof_type_agreement"] == 1.0
+    assert abs(o["measured_height_diff"]["rmse"]) <= 0.002 and o["roof"]["rmse"] <= 0.002
+    assert o["roof"]["samples"] > 100 * n
+
+    first = etree.parse(str(gml)).xpath("//bldg:Building[bldg:roofType][1]", namespaces=NS)[0]
+    code = first.xpath("bldg:roofType/text()", namespaces=NS)[0]
+    other = "3100" if code != "3100" else "1000"
+    shifted = perturbed_copy(gml, tmp_path / "shifted.gml", NS, dz=0.5, dh=-0.3, roof_type=(
+        first.get("{http://www.opengis.net/gml}id"), other))
+    r = compare(gml, shifted)
+    o = r["overall"]
+    assert o["matched"] == n
+    assert o["roof"]["median"] == pytest.approx(-0.5, abs=1e-3)  # ours minus official: official raised by 0.5
+    assert o["roof"]["rmse"] == pytest.approx(0.5, abs=1e-3)
+    assert o["roof"]["rmse_minus_median"] <= 1e-3 and o["roof"]["rmse_minus_building_median"] <= 1e-3
+    assert o["measured_height_diff"]["median"] == pytest.approx(0.3, abs=1e-3)
+    assert o["roof_type_compared"] - round(o["roof_type_agreement"] * o["roof_type_compared"]) == 1
+    changed = [b for b in r["buildings"] if b["roof_type_agrees"] is False]
+    assert [(b["official"], b["roof_type_ours"], b["roof_type_official"]) for b in changed] == [
+        (first.get("{http://www.opengis.net/gml}id"), int(code), int(other))]
+    assert all(b["roof"]["median"] == pytest.approx(-0.5, abs=1e-3) for b in r["buildings"] if b["roof"]["samples"])
+
+
+def test_adv_sample_against_itself_via_the_cli(shared_data, tmp_path):
+    nrw = shared_data / "citygml-adv" / NRW
+    res = cim_cli("compare-buildings", str(nrw), str(nrw), "--out", str(tmp_path / "r.json"), timeout=120)
+    assert res.returncode == 0, res.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    tree = etree.parse(str(nrw))
+    n = int(tree.xpath("count(/*/*[local-name()='cityObjectMember']/*[local-name()='Building'])"))
+    o = report["overall"]
+    assert report["ours"]["buildings"] == n and o["matched"] == n and o["roof_type_agreement"] == 1.0
+    assert o["roof"]["rmse"] == 0.0 and o["measured_height_diff"]["rmse"] == 0.0 and o["iou_mean"] == 1.0
+    assert "matched" in res.stdout and "all" in res.stdout
+
+
+def test_bavarian_sample_against_a_raised_copy(shared_data, tmp_path):
+    deby = shared_data / "citygml-adv" / "DEBY_LOD2_4959457.gml"
+    raised = perturbed_copy(deby, tmp_path / "raised.gml", NS, dz=-1.25)
+    r = compare(deby, raised)
+    assert r["overall"]["matched"] == 1
+    assert r["overall"]["roof"]["median"] == pytest.approx(1.25, abs=1e-3)
+    assert r["overall"]["roof"]["rmse_minus_median"] <= 1e-3
+    assert r["buildings"][0]["measured_height_diff"] == 0.0  # the copy's measuredHeight was left as it was
+
+
+def test_crs_mismatch_is_one_line_and_exit_2(delft_job, shared_data):
+    res = cim_cli("compare-buildings", str(delft_job / "buildings.gml"), str(shared_data / "citygml-adv" / NRW),
+                  timeout=120)
+    assert res.returncode == 2
+    assert "CRS mismatch" in res.stderr and "Traceback" not in res.stderr + res.stdout
+    with pytest.raises(CrsError, match="Amersfoort"):
+        compare(delft_job / "buildings.city.json", shared_data / "citygml-adv" / NRW)
+
+
+def test_buildings_command_rejects_an_unknown_format(tmp_path, repo_data):
+    res = cim_cli("buildings", str(repo_data / "delft" / "ahn3_cropped_1.laz"), "--out", str(tmp_path / "o"),
+                  "--format", "obj", timeout=120)
+    assert res.returncode == 2 and "--format must be cityjson or citygml" in res.stdout + res.stderr
+    assert not (tmp_path / "o").exists()

@@ -8,7 +8,6 @@ Differences are always ours minus official.
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +25,6 @@ from cim.citygml.reader import CityGmlBuilding, read_citygml
 from cim.citygml.writer import measured_height
 from cim.cityjson import BuildingGeometry
 from cim.errors import CrsError, InputError
-
-log = logging.getLogger("cim.citygml.compare")
 
 
 @dataclass

@@ -1,9 +1,9 @@
 """Reader of CityGML building files (CityGML 1.0 and 2.0, as the AdV LoD2 deliveries and cim's writer make them).
 
-Streamed (``lxml.etree.iterparse``, one ``bldg:Building`` in memory at a time). Per building: ``gml:id``, roof type
-code, measured height, function, ``gml:name``, generic attributes, the polygons of its ``bldg:boundedBy`` surfaces by type
-(outer rings as (n, 3) arrays in the file's CRS, the closing vertex dropped, holes dropped) and its LoD1/LoD2
-solids with ``xlink:href`` members resolved. ``bldg:BuildingPart``\\ s are read as parts of their building.
+Streamed (``lxml.etree.iterparse``, one ``bldg:Building`` in memory at a time). Per building: ``gml:id``,
+``gml:name``, roof type code, measured height, function, generic attributes, the polygons of its ``bldg:boundedBy``
+surfaces by type (outer rings as (n, 3) arrays in the file's CRS, the closing vertex dropped, holes dropped) and its
+LoD1/LoD2 solids with ``xlink:href`` members resolved. ``bldg:BuildingPart``\\ s are read as parts of their building.
 """
 
 from __future__ import annotations

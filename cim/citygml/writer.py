@@ -1,12 +1,13 @@
 """CityGML 2.0 writer in the AdV LoD2 profile, streamed: one building in memory at a time.
 
-Per building: ``gml:id`` (the footprint's id, made a valid NCName; then the id itself in ``gml:name``), cim's attributes (quality figures, status,
-heights) as ``gen:`` generic attributes, ``bldg:function`` when the footprint has one, ``bldg:roofType`` (AdV
-code), ``bldg:measuredHeight`` (highest minus lowest point of the best model, ``urn:adv:uom:m``), LoD1.2 as
-``bldg:lod1Solid`` (inline polygons), LoD2.2 as ``bldg:lod2Solid`` whose members reference (``xlink:href``) the
-polygons of the ``bldg:boundedBy`` Roof/Wall/GroundSurface ``lod2MultiSurface``s, a footprint-only building as
-``bldg:lod0FootPrint``. Coordinates are rounded to ``decimals`` (1 mm by default) in the job CRS; the srsName
-follows :func:`cim.citygml.adv.srs_name`.
+Per building: ``gml:id`` (the footprint's id, made a valid NCName; then the id itself in ``gml:name``), cim's
+attributes (quality figures, status, heights) as ``gen:`` generic attributes, ``bldg:function`` when the footprint
+has one, ``bldg:roofType`` (AdV code), ``bldg:measuredHeight`` (highest minus lowest point of the best model,
+``urn:adv:uom:m``), LoD1.2 as ``bldg:lod1Solid`` (inline polygons), LoD2.2 as ``bldg:lod2Solid`` whose members
+reference (``xlink:href``) the polygons of the ``bldg:boundedBy`` Roof/Wall/GroundSurface ``lod2MultiSurface``s
+(roof slope and azimuth as generic attributes there), a footprint-only building as ``bldg:lod0FootPrint``.
+Coordinates are rounded to ``decimals`` (1 mm by default) in the job CRS; the srsName follows
+:func:`cim.citygml.adv.srs_name`.
 """
 
 from __future__ import annotations
