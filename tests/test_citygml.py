@@ -129,7 +129,15 @@ def test_written_file_is_deterministic_and_atomic(tmp_path):
     assert a == b
     with pytest.raises(CrsError):
         write_citygml(tmp_path / "c.gml", models, pyproj.CRS("+proj=tmerc +lon_0=7 +ellps=GRS80 +units=m"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gml", "b.gml"]
+
+    def failing():
+        yield models[0]
+        raise RuntimeError("model source broke")
+
+    with pytest.raises(RuntimeError):
+        write_citygml(tmp_path / "a.gml", failing(), pyproj.CRS("EPSG:7415"), bounds=(np.zeros(3), np.ones(3)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gml", "b.gml"]  # no half file, no temporary left
+    assert (tmp_path / "a.gml").read_bytes() == a
 
 
 # ---------------------------------------------------------------------------------------------- the Delft job

@@ -29,13 +29,13 @@ from cim.errors import CrsError, InputError
 
 @dataclass
 class Comparable:
-    """What the comparison needs of one building, from either format: roofs are oriented upwards."""
+    """What the comparison needs of one building, from either format: its faces all typed, roofs facing up."""
 
     id: str
     footprint: Polygon
     roof_type: int | None
     measured_height: float | None
-    roofs: BuildingGeometry
+    geometry: BuildingGeometry
 
 
 def _with_semantics(geom: BuildingGeometry) -> BuildingGeometry:
@@ -147,7 +147,7 @@ def roof_differences(ours: Comparable, official: Comparable, spacing: float) -> 
     x, y = gx.ravel(), gy.ravel()
     inside = shapely.contains_xy(area, x, y)
     x, y = x[inside], y[inside]
-    d = roof_height_at(ours.roofs, x, y) - roof_height_at(official.roofs, x, y)
+    d = roof_height_at(ours.geometry, x, y) - roof_height_at(official.geometry, x, y)
     return d[np.isfinite(d)]
 
 
