@@ -314,6 +314,46 @@ def test_delft_cityjson_against_its_citygml_and_a_shifted_copy(delft_job, tmp_pa
     assert all(b["roof"]["median"] == pytest.approx(-0.5, abs=1e-3) for b in r["buildings"] if b["roof"]["samples"])
 
 
+def test_roof_difference_of_a_raised_ridge_is_the_analytic_one(tmp_path):
+    """Gable roofs 10 m x 8 m, eaves 106 m, ridge 109 m against 110 m: the difference grows linearly from 0 at the
+    eaves to -1 m at the ridge, so over the plan its median is -0.5 m, its RMSE sqrt(1/3) m, and sqrt(1/12) m once
+    the median is removed; measuredHeight differs by -1 m; the roof type by neither."""
+    crs = pyproj.CRS("EPSG:25832+7837")
+    ours = write_citygml(tmp_path / "ours.gml", [_house("h")], crs)
+    high = gable_house("h", zr=110.0)
+    official = write_citygml(tmp_path / "official.gml", [BuildingModel("h", footprint_of(high), {"roof_type": 3100},
+                                                                       lod22=high)], crs)
+    r = compare(ours, official, spacing=0.1)
+    b = r["buildings"][0]
+    assert b["measured_height_diff"] == pytest.approx(-1.0) and b["roof_type_agrees"] is True
+    assert b["roof"]["median"] == pytest.approx(-0.5, abs=0.02)
+    assert b["roof"]["rmse"] == pytest.approx(np.sqrt(1 / 3), abs=0.02)
+    assert b["roof"]["rmse_minus_median"] == pytest.approx(np.sqrt(1 / 12), abs=0.02)
+
+
+def test_cim_models_of_the_synthetic_city_against_its_truth(synth_city, tmp_path):
+    """The whole chain on generated data: cim's CityGML of the synthetic city against the true buildings (the
+    generator's CityJSON with its roofType and measuredHeight)."""
+    from cim.pipeline.execute import run_job
+    from cim.pipeline.job import parse_job
+
+    doc = {"job": {"name": "s", "output": str(tmp_path)},
+           "stages": [{"type": "read.las", "files": [str(synth_city.als_laz)]},
+                      {"type": "tile", "size": 200.0, "buffer": 40.0},
+                      {"type": "buildings.lod2", "footprints": str(synth_city.footprints_gpkg)},
+                      {"type": "write.citygml"}]}
+    assert run_job(parse_job(doc, tmp_path / "job.toml"), scheduler="threads", workers=1).report.ok
+    r = compare(tmp_path / "buildings.gml", synth_city.buildings_cityjson)
+    truth = json.loads(synth_city.buildings_cityjson.read_text())["CityObjects"]
+    o = r["overall"]
+    print("synthetic city, cim vs truth:", json.dumps(o))
+    assert o["matched"] == len(truth) and r["unmatched_ours"] == r["unmatched_official"] == []
+    assert o["roof_type_compared"] == len(truth) and o["roof_type_agreement"] >= 0.9
+    assert abs(o["roof"]["median"]) <= 0.05 and o["roof"]["rmse"] <= 0.15
+    assert abs(o["measured_height_diff"]["median"]) <= 0.15
+    assert {b["official"] for b in r["buildings"]} == set(truth)
+
+
 def test_adv_sample_against_itself_via_the_cli(shared_data, tmp_path):
     nrw = shared_data / "citygml-adv" / NRW
     res = cim_cli("compare-buildings", str(nrw), str(nrw), "--out", str(tmp_path / "r.json"), timeout=120)

@@ -56,13 +56,13 @@ def _comparable(bid: str, geom: BuildingGeometry, roof_type: Any, height: float 
     fp = footprint_of(geom) if geom.faces else Polygon()
     if fp.is_empty or fp.area <= 0:
         return None
-    return Comparable(bid, fp, _code(roof_type), height if height is not None else measured_height(geom), geom)
+    return Comparable(bid, fp, _as(int, roof_type), height if height is not None else measured_height(geom), geom)
 
 
-def _code(value: Any) -> int | None:
-    """A roof type code as int (None when absent or not a number)."""
+def _as(kind: type, value: Any) -> Any:
+    """``value`` as ``kind`` (int roof type codes, float heights); None when absent or not one."""
     try:
-        return int(value)
+        return kind(value)
     except (TypeError, ValueError):
         return None
 
@@ -95,8 +95,10 @@ def load_buildings(path: str | Path) -> tuple[pyproj.CRS | None, list[Comparable
         found = []
         for m in models_from_cityjson(path):
             best = m.lod22 or m.lod12 or m.lod0
-            if best is not None:
-                found.append(_comparable(m.id, best, m.attributes.get("roof_type"), None))
+            if best is not None:  # cim's attribute names, else CityJSON's (e.g. 3DBAG, cim's synthetic truth)
+                a = m.attributes
+                found.append(_comparable(m.id, best, a.get("roof_type", a.get("roofType")),
+                                         _as(float, a.get("measuredHeight"))))
     else:
         raise InputError(path, "neither CityGML (XML) nor CityJSON")
     return crs, [c for c in found if c is not None]

@@ -28,6 +28,8 @@ class WriteCityGml(_MergedStage):
     def finish(self, results: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
         o = self.options
         models = self.models(ctx)
+        if not models:
+            return []
         bounds = envelope(models)
         path = write_citygml(ctx.product_dir / f"{o.name}.gml", models, ctx.crs, bounds=bounds,
                              name=f"{ctx.name}: buildings", creation_date=ctx.acquired[:10] if ctx.acquired else None,
