@@ -90,7 +90,7 @@ def test_written_file_is_schema_valid_and_reads_back(tmp_path, schema):
     no_points = BuildingModel("c", footprint_of(gable_house("c", x0=40)), {"status": "no_points", "roof_type": None})
     no_points.lod0 = gable_house("c", x0=40)  # any faces do: only the ground ones are read back below
     no_points.lod0.faces, no_points.lod0.semantics = no_points.lod0.faces[:1], ["GroundSurface"]
-    models = [_house("DEKL0001", src_gebaeudefunktion=1000), _house("0002", x0=20.0), _house("b~3", x0=60.0),
+    models = [_house("DEKL0001", src_gebaeudefunktion=1000, src_note="a\x01b"), _house("0002", x0=20.0), _house("b~3", x0=60.0),
               _house("b_3", x0=80.0), no_points]
     path = write_citygml(tmp_path / "b.gml", models, pyproj.CRS("EPSG:25832+7837"), creation_date="2024-05-01")
     assert schema_errors(schema, path) == []
@@ -113,7 +113,7 @@ def test_written_file_is_schema_valid_and_reads_back(tmp_path, schema):
     b = back.buildings[0]
     assert (b.id, b.roof_type, b.measured_height, b.function) == ("DEKL0001", 3100, 9.0, "31001_1000")
     assert b.attributes == {"point_count": 812, "rmse_lod22": 0.12, "status": "lod22", "valid_lod22": "true",
-                            "src_gebaeudefunktion": 1000}
+                            "src_gebaeudefunktion": 1000, "src_note": "ab"}
     g = gable_house("x")
     assert signed_volume(b.solids["lod2"]) == pytest.approx(signed_volume(g.faces)) == pytest.approx(10 * 8 * 7.5)
     assert signed_volume(b.solids["lod1"]) == pytest.approx(10 * 8 * 7.5)

@@ -13,6 +13,7 @@ Coordinates are rounded to ``decimals`` (1 mm by default) in the job CRS; the sr
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,12 @@ BOUNDARY_TYPES = ("RoofSurface", "WallSurface", "GroundSurface", "ClosureSurface
                   "OuterFloorSurface")
 #: Attributes written as ``bldg:`` elements instead of generic attributes.
 _PROFILE_KEYS = ("roof_type", "roof_type_name")
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def xml_text(text: str) -> str:
+    """``text`` without the control characters XML 1.0 cannot hold (footprint attributes may carry them)."""
+    return _NOT_XML.sub("", text)
 
 
 def _q(prefix: str, name: str) -> str:
@@ -80,10 +87,10 @@ def _generic(parent: etree._Element, key: str, value: Any) -> None:
             return
         kind, text = "doubleAttribute", repr(float(value))
     elif isinstance(value, str):
-        kind, text = "stringAttribute", value
+        kind, text = "stringAttribute", xml_text(value)
     else:
         return
-    _sub(_sub(parent, "gen", kind, attrib={"name": key}), "gen", "value", text)
+    _sub(_sub(parent, "gen", kind, attrib={"name": xml_text(key)}), "gen", "value", text)
 
 
 def _solid(parent: etree._Element, prop: str, geom: BuildingGeometry, decimals: int,
@@ -131,7 +138,7 @@ def building_element(model: BuildingModel, gid: str, *, decimals: int = 3,
     member = etree.Element(_q("core", "cityObjectMember"), nsmap={k: v for k, v in NSMAP.items() if k != "xsi"})
     b = _sub(member, "bldg", "Building", attrib={_q("gml", "id"): gid})
     if gid != model.id:
-        _sub(b, "gml", "name", model.id)  # the id as the footprints give it
+        _sub(b, "gml", "name", xml_text(model.id))  # the id as the footprints give it
     if creation_date:
         _sub(b, "core", "creationDate", creation_date)
     attrs = model.attributes
