@@ -80,6 +80,7 @@ def test_ids_and_function_codes():
     assert gml_id("b12~2") == "b12_2" and gml_id("0503") == "ID_0503"
     assert function_code({"src_gebaeudefunktion": 2010.0}) == "31001_2010"
     assert function_code({"src_function": "31001_1000"}) == "31001_1000"
+    assert function_code({"src_GFK": "31001_2463"}) == "31001_2463"  # NRW's ALKIS shape export
     assert function_code({"status": "lod22"}) is None
 
 

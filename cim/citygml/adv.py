@@ -74,13 +74,15 @@ def gml_id(building_id: str) -> str:
 
 
 def function_code(attributes: dict) -> str | None:
-    """The ``bldg:function`` of a building from its footprint attributes (``function``, or an ALKIS
-    ``gebaeudefunktion`` code that becomes ``31001_<code>``); None when the footprint carries none."""
+    """The ``bldg:function`` of a building from its footprint attributes (keys in any case): ``function``, or an
+    ALKIS ``gebaeudefunktion`` / ``gfk`` code that becomes ``31001_<code>`` (a code that has the prefix keeps
+    it); None when the footprint carries none."""
+    lowered = {str(k).lower(): v for k, v in attributes.items()}
     for key in ("function", "src_function", "src_bldg_function"):
-        if attributes.get(key) not in (None, ""):
-            return str(attributes[key])
+        if lowered.get(key) not in (None, ""):
+            return str(lowered[key])
     for key in ("src_gebaeudefunktion", "src_gfk", "src_funktion"):
-        value = attributes.get(key)
+        value = lowered.get(key)
         if value not in (None, ""):
             text = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
             return text if text.startswith(FUNCTION_PREFIX) else FUNCTION_PREFIX + text
