@@ -164,8 +164,9 @@ def test_several_height_layers_extra_dimensions_and_week_time(tmp_path: Path) ->
     for ix in (10, 11):
         for iy in (20,):
             mask = np.floor(x / 100) == ix
-            tiles.append(copc.build_tile(cloud[mask & (np.floor(y / 100) == iy)], layout, tmp_path / f"{ix}",
-                                         datetime.date(2020, 5, 1)))
+            tile = copc.build_tile(cloud[mask & (np.floor(y / 100) == iy)], layout, tmp_path / f"{ix}",
+                                   datetime.date(2020, 5, 1))
+            tiles.append({**tile, "work": str(tmp_path / f"{ix}")})
     facts = copc.assemble(tiles, layout, cloud.crs, tmp_path / "a.copc.laz", tmp_path / "nodes",
                           datetime.date(2020, 5, 1))
     assert facts["points"] == n
@@ -184,3 +185,37 @@ def test_block_too_large_for_the_scale_is_a_config_error(tmp_path: Path) -> None
     body = delft_job(tmp_path / "o").replace('type = "write.las"', 'type = "write.copc"\nscale = 0.0001')
     with pytest.raises(JobConfigError, match="block"):
         load_job(write_job(tmp_path / "j.toml", body))
+
+
+def test_cim_ground_writes_copc(repo_data: Path, tmp_path: Path) -> None:
+    """``cim ground --format copc``: one COPC per input, all points, the CRS, ground found against AHN's labels."""
+    from tests.helpers import cim_cli
+
+    pc = las.read(repo_data / "delft" / "ahn3_cropped_2.laz", crs="EPSG:7415")
+    truth = pc["classification"] == 2
+    pc.set("classification", np.zeros(len(pc), np.uint8))
+    las.write(tmp_path / "in" / "part.laz", pc)
+    done = cim_cli("ground", str(tmp_path / "in" / "part.laz"), "--out", str(tmp_path / "out"), "--format", "copc")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["part.copc.laz"]
+    with laspy.CopcReader.open(str(tmp_path / "out" / "part.copc.laz")) as reader:
+        assert reader.header.point_count == len(pc)
+    got = las.read(tmp_path / "out" / "part.copc.laz")
+    assert got.crs == pyproj.CRS("EPSG:7415")
+    order_in = np.lexsort((pc.z, pc.y, pc.x))
+    order_out = np.lexsort((got.z, got.y, got.x))
+    np.testing.assert_allclose(got.xyz[order_out], pc.xyz[order_in], atol=1e-6)
+    ground = got["classification"][order_out] == 2
+    assert (ground & truth[order_in]).sum() / truth.sum() > 0.99
+    bad = cim_cli("ground", str(tmp_path / "in" / "part.laz"), "--out", str(tmp_path / "o2"), "--format", "e57")
+    assert bad.returncode == 2 and "--format" in bad.stdout + bad.stderr
+
+
+def test_write_refuses_empty_and_non_finite_clouds(tmp_path: Path) -> None:
+    from cim.errors import InputError
+
+    with pytest.raises(InputError, match="no points"):
+        copc.write(tmp_path / "e.copc.laz", PointCloud.empty())
+    with pytest.raises(InputError, match="NaN"):
+        copc.write(tmp_path / "n.copc.laz", PointCloud.from_xyz(np.array([[0.0, 0.0, np.nan]])))
+    assert list(tmp_path.iterdir()) == []

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 import math
 import struct
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,7 +145,6 @@ def build_tile(cloud: PointCloud, layout: Layout, work: Path, creation_date: dat
     gps = np.asarray(record["gps_time"]) if "gps_time" in record.point_format.dimension_names else np.zeros(1)
     return {
         "points": len(points),
-        "work": str(work),
         "cubes": sorted({tuple(c) for c in cubes[order[starts]].tolist()}),
         "chunks": index,
         "mins": xyz.min(axis=0).tolist(),
@@ -215,7 +215,8 @@ class _Nodes:
 
 def assemble(tiles: list[dict[str, Any]], layout: Layout, crs: pyproj.CRS | None, path: Path, work: Path,
              creation_date: datetime.date) -> dict[str, Any]:
-    """Write the COPC file ``path`` from the tiles' :func:`build_tile` results; returns its facts."""
+    """Write the COPC file ``path`` from the tiles' :func:`build_tile` results, each with the folder it wrote
+    to as ``work``; returns the file's facts (points, nodes, levels, bounds)."""
     tiles = [t for t in tiles if t.get("points")]
     if not tiles:
         raise InputError(path, "no points to write")
@@ -302,3 +303,25 @@ def assemble(tiles: list[dict[str, Any]], layout: Layout, crs: pyproj.CRS | None
         out.write(struct.pack("<q", table_at))
     return {"points": int(header.point_count), "nodes": len(entries), "levels": max(e[0][0] for e in entries) + 1,
             "bounds": [*header.mins.tolist(), *header.maxs.tolist()]}
+
+
+def write(path: str | Path, cloud: PointCloud, *, scale: float = 0.001, max_points: int = 100_000, grid: int = 128,
+          creation_date: datetime.date | None = None) -> Path:
+    """Write one in-memory cloud as a COPC file (its CRS and every dimension); returns the path.
+
+    For pipelines, ``write.copc`` builds the octree tile by tile instead."""
+    path = Path(path)
+    if len(cloud) == 0:
+        raise InputError(path, "no points to write")
+    if not np.all(np.isfinite(cloud.xyz)):
+        raise InputError(path, "points with NaN or infinite coordinates cannot go into a COPC file")
+    mins, maxs = cloud.xyz.min(axis=0), cloud.xyz.max(axis=0)
+    extent = float(np.max(maxs - mins))
+    cube = 2.0 ** math.ceil(math.log2(max(extent, 1.0)))
+    layout = Layout(scale, tuple(float(v) for v in np.floor(mins)), cube, grid, max_points)
+    day = creation_date or datetime.date.today()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
+        tile = build_tile(cloud, layout, Path(tmp) / "tile", day)
+        assemble([{**tile, "work": str(Path(tmp) / "tile")}], layout, cloud.crs, path, Path(tmp) / "nodes", day)
+    return path

@@ -63,7 +63,8 @@ class WriteCopc(Stage):
         return TileResult(stats=stats)
 
     def finish(self, results: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
-        tiles = [r["stats"] for r in results if r.get("stats", {}).get("points")]
+        tiles = [{**r["stats"], "work": str(self._work_dir(ctx) / r["tile"])} for r in results
+                 if r.get("stats", {}).get("points")]
         blocks: dict[tuple[int, int], list[dict[str, Any]]] = {}
         for t in tiles:
             blocks.setdefault(tuple(t["block"]), []).append(t)
