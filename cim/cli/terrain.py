@@ -29,10 +29,13 @@ def ground(
     output_format: Annotated[str, typer.Option("--format", help="las (as the input) or copc (NAME.copc.laz)")] = "las",
 ) -> None:
     """Classify noise and ground (SMRF) and write each input back with its new classification."""
+    from cim.extras import require
     from cim.terrain.classify import classify_files
 
     if backend not in ("smrf", "csf"):
         raise typer.BadParameter("--backend must be smrf or csf")
+    if backend == "csf":
+        require("CSF", "csf", "--backend csf")  # before any work: one line naming the extra when it is missing
     if output_format not in ("las", "copc"):
         raise typer.BadParameter("--format must be las or copc")
     if out.resolve() in {p.resolve().parent for p in inputs}:
