@@ -219,3 +219,22 @@ def test_write_refuses_empty_and_non_finite_clouds(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="NaN"):
         copc.write(tmp_path / "n.copc.laz", PointCloud.from_xyz(np.array([[0.0, 0.0, np.nan]])))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_job_over_several_blocks_writes_one_file_per_block(tmp_path: Path) -> None:
+    body = delft_job(tmp_path / "o").replace('type = "write.las"', 'type = "write.copc"\nblock = 200.0')
+    result = run_job(load_job(write_job(tmp_path / "j.toml", body)), scheduler="threads")
+    assert result.report.ok
+    files = sorted((tmp_path / "o").glob("*.copc.laz"))
+    assert [p.name for p in files] == ["pointcloud_424_2237.copc.laz", "pointcloud_424_2238.copc.laz",
+                                       "pointcloud_425_2237.copc.laz", "pointcloud_425_2238.copc.laz"]
+    total = 0
+    for path in files:
+        bx, by = (int(v) for v in path.name.split(".")[0].split("_")[1:])
+        with laspy.CopcReader.open(str(path)) as reader:
+            points = reader.query()
+            assert np.allclose(reader.header.offsets[:2], [bx * 200.0, by * 200.0])
+        assert np.all(np.floor(np.asarray(points.x) / 200) == bx) and np.all(np.floor(np.asarray(points.y) / 200) == by)
+        total += len(points)
+    assert total == 640510 + 208432
+    assert sorted(p.path for p in result.products) == [p.name for p in files]
