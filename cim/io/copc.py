@@ -34,7 +34,6 @@ from cim.io import las
 from cim.points import PointCloud
 
 MEDIA_TYPE = "application/vnd.laszip+copc"
-_HEADER_SIZE = 375  # LAS 1.4
 _EVLR_HEADER_SIZE = 60
 _ENTRY = struct.Struct("<4iQii")  # hierarchy entry: key (level, x, y, z), offset, byte size, point count
 
