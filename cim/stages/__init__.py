@@ -14,6 +14,7 @@ STAGE_MODULES: dict[str, str] = {
     "read.las": "io",
     "tile": "io",
     "write.las": "io",
+    "write.copc": "copc",
     "filter.outliers": "terrain",
     "classify.ground": "terrain",
     "classify.objects": "terrain",

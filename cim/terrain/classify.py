@@ -52,10 +52,12 @@ def classify_files(
     backend: str = "smrf",
     objects: bool = False,
     buffer: float = 30.0,
+    copc: bool = False,
 ) -> Iterator[tuple[Path, dict]]:
     """Classify each input with the points of the other inputs within ``buffer`` as context and write it to
-    ``out_dir`` under its own name (all points, LAS 1.4). Yields (input path, stats) per file."""
-    from cim.io import las
+    ``out_dir`` under its own name (all points, LAS 1.4; as ``<stem>.copc.laz`` with ``copc``). Yields (input
+    path, stats with the written file as ``output``) per file."""
+    from cim.io import copc as copc_io, las
 
     paths = [Path(p) for p in inputs]
     sources = [las.open_source(p, crs) for p in paths]
@@ -82,6 +84,9 @@ def classify_files(
             merged = own
         cls = classify_cloud(merged, backend=backend, objects=objects)[:n]
         own.set("classification", cls)
-        las.write(out_dir / path.name, own)
+        if copc:
+            output = copc_io.write(out_dir / (path.name[: -len(path.suffix)].removesuffix(".copc") + ".copc.laz"), own)
+        else:
+            output = las.write(out_dir / path.name, own)
         values, counts = np.unique(cls, return_counts=True)
-        yield path, {"points": n, "classes": {int(v): int(c) for v, c in zip(values, counts)}}
+        yield path, {"points": n, "classes": {int(v): int(c) for v, c in zip(values, counts)}, "output": output}

@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 
+from cim.extras import require
 from cim.terrain.grid import finite_points
 
 __all__ = ["csf_ground"]
@@ -28,10 +29,7 @@ def csf_ground(
     unit: float = 1.0,
 ) -> np.ndarray:
     """Ground mask by CSF (lengths in metres, ``unit`` metres per coordinate unit)."""
-    try:
-        import CSF
-    except ImportError as exc:  # optional dependency (extra "bench")
-        raise ImportError("the csf backend needs the 'cloth-simulation-filter' package") from exc
+    CSF = require("CSF", "csf", "the csf ground backend")
     x, y, z, cand = finite_points(x, y, z, candidates)
     out = np.zeros(len(x), dtype=bool)
     sel = np.flatnonzero(cand)

@@ -2,8 +2,8 @@
 
 COGs are written with GDAL's COG driver: 256 x 256 tiles, DEFLATE with the floating-point predictor, internal
 overviews (averaged, nodata-aware) whenever the raster is larger than one block, float32 with nodata -9999, and
-the full CRS -- a compound horizontal + vertical CRS (e.g. EPSG:25832+7837) goes into the GeoTIFF keys, so
-QGIS and rasterio read heights with their datum. Files are written atomically and are byte-for-byte
+the full CRS -- a compound horizontal + vertical CRS (e.g. EPSG:25832+7837) goes into the GeoTIFF keys as EPSG
+codes (ProjectedCSType 25832, VerticalCSType 7837), so GDAL, QGIS and rasterio recognise it with its datum. Files are written atomically and are byte-for-byte
 deterministic.
 """
 
@@ -28,8 +28,16 @@ NODATA = -9999.0
 
 
 def _rio_crs(crs: pyproj.CRS | None) -> RioCRS | None:
+    """The CRS for GDAL by EPSG code where it has one (or its horizontal and vertical parts have), so that the
+    GeoKeys carry the codes (ProjectedCSType, VerticalCSType) instead of user-defined ones; else by WKT."""
     if crs is None:
         return None
+    code = crs.to_epsg(min_confidence=100)
+    if code is not None:
+        return RioCRS.from_epsg(code)
+    parts = [sub.to_epsg(min_confidence=100) for sub in crs.sub_crs_list]
+    if len(parts) == 2 and None not in parts:
+        return RioCRS.from_string(f"EPSG:{parts[0]}+{parts[1]}")
     return RioCRS.from_wkt(crs.to_wkt())
 
 
