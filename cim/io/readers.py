@@ -1,0 +1,71 @@
+"""What the planner needs from any point reader: one protocol that LAS, PLY and E57 sources implement.
+
+A reader stage (``read.las``, ``read.ply``, ``read.e57``: :mod:`cim.stages.io`) opens each input file as a
+:class:`PointSource`. The planner takes the job's CRS, the tile grid's extent and the catalog's date from the
+sources, and the partitioning streams each source's :meth:`PointSource.chunks` into tiles, so memory stays bounded
+by the chunk size whatever the format.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pyproj
+
+from cim.errors import InputError
+from cim.points import Bounds, PointCloud
+
+
+class PointSource(Protocol):
+    """An opened input file: its facts (from the header where the format has one) and its points in chunks."""
+
+    path: Path
+    #: The CRS the points carry (the reader's ``crs`` option overrides the file's); None when unknown.
+    crs: pyproj.CRS | None
+
+    @property
+    def point_count(self) -> int:
+        """Number of points the file holds."""
+        ...
+
+    @property
+    def bounds(self) -> Bounds:
+        """Bounds of the points (from the header where the format has one)."""
+        ...
+
+    @property
+    def acquired(self) -> datetime.date | None:
+        """Date the data was captured or created, when the file states it."""
+        ...
+
+    def chunks(self, chunk_size: int, bounds: Bounds | None = None) -> Iterator[PointCloud]:
+        """The points as clouds of at most ``chunk_size`` points (only those inside ``bounds`` when given)."""
+        ...
+
+
+def require_crs(source: PointSource) -> pyproj.CRS:
+    """The source's CRS, or a clear error asking for one."""
+    if source.crs is None:
+        raise InputError(
+            source.path, "the file declares no CRS; give one with --crs (job key 'crs'), e.g. EPSG:7415"
+        )
+    return source.crs
+
+
+def inside(cloud: PointCloud, b: Bounds) -> np.ndarray:
+    """Mask of the points inside ``b`` (edges included)."""
+    x, y, z = cloud.x, cloud.y, cloud.z
+    return (x >= b.minx) & (x <= b.maxx) & (y >= b.miny) & (y <= b.maxy) & (z >= b.minz) & (z <= b.maxz)
+
+
+def scaled_to_u16(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Values in [low, high] as 16-bit integers in [0, 65535] (LAS's convention for intensity and colour)."""
+    span = high - low
+    if not span > 0:
+        return np.zeros(len(values), dtype="u2")
+    scaled = (np.asarray(values, dtype="f8") - low) * (65535.0 / span)
+    return np.clip(np.rint(scaled), 0, 65535).astype("u2")
