@@ -40,7 +40,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from cim.errors import CimError, ConfigError
-from cim.pipeline.stage import Stage, StageOptions, lookup, registry, stage_names
+from cim.pipeline.stage import NO_STAGES, Stage, StageOptions, lookup, registry, stage_names
 
 
 class JobConfigError(CimError):
@@ -135,6 +135,9 @@ def parse_job(document: dict[str, Any], source: Path, overrides: dict[str, Any] 
 def _parse_stages(raw: Any, base: Path, problems: list[ConfigError]) -> list[Stage]:
     if not isinstance(raw, list) or not raw:
         problems.append(ConfigError("stages", "a job needs a list of [[stages]]"))
+        return []
+    if not stage_names():
+        problems.append(ConfigError("stages", NO_STAGES))
         return []
     stages: list[Stage] = []
     keys: list[str] = []

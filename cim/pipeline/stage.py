@@ -34,6 +34,8 @@ log = logging.getLogger("cim.pipeline")
 
 #: The entry-point group stages are registered in.
 ENTRY_POINT_GROUP = "cim.stages"
+NO_STAGES = (f"no stages are registered (entry-point group {ENTRY_POINT_GROUP} is empty): cim's package metadata is "
+             "missing or stale; reinstall cim (pip install -e .)")
 
 
 class StageOptions(BaseModel):
@@ -196,8 +198,7 @@ def lookup(name: str) -> type[Stage] | None:
     Raises :class:`CimError` when the registered class cannot be imported or is not a stage of that name.
     """
     if not _entry_points():
-        raise CimError(f"no stages are registered (entry-point group {ENTRY_POINT_GROUP} is empty): cim's package "
-                       "metadata is missing or stale; reinstall cim (pip install -e .)")
+        raise CimError(NO_STAGES)
     entry = _entry_points().get(name)
     if entry is None:
         return None
