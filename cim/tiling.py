@@ -146,8 +146,8 @@ def partition_file(
     area: tuple[float, float, float, float] | None = None,
     chunk_size: int = las.DEFAULT_CHUNK,
 ) -> dict[str, int]:
-    """Stream an opened input (any reader's :class:`PointSource`) into ``parts_dir/<tile>/<dimension>.bin`` (atomically, as a whole folder); returns core
-    counts per tile.
+    """Stream an opened input (any reader's :class:`PointSource`) into ``parts_dir/<tile>/<dimension>.bin``
+    (atomically, as a whole folder); returns core counts per tile.
 
     Points outside ``area`` (minx, miny, maxx, maxy; buffers included) are dropped. Raises InputError for
     non-finite coordinates.

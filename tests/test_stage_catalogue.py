@@ -127,8 +127,9 @@ def test_a_plugin_package_adds_stages_through_its_entry_points(tmp_path: Path, p
     counts = [int(p.read_text().split()[1]) for p in marks]
     assert all(p.read_text().startswith("7 ") for p in marks)
     assert sum(counts) >= report["points"]  # every tile's points, buffers included
-    listed = cim_cli("stages", "--json")
-    assert {"test.mark", "test.read_marks", "read.las"} <= set(json.loads(listed.stdout))
+    listed = json.loads(cim_cli("stages", "--json").stdout)
+    assert {"test.mark", "test.read_marks", "read.las"} <= set(listed)
+    assert listed["test.read_marks"]["consumes"] == ["marks"] and listed["test.mark"]["produces"] == ["marks"]
 
 
 def test_without_the_plugin_installed_its_stages_are_unknown(tmp_path: Path) -> None:

@@ -140,7 +140,8 @@ def stages(
     from cim.pipeline.stage import registry
 
     catalogue = {
-        name: {"summary": cls.summary, "role": cls.role, "options": cls.Options.model_json_schema().get("properties", {})}
+        name: {"summary": cls.summary, "role": cls.role, "produces": list(cls.produces), "consumes": list(cls.consumes),
+               "reuses": list(cls.reuses), "options": cls.Options.model_json_schema().get("properties", {})}
         for name, cls in registry().items()
     }
     if as_json:
@@ -148,6 +149,9 @@ def stages(
         return
     for name, entry in catalogue.items():
         console.print(f"[bold]{name}[/]  {entry['summary']}", soft_wrap=True)
+        flows = [f"{k} {', '.join(entry[k])}" for k in ("consumes", "reuses", "produces") if entry[k]]
+        if flows:
+            console.print(f"    [italic]{'; '.join(flows)}[/]", soft_wrap=True, highlight=False)
         for option, spec in entry["options"].items():
             default = spec.get("default", "required")
             console.print(f"    {option} = {json.dumps(default)}  [dim]{spec.get('description', '')}[/]",
