@@ -8,8 +8,12 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
+import pyproj
 import pytest
+from scipy.spatial import cKDTree
 
+import cim
 from cim.pipeline.job import JobConfigError, load_job
 from cim.pipeline.stage import Stage, lookup, registry, stage_names
 from tests.helpers import REPO, checkout_stage_table, cim_cli, delft_job, write_job
@@ -138,3 +142,43 @@ def test_without_the_plugin_installed_its_stages_are_unknown(tmp_path: Path) -> 
     assert result.returncode == 2
     assert "unknown stage 'test.mark'" in result.stdout + result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def _kaiserslautern_input(tmp_path: Path) -> tuple[Path, cim.PointCloud]:
+    rng = np.random.default_rng(5)
+    n = 20_000
+    cloud = cim.PointCloud({"x": 410_000 + rng.uniform(0, 180, n), "y": 5_479_600 + rng.uniform(0, 180, n),
+                            "z": rng.uniform(230, 260, n), "intensity": rng.integers(0, 4000, n).astype("u2")},
+                           cim.crs.resolve("EPSG:25832+7837"))
+    return cim.write(tmp_path / "in.laz", cloud), cim.read(cim.write(tmp_path / "in.laz", cloud))
+
+
+def test_a_job_writes_its_products_in_the_output_crs(tmp_path: Path) -> None:
+    source, original = _kaiserslautern_input(tmp_path)
+    job = write_job(tmp_path / "j.toml", delft_job(tmp_path / "o", files=source.as_posix()).replace(
+        'crs = "EPSG:7415"', ""))
+    result = cim_cli("run", str(job), "--scheduler", "threads", "--out-crs", "EPSG:25833+7837")
+    assert result.returncode == 0, result.stdout + result.stderr
+    written = cim.PointCloud.concat([cim.read(p) for p in sorted((tmp_path / "o" / "las").glob("*.laz"))])
+    assert written.crs.equals(pyproj.CRS("EPSG:25833+7837"))
+    truth = pyproj.Transformer.from_crs("EPSG:25832+7837", "EPSG:25833+7837", always_xy=True)  # independent
+    x, y, z = truth.transform(original.x, original.y, original.z)
+    expected = np.column_stack([x, y, z])
+    assert len(written) == len(original)
+    distance, nearest = cKDTree(expected).query(written.xyz)
+    assert distance.max() <= 0.0009 and len(np.unique(nearest)) == len(original)  # each point once, 1 mm rounding
+    assert np.abs(expected[:, 0] - original.x).min() > 100_000  # really another zone
+    np.testing.assert_array_equal(np.sort(written.intensity), np.sort(original.intensity))
+
+
+def test_an_output_crs_without_exact_transformation_is_refused_before_any_work(tmp_path: Path) -> None:
+    source, _ = _kaiserslautern_input(tmp_path)
+    body = delft_job(tmp_path / "o", files=source.as_posix()).replace('crs = "EPSG:7415"', 'output_crs = "EPSG:7415"')
+    result = cim_cli("run", str(write_job(tmp_path / "j.toml", body)), "--scheduler", "threads")
+    assert result.returncode == 2, result.stdout + result.stderr
+    text = " ".join((result.stdout + result.stderr).split())
+    assert "no exact transformation from" in text and "Traceback" not in text
+    assert not (tmp_path / "o" / "las").exists() and not (tmp_path / "o" / ".cim").exists()
+    bad = write_job(tmp_path / "k.toml", body.replace('"EPSG:7415"', '"EPSG:99999999"'))
+    with pytest.raises(JobConfigError, match="job.output_crs"):
+        load_job(bad)

@@ -73,6 +73,9 @@ def run(
     job_file: Annotated[Path, typer.Argument(help="job description (TOML)")],
     out: Annotated[Optional[str], typer.Option("--out", help="output folder (overrides [job].output)")] = None,
     crs: CrsOption = None,
+    out_crs: Annotated[Optional[str], typer.Option(
+        "--out-crs", help="process and write in this CRS (exact transformations only; overrides [job].output_crs)")]
+    = None,
     scheduler: Annotated[Optional[str], typer.Option(
         "--scheduler", help="Dask scheduler address (tcp://host:port), or 'threads'; default: local processes")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="local worker processes (default: cores)")] = None,
@@ -83,7 +86,7 @@ def run(
     from cim.pipeline.execute import outcome_line, run_job, summarize
     from cim.pipeline.job import load_job
 
-    job = load_job(job_file, {"output": str(Path(out).resolve()) if out else None})
+    job = load_job(job_file, {"output": str(Path(out).resolve()) if out else None, "output_crs": out_crs})
     job.out_dir.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(job.out_dir / "cim.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

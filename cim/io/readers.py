@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import pyproj
 
+from cim import crs as crs_mod
 from cim.errors import InputError
 from cim.points import Bounds, PointCloud
 
@@ -69,3 +71,51 @@ def scaled_to_u16(values: np.ndarray, low: float, high: float) -> np.ndarray:
         return np.zeros(len(values), dtype="u2")
     scaled = (np.asarray(values, dtype="f8") - low) * (65535.0 / span)
     return np.clip(np.rint(scaled), 0, 65535).astype("u2")
+
+
+@dataclass(frozen=True)
+class Reprojected:
+    """A source's points in another CRS (a :class:`PointSource` too): every chunk is transformed by the exact
+    transformation of :func:`cim.crs.exact_transformer`, heights included."""
+
+    source: PointSource
+    crs: pyproj.CRS
+
+    @property
+    def path(self) -> Path:
+        return self.source.path
+
+    @property
+    def point_count(self) -> int:
+        return self.source.point_count
+
+    @property
+    def acquired(self) -> datetime.date | None:
+        return self.source.acquired
+
+    @property
+    def transformer(self) -> pyproj.Transformer:
+        return crs_mod.exact_transformer(require_crs(self.source), self.crs)
+
+    @property
+    def bounds(self) -> Bounds:
+        """The source's bounds transformed (edges densified, so the box holds every transformed point)."""
+        b = self.source.bounds
+        minx, miny, maxx, maxy = self.transformer.transform_bounds(b.minx, b.miny, b.maxx, b.maxy, densify_pts=21)
+        corners = np.array([[x, y, z] for x in (b.minx, b.maxx) for y in (b.miny, b.maxy) for z in (b.minz, b.maxz)])
+        z = crs_mod.transform_points(self.transformer, corners[:, 0], corners[:, 1], corners[:, 2])[2]
+        return Bounds(minx, miny, float(z.min()), maxx, maxy, float(z.max()))
+
+    def chunks(self, chunk_size: int, bounds: Bounds | None = None) -> Iterator[PointCloud]:
+        transformer = self.transformer
+        for chunk in self.source.chunks(chunk_size):
+            x, y, z = crs_mod.transform_points(transformer, chunk.x, chunk.y, chunk.z)
+            data = {name: chunk[name] for name in chunk.names}
+            data.update(x=x, y=y, z=z)
+            cloud = PointCloud(data, self.crs)
+            yield cloud if bounds is None else cloud[inside(cloud, bounds)]
+
+
+def in_crs(source: PointSource, crs: pyproj.CRS) -> PointSource:
+    """``source`` with its points in ``crs`` (itself when it already is; see :class:`Reprojected`)."""
+    return source if require_crs(source).equals(crs, ignore_axis_order=True) else Reprojected(source, crs)

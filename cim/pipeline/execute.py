@@ -23,7 +23,7 @@ from cim import crs as crs_mod
 from cim.catalog import write_catalog
 from cim.errors import InputError
 from cim.fileutil import atomic_write, expand_patterns
-from cim.io.readers import PointSource, require_crs
+from cim.io.readers import PointSource, in_crs, require_crs
 from cim.pipeline.job import Job
 from cim.pipeline.stage import JobContext, Product, Stage, TileContext
 from cim.points import PointCloud
@@ -52,11 +52,12 @@ class JobRun:
 # worker-side task functions (module level, so Dask can pickle them)
 
 
-def partition_task(reader: ReaderStage, path: str, crs_wkt: str, size: float, buffer: float, parts_dir: str,
-                   out_dir: str, area: tuple | None, chunk_size: int) -> dict[str, Any]:
-    crs = pyproj.CRS.from_wkt(crs_wkt)
-    counts = partition_file(reader.open(Path(path), crs), TileGrid(size, buffer), crs, Path(parts_dir),
-                            area=area, chunk_size=chunk_size)
+def partition_task(reader: ReaderStage, path: str, crs_wkt: str, work_crs_wkt: str, size: float, buffer: float,
+                   parts_dir: str, out_dir: str, area: tuple | None, chunk_size: int) -> dict[str, Any]:
+    work_crs = pyproj.CRS.from_wkt(work_crs_wkt)
+    source = in_crs(reader.open(Path(path), pyproj.CRS.from_wkt(crs_wkt)), work_crs)
+    counts = partition_file(source, TileGrid(size, buffer), work_crs, Path(parts_dir), area=area,
+                            chunk_size=chunk_size)
     return {"counts": counts, "outputs": [Path(parts_dir).relative_to(out_dir).as_posix()]}
 
 
@@ -152,25 +153,28 @@ def run_job(
     inputs = _inputs(job, crs_override)
     if not inputs:
         raise InputError(job.source, "the job's readers match no input files")
-    sources = [source for _, source in inputs]
-    crs = job_crs(sources)
+    crs = job_crs([source for _, source in inputs])
+    work_crs = crs_mod.resolve(job.output_crs) if job.output_crs else crs  # CrsError unless exact: before any work
+    sources = [in_crs(source, work_crs) for _, source in inputs]
+    union = union_bounds([s.bounds for s in sources])
     grid = _grid(job)
     out_dir = job.out_dir
     remove_stale_temporaries(out_dir)
     work = out_dir / WORK
     manifest = Manifest(work / "manifest.jsonl")
     acquired = job.datetime or _acquired(sources)
-    context = JobContext(job.name, out_dir, crs, grid, acquired=acquired)
+    context = JobContext(job.name, out_dir, work_crs, grid, acquired=acquired)
     version = cim.__version__
 
     partition: list[Task] = []
     for i, (reader, source) in enumerate(inputs):
         parts_dir = work / "parts" / f"{i:04d}-{source.path.stem}"
-        fp = fingerprint("partition", PARTS_FORMAT, version, file_fingerprint(source.path), crs.to_wkt(), grid.size,
-                         grid.buffer, job.area, str(parts_dir))
+        fp = fingerprint("partition", PARTS_FORMAT, version, file_fingerprint(source.path), crs.to_wkt(),
+                         *([work_crs.to_wkt()] if work_crs is not crs else []), grid.size, grid.buffer, job.area,
+                         str(parts_dir))
         partition.append(Task(f"partition/{i:04d}-{source.path.stem}", "tile", partition_task,
-                              (reader, str(source.path), crs.to_wkt(), grid.size, grid.buffer, str(parts_dir),
-                               str(out_dir), job.area, _chunk(job)), fp))
+                              (reader, str(source.path), crs.to_wkt(), work_crs.to_wkt(), grid.size, grid.buffer,
+                               str(parts_dir), str(out_dir), job.area, _chunk(job)), fp))
 
     with dask_client(scheduler, workers) as client:
         if on_plan:
@@ -191,7 +195,7 @@ def run_job(
         tiles = [grid.tile_from_key(k) for k in sorted(counts, key=_tile_order) if counts[k] > 0]
         if not tiles:
             raise InputError(job.source, "no points inside the job area (check [job].area and the inputs)")
-        all_tiles = grid.tiles_covering(union_bounds([s.bounds for s in sources]))
+        all_tiles = grid.tiles_covering(union)
         tasks = _tile_tasks(job, context, tiles, parts_dirs, part_fps, version)
         if on_plan:
             on_plan(len(tasks), "stages")

@@ -5,6 +5,7 @@
 name = "demo"
 output = "../out/demo"          # relative paths resolve against the job file's folder
 crs = "EPSG:7415"               # optional: overrides the inputs' CRS (needed when a file declares none)
+output_crs = "EPSG:28992+5709"  # optional: process and write in this CRS (exact transformations only)
 
 [[stages]]
 type = "read.las"
@@ -37,8 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from cim import crs as crs_mod
 from cim.errors import CimError, ConfigError
 from cim.pipeline.stage import NO_STAGES, Stage, StageOptions, lookup, registry, stage_names
 
@@ -64,8 +66,19 @@ class JobSection(BaseModel):
     name: str = "job"
     output: str = "out"
     crs: str | None = None
+    output_crs: str | None = None
     area: tuple[float, float, float, float] | None = None
     datetime: str | None = None
+
+    @field_validator("output_crs")
+    @classmethod
+    def _known_crs(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                crs_mod.resolve(value)
+            except CimError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
 
 @dataclass
@@ -79,6 +92,8 @@ class Job:
     area: tuple[float, float, float, float] | None
     datetime: str | None
     stages: list[Stage]
+    #: CRS the job processes and writes in (None: the inputs' CRS); ``area`` is given in it.
+    output_crs: str | None = None
 
     def stages_of(self, name: str) -> list[Stage]:
         return [s for s in self.stages if s.name == name]
@@ -129,6 +144,7 @@ def parse_job(document: dict[str, Any], source: Path, overrides: dict[str, Any] 
         area=section.area,
         datetime=section.datetime,
         stages=stages,
+        output_crs=section.output_crs,
     )
 
 
