@@ -86,6 +86,8 @@ type = "buildings.lod1"
 type = "buildings.lod2"
 folder = "lod2"
 [[stages]]
+type = "write.cityjson"
+[[stages]]
 type = "raster.dtm"
 folder = "terrain"
 [[stages]]
@@ -94,16 +96,19 @@ folder = "terrain/"
 [[stages]]
 type = "raster.density"
 folder = "../elsewhere"
+[[stages]]
+type = "write.las"
+folder = "copy"
 """
     job = write_job(tmp_path / "j.toml", delft_job(tmp_path / "o", extra=extra))
     with pytest.raises(JobConfigError) as info:
         load_job(job)
     problems = {p.key_path: p.problem for p in info.value.problems}
     assert "buildings.lod1 (stages[3]) produces it later: put that stage first" in problems["stages[2]"]
-    assert "which buildings.lod1 (stages[3]) already produces" in problems["stages[4]"]
-    assert "like raster.dtm (stages[5])" in problems["stages[6].folder"]
-    assert "not a folder inside the output folder" in problems["stages[7].folder"]
-    assert len(problems) == 4
+    assert "which buildings.lod1 (stages[3]) and buildings.lod2 (stages[4]) all produce" in problems["stages[5]"]
+    assert "like raster.dtm (stages[6])" in problems["stages[7].folder"]
+    assert "not a folder inside the output folder" in problems["stages[8].folder"]
+    assert len(problems) == 4  # two write.las (copy/, las/) are fine: nothing reads their 'las'
 
 
 def test_optional_artefacts_are_wired_where_their_producers_write(tmp_path: Path) -> None:

@@ -24,8 +24,7 @@ Every problem (unknown key, wrong type, unknown stage, missing file) becomes one
 
 Validation also wires the stages' artefacts (:class:`cim.pipeline.stage.Stage` ``produces`` / ``consumes`` /
 ``reuses``): each consumer gets the folder of the earlier stage producing what it needs. A consumer without a
-producer, two producers of one artefact, or two stages writing one folder is a problem of the job, reported
-before any work.
+producer or with two, or two stages writing one folder, is a problem of the job, reported before any work.
 """
 
 from __future__ import annotations
@@ -249,23 +248,26 @@ def _check_folders(stages: list[Stage], keys: list[str], problems: list[ConfigEr
 
 
 def _wire_artefacts(stages: list[Stage], keys: list[str], problems: list[ConfigError]) -> None:
-    """Give every consumer the folder of the earlier stage producing each artefact it consumes or reuses."""
-    producers: dict[str, tuple[Stage, str]] = {}
+    """Give every consumer the folder of the earlier stage producing each artefact it consumes or reuses.
+
+    Several stages may produce one artefact (two ``write.las`` copies, say) as long as no stage reads it: a
+    consumer after two producers would not know which to read.
+    """
+    producers: dict[str, list[tuple[Stage, str]]] = {}
     for stage, key in zip(stages, keys):
         for artefact in stage.consumes + stage.reuses:
-            found = producers.get(artefact)
-            if found is not None:
-                stage.inputs[artefact] = found[0].folder
-                stage.uses = tuple(dict.fromkeys((*stage.uses, found[0].name)))
+            found = producers.get(artefact, [])
+            if len(found) == 1:
+                stage.inputs[artefact] = found[0][0].folder
+                stage.uses = tuple(dict.fromkeys((*stage.uses, found[0][0].name)))
+            elif found:
+                names = " and ".join(f"{s.name} ({k})" for s, k in found)
+                problems.append(ConfigError(key, f"{stage.name} reads {artefact!r}, which {names} all produce: "
+                                                 "keep one producer before it"))
             elif artefact in stage.consumes:
                 problems.append(ConfigError(key, _no_producer(stage, artefact, stages, keys)))
         for artefact in stage.produces:
-            if artefact in producers:
-                first, first_key = producers[artefact]
-                problems.append(ConfigError(key, f"{stage.name} produces {artefact!r}, which {first.name} "
-                                                 f"({first_key}) already produces; a job makes each artefact once"))
-            else:
-                producers[artefact] = (stage, key)
+            producers.setdefault(artefact, []).append((stage, key))
 
 
 def _no_producer(stage: Stage, artefact: str, stages: list[Stage], keys: list[str]) -> str:
