@@ -246,7 +246,7 @@ def test_infinite_coordinates_are_refused_with_the_file_name(repo_data: Path, tm
 def test_a_job_imports_only_the_modules_of_its_stages(tmp_path: Path) -> None:
     job = write_job(tmp_path / "job.toml", delft_job(tmp_path / "out", extra='[[stages]]\ntype = "tiles.pointcloud"\n'))
     code = f"import sys; from cim.pipeline.job import load_job; load_job(r'{job}'); " \
-           "print(sorted(m for m in ('scipy', 'rasterio', 'open3d', 'cim.stages.terrain') if m in sys.modules))"
+           "print(sorted(m for m in ('scipy', 'rasterio', 'open3d', 'cim.stages.terrain', 'plyfile', 'pye57') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
