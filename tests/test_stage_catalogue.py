@@ -176,6 +176,22 @@ def test_a_job_writes_its_products_in_the_output_crs(tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.sort(written.intensity), np.sort(original.intensity))
 
 
+def test_the_area_of_a_job_with_an_output_crs_is_given_in_that_crs(tmp_path: Path) -> None:
+    source, original = _kaiserslautern_input(tmp_path)
+    x, y, _ = pyproj.Transformer.from_crs("EPSG:25832", "EPSG:25833", always_xy=True).transform(
+        original.x, original.y, original.z)
+    area = [float(np.quantile(x, 0.2)), float(np.quantile(y, 0.3)), float(np.quantile(x, 0.7)),
+            float(np.quantile(y, 0.9))]
+    inside = (x >= area[0]) & (x < area[2]) & (y >= area[1]) & (y < area[3])
+    body = delft_job(tmp_path / "o", files=source.as_posix()).replace(
+        'crs = "EPSG:7415"', f'output_crs = "EPSG:25833+7837"\narea = {area}')
+    result = cim_cli("run", str(write_job(tmp_path / "j.toml", body)), "--scheduler", "threads")
+    assert result.returncode == 0, result.stdout + result.stderr
+    written = sum(len(cim.read(p)) for p in (tmp_path / "o" / "las").glob("*.laz"))
+    assert json.loads((tmp_path / "o" / "report.json").read_text())["points"] == written
+    assert abs(written - int(inside.sum())) <= 2 and 0.2 * len(original) < written < 0.5 * len(original)
+
+
 def test_an_output_crs_without_exact_transformation_is_refused_before_any_work(tmp_path: Path) -> None:
     source, _ = _kaiserslautern_input(tmp_path)
     body = delft_job(tmp_path / "o", files=source.as_posix()).replace('crs = "EPSG:7415"', 'output_crs = "EPSG:7415"')

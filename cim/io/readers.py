@@ -9,6 +9,7 @@ by the chunk size whatever the format.
 from __future__ import annotations
 
 import datetime
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,8 +108,14 @@ class Reprojected:
         return Bounds(minx, miny, float(z.min()), maxx, maxy, float(z.max()))
 
     def chunks(self, chunk_size: int, bounds: Bounds | None = None) -> Iterator[PointCloud]:
+        """Transformed chunks; a ``bounds`` query (in this CRS) reaches the source as the box around it in the
+        source's CRS (so COPC still reads only the nodes it needs), then selects exactly."""
         transformer = self.transformer
-        for chunk in self.source.chunks(chunk_size):
+        query = None
+        if bounds is not None:
+            minx, miny, maxx, maxy = transformer.transform_bounds(*bounds.xy, densify_pts=21, direction="INVERSE")
+            query = Bounds(minx, miny, -math.inf, maxx, maxy, math.inf)
+        for chunk in self.source.chunks(chunk_size, query):
             x, y, z = crs_mod.transform_points(transformer, chunk.x, chunk.y, chunk.z)
             data = {name: chunk[name] for name in chunk.names}
             data.update(x=x, y=y, z=z)
