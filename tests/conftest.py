@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import PLUGINS, checkout_stage_table, prepend_path, stale_stage_metadata, write_dist_info
+from helpers import PLUGINS, checkout_stage_table, prepend_path, stale_stage_metadata, write_dist_info
 
 REPO = Path(__file__).resolve().parents[1]
 
