@@ -7,6 +7,7 @@ of ~48 m in Germany) unless the caller explicitly allows it, in which case it wa
 
 from __future__ import annotations
 
+import re
 import warnings
 from functools import lru_cache
 from importlib import resources
@@ -110,6 +111,34 @@ def _to_geographic3d(wkt: str, allow_ballpark: bool) -> pyproj.Transformer:
             stacklevel=3,
         )
     return best
+
+
+@lru_cache(maxsize=64)
+def _exact_transformer(source_wkt: str, target_wkt: str) -> pyproj.Transformer:
+    source, target = pyproj.CRS.from_wkt(source_wkt), pyproj.CRS.from_wkt(target_wkt)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        group = TransformerGroup(source, target, always_xy=True)
+    if not group.transformers:
+        raise CrsError(f"PROJ knows no transformation from {describe(source)} to {describe(target)}")
+    best = group.transformers[0]
+    grids = sorted({m for w in caught for m in re.findall(r"short_name=([^,)]+)", str(w.message))})
+    if "ballpark" in best.description.lower() or not group.best_available:
+        raise CrsError(
+            f"no exact transformation from {describe(source)} to {describe(target)}: PROJ's best available is "
+            f"'{best.description}'" + (f" (the exact one needs grid {', '.join(grids)})" if grids else "")
+            + ". Install the grid for PROJ, or choose another output CRS."
+        )
+    return best
+
+
+def exact_transformer(source: pyproj.CRS, target: pyproj.CRS) -> pyproj.Transformer:
+    """Transformer from ``source`` to ``target`` (always_xy), heights included.
+
+    Raises :class:`CrsError` when PROJ's best transformation needs a grid that is not installed or is a ballpark
+    (e.g. heights of one vertical datum taken as another's): points are never moved by a guess.
+    """
+    return _exact_transformer(source.to_wkt(), target.to_wkt())
 
 
 def transform_points(transformer: pyproj.Transformer, *coords: np.ndarray,

@@ -21,6 +21,7 @@ import pyproj
 from cim.errors import CimWarning, InputError
 from cim.fileutil import atomic_dir
 from cim.io import las
+from cim.io.readers import PointSource
 from cim.points import Bounds, PointCloud
 
 
@@ -137,7 +138,7 @@ PARTS_FORMAT = "columns-1"
 
 
 def partition_file(
-    path: str | Path,
+    source: PointSource,
     grid: TileGrid,
     crs: pyproj.CRS,
     parts_dir: Path,
@@ -145,8 +146,8 @@ def partition_file(
     area: tuple[float, float, float, float] | None = None,
     chunk_size: int = las.DEFAULT_CHUNK,
 ) -> dict[str, int]:
-    """Stream ``path`` into ``parts_dir/<tile>/<dimension>.bin`` (atomically, as a whole folder); returns core
-    counts per tile.
+    """Stream an opened input (any reader's :class:`PointSource`) into ``parts_dir/<tile>/<dimension>.bin``
+    (atomically, as a whole folder); returns core counts per tile.
 
     Points outside ``area`` (minx, miny, maxx, maxy; buffers included) are dropped. Raises InputError for
     non-finite coordinates.
@@ -155,19 +156,19 @@ def partition_file(
     query = Bounds(area[0], area[1], -math.inf, area[2], area[3], math.inf) if area else None  # COPC reads less
     with atomic_dir(parts_dir) as tmp:
         fields: list[list[str]] = []  # [name, dtype string] per dimension, from the first chunk
-        for chunk in las.iter_chunks(path, chunk_size=chunk_size, crs=crs, bounds=query):
+        for chunk in source.chunks(chunk_size, query):
             if len(chunk) == 0:
                 continue
             finite = np.isfinite(chunk.x) & np.isfinite(chunk.y) & np.isfinite(chunk.z)
             if not finite.all():
-                raise InputError(path, f"{int((~finite).sum())} points have NaN or infinite coordinates")
+                raise InputError(source.path, f"{int((~finite).sum())} points have NaN or infinite coordinates")
             fields = fields or [*([name, chunk[name].dtype.str] for name in chunk.names), ["core", "|b1"]]
             idx, tix, tiy, core = grid.assign(chunk.x, chunk.y)
             if area is not None:
                 keep = _in_area(chunk.x[idx], chunk.y[idx], area)
                 idx, tix, tiy, core = idx[keep], tix[keep], tiy[keep], core[keep]
             _append_columns(tmp, chunk, idx, tix, tiy, core, core_counts)
-        schema = {"dtype": fields, "crs": crs.to_wkt(), "source": Path(path).name}
+        schema = {"dtype": fields, "crs": crs.to_wkt(), "source": source.path.name}
         (tmp / "schema.json").write_text(json.dumps(schema))
     return core_counts
 

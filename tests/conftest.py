@@ -2,12 +2,46 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from helpers import PLUGINS, checkout_stage_table, prepend_path, stale_stage_metadata, write_dist_info
+
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _register_checkout_stages() -> None:
+    """Stages are entry points, read from the installed metadata. When that predates this checkout's table (an
+    editable install not re-run since pyproject.toml changed), register the checkout's table through a generated
+    ``.dist-info`` on the path, for this process and its subprocesses."""
+    if not stale_stage_metadata():
+        return
+    folder = Path(tempfile.mkdtemp(prefix="cim-stages-"))
+    atexit.register(shutil.rmtree, folder, True)
+    write_dist_info(folder, "cim-checkout-stages", checkout_stage_table())
+    prepend_path(folder)
+
+
+_register_checkout_stages()
+
+
+@pytest.fixture
+def plugin_stages(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The test plug-in package ``cim_test_stages`` (tests/plugins) installed for one test: on the path of this
+    process and its subprocesses, its stages registered through its ``.dist-info``."""
+    from cim.pipeline.stage import _entry_points
+
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(PLUGINS), os.environ.get("PYTHONPATH")])))
+    _entry_points.cache_clear()
+    yield PLUGINS
+    _entry_points.cache_clear()
 
 
 def _shared_data_dir() -> Path | None:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+#: Folder of the test plug-in package (``cim_test_stages`` and its ``.dist-info``).
+PLUGINS = REPO / "tests" / "plugins"
 
 
 def cim_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -69,3 +73,31 @@ def gps_seconds(las) -> "np.ndarray":
 
     adjusted = las.header.global_encoding.gps_time_type == laspy.header.GpsTimeType.STANDARD
     return np.asarray(las.gps_time, dtype=float) + (ADJUSTED_GPS_OFFSET if adjusted else 0.0)
+
+
+def checkout_stage_table() -> dict[str, str]:
+    """The ``cim.stages`` entry points this checkout's pyproject.toml declares (name -> "module:Class")."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return project["entry-points"]["cim.stages"]
+
+
+def write_dist_info(folder: Path, name: str, stages: dict[str, str]) -> Path:
+    """A minimal ``<name>-0.dist-info`` in ``folder`` registering ``stages`` (what pip would install)."""
+    dist = folder / f"{name.replace('-', '_')}-0.dist-info"
+    dist.mkdir(parents=True, exist_ok=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0\n")
+    (dist / "entry_points.txt").write_text("[cim.stages]\n" + "".join(f"{k} = {v}\n" for k, v in stages.items()))
+    return dist
+
+
+def prepend_path(folder: Path) -> None:
+    """Put ``folder`` first on this process's import path and on the PYTHONPATH of its subprocesses."""
+    sys.path.insert(0, str(folder))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))
+
+
+def stale_stage_metadata() -> bool:
+    """True when the installed cim metadata lacks some stage of the checkout's table (an editable install made
+    before the table changed: only re-installing refreshes entry points)."""
+    installed = {e.name: e.value for e in importlib.metadata.entry_points(group="cim.stages")}
+    return any(installed.get(k) != v for k, v in checkout_stage_table().items())

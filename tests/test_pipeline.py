@@ -16,7 +16,6 @@ import cim
 from cim.errors import InputError
 from cim.pipeline.execute import run_job
 from cim.pipeline.job import JobConfigError, load_job
-from cim.pipeline.stage import Product, Stage, StageOptions, TileContext, TileResult, register
 from tests.helpers import REPO, cim_cli, delft_job, product_digests, write_job
 
 DELFT_POINTS = 640510 + 208432
@@ -150,25 +149,7 @@ def test_area_without_points_is_a_clear_error(tmp_path: Path) -> None:
         cim.run(job)
 
 
-class FailOptions(StageOptions):
-    tile: str = ""
-
-
-@register
-class FailOnTile(Stage):
-    """Test-only stage: fails on one tile, passes the others through."""
-
-    name = "test.fail_on_tile"
-    Options = FailOptions
-    modifies_points = True  # later stages read its output, so they wait for it
-
-    def run(self, cloud: cim.PointCloud, ctx: TileContext) -> TileResult:
-        if ctx.tile.key == self.options.tile:
-            raise InputError(f"tile {ctx.tile.key}", "synthetic failure")
-        return TileResult(cloud=cloud)
-
-
-def test_keep_going_finishes_other_tiles_and_reports_the_failure(tmp_path: Path) -> None:
+def test_keep_going_finishes_other_tiles_and_reports_the_failure(tmp_path: Path, plugin_stages: Path) -> None:
     out = tmp_path / "o"
     body = delft_job(out).replace('[[stages]]\ntype = "write.las"',
                                   '[[stages]]\ntype = "test.fail_on_tile"\ntile = "849_4475"\n\n'
@@ -228,37 +209,7 @@ type = "write.las"
     assert written.has("red")  # RGB survives the pipeline (point format 7)
 
 
-class MarkOptions(StageOptions):
-    value: int = 0
-
-
-@register
-class WriteMark(Stage):
-    """Test-only stage: writes a small product per tile."""
-
-    name = "test.mark"
-    Options = MarkOptions
-    folder = "marks"
-    uses = ()
-
-    def run(self, cloud: cim.PointCloud, ctx: TileContext) -> TileResult:
-        path = ctx.product_dir / f"{ctx.tile.key}.txt"
-        path.write_text(f"{self.options.value} {len(cloud)}")
-        return TileResult(products=[Product(ctx.relative(path), "text", "text/plain")])
-
-
-@register
-class ReadMarks(Stage):
-    """Test-only stage: reads the marks of the same tile (declares it)."""
-
-    name = "test.read_marks"
-    uses = ("test.mark",)
-
-    def run(self, cloud: cim.PointCloud, ctx: TileContext) -> TileResult:
-        return TileResult(stats={"mark": (ctx.out_dir / "marks" / f"{ctx.tile.key}.txt").read_text()})
-
-
-def test_stages_wait_for_and_rerun_with_the_stages_they_use(tmp_path: Path) -> None:
+def test_stages_wait_for_and_rerun_with_the_stages_they_use(tmp_path: Path, plugin_stages: Path) -> None:
     out = tmp_path / "o"
 
     def job(value: int) -> Path:
@@ -292,16 +243,10 @@ def test_infinite_coordinates_are_refused_with_the_file_name(repo_data: Path, tm
     assert not (tmp_path / "o" / "las").exists()
 
 
-def test_stage_index_matches_the_modules_and_a_job_imports_only_its_stages(tmp_path: Path) -> None:
-    from cim.pipeline.stage import registry
-    from cim.stages import STAGE_MODULES
-
-    shipped = {name: cls.__module__.rsplit(".", 1)[1] for name, cls in registry().items()
-               if cls.__module__.startswith("cim.stages.")}
-    assert STAGE_MODULES == shipped
+def test_a_job_imports_only_the_modules_of_its_stages(tmp_path: Path) -> None:
     job = write_job(tmp_path / "job.toml", delft_job(tmp_path / "out", extra='[[stages]]\ntype = "tiles.pointcloud"\n'))
     code = f"import sys; from cim.pipeline.job import load_job; load_job(r'{job}'); " \
-           "print(sorted(m for m in ('scipy', 'rasterio', 'open3d', 'cim.stages.terrain') if m in sys.modules))"
+           "print(sorted(m for m in ('scipy', 'rasterio', 'open3d', 'cim.stages.terrain', 'plyfile', 'pye57') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

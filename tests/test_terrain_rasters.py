@@ -105,19 +105,21 @@ def test_ndsm_reuses_matching_dtm_and_dsm_tiles_only(repo_data, tmp_path):
         stage.run(pc, ctx)
         return read_raster(tmp_path / folder / f"{tile.key}.tif")[0]
 
-    alone = run(NdsmStage(), "alone")  # no DTM/DSM tiles yet: computed here
+    alone = run(NdsmStage(), "alone")  # no DTM/DSM stage wired to it: computed here
+    wired = NdsmStage()
+    wired.inputs = {"dtm": "dtm", "dsm": "dsm"}  # what a job with raster.dtm and raster.dsm before it wires
     dtm, dsm = run(DtmStage(), "dtm"), run(DsmStage(), "dsm")
     assert np.nanmax(np.abs(alone - np.maximum(dsm - dtm, 0))) < 1e-3
     # a DTM tile made from these points is reused as stored (here overwritten with a flat 0 m surface)
     path = tmp_path / "dtm" / f"{tile.key}.tif"
     tags = read_tags(path)
     write_cog(path, np.zeros_like(dtm), read_raster(path)[1], crs, tags=tags)
-    assert np.allclose(run(NdsmStage(), "ndsm"), np.maximum(dsm, 0), atol=1e-4, equal_nan=True)
+    assert np.allclose(run(wired, "ndsm"), np.maximum(dsm, 0), atol=1e-4, equal_nan=True)
     # ... but not for other points: one height changed and the digest no longer matches
     pc.z[0] += 1.0
     grid = read_raster(path)[1]
     expected = np.maximum(dsm_grid(pc, grid) - dtm_grid(pc, grid), 0)
-    assert np.nanmax(np.abs(run(NdsmStage(), "ndsm") - expected)) < 1e-3
+    assert np.nanmax(np.abs(run(wired, "ndsm") - expected)) < 1e-3
 
 
 def test_bcts_dsm_matches_reference_max_z(shared_data):

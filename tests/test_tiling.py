@@ -9,6 +9,7 @@ import pyproj
 import pytest
 
 import cim
+from cim.io import las
 from cim.tiling import TileGrid, load_tile, partition_file
 
 
@@ -36,7 +37,7 @@ def test_partition_then_load_reproduces_every_point_once(repo_data: Path, tmp_pa
     path = repo_data / "delft" / "ahn3_cropped_2.laz"
     crs = pyproj.CRS("EPSG:7415")
     grid = TileGrid(50.0, 5.0)
-    counts = partition_file(path, grid, crs, tmp_path / "parts", chunk_size=30_000)
+    counts = partition_file(las.open_source(path, crs), grid, crs, tmp_path / "parts", chunk_size=30_000)
     original = cim.read(path, crs=crs)
     assert sum(counts.values()) == len(original)
     cores = []
@@ -63,7 +64,7 @@ def test_load_tile_keeps_dimensions_only_some_inputs_have(tmp_path: Path) -> Non
     grid = TileGrid(50.0, 5.0)
     for name, cloud in (("als", als), ("mls", mls)):
         cim.write(tmp_path / f"{name}.laz", cloud)
-        partition_file(tmp_path / f"{name}.laz", grid, crs, tmp_path / name)
+        partition_file(las.open_source(tmp_path / f"{name}.laz", crs), grid, crs, tmp_path / name)
     with pytest.warns(cim.errors.CimWarning, match="als.laz has no red, green, blue: its points get 0"):
         tile = load_tile([tmp_path / "als", tmp_path / "mls"], grid.tile(0, 0), crs)
     assert len(tile) == 1000 and tile.has("red")

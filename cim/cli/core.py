@@ -73,6 +73,9 @@ def run(
     job_file: Annotated[Path, typer.Argument(help="job description (TOML)")],
     out: Annotated[Optional[str], typer.Option("--out", help="output folder (overrides [job].output)")] = None,
     crs: CrsOption = None,
+    out_crs: Annotated[Optional[str], typer.Option(
+        "--out-crs", help="process and write in this CRS (exact transformations only; overrides [job].output_crs)")]
+    = None,
     scheduler: Annotated[Optional[str], typer.Option(
         "--scheduler", help="Dask scheduler address (tcp://host:port), or 'threads'; default: local processes")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="local worker processes (default: cores)")] = None,
@@ -83,7 +86,7 @@ def run(
     from cim.pipeline.execute import outcome_line, run_job, summarize
     from cim.pipeline.job import load_job
 
-    job = load_job(job_file, {"output": str(Path(out).resolve()) if out else None})
+    job = load_job(job_file, {"output": str(Path(out).resolve()) if out else None, "output_crs": out_crs})
     job.out_dir.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(job.out_dir / "cim.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -140,7 +143,8 @@ def stages(
     from cim.pipeline.stage import registry
 
     catalogue = {
-        name: {"summary": cls.summary, "role": cls.role, "options": cls.Options.model_json_schema().get("properties", {})}
+        name: {"summary": cls.summary, "role": cls.role, "produces": list(cls.produces), "consumes": list(cls.consumes),
+               "reuses": list(cls.reuses), "options": cls.Options.model_json_schema().get("properties", {})}
         for name, cls in registry().items()
     }
     if as_json:
@@ -148,6 +152,9 @@ def stages(
         return
     for name, entry in catalogue.items():
         console.print(f"[bold]{name}[/]  {entry['summary']}", soft_wrap=True)
+        flows = [f"{k} {', '.join(entry[k])}" for k in ("consumes", "reuses", "produces") if entry[k]]
+        if flows:
+            console.print(f"    [italic]{'; '.join(flows)}[/]", soft_wrap=True, highlight=False)
         for option, spec in entry["options"].items():
             default = spec.get("default", "required")
             console.print(f"    {option} = {json.dumps(default)}  [dim]{spec.get('description', '')}[/]",

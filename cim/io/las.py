@@ -18,6 +18,7 @@ from cim import crs as crs_mod
 from cim.errors import CrsError, InputError
 from cim.fileutil import atomic_write
 from cim.io.las_crs import header_crs
+from cim.io.readers import inside
 from cim.points import Bounds, PointCloud
 
 DEFAULT_CHUNK = 1_000_000
@@ -65,6 +66,16 @@ class LasSource:
         mins, maxs = self.header.mins, self.header.maxs
         return Bounds(*(float(v) for v in (*mins, *maxs)))
 
+    @property
+    def acquired(self) -> datetime.date | None:
+        """The header's creation date (None when unset)."""
+        date = self.header.creation_date
+        return date if date and date.year > 1970 else None
+
+    def chunks(self, chunk_size: int = DEFAULT_CHUNK, bounds: Bounds | None = None) -> Iterator[PointCloud]:
+        """The points in chunks (see :func:`iter_chunks`; a COPC file answers ``bounds`` with one query)."""
+        return iter_chunks(self.path, chunk_size, self.crs, bounds)
+
 
 def open_source(path: str | Path, crs: str | pyproj.CRS | None = None) -> LasSource:
     """Open ``path``'s header, check it, and settle its CRS (``crs`` overrides the file's)."""
@@ -91,15 +102,6 @@ def _check_header(path: Path, header: laspy.LasHeader) -> None:
     scales, offsets = np.asarray(header.scales), np.asarray(header.offsets)
     if not (np.all(np.isfinite(scales)) and np.all(np.isfinite(offsets))) or np.any(scales == 0):
         raise InputError(path, f"header has invalid scale {scales.tolist()} or offset {offsets.tolist()}")
-
-
-def require_crs(source: LasSource) -> pyproj.CRS:
-    """The source's CRS, or a clear error asking for one."""
-    if source.crs is None:
-        raise InputError(
-            source.path, "the file declares no CRS; give one with --crs (job key 'crs'), e.g. EPSG:7415"
-        )
-    return source.crs
 
 
 def _to_cloud(record: laspy.ScaleAwarePointRecord, source: LasSource) -> PointCloud:
@@ -149,7 +151,7 @@ def iter_chunks(
                     break
                 cloud = _to_cloud(record, source)
                 if bounds is not None:
-                    cloud = cloud[_inside(cloud, bounds)]
+                    cloud = cloud[inside(cloud, bounds)]
                 yield cloud
     except InputError:
         raise
@@ -159,11 +161,6 @@ def iter_chunks(
         raise InputError(
             source.path, f"header says {source.point_count} points but the file holds {seen} (truncated?)"
         )
-
-
-def _inside(cloud: PointCloud, b: Bounds) -> np.ndarray:
-    x, y, z = cloud.x, cloud.y, cloud.z
-    return (x >= b.minx) & (x <= b.maxx) & (y >= b.miny) & (y <= b.maxy) & (z >= b.minz) & (z <= b.maxz)
 
 
 def _read_copc(source: LasSource, bounds: Bounds) -> PointCloud:
@@ -180,7 +177,7 @@ def _read_copc(source: LasSource, bounds: Bounds) -> PointCloud:
     except Exception as exc:  # noqa: BLE001
         raise InputError(source.path, f"COPC query failed ({exc})") from None
     cloud = _to_cloud(record, source)
-    return cloud[_inside(cloud, bounds)]
+    return cloud[inside(cloud, bounds)]
 
 
 def read(

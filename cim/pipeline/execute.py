@@ -23,12 +23,12 @@ from cim import crs as crs_mod
 from cim.catalog import write_catalog
 from cim.errors import InputError
 from cim.fileutil import atomic_write, expand_patterns
-from cim.io import las
+from cim.io.readers import PointSource, in_crs, require_crs
 from cim.pipeline.job import Job
 from cim.pipeline.stage import JobContext, Product, Stage, TileContext
 from cim.points import PointCloud
 from cim.runner import Dep, Manifest, RunReport, Task, TaskOutcome, dask_client, file_fingerprint, fingerprint, run_tasks
-from cim.stages.io import TileOptions
+from cim.stages.io import ReaderStage, TileOptions
 from cim.tiling import PARTS_FORMAT, Tile, TileGrid, load_tile, partition_file, union_bounds
 
 log = logging.getLogger("cim.pipeline")
@@ -52,10 +52,12 @@ class JobRun:
 # worker-side task functions (module level, so Dask can pickle them)
 
 
-def partition_task(path: str, crs_wkt: str, size: float, buffer: float, parts_dir: str, out_dir: str,
-                   area: tuple | None, chunk_size: int) -> dict[str, Any]:
-    counts = partition_file(path, TileGrid(size, buffer), pyproj.CRS.from_wkt(crs_wkt), Path(parts_dir),
-                            area=area, chunk_size=chunk_size)
+def partition_task(reader: ReaderStage, path: str, crs_wkt: str, work_crs_wkt: str, size: float, buffer: float,
+                   parts_dir: str, out_dir: str, area: tuple | None, chunk_size: int) -> dict[str, Any]:
+    work_crs = pyproj.CRS.from_wkt(work_crs_wkt)
+    source = in_crs(reader.open(Path(path), pyproj.CRS.from_wkt(crs_wkt)), work_crs)
+    counts = partition_file(source, TileGrid(size, buffer), work_crs, Path(parts_dir), area=area,
+                            chunk_size=chunk_size)
     return {"counts": counts, "outputs": [Path(parts_dir).relative_to(out_dir).as_posix()]}
 
 
@@ -106,20 +108,21 @@ def catalog_task(name: str, out_dir: str, crs_wkt: str, datetime: str | None, *r
 # planning (driver side)
 
 
-def _inputs(job: Job, crs_override: str | None) -> list[las.LasSource]:
+def _inputs(job: Job, crs_override: str | None) -> list[tuple[ReaderStage, PointSource]]:
+    """Every input file opened by its reader stage."""
     sources = []
-    for reader in (s for s in job.stages if s.role == "reader"):
+    for reader in (s for s in job.stages if isinstance(s, ReaderStage)):
         override = crs_override or reader.options.crs or job.crs
-        sources += [las.open_source(p, override) for p in expand_patterns(reader.options.files)]
+        sources += [(reader, reader.open(p, override)) for p in expand_patterns(reader.options.files)]
     return sources
 
 
-def job_crs(sources: list[las.LasSource]) -> pyproj.CRS:
+def job_crs(sources: list[PointSource]) -> pyproj.CRS:
     """The one CRS all inputs share, or a clear error."""
     first = sources[0]
-    crs = las.require_crs(first)
+    crs = require_crs(first)
     for other in sources[1:]:
-        other_crs = las.require_crs(other)
+        other_crs = require_crs(other)
         if not other_crs.equals(crs, ignore_axis_order=True):
             raise InputError(
                 other.path,
@@ -147,27 +150,31 @@ def run_job(
     on_plan: Any = None,
 ) -> JobRun:
     """Run a validated job end to end (see the module docstring)."""
-    sources = _inputs(job, crs_override)
-    if not sources:
+    inputs = _inputs(job, crs_override)
+    if not inputs:
         raise InputError(job.source, "the job's readers match no input files")
-    crs = job_crs(sources)
+    crs = job_crs([source for _, source in inputs])
+    work_crs = crs_mod.resolve(job.output_crs) if job.output_crs else crs  # CrsError unless exact: before any work
+    sources = [in_crs(source, work_crs) for _, source in inputs]
+    union = union_bounds([s.bounds for s in sources])
     grid = _grid(job)
     out_dir = job.out_dir
     remove_stale_temporaries(out_dir)
     work = out_dir / WORK
     manifest = Manifest(work / "manifest.jsonl")
     acquired = job.datetime or _acquired(sources)
-    context = JobContext(job.name, out_dir, crs, grid, acquired=acquired)
+    context = JobContext(job.name, out_dir, work_crs, grid, acquired=acquired)
     version = cim.__version__
 
     partition: list[Task] = []
-    for i, source in enumerate(sources):
+    for i, (reader, source) in enumerate(inputs):
         parts_dir = work / "parts" / f"{i:04d}-{source.path.stem}"
-        fp = fingerprint("partition", PARTS_FORMAT, version, file_fingerprint(source.path), crs.to_wkt(), grid.size,
-                         grid.buffer, job.area, str(parts_dir))
+        fp = fingerprint("partition", PARTS_FORMAT, version, file_fingerprint(source.path), crs.to_wkt(),
+                         *([work_crs.to_wkt()] if work_crs is not crs else []), grid.size, grid.buffer, job.area,
+                         str(parts_dir))
         partition.append(Task(f"partition/{i:04d}-{source.path.stem}", "tile", partition_task,
-                              (str(source.path), crs.to_wkt(), grid.size, grid.buffer, str(parts_dir), str(out_dir),
-                               job.area, _chunk(job)), fp))
+                              (reader, str(source.path), crs.to_wkt(), work_crs.to_wkt(), grid.size, grid.buffer,
+                               str(parts_dir), str(out_dir), job.area, _chunk(job)), fp))
 
     with dask_client(scheduler, workers) as client:
         if on_plan:
@@ -188,7 +195,7 @@ def run_job(
         tiles = [grid.tile_from_key(k) for k in sorted(counts, key=_tile_order) if counts[k] > 0]
         if not tiles:
             raise InputError(job.source, "no points inside the job area (check [job].area and the inputs)")
-        all_tiles = grid.tiles_covering(union_bounds([s.bounds for s in sources]))
+        all_tiles = grid.tiles_covering(union)
         tasks = _tile_tasks(job, context, tiles, parts_dirs, part_fps, version)
         if on_plan:
             on_plan(len(tasks), "stages")
@@ -213,14 +220,14 @@ def remove_stale_temporaries(out_dir: Path) -> None:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def _acquired(sources: list[las.LasSource]) -> str | None:
+def _acquired(sources: list[PointSource]) -> str | None:
     """The earliest creation date the inputs' headers state (ISO 8601), for the catalog's items."""
-    dates = [s.header.creation_date for s in sources if s.header.creation_date and s.header.creation_date.year > 1970]
+    dates = [s.acquired for s in sources if s.acquired]
     return f"{min(dates).isoformat()}T00:00:00Z" if dates else None
 
 
 def _chunk(job: Job) -> int:
-    readers = [s for s in job.stages if s.role == "reader"]
+    readers = [s for s in job.stages if isinstance(s, ReaderStage)]
     return min(r.options.chunk_size for r in readers)
 
 
@@ -234,7 +241,7 @@ def _tile_tasks(job: Job, context: JobContext, tiles: list[Tile], parts_dirs: li
     """(stage, tile) tasks, each stage's finish, and the catalog.
 
     A task depends on the task that produced its points and on the earlier tasks of the same tile whose products
-    it reads (``Stage.uses``; every earlier stage unless the stage says otherwise). Its fingerprint covers the
+    it reads (``Stage.uses``: the producers of its artefacts, wired by the job). Its fingerprint covers the
     same, so changing an option re-runs exactly the tasks downstream of it.
     """
     tasks: list[Task] = []
@@ -247,11 +254,11 @@ def _tile_tasks(job: Job, context: JobContext, tiles: list[Tile], parts_dirs: li
     for i, stage in enumerate(stage_list):
         label = f"{i:02d}-{stage.name}"
         options = stage.options.model_dump(mode="json")
-        uses = type(stage).uses
+        uses = stage.uses
         tile_tasks = []
         for tile in tiles:
             source, source_fp, producer = sources[tile.key]
-            used = [t for t in earlier[tile.key] if uses is None or t.stage in uses]
+            used = [t for t in earlier[tile.key] if t.stage in uses]
             dep_keys = list(dict.fromkeys(([producer] if producer else []) + [t.key for t in used]))
             fp = fingerprint(version, stage.name, options, source_fp, [t.fingerprint for t in used])
             save_to = str(work / label / f"{tile.key}.npz") if stage.modifies_points else None
@@ -265,7 +272,7 @@ def _tile_tasks(job: Job, context: JobContext, tiles: list[Tile], parts_dirs: li
                 sources[tile.key] = (("cloud", save_to), fp, task.key)
         tasks += tile_tasks
         if type(stage).has_finish():
-            used_finishes = [t for t in finishes if uses is None or t.stage in uses]
+            used_finishes = [t for t in finishes if t.stage in uses]
             stage_ctx = JobContext(context.name, context.out_dir, context.crs, context.grid, stage.folder,
                                    context.acquired)
             finish = Task(f"{label}/finish", stage.name, finish_task,

@@ -5,6 +5,7 @@
 name = "demo"
 output = "../out/demo"          # relative paths resolve against the job file's folder
 crs = "EPSG:7415"               # optional: overrides the inputs' CRS (needed when a file declares none)
+output_crs = "EPSG:28992+5709"  # optional: process and write in this CRS (exact transformations only)
 
 [[stages]]
 type = "read.las"
@@ -20,21 +21,27 @@ type = "write.las"
 ```
 
 Every problem (unknown key, wrong type, unknown stage, missing file) becomes one line naming its key path.
+
+Validation also wires the stages' artefacts (:class:`cim.pipeline.stage.Stage` ``produces`` / ``consumes`` /
+``reuses``): each consumer gets the folder of the earlier stage producing what it needs. A consumer without a
+producer or with two, or two stages writing one folder, is a problem of the job, reported before any work.
 """
 
 from __future__ import annotations
 
 import difflib
 import glob
+import posixpath
 import tomllib
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from cim import crs as crs_mod
 from cim.errors import CimError, ConfigError
-from cim.pipeline.stage import Stage, StageOptions, lookup, registry
+from cim.pipeline.stage import NO_STAGES, Stage, StageOptions, lookup, registry, stage_names
 
 
 class JobConfigError(CimError):
@@ -58,8 +65,19 @@ class JobSection(BaseModel):
     name: str = "job"
     output: str = "out"
     crs: str | None = None
+    output_crs: str | None = None
     area: tuple[float, float, float, float] | None = None
     datetime: str | None = None
+
+    @field_validator("output_crs")
+    @classmethod
+    def _known_crs(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                crs_mod.resolve(value)
+            except CimError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
 
 @dataclass
@@ -73,6 +91,8 @@ class Job:
     area: tuple[float, float, float, float] | None
     datetime: str | None
     stages: list[Stage]
+    #: CRS the job processes and writes in (None: the inputs' CRS); ``area`` is given in it.
+    output_crs: str | None = None
 
     def stages_of(self, name: str) -> list[Stage]:
         return [s for s in self.stages if s.name == name]
@@ -123,6 +143,7 @@ def parse_job(document: dict[str, Any], source: Path, overrides: dict[str, Any] 
         area=section.area,
         datetime=section.datetime,
         stages=stages,
+        output_crs=section.output_crs,
     )
 
 
@@ -130,16 +151,24 @@ def _parse_stages(raw: Any, base: Path, problems: list[ConfigError]) -> list[Sta
     if not isinstance(raw, list) or not raw:
         problems.append(ConfigError("stages", "a job needs a list of [[stages]]"))
         return []
+    if not stage_names():
+        problems.append(ConfigError("stages", NO_STAGES))
+        return []
     stages: list[Stage] = []
+    keys: list[str] = []
     for i, table in enumerate(raw):
         key = f"stages[{i}]"
         if not isinstance(table, dict) or "type" not in table:
             problems.append(ConfigError(key, "each stage needs a 'type', e.g. type = \"read.las\""))
             continue
         name = table["type"]
-        cls = lookup(str(name))
+        try:
+            cls = lookup(str(name))
+        except CimError as exc:
+            problems.append(ConfigError(f"{key}.type", str(exc)))
+            continue
         if cls is None:
-            hint = difflib.get_close_matches(str(name), list(registry()), n=1)
+            hint = difflib.get_close_matches(str(name), stage_names(), n=1)
             problems.append(
                 ConfigError(f"{key}.type", f"unknown stage {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else ""))
             )
@@ -152,7 +181,10 @@ def _parse_stages(raw: Any, base: Path, problems: list[ConfigError]) -> list[Sta
             continue
         problems += _missing_files(parsed, key)
         stages.append(cls(parsed))
+        keys.append(key)
     _check_order(stages, problems)
+    _check_folders(stages, keys, problems)
+    _wire_artefacts(stages, keys, problems)
     return stages
 
 
@@ -197,3 +229,52 @@ def _check_order(stages: list[Stage], problems: list[ConfigError]) -> None:
         problems.append(ConfigError(f"stages[{tilers[1]}]", "only one tile stage is allowed"))
     if tilers and tilers[0] != last_reader + 1:
         problems.append(ConfigError(f"stages[{tilers[0]}]", "the tile stage must follow the readers"))
+
+
+def _check_folders(stages: list[Stage], keys: list[str], problems: list[ConfigError]) -> None:
+    """Each stage's folder lies inside the output folder and belongs to that stage alone."""
+    owner: dict[str, str] = {}
+    for stage, key in zip(stages, keys):
+        if not stage.folder:
+            continue
+        folder = posixpath.normpath(PurePosixPath(stage.folder.replace("\\", "/")).as_posix())
+        if PurePosixPath(folder).is_absolute() or folder == ".." or folder.startswith("../"):
+            problems.append(ConfigError(f"{key}.folder", f"{stage.folder!r} is not a folder inside the output folder"))
+        elif folder in owner:
+            problems.append(ConfigError(f"{key}.folder", f"{stage.name} writes into {folder!r}, like {owner[folder]}; "
+                                                         "give each stage its own folder"))
+        else:
+            owner[folder] = f"{stage.name} ({key})"
+
+
+def _wire_artefacts(stages: list[Stage], keys: list[str], problems: list[ConfigError]) -> None:
+    """Give every consumer the folder of the earlier stage producing each artefact it consumes or reuses.
+
+    Several stages may produce one artefact (two ``write.las`` copies, say) as long as no stage reads it: a
+    consumer after two producers would not know which to read.
+    """
+    producers: dict[str, list[tuple[Stage, str]]] = {}
+    for stage, key in zip(stages, keys):
+        for artefact in stage.consumes + stage.reuses:
+            found = producers.get(artefact, [])
+            if len(found) == 1:
+                stage.inputs[artefact] = found[0][0].folder
+                stage.uses = tuple(dict.fromkeys((*stage.uses, found[0][0].name)))
+            elif found:
+                names = " and ".join(f"{s.name} ({k})" for s, k in found)
+                problems.append(ConfigError(key, f"{stage.name} reads {artefact!r}, which {names} all produce: "
+                                                 "keep one producer before it"))
+            elif artefact in stage.consumes:
+                problems.append(ConfigError(key, _no_producer(stage, artefact, stages, keys)))
+        for artefact in stage.produces:
+            producers.setdefault(artefact, []).append((stage, key))
+
+
+def _no_producer(stage: Stage, artefact: str, stages: list[Stage], keys: list[str]) -> str:
+    """The problem of a consumer without an earlier producer, with what would fix it."""
+    later = [f"{s.name} ({k})" for s, k in zip(stages, keys) if artefact in s.produces]
+    if later:
+        return f"{stage.name} consumes {artefact!r}, but {later[0]} produces it later: put that stage first"
+    makers = [name for name, cls in registry().items() if artefact in cls.produces]
+    hint = f" (add {' or '.join(makers)} before it)" if makers else ""
+    return f"{stage.name} consumes {artefact!r} but no stage produces it{hint}"

@@ -2,13 +2,23 @@
 
 A stage is a small class with a ``name`` ("classify.ground"), pydantic ``Options`` (unknown keys are errors),
 a per-tile ``run(cloud, ctx)`` and optionally a global ``finish(results, ctx)`` that runs once after all tiles
-(mosaics, hierarchy roots, merged files). Stage modules live in :mod:`cim.stages` and register themselves.
+(mosaics, hierarchy roots, merged files).
+
+Stages are found through Python entry points (group ``cim.stages``, ``name = "module:Class"``): cim lists its own
+in ``pyproject.toml`` and any installed package can add more the same way. A job imports only the modules of the
+stages it names.
+
+Stages hand data to each other as named *artefacts* besides the tile's points: a stage lists the artefacts it
+``produces`` (found in its ``folder``) and ``consumes``; the job wires each consumer to its producer when it is
+validated (:mod:`cim.pipeline.job`) and stores where the artefact lives in the consumer's ``inputs``.
 """
 
 from __future__ import annotations
 
 import datetime
-import warnings
+import functools
+import importlib.metadata
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,8 +26,16 @@ from typing import Any, ClassVar
 import pyproj
 from pydantic import BaseModel, ConfigDict
 
+from cim.errors import CimError
 from cim.points import PointCloud
 from cim.tiling import Tile, TileGrid
+
+log = logging.getLogger("cim.pipeline")
+
+#: The entry-point group stages are registered in.
+ENTRY_POINT_GROUP = "cim.stages"
+NO_STAGES = (f"no stages are registered (entry-point group {ENTRY_POINT_GROUP} is empty): cim's package metadata is "
+             "missing or stale; reinstall cim (pip install -e .)")
 
 
 class StageOptions(BaseModel):
@@ -118,12 +136,24 @@ class Stage:
     summary: ClassVar[str] = ""
     #: 'reader' (names the inputs), 'tiler' (sets the grid) or 'tile' (runs per tile; the default).
     role: ClassVar[str] = "tile"
-    #: Names of earlier stages whose products this stage reads (it waits for them, and re-runs when they change).
-    #: ``None``: every earlier stage (the safe default). ``()``: only the points.
-    uses: ClassVar[tuple[str, ...] | None] = None
+    #: Artefacts the stage writes into its ``folder`` for later stages (e.g. "dtm", "buildings").
+    produces: ClassVar[tuple[str, ...]] = ()
+    #: Artefacts the stage needs: the job is invalid unless an earlier stage produces each of them.
+    consumes: ClassVar[tuple[str, ...]] = ()
+    #: Artefacts the stage reads when an earlier stage produces them, and does without otherwise.
+    reuses: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: StageOptions | None = None) -> None:
         self.options = options if options is not None else self.Options()
+        #: Folder (relative to the output folder) of each consumed or reused artefact, wired by the job.
+        self.inputs: dict[str, str] = {}
+        #: Names of the earlier stages producing those artefacts: the stage waits for them and re-runs with them.
+        self.uses: tuple[str, ...] = ()
+
+    def input_dir(self, artefact: str, ctx: JobContext) -> Path | None:
+        """Folder of an artefact an earlier stage produced (None when no stage of the job produces it)."""
+        folder = self.inputs.get(artefact)
+        return None if folder is None else ctx.out_dir / folder
 
     @property
     def folder(self) -> str:
@@ -145,29 +175,42 @@ class Stage:
         return cls.finish is not Stage.finish
 
 
-_REGISTRY: dict[str, type[Stage]] = {}
+@functools.cache
+def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    """The registered stages by name (the first registration wins; a conflicting second one is logged)."""
+    found: dict[str, importlib.metadata.EntryPoint] = {}
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        first = found.setdefault(entry.name, entry)
+        if first.value != entry.value:
+            log.warning("stage %r is registered twice (%s, %s): using the first", entry.name, first.value,
+                        entry.value)
+    return found
 
 
-def register(cls: type[Stage]) -> type[Stage]:
-    """Class decorator adding a stage to the catalogue under ``cls.name``."""
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        warnings.warn(f"stage {cls.name!r} registered twice", stacklevel=2)
-    _REGISTRY[cls.name] = cls
+def stage_names() -> list[str]:
+    """Names of all registered stages, sorted (imports nothing)."""
+    return sorted(_entry_points())
+
+
+def lookup(name: str) -> type[Stage] | None:
+    """The stage called ``name``, importing only its module; None when no stage has that name.
+
+    Raises :class:`CimError` when the registered class cannot be imported or is not a stage of that name.
+    """
+    if not _entry_points():
+        raise CimError(NO_STAGES)
+    entry = _entry_points().get(name)
+    if entry is None:
+        return None
+    try:
+        cls = entry.load()
+    except (ImportError, AttributeError) as exc:
+        raise CimError(f"stage {name!r} ({entry.value}) cannot be loaded: {exc}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Stage) and cls.name == name):
+        raise CimError(f"stage {name!r} ({entry.value}) is not a Stage subclass whose name is {name!r}")
     return cls
 
 
 def registry() -> dict[str, type[Stage]]:
-    """All registered stages by name (imports every module of :mod:`cim.stages` first)."""
-    from cim.stages import load_all
-
-    load_all()
-    return dict(sorted(_REGISTRY.items()))
-
-
-def lookup(name: str) -> type[Stage] | None:
-    """The stage called ``name``, importing only its module; None when no stage has that name."""
-    from cim.stages import load
-
-    if name not in _REGISTRY and not load(name):
-        return registry().get(name)  # a stage the index does not list (e.g. registered by a plug-in module)
-    return _REGISTRY.get(name)
+    """All registered stages by name (imports every stage module)."""
+    return {name: cls for name in stage_names() if (cls := lookup(name)) is not None}

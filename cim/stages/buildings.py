@@ -25,7 +25,7 @@ from cim.buildings.run import geometries, models_from_cityjson, reconstruct_clou
 from cim.cityjson import write_cityjson, write_cityjsonseq
 from cim.errors import CimWarning
 from cim.fileutil import write_text_atomic
-from cim.pipeline.stage import JobContext, Product, Stage, StageOptions, TileContext, TileResult, register
+from cim.pipeline.stage import JobContext, Product, Stage, StageOptions, TileContext, TileResult
 from cim.points import PointCloud
 
 CITYJSON_MEDIA = "application/city+json"
@@ -85,6 +85,7 @@ def _dtm(path: str):
 
 class _BuildingsStage(Stage):
     Options = BuildingsOptions
+    produces = ("buildings",)
     lod2: ClassVar[bool] = True
 
     def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
@@ -121,14 +122,12 @@ class _BuildingsStage(Stage):
         return [Product(ctx.relative(path), "report", "application/json", roles=("metadata",))]
 
 
-@register
 class BuildingsLod1(_BuildingsStage):
     name = "buildings.lod1"
     summary = "LoD1.2 building blocks (roof percentile, ground percentile) per footprint, with attributes"
     lod2 = False
 
 
-@register
 class BuildingsLod2(_BuildingsStage):
     name = "buildings.lod2"
     summary = "LoD2.2 building solids (roof planes, footprint partition, roof type) plus LoD1.2 fallback"
@@ -141,32 +140,30 @@ def _tile_models(folder: Path) -> list[BuildingModel]:
     return sorted((m for f in files for m in models_from_cityjson(f)), key=lambda m: m.id)
 
 
-class _MergedOptions(StageOptions):
-    source: str = Field("buildings", description="folder of the buildings stage's per-tile files")
-
-
 class _MergedStage(Stage):
-    """A stage that works in ``finish`` only, on the models the buildings stage wrote per tile."""
+    """A stage that works in ``finish`` only, on the models the job's buildings stage wrote per tile."""
+
+    consumes = ("buildings",)
 
     def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
         return TileResult()
 
     def models(self, ctx: JobContext) -> list[BuildingModel]:
-        return _tile_models(ctx.out_dir / self.options.source)
+        return _tile_models(self.input_dir("buildings", ctx))
 
 
-class WriteCityJsonOptions(_MergedOptions):
+class WriteCityJsonOptions(StageOptions):
     folder: str = Field("", description="output folder inside the job's output folder")
     name: str = Field("buildings", description="file name stem (<name>.city.json, <name>.city.jsonl)")
     scale: float = Field(0.001, gt=0, description="vertex quantisation step (CRS units)")
     sequence: bool = Field(True, description="also write CityJSONSeq (one building per line, for large areas)")
 
 
-@register
 class WriteCityJson(_MergedStage):
     name = "write.cityjson"
     summary = "Merge the building models into CityJSON 2.0 (+ CityJSONSeq)"
     Options = WriteCityJsonOptions
+    produces = ("cityjson",)
 
     def finish(self, results: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
         o = self.options
@@ -184,16 +181,16 @@ class WriteCityJson(_MergedStage):
         return products
 
 
-class TilesBuildingsOptions(_MergedOptions):
+class TilesBuildingsOptions(StageOptions):
     folder: str = Field("3dtiles-buildings", description="output folder (tileset.json lands here)")
     tile_size: float = Field(250.0, gt=0, description="edge of the square of buildings per glb (CRS units)")
 
 
-@register
 class TilesBuildings(_MergedStage):
     name = "tiles.buildings"
     summary = "3D Tiles 1.1 building meshes (glb, EXT_mesh_features + EXT_structural_metadata, ECEF placement)"
     Options = TilesBuildingsOptions
+    produces = ("tileset.buildings",)
 
     def finish(self, results: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
         from cim.buildings.tiles import write_building_tiles

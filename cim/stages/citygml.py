@@ -7,23 +7,23 @@ from typing import Any
 from pydantic import Field
 
 from cim.citygml.writer import envelope, write_citygml
-from cim.pipeline.stage import JobContext, Product, register
-from cim.stages.buildings import _MergedOptions, _MergedStage
+from cim.pipeline.stage import JobContext, Product, StageOptions
+from cim.stages.buildings import _MergedStage
 
 CITYGML_MEDIA = "application/gml+xml"
 
 
-class WriteCityGmlOptions(_MergedOptions):
+class WriteCityGmlOptions(StageOptions):
     folder: str = Field("", description="output folder inside the job's output folder")
     name: str = Field("buildings", description="file name stem (<name>.gml)")
     decimals: int = Field(3, ge=0, le=9, description="decimals of the coordinates (3: millimetres)")
 
 
-@register
 class WriteCityGml(_MergedStage):
     name = "write.citygml"
     summary = "Merge the building models into CityGML 2.0 (AdV LoD2 profile: roofType, measuredHeight, lod2Solid)"
     Options = WriteCityGmlOptions
+    produces = ("citygml",)
 
     def finish(self, results: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
         o = self.options

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from cim.io import copc
-from cim.pipeline.stage import JobContext, Product, Stage, StageOptions, TileContext, TileResult, register
+from cim.pipeline.stage import JobContext, Product, Stage, StageOptions, TileContext, TileResult
 from cim.points import PointCloud
 from cim.stages.io import pointcloud_properties
 
@@ -35,12 +35,11 @@ class WriteCopcOptions(StageOptions):
         return self
 
 
-@register
 class WriteCopc(Stage):
     name = "write.copc"
     summary = "Write the job's points as COPC 1.0 (LAS 1.4 LAZ octree) with CRS and every dimension"
     Options = WriteCopcOptions
-    uses = ()
+    produces = ("copc",)
 
     def _work_dir(self, ctx: JobContext) -> Path:
         return ctx.out_dir / ".cim" / "work" / self.name

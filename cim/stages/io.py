@@ -1,29 +1,67 @@
-"""Readers, the tiler and the LAS writer: ``read.las``, ``tile``, ``write.las``."""
+"""Readers, the tiler and the LAS writer: ``read.las``, ``read.ply``, ``read.e57``, ``tile``, ``write.las``.
+
+A reader stage names its input files and opens each as a :class:`cim.io.readers.PointSource` (one module of
+:mod:`cim.io` per format); the planner takes CRS, bounds, point counts and chunks from the sources alone.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
+import pyproj
 from pydantic import Field, model_validator
 
 from cim.io import las
-from cim.pipeline.stage import Product, Stage, StageOptions, TileContext, TileResult, register
+from cim.io.readers import PointSource
+from cim.pipeline.stage import Product, Stage, StageOptions, TileContext, TileResult
 from cim.points import PointCloud
 
 
-class ReadLasOptions(StageOptions):
-    files: list[str] = Field(min_length=1, description="LAS/LAZ/COPC files or glob patterns")
+class ReadOptions(StageOptions):
+    files: list[str] = Field(min_length=1, description="input files or glob patterns")
     crs: str | None = Field(None, description="CRS of these files, overriding what they declare")
     chunk_size: int = Field(las.DEFAULT_CHUNK, gt=0, description="points per streamed chunk")
     path_fields: ClassVar[tuple[str, ...]] = ("files",)
 
 
-@register
-class ReadLas(Stage):
-    name = "read.las"
-    summary = "Read LAS 1.2-1.4, LAZ and COPC files (streamed in chunks)"
-    Options = ReadLasOptions
+class ReaderStage(Stage):
+    """Base of the reader stages: the job's points come from the files they name."""
+
+    Options = ReadOptions
     role = "reader"
+
+    def open(self, path: Path, crs: str | pyproj.CRS | None) -> PointSource:
+        """Open one input file (``crs`` overrides the CRS it declares)."""
+        raise NotImplementedError
+
+
+class ReadLas(ReaderStage):
+    name = "read.las"
+    summary = "Read LAS 1.2-1.4, LAZ and COPC files (streamed in chunks; COPC queried by the job area)"
+
+    def open(self, path: Path, crs: str | pyproj.CRS | None) -> PointSource:
+        return las.open_source(path, crs)
+
+
+class ReadPly(ReaderStage):
+    name = "read.ply"
+    summary = "Read PLY point clouds (ASCII or binary; vertex properties become dimensions)"
+
+    def open(self, path: Path, crs: str | pyproj.CRS | None) -> PointSource:
+        from cim.io import ply
+
+        return ply.open_source(path, crs)
+
+
+class ReadE57(ReaderStage):
+    name = "read.e57"
+    summary = "Read E57 scanner / mobile-mapping deliveries (every scan placed by its pose; intensity, colour)"
+
+    def open(self, path: Path, crs: str | pyproj.CRS | None) -> PointSource:
+        from cim.io import e57
+
+        return e57.open_source(path, crs)
 
 
 class TileOptions(StageOptions):
@@ -37,7 +75,6 @@ class TileOptions(StageOptions):
         return self
 
 
-@register
 class TileStage(Stage):
     name = "tile"
     summary = "Cut the job area into aligned square tiles with buffers (out-of-core)"
@@ -52,12 +89,11 @@ class WriteLasOptions(StageOptions):
     keep_buffer: bool = Field(False, description="also write the tile's buffer points")
 
 
-@register
 class WriteLas(Stage):
     name = "write.las"
     summary = "Write each tile's points as LAS 1.4 / LAZ with its CRS"
     Options = WriteLasOptions
-    uses = ()
+    produces = ("las",)
 
     def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
         out = cloud if self.options.keep_buffer else cloud[cloud["core"]]

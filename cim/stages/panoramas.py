@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 from pydantic import Field
 
-from cim.pipeline.stage import Stage, StageOptions, TileContext, TileResult, register
+from cim.pipeline.stage import Stage, StageOptions, TileContext, TileResult
 from cim.points import PointCloud
 
 if TYPE_CHECKING:
@@ -30,7 +30,6 @@ class ColorizeStageOptions(StageOptions):
         return ColorizeOptions(**self.model_dump(exclude={"panoramas"}))
 
 
-@register
 class ColorizeStage(Stage):
     name = "panoramas.colorize"
     summary = "Colour points (red/green/blue) from the nearest anonymized panorama that sees them (z-buffer test)"

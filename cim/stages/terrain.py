@@ -9,13 +9,14 @@ The raster stages write the tile's core square on the one global grid of their r
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 
 from cim.crs import linear_unit_factor
-from cim.pipeline.stage import JobContext, Product, Stage, StageOptions, TileContext, TileResult, register
+from cim.pipeline.stage import JobContext, Product, Stage, StageOptions, TileContext, TileResult
 from cim.points import PointCloud
 from cim.terrain import outliers as noise
 from cim.terrain.dtm import density_grid, dsm_grid, dtm_grid, ndsm_grid
@@ -78,7 +79,6 @@ class OutlierOptions(StageOptions):
     statistical_multiplier: float = Field(3.0, gt=0)
 
 
-@register
 class OutlierStage(PointStage):
     name = "filter.outliers"
     summary = "Mark low noise and isolated points as ASPRS 7 (low) / 18 (high noise); nothing is removed"
@@ -141,7 +141,6 @@ class GroundOptions(StageOptions):
         SmrfParams.max_edge, gt=0, description="longest TIN edge (m) filling the minimum surface; nearest beyond")
 
 
-@register
 class GroundStage(PointStage):
     name = "classify.ground"
     summary = "Ground (2) / non-ground (1) by a vectorised SMRF (or CSF); noise classes are kept"
@@ -177,7 +176,6 @@ class ObjectOptions(StageOptions):
     k: int = Field(ObjectParams.k, ge=4, description="neighbours for the local shape")
 
 
-@register
 class ObjectStage(PointStage):
     name = "classify.objects"
     summary = "Buildings (6), vegetation (3/4/5) and other (1) from height above ground and local shape"
@@ -231,7 +229,6 @@ class _RasterStage(Stage):
     units: ClassVar[str | None] = "metre"
     nodata: ClassVar[float | None] = NODATA
     Options = RasterOptions
-    uses: ClassVar[tuple[str, ...]] = ()  # reads only the tile's points
 
     @property
     def folder(self) -> str:  # type: ignore[override]
@@ -288,11 +285,11 @@ def _ground_mask(cloud: PointCloud, ctx: TileContext) -> np.ndarray:
     return ground
 
 
-@register
 class DtmStage(_RasterStage):
     name = "raster.dtm"
     summary = "Digital terrain model COG (mean of ground points per cell, TIN-filled gaps) + VRT mosaic"
     kind = "dtm"
+    produces = ("dtm",)
     description = "DTM: bare-earth height"
     Options = DtmOptions
 
@@ -303,11 +300,11 @@ class DtmStage(_RasterStage):
         return _digest(cloud, _classes(cloud) == 2)
 
 
-@register
 class DsmStage(_RasterStage):
     name = "raster.dsm"
     summary = "Digital surface model COG (highest point per cell, small holes TIN-filled) + VRT mosaic"
     kind = "dsm"
+    produces = ("dsm",)
     description = "DSM: highest surface height"
     Options = DsmOptions
 
@@ -319,46 +316,46 @@ class DsmStage(_RasterStage):
 
 
 class NdsmOptions(DsmOptions):
-    dtm_folder: str = Field("dtm", description="folder of the job's raster.dtm tiles, reused when they match")
-    dsm_folder: str = Field("dsm", description="folder of the job's raster.dsm tiles, reused when they match")
+    pass
 
 
-@register
 class NdsmStage(_RasterStage):
     name = "raster.ndsm"
     summary = "Normalised DSM COG (DSM - DTM, >= 0) from the job's DTM/DSM tiles (computed if absent) + VRT mosaic"
     kind = "ndsm"
+    produces = ("ndsm",)
     description = "nDSM: height above ground"
     Options = NdsmOptions
-    uses = ("raster.dtm", "raster.dsm")
+    reuses = ("dtm", "dsm")
 
     def compute(self, cloud: PointCloud, grid: GridSpec, ctx: TileContext) -> np.ndarray:
         """DSM - DTM from the job's DTM and DSM tiles when they were made from these points on this grid,
         else computed here (the stage also works alone)."""
         o = self.options
-        dtm = _stored_or_computed(DtmStage(), o.dtm_folder, cloud, grid, ctx)
-        dsm = _stored_or_computed(DsmStage(DsmOptions(fill_max_edge=o.fill_max_edge)), o.dsm_folder, cloud, grid, ctx)
+        dtm = _stored_or_computed(DtmStage(), self.input_dir("dtm", ctx), cloud, grid, ctx)
+        dsm = _stored_or_computed(DsmStage(DsmOptions(fill_max_edge=o.fill_max_edge)), self.input_dir("dsm", ctx),
+                                  cloud, grid, ctx)
         return ndsm_grid(dsm, dtm)
 
 
 def _stored_or_computed(
-    stage: _RasterStage, folder: str, cloud: PointCloud, grid: GridSpec, ctx: TileContext
+    stage: _RasterStage, folder: Path | None, cloud: PointCloud, grid: GridSpec, ctx: TileContext
 ) -> np.ndarray:
-    """The tile's raster of ``stage`` from ``folder`` when it exists, covers exactly ``grid`` and was made from
-    these points (same digest), else computed by ``stage``."""
-    path = ctx.out_dir / folder / f"{ctx.tile.key}.tif"
-    if path.is_file() and read_tags(path).get(POINTS_TAG) == stage.points_digest(cloud):
+    """The tile's raster of ``stage`` from ``folder`` (an earlier stage's artefact) when it exists, covers exactly
+    ``grid`` and was made from these points (same digest), else computed by ``stage``."""
+    path = folder / f"{ctx.tile.key}.tif" if folder is not None else None
+    if path is not None and path.is_file() and read_tags(path).get(POINTS_TAG) == stage.points_digest(cloud):
         values, found = read_raster(path)
         if found == grid:
             return values
     return stage.compute(cloud, grid, ctx)
 
 
-@register
 class DensityStage(_RasterStage):
     name = "raster.density"
     summary = "Point density COG (points per square CRS unit, noise excluded) + VRT mosaic"
     kind = "density"
+    produces = ("density",)
     description = "density: points per square unit"
     units = None
     nodata = None

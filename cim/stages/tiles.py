@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from cim.errors import CimWarning
-from cim.pipeline.stage import JobContext, Product, Stage, StageOptions, TileContext, TileResult, register
+from cim.pipeline.stage import JobContext, Product, Stage, StageOptions, TileContext, TileResult
 from cim.points import PointCloud
 from cim.tiles3d.glb import meshopt_encoder
 from cim.tiles3d.pointcloud import DEFAULT_PROPERTIES, TilesOptions, build_tile, build_upper_levels
@@ -58,11 +58,11 @@ def _bounds(tiles: list[dict[str, Any]]) -> list[float] | None:
             max(b[2] for b in xy), max(b[3] for b in xy), max(r[1] for r in z)]
 
 
-@register
 class PointTiles(Stage):
     name = "tiles.pointcloud"
     summary = "3D Tiles 1.1 point cloud (glTF POINTS, LOD octree, metadata, ECEF placement via geoid grids)"
     Options = PointTilesOptions
+    produces = ("tileset.points",)
 
     def _work_dir(self, ctx: JobContext) -> Path:
         return ctx.out_dir / ".cim" / "work" / self.name
