@@ -20,6 +20,7 @@ import pyproj
 
 import cim
 from cim import crs as crs_mod
+from cim import crs_plan
 from cim.catalog import write_catalog
 from cim.errors import InputError
 from cim.fileutil import atomic_write, expand_patterns
@@ -151,6 +152,7 @@ def run_job(
     if not sources:
         raise InputError(job.source, "the job's readers match no input files")
     crs = job_crs(sources)
+    crs = crs_plan.check_job(crs, job.stages, sources, job.accept_height_system)  # every transformation, up front
     grid = _grid(job)
     out_dir = job.out_dir
     remove_stale_temporaries(out_dir)

@@ -29,7 +29,7 @@ import glob
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -60,6 +60,7 @@ class JobSection(BaseModel):
     crs: str | None = None
     area: tuple[float, float, float, float] | None = None
     datetime: str | None = None
+    accept_height_system: Literal["DHHN92-as-DHHN2016"] | None = None  # see cim.crs_plan.working_crs
 
 
 @dataclass
@@ -73,6 +74,7 @@ class Job:
     area: tuple[float, float, float, float] | None
     datetime: str | None
     stages: list[Stage]
+    accept_height_system: str | None = None
 
     def stages_of(self, name: str) -> list[Stage]:
         return [s for s in self.stages if s.name == name]
@@ -123,6 +125,7 @@ def parse_job(document: dict[str, Any], source: Path, overrides: dict[str, Any] 
         area=section.area,
         datetime=section.datetime,
         stages=stages,
+        accept_height_system=section.accept_height_system,
     )
 
 
