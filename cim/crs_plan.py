@@ -67,7 +67,8 @@ def _area(crs: pyproj.CRS, bounds: Bounds | None) -> AreaOfInterest | None:
     if bounds is None:
         return None
     try:
-        west, south, east, north = _to_lonlat(crs_mod.horizontal_part(crs)).transform_bounds(bounds.minx, bounds.miny, bounds.maxx, bounds.maxy)
+        to_geo = _to_lonlat(crs_mod.horizontal_part(crs))
+        west, south, east, north = to_geo.transform_bounds(bounds.minx, bounds.miny, bounds.maxx, bounds.maxy)
     except pyproj.exceptions.ProjError:
         return None
     if not all(math.isfinite(v) for v in (west, south, east, north)):
@@ -88,9 +89,8 @@ def transformation_problem(source: pyproj.CRS, target: pyproj.CRS, bounds: Bound
     grids = sorted({g.short_name for g in exact.grids if not g.available}) if exact else []
     needs = (f"; the exact one needs the grid {', '.join(grids)}, which PROJ does not find (pyproj sync --file "
              f"{grids[0]}, or a copy in a PROJ_DATA folder)") if grids else ""
-    vertical_target = target.is_compound or target.is_vertical or len(target.axis_info) == 3
     ballpark = "ballpark vertical" in best.description.lower()
-    if crs_mod.vertical_part(source) is not None and vertical_target and ballpark:
+    if crs_mod.vertical_part(source) is not None and _is_3d(target) and ballpark:
         return f"{route}: PROJ has only a ballpark vertical transformation (heights taken as ellipsoidal){needs}"
     if exact is not None:
         loss = best.accuracy - exact.accuracy if best.accuracy >= 0 and exact.accuracy >= 0 else math.inf
@@ -99,6 +99,11 @@ def transformation_problem(source: pyproj.CRS, target: pyproj.CRS, bounds: Bound
             return f"{route}: without a grid PROJ would fall back to a rougher transformation ({lost} worse){needs}"
         log.info("%s: exact transformation unavailable (%s), fallback within %.2f m", route, ", ".join(grids), loss)
     return None
+
+
+def _is_3d(crs: pyproj.CRS) -> bool:
+    """Whether ``crs`` has heights (compound, vertical or 3D geographic/geocentric)."""
+    return crs.is_compound or crs.is_vertical or len(crs.axis_info) == 3
 
 
 def check_transformations(source: pyproj.CRS, targets: Iterable[Need | pyproj.CRS], *, allow_ballpark: bool = False,
@@ -113,7 +118,9 @@ def check_transformations(source: pyproj.CRS, targets: Iterable[Need | pyproj.CR
         problem = transformation_problem(source, need.target, bounds)
         if problem is None:
             continue
-        accept = f"; {need.override} = true accepts it, metres off" if need.override else ""
+        accept = ""
+        if need.override:
+            accept = f"; {need.override} = true accepts it, metres off (cim tiles: --allow-ballpark)"
         message = f"{problem} (needed for {need.purpose}{accept})"
         if not (allow_ballpark or need.allow_ballpark):
             raise CrsError(message)
@@ -170,19 +177,20 @@ def likely_cause(crs: pyproj.CRS, bounds: Bounds) -> str:
     return "the file declares a CRS other than the one its coordinates are in"
 
 
-def working_crs(crs: pyproj.CRS, accept_height_system: str | None) -> pyproj.CRS:
+def working_crs(crs: pyproj.CRS, accept_height_system: str | None, *, heights_needed: bool = True) -> pyproj.CRS:
     """The CRS a job works in: ``crs``, or with DHHN92 heights re-declared as DHHN2016 where the job accepts that.
 
     PROJ has no exact DHHN92 -> DHHN2016 transformation (only EPSG's offset route via EVRF2007, stated accuracy
-    0.2 m), so DHHN92 is refused unless ``accept_height_system == "DHHN92-as-DHHN2016"``: then the heights are
-    kept as they are and declared DHHN2016, a difference of a few centimetres (see docs/heights.md).
+    0.2 m), so where the job transforms heights (``heights_needed``) DHHN92 is refused unless
+    ``accept_height_system == "DHHN92-as-DHHN2016"``: then the heights are kept as they are and declared DHHN2016,
+    a difference of a few centimetres (see docs/heights.md).
     """
     vertical = crs_mod.vertical_part(crs)
     is_dhhn92 = vertical is not None and vertical.to_epsg() == DHHN92
     if accept_height_system is not None and not is_dhhn92:
         raise CrsError(f"accept_height_system = {accept_height_system!r}, but the inputs' heights are "
                        f"{crs_mod.describe(vertical)}, not DHHN92 (EPSG:5783)")
-    if not is_dhhn92:
+    if not is_dhhn92 or (accept_height_system is None and not heights_needed):
         return crs
     if accept_height_system != "DHHN92-as-DHHN2016":
         raise CrsError(
@@ -218,15 +226,16 @@ def check_job(crs: pyproj.CRS, stages: Sequence[object], sources: Sequence[LasSo
     An input whose points lie outside the CRS's area of use is named, with the likely cause, in the refusal (or in
     a warning where every transformation is still possible), rather than failing every task later.
     """
-    crs = working_crs(crs, accept_height_system)
+    needs = job_needs(stages)
+    crs = working_crs(crs, accept_height_system, heights_needed=any(_is_3d(n.target) for n in needs))
     misplaced = next(((s, p) for s in sources if (p := area_problem(crs, s.bounds))), None)
     if misplaced is None:
-        check_transformations(crs, job_needs(stages), bounds=_union(s.bounds for s in sources))
+        check_transformations(crs, needs, bounds=_union(s.bounds for s in sources))
         return crs
     source, problem = misplaced
     cause = f"{problem}: {likely_cause(crs, source.bounds)}"
     try:
-        check_transformations(crs, job_needs(stages), bounds=source.bounds)
+        check_transformations(crs, needs, bounds=source.bounds)
     except CrsError as exc:
         raise InputError(source.path, f"{cause}; so {exc}") from None
     warnings.warn(f"{source.path}: {cause}", CimWarning, stacklevel=2)

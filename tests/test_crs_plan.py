@@ -89,6 +89,7 @@ def test_dhhn92_is_refused_by_name_or_accepted_as_dhhn2016_only_when_asked() -> 
     assert crs.code(accepted) == "EPSG:31468+7837"
     lon, lat, h = crs.to_geographic3d(accepted).transform(*MUNICH_GK4, 520.0)
     assert 45.0 < h - 520.0 < 50.0  # the quasigeoid is ~47 m above the ellipsoid around Munich, not 0 (ballpark)
+    assert crs_plan.working_crs(dhhn92, None, heights_needed=False) is dhhn92  # e.g. a DTM job: heights untouched
     with pytest.raises(CrsError, match="not DHHN92"):
         crs_plan.working_crs(pyproj.CRS("EPSG:25832+7837"), "DHHN92-as-DHHN2016")
     assert crs_plan.working_crs(pyproj.CRS("EPSG:25832+7837"), None).equals(pyproj.CRS("EPSG:25832+7837"))

@@ -47,10 +47,14 @@ def tiles(
     from cim.pipeline.job import parse_job
     from cim.tiles3d.check import check_tileset
 
-    from cim.fileutil import expand_patterns
-
     out = out.resolve()
-    files = expand_patterns(inputs)  # every CRS transformation is checked when run_job plans, before any work
+    # fail fast on missing files and CRSs; every CRS transformation is then checked when run_job plans, before work
+    from cim.io import las
+    from cim.fileutil import expand_patterns
+    from cim.pipeline.execute import job_crs
+
+    files = expand_patterns(inputs)
+    job_crs([las.open_source(f, crs) for f in files])
     document = {
         "job": {"name": "tiles", "output": str(out), **({"crs": crs} if crs else {}),
                 **({"accept_height_system": accept_height_system} if accept_height_system else {})},
