@@ -216,7 +216,24 @@ def job_needs(stages: Sequence[object]) -> list[Need]:
             override = "allow_ballpark" if hasattr(options, "allow_ballpark") else ""
             needs.append(Need(crs_mod.GEOGRAPHIC_3D, f"stages[{i}] {name}: placement on the globe",
                               bool(getattr(options, "allow_ballpark", False)), override))
+        footprints = getattr(getattr(stage, "options", None), "footprints", None)
+        declared = getattr(getattr(stage, "options", None), "footprints_crs", None) or _vector_crs(footprints)
+        if footprints and declared:
+            target = crs_mod.horizontal_part(crs_mod.resolve(declared))
+            needs.append(Need(target, f"stages[{i}] {name}: footprints {footprints}"))
     return needs
+
+
+def _vector_crs(path: str | None) -> str | None:
+    """The CRS a vector file declares (None where it declares none or cannot be read: the stage reports that)."""
+    if not path:
+        return None
+    import pyogrio  # only for jobs with footprint files
+
+    try:
+        return pyogrio.read_info(path).get("crs")
+    except Exception:  # noqa: BLE001 - pyogrio's own error hierarchy; the stage names the file when it reads it
+        return None
 
 
 def check_job(crs: pyproj.CRS, stages: Sequence[object], sources: Sequence[LasSource],

@@ -167,3 +167,19 @@ def test_copc_whose_crs_contradicts_its_coordinates_is_refused_naming_file_and_c
         assert crs_plan.check_job(source.crs, [], [source]).equals(source.crs)
     result = cim_cli("tiles", str(copc), "--out", str(tmp_path / "o"))
     assert result.returncode == 2 and "1.2-with-color.copc.laz" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_footprints_in_their_own_crs_are_a_transformation_the_job_needs(tmp_path: Path) -> None:
+    footprints = tmp_path / "footprints.geojson"
+    footprints.write_text(json.dumps({
+        "type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::31468"}},
+        "features": [{"type": "Feature", "properties": {"id": "a"}, "geometry": {
+            "type": "Polygon", "coordinates": [[[4468000, 5333000], [4468010, 5333000], [4468010, 5333010],
+                                                [4468000, 5333000]]]}}]}))
+    options = type("O", (), {"footprints": str(footprints), "footprints_crs": None})()
+    stage = type("S", (), {"name": "buildings.lod2", "options": options})()
+    needs = crs_plan.job_needs([stage])
+    assert [crs.code(n.target) for n in needs] == ["EPSG:4326", "EPSG:31468"]
+    assert str(footprints) in needs[1].purpose
+    munich_utm = Bounds(691000.0, 5334300.0, 500.0, 691200.0, 5334500.0, 530.0)
+    crs_plan.check_transformations(pyproj.CRS("EPSG:25832+7837"), needs, bounds=munich_utm)  # BETA2007 is there
