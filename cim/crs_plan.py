@@ -6,7 +6,8 @@ and refused (:class:`CrsError`, exit code 2) where PROJ could do it only roughly
 
 * a *ballpark* vertical step, which takes orthometric heights as ellipsoidal (tens of metres off in Germany);
 * a grid the exact transformation needs and PROJ does not find, when its absence costs more than
-  :data:`GRID_TOLERANCE_M` by EPSG's stated accuracies (DHDN without BETA2007: about 1 m);
+  :data:`GRID_TOLERANCE_M` by EPSG's stated accuracies. Those are coarse (DHDN -> ETRS89 in Bavaria: 1.0 m without
+  BETA2007, 0.9 m with it, though the two differ by ~1 m), which is one reason cim ships the grids it relies on;
 * DHHN92 heights (EPSG:5783), which PROJ cannot take exactly to DHHN2016 or ellipsoidal heights, unless the job
   accepts them as DHHN2016 (``[job] accept_height_system = "DHHN92-as-DHHN2016"``, see :func:`working_crs`).
 
@@ -21,6 +22,7 @@ import math
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -39,7 +41,7 @@ log = logging.getLogger("cim.crs_plan")
 
 GRID_TOLERANCE_M = 0.5  # a missing grid that costs less than this (EPSG accuracies) is only logged
 DHHN92, DHHN2016 = 5783, 7837
-HEIGHT_SYSTEM_CHOICES = ("DHHN92-as-DHHN2016",)
+DHHN92_AS_DHHN2016 = "DHHN92-as-DHHN2016"  # the one accept_height_system value
 PLACING_STAGES = ("tiles.pointcloud", "tiles.buildings", "panoramas.colorize")  # need EPSG:4979
 _AREA_MARGIN_DEG = 1.0
 _FEET = {"international feet": 0.3048, "US survey feet": 1200 / 3937}
@@ -55,6 +57,7 @@ class Need:
     override: str = ""  # the setting that accepts a rough transformation here, if the stage has one
 
 
+@lru_cache(maxsize=16)
 def _to_lonlat(crs: pyproj.CRS) -> pyproj.Transformer:
     """Any transformer to longitude/latitude: it only locates the data (a missing grid is reported elsewhere)."""
     with warnings.catch_warnings():
@@ -192,7 +195,7 @@ def working_crs(crs: pyproj.CRS, accept_height_system: str | None, *, heights_ne
                        f"{crs_mod.describe(vertical)}, not DHHN92 (EPSG:5783)")
     if not is_dhhn92 or (accept_height_system is None and not heights_needed):
         return crs
-    if accept_height_system != "DHHN92-as-DHHN2016":
+    if accept_height_system != DHHN92_AS_DHHN2016:
         raise CrsError(
             f"{crs_mod.describe(crs)}: heights in DHHN92 (EPSG:5783) have no exact transformation to DHHN2016 or "
             "ellipsoidal heights in PROJ; convert them to DHHN2016 (EPSG:7837), or accept them as DHHN2016, a few "

@@ -60,7 +60,7 @@ class JobSection(BaseModel):
     crs: str | None = None
     area: tuple[float, float, float, float] | None = None
     datetime: str | None = None
-    accept_height_system: Literal["DHHN92-as-DHHN2016"] | None = None  # see cim.crs_plan.working_crs
+    accept_height_system: Literal["DHHN92-as-DHHN2016"] | None = None  # cim.crs_plan.DHHN92_AS_DHHN2016
 
 
 @dataclass
