@@ -121,7 +121,7 @@ type = "tiles.pointcloud"
 
 
 def test_a_dhhn92_job_is_refused_at_planning_before_any_work(tmp_path: Path) -> None:
-    with pytest.raises(CrsError, match="DHHN92"):
+    with pytest.raises(CrsError, match=r"DHHN92.*job\.accept_height_system = \"DHHN92-as-DHHN2016\""):
         cim.run(_tiles_job(tmp_path))
     assert not (tmp_path / "out").exists()  # nothing was partitioned or written
 
