@@ -43,7 +43,7 @@ GRID_TOLERANCE_M = 0.5  # a missing grid that costs less than this (EPSG accurac
 DHHN92, DHHN2016 = 5783, 7837
 DHHN92_AS_DHHN2016 = "DHHN92-as-DHHN2016"  # the one accept_height_system value
 PLACING_STAGES = ("tiles.pointcloud", "tiles.buildings", "panoramas.colorize")  # need EPSG:4979
-_AREA_MARGIN_DEG = 1.0
+_AREA_MARGIN_DEG = 2.0  # data often run past their zone: eastern Bavaria in UTM 32 lies 1.8 degrees beyond it
 _FEET = {"international feet": 0.3048, "US survey feet": 1200 / 3937}
 
 
@@ -168,7 +168,7 @@ def _inside(area: pyproj.crs.AreaOfUse, lon: float, lat: float) -> bool:
 
 
 def likely_cause(crs: pyproj.CRS, bounds: Bounds) -> str:
-    """A guess at why coordinates lie outside their CRS's area: feet declared as metres, or another CRS."""
+    """A guess at why coordinates lie outside their CRS's area: feet declared as metres, or a question."""
     horizontal = crs_mod.horizontal_part(crs)
     area = _area_of_use(horizontal)
     if area is not None and crs_mod.linear_unit_factor(horizontal) == 1.0:
@@ -177,7 +177,7 @@ def likely_cause(crs: pyproj.CRS, bounds: Bounds) -> str:
             centre = _lonlat(horizontal, x, y)
             if centre is not None and _inside(area, *centre):
                 return f"the coordinates look like values in {name} in a CRS declared in metres"
-    return "the file declares a CRS other than the one its coordinates are in"
+    return "is the declared CRS right?"
 
 
 def working_crs(crs: pyproj.CRS, accept_height_system: str | None, *, heights_needed: bool = True) -> pyproj.CRS:

@@ -38,7 +38,7 @@ def _area_check(source: las.LasSource) -> str | None:
     problem = crs_plan.area_problem(source.crs, source.bounds)
     if problem is None:
         return None
-    return f"{problem}: is the declared CRS right? ({crs_plan.likely_cause(source.crs, source.bounds)})"
+    return f"{problem}: {crs_plan.likely_cause(source.crs, source.bounds)}"
 
 
 def _occupied_cells(x: np.ndarray, y: np.ndarray, source: las.LasSource) -> np.ndarray:

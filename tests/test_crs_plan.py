@@ -183,3 +183,13 @@ def test_footprints_in_their_own_crs_are_a_transformation_the_job_needs(tmp_path
     assert str(footprints) in needs[1].purpose
     munich_utm = Bounds(691000.0, 5334300.0, 500.0, 691200.0, 5334500.0, 530.0)
     crs_plan.check_transformations(pyproj.CRS("EPSG:25832+7837"), needs, bounds=munich_utm)  # BETA2007 is there
+
+
+def test_data_past_their_utm_zone_are_not_taken_for_a_mislabelled_file() -> None:
+    utm32 = pyproj.CRS("EPSG:25832")
+    x, y = pyproj.Transformer.from_crs("EPSG:4326", utm32, always_xy=True).transform(13.46, 48.57)  # Passau
+    assert crs_plan.area_problem(utm32, Bounds(x - 100, y - 100, 0, x + 100, y + 100, 1)) is None
+    x, y = pyproj.Transformer.from_crs("EPSG:4326", utm32, always_xy=True).transform(-3.70, 40.42)  # Madrid
+    far = Bounds(x - 100, y - 100, 0, x + 100, y + 100, 1)
+    assert "outside the area of use of EPSG:25832" in crs_plan.area_problem(utm32, far)
+    assert crs_plan.likely_cause(utm32, far) == "is the declared CRS right?"
