@@ -33,13 +33,15 @@ BETA2007_BY_HAND = ("+proj=pipeline +step +inv +proj=tmerc +lat_0=0 +lon_0=12 +k
 @contextmanager
 def without_shipped_grids() -> Iterator[None]:
     """PROJ as a user without cim's grids (and without network) has it."""
-    original = pyproj.datadir.get_data_dir()
+    original, network = pyproj.datadir.get_data_dir(), pyproj.network.is_network_enabled()
     shipped = str(crs.shipped_grid_dir())
     pyproj.datadir.set_data_dir(":".join(d for d in original.split(":") if d != shipped))
+    pyproj.network.set_network_enabled(False)
     try:
         yield
     finally:
         pyproj.datadir.set_data_dir(original)
+        pyproj.network.set_network_enabled(network)
 
 
 def test_bkg_published_beta2007_test_point_is_met_to_a_centimetre() -> None:
