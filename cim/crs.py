@@ -24,7 +24,7 @@ ECEF = pyproj.CRS.from_epsg(4978)  # WGS 84 geocentric
 
 
 def shipped_grid_dir() -> Path:
-    """The folder of PROJ grids shipped inside the package (GCG2016 quasigeoid, EGM96)."""
+    """The folder of PROJ grids shipped inside the package (GCG2016, NLGEO2018, EGM96, BETA2007) and their licences."""
     return Path(str(resources.files("cim") / "data" / "proj"))
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pyproj
 
 from cim import crs as crs_mod
+from cim import crs_plan
 from cim.io import las
 
 _DENSITY_CELL = 1.0  # metres: occupied-cell density is measured on this grid
@@ -32,27 +33,12 @@ def _crs_facts(source: las.LasSource) -> dict[str, Any]:
 
 def _area_check(source: las.LasSource) -> str | None:
     """A warning when the file's centre lies outside its CRS's area of use (a wrong or mislabelled CRS)."""
-    crs = source.crs
-    if crs is None or source.point_count == 0:
+    if source.crs is None or source.point_count == 0:
         return None
-    crs = crs_mod.horizontal_part(crs)
-    area = crs.area_of_use
-    if area is None and crs.to_epsg():
-        area = pyproj.CRS.from_epsg(crs.to_epsg()).area_of_use
-    if area is None:
+    problem = crs_plan.area_problem(source.crs, source.bounds)
+    if problem is None:
         return None
-    b = source.bounds
-    try:
-        to_geo = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-        lon, lat = to_geo.transform((b.minx + b.maxx) / 2, (b.miny + b.maxy) / 2)
-    except pyproj.exceptions.ProjError:
-        return "the coordinates cannot be transformed to longitude/latitude with the declared CRS"
-    w, s, e, n = area.bounds
-    margin = 1.0
-    if not (w - margin <= lon <= e + margin and s - margin <= lat <= n + margin):
-        return (f"the points' centre ({lon:.4f}, {lat:.4f}) lies outside the area of use of "
-                f"{crs_mod.describe(crs)} ({area.name}): is the declared CRS right?")
-    return None
+    return f"{problem}: {crs_plan.likely_cause(source.crs, source.bounds)}"
 
 
 def _occupied_cells(x: np.ndarray, y: np.ndarray, source: las.LasSource) -> np.ndarray:

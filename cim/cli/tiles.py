@@ -24,6 +24,9 @@ def tiles(
     extra: Annotated[Optional[list[str]], typer.Option("--extra", help="extra dimension to keep (repeatable)")] = None,
     allow_ballpark: Annotated[bool, typer.Option("--allow-ballpark", help="accept a ballpark vertical "
                                                                            "transformation (metres off)")] = False,
+    accept_height_system: Annotated[Optional[str], typer.Option(
+        "--accept-height-system", help="DHHN92-as-DHHN2016: take DHHN92 heights as DHHN2016 (a few cm off; "
+                                       "PROJ has no exact transformation)")] = None,
     scheduler: Annotated[str, typer.Option("--scheduler", help="'threads' (default: one process, no start-up or "
                                                          "transfer cost), 'processes' (local worker processes) or "
                                                          "a Dask scheduler address tcp://host:port")] = "threads",
@@ -45,17 +48,16 @@ def tiles(
     from cim.tiles3d.check import check_tileset
 
     out = out.resolve()
-    # fail fast, before any work, when the inputs' heights cannot be placed exactly (or have no CRS at all)
-    from cim import crs as cimcrs
+    # fail fast on missing files and CRSs; every CRS transformation is then checked when run_job plans, before work
     from cim.io import las
     from cim.fileutil import expand_patterns
     from cim.pipeline.execute import job_crs
 
     files = expand_patterns(inputs)
-    sources = [las.open_source(f, crs) for f in files]
-    cimcrs.to_geographic3d(job_crs(sources), allow_ballpark=allow_ballpark)
+    job_crs([las.open_source(f, crs) for f in files])
     document = {
-        "job": {"name": "tiles", "output": str(out), **({"crs": crs} if crs else {})},
+        "job": {"name": "tiles", "output": str(out), **({"crs": crs} if crs else {}),
+                **({"accept_height_system": accept_height_system} if accept_height_system else {})},
         "stages": [
             {"type": "read.las", "files": [str(f.resolve()) for f in files], "chunk_size": chunk_size},
             {"type": "tile", "size": tile_size, "buffer": 0.0},

@@ -20,6 +20,7 @@ import pyproj
 
 import cim
 from cim import crs as crs_mod
+from cim import crs_plan
 from cim.catalog import write_catalog
 from cim.errors import InputError
 from cim.fileutil import atomic_write, expand_patterns
@@ -154,7 +155,10 @@ def run_job(
     if not inputs:
         raise InputError(job.source, "the job's readers match no input files")
     crs = job_crs([source for _, source in inputs])
+    crs = crs_plan.check_job(crs, job.stages, [s for _, s in inputs], job.accept_height_system)  # up front
     work_crs = crs_mod.resolve(job.output_crs) if job.output_crs else crs  # CrsError unless exact: before any work
+    if job.output_crs:  # the products' placement (3D Tiles, panoramas) starts from the output CRS
+        crs_plan.check_transformations(work_crs, crs_plan.job_needs(job.stages))
     sources = [in_crs(source, work_crs) for _, source in inputs]
     union = union_bounds([s.bounds for s in sources])
     grid = _grid(job)

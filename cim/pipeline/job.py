@@ -35,7 +35,7 @@ import posixpath
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
@@ -68,6 +68,7 @@ class JobSection(BaseModel):
     output_crs: str | None = None
     area: tuple[float, float, float, float] | None = None
     datetime: str | None = None
+    accept_height_system: Literal["DHHN92-as-DHHN2016"] | None = None  # cim.crs_plan.DHHN92_AS_DHHN2016
 
     @field_validator("output_crs")
     @classmethod
@@ -93,6 +94,7 @@ class Job:
     stages: list[Stage]
     #: CRS the job processes and writes in (None: the inputs' CRS); ``area`` is given in it.
     output_crs: str | None = None
+    accept_height_system: str | None = None
 
     def stages_of(self, name: str) -> list[Stage]:
         return [s for s in self.stages if s.name == name]
@@ -144,6 +146,7 @@ def parse_job(document: dict[str, Any], source: Path, overrides: dict[str, Any] 
         datetime=section.datetime,
         stages=stages,
         output_crs=section.output_crs,
+        accept_height_system=section.accept_height_system,
     )
 
 
