@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 from cim.io import las
+from cim.viewer import find_cesium
 from test_tiles_helpers import JS, synthetic_cloud
 
-CESIUM = JS / "node_modules" / "cesium" / "Build" / "Cesium"
+CESIUM = find_cesium()
 
 
 def _chromium() -> str | None:

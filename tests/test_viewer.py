@@ -1,51 +1,145 @@
-"""`cim view` serves the page, the root tilesets of an output folder, their files and CesiumJS."""
+"""`cim view` serves the page, the root tilesets of an output folder, their files and CesiumJS, and nothing else:
+real HTTP requests against a server started here (hostile Host headers, methods, links out of the folder)."""
 
 from __future__ import annotations
 
+import http.client
 import json
+import os
 import threading
-import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cim.errors import CimError
-from cim.viewer import make_server, root_tilesets
+from cim.viewer import allowed_hosts, find_cesium, make_server, root_tilesets
 
 
-def _folder(tmp_path: Path) -> Path:
-    out = tmp_path / "out"
+def _folder(root: Path) -> Path:
+    out = root / "out"
     (out / "3dtiles" / "pointcloud" / "0_0").mkdir(parents=True)
     (out / "3dtiles" / "pointcloud" / "tileset.json").write_text('{"root": {"content": {"uri": "0_0/tileset.json"}}}')
     (out / "3dtiles" / "pointcloud" / "0_0" / "tileset.json").write_text('{"root": {}}')
     (out / "buildings").mkdir()
     (out / "buildings" / "tileset.json").write_text('{"root": {}}')
+    (out / "buildings" / "a b.glb").write_bytes(b"glTF\x02\x00\x00\x00")
+    (out / ".cim").mkdir()
+    (out / ".cim" / "state.json").write_text("{}")
+    (out / ".cim" / "tileset.json").write_text('{"root": {}}')
+    (out / "cim.log").write_text("Traceback in /home/someone/secret")
+    (out / ".env").write_text("TOKEN=1")
+    secret = root / "secret.txt"
+    secret.write_text("outside the folder")
+    (out / "passwd").symlink_to("/etc/passwd")
+    (out / "secret.txt").symlink_to(secret)
+    (out / "up").symlink_to(root)
+    (out / "log-link").symlink_to(out / "cim.log")
+    (out / "inside.json").symlink_to(out / "buildings" / "tileset.json")
     return out
 
 
-def test_root_tilesets_skip_the_ones_referenced_by_others(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[tuple[str, int]]:
+    root = tmp_path_factory.mktemp("view")
+    cesium = root / "Cesium"
+    cesium.mkdir()
+    (cesium / "Cesium.js").write_text("// stand-in build")
+    srv = make_server(_folder(root), port=0, cesium=cesium)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield "127.0.0.1", srv.server_address[1]
+    srv.shutdown()
+    srv.server_close()
+
+
+def _request(server: tuple[str, int], path: str, method: str = "GET", host: str | None = None) \
+        -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection(*server, timeout=10)
+    conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+    conn.putheader("Host", host if host is not None else f"127.0.0.1:{server[1]}")
+    conn.endheaders()
+    res = conn.getresponse()
+    body = res.read()
+    conn.close()
+    return res.status, dict(res.getheaders()), body
+
+
+def test_root_tilesets_skip_the_ones_referenced_by_others_and_hidden_folders(tmp_path: Path) -> None:
     assert root_tilesets(_folder(tmp_path)) == ["3dtiles/pointcloud/tileset.json", "buildings/tileset.json"]
 
 
-def test_server_serves_page_tileset_list_data_and_cesium(tmp_path: Path) -> None:
-    cesium = tmp_path / "Cesium"
-    cesium.mkdir()
-    (cesium / "Cesium.js").write_text("// stand-in build")
-    server = make_server(_folder(tmp_path), port=0, cesium=cesium)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        page = urllib.request.urlopen(base + "/").read().decode()
-        assert "Cesium3DTileset.fromUrl" in page
-        assert json.loads(urllib.request.urlopen(base + "/tilesets.json").read())[0] == "3dtiles/pointcloud/tileset.json"
-        assert b"0_0/tileset.json" in urllib.request.urlopen(base + "/data/3dtiles/pointcloud/tileset.json").read()
-        assert urllib.request.urlopen(base + "/cesium/Cesium.js").read() == b"// stand-in build"
-    finally:
-        server.shutdown()
-        server.server_close()
+def test_serves_page_tileset_list_data_and_cesium(server) -> None:
+    status, headers, page = _request(server, "/")
+    assert status == 200 and b"Cesium3DTileset.fromUrl" in page and headers["Content-Type"].startswith("text/html")
+    status, _, body = _request(server, "/tilesets.json")
+    assert json.loads(body) == ["3dtiles/pointcloud/tileset.json", "buildings/tileset.json"]
+    assert b"0_0/tileset.json" in _request(server, "/data/3dtiles/pointcloud/tileset.json?v=1")[2]
+    status, headers, body = _request(server, "/data/buildings/a%20b.glb")
+    assert (status, headers["Content-Type"], body) == (200, "model/gltf-binary", b"glTF\x02\x00\x00\x00")
+    assert _request(server, "/cesium/Cesium.js")[2] == b"// stand-in build"
+    assert _request(server, "/data/inside.json")[0] == 200  # a link that stays inside the folder is fine
+    status, headers, body = _request(server, "/data/buildings/tileset.json", method="HEAD")
+    assert status == 200 and body == b"" and headers["Content-Length"] == "12"
+
+
+@pytest.mark.parametrize("path", [
+    "/data/", "/data/buildings/", "/data/3dtiles", "/cesium/", "/viewer/",          # no directory listings
+    "/data/passwd", "/data/secret.txt", "/data/up/secret.txt",                     # links out of the folder
+    "/data/../secret.txt", "/data/%2e%2e/secret.txt", "/data/..%2fsecret.txt", "/cesium/../out/cim.log",
+    "/data/cim.log", "/data/log-link", "/data/.cim/state.json", "/data/.env", "/data/%2ecim/state.json",
+    "/data/buildings/%00tileset.json", "/nowhere", "//etc/passwd", "/data//etc/passwd",
+])
+def test_listings_links_out_and_hidden_files_are_not_found(server, path: str) -> None:
+    status, _, body = _request(server, path)
+    assert status == 404, (path, body[:200])
+    assert b"root:" not in body and b"outside the folder" not in body and b"Traceback" not in body
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:80", "127.0.0.1.evil.example", "", "10.0.0.1"])
+def test_a_foreign_host_header_is_forbidden(server, host: str) -> None:
+    assert _request(server, "/tilesets.json", host=host)[0] == 403
+    assert _request(server, "/data/buildings/tileset.json", host=host)[0] == 403
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "LOCALHOST", "[::1]"])
+def test_loopback_host_headers_with_and_without_the_port_are_served(server, host: str) -> None:
+    assert _request(server, "/tilesets.json", host=host)[0] == 200
+    assert _request(server, "/tilesets.json", host=f"{host}:{server[1]}")[0] == 200
+    assert _request(server, "/tilesets.json", host=f"{host}:{server[1] + 1}")[0] == 403
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "PROPFIND"])
+def test_only_get_and_head(server, method: str) -> None:
+    status, headers, _ = _request(server, "/data/buildings/tileset.json", method=method)
+    assert status == 405 and headers["Allow"] == "GET, HEAD"
+
+
+def test_allowed_hosts_for_a_network_address_and_for_every_address() -> None:
+    assert allowed_hosts("192.168.1.5", 80) >= {"192.168.1.5", "192.168.1.5:80", "localhost:80"}
+    assert "[fe80::1]:8" in allowed_hosts("fe80::1", 8)
+    assert allowed_hosts("0.0.0.0", 80) is None
 
 
 def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CimError, match="not a folder"):
         make_server(tmp_path / "nope", cesium=tmp_path)
+
+
+def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    first = make_server(tmp_path, port=0, cesium=tmp_path)
+    try:
+        with pytest.raises(CimError, match=f"cannot serve on 127.0.0.1:{first.server_address[1]}"):
+            make_server(tmp_path, port=first.server_address[1], cesium=tmp_path)
+    finally:
+        first.server_close()
+
+
+def test_cesium_ships_with_cim_and_a_bad_override_is_named(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("CIM_CESIUM_DIR", raising=False)
+    shipped = find_cesium()
+    assert (shipped / "Cesium.js").stat().st_size > 1_000_000
+    assert "site-packages" in str(shipped) or shipped.is_relative_to(Path(__file__).resolve().parents[1] / "cim")
+    monkeypatch.setenv("CIM_CESIUM_DIR", os.fspath(tmp_path))
+    with pytest.raises(CimError, match=f"{tmp_path}: no Cesium.js.*CIM_CESIUM_DIR"):
+        find_cesium()
