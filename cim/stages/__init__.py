@@ -26,6 +26,7 @@ STAGE_MODULES: dict[str, str] = {
     "write.cityjson": "buildings",
     "tiles.buildings": "buildings",
     "tiles.pointcloud": "tiles",
+    "tiles.terrain": "terrain_tiles",
     "panoramas.colorize": "panoramas",
 }
 

@@ -1,0 +1,41 @@
+"""``tiles.terrain``: the job's DTM as a 3D Tiles 1.1 mesh tileset (ground for the viewer)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from cim.pipeline.stage import JobContext, Product, Stage, StageOptions, TileContext, TileResult, register
+from cim.points import PointCloud
+
+
+class TerrainTilesOptions(StageOptions):
+    folder: str = Field("3dtiles-terrain", description="output folder (tileset.json lands here)")
+    dtm: str = Field("dtm", description="folder of the raster.dtm stage (its COG tiles and <dtm>.vrt mosaic)")
+    step: int = Field(2, ge=1, le=64, description="a mesh vertex every `step` DTM cells (1 = every cell)")
+    allow_ballpark: bool = Field(False, description="accept a ballpark vertical transformation (heights metres "
+                                                    "off; warns)")
+    path_fields: ClassVar[tuple[str, ...]] = ()
+
+
+@register
+class TerrainTiles(Stage):
+    name = "tiles.terrain"
+    summary = "3D Tiles 1.1 terrain mesh from the DTM (glTF triangles through the DTM cells, ECEF placement)"
+    Options = TerrainTilesOptions
+    uses = ("raster.dtm",)
+
+    def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
+        return TileResult()
+
+    def finish(self, results: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
+        from cim.tiles3d.terrain import write_terrain_tiles
+
+        o = self.options
+        dtm = ctx.out_dir / o.dtm
+        done = write_terrain_tiles(ctx.product_dir, dtm.with_name(dtm.name + ".vrt"), sorted(dtm.glob("*.tif")),
+                                   ctx.crs, step=o.step, allow_ballpark=o.allow_ballpark)
+        return [Product(ctx.relative(ctx.product_dir / "tileset.json"), "3dtiles", "application/json",
+                        roles=("data", "terrain"), properties={"tiles": done["tiles"],
+                                                               "origin_lon_lat": done["origin_lon_lat"]})]

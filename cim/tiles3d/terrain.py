@@ -1,0 +1,174 @@
+"""3D Tiles 1.1 terrain: the job's DTM as glTF triangle meshes, one per DTM COG tile.
+
+Vertices sit on the DTM's cell centres (every ``step``-th cell) with the DTM's height, so the mesh passes through
+the raster exactly; each tile also takes the first row and column of its east and south neighbours' rasters,
+so neighbouring meshes share their edge vertices (no seams). Cells without a height (nodata) leave holes.
+Heights go through the same compound-CRS -> ECEF placement (:class:`cim.tiles3d.placement.LocalFrame`) as the
+point-cloud and building tiles, so ground, points and buildings line up.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pyproj
+import rasterio
+from rasterio.windows import Window
+
+from cim.errors import InputError
+from cim.fileutil import atomic_dir, write_bytes_atomic
+from cim.terrain.grid import GridSpec
+from cim.tiles3d.glb import mesh_glb
+from cim.tiles3d.placement import LocalFrame
+from cim.tiles3d.tileset import Tile, aabb_of_box, box_from_aabb, write_tileset
+
+log = logging.getLogger("cim.tiles3d.terrain")
+
+#: base colour of the terrain mesh (linear RGBA): a muted earth tone that points and buildings stand out from
+TERRAIN_COLOR = (0.42, 0.45, 0.36, 1.0)
+
+
+def grid_mesh(heights: np.ndarray, grid: GridSpec, step: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(vertices (n,3) in the grid's CRS, triangles (m,3)) of a height grid sampled every ``step`` cells.
+
+    The last two rows and columns are always kept (the last is the neighbour's first one, which may be missing).
+    Two counter-clockwise (seen from above) triangles per quad of samples whose corners all have a height;
+    vertices used by no triangle are dropped.
+    """
+    h, w = heights.shape
+    rows = np.unique(np.r_[np.arange(0, h, step), max(h - 2, 0), h - 1])
+    cols = np.unique(np.r_[np.arange(0, w, step), max(w - 2, 0), w - 1])
+    z = heights[np.ix_(rows, cols)].astype(np.float64)
+    nr, nc = z.shape
+    if nr < 2 or nc < 2:
+        return np.empty((0, 3)), np.empty((0, 3), np.int64)
+    ids = np.arange(nr * nc).reshape(nr, nc)
+    a, b, c, d = ids[:-1, :-1], ids[1:, :-1], ids[:-1, 1:], ids[1:, 1:]  # NW, SW, NE, SE corners of each quad
+    tris = np.concatenate([np.stack([a, b, c], -1).reshape(-1, 3), np.stack([c, b, d], -1).reshape(-1, 3)])
+    finite = np.isfinite(z).ravel()
+    tris = tris[finite[tris].all(axis=1)]
+    used = np.zeros(nr * nc, bool)
+    used[tris.ravel()] = True
+    new_id = np.cumsum(used) - 1
+    x = grid.xmin + (cols + 0.5) * grid.resolution
+    y = grid.ymax - (rows + 0.5) * grid.resolution
+    xx, yy = np.meshgrid(x, y)
+    vertices = np.column_stack([xx.ravel(), yy.ravel(), z.ravel()])[used]
+    return vertices, new_id[tris]
+
+
+def vertex_normals(positions: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Area-weighted vertex normals (unnormalised; :func:`cim.tiles3d.glb.mesh_glb` normalises them)."""
+    p = positions[triangles]
+    face = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+    normals = np.zeros_like(positions)
+    for k in range(3):
+        np.add.at(normals, triangles[:, k], face)
+    return normals
+
+
+def read_padded(sources: list[tuple[Path, GridSpec]], grid: GridSpec) -> np.ndarray:
+    """Heights of ``grid`` plus one more row (south) and column (east), read from the ``sources`` rasters that
+    overlap it (same resolution, aligned cells); NaN where none has a height."""
+    res = grid.resolution
+    out = np.full((grid.height + 1, grid.width + 1), np.nan, np.float32)
+    x0, y1 = grid.xmin, grid.ymax
+    x1, y0 = x0 + (grid.width + 1) * res, y1 - (grid.height + 1) * res
+    for path, src_grid in sources:
+        lo_x, hi_x = max(x0, src_grid.xmin), min(x1, src_grid.xmax)
+        lo_y, hi_y = max(y0, src_grid.ymin), min(y1, src_grid.ymax)
+        if hi_x - lo_x < res / 2 or hi_y - lo_y < res / 2:
+            continue
+        width, height = round((hi_x - lo_x) / res), round((hi_y - lo_y) / res)
+        col, row = round((lo_x - src_grid.xmin) / res), round((src_grid.ymax - hi_y) / res)
+        with rasterio.open(path) as src:  # opened here: GDAL handles are not shared between threads
+            block = src.read(1, window=Window(col, row, width, height), masked=True)
+        r, c = round((y1 - hi_y) / res), round((lo_x - x0) / res)
+        out[r:r + height, c:c + width] = block.astype(np.float32).filled(np.nan)
+    return out
+
+
+def _tile_grid(path: Path) -> GridSpec:
+    with rasterio.open(path) as src:
+        t = src.transform
+        if t.b or t.d or not math.isclose(t.a, -t.e):
+            raise InputError(path, "not a north-up raster of square cells")
+        return GridSpec(t.c, t.f, src.width, src.height, t.a)
+
+
+def terrain_tile(sources: list[tuple[Path, GridSpec]], grid: GridSpec, crs: pyproj.CRS, step: int,
+                 allow_ballpark: bool = False) -> tuple[bytes, LocalFrame, np.ndarray, np.ndarray] | None:
+    """(glb, its local frame, local box lo, hi) of the mesh of ``grid`` (one DTM tile, its east and south
+    edges closed from the neighbouring ``sources``); None when it has no triangle."""
+    vertices, triangles = grid_mesh(read_padded(sources, grid), grid, step)
+    if len(triangles) == 0:
+        return None
+    origin = ((grid.xmin + grid.xmax) / 2.0, (grid.ymin + grid.ymax) / 2.0,
+              float(np.round(np.median(vertices[:, 2]))))
+    frame = LocalFrame.from_crs(crs, origin, allow_ballpark=allow_ballpark)
+    local = frame.to_local(vertices[:, 0], vertices[:, 1], vertices[:, 2])
+    data = mesh_glb(local, triangles.astype(np.uint32), vertex_normals(local, triangles), color=TERRAIN_COLOR,
+                    double_sided=False)
+    return data, frame, local.min(axis=0), local.max(axis=0)
+
+
+def _neighbours(grids: list[GridSpec]) -> list[list[int]]:
+    """For each grid, the grids that touch or overlap it (itself included)."""
+    box = np.array([[g.xmin, g.ymin, g.xmax, g.ymax] for g in grids])
+    pad = np.array([g.resolution for g in grids])
+    return [np.flatnonzero((box[:, 0] <= b[2] + p) & (box[:, 2] >= b[0] - p) & (box[:, 1] <= b[3] + p)
+                           & (box[:, 3] >= b[1] - p)).tolist() for b, p in zip(box, pad)]
+
+
+def write_terrain_tiles(
+    out_dir: str | Path,
+    rasters: list[Path],
+    crs: pyproj.CRS,
+    *,
+    step: int = 2,
+    allow_ballpark: bool = False,
+    workers: int | None = None,
+) -> dict:
+    """Write ``out_dir/tileset.json`` and ``out_dir/tiles/<stem>.glb``, one mesh per DTM tile raster (aligned
+    cells of one resolution, as ``raster.dtm`` writes them). Returns the tile count and the tileset's origin."""
+    if not rasters:
+        raise InputError(out_dir, "no DTM tile rasters: run a raster.dtm stage before tiles.terrain")
+    rasters = sorted(rasters)
+    grids = [_tile_grid(p) for p in rasters]
+    if len({g.resolution for g in grids}) > 1:
+        raise InputError(rasters[0].parent, "the DTM tiles have different resolutions")
+    near = _neighbours(grids)
+
+    def one(i: int) -> tuple[str, GridSpec, tuple | None]:
+        sources = [(rasters[j], grids[j]) for j in near[i]]
+        return rasters[i].stem, grids[i], terrain_tile(sources, grids[i], crs, step, allow_ballpark)
+
+    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+        built = [(stem, grid, res) for stem, grid, res in pool.map(one, range(len(grids))) if res is not None]
+    if not built:
+        raise InputError(rasters[0].parent, "the DTM has no heights: no terrain to tile")
+    xs = [v for _, g, _ in built for v in (g.xmin, g.xmax)]
+    ys = [v for _, g, _ in built for v in (g.ymin, g.ymax)]
+    job = LocalFrame.from_crs(crs, ((min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2,
+                                    float(np.median([r[1].origin[2] for _, _, r in built]))),
+                              allow_ballpark=allow_ballpark)
+    tile_size = max(max(g.xmax - g.xmin, g.ymax - g.ymin) for _, g, _ in built)
+    children = []
+    with atomic_dir(Path(out_dir)) as tmp:
+        for stem, _, (data, frame, lo, hi) in built:
+            uri = f"tiles/{stem}.glb"
+            write_bytes_atomic(tmp / uri, data)
+            job_from_tile = job.local_from_ecef @ frame.ecef_from_local
+            children.append(Tile(lo, hi, 0.0, content_uri=uri, transform=job_from_tile))
+        boxes = [aabb_of_box(box_from_aabb(c.lo, c.hi), c.transform) for c in children]
+        root = Tile(np.min([b[0] for b in boxes], axis=0), np.max([b[1] for b in boxes], axis=0), tile_size / 2,
+                    children=children, refine="ADD", transform=job.ecef_from_local)
+        write_tileset(tmp / "tileset.json", root, tile_size)
+    log.info("terrain: %d mesh tiles from %s", len(children), rasters[0].parent)
+    lon, lat, _ = job.origin_geodetic
+    return {"tiles": len(children), "origin_lon_lat": [lon, lat]}
