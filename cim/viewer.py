@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import math
 import mimetypes
 import os
 import shutil
@@ -22,9 +23,13 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from cim.errors import CimError
+
+if TYPE_CHECKING:
+    from cim.panoramas.georef import Panorama
 
 log = logging.getLogger("cim.viewer")
 
@@ -63,12 +68,45 @@ def root_tilesets(out_dir: Path) -> list[str]:
 
 
 def panorama_markers(out_dir: Path) -> list[dict]:
-    """One marker per panorama with Marzipano tiles in the folder: where it stands, its pose and its tiles.
+    """One marker per published panorama of the folder: where it stands, its heading and its Marzipano tiles.
 
-    Read from the ``panoramas.json`` indexes of the folder (written by ``cim panoramas``); a panorama without
-    a ``marzipano.json`` is left out (only anonymized tiles are shown).
+    Read from the ``panoramas.json`` indexes in the folder (written by ``cim panoramas``, whose tiles are made
+    from the anonymized images only); a panorama whose ``marzipano.json`` is not in the folder is left out.
     """
-    return []
+    from cim.panoramas.georef import Panorama
+
+    markers = []
+    for index in sorted(out_dir.rglob("panoramas.json")):
+        if any(part.startswith(".") for part in index.relative_to(out_dir).parts):
+            continue
+        try:
+            panoramas = [Panorama.from_dict(d) for d in json.loads(index.read_text(encoding="utf-8"))["panoramas"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("%s: not a panorama index (%s); no markers from it", index, exc)
+            continue
+        for pano in panoramas:
+            marker = _marker(out_dir, index.parent, pano)
+            if marker is not None:
+                markers.append(marker)
+    return markers
+
+
+def _marker(out_dir: Path, base: Path, pano: Panorama) -> dict | None:
+    tiles = pano.products.get("tiles")
+    found = inside(out_dir, (base / tiles).relative_to(out_dir).as_posix()) if tiles else None
+    if found is None:
+        return None
+    try:
+        config = json.loads(found.read_text(encoding="utf-8"))
+        marzipano = {k: config[k] for k in ("faceSize", "levels", "tileUrl", "previewUrl", "cubeMapPreviewFaceOrder")}
+    except (ValueError, KeyError) as exc:
+        log.warning("%s: not a Marzipano configuration (%s); no marker", found, exc)
+        return None
+    heading = float(pano.angles[0])
+    return {"name": pano.name, "lon": pano.lon, "lat": pano.lat, "height": pano.h_ell, "heading": heading,
+            "datetime": pano.datetime, "tiles": found.parent.relative_to(out_dir).as_posix() + "/",
+            # yaw 0 of north-up tiles is grid north: look along the heading; else yaw 0 is the camera's forward
+            "yaw": math.radians(heading) if config.get("yawZero") == "grid north" else 0.0, "marzipano": marzipano}
 
 
 def inside(root: Path, relative: str) -> Path | None:

@@ -71,7 +71,8 @@ def test_root_tilesets_skip_the_ones_referenced_by_others_and_hidden_folders(tmp
 
 def test_serves_page_tileset_list_data_and_cesium(server) -> None:
     status, headers, page = _request(server, "/")
-    assert status == 200 and b"Cesium3DTileset.fromUrl" in page and headers["Content-Type"].startswith("text/html")
+    assert status == 200 and b"/viewer/cim-view.js" in page and headers["Content-Type"].startswith("text/html")
+    assert b"Cesium3DTileset.fromUrl" in _request(server, "/viewer/cim-view.js")[2]
     status, _, body = _request(server, "/tilesets.json")
     assert json.loads(body) == ["3dtiles/pointcloud/tileset.json", "buildings/tileset.json"]
     assert b"0_0/tileset.json" in _request(server, "/data/3dtiles/pointcloud/tileset.json?v=1")[2]

@@ -12,7 +12,7 @@ from cim.points import PointCloud
 
 class TerrainTilesOptions(StageOptions):
     folder: str = Field("3dtiles-terrain", description="output folder (tileset.json lands here)")
-    dtm: str = Field("dtm", description="folder of the raster.dtm stage (its COG tiles and <dtm>.vrt mosaic)")
+    dtm: str = Field("dtm", description="folder of the raster.dtm stage's COG tiles")
     step: int = Field(2, ge=1, le=64, description="a mesh vertex every `step` DTM cells (1 = every cell)")
     allow_ballpark: bool = Field(False, description="accept a ballpark vertical transformation (heights metres "
                                                     "off; warns)")
@@ -33,9 +33,8 @@ class TerrainTiles(Stage):
         from cim.tiles3d.terrain import write_terrain_tiles
 
         o = self.options
-        dtm = ctx.out_dir / o.dtm
-        done = write_terrain_tiles(ctx.product_dir, dtm.with_name(dtm.name + ".vrt"), sorted(dtm.glob("*.tif")),
-                                   ctx.crs, step=o.step, allow_ballpark=o.allow_ballpark)
+        done = write_terrain_tiles(ctx.product_dir, sorted((ctx.out_dir / o.dtm).glob("*.tif")), ctx.crs,
+                                   step=o.step, allow_ballpark=o.allow_ballpark)
         return [Product(ctx.relative(ctx.product_dir / "tileset.json"), "3dtiles", "application/json",
                         roles=("data", "terrain"), properties={"tiles": done["tiles"],
                                                                "origin_lon_lat": done["origin_lon_lat"]})]
