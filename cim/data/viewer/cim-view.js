@@ -91,6 +91,7 @@ function closePanorama() {
 function showAttributes(feature) {
   const info = document.getElementById("info");
   info.replaceChildren();
+  cim.selected = null;
   if (!feature) return;
   const table = document.createElement("table");
   for (const id of feature.getPropertyIds()) {
@@ -168,9 +169,11 @@ async function main() {
   const handler = new Cesium.ScreenSpaceEventHandler(viewer.scene.canvas);
   handler.setInputAction((click) => {
     if (measuring.on) return measureClick(viewer, click.position);
-    const picked = viewer.scene.pick(click.position);
-    if (picked && picked.id && picked.id.panorama) return openPanorama(picked.id.panorama);
-    showAttributes(picked instanceof Cesium.Cesium3DTileFeature ? picked : null);
+    // points often lie in front of what the user means: look through them for a marker, then a feature
+    const picked = viewer.scene.drillPick(click.position, 8);
+    const marker = picked.find((p) => p.id && p.id.panorama);
+    if (marker) return openPanorama(marker.id.panorama);
+    showAttributes(picked.find((p) => p instanceof Cesium.Cesium3DTileFeature) || null);
   }, Cesium.ScreenSpaceEventType.LEFT_CLICK);
   return { tilesets: tilesets.length, markers: cim.markers.length };
 }
