@@ -33,7 +33,7 @@ def twin(repo_data, tmp_path_factory) -> Path:
                       {"type": "tiles.pointcloud"},
                       {"type": "tiles.terrain", "step": 1}]}
     result = run_job(parse_job(doc, out / "job.toml"), scheduler="threads", workers=2)
-    assert result.report.ok
+    assert result.report.ok, [o.error for o in result.report.outcomes.values() if o.status == "failed"]
     return out
 
 
@@ -75,3 +75,25 @@ def test_a_click_on_a_building_shows_its_attributes(page, twin, repo_data) -> No
 
 def test_no_console_errors(page) -> None:
     assert page.errors == []
+
+
+def test_terrain_tiles_are_in_the_stac_catalog(twin, repo_data) -> None:
+    import json
+
+    import laspy
+    import pyproj
+
+    catalog = json.loads((twin / "stac" / "catalog.json").read_text())
+    link = next(ln["href"] for ln in catalog["links"] if "3dtiles-terrain" in ln["href"])
+    item = json.loads((twin / "stac" / link).resolve().read_text())
+    asset = item["assets"]["data"]
+    assert asset["type"] == "application/json" and asset["roles"] == ["data", "terrain"]
+    target = (twin / "stac" / link).parent.joinpath(asset["href"]).resolve()
+    assert target == twin / "3dtiles-terrain" / "tileset.json"
+    with laspy.open(repo_data / "delft" / "ahn3_cropped_2.laz") as las:  # the points' block, in WGS 84
+        lo, hi = las.header.mins, las.header.maxs
+    lon0, lat0, lon1, lat1 = pyproj.Transformer.from_crs(28992, 4326, always_xy=True).transform_bounds(
+        lo[0], lo[1], hi[0], hi[1])
+    w, s, e, n = item["bbox"]
+    assert w <= lon0 + 2e-5 and s <= lat0 + 2e-5 and e >= lon1 - 2e-5 and n >= lat1 - 2e-5  # DTM cells: 1 m
+    assert lon0 - w < 0.002 and lat0 - s < 0.002 and e - lon1 < 0.002 and n - lat1 < 0.002  # < 1 tile more

@@ -38,7 +38,7 @@ def twin(synth_city, tmp_path_factory) -> Path:
                       {"type": "tiles.pointcloud"},
                       {"type": "tiles.terrain", "step": 1}]}
     result = run_job(parse_job(doc, out / "job.toml"), scheduler="threads", workers=2)
-    assert result.report.ok
+    assert result.report.ok, [o.error for o in result.report.outcomes.values() if o.status == "failed"]
     run_panoramas(synth_city.poses_csv, synth_city.panorama_dir, out / "drive", crs=JOB_CRS,
                   options=ChainOptions(), colorize=False, scheduler="threads", workers=2)
     return out
@@ -110,7 +110,8 @@ def test_a_click_on_the_terrain_measures_the_dtm(page, twin) -> None:
 def test_a_marker_click_opens_the_panorama_along_its_heading(page, synth_city) -> None:
     marker = page.eval("cim.markers[0]")
     xy = page.eval(f"""(() => {{ const p = Cesium.SceneTransforms.worldToWindowCoordinates(cim.viewer.scene,
-        Cesium.Cartesian3.fromDegrees({marker['lon']}, {marker['lat']}, {marker['height']})); return [p.x, p.y]; }})()""")
+        Cesium.Cartesian3.fromDegrees({marker['lon']}, {marker['lat']}, {marker['height']}));
+        return [p.x, p.y]; }})()""")
     before = page.settle()
     page.click(*xy)
     assert page.eval("cim.panorama && cim.panorama.name") == marker["name"]

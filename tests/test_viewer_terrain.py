@@ -50,8 +50,12 @@ def dtm(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tileset(dtm: Path) -> Path:
-    write_terrain_tiles(dtm / "terrain", sorted((dtm / "dtm").glob("*.tif")), cim.crs.resolve(KL_CRS), step=2,
-                        workers=2)
+    done = write_terrain_tiles(dtm / "terrain", sorted((dtm / "dtm").glob("*.tif")), cim.crs.resolve(KL_CRS),
+                               step=2, workers=2)
+    assert done["tiles"] == 4
+    x0, y0, z0, x1, y1, z1 = done["bounds"]  # the tiles' area and the DTM's height range (for the STAC item)
+    assert (x0, y0, x1, y1) == (410900.0, 5479800.0, 410960.0, 5479860.0)
+    assert 230 < z0 < z1 < 260
     return dtm / "terrain" / "tileset.json"
 
 

@@ -36,5 +36,4 @@ class TerrainTiles(Stage):
         done = write_terrain_tiles(ctx.product_dir, sorted((ctx.out_dir / o.dtm).glob("*.tif")), ctx.crs,
                                    step=o.step, allow_ballpark=o.allow_ballpark)
         return [Product(ctx.relative(ctx.product_dir / "tileset.json"), "3dtiles", "application/json",
-                        roles=("data", "terrain"), properties={"tiles": done["tiles"],
-                                                               "origin_lon_lat": done["origin_lon_lat"]})]
+                        roles=("data", "terrain"), properties=done)]

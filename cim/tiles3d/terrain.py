@@ -102,9 +102,9 @@ def _tile_grid(path: Path) -> GridSpec:
 
 
 def terrain_tile(sources: list[tuple[Path, GridSpec]], grid: GridSpec, crs: pyproj.CRS, step: int,
-                 allow_ballpark: bool = False) -> tuple[bytes, LocalFrame, np.ndarray, np.ndarray] | None:
-    """(glb, its local frame, local box lo, hi) of the mesh of ``grid`` (one DTM tile, its east and south
-    edges closed from the neighbouring ``sources``); None when it has no triangle."""
+                 allow_ballpark: bool = False) -> tuple[bytes, LocalFrame, np.ndarray, np.ndarray, tuple] | None:
+    """(glb, its local frame, local box lo, hi, (lowest, highest) DTM height) of the mesh of ``grid`` (one DTM
+    tile, its east and south edges closed from the neighbouring ``sources``); None when it has no triangle."""
     vertices, triangles = grid_mesh(read_padded(sources, grid), grid, step)
     if len(triangles) == 0:
         return None
@@ -114,7 +114,8 @@ def terrain_tile(sources: list[tuple[Path, GridSpec]], grid: GridSpec, crs: pypr
     local = frame.to_local(vertices[:, 0], vertices[:, 1], vertices[:, 2])
     data = mesh_glb(local, triangles.astype(np.uint32), vertex_normals(local, triangles), color=TERRAIN_COLOR,
                     double_sided=False)
-    return data, frame, local.min(axis=0), local.max(axis=0)
+    heights = (float(vertices[:, 2].min()), float(vertices[:, 2].max()))
+    return data, frame, local.min(axis=0), local.max(axis=0), heights
 
 
 def _neighbours(grids: list[GridSpec]) -> list[list[int]]:
@@ -135,7 +136,8 @@ def write_terrain_tiles(
     workers: int | None = None,
 ) -> dict:
     """Write ``out_dir/tileset.json`` and ``out_dir/tiles/<stem>.glb``, one mesh per DTM tile raster (aligned
-    cells of one resolution, as ``raster.dtm`` writes them). Returns the tile count and the tileset's origin."""
+    cells of one resolution, as ``raster.dtm`` writes them). Returns the tile count, the tileset's origin and
+    the bounds (minx, miny, minz, maxx, maxy, maxz) of the vertices in the source CRS."""
     if not rasters:
         raise InputError(out_dir, "no DTM tile rasters: run a raster.dtm stage before tiles.terrain")
     rasters = sorted(rasters)
@@ -160,7 +162,7 @@ def write_terrain_tiles(
     tile_size = max(max(g.xmax - g.xmin, g.ymax - g.ymin) for _, g, _ in built)
     children = []
     with atomic_dir(Path(out_dir)) as tmp:
-        for stem, _, (data, frame, lo, hi) in built:
+        for stem, _, (data, frame, lo, hi, _) in built:
             uri = f"tiles/{stem}.glb"
             write_bytes_atomic(tmp / uri, data)
             job_from_tile = job.local_from_ecef @ frame.ecef_from_local
@@ -171,4 +173,6 @@ def write_terrain_tiles(
         write_tileset(tmp / "tileset.json", root, tile_size)
     log.info("terrain: %d mesh tiles from %s", len(children), rasters[0].parent)
     lon, lat, _ = job.origin_geodetic
-    return {"tiles": len(children), "origin_lon_lat": [lon, lat]}
+    heights = [r[4] for _, _, r in built]
+    bounds = [min(xs), min(ys), min(h[0] for h in heights), max(xs), max(ys), max(h[1] for h in heights)]
+    return {"tiles": len(children), "origin_lon_lat": [lon, lat], "bounds": bounds}
