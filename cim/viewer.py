@@ -171,7 +171,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         path = unquote(urlsplit(self.path).path)
         if path in ("/tilesets.json", "/panoramas.json"):
-            found = root_tilesets(self.out_dir) if path == "/tilesets.json" else panorama_markers(self.out_dir)
+            try:
+                found = root_tilesets(self.out_dir) if path == "/tilesets.json" else panorama_markers(self.out_dir)
+            except (OSError, ValueError) as exc:  # a file of the folder changed or broke while being read
+                log.warning("%s: %s", path, exc)
+                self.send_error(HTTPStatus.INTERNAL_SERVER_ERROR)
+                return
             self._send(json.dumps(found).encode(), "application/json", body)
             return
         target = self._resolve(path)

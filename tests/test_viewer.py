@@ -144,3 +144,28 @@ def test_cesium_ships_with_cim_and_a_bad_override_is_named(tmp_path: Path, monke
     monkeypatch.setenv("CIM_CESIUM_DIR", os.fspath(tmp_path))
     with pytest.raises(CimError, match=f"{tmp_path}: no Cesium.js.*CIM_CESIUM_DIR"):
         find_cesium()
+
+
+def test_cli_serves_warns_for_a_network_address_and_names_a_missing_folder(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "tileset.json").write_text('{"root": {}}')
+    cmd = [sys.executable, "-m", "cim.cli", "view", str(tmp_path / "t"), "--port", "0", "--host", "0.0.0.0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("1 tileset(s); open http://127.0.0.1:"), line
+        port = int(line.rsplit(":", 1)[1].strip(" /\n"))
+        assert _request(("127.0.0.1", port), "/tilesets.json", host="any.example")[2] == b'["tileset.json"]'
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert "warning: serving" in err and "to every machine that can reach 0.0.0.0" in err
+    assert "any Host header accepted" in err
+    res = subprocess.run([sys.executable, "-m", "cim.cli", "view", str(tmp_path / "nope")], capture_output=True,
+                         text=True, cwd=Path(__file__).resolve().parents[1])
+    assert res.returncode == 2 and "nope: not a folder" in " ".join((res.stderr + res.stdout).split())
+    assert "Traceback" not in res.stderr
