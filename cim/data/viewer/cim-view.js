@@ -132,6 +132,7 @@ function measureClick(viewer, position) {
   measuring.points.push(picked);
   measuring.entities.push(viewer.entities.add({ position: picked, point: {
     pixelSize: 8, color: Cesium.Color.YELLOW, disableDepthTestDistance: Number.POSITIVE_INFINITY } }));
+  viewer.scene.requestRender();
   if (measuring.points.length < 2) return;
   const [a, b] = measuring.points;
   const m = measurement(a, b);
@@ -140,6 +141,7 @@ function measureClick(viewer, position) {
   document.getElementById("measurement").textContent =
     `distance ${m.distance.toFixed(2)} m\nhorizontal ${m.horizontal.toFixed(2)} m\nheight Δ ${m.height.toFixed(2)} m`;
   cim.measurement = m;
+  viewer.scene.requestRender();
 }
 
 // -- start -------------------------------------------------------------------------------------------------------
@@ -148,6 +150,7 @@ async function main() {
     baseLayer: false, baseLayerPicker: false, geocoder: false, timeline: false, animation: false,
     sceneModePicker: false, navigationHelpButton: false, homeButton: false, fullscreenButton: false,
     infoBox: false, selectionIndicator: false, contextOptions: { webgl: { preserveDrawingBuffer: true } },
+    requestRenderMode: true, maximumRenderTimeChange: Infinity,  // draw only when something changed
   });
   cim.viewer = viewer;
   viewer.scene.globe.baseColor = Cesium.Color.fromCssColorString("#3b4452");
@@ -187,6 +190,7 @@ cim.idle = () => new Promise((resolve) => {
     if (busy) return;
     scene.postRender.removeEventListener(check);
     scene.postRender.addEventListener(function once() { scene.postRender.removeEventListener(once); resolve(); });
+    scene.requestRender();
   };
   scene.postRender.addEventListener(check);
   scene.requestRender();
