@@ -38,11 +38,21 @@ async function addTilesets(viewer) {
   const tilesets = [];
   for (const path of list) {
     const tileset = await Cesium.Cesium3DTileset.fromUrl("/data/" + path);
+    tileset.cimPath = path;
     viewer.scene.primitives.add(tileset);
     addLayer(path, layerName(path), tileset);
     tilesets.push(tileset);
   }
   return tilesets;
+}
+
+// The view from the south above the terrain (the job's extent), else above every tileset.
+function home(viewer, tilesets) {
+  const terrain = tilesets.filter((t) => /terrain/.test(t.cimPath));
+  const sphere = Cesium.BoundingSphere.fromBoundingSpheres((terrain.length ? terrain : tilesets)
+    .map((t) => t.boundingSphere));
+  viewer.camera.flyToBoundingSphere(sphere, { duration: 0,
+    offset: new Cesium.HeadingPitchRange(0, -0.7, sphere.radius * 2.0) });
 }
 
 async function addMarkers(viewer) {
@@ -162,11 +172,7 @@ async function main() {
   const tilesets = await addTilesets(viewer);
   await addMarkers(viewer);
   if (!tilesets.length && !cim.markers.length) layers.textContent = "no tileset.json or panorama in this folder";
-  if (tilesets.length) {
-    const sphere = Cesium.BoundingSphere.fromBoundingSpheres(tilesets.map((t) => t.boundingSphere));
-    viewer.camera.flyToBoundingSphere(sphere, { duration: 0,
-      offset: new Cesium.HeadingPitchRange(0, -0.7, sphere.radius * 2.0) });
-  }
+  if (tilesets.length) home(viewer, tilesets);
   document.getElementById("measure").onclick = () => toggleMeasure(viewer);
   document.getElementById("pano-close").onclick = closePanorama;
   const handler = new Cesium.ScreenSpaceEventHandler(viewer.scene.canvas);
