@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cim.viewer")
 
-ASSETS = Path(str(resources.files("cim") / "data" / "viewer"))
+ASSETS = Path(str(resources.files("cim") / "data" / "viewer")).resolve()
 PAGE = ASSETS / "index.html"
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 HIDDEN_NAMES = frozenset({"cim.log"})
@@ -180,10 +180,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(json.dumps(found).encode(), "application/json", body)
             return
         target = self._resolve(path)
-        if target is None:
+        try:
+            stream = open(target, "rb") if target is not None else None  # noqa: SIM115 - closed below
+        except OSError:  # removed or unreadable since it was resolved
+            stream = None
+        if stream is None:
             self.send_error(HTTPStatus.NOT_FOUND)
             return
-        with open(target, "rb") as stream:
+        with stream:
             size = os.fstat(stream.fileno()).st_size
             self._headers(size, _TYPES.get(target.suffix.lower()) or mimetypes.guess_type(target.name)[0]
                           or "application/octet-stream")

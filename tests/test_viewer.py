@@ -169,3 +169,34 @@ def test_cli_serves_warns_for_a_network_address_and_names_a_missing_folder(tmp_p
                          text=True, cwd=Path(__file__).resolve().parents[1])
     assert res.returncode == 2 and "nope: not a folder" in " ".join((res.stderr + res.stdout).split())
     assert "Traceback" not in res.stderr
+
+
+
+def test_served_from_an_installed_copy_without_the_source_tree(tmp_path: Path) -> None:
+    """The package alone (as pip installs it, here behind a symlinked site folder) serves the page, CesiumJS with
+    its workers and Marzipano; nothing comes from tests/js or the checkout."""
+    import shutil
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    shutil.copytree(repo / "cim", tmp_path / "site" / "cim", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "link").symlink_to(tmp_path / "site")
+    (tmp_path / "out").mkdir()
+    script = (
+        "import threading, urllib.request, pathlib, cim.viewer as v\n"
+        "assert str(v.find_cesium()).startswith(%r), v.find_cesium()\n"
+        "s = v.make_server(pathlib.Path('out'), port=0)\n"
+        "threading.Thread(target=s.serve_forever, daemon=True).start()\n"
+        "for p in ['/', '/viewer/cim-view.js', '/cesium/Cesium.js', '/cesium/Workers/createVerticesFromHeightmap.js',"
+        " '/cesium/Assets/approximateTerrainHeights.json', '/viewer/marzipano/marzipano.js']:\n"
+        "    r = urllib.request.urlopen(s.url[:-1] + p)\n"
+        "    print(p, r.status, len(r.read()))\n"
+    ) % str((tmp_path / "site").resolve())
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CIM_CESIUM_DIR")}
+    res = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={**env, "PYTHONPATH": str(tmp_path / "link")})
+    assert res.returncode == 0, res.stderr[-2000:]
+    sizes = dict(line.rsplit(" ", 2)[0::2] for line in res.stdout.splitlines())
+    assert len(sizes) == 6 and all(int(n) > 1000 for n in sizes.values()), res.stdout
+    assert int(sizes["/cesium/Cesium.js"]) > 1_000_000
