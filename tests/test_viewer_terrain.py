@@ -28,24 +28,28 @@ def _height(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return 240.0 + 0.05 * (x - 410900) + 8.0 * np.exp(-((x - 410930) ** 2 + (y - 5479830) ** 2) / 300.0)
 
 
-@pytest.fixture(scope="module")
-def dtm(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("terrain")
+def _write_dtm(out: Path, tiles_x: int, tiles_y: int, cells: int, hole: tuple[int, int] | None = None) -> Path:
+    """COG tiles of ``_height`` (``cells`` x ``cells`` each) and their VRT under ``out``."""
     crs = cim.crs.resolve(KL_CRS)
     sources = []
-    for i in range(2):
-        for j in range(2):
-            grid = GridSpec(410900.0 + i * CELLS * RES, 5479860.0 - j * CELLS * RES, CELLS, CELLS, RES)
-            x = grid.xmin + (np.arange(CELLS) + 0.5) * RES
-            y = grid.ymax - (np.arange(CELLS) + 0.5) * RES
+    for i in range(tiles_x):
+        for j in range(tiles_y):
+            grid = GridSpec(410900.0 + i * cells * RES, 5479860.0 - j * cells * RES, cells, cells, RES)
+            x = grid.xmin + (np.arange(cells) + 0.5) * RES
+            y = grid.ymax - (np.arange(cells) + 0.5) * RES
             values = _height(*np.meshgrid(x, y)).astype(np.float32)
-            if (i, j) == (1, 1):
+            if (i, j) == hole:
                 values[10:20, 10:25] = np.nan  # a hole (no ground there)
             path = out / "dtm" / f"{i}_{j}.tif"
             write_cog(path, values, grid, crs)
             sources.append((path, grid))
     write_vrt(out / "dtm.vrt", sources, crs)
     return out
+
+
+@pytest.fixture(scope="module")
+def dtm(tmp_path_factory) -> Path:
+    return _write_dtm(tmp_path_factory.mktemp("terrain"), 2, 2, CELLS, hole=(1, 1))
 
 
 @pytest.fixture(scope="module")
@@ -59,20 +63,34 @@ def tileset(dtm: Path) -> Path:
     return dtm / "terrain" / "tileset.json"
 
 
-def _ecef_vertices(tileset: Path) -> tuple[np.ndarray, list[np.ndarray]]:
-    """ECEF positions of every content's vertices (tile transforms x glTF node, glTF y-up undone) and triangles."""
-    doc = json.loads(tileset.read_text())
-    root = np.asarray(doc["root"]["transform"], float).reshape(4, 4).T
-    points, triangles = [], []
-    for child in doc["root"]["children"]:
-        world = root @ np.asarray(child["transform"], float).reshape(4, 4).T
-        gltf, binary = read_glb((tileset.parent / child["content"]["uri"]).read_bytes())
-        prim = gltf["meshes"][0]["primitives"][0]
-        pos = accessor_array(gltf, binary, prim["attributes"]["POSITION"]).astype(np.float64)
-        m = world @ np.linalg.inv(Y_UP_FROM_Z_UP) @ node_matrix(gltf)
-        points.append(pos @ m[:3, :3].T + m[:3, 3])
-        triangles.append(accessor_array(gltf, binary, prim["indices"]).reshape(-1, 3))
-    return np.concatenate(points), triangles
+def _contents(tileset: Path) -> dict[str, np.ndarray]:
+    """ECEF positions of the vertices of every content (tile transforms x glTF node, glTF y-up undone), by uri."""
+    out = {}
+
+    def walk(tile: dict, parent: np.ndarray) -> None:
+        world = parent @ np.asarray(tile.get("transform", np.eye(4).ravel()), float).reshape(4, 4).T
+        if "content" in tile:
+            gltf, binary = read_glb((tileset.parent / tile["content"]["uri"]).read_bytes())
+            prim = gltf["meshes"][0]["primitives"][0]
+            pos = accessor_array(gltf, binary, prim["attributes"]["POSITION"]).astype(np.float64)
+            m = world @ np.linalg.inv(Y_UP_FROM_Z_UP) @ node_matrix(gltf)
+            out[tile["content"]["uri"]] = pos @ m[:3, :3].T + m[:3, 3]
+        for child in tile.get("children", []):
+            walk(child, world)
+
+    walk(json.loads(tileset.read_text())["root"], np.eye(4))
+    return out
+
+
+def _source_xyz(ecef: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    llh = ecef_to_geodetic(ecef)
+    to4979 = cim.crs.to_geographic3d(cim.crs.resolve(KL_CRS))
+    return to4979.transform(llh[:, 0], llh[:, 1], llh[:, 2], direction="INVERSE")
+
+
+def _ecef_vertices(tileset: Path) -> tuple[np.ndarray, None]:
+    """The full-detail tiles' vertices (ECEF)."""
+    return np.concatenate([v for uri, v in _contents(tileset).items() if uri.startswith("tiles/")]), None
 
 
 def test_vertex_heights_are_the_dtm_after_the_placement_round_trip(tileset: Path, dtm: Path) -> None:
@@ -122,7 +140,7 @@ def test_tileset_passes_schema_box_and_gltf_checks(tileset: Path) -> None:
     assert schema_errors(doc, "tileset.schema.json") == []
     report = check_tileset(tileset)
     assert report.ok, report.problems
-    assert report.tiles == 5 and report.skipped == 4  # the four meshes (boxes checked, points not decoded)
+    assert report.tiles == 5 and report.skipped == 5  # five meshes (boxes checked, points not decoded)
     glbs = sorted((tileset.parent / "tiles").glob("*.glb"))
     for path in glbs:
         assert schema_errors(read_glb(path.read_bytes())[0], "glTF.schema.json") == []
@@ -141,3 +159,54 @@ def test_rerun_is_byte_identical(tileset: Path, dtm: Path, tmp_path: Path) -> No
 def test_no_mosaic_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="t: no DTM tile rasters: run a raster.dtm stage before tiles.terrain"):
         write_terrain_tiles(tmp_path / "t", [], cim.crs.resolve(KL_CRS))
+
+
+def test_a_coarser_level_covers_the_tiles_on_every_second_sample(tileset: Path, dtm: Path) -> None:
+    """2 x 2 tiles: the root holds one mesh of all four with a vertex every 4 cells (step 2 x 2), REPLACEd by the
+    four full-detail tiles; its vertices are DTM cells too."""
+    root = json.loads(tileset.read_text())["root"]
+    assert root["content"]["uri"] == "levels/1/0_0.glb" and root["refine"] == "REPLACE"
+    assert root["geometricError"] == 2 * 2 * RES and [c["geometricError"] for c in root["children"]] == [0.0] * 4
+    x, y, z = _source_xyz(_contents(tileset)["levels/1/0_0.glb"])
+    with rasterio.open(dtm / "dtm.vrt") as src:
+        sampled = np.array([v[0] for v in src.sample(zip(x, y))], float)
+    assert np.abs(z - sampled).max() < 2e-3
+    cols = np.round((x - 410900.0) / RES - 0.5).astype(int)
+    rows = np.round((5479860.0 - y) / RES - 0.5).astype(int)
+    assert set(np.unique(cols)) == set(np.unique(rows)) == set(range(0, 2 * CELLS, 4))
+    assert len(z) == 30 * 30 - 2 * 4  # the hole takes rows 12, 16 x cols 12, 16, 20, 24 of its tile's samples
+
+
+def test_levels_up_to_one_root_with_shared_seams(tmp_path: Path) -> None:
+    """4 x 1 tiles: two level-1 meshes (seam vertices shared) under one level-2 root."""
+    _write_dtm(tmp_path, 4, 1, 8)
+    write_terrain_tiles(tmp_path / "t", sorted((tmp_path / "dtm").glob("*.tif")), cim.crs.resolve(KL_CRS), step=1)
+    tileset = tmp_path / "t" / "tileset.json"
+    assert check_tileset(tileset).ok
+    root = json.loads(tileset.read_text())["root"]
+    assert root["content"]["uri"] == "levels/2/0_0.glb"
+    assert [c["content"]["uri"] for c in root["children"]] == ["levels/1/0_0.glb", "levels/1/1_0.glb"]
+    assert [len(c["children"]) for c in root["children"]] == [2, 2]
+    contents = _contents(tileset)
+    from scipy.spatial import cKDTree
+
+    a, b = contents["levels/1/0_0.glb"], contents["levels/1/1_0.glb"]
+    assert len(cKDTree(a).query_ball_point(b, 1e-3, return_length=True).nonzero()[0]) == 4  # the seam column
+    for uri, ecef in contents.items():
+        x, y, z = _source_xyz(ecef)
+        assert np.abs(z - _height(x, y)).max() < 2e-3, uri
+
+
+def test_tiles_off_one_grid_get_no_coarser_level(tmp_path: Path) -> None:
+    crs = cim.crs.resolve(KL_CRS)
+    for name, grid in (("a", GridSpec(410900.0, 5479860.0, 8, 8, RES)),
+                       ("b", GridSpec(410904.0, 5479860.0, 6, 8, RES))):
+        x = grid.xmin + (np.arange(grid.width) + 0.5) * RES
+        y = grid.ymax - (np.arange(grid.height) + 0.5) * RES
+        write_cog(tmp_path / "dtm" / f"{name}.tif", _height(*np.meshgrid(x, y)).astype(np.float32), grid, crs)
+    write_terrain_tiles(tmp_path / "t", sorted((tmp_path / "dtm").glob("*.tif")), crs, step=1)
+    root = json.loads((tmp_path / "t" / "tileset.json").read_text())["root"]
+    assert "content" not in root and root["refine"] == "ADD"
+    assert [c["content"]["uri"] for c in root["children"]] == ["tiles/a.glb", "tiles/b.glb"]
+    assert not (tmp_path / "t" / "levels").exists() and check_tileset(tmp_path / "t" / "tileset.json").ok
+    assert root["geometricError"] == 2.0  # half the larger tile's 4 m

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -126,6 +127,72 @@ def _neighbours(grids: list[GridSpec]) -> list[list[int]]:
                            & (box[:, 3] >= b[1] - p)).tolist() for b, p in zip(box, pad)]
 
 
+class _Lattice:
+    """Where the DTM tiles sit on their common tile grid: tile (i, j) spans ``width`` x ``height`` cells from
+    (x0 + i * width * res, y1 - j * height * res); j grows southwards. None when the tiles do not form one."""
+
+    def __init__(self, grids: list[GridSpec], step: int) -> None:
+        g0 = grids[0]
+        self.res, self.width, self.height, self.step = g0.resolution, g0.width, g0.height, step
+        self.x0, self.y1 = min(g.xmin for g in grids), max(g.ymax for g in grids)
+        self.index = [(round((g.xmin - self.x0) / (self.width * self.res)),
+                       round((self.y1 - g.ymax) / (self.height * self.res))) for g in grids]
+
+    @classmethod
+    def of(cls, grids: list[GridSpec], step: int) -> _Lattice | None:
+        g0 = grids[0]
+        if g0.width % step or g0.height % step or any((g.width, g.height) != (g0.width, g0.height) for g in grids):
+            return None
+        lattice = cls(grids, step)
+        for g, (i, j) in zip(grids, lattice.index):
+            if not (math.isclose(g.xmin, lattice.x0 + i * g.width * g.resolution, abs_tol=1e-6) and
+                    math.isclose(g.ymax, lattice.y1 - j * g.height * g.resolution, abs_tol=1e-6)):
+                return None
+        return lattice
+
+    def node_grid(self, level: int, i: int, j: int) -> GridSpec:
+        """The grid whose cell centres are the fine cell centres a level-``level`` node samples (every
+        ``step * 2**level`` cells), for :func:`grid_mesh` with step 1."""
+        spacing = self.res * self.step * 2 ** level
+        xmin = self.x0 + i * self.width * self.res * 2 ** level
+        ymax = self.y1 - j * self.height * self.res * 2 ** level
+        return GridSpec(xmin + (self.res - spacing) / 2, ymax - (self.res - spacing) / 2,
+                        self.width // self.step, self.height // self.step, spacing)
+
+
+def _coarser(keys: Iterable[tuple[int, int]], get: Callable[[tuple[int, int]], np.ndarray],
+             shape: tuple[int, int]) -> dict[tuple[int, int], np.ndarray]:
+    """The next level's sample arrays: each node stitches its 2 x 2 children (``get`` of those in ``keys``;
+    called once each, so they need not all be in memory) and keeps every second sample."""
+    h, w = shape
+    keys = set(keys)
+    out: dict[tuple[int, int], np.ndarray] = {}
+    for i, j in sorted({(i // 2, j // 2) for i, j in keys}):
+        stitched = np.full((2 * h, 2 * w), np.nan, np.float32)
+        for di in (0, 1):
+            for dj in (0, 1):
+                if (2 * i + di, 2 * j + dj) in keys:
+                    stitched[dj * h:(dj + 1) * h, di * w:(di + 1) * w] = get((2 * i + di, 2 * j + dj))
+        out[(i, j)] = stitched[::2, ::2]
+    return out
+
+
+def _padded(arrays: dict[tuple[int, int], np.ndarray], i: int, j: int) -> np.ndarray:
+    """A node's samples plus the first row of its south and the first column of its east neighbour."""
+    own = arrays[(i, j)]
+    h, w = own.shape
+    out = np.full((h + 1, w + 1), np.nan, np.float32)
+    out[:h, :w] = own
+    east, south, corner = arrays.get((i + 1, j)), arrays.get((i, j + 1)), arrays.get((i + 1, j + 1))
+    if east is not None:
+        out[:h, w] = east[:, 0]
+    if south is not None:
+        out[h, :w] = south[0, :]
+    if corner is not None:
+        out[h, w] = corner[0, 0]
+    return out
+
+
 def write_terrain_tiles(
     out_dir: str | Path,
     rasters: list[Path],
@@ -135,9 +202,12 @@ def write_terrain_tiles(
     allow_ballpark: bool = False,
     workers: int | None = None,
 ) -> dict:
-    """Write ``out_dir/tileset.json`` and ``out_dir/tiles/<stem>.glb``, one mesh per DTM tile raster (aligned
-    cells of one resolution, as ``raster.dtm`` writes them). Returns the tile count, the tileset's origin and
-    the bounds (minx, miny, minz, maxx, maxy, maxz) of the vertices in the source CRS."""
+    """Write ``out_dir/tileset.json``, ``out_dir/tiles/<stem>.glb`` (one full-detail mesh per DTM tile raster:
+    aligned cells of one resolution, as ``raster.dtm`` writes them) and, when the rasters form a regular tile
+    grid, ``out_dir/levels/<level>/<i>_<j>.glb``: coarser meshes of 2**level x 2**level tiles with one vertex
+    every ``step * 2**level`` cells, so a whole city shows from afar and refines as the camera comes close.
+    Returns the tile count, the tileset's origin and the bounds (minx, miny, minz, maxx, maxy, maxz) of the
+    vertices in the source CRS."""
     if not rasters:
         raise InputError(out_dir, "no DTM tile rasters: run a raster.dtm stage before tiles.terrain")
     rasters = sorted(rasters)
@@ -159,20 +229,77 @@ def write_terrain_tiles(
     job = LocalFrame.from_crs(crs, ((min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2,
                                     float(np.median([r[1].origin[2] for _, _, r in built]))),
                               allow_ballpark=allow_ballpark)
-    tile_size = max(max(g.xmax - g.xmin, g.ymax - g.ymin) for _, g, _ in built)
-    children = []
+    lattice = _Lattice.of([g for _, g, _ in built], step)
     with atomic_dir(Path(out_dir)) as tmp:
-        for stem, _, (data, frame, lo, hi, _) in built:
+        leaves = {}
+        for stem, grid, (data, frame, lo, hi, _) in built:
             uri = f"tiles/{stem}.glb"
             write_bytes_atomic(tmp / uri, data)
-            job_from_tile = job.local_from_ecef @ frame.ecef_from_local
-            children.append(Tile(lo, hi, 0.0, content_uri=uri, transform=job_from_tile))
-        boxes = [aabb_of_box(box_from_aabb(c.lo, c.hi), c.transform) for c in children]
-        root = Tile(np.min([b[0] for b in boxes], axis=0), np.max([b[1] for b in boxes], axis=0), tile_size / 2,
-                    children=children, refine="ADD", transform=job.ecef_from_local)
-        write_tileset(tmp / "tileset.json", root, tile_size)
-    log.info("terrain: %d mesh tiles from %s", len(children), rasters[0].parent)
+            leaves[stem] = Tile(lo, hi, 0.0, content_uri=uri, transform=job.local_from_ecef @ frame.ecef_from_local)
+        if lattice is None or len(built) == 1:
+            log.info("terrain: the DTM tiles do not form one regular grid: no coarser levels")
+            root = _parent(list(leaves.values()), max(max(g.xmax - g.xmin, g.ymax - g.ymin) for _, g, _ in built) / 2)
+        else:
+            root = _levels(tmp, built, rasters, lattice, leaves, job, workers)
+        root.transform = job.ecef_from_local
+        write_tileset(tmp / "tileset.json", root, 2 * root.geometric_error)
+    log.info("terrain: %d mesh tiles from %s", len(leaves), rasters[0].parent)
     lon, lat, _ = job.origin_geodetic
     heights = [r[4] for _, _, r in built]
     bounds = [min(xs), min(ys), min(h[0] for h in heights), max(xs), max(ys), max(h[1] for h in heights)]
-    return {"tiles": len(children), "origin_lon_lat": [lon, lat], "bounds": bounds}
+    return {"tiles": len(leaves), "origin_lon_lat": [lon, lat], "bounds": bounds}
+
+
+def _parent(children: list[Tile], error: float, content: tuple[str, np.ndarray, np.ndarray] | None = None,
+            refine: str = "ADD") -> Tile:
+    """A tile holding ``children`` (boxes in this tile's frame after their transforms) and an optional content
+    (uri, lo, hi in this tile's frame); its box covers all."""
+    boxes = [aabb_of_box(box_from_aabb(c.lo, c.hi), c.transform) for c in children]
+    if content is not None:
+        boxes.append(content[1:])
+    lo = np.min([b[0] for b in boxes], axis=0)
+    hi = np.max([b[1] for b in boxes], axis=0)
+    return Tile(lo, hi, error, content_uri=content[0] if content else None, children=children, refine=refine)
+
+
+def _levels(tmp: Path, built: list, rasters: list[Path], lattice: _Lattice, leaves: dict[str, Tile],
+            job: LocalFrame, workers: int | None) -> Tile:
+    """Write the coarser levels (meshes in the job frame) and return the root of the tile tree."""
+    path_of = {p.stem: p for p in rasters}
+    by_index = {idx: path_of[stem] for (stem, _, _), idx in zip(built, lattice.index)}
+    tiles = {idx: leaves[stem] for (stem, _, _), idx in zip(built, lattice.index)}
+    shape = (lattice.height // lattice.step, lattice.width // lattice.step)
+
+    def samples(idx: tuple[int, int]) -> np.ndarray:
+        with rasterio.open(by_index[idx]) as src:
+            return src.read(1, masked=True).astype(np.float32).filled(np.nan)[::lattice.step, ::lattice.step]
+
+    arrays = _coarser(tiles, samples, shape)  # level 1, reading the full-detail tiles one at a time
+    level = 1
+    while True:
+        def mesh(idx: tuple[int, int], level: int = level, arrays: dict = arrays) -> tuple | None:
+            vertices, triangles = grid_mesh(_padded(arrays, *idx), lattice.node_grid(level, *idx), 1)
+            if len(triangles) == 0:
+                return None
+            local = job.to_local(vertices[:, 0], vertices[:, 1], vertices[:, 2])
+            data = mesh_glb(local, triangles.astype(np.uint32), vertex_normals(local, triangles),
+                            color=TERRAIN_COLOR, double_sided=False)
+            return data, local.min(axis=0), local.max(axis=0)
+
+        nodes = sorted(arrays)
+        with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+            meshes = list(pool.map(mesh, nodes))
+        error = lattice.res * lattice.step * 2 ** level
+        parents = {}
+        for (i, j), made in zip(nodes, meshes):
+            content = None
+            if made is not None:
+                uri = f"levels/{level}/{i}_{j}.glb"
+                write_bytes_atomic(tmp / uri, made[0])
+                content = (uri, made[1], made[2])
+            children = [tiles[k] for k in sorted(tiles) if (k[0] // 2, k[1] // 2) == (i, j)]
+            parents[(i, j)] = _parent(children, error, content, refine="REPLACE")
+        if len(parents) == 1:
+            return next(iter(parents.values()))
+        tiles, arrays, level = parents, _coarser(arrays, arrays.__getitem__, shape), level + 1
+
