@@ -16,7 +16,13 @@ node -e 'const p=require(process.argv[1]);console.log(p.name+" "+p.version)' "$P
   > "$dest/cesium/VERSION"
 cp "$modules/marzipano/dist/marzipano.js" "$dest/marzipano/marzipano.js"
 cp "$modules/marzipano/LICENSE" "$dest/marzipano/LICENSE"               # Apache-2.0
-cp "$modules/marzipano/dist/LICENSE.txt" "$dest/marzipano/THIRD-PARTY.txt"
+# marzipano.js bundles these packages: their licences, each under its name and version
+for pkg in bowser gl-matrix hammerjs minimal-event-emitter; do
+  node -e 'const p=require(process.argv[1]);console.log("== "+p.name+" "+p.version+" ==")' \
+    "$PWD/$modules/$pkg/package.json"
+  cat "$modules/$pkg"/LICENSE*
+  echo
+done > "$dest/marzipano/THIRD-PARTY.txt"
 node -e 'const p=require(process.argv[1]);console.log(p.name+" "+p.version)' "$PWD/$modules/marzipano/package.json" \
   > "$dest/marzipano/VERSION"
 du -sh "$dest/cesium" "$dest/marzipano"
