@@ -75,9 +75,11 @@ def panorama_markers(out_dir: Path) -> list[dict]:
     """
     from cim.panoramas.georef import Panorama
 
+    out_dir = out_dir.resolve()
     markers = []
-    for index in sorted(out_dir.rglob("panoramas.json")):
-        if any(part.startswith(".") for part in index.relative_to(out_dir).parts):
+    for found in sorted(out_dir.rglob("panoramas.json")):
+        index = inside(out_dir, found.relative_to(out_dir).as_posix())  # not hidden, no link out of the folder
+        if index is None:
             continue
         try:
             panoramas = [Panorama.from_dict(d) for d in json.loads(index.read_text(encoding="utf-8"))["panoramas"]]
@@ -93,7 +95,10 @@ def panorama_markers(out_dir: Path) -> list[dict]:
 
 def _marker(out_dir: Path, base: Path, pano: Panorama) -> dict | None:
     tiles = pano.products.get("tiles")
-    found = inside(out_dir, (base / tiles).relative_to(out_dir).as_posix()) if tiles else None
+    try:
+        found = inside(out_dir, (base / tiles).relative_to(out_dir).as_posix()) if tiles else None
+    except ValueError:  # an absolute path elsewhere
+        found = None
     if found is None:
         return None
     try:

@@ -200,3 +200,44 @@ def test_served_from_an_installed_copy_without_the_source_tree(tmp_path: Path) -
     sizes = dict(line.rsplit(" ", 2)[0::2] for line in res.stdout.splitlines())
     assert len(sizes) == 6 and all(int(n) > 1000 for n in sizes.values()), res.stdout
     assert int(sizes["/cesium/Cesium.js"]) > 1_000_000
+
+
+def test_panorama_markers_only_for_tiles_inside_the_folder(tmp_path: Path) -> None:
+    """One marker per panorama whose Marzipano tiles are in the folder, looking along its grid heading."""
+    import math
+
+    from cim.camera import Pose
+    from cim.panoramas.georef import Panorama
+    from cim.viewer import panorama_markers
+
+    out = tmp_path / "out"
+
+    def pano(name: str, heading: float, tiles: str) -> dict:
+        q = tuple(float(v) for v in Pose.from_angles([0, 0, 0], heading, 0.0, 0.0).quaternion)
+        return Panorama(name, 0.0, "2026-05-12T08:00:00Z", (410900.0, 5479800.0, 240.0), "EPSG:25832+7837", 7.77,
+                        49.46, 288.0, q, q, products={"tiles": tiles}).to_dict()
+
+    for name, yaw_zero in (("a", "grid north"), ("b", "panorama centre (camera forward)")):
+        (out / "drive" / name).mkdir(parents=True)
+        config = {"faceSize": 512, "levels": [{"tileSize": 256, "size": 256, "fallbackOnly": True}],
+                  "tileUrl": "{z}/{f}/{y}/{x}.jpg", "previewUrl": "preview.jpg", "cubeMapPreviewFaceOrder": "bdflru",
+                  "yawZero": yaw_zero}
+        (out / "drive" / name / "marzipano.json").write_text(json.dumps(config))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "marzipano.json").write_text((out / "drive" / "a" / "marzipano.json").read_text())
+    index = {"panoramas": [pano("a", 30.0, "a/marzipano.json"), pano("b", 120.0, "b/marzipano.json"),
+                           pano("gone", 0.0, "gone/marzipano.json"), pano("abs", 0.0, str(elsewhere / "marzipano.json")),
+                           pano("up", 0.0, "../../elsewhere/marzipano.json")]}
+    (out / "drive" / "panoramas.json").write_text(json.dumps(index))
+    (elsewhere / "panoramas.json").write_text(json.dumps({"panoramas": [pano("x", 0.0, "marzipano.json")]}))
+    (out / "linked").mkdir()
+    (out / "linked" / "panoramas.json").symlink_to(elsewhere / "panoramas.json")  # an index out of the folder
+    (out / "broken").mkdir()
+    (out / "broken" / "panoramas.json").write_text("{")
+    markers = panorama_markers(out)
+    assert [m["name"] for m in markers] == ["a", "b"]
+    assert markers[0]["tiles"] == "drive/a/" and markers[0]["marzipano"]["faceSize"] == 512
+    assert math.isclose(markers[0]["yaw"], math.radians(30.0), abs_tol=1e-9)  # north-up tiles: the heading
+    assert markers[1]["yaw"] == 0.0  # tiles whose yaw 0 is the camera's forward
+    assert math.isclose(markers[1]["heading"], 120.0, abs_tol=1e-9)
