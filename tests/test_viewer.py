@@ -227,7 +227,8 @@ def test_panorama_markers_only_for_tiles_inside_the_folder(tmp_path: Path) -> No
     elsewhere.mkdir()
     (elsewhere / "marzipano.json").write_text((out / "drive" / "a" / "marzipano.json").read_text())
     index = {"panoramas": [pano("a", 30.0, "a/marzipano.json"), pano("b", 120.0, "b/marzipano.json"),
-                           pano("gone", 0.0, "gone/marzipano.json"), pano("abs", 0.0, str(elsewhere / "marzipano.json")),
+                           pano("gone", 0.0, "gone/marzipano.json"),
+                           pano("abs", 0.0, str(elsewhere / "marzipano.json")),
                            pano("up", 0.0, "../../elsewhere/marzipano.json")]}
     (out / "drive" / "panoramas.json").write_text(json.dumps(index))
     (elsewhere / "panoramas.json").write_text(json.dumps({"panoramas": [pano("x", 0.0, "marzipano.json")]}))
