@@ -170,9 +170,10 @@ async function main() {
   const layers = document.getElementById("layers");
   layers.textContent = "";
   const tilesets = await addTilesets(viewer);
-  await addMarkers(viewer);
-  if (!tilesets.length && !cim.markers.length) layers.textContent = "no tileset.json or panorama in this folder";
+  const markers = await addMarkers(viewer);
+  if (!tilesets.length && !markers) layers.textContent = "no tileset.json or panorama in this folder";
   if (tilesets.length) home(viewer, tilesets);
+  else if (markers) await viewer.zoomTo(markers, new Cesium.HeadingPitchRange(0, -0.7, 0));
   document.getElementById("measure").onclick = () => toggleMeasure(viewer);
   document.getElementById("pano-close").onclick = closePanorama;
   const handler = new Cesium.ScreenSpaceEventHandler(viewer.scene.canvas);
