@@ -9,6 +9,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from cim.cli.jobs import Force, Scheduler, TileSize, Workers
+
 console = Console()
 
 
@@ -17,60 +19,43 @@ def tiles(
     out: Annotated[Path, typer.Option("--out", help="output folder (tileset.json lands here)")],
     crs: Annotated[Optional[str], typer.Option("--crs", help="CRS of the input, with its vertical part, "
                                                               "e.g. EPSG:25832+7837")] = None,
-    tile_size: Annotated[float, typer.Option("--tile-size", help="edge of the processing tiles (CRS units)")] = 250.0,
+    tile_size: TileSize = 250.0,
     leaf_points: Annotated[int, typer.Option("--leaf-points", help="max points of a leaf node")] = 60_000,
     error_scale: Annotated[float, typer.Option("--error-scale", help="geometric error / node spacing")] = 4.0,
     color_depth: Annotated[str, typer.Option("--color-depth", help="auto, 8 or 16")] = "auto",
     extra: Annotated[Optional[list[str]], typer.Option("--extra", help="extra dimension to keep (repeatable)")] = None,
     allow_ballpark: Annotated[bool, typer.Option("--allow-ballpark", help="accept a ballpark vertical "
                                                                            "transformation (metres off)")] = False,
-    scheduler: Annotated[str, typer.Option("--scheduler", help="'threads' (default: one process, no start-up or "
-                                                         "transfer cost), 'processes' (local worker processes) or "
-                                                         "a Dask scheduler address tcp://host:port")] = "threads",
-    workers: Annotated[Optional[int], typer.Option("--workers", help="local workers (default: cores)")] = None,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
     implicit: Annotated[bool, typer.Option("--implicit", help="per-tile octrees as 3D Tiles implicit tiling "
                                                               "(subtree files)")] = False,
     meshopt: Annotated[bool, typer.Option("--meshopt", help="compress contents with EXT_meshopt_compression "
                                                             "(needs the meshoptimizer package)")] = False,
     chunk_size: Annotated[int, typer.Option("--chunk-size", help="points read per chunk (bounds the reading "
-                                                                  "memory)")] = 500_000,
-    force: Annotated[bool, typer.Option("--force", help="re-run every task")] = False,
+                                                                  "memory)")] = 1_000_000,
+    force: Force = False,
     check: Annotated[bool, typer.Option("--check/--no-check", help="verify the written tree (boxes, errors, "
                                                                    "point count)")] = True,
 ) -> None:
     """Convert point clouds to a streamable, georeferenced 3D Tiles 1.1 tileset (resumable, out-of-core)."""
+    from cim import crs as cimcrs
+    from cim.cli.jobs import execute_template, tiles_job
     from cim.errors import CimError
-    from cim.pipeline.execute import run_job, summarize
-    from cim.pipeline.job import parse_job
+    from cim.fileutil import expand_patterns
+    from cim.io import las
+    from cim.pipeline.execute import job_crs
     from cim.tiles3d.check import check_tileset
 
     out = out.resolve()
     # fail fast, before any work, when the inputs' heights cannot be placed exactly (or have no CRS at all)
-    from cim import crs as cimcrs
-    from cim.io import las
-    from cim.fileutil import expand_patterns
-    from cim.pipeline.execute import job_crs
-
     files = expand_patterns(inputs)
-    sources = [las.open_source(f, crs) for f in files]
-    cimcrs.to_geographic3d(job_crs(sources), allow_ballpark=allow_ballpark)
-    document = {
-        "job": {"name": "tiles", "output": str(out), **({"crs": crs} if crs else {})},
-        "stages": [
-            {"type": "read.las", "files": [str(f.resolve()) for f in files], "chunk_size": chunk_size},
-            {"type": "tile", "size": tile_size, "buffer": 0.0},
-            {"type": "tiles.pointcloud", "folder": "", "leaf_points": leaf_points, "error_scale": error_scale,
-             "color_depth": color_depth, "extra": list(extra or []), "allow_ballpark": allow_ballpark,
-             "implicit": implicit, "meshopt": meshopt},
-        ],
-    }
-    job = parse_job(document, out / "tiles.toml")
-    result = run_job(job, scheduler=None if scheduler == "processes" else scheduler, workers=workers, force=force)
-    summary = summarize(result)
-    for failure in summary["failures"]:
-        console.print(f"[bold red]failed:[/] {failure['task']}: {failure['error']}")
-    if not summary["ok"]:
-        raise typer.Exit(1)
+    cimcrs.to_geographic3d(job_crs([las.open_source(f, crs) for f in files]), allow_ballpark=allow_ballpark)
+    document = tiles_job(
+        [str(f.resolve()) for f in files], out, crs=crs, chunk_size=chunk_size, tile_size=tile_size,
+        leaf_points=leaf_points, error_scale=error_scale, color_depth=color_depth, extra=list(extra or []),
+        allow_ballpark=allow_ballpark, implicit=implicit, meshopt=meshopt)
+    summary = execute_template(document, scheduler=scheduler, workers=workers, force=force)
     message = f"{summary['points']:,} points, {summary['tiles']} tiles -> {out / 'tileset.json'}"
     if check:
         report = check_tileset(out / "tileset.json")
