@@ -39,8 +39,9 @@ TileSize = Annotated[float, typer.Option("--tile-size", help="processing tile ed
 STAGE_OPTIONS: dict[str, dict[str, tuple[str, str]]] = {
     "ground": {"backend": ("classify.ground", "backend"), "tile_size": ("tile", "size"), "buffer": ("tile", "buffer")},
     "dtm": {"resolution": ("raster.dtm", "resolution"), "tile_size": ("tile", "size"), "buffer": ("tile", "buffer")},
-    "buildings": {"lod1_percentile": ("buildings.lod2", "lod1_percentile"), "dtm_resolution": ("raster.dtm", "resolution"),
-                  "tile_size": ("tile", "size"), "buffer": ("tile", "buffer")},
+    "buildings": {"lod1_percentile": ("buildings.lod2", "lod1_percentile"),
+                  "dtm_resolution": ("raster.dtm", "resolution"), "tile_size": ("tile", "size"),
+                  "buffer": ("tile", "buffer")},
     "tiles": {"tile_size": ("tile", "size"), "leaf_points": ("tiles.pointcloud", "leaf_points"),
               "error_scale": ("tiles.pointcloud", "error_scale"), "color_depth": ("tiles.pointcloud", "color_depth"),
               "allow_ballpark": ("tiles.pointcloud", "allow_ballpark"), "implicit": ("tiles.pointcloud", "implicit"),
@@ -152,8 +153,9 @@ def execute(job: Job, *, scheduler: str | None = None, workers: int | None = Non
                 logger.info(outcome_line(outcome))
                 progress.advance(bars["current"])
 
-            result = run_job(job, scheduler=None if scheduler == "processes" else scheduler, workers=workers, force=force, keep_going=keep_going,
-                             crs_override=crs, on_outcome=on_outcome, on_plan=on_plan)
+            result = run_job(job, scheduler=None if scheduler == "processes" else scheduler, workers=workers,
+                             force=force, keep_going=keep_going, crs_override=crs, on_outcome=on_outcome,
+                             on_plan=on_plan)
         summary = summarize(result)
         write_text_atomic(job.out_dir / "report.json", json.dumps(summary, indent=2) + "\n")
     finally:
