@@ -185,6 +185,20 @@ def test_per_source_mode_writes_each_input_with_its_own_grid_and_every_point(tmp
                                    atol=1e-6)
 
 
+def test_per_source_refuses_inputs_of_one_name(tmp_path: Path) -> None:
+    first, second = tmp_path / "a" / "x.las", tmp_path / "b" / "x.las"
+    for path, seed in ((first, 3), (second, 4)):
+        path.parent.mkdir()
+        _terrain_file(path, 6, seed=seed)
+    job = _job(tmp_path, first, per_source=True)
+    job.write_text(job.read_text().replace(f'files = ["{first.as_posix()}"]',
+                                           f'files = ["{first.as_posix()}", "{second.as_posix()}"]'))
+    result = run(job, scheduler="threads", workers=1)
+    failures = result.report.by_status("failed")
+    assert failures and "another input also writes x.laz" in failures[0].error
+    assert not list((result.job.out_dir / "las").glob("*.laz"))
+
+
 def test_all_extra_bytes_vlrs_are_read(shared_data: Path) -> None:
     path = shared_data / "edge-cases" / "las_with_several_extra_byte_bloc.laz"
     cloud = next(las.iter_chunks(path, chunk_size=5000))

@@ -58,8 +58,8 @@ class WriteLasOptions(StageOptions):
     compress: bool = Field(True, description="write LAZ (True) or LAS (False)")
     scale: float = Field(0.001, gt=0, description="coordinate resolution in CRS units (per_source: the input's)")
     keep_buffer: bool = Field(False, description="also write the tile's buffer points (not with per_source)")
-    per_source: bool = Field(False, description="one file per input file, named as the input, with its scale, "
-                             "offsets and GPS time type (points in tile order), instead of one file per tile")
+    per_source: bool = Field(False, description="one file per input file, named as the input, with its points "
+                             "in their order, its scale, offsets and GPS time type, instead of one file per tile")
 
 
 @register
@@ -84,6 +84,7 @@ class WriteLas(Stage):
         out = cloud if self.options.keep_buffer and not self.options.per_source else cloud[cloud["core"]]
         out.drop("core")
         if self.options.per_source:
+            self._targets(ctx)  # refuse clashing names before any piece is written
             return TileResult(stats={"points": len(out), "pieces": _save_pieces(out, ctx)})
         path = las.write(ctx.product_dir / f"{ctx.tile.key}{self.suffix}", out, scale=self.options.scale,
                          creation_date=ctx.acquired_date, extra_bytes=_extra_bytes(ctx.inputs, ctx.crs))
@@ -95,25 +96,34 @@ class WriteLas(Stage):
     def finish(self, results: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
         """Per-source mode: join each input's pieces into one file named as the input, in the input's point order
         (memory: one input file)."""
-        names = [Path(p).stem + self.suffix for p in ctx.inputs]
+        targets = self._targets(ctx)
         products = []
         for index, source_path in enumerate(ctx.inputs):
             tiles = [r["tile"] for r in results if str(index) in r["stats"].get("pieces", {})]
             if not tiles:
                 continue
-            if names.count(names[index]) > 1:
-                raise InputError(source_path, f"another input also writes {names[index]} (per_source mode needs "
-                                              "distinct input file names)")
             header = las.open_source(source_path, ctx.crs).header
             cloud = PointCloud.concat([_load_piece(ctx, index, tile) for tile in tiles])
             cloud = cloud[np.argsort(cloud[INPUT_POSITION], kind="stable")]  # the input's own point order
             cloud.drop(INPUT_POSITION)
             path = las.write(
-                ctx.product_dir / names[index], cloud, scale=header.scales, offsets=header.offsets,
+                targets[index], cloud, scale=header.scales, offsets=header.offsets,
                 adjusted_gps_time=header.global_encoding.gps_time_type == laspy.header.GpsTimeType.STANDARD,
                 crs=ctx.crs, creation_date=ctx.acquired_date, extra_bytes=las.extra_bytes_params(header))
             products.append(self._product(ctx, path, cloud))
         return products
+
+    def _targets(self, ctx: JobContext) -> list[Path]:
+        """The per-source output of each input: its name (suffix by ``compress``) in the stage's folder; two
+        inputs of one name, or an output that would replace its input, are an error."""
+        targets = [ctx.product_dir / (Path(p).stem + self.suffix) for p in ctx.inputs]
+        for source, target in zip(ctx.inputs, targets):
+            if targets.count(target) > 1:
+                raise InputError(source, f"another input also writes {target.name}: per_source needs distinct "
+                                         "input file names")
+            if target.resolve() == Path(source).resolve():
+                raise InputError(source, "per_source would overwrite this input: choose another output folder")
+        return targets
 
     def _product(self, ctx: JobContext, path: Path, cloud: PointCloud) -> Product:
         return Product(
