@@ -159,8 +159,10 @@ def _extra_dims(record: laspy.ScaleAwarePointRecord, header: laspy.LasHeader) ->
     them; otherwise the single-valued dimensions laspy decodes are kept."""
     params = extra_bytes_params(header)
     size = record.point_format.num_extra_bytes
-    if params and None not in params and sum(np.dtype(p.type).itemsize for p in params) == size:
-        rows = record.array.view(np.uint8).reshape(len(record), record.array.dtype.itemsize)
+    if (params and None not in params and len({p.name for p in params}) == len(params)
+            and sum(np.dtype(p.type).itemsize for p in params) == size):
+        array = np.ascontiguousarray(record.array)
+        rows = array.view(np.uint8).reshape(len(record), array.dtype.itemsize)
         raw = np.ascontiguousarray(rows[:, rows.shape[1] - size:])
         fields = np.dtype([(p.name, np.dtype(p.type).newbyteorder("<")) for p in params])
         table = raw.view(fields).reshape(-1)
