@@ -1,5 +1,5 @@
-"""Every command is a job: the job templates of ``cim ground``, ``cim dtm``, ``cim buildings`` and ``cim tiles``,
-and :func:`execute`, the one way a command runs a job (the runner, resume, progress bar, ``report.json`` and
+"""Every command is a job: the job templates of ``cim ground``, ``cim dtm``, ``cim buildings``, ``cim tiles`` and
+the colorization of ``cim panoramas --points``, and :func:`execute`, the one way a command runs a job (the runner, resume, progress bar, ``report.json`` and
 ``cim.log`` of ``cim run``).
 
 A template is a job document (the dict a TOML job file parses to) with the stages and defaults a ``cim run`` job
@@ -46,11 +46,13 @@ STAGE_OPTIONS: dict[str, dict[str, tuple[str, str]]] = {
               "error_scale": ("tiles.pointcloud", "error_scale"), "color_depth": ("tiles.pointcloud", "color_depth"),
               "allow_ballpark": ("tiles.pointcloud", "allow_ballpark"), "implicit": ("tiles.pointcloud", "implicit"),
               "meshopt": ("tiles.pointcloud", "meshopt"), "chunk_size": ("read.las", "chunk_size")},
+    "panoramas": {"tile_size": ("tile", "size"), "buffer": ("tile", "buffer")},
 }
 
 #: command -> {command option: the template's own default where it differs from the stage's, and why}
 TEMPLATE_DEFAULTS: dict[str, dict[str, Any]] = {
     "ground": {"buffer": 30.0},  # SMRF needs context across file edges
+    "panoramas": {"buffer": 30.0},  # = max_range: every occluder between a point and its panorama is seen
     "dtm": {"buffer": 30.0},  # TIN-filled gaps near the tile edge see the neighbours' ground
     "buildings": {"buffer": 40.0},  # must exceed half the largest building
 }
@@ -127,10 +129,20 @@ def tiles_job(files: list[str], out: Path, *, crs: str | None = None, chunk_size
                                     {"type": "tiles.pointcloud", "folder": "", **tiles_options}])
 
 
+def colorize_job(points: list[str], out: Path, *, crs: str | None = None, tile_size: float = 250.0,
+                 buffer: float = 30.0) -> dict[str, Any]:
+    """``cim panoramas --points``: each point file coloured from the run's anonymized panoramas
+    (``<out>/panoramas.json``), written back as ``colorized/<name>.laz``."""
+    return _job("panoramas", out, crs, [
+        *_read(points), {"type": "tile", "size": tile_size, "buffer": buffer},
+        {"type": "panoramas.colorize", "panoramas": str(out / "panoramas.json")},
+        {"type": "write.las", "folder": "colorized", "per_source": True}])
+
+
 def execute(job: Job, *, scheduler: str | None = None, workers: int | None = None, force: bool = False,
-            keep_going: bool = False, crs: str | None = None) -> dict[str, Any]:
-    """Run ``job`` as ``cim run`` does: log to ``cim.log``, show progress, write ``report.json``, print the report;
-    returns the report, or exits with code 1 when tasks failed."""
+            keep_going: bool = False, crs: str | None = None, show: bool = True) -> dict[str, Any]:
+    """Run ``job`` as ``cim run`` does: log to ``cim.log``, show progress, write ``report.json``, print the report
+    (unless not ``show``); returns the report, or exits with code 1 when tasks failed."""
     from cim.pipeline.execute import outcome_line, run_job, summarize
 
     job.out_dir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +155,7 @@ def execute(job: Job, *, scheduler: str | None = None, workers: int | None = Non
         logger.info("job %s from %s -> %s", job.name, job.source, job.out_dir)
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console, transient=False,
-                      disable=not console.is_terminal) as progress:
+                      disable=not (show and console.is_terminal)) as progress:
             bars: dict[str, Any] = {}
 
             def on_plan(total: int, phase: str) -> None:
@@ -161,7 +173,8 @@ def execute(job: Job, *, scheduler: str | None = None, workers: int | None = Non
     finally:
         logger.removeHandler(handler)
         handler.close()
-    print_report(summary)
+    if show or not summary["ok"]:
+        print_report(summary)
     if not summary["ok"]:
         raise typer.Exit(EXIT_TASKS_FAILED)
     return summary
