@@ -1,6 +1,6 @@
 """Every command is a job: the job templates of ``cim ground``, ``cim dtm``, ``cim buildings``, ``cim tiles`` and
-the colorization of ``cim panoramas --points``, and :func:`execute`, the one way a command runs a job (the runner, resume, progress bar, ``report.json`` and
-``cim.log`` of ``cim run``).
+the colorization of ``cim panoramas --points``, and :func:`execute`, the one way a command runs a job (the runner,
+resume, progress bar, ``report.json`` and ``cim.log`` of ``cim run``).
 
 A template is a job document (the dict a TOML job file parses to) with the stages and defaults a ``cim run`` job
 would have. :data:`STAGE_OPTIONS` says which stage option each command option sets; a test keeps the commands'
