@@ -39,6 +39,9 @@ def buildings(
     buffer: Annotated[float, typer.Option("--buffer", help="tile buffer; must exceed half the largest "
                                                            "building")] = 40.0,
     tiles: Annotated[bool, typer.Option("--tiles/--no-tiles", help="write 3D Tiles 1.1 too")] = True,
+    formats: Annotated[list[str], typer.Option("--format", help="building model files: cityjson, citygml (CityGML "
+                                                                "2.0, AdV LoD2 profile); repeat for both")
+                       ] = ["cityjson"],  # noqa: B006 - typer needs the list default
     workers: Workers = None,
     scheduler: Scheduler = None,
     force: Force = False,
@@ -50,6 +53,8 @@ def buildings(
     out = out.resolve()
     if classify not in ("auto", "always", "never"):
         raise typer.BadParameter("--classify must be auto, always or never")
+    if not set(formats) <= {"cityjson", "citygml"}:
+        raise typer.BadParameter("--format must be cityjson or citygml")
     files = input_files(inputs)
     need_ground = need_objects = classify == "always"
     if classify == "auto":
@@ -58,12 +63,14 @@ def buildings(
         files, out, crs=crs, need_ground=need_ground, need_objects=need_objects, classify=classify,
         lod1_only=lod1_only, lod1_percentile=lod1_percentile, footprints=footprints, footprints_crs=footprints_crs,
         id_field=id_field, dtm=dtm, write_dtm=write_dtm, dtm_resolution=dtm_resolution, tile_size=tile_size,
-        buffer=buffer, tiles=tiles)
+        buffer=buffer, tiles=tiles, formats=tuple(formats))
     summary = execute_template(document, scheduler=scheduler, workers=workers, force=force)
     report_path = out / "buildings" / "report.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     console.print(f"{report.get('buildings', 0)} buildings ({report.get('lod22', 0)} LoD2.2, "
-                  f"{report.get('lod12', 0)} LoD1.2) -> {out / 'buildings.city.json'}"
+                  f"{report.get('lod12', 0)} LoD1.2) -> "
+                  + ", ".join(str(out / {"cityjson": "buildings.city.json", "citygml": "buildings.gml"}[f])
+                              for f in sorted(set(formats)))
                   + (f", {out / '3dtiles-buildings' / 'tileset.json'}" if tiles else ""))
     rmse = {k: v["median"] for k, v in report.get("rmse_lod22_by_roof_type", {}).items()}
     console.print(json.dumps({"status": report.get("status", {}), "roof_type": report.get("roof_type", {}),

@@ -98,8 +98,9 @@ def buildings_job(files: list[str], out: Path, *, crs: str | None = None, need_g
                   lod1_percentile: float = 70.0, footprints: Path | None = None, footprints_crs: str | None = None,
                   id_field: str | None = None, dtm: Path | None = None, write_dtm: bool = True,
                   dtm_resolution: float = 0.5, tile_size: float = 250.0, buffer: float = 40.0,
-                  tiles: bool = True) -> dict[str, Any]:
-    """``cim buildings``: classes when missing, DTM, LoD1.2/LoD2.2, CityJSON and 3D Tiles."""
+                  tiles: bool = True, formats: tuple[str, ...] = ("cityjson",)) -> dict[str, Any]:
+    """``cim buildings``: classes when missing, DTM, LoD1.2/LoD2.2, model files (``write.<format>``) and 3D
+    Tiles."""
     stage: dict[str, Any] = {"type": "buildings.lod1" if lod1_only else "buildings.lod2",
                              "lod1_percentile": lod1_percentile,
                              "classify": "never" if need_ground or classify == "never" else "auto"}
@@ -115,7 +116,7 @@ def buildings_job(files: list[str], out: Path, *, crs: str | None = None, need_g
         stages.append({"type": "classify.objects"})
     if write_dtm:
         stages.append({"type": "raster.dtm", "resolution": dtm_resolution})
-    stages += [stage, {"type": "write.cityjson"}]
+    stages += [stage, *({"type": f"write.{f}"} for f in sorted(set(formats)))]
     if tiles:
         stages.append({"type": "tiles.buildings"})
     return _job("buildings", out, crs, stages)

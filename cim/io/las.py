@@ -294,18 +294,36 @@ def write(
         raise InputError(path, f"{bad} points have NaN or infinite coordinates; refusing to write them")
     if offsets is None:
         offsets = np.floor(xyz.min(axis=0)) if len(cloud) else np.zeros(3)
-    if adjusted_gps_time is None:
-        adjusted_gps_time = (cloud.has("gps_time") and len(cloud) > 0
-                             and float(cloud["gps_time"].min()) >= SECONDS_PER_WEEK)
-    header = _header(path, cloud, scale, offsets, adjusted_gps_time, crs or cloud.crs, creation_date, extra_bytes)
-    record = _record(cloud, header, adjusted_gps_time)
+    try:
+        header, record = to_record(cloud, scale=scale, offsets=offsets, crs=crs, creation_date=creation_date,
+                                   extra_bytes=extra_bytes, adjusted_gps_time=adjusted_gps_time)
+    except CrsError as exc:
+        raise CrsError(f"{exc} (writing {path})") from None
     with atomic_write(path) as tmp:
         with laspy.open(tmp, mode="w", header=header, do_compress=path.suffix.lower() == ".laz") as writer:
             writer.write_points(record)
     return path
 
 
-def _header(path: Path, cloud: PointCloud, scale: float | np.ndarray, offsets: np.ndarray, adjusted: bool,
+def to_record(
+    cloud: PointCloud,
+    *,
+    scale: float | np.ndarray,
+    offsets: np.ndarray,
+    crs: pyproj.CRS | None = None,
+    creation_date: datetime.date | None = None,
+    extra_bytes: Iterable[laspy.ExtraBytesParams | None] = (),
+    adjusted_gps_time: bool | None = None,
+) -> tuple[laspy.LasHeader, laspy.ScaleAwarePointRecord]:
+    """A LAS 1.4 header and point record holding ``cloud`` (the encoding :func:`write` describes)."""
+    if adjusted_gps_time is None:
+        times = cloud.get("gps_time")
+        adjusted_gps_time = times is not None and len(times) > 0 and float(times.min()) >= SECONDS_PER_WEEK
+    header = _header(cloud, scale, offsets, adjusted_gps_time, crs or cloud.crs, creation_date, extra_bytes)
+    return header, _record(cloud, header, adjusted_gps_time)
+
+
+def _header(cloud: PointCloud, scale: float | np.ndarray, offsets: np.ndarray, adjusted: bool,
             crs: pyproj.CRS | None, creation_date: datetime.date | None,
             extra_bytes: Iterable[laspy.ExtraBytesParams | None]) -> laspy.LasHeader:
     header = laspy.LasHeader(point_format=_point_format(cloud), version="1.4")
@@ -319,7 +337,7 @@ def _header(path: Path, cloud: PointCloud, scale: float | np.ndarray, offsets: n
         try:
             header.add_crs(crs)
         except Exception as exc:  # noqa: BLE001
-            raise CrsError(f"cannot write CRS {crs_mod.describe(crs)} into {path}: {exc}") from None
+            raise CrsError(f"cannot write CRS {crs_mod.describe(crs)}: {exc}") from None
     if adjusted:
         header.global_encoding.gps_time_type = laspy.header.GpsTimeType.STANDARD
     return header
