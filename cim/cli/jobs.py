@@ -72,13 +72,14 @@ def _read(files: list[str], **options: Any) -> list[dict[str, Any]]:
 
 
 def ground_job(files: list[str], out: Path, *, crs: str | None = None, backend: str = "smrf", objects: bool = False,
-               tile_size: float = 250.0, buffer: float = 30.0) -> dict[str, Any]:
-    """``cim ground``: noise (7/18), ground (2) and optionally objects, each input written back under its name."""
+               tile_size: float = 250.0, buffer: float = 30.0, copc: bool = False) -> dict[str, Any]:
+    """``cim ground``: noise (7/18), ground (2) and optionally objects, each input written back under its name
+    (``<stem>.laz``, or ``<stem>.copc.laz`` with ``copc``)."""
     stages = [*_read(files), {"type": "tile", "size": tile_size, "buffer": buffer}, {"type": "filter.outliers"},
               {"type": "classify.ground", "backend": backend}]
     if objects:
         stages.append({"type": "classify.objects"})
-    stages.append({"type": "write.las", "folder": "", "per_source": True})
+    stages.append({"type": "write.las", "folder": "", "per_source": True, **({"copc": True} if copc else {})})
     return _job("ground", out, crs, stages)
 
 

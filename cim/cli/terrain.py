@@ -32,6 +32,7 @@ def ground(
     tile_size: TileSize = 250.0,
     buffer: Annotated[float, typer.Option("--buffer", help="context around each tile, also taken from the "
                                                            "other inputs (CRS units)")] = 30.0,
+    output_format: Annotated[str, typer.Option("--format", help="las (NAME.laz) or copc (NAME.copc.laz)")] = "las",
     workers: Workers = None,
     scheduler: Scheduler = None,
     force: Force = False,
@@ -41,11 +42,13 @@ def ground(
 
     if backend not in ("smrf", "csf"):
         raise typer.BadParameter("--backend must be smrf or csf")
+    if output_format not in ("las", "copc"):
+        raise typer.BadParameter("--format must be las or copc")
     out = out.resolve()
     if out in {Path(p).resolve().parent for p in inputs}:
         raise typer.BadParameter("--out must not be the folder of an input (files would be overwritten)")
     document = ground_job(input_files(inputs), out, crs=crs, backend=backend, objects=objects, tile_size=tile_size,
-                          buffer=buffer)
+                          buffer=buffer, copc=output_format == "copc")
     execute_template(document, scheduler=scheduler, workers=workers, force=force)
 
 

@@ -60,6 +60,13 @@ class WriteLasOptions(StageOptions):
     keep_buffer: bool = Field(False, description="also write the tile's buffer points (not with per_source)")
     per_source: bool = Field(False, description="one file per input file, named as the input, with its points "
                              "in their order, its scale, offsets and GPS time type, instead of one file per tile")
+    copc: bool = Field(False, description="with per_source: write each input as <stem>.copc.laz (COPC 1.0)")
+
+    @model_validator(mode="after")
+    def _copc_per_source(self) -> "WriteLasOptions":
+        if self.copc and not self.per_source:
+            raise ValueError("copc needs per_source = true (the write.copc stage writes a job's points as COPC)")
+        return self
 
 
 @register
@@ -78,7 +85,7 @@ class WriteLas(Stage):
 
     @property
     def suffix(self) -> str:
-        return ".laz" if self.options.compress else ".las"
+        return ".copc.laz" if self.options.copc else ".laz" if self.options.compress else ".las"
 
     def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
         out = cloud if self.options.keep_buffer and not self.options.per_source else cloud[cloud["core"]]
@@ -106,6 +113,13 @@ class WriteLas(Stage):
             cloud = PointCloud.concat([_load_piece(ctx, index, tile) for tile in tiles])
             cloud = cloud[np.argsort(cloud[INPUT_POSITION], kind="stable")]  # the input's own point order
             cloud.drop(INPUT_POSITION)
+            if self.options.copc:  # COPC orders points by octree node and uses cim's grid
+                from cim.io import copc
+
+                cloud.crs = ctx.crs
+                path = copc.write(targets[index], cloud, scale=self.options.scale, creation_date=ctx.acquired_date)
+                products.append(self._product(ctx, path, cloud, copc.MEDIA_TYPE))
+                continue
             path = las.write(
                 targets[index], cloud, scale=header.scales, offsets=header.offsets,
                 adjusted_gps_time=header.global_encoding.gps_time_type == laspy.header.GpsTimeType.STANDARD,
@@ -116,7 +130,8 @@ class WriteLas(Stage):
     def _targets(self, ctx: JobContext) -> list[Path]:
         """The per-source output of each input: its name (suffix by ``compress``) in the stage's folder; two
         inputs of one name, or an output that would replace its input, are an error."""
-        targets = [ctx.product_dir / (Path(p).stem + self.suffix) for p in ctx.inputs]
+        stems = [Path(p).stem.removesuffix(".copc") if self.options.copc else Path(p).stem for p in ctx.inputs]
+        targets = [ctx.product_dir / (stem + self.suffix) for stem in stems]
         for source, target in zip(ctx.inputs, targets):
             if targets.count(target) > 1:
                 raise InputError(source, f"another input also writes {target.name}: per_source needs distinct "
@@ -125,11 +140,11 @@ class WriteLas(Stage):
                 raise InputError(source, "per_source would overwrite this input: choose another output folder")
         return targets
 
-    def _product(self, ctx: JobContext, path: Path, cloud: PointCloud) -> Product:
+    def _product(self, ctx: JobContext, path: Path, cloud: PointCloud, media_type: str | None = None) -> Product:
         return Product(
             path=ctx.relative(path),
             kind="pointcloud",
-            media_type="application/vnd.laszip" if self.options.compress else "application/vnd.las",
+            media_type=media_type or ("application/vnd.laszip" if self.options.compress else "application/vnd.las"),
             properties=pointcloud_properties(cloud),
         )
 
