@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -127,18 +128,9 @@ class WriteLas(Stage):
             products.append(self._product(ctx, path, cloud))
         return products
 
-    def _targets(self, ctx: JobContext) -> list[Path]:
-        """The per-source output of each input: its name (suffix by ``compress``) in the stage's folder; two
-        inputs of one name, or an output that would replace its input, are an error."""
-        stems = [Path(p).stem.removesuffix(".copc") if self.options.copc else Path(p).stem for p in ctx.inputs]
-        targets = [ctx.product_dir / (stem + self.suffix) for stem in stems]
-        for source, target in zip(ctx.inputs, targets):
-            if targets.count(target) > 1:
-                raise InputError(source, f"another input also writes {target.name}: per_source needs distinct "
-                                         "input file names")
-            if target.resolve() == Path(source).resolve():
-                raise InputError(source, "per_source would overwrite this input: choose another output folder")
-        return targets
+    def _targets(self, ctx: JobContext) -> tuple[Path, ...]:
+        """The per-source output of each input: its name (suffix by ``compress``/``copc``) in the stage's folder."""
+        return _per_source_targets(ctx.inputs, ctx.product_dir.resolve(), self.suffix, self.options.copc)
 
     def _product(self, ctx: JobContext, path: Path, cloud: PointCloud, media_type: str | None = None) -> Product:
         return Product(
@@ -147,6 +139,22 @@ class WriteLas(Stage):
             media_type=media_type or ("application/vnd.laszip" if self.options.compress else "application/vnd.las"),
             properties=pointcloud_properties(cloud),
         )
+
+
+@functools.lru_cache(maxsize=8)
+def _per_source_targets(inputs: tuple[str, ...], folder: Path, suffix: str, copc: bool) -> tuple[Path, ...]:
+    """See :meth:`WriteLas._targets`; two inputs of one name, or an output that would replace its input, are an
+    error (checked once per job and worker)."""
+    stems = [Path(p).stem.removesuffix(".copc") if copc else Path(p).stem for p in inputs]
+    targets = tuple(folder / (stem + suffix) for stem in stems)
+    counts = collections.Counter(targets)
+    for source, target in zip(inputs, targets):
+        if counts[target] > 1:
+            raise InputError(source, f"another input also writes {target.name}: per_source needs distinct input "
+                                     "file names")
+        if target == Path(source).resolve():
+            raise InputError(source, "per_source would overwrite this input: choose another output folder")
+    return targets
 
 
 def _pieces_dir(ctx: JobContext, index: int) -> Path:
