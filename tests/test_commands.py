@@ -208,3 +208,15 @@ def test_clean_removes_the_work_folder_of_a_finished_job_only(pieces: list[Path]
     assert product_digests(out) == digests
     again = cim_cli("clean", str(out))
     assert again.returncode == 2 and "no work folder" in again.stderr
+
+
+def test_tiles_publish_no_withheld_point_and_check_the_others(tmp_path: Path) -> None:
+    from cim.tiles3d.check import check_tileset
+    from tests.test_las_dimensions import _terrain_file
+
+    source = tmp_path / "flagged.las"
+    original = _terrain_file(source, 6)
+    out = tmp_path / "tiles"
+    _ok(cim_cli("tiles", str(source), "--crs", "EPSG:25832+7837", "--out", str(out), *RUN))  # --check is on
+    withheld = int(np.count_nonzero(np.asarray(original.withheld, dtype=bool)))
+    assert withheld > 0 and check_tileset(out / "tileset.json").points == len(original.points) - withheld

@@ -64,7 +64,7 @@ def buildings(
         lod1_only=lod1_only, lod1_percentile=lod1_percentile, footprints=footprints, footprints_crs=footprints_crs,
         id_field=id_field, dtm=dtm, write_dtm=write_dtm, dtm_resolution=dtm_resolution, tile_size=tile_size,
         buffer=buffer, tiles=tiles, formats=tuple(formats))
-    summary = execute_template(document, scheduler=scheduler, workers=workers, force=force)
+    summary, _ = execute_template(document, scheduler=scheduler, workers=workers, force=force)
     report_path = out / "buildings" / "report.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     console.print(f"{report.get('buildings', 0)} buildings ({report.get('lod22', 0)} LoD2.2, "

@@ -23,6 +23,7 @@ from cim.cli.app import EXIT_TASKS_FAILED
 from cim.fileutil import write_text_atomic
 
 if TYPE_CHECKING:
+    from cim.pipeline.execute import JobRun
     from cim.pipeline.job import Job
 
 console = Console()
@@ -142,9 +143,9 @@ def colorize_job(points: list[str], out: Path, *, crs: str | None = None, tile_s
 
 
 def execute(job: Job, *, scheduler: str | None = None, workers: int | None = None, force: bool = False,
-            keep_going: bool = False, crs: str | None = None, show: bool = True) -> dict[str, Any]:
+            keep_going: bool = False, crs: str | None = None, show: bool = True) -> tuple[dict[str, Any], JobRun]:
     """Run ``job`` as ``cim run`` does: log to ``cim.log``, show progress, write ``report.json``, print the report
-    (unless not ``show``); returns the report, or exits with code 1 when tasks failed."""
+    (unless not ``show``); returns the report and the run, or exits with code 1 when tasks failed."""
     from cim.pipeline.execute import outcome_line, run_job, summarize
 
     job.out_dir.mkdir(parents=True, exist_ok=True)
@@ -179,15 +180,21 @@ def execute(job: Job, *, scheduler: str | None = None, workers: int | None = Non
         print_report(summary)
     if not summary["ok"]:
         raise typer.Exit(EXIT_TASKS_FAILED)
-    return summary
+    return summary, result
 
 
-def execute_template(document: dict[str, Any], **run_options: Any) -> dict[str, Any]:
+def execute_template(document: dict[str, Any], **run_options: Any) -> tuple[dict[str, Any], JobRun]:
     """Validate a template's document (as if it were ``<output>/<name>.toml``) and :func:`execute` it."""
     from cim.pipeline.job import parse_job
 
     out = Path(document["job"]["output"])
     return execute(parse_job(document, out / f"{document['job']['name']}.toml"), **run_options)
+
+
+def stage_stats(run: JobRun, stage: str) -> list[dict[str, Any]]:
+    """The per-tile ``stats`` of ``stage``'s tasks in a run (done or skipped)."""
+    return [o.result["stats"] for o in run.report.outcomes.values()
+            if o.stage == stage and isinstance(o.result, dict) and "stats" in o.result]
 
 
 def print_report(summary: dict[str, Any]) -> None:

@@ -67,8 +67,8 @@ def panoramas(
                       f"blurred {summary['faces']} faces, {summary['plates']} plates")
     if point_files:  # the colorization is a job: tiled, resumable, with report.json and cim.log
         document = colorize_job(point_files, out.resolve(), crs=crs, tile_size=tile_size, buffer=buffer)
-        summary["colorized"] = execute_template(document, scheduler=scheduler, workers=workers, force=force,
-                                                show=not as_json)
+        summary["colorized"], _ = execute_template(document, scheduler=scheduler, workers=workers, force=force,
+                                                   show=not as_json)
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
 

@@ -1,7 +1,8 @@
 """Withheld points (the LAS ``withheld`` flag) are left out of processing: a stage sees the tile without them,
 and the points it changes are joined back with the withheld ones, which keep every value (class and flag
-included). Stages that declare ``sees_withheld = True`` (the LAS writer) get the whole tile. A job that sets
-``withheld = "keep"`` on its readers processes them like any other point.
+included); the task's stats count the tile's own withheld points as ``withheld``. Stages that declare
+``sees_withheld = True`` (the LAS writer) get the whole tile. A job that sets ``withheld = "keep"`` on its readers
+processes them like any other point.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ def run_stage(stage: Stage, cloud: PointCloud, ctx: TileContext) -> TileResult:
     result = stage.run(cloud[~held], ctx)
     if result.cloud is not None:
         result.cloud = rejoin(result.cloud, cloud[held])
+    core = np.asarray(cloud["core"], dtype=bool) if cloud.has("core") else np.ones(len(cloud), dtype=bool)
+    result.stats.setdefault("withheld", int(np.count_nonzero(held & core)))  # left out, among the tile's own
     return result
 
 
