@@ -31,8 +31,22 @@ STANDARD_DTYPES: dict[str, np.dtype] = {
     "green": np.dtype("u2"),
     "blue": np.dtype("u2"),
     "nir": np.dtype("u2"),
+    "synthetic": np.dtype("?"),
+    "key_point": np.dtype("?"),
+    "withheld": np.dtype("?"),
+    "overlap": np.dtype("?"),
+    "scanner_channel": np.dtype("u1"),
+    "scan_direction_flag": np.dtype("?"),
+    "edge_of_flight_line": np.dtype("?"),
     "core": np.dtype("?"),
+    "input_index": np.dtype("u4"),
+    "input_position": np.dtype("u8"),
 }
+
+#: Internal dimensions: the number of the input file a point came from (in the job's input order) and the point's
+#: position in that file; carried only when a stage needs them (``write.las`` with ``per_source``).
+INPUT_INDEX = "input_index"
+INPUT_POSITION = "input_position"
 
 
 class Bounds(NamedTuple):

@@ -22,7 +22,7 @@ from cim.errors import CimWarning, InputError
 from cim.fileutil import atomic_dir
 from cim.io import las
 from cim.io.readers import PointSource
-from cim.points import Bounds, PointCloud
+from cim.points import INPUT_INDEX, INPUT_POSITION, Bounds, PointCloud
 
 
 @dataclass(frozen=True)
@@ -145,23 +145,30 @@ def partition_file(
     *,
     area: tuple[float, float, float, float] | None = None,
     chunk_size: int = las.DEFAULT_CHUNK,
+    input_index: int | None = None,
 ) -> dict[str, int]:
     """Stream an opened input (any reader's :class:`PointSource`) into ``parts_dir/<tile>/<dimension>.bin``
     (atomically, as a whole folder); returns core counts per tile.
 
-    Points outside ``area`` (minx, miny, maxx, maxy; buffers included) are dropped. Raises InputError for
-    non-finite coordinates.
+    Points outside ``area`` (minx, miny, maxx, maxy; buffers included) are dropped. With ``input_index`` every
+    point carries it as :data:`cim.points.INPUT_INDEX`, and its position in the file as ``INPUT_POSITION``.
+    Raises InputError for non-finite coordinates.
     """
     core_counts: dict[str, int] = {}
     query = Bounds(area[0], area[1], -math.inf, area[2], area[3], math.inf) if area else None  # COPC reads less
     with atomic_dir(parts_dir) as tmp:
         fields: list[list[str]] = []  # [name, dtype string] per dimension, from the first chunk
+        read = 0
         for chunk in source.chunks(chunk_size, query):
             if len(chunk) == 0:
                 continue
             finite = np.isfinite(chunk.x) & np.isfinite(chunk.y) & np.isfinite(chunk.z)
             if not finite.all():
                 raise InputError(source.path, f"{int((~finite).sum())} points have NaN or infinite coordinates")
+            if input_index is not None:
+                chunk.set(INPUT_INDEX, input_index)
+                chunk.set(INPUT_POSITION, np.arange(read, read + len(chunk)))
+            read += len(chunk)
             fields = fields or [*([name, chunk[name].dtype.str] for name in chunk.names), ["core", "|b1"]]
             idx, tix, tiy, core = grid.assign(chunk.x, chunk.y)
             if area is not None:

@@ -197,7 +197,7 @@ def test_cim_ground_writes_copc(repo_data: Path, tmp_path: Path) -> None:
     las.write(tmp_path / "in" / "part.laz", pc)
     done = cim_cli("ground", str(tmp_path / "in" / "part.laz"), "--out", str(tmp_path / "out"), "--format", "copc")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["part.copc.laz"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.laz")) == ["part.copc.laz"]
     with laspy.CopcReader.open(str(tmp_path / "out" / "part.copc.laz")) as reader:
         assert reader.header.point_count == len(pc)
     got = las.read(tmp_path / "out" / "part.copc.laz")

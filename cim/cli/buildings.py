@@ -9,6 +9,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from cim.cli.jobs import Force, Scheduler, TileSize, Workers
+
 console = Console()
 
 
@@ -33,64 +35,36 @@ def buildings(
     write_dtm: Annotated[bool, typer.Option("--write-dtm/--no-write-dtm", help="also write the DTM (COG + "
                                                                                "VRT)")] = True,
     dtm_resolution: Annotated[float, typer.Option("--dtm-resolution", help="DTM cell size")] = 0.5,
-    tile_size: Annotated[float, typer.Option("--tile-size", help="processing tile edge (CRS units)")] = 250.0,
+    tile_size: TileSize = 250.0,
     buffer: Annotated[float, typer.Option("--buffer", help="tile buffer; must exceed half the largest "
                                                            "building")] = 40.0,
     tiles: Annotated[bool, typer.Option("--tiles/--no-tiles", help="write 3D Tiles 1.1 too")] = True,
     formats: Annotated[list[str], typer.Option("--format", help="building model files: cityjson, citygml (CityGML "
                                                                 "2.0, AdV LoD2 profile); repeat for both")
                        ] = ["cityjson"],  # noqa: B006 - typer needs the list default
-    workers: Annotated[Optional[int], typer.Option("--workers", help="local worker processes")] = None,
-    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Dask scheduler address or "
-                                                                         "'threads'")] = None,
-    force: Annotated[bool, typer.Option("--force", help="re-run every task")] = False,
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    force: Force = False,
 ) -> None:
     """Reconstruct buildings (classification when needed, ground heights, LoD1.2 + LoD2.2, CityJSON 2.0, 3D
     Tiles). Resumable: re-running skips finished tiles."""
-    from cim.pipeline.execute import run_job, summarize
-    from cim.pipeline.job import parse_job
+    from cim.cli.jobs import buildings_job, execute_template, input_files
 
     out = out.resolve()
     if classify not in ("auto", "always", "never"):
         raise typer.BadParameter("--classify must be auto, always or never")
     if not set(formats) <= {"cityjson", "citygml"}:
         raise typer.BadParameter("--format must be cityjson or citygml")
-    files = [str(Path(p).resolve()) for p in inputs]
+    files = input_files(inputs)
     need_ground = need_objects = classify == "always"
     if classify == "auto":
         need_ground, need_objects = missing_classes(files)
-    stage: dict = {"type": "buildings.lod1" if lod1_only else "buildings.lod2", "lod1_percentile": lod1_percentile,
-                   "classify": "never" if need_ground or classify == "never" else "auto"}
-    if dtm is not None:
-        stage["dtm"] = str(dtm.resolve())
-    if footprints is not None:
-        stage["footprints"] = str(footprints.resolve())
-        if footprints_crs:
-            stage["footprints_crs"] = footprints_crs
-        if id_field:
-            stage["id_field"] = id_field
-    stages: list[dict] = [
-        {"type": "read.las", "files": files},
-        {"type": "tile", "size": tile_size, "buffer": buffer},
-    ]
-    if need_ground:
-        stages.append({"type": "classify.ground", "mode": "auto"})
-    if need_objects:
-        stages.append({"type": "classify.objects"})
-    if write_dtm:
-        stages.append({"type": "raster.dtm", "resolution": dtm_resolution})
-    stages += [stage, *({"type": f"write.{f}"} for f in sorted(set(formats)))]
-    if tiles:
-        stages.append({"type": "tiles.buildings"})
-    document = {"job": {"name": "buildings", "output": str(out), **({"crs": crs} if crs else {})},
-                "stages": stages}
-    job = parse_job(document, out / "buildings.toml")
-    result = run_job(job, scheduler=scheduler, workers=workers, force=force)
-    summary = summarize(result)
-    for failure in summary["failures"]:
-        console.print(f"[bold red]failed:[/] {failure['task']}: {failure['error']}")
-    if not summary["ok"]:
-        raise typer.Exit(1)
+    document = buildings_job(
+        files, out, crs=crs, need_ground=need_ground, need_objects=need_objects, classify=classify,
+        lod1_only=lod1_only, lod1_percentile=lod1_percentile, footprints=footprints, footprints_crs=footprints_crs,
+        id_field=id_field, dtm=dtm, write_dtm=write_dtm, dtm_resolution=dtm_resolution, tile_size=tile_size,
+        buffer=buffer, tiles=tiles, formats=tuple(formats))
+    summary, _ = execute_template(document, scheduler=scheduler, workers=workers, force=force)
     report_path = out / "buildings" / "report.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     console.print(f"{report.get('buildings', 0)} buildings ({report.get('lod22', 0)} LoD2.2, "

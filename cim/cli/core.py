@@ -1,20 +1,17 @@
-"""``cim info``, ``cim run`` and ``cim stages``."""
+"""``cim info``, ``cim run``, ``cim stages`` and ``cim clean``."""
 
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cim.cli.app import EXIT_TASKS_FAILED
-from cim.fileutil import write_text_atomic
+from cim.cli.jobs import Force, Scheduler, Workers
 
 console = Console()
 
@@ -76,64 +73,41 @@ def run(
     out_crs: Annotated[Optional[str], typer.Option(
         "--out-crs", help="process and write in this CRS (exact transformations only; overrides [job].output_crs)")]
     = None,
-    scheduler: Annotated[Optional[str], typer.Option(
-        "--scheduler", help="Dask scheduler address (tcp://host:port), or 'threads'; default: local processes")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="local worker processes (default: cores)")] = None,
-    force: Annotated[bool, typer.Option("--force", help="re-run every task, ignoring the manifest")] = False,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
+    force: Force = False,
     keep_going: Annotated[bool, typer.Option("--keep-going", help="finish the other tiles when one fails")] = False,
 ) -> None:
     """Run a pipeline of named stages over tiles on Dask (resumable: re-run to continue)."""
-    from cim.pipeline.execute import outcome_line, run_job, summarize
+    from cim.cli.jobs import execute
     from cim.pipeline.job import load_job
 
     job = load_job(job_file, {"output": str(Path(out).resolve()) if out else None, "output_crs": out_crs})
-    job.out_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(job.out_dir / "cim.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger = logging.getLogger("cim")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.info("job %s from %s -> %s", job.name, job_file, job.out_dir)
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=False, disable=not console.is_terminal) as progress:
-        bars: dict[str, Any] = {}
-
-        def on_plan(total: int, phase: str) -> None:
-            bars[phase] = progress.add_task(phase, total=total)
-            bars["current"] = bars[phase]
-
-        def on_outcome(outcome: Any) -> None:
-            logger.info(outcome_line(outcome))
-            progress.advance(bars["current"])
-
-        result = run_job(job, scheduler=scheduler, workers=workers, force=force, keep_going=keep_going,
-                         crs_override=crs, on_outcome=on_outcome, on_plan=on_plan)
-    summary = summarize(result)
-    write_text_atomic(job.out_dir / "report.json", json.dumps(summary, indent=2) + "\n")
-    logger.removeHandler(handler)
-    handler.close()
-    _print_report(summary)
-    if not summary["ok"]:
-        raise typer.Exit(EXIT_TASKS_FAILED)
+    execute(job, scheduler=scheduler, workers=workers, force=force, keep_going=keep_going, crs=crs)
 
 
-def _print_report(summary: dict[str, Any]) -> None:
-    table = Table(title=f"job {summary['job']}: {summary['tiles']} tiles, {summary['points']:,} points, "
-                        f"{summary['seconds']:.1f} s", title_justify="left")
-    for column in ("stage", "done", "skipped", "failed", "seconds"):
-        table.add_column(column, justify="left" if column == "stage" else "right")
-    for row in summary["stages"]:
-        table.add_row(row["stage"], str(row["done"]), str(row["skipped"]), str(row["failed"] + row["cancelled"]),
-                      f"{row['seconds']:.1f}")
-    console.print(table)
-    console.print(f"{len(summary['products'])} products in [bold]{summary['output']}[/] "
-                  f"(catalog: stac/catalog.json, report: report.json, log: cim.log)")
-    for warning in summary["warnings"][:20]:
-        console.print(f"[yellow]warning:[/] {warning}")
-    for failure in summary["failures"]:
-        console.print(f"[bold red]failed:[/] {failure['task']}: {failure['error']}")
-    if summary["failures"]:
-        console.print("Fix the input and run the same command again: finished tasks are kept.")
+def clean(
+    out: Annotated[Path, typer.Argument(help="output folder of a finished job")],
+    force: Annotated[bool, typer.Option("--force", help="also when the job has not finished (it restarts "
+                                                        "from scratch)")] = False,
+) -> None:
+    """Remove the work folder (.cim: parts, intermediate clouds, manifest) of a finished job; products stay."""
+    import shutil
+
+    from cim.errors import InputError
+    from cim.pipeline.execute import WORK
+
+    work = out / WORK
+    if not work.is_dir():
+        raise InputError(out, f"no work folder {WORK} here (not a job's output folder, or already cleaned)")
+    report = out / "report.json"
+    finished = report.is_file() and json.loads(report.read_text(encoding="utf-8")).get("ok") is True
+    if not finished and not force:
+        raise InputError(out, "the job has not finished (no successful report.json): its work folder lets it "
+                              "resume; use --force to remove it anyway")
+    freed = sum(p.stat().st_size for p in work.rglob("*") if p.is_file())
+    shutil.rmtree(work)
+    console.print(f"removed {work}: {freed / 1e6:.1f} MB freed")
 
 
 def stages(
@@ -165,3 +139,4 @@ def register(app: typer.Typer) -> None:
     app.command()(info)
     app.command()(run)
     app.command()(stages)
+    app.command()(clean)

@@ -10,6 +10,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from cim.cli.jobs import Force, Scheduler, TileSize, Workers
+
 console = Console(stderr=True)
 
 
@@ -37,14 +39,17 @@ def panoramas(
         "--fine-width", help="resolution of the face search in the ±6° horizon strip (0 = off)")] = 8000,
     no_plates: Annotated[bool, typer.Option("--no-plates", help="skip the number-plate cascade")] = False,
     face_size: Annotated[Optional[int], typer.Option("--face-size", help="top cube face size of the tiles")] = None,
-    scheduler: Annotated[Optional[str], typer.Option(
-        "--scheduler", help="Dask scheduler address, or 'threads'; default: local processes")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="local worker processes")] = None,
-    force: Annotated[bool, typer.Option("--force", help="re-run every panorama, ignoring the manifest")] = False,
+    tile_size: TileSize = 250.0,
+    buffer: Annotated[float, typer.Option("--buffer", help="context around each tile of points for the "
+                                                           "visibility test (CRS units)")] = 30.0,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
+    force: Force = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Georeference, anonymize (faces, plates) and publish panoramas (Marzipano tiles, index, STAC); with
     --points also depth maps per panorama and colorized point clouds."""
+    from cim.cli.jobs import colorize_job, execute_template, input_files
     from cim.panoramas.privacy import AnonymizeOptions
     from cim.panoramas.process import ChainOptions, run_panoramas
 
@@ -53,16 +58,19 @@ def panoramas(
     anonymize = AnonymizeOptions(detect_width=detect_width, plates=not no_plates, strips=strips)
     options = ChainOptions(anonymize=anonymize, face_size=face_size)
     pose_options = {"crs": pose_crs, "time_base": time_base, "gps_week": gps_week, "angles": angles, "north": north}
-    summary = run_panoramas(poses, images, out, crs=crs, trajectory=trajectory, points=list(points or []),
+    point_files = input_files(list(points or []))
+    summary = run_panoramas(poses, images, out, crs=crs, trajectory=trajectory, points=point_files,
                             options=options, pose_options=pose_options, scheduler=scheduler, workers=workers,
-                            force=force)
+                            force=force, colorize=False)
+    if not as_json:
+        console.print(f"{summary['panoramas']} panoramas → {out} ({summary['skipped']} already done); "
+                      f"blurred {summary['faces']} faces, {summary['plates']} plates")
+    if point_files:  # the colorization is a job: tiled, resumable, with report.json and cim.log
+        document = colorize_job(point_files, out.resolve(), crs=crs, tile_size=tile_size, buffer=buffer)
+        summary["colorized"], _ = execute_template(document, scheduler=scheduler, workers=workers, force=force,
+                                                   show=not as_json)
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
-        return
-    console.print(f"{summary['panoramas']} panoramas → {out} ({summary['skipped']} already done); "
-                  f"blurred {summary['faces']} faces, {summary['plates']} plates")
-    for entry in summary.get("colorized", []):
-        console.print(f"  {entry['file']}: {entry['coloured']:,} of {entry['points']:,} points coloured")
 
 
 def register(app: typer.Typer) -> None:

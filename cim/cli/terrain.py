@@ -1,10 +1,12 @@
-"""``cim ground`` and ``cim dtm``: PDAL-kernel style shortcuts for classification and terrain rasters.
+"""``cim ground`` and ``cim dtm``: PDAL-kernel style shortcuts for classification and terrain rasters, run as jobs
+(templates in :mod:`cim.cli.jobs`): resumable, with ``report.json`` and ``cim.log`` in the output folder.
 
-* ``cim ground IN... --out DIR``: every input written back classified (noise 7/18, ground 2, other 1, optionally
-  buildings/vegetation), same file name, all points kept. The other inputs serve as context around each file's
-  edge, so adjacent files get the same labels as their merged cloud.
-* ``cim dtm IN... --out DIR [--resolution R]``: DTM, DSM, nDSM and density COGs per tile + VRT mosaics, through the
-  resumable tile pipeline (ground is classified first unless the inputs already carry class 2).
+* ``cim ground IN... --out DIR``: every input written back classified by ``filter.outliers`` and
+  ``classify.ground`` (noise 7/18, ground 2, unclassified 1, other classes kept; optionally buildings and
+  vegetation), named as the input (.laz), all points in their order. Tiles with buffers give each file the
+  context of its neighbours, so adjacent files get the same labels as their merged cloud.
+* ``cim dtm IN... --out DIR [--resolution R]``: DTM, DSM, nDSM and density COGs per tile + VRT mosaics (ground is
+  classified first unless the inputs already carry class 2).
 """
 
 from __future__ import annotations
@@ -15,22 +17,29 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from cim.cli.jobs import Force, Scheduler, TileSize, Workers
+
 console = Console()
 
 
 def ground(
-    inputs: Annotated[list[Path], typer.Argument(help="LAS/LAZ/COPC files")],
-    out: Annotated[Path, typer.Option("--out", help="output folder (files keep their names)")],
+    inputs: Annotated[list[Path], typer.Argument(help="LAS/LAZ/COPC files (or glob patterns)")],
+    out: Annotated[Path, typer.Option("--out", help="output folder (files keep their names, as .laz)")],
     crs: Annotated[Optional[str], typer.Option("--crs", help="CRS of the inputs when they declare none")] = None,
     backend: Annotated[str, typer.Option("--backend", help="smrf or csf")] = "smrf",
     objects: Annotated[bool, typer.Option("--objects/--no-objects",
                                           help="also classify buildings (6) and vegetation (3/4/5)")] = False,
-    buffer: Annotated[float, typer.Option("--buffer", help="context taken from the other inputs (CRS units)")] = 30.0,
-    output_format: Annotated[str, typer.Option("--format", help="las (as the input) or copc (NAME.copc.laz)")] = "las",
+    tile_size: TileSize = 250.0,
+    buffer: Annotated[float, typer.Option("--buffer", help="context around each tile, also taken from the "
+                                                           "other inputs (CRS units)")] = 30.0,
+    output_format: Annotated[str, typer.Option("--format", help="las (NAME.laz) or copc (NAME.copc.laz)")] = "las",
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    force: Force = False,
 ) -> None:
-    """Classify noise and ground (SMRF) and write each input back with its new classification."""
+    """Classify noise and ground (SMRF) and write each input back with its new classification. Resumable."""
+    from cim.cli.jobs import execute_template, ground_job, input_files
     from cim.extras import require
-    from cim.terrain.classify import classify_files
 
     if backend not in ("smrf", "csf"):
         raise typer.BadParameter("--backend must be smrf or csf")
@@ -38,14 +47,12 @@ def ground(
         require("CSF", "csf", "--backend csf")  # before any work: one line naming the extra when it is missing
     if output_format not in ("las", "copc"):
         raise typer.BadParameter("--format must be las or copc")
-    if out.resolve() in {p.resolve().parent for p in inputs}:
+    out = out.resolve()
+    if out in {Path(p).resolve().parent for p in inputs}:
         raise typer.BadParameter("--out must not be the folder of an input (files would be overwritten)")
-    for path, stats in classify_files(inputs, out, crs=crs, backend=backend, objects=objects, buffer=buffer,
-                                      copc=output_format == "copc"):
-        counts = stats["classes"]
-        console.print(f"{path.name}: {stats['points']} points, ground {counts.get(2, 0)}, "
-                      f"noise {counts.get(7, 0) + counts.get(18, 0)}"
-                      + (f", building {counts.get(6, 0)}" if objects else "") + f" -> {stats['output']}")
+    document = ground_job(input_files(inputs), out, crs=crs, backend=backend, objects=objects, tile_size=tile_size,
+                          buffer=buffer, copc=output_format == "copc")
+    execute_template(document, scheduler=scheduler, workers=workers, force=force)
 
 
 def dtm(
@@ -56,38 +63,23 @@ def dtm(
                                                              "EPSG:25832+7837")] = None,
     classify: Annotated[str, typer.Option("--classify", help="ground classification: auto (when a tile has no "
                                                              "class 2), always, never")] = "auto",
-    tile_size: Annotated[float, typer.Option("--tile-size", help="processing tile edge (CRS units)")] = 250.0,
+    tile_size: TileSize = 250.0,
     buffer: Annotated[float, typer.Option("--buffer", help="tile buffer (CRS units)")] = 30.0,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="local worker processes")] = None,
-    force: Annotated[bool, typer.Option("--force", help="re-run every task")] = False,
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    force: Force = False,
 ) -> None:
     """Write DTM, DSM, nDSM and density Cloud-Optimized GeoTIFFs per tile plus VRT mosaics. Resumable."""
-    from cim.pipeline.execute import run_job, summarize
-    from cim.pipeline.job import parse_job
+    from cim.cli.jobs import dtm_job, execute_template, input_files
 
     if classify not in ("auto", "always", "never"):
         raise typer.BadParameter("--classify must be auto, always or never")
     if not resolution > 0:
         raise typer.BadParameter("--resolution must be positive")
     out = out.resolve()
-    stages: list[dict] = [
-        {"type": "read.las", "files": [str(Path(p).resolve()) if Path(p).exists() else str(p) for p in inputs]},
-        {"type": "tile", "size": tile_size, "buffer": buffer},
-    ]
-    if classify != "never":
-        stages.append({"type": "filter.outliers"})
-        stages.append({"type": "classify.ground", "mode": "auto" if classify == "auto" else "always"})
-    stages += [{"type": f"raster.{k}", "resolution": resolution} for k in ("dtm", "dsm", "ndsm", "density")]
-    document = {"job": {"name": "dtm", "output": str(out), **({"crs": crs} if crs else {})}, "stages": stages}
-    job = parse_job(document, out / "dtm.toml")
-    result = run_job(job, workers=workers, force=force)
-    summary = summarize(result)
-    for failure in summary["failures"]:
-        console.print(f"[bold red]failed:[/] {failure['task']}: {failure['error']}")
-    for warning in summary["warnings"][:10]:
-        console.print(f"[yellow]warning:[/] {warning}")
-    if not summary["ok"]:
-        raise typer.Exit(1)
+    document = dtm_job(input_files(inputs), out, crs=crs, resolution=resolution, classify=classify, tile_size=tile_size,
+                       buffer=buffer)
+    execute_template(document, scheduler=scheduler, workers=workers, force=force)
     vrts = [out / f"{k}.vrt" for k in ("dtm", "dsm", "ndsm", "density")]
     console.print("rasters: " + ", ".join(str(v) for v in vrts if v.exists()))
 
@@ -95,4 +87,3 @@ def dtm(
 def register(app: typer.Typer) -> None:
     app.command("ground")(ground)
     app.command("dtm")(dtm)
-

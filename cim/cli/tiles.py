@@ -9,6 +9,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from cim.cli.jobs import Force, Scheduler, TileSize, Workers
+
 console = Console()
 
 
@@ -17,7 +19,7 @@ def tiles(
     out: Annotated[Path, typer.Option("--out", help="output folder (tileset.json lands here)")],
     crs: Annotated[Optional[str], typer.Option("--crs", help="CRS of the input, with its vertical part, "
                                                               "e.g. EPSG:25832+7837")] = None,
-    tile_size: Annotated[float, typer.Option("--tile-size", help="edge of the processing tiles (CRS units)")] = 250.0,
+    tile_size: TileSize = 250.0,
     leaf_points: Annotated[int, typer.Option("--leaf-points", help="max points of a leaf node")] = 60_000,
     error_scale: Annotated[float, typer.Option("--error-scale", help="geometric error / node spacing")] = 4.0,
     color_depth: Annotated[str, typer.Option("--color-depth", help="auto, 8 or 16")] = "auto",
@@ -27,57 +29,44 @@ def tiles(
     accept_height_system: Annotated[Optional[str], typer.Option(
         "--accept-height-system", help="DHHN92-as-DHHN2016: take DHHN92 heights as DHHN2016 (a few cm off; "
                                        "PROJ has no exact transformation)")] = None,
-    scheduler: Annotated[str, typer.Option("--scheduler", help="'threads' (default: one process, no start-up or "
-                                                         "transfer cost), 'processes' (local worker processes) or "
-                                                         "a Dask scheduler address tcp://host:port")] = "threads",
-    workers: Annotated[Optional[int], typer.Option("--workers", help="local workers (default: cores)")] = None,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
     implicit: Annotated[bool, typer.Option("--implicit", help="per-tile octrees as 3D Tiles implicit tiling "
                                                               "(subtree files)")] = False,
     meshopt: Annotated[bool, typer.Option("--meshopt", help="compress contents with EXT_meshopt_compression "
                                                             "(needs the meshoptimizer package)")] = False,
     chunk_size: Annotated[int, typer.Option("--chunk-size", help="points read per chunk (bounds the reading "
-                                                                  "memory)")] = 500_000,
-    force: Annotated[bool, typer.Option("--force", help="re-run every task")] = False,
+                                                                  "memory)")] = 1_000_000,
+    force: Force = False,
     check: Annotated[bool, typer.Option("--check/--no-check", help="verify the written tree (boxes, errors, "
                                                                    "point count)")] = True,
 ) -> None:
     """Convert point clouds to a streamable, georeferenced 3D Tiles 1.1 tileset (resumable, out-of-core)."""
+    from cim.cli.jobs import execute_template, stage_stats, tiles_job
     from cim.errors import CimError
-    from cim.pipeline.execute import run_job, summarize
-    from cim.pipeline.job import parse_job
+    from cim.fileutil import expand_patterns
+    from cim.io import las
+    from cim.pipeline.execute import job_crs
     from cim.tiles3d.check import check_tileset
 
     out = out.resolve()
-    # fail fast on missing files and CRSs; every CRS transformation is then checked when run_job plans, before work
-    from cim.io import las
-    from cim.fileutil import expand_patterns
-    from cim.pipeline.execute import job_crs
-
+    # fail fast on missing files and CRSs; every CRS transformation is then checked when the job is planned
     files = expand_patterns(inputs)
     job_crs([las.open_source(f, crs) for f in files])
-    document = {
-        "job": {"name": "tiles", "output": str(out), **({"crs": crs} if crs else {}),
-                **({"accept_height_system": accept_height_system} if accept_height_system else {})},
-        "stages": [
-            {"type": "read.las", "files": [str(f.resolve()) for f in files], "chunk_size": chunk_size},
-            {"type": "tile", "size": tile_size, "buffer": 0.0},
-            {"type": "tiles.pointcloud", "folder": "", "leaf_points": leaf_points, "error_scale": error_scale,
-             "color_depth": color_depth, "extra": list(extra or []), "allow_ballpark": allow_ballpark,
-             "implicit": implicit, "meshopt": meshopt},
-        ],
-    }
-    job = parse_job(document, out / "tiles.toml")
-    result = run_job(job, scheduler=None if scheduler == "processes" else scheduler, workers=workers, force=force)
-    summary = summarize(result)
-    for failure in summary["failures"]:
-        console.print(f"[bold red]failed:[/] {failure['task']}: {failure['error']}")
-    if not summary["ok"]:
-        raise typer.Exit(1)
+    document = tiles_job(
+        [str(f.resolve()) for f in files], out, crs=crs, chunk_size=chunk_size, tile_size=tile_size,
+        leaf_points=leaf_points, error_scale=error_scale, color_depth=color_depth, extra=list(extra or []),
+        allow_ballpark=allow_ballpark, implicit=implicit, meshopt=meshopt)
+    if accept_height_system:
+        document["job"]["accept_height_system"] = accept_height_system
+    summary, run = execute_template(document, scheduler=scheduler, workers=workers, force=force)
     message = f"{summary['points']:,} points, {summary['tiles']} tiles -> {out / 'tileset.json'}"
     if check:
         report = check_tileset(out / "tileset.json")
-        if report.points != summary["points"]:
-            report.problems.append(f"{report.points} points written, {summary['points']} read")
+        withheld = sum(s.get("withheld", 0) for s in stage_stats(run, "tiles.pointcloud"))  # not published
+        if report.points != summary["points"] - withheld:
+            report.problems.append(f"{report.points} points written, {summary['points']} read, {withheld} of "
+                                   "them withheld")
         if not report.ok:
             raise CimError("tileset check failed: " + "; ".join(report.problems[:5]))
         message += f" (checked: {report.tiles} tiles, {report.contents} contents)"

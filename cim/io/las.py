@@ -6,7 +6,7 @@ Every problem with a file is raised as :class:`cim.errors.InputError` naming the
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from cim.errors import CrsError, InputError
 from cim.fileutil import atomic_write
 from cim.io.las_crs import header_crs
 from cim.io.readers import inside
-from cim.points import Bounds, PointCloud
+from cim.points import INPUT_INDEX, INPUT_POSITION, STANDARD_DTYPES, Bounds, PointCloud
 
 DEFAULT_CHUNK = 1_000_000
 ADJUSTED_GPS_OFFSET = 1.0e9  # LAS 1.4 adjusted standard GPS time = GPS seconds - 1e9
@@ -39,6 +39,11 @@ _DIRECT_FIELDS = {
     "blue": "blue",
     "nir": "nir",
 }
+
+#: LAS flags and small fields kept under laspy's names (bool, except the 2-bit scanner channel: u1). The
+#: overlap flag and the scanner channel exist in point formats 6-10 only.
+FLAG_FIELDS = ("synthetic", "key_point", "withheld", "overlap", "scanner_channel", "scan_direction_flag",
+               "edge_of_flight_line")
 
 
 @dataclass(frozen=True)
@@ -114,17 +119,70 @@ def _to_cloud(record: laspy.ScaleAwarePointRecord, source: LasSource) -> PointCl
     for field, name in _DIRECT_FIELDS.items():
         if field in names:
             data[name] = np.asarray(record[field])
+    for field in FLAG_FIELDS:
+        if field in names:
+            data[field] = np.asarray(record[field]).astype(STANDARD_DTYPES[field])
     if "gps_time" in data and source.adjusted_gps_time:
         data["gps_time"] = data["gps_time"] + ADJUSTED_GPS_OFFSET
     if "scan_angle" in names:  # LAS 1.4 PF6+: 0.006 degree units
         data["scan_angle"] = np.asarray(record["scan_angle"], dtype="f4") * np.float32(0.006)
     elif "scan_angle_rank" in names:
         data["scan_angle"] = np.asarray(record["scan_angle_rank"], dtype="f4")
+    data.update(_extra_dims(record, source.header))
+    return PointCloud(data, source.crs)
+
+
+def extra_bytes_params(header: laspy.LasHeader) -> list[laspy.ExtraBytesParams]:
+    """Every single-valued extra dimension the header describes, with its type, description, scale, offset and
+    no-data value, from all its ExtraBytes VLRs in order (laspy itself reads only the first VLR)."""
+    params = []
+    for vlr in header.vlrs:
+        if not isinstance(vlr, laspy.vlrs.known.ExtraBytesVlr):
+            continue
+        for struct in vlr.extra_bytes_structs:
+            if struct.data_type == 0 or struct.num_elements() != 1:
+                params.append(None)  # undocumented bytes or an array: kept only as laspy exposes it
+                continue
+            params.append(laspy.ExtraBytesParams(
+                name=struct.name.rstrip(b"\0").decode("ascii", "replace"), type=struct.dtype(),
+                description=struct.description.rstrip(b"\0").decode("ascii", "replace"),
+                offsets=_option(struct.offset), scales=_option(struct.scale), no_data=_option(struct.no_data)))
+    return params
+
+
+def _option(value: object) -> np.ndarray | None:
+    return None if value is None else np.atleast_1d(np.asarray(value, dtype="f8"))
+
+
+def _extra_dims(record: laspy.ScaleAwarePointRecord, header: laspy.LasHeader) -> dict[str, np.ndarray]:
+    """The extra dimensions of ``record`` by name (scaled values as float64, raw ones in their own type).
+
+    When the ExtraBytes VLRs describe exactly the record's extra bytes, every described dimension is decoded from
+    them; otherwise the single-valued dimensions laspy decodes are kept."""
+    params = extra_bytes_params(header)
+    size = record.point_format.num_extra_bytes
+    if (params and None not in params and len({p.name for p in params}) == len(params)
+            and sum(np.dtype(p.type).itemsize for p in params) == size):
+        array = np.ascontiguousarray(record.array)
+        rows = array.view(np.uint8).reshape(len(record), array.dtype.itemsize)
+        raw = np.ascontiguousarray(rows[:, rows.shape[1] - size:])
+        fields = np.dtype([(p.name, np.dtype(p.type).newbyteorder("<")) for p in params])
+        table = raw.view(fields).reshape(-1)
+        data = {}
+        for p in params:
+            values = table[p.name].astype(np.dtype(p.type).newbyteorder("="))
+            if p.scales is not None or p.offsets is not None:
+                scale = p.scales[0] if p.scales is not None else 1.0
+                offset = p.offsets[0] if p.offsets is not None else 0.0
+                values = values * scale + offset
+            data[p.name] = values
+        return data
+    data = {}
     for extra in record.point_format.extra_dimension_names:
         values = np.asarray(record[extra])
         if values.ndim == 1:
             data[extra] = values
-    return PointCloud(data, source.crs)
+    return data
 
 
 def iter_chunks(
@@ -198,75 +256,100 @@ def _point_format(cloud: PointCloud) -> int:
     return 6
 
 
-_WRITTEN_ELSEWHERE = {"x", "y", "z", "scan_angle", "core", *_DIRECT_FIELDS}
-
-
-def to_record(
-    cloud: PointCloud,
-    *,
-    scale: float,
-    offsets: np.ndarray,
-    crs: pyproj.CRS | None = None,
-    creation_date: datetime.date | None = None,
-) -> tuple[laspy.LasHeader, laspy.ScaleAwarePointRecord]:
-    """A LAS 1.4 header and point record holding ``cloud`` (the encoding :func:`write` describes)."""
-    crs = crs or cloud.crs
-    xyz = cloud.xyz
-    header = laspy.LasHeader(point_format=_point_format(cloud), version="1.4")
-    extras = [n for n in cloud.names if n not in _WRITTEN_ELSEWHERE]
-    for name in extras:
-        header.add_extra_dim(laspy.ExtraBytesParams(name=name, type=cloud[name].dtype))
-    header.creation_date = creation_date or datetime.date.today()
-    header.scales = np.array([scale, scale, scale])
-    header.offsets = np.asarray(offsets, dtype="f8")
-    if crs is not None:
-        try:
-            header.add_crs(crs)
-        except Exception as exc:  # noqa: BLE001
-            raise CrsError(f"cannot write CRS {crs_mod.describe(crs)}: {exc}") from None
-    adjusted = cloud.has("gps_time") and len(cloud) > 0 and float(cloud["gps_time"].min()) >= SECONDS_PER_WEEK
-    if adjusted:
-        header.global_encoding.gps_time_type = laspy.header.GpsTimeType.STANDARD
-    record = laspy.ScaleAwarePointRecord.zeros(len(cloud), header=header)
-    record.x, record.y, record.z = xyz[:, 0], xyz[:, 1], xyz[:, 2]
-    for name in [*_DIRECT_FIELDS, *extras]:
-        if cloud.has(name) and name in record.point_format.dimension_names:
-            record[name] = cloud[name]
-    if adjusted:
-        record["gps_time"] = cloud["gps_time"] - ADJUSTED_GPS_OFFSET
-    if cloud.has("scan_angle"):
-        record["scan_angle"] = np.round(cloud["scan_angle"] / 0.006).astype("i2")
-    return header, record
+#: Dimensions that are not extra bytes: the record's own fields and cim's internal ones (never written).
+_WRITTEN_ELSEWHERE = {"x", "y", "z", "scan_angle", "core", INPUT_INDEX, INPUT_POSITION, *_DIRECT_FIELDS,
+                      *FLAG_FIELDS}
 
 
 def write(
     path: str | Path,
     cloud: PointCloud,
     *,
-    scale: float = 0.001,
+    scale: float | np.ndarray = 0.001,
     crs: pyproj.CRS | None = None,
     creation_date: datetime.date | None = None,
+    extra_bytes: Iterable[laspy.ExtraBytesParams | None] = (),
+    offsets: np.ndarray | None = None,
+    adjusted_gps_time: bool | None = None,
 ) -> Path:
     """Write ``cloud`` as LAS 1.4 (LAZ when the suffix is .laz) atomically; returns the path.
 
-    The point format is 6, 7 (RGB) or 8 (RGB + NIR); other dimensions become extra bytes. The CRS (``crs`` or
-    the cloud's) is written as an OGC WKT VLR. ``gps_time`` holds GPS seconds (cim's time base); it is stored as
-    adjusted standard GPS time (minus 1e9, global-encoding bit set) unless every value is below one week, which
-    is then taken as GPS week seconds and stored as they are. Non-finite coordinates are refused.
-    ``creation_date`` (default: today) is the header's file creation day; pipelines pass a fixed one so that
-    re-runs are byte-identical.
+    The point format is 6, 7 (RGB) or 8 (RGB + NIR), which hold every field and flag of formats 0-5 as well;
+    other dimensions become extra bytes, described as in ``extra_bytes`` (e.g. :func:`extra_bytes_params` of
+    the source file: type, description, scale, offset, no-data) when it names them. The CRS (``crs`` or
+    the cloud's) is written as an OGC WKT VLR. ``scale`` (one or per axis) and ``offsets`` (default: the floor
+    of the minimum) set the coordinate grid. ``gps_time`` holds GPS seconds (cim's time base); it is stored as
+    adjusted standard GPS time (minus 1e9, global-encoding bit set) when ``adjusted_gps_time`` says so, by
+    default unless every value is below one week, which is then taken as GPS week seconds and stored as they
+    are. Non-finite coordinates are refused. ``creation_date`` (default: today) is the header's file creation
+    day; pipelines pass a fixed one so that re-runs are byte-identical.
     """
     path = Path(path)
     xyz = cloud.xyz
     if len(cloud) and not np.all(np.isfinite(xyz)):
         bad = int((~np.isfinite(xyz)).any(axis=1).sum())
         raise InputError(path, f"{bad} points have NaN or infinite coordinates; refusing to write them")
-    offsets = np.floor(xyz.min(axis=0)) if len(cloud) else np.zeros(3)
+    if offsets is None:
+        offsets = np.floor(xyz.min(axis=0)) if len(cloud) else np.zeros(3)
     try:
-        header, record = to_record(cloud, scale=scale, offsets=offsets, crs=crs, creation_date=creation_date)
+        header, record = to_record(cloud, scale=scale, offsets=offsets, crs=crs, creation_date=creation_date,
+                                   extra_bytes=extra_bytes, adjusted_gps_time=adjusted_gps_time)
     except CrsError as exc:
         raise CrsError(f"{exc} (writing {path})") from None
     with atomic_write(path) as tmp:
         with laspy.open(tmp, mode="w", header=header, do_compress=path.suffix.lower() == ".laz") as writer:
             writer.write_points(record)
     return path
+
+
+def to_record(
+    cloud: PointCloud,
+    *,
+    scale: float | np.ndarray,
+    offsets: np.ndarray,
+    crs: pyproj.CRS | None = None,
+    creation_date: datetime.date | None = None,
+    extra_bytes: Iterable[laspy.ExtraBytesParams | None] = (),
+    adjusted_gps_time: bool | None = None,
+) -> tuple[laspy.LasHeader, laspy.ScaleAwarePointRecord]:
+    """A LAS 1.4 header and point record holding ``cloud`` (the encoding :func:`write` describes)."""
+    if adjusted_gps_time is None:
+        times = cloud.get("gps_time")
+        adjusted_gps_time = times is not None and len(times) > 0 and float(times.min()) >= SECONDS_PER_WEEK
+    header = _header(cloud, scale, offsets, adjusted_gps_time, crs or cloud.crs, creation_date, extra_bytes)
+    return header, _record(cloud, header, adjusted_gps_time)
+
+
+def _header(cloud: PointCloud, scale: float | np.ndarray, offsets: np.ndarray, adjusted: bool,
+            crs: pyproj.CRS | None, creation_date: datetime.date | None,
+            extra_bytes: Iterable[laspy.ExtraBytesParams | None]) -> laspy.LasHeader:
+    header = laspy.LasHeader(point_format=_point_format(cloud), version="1.4")
+    described = {p.name: p for p in extra_bytes if p is not None}
+    for name in (n for n in cloud.names if n not in _WRITTEN_ELSEWHERE):
+        header.add_extra_dim(described.get(name) or laspy.ExtraBytesParams(name=name, type=cloud[name].dtype))
+    header.creation_date = creation_date or datetime.date.today()
+    header.scales = np.broadcast_to(np.asarray(scale, dtype="f8"), 3).copy()
+    header.offsets = np.asarray(offsets, dtype="f8")
+    if crs is not None:
+        try:
+            header.add_crs(crs)
+        except Exception as exc:  # noqa: BLE001
+            raise CrsError(f"cannot write CRS {crs_mod.describe(crs)}: {exc}") from None
+    if adjusted:
+        header.global_encoding.gps_time_type = laspy.header.GpsTimeType.STANDARD
+    return header
+
+
+def _record(cloud: PointCloud, header: laspy.LasHeader, adjusted: bool) -> laspy.ScaleAwarePointRecord:
+    xyz = cloud.xyz
+    record = laspy.ScaleAwarePointRecord.zeros(len(cloud), header=header)
+    record.x, record.y, record.z = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    extras = [n for n in cloud.names if n not in _WRITTEN_ELSEWHERE]
+    for name in [*_DIRECT_FIELDS, *FLAG_FIELDS, *extras]:
+        if cloud.has(name) and name in record.point_format.dimension_names:
+            record[name] = cloud[name]
+    if adjusted and cloud.has("gps_time"):
+        record["gps_time"] = cloud["gps_time"] - ADJUSTED_GPS_OFFSET
+    if cloud.has("scan_angle"):
+        record["scan_angle"] = np.round(cloud["scan_angle"] / 0.006).astype("i2")
+    return record

@@ -22,11 +22,12 @@ import cim
 from cim import crs as crs_mod
 from cim import crs_plan
 from cim.catalog import write_catalog
-from cim.errors import InputError
+from cim.errors import ConfigError, InputError
 from cim.fileutil import atomic_write, expand_patterns
 from cim.io.readers import PointSource, in_crs, require_crs
 from cim.pipeline.job import Job
 from cim.pipeline.stage import JobContext, Product, Stage, TileContext
+from cim.pipeline.withheld import run_stage
 from cim.points import PointCloud
 from cim.runner import Dep, Manifest, RunReport, Task, TaskOutcome, dask_client, file_fingerprint, fingerprint, run_tasks
 from cim.stages.io import ReaderStage, TileOptions
@@ -54,11 +55,12 @@ class JobRun:
 
 
 def partition_task(reader: ReaderStage, path: str, crs_wkt: str, work_crs_wkt: str, size: float, buffer: float,
-                   parts_dir: str, out_dir: str, area: tuple | None, chunk_size: int) -> dict[str, Any]:
+                   parts_dir: str, out_dir: str, area: tuple | None, chunk_size: int,
+                   input_index: int | None = None) -> dict[str, Any]:
     work_crs = pyproj.CRS.from_wkt(work_crs_wkt)
     source = in_crs(reader.open(Path(path), pyproj.CRS.from_wkt(crs_wkt)), work_crs)
     counts = partition_file(source, TileGrid(size, buffer), work_crs, Path(parts_dir), area=area,
-                            chunk_size=chunk_size)
+                            chunk_size=chunk_size, input_index=input_index)
     return {"counts": counts, "outputs": [Path(parts_dir).relative_to(out_dir).as_posix()]}
 
 
@@ -79,7 +81,7 @@ def tile_stage_task(stage: Stage, ctx: TileContext, source: tuple[str, Any], sav
                     *_deps: Any) -> dict[str, Any]:
     kind, where = source
     cloud = load_tile([Path(p) for p in where], ctx.tile, ctx.crs) if kind == "parts" else load_cloud(Path(where), ctx.crs)
-    result = stage.run(cloud, ctx)
+    result = run_stage(stage, cloud, ctx)
     outputs = [p.path for p in result.products]
     if save_to is not None:
         out_cloud = result.cloud if result.cloud is not None else cloud
@@ -167,18 +169,22 @@ def run_job(
     work = out_dir / WORK
     manifest = Manifest(work / "manifest.jsonl")
     acquired = job.datetime or _acquired(sources)
-    context = JobContext(job.name, out_dir, work_crs, grid, acquired=acquired)
+    context = JobContext(job.name, out_dir, work_crs, grid, acquired=acquired,
+                         inputs=tuple(str(s.path.resolve()) for s in sources), skip_withheld=_skip_withheld(job))
     version = cim.__version__
+    numbered = any(getattr(s, "needs_input_index", False) for s in job.stages)
 
     partition: list[Task] = []
     for i, (reader, source) in enumerate(inputs):
         parts_dir = work / "parts" / f"{i:04d}-{source.path.stem}"
+        index = i if numbered else None
         fp = fingerprint("partition", PARTS_FORMAT, version, file_fingerprint(source.path), crs.to_wkt(),
                          *([work_crs.to_wkt()] if work_crs is not crs else []), grid.size, grid.buffer, job.area,
-                         str(parts_dir))
+                         str(parts_dir), *([index] if numbered else []),
+                         *([] if context.skip_withheld else ["withheld kept"]))
         partition.append(Task(f"partition/{i:04d}-{source.path.stem}", "tile", partition_task,
                               (reader, str(source.path), crs.to_wkt(), work_crs.to_wkt(), grid.size, grid.buffer,
-                               str(parts_dir), str(out_dir), job.area, _chunk(job)), fp))
+                               str(parts_dir), str(out_dir), job.area, _chunk(job), index), fp))
 
     with dask_client(scheduler, workers) as client:
         if on_plan:
@@ -230,6 +236,16 @@ def _acquired(sources: list[PointSource]) -> str | None:
     return f"{min(dates).isoformat()}T00:00:00Z" if dates else None
 
 
+def _skip_withheld(job: Job) -> bool:
+    """Whether withheld points are left out of processing: the readers' ``withheld`` option, which they share."""
+    readers = [(i, s) for i, s in enumerate(job.stages) if s.role == "reader"]
+    choices = {getattr(s.options, "withheld", "skip") for _, s in readers}
+    if len(choices) > 1:
+        raise ConfigError(f"stages[{readers[-1][0]}].withheld", "all readers of a job must agree on withheld "
+                          "points ('skip' or 'keep')", job.source)
+    return choices != {"keep"}
+
+
 def _chunk(job: Job) -> int:
     readers = [s for s in job.stages if isinstance(s, ReaderStage)]
     return min(r.options.chunk_size for r in readers)
@@ -267,7 +283,7 @@ def _tile_tasks(job: Job, context: JobContext, tiles: list[Tile], parts_dirs: li
             fp = fingerprint(version, stage.name, options, source_fp, [t.fingerprint for t in used])
             save_to = str(work / label / f"{tile.key}.npz") if stage.modifies_points else None
             ctx = TileContext(context.name, context.out_dir, context.crs, context.grid, stage.folder,
-                              context.acquired, tile=tile)
+                              context.acquired, context.inputs, context.skip_withheld, tile=tile)
             task = Task(f"{label}/{tile.key}", stage.name, tile_stage_task,
                         (stage, ctx, source, save_to, *[Dep(k) for k in dep_keys]), fp)
             tile_tasks.append(task)
@@ -275,10 +291,10 @@ def _tile_tasks(job: Job, context: JobContext, tiles: list[Tile], parts_dirs: li
             if stage.modifies_points:
                 sources[tile.key] = (("cloud", save_to), fp, task.key)
         tasks += tile_tasks
-        if type(stage).has_finish():
+        if stage.has_finish():
             used_finishes = [t for t in finishes if t.stage in uses]
             stage_ctx = JobContext(context.name, context.out_dir, context.crs, context.grid, stage.folder,
-                                   context.acquired)
+                                   context.acquired, context.inputs, context.skip_withheld)
             finish = Task(f"{label}/finish", stage.name, finish_task,
                           (stage, stage_ctx, len(tile_tasks), *[Dep(t.key) for t in tile_tasks + used_finishes]),
                           fingerprint(version, stage.name, options, [t.fingerprint for t in tile_tasks + used_finishes]))

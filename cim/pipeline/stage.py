@@ -86,6 +86,10 @@ class JobContext:
     stage_folder: str = ""
     #: ISO date of the data (from the job or the inputs' headers): products carry it instead of "today".
     acquired: str | None = None
+    #: The job's input files in order (``cim.points.INPUT_INDEX`` numbers them).
+    inputs: tuple[str, ...] = ()
+    #: Whether withheld points are hidden from the stages (all but those with ``sees_withheld``).
+    skip_withheld: bool = True
 
     @property
     def product_dir(self) -> Path:
@@ -169,10 +173,9 @@ class Stage:
         """Global step after all tiles; ``results`` holds each tile's ``stats`` (plus 'tile' and 'products')."""
         return []
 
-    @classmethod
-    def has_finish(cls) -> bool:
-        """Whether the stage has a global step."""
-        return cls.finish is not Stage.finish
+    def has_finish(self) -> bool:
+        """Whether the stage (with these options) has a global step."""
+        return type(self).finish is not Stage.finish
 
 
 @functools.cache

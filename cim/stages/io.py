@@ -6,22 +6,29 @@ A reader stage names its input files and opens each as a :class:`cim.io.readers.
 
 from __future__ import annotations
 
+import collections
+import functools
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, Literal
 
+import laspy
+import numpy as np
 import pyproj
 from pydantic import Field, model_validator
 
+from cim.errors import InputError
 from cim.io import las
 from cim.io.readers import PointSource
-from cim.pipeline.stage import Product, Stage, StageOptions, TileContext, TileResult
-from cim.points import PointCloud
+from cim.pipeline.stage import JobContext, Product, Stage, StageOptions, TileContext, TileResult
+from cim.points import INPUT_INDEX, INPUT_POSITION, PointCloud
 
 
 class ReadOptions(StageOptions):
     files: list[str] = Field(min_length=1, description="input files or glob patterns")
     crs: str | None = Field(None, description="CRS of these files, overriding what they declare")
     chunk_size: int = Field(las.DEFAULT_CHUNK, gt=0, description="points per streamed chunk")
+    withheld: Literal["skip", "keep"] = Field("skip", description="'skip': points flagged withheld are left out "
+                                              "of processing (and written back unchanged); 'keep': processed too")
     path_fields: ClassVar[tuple[str, ...]] = ("files",)
 
 
@@ -85,29 +92,139 @@ class TileStage(Stage):
 class WriteLasOptions(StageOptions):
     folder: str = Field("las", description="output folder inside the job's output folder")
     compress: bool = Field(True, description="write LAZ (True) or LAS (False)")
-    scale: float = Field(0.001, gt=0, description="coordinate resolution in CRS units")
-    keep_buffer: bool = Field(False, description="also write the tile's buffer points")
+    scale: float = Field(0.001, gt=0, description="coordinate resolution in CRS units (per_source: the input's)")
+    keep_buffer: bool = Field(False, description="also write the tile's buffer points (not with per_source)")
+    per_source: bool = Field(False, description="one file per input file, named as the input, with its points "
+                             "in their order, its scale, offsets and GPS time type, instead of one file per tile")
+    copc: bool = Field(False, description="with per_source: write each input as <stem>.copc.laz (COPC 1.0)")
+
+    @model_validator(mode="after")
+    def _copc_per_source(self) -> "WriteLasOptions":
+        if self.copc and not self.per_source:
+            raise ValueError("copc needs per_source = true (the write.copc stage writes a job's points as COPC)")
+        return self
 
 
 class WriteLas(Stage):
     name = "write.las"
-    summary = "Write each tile's points as LAS 1.4 / LAZ with its CRS"
+    summary = "Write each tile's (or each input's) points as LAS 1.4 / LAZ with their CRS and every dimension"
     Options = WriteLasOptions
     produces = ("las",)
+    #: withheld points are written back (with their flag and class) even when processing skips them
+    sees_withheld = True
+
+    @property
+    def needs_input_index(self) -> bool:
+        """Whether the points must carry :data:`cim.points.INPUT_INDEX` and ``INPUT_POSITION`` (per-source mode)."""
+        return self.options.per_source
+
+    @property
+    def suffix(self) -> str:
+        return ".copc.laz" if self.options.copc else ".laz" if self.options.compress else ".las"
 
     def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
-        out = cloud if self.options.keep_buffer else cloud[cloud["core"]]
+        out = cloud if self.options.keep_buffer and not self.options.per_source else cloud[cloud["core"]]
         out.drop("core")
-        suffix = ".laz" if self.options.compress else ".las"
-        path = las.write(ctx.product_dir / f"{ctx.tile.key}{suffix}", out, scale=self.options.scale,
-                         creation_date=ctx.acquired_date)
-        product = Product(
+        if self.options.per_source:
+            self._targets(ctx)  # refuse clashing names before any piece is written
+            return TileResult(stats={"points": len(out), "pieces": _save_pieces(out, ctx)})
+        path = las.write(ctx.product_dir / f"{ctx.tile.key}{self.suffix}", out, scale=self.options.scale,
+                         creation_date=ctx.acquired_date, extra_bytes=_extra_bytes(ctx.inputs, ctx.crs))
+        return TileResult(products=[self._product(ctx, path, out)], stats={"points": len(out)})
+
+    def has_finish(self) -> bool:
+        return self.options.per_source
+
+    def finish(self, results: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
+        """Per-source mode: join each input's pieces into one file named as the input, in the input's point order
+        (memory: one input file)."""
+        targets = self._targets(ctx)
+        products = []
+        for index, source_path in enumerate(ctx.inputs):
+            tiles = [r["tile"] for r in results if str(index) in r["stats"].get("pieces", {})]
+            if not tiles:
+                continue
+            header = las.open_source(source_path, ctx.crs).header
+            cloud = PointCloud.concat([_load_piece(ctx, index, tile) for tile in tiles])
+            cloud = cloud[np.argsort(cloud[INPUT_POSITION], kind="stable")]  # the input's own point order
+            cloud.drop(INPUT_POSITION)
+            if self.options.copc:  # COPC orders points by octree node and uses cim's grid
+                from cim.io import copc
+
+                cloud.crs = ctx.crs
+                path = copc.write(targets[index], cloud, scale=self.options.scale, creation_date=ctx.acquired_date)
+                products.append(self._product(ctx, path, cloud, copc.MEDIA_TYPE))
+                continue
+            path = las.write(
+                targets[index], cloud, scale=header.scales, offsets=header.offsets,
+                adjusted_gps_time=header.global_encoding.gps_time_type == laspy.header.GpsTimeType.STANDARD,
+                crs=ctx.crs, creation_date=ctx.acquired_date, extra_bytes=las.extra_bytes_params(header))
+            products.append(self._product(ctx, path, cloud))
+        return products
+
+    def _targets(self, ctx: JobContext) -> tuple[Path, ...]:
+        """The per-source output of each input: its name (suffix by ``compress``/``copc``) in the stage's folder."""
+        return _per_source_targets(ctx.inputs, ctx.product_dir.resolve(), self.suffix, self.options.copc)
+
+    def _product(self, ctx: JobContext, path: Path, cloud: PointCloud, media_type: str | None = None) -> Product:
+        return Product(
             path=ctx.relative(path),
             kind="pointcloud",
-            media_type="application/vnd.laszip" if self.options.compress else "application/vnd.las",
-            properties=pointcloud_properties(out),
+            media_type=media_type or ("application/vnd.laszip" if self.options.compress else "application/vnd.las"),
+            properties=pointcloud_properties(cloud),
         )
-        return TileResult(products=[product], stats={"points": len(out)})
+
+
+@functools.lru_cache(maxsize=8)
+def _per_source_targets(inputs: tuple[str, ...], folder: Path, suffix: str, copc: bool) -> tuple[Path, ...]:
+    """See :meth:`WriteLas._targets`; two inputs of one name, or an output that would replace its input, are an
+    error (checked once per job and worker)."""
+    stems = [Path(p).stem.removesuffix(".copc") if copc else Path(p).stem for p in inputs]
+    targets = tuple(folder / (stem + suffix) for stem in stems)
+    counts = collections.Counter(targets)
+    for source, target in zip(inputs, targets):
+        if counts[target] > 1:
+            raise InputError(source, f"another input also writes {target.name}: per_source needs distinct input "
+                                     "file names")
+        if target == Path(source).resolve():
+            raise InputError(source, "per_source would overwrite this input: choose another output folder")
+    return targets
+
+
+def _pieces_dir(ctx: JobContext, index: int) -> Path:
+    from cim.pipeline.execute import WORK
+
+    return ctx.out_dir / WORK / "pieces" / (ctx.stage_folder or "las") / f"{index:05d}"
+
+
+def _save_pieces(cloud: PointCloud, ctx: TileContext) -> dict[str, int]:
+    """Store the tile's points of each input (exact values, no quantisation) for :meth:`WriteLas.finish`."""
+    from cim.pipeline.execute import save_cloud
+
+    index = cloud[INPUT_INDEX]
+    cloud.drop(INPUT_INDEX)
+    counts = {}
+    for i in np.unique(index).tolist():
+        save_cloud(_pieces_dir(ctx, i) / f"{ctx.tile.key}.npz", cloud[index == i])
+        counts[str(i)] = int(np.count_nonzero(index == i))
+    return counts
+
+
+def _load_piece(ctx: JobContext, index: int, tile: str) -> PointCloud:
+    from cim.pipeline.execute import load_cloud
+
+    return load_cloud(_pieces_dir(ctx, index) / f"{tile}.npz", ctx.crs)
+
+
+@functools.lru_cache(maxsize=64)
+def _extra_bytes(inputs: tuple[str, ...], crs: pyproj.CRS) -> list[laspy.ExtraBytesParams]:
+    """How the inputs describe their extra dimensions (the first input naming a dimension wins)."""
+    params: dict[str, laspy.ExtraBytesParams] = {}
+    for path in (p for p in inputs if Path(p).suffix.lower() in (".las", ".laz")):  # other readers have none
+        for p in las.extra_bytes_params(las.open_source(path, crs).header):
+            if p is not None:
+                params.setdefault(p.name, p)
+    return list(params.values())
 
 
 def pointcloud_properties(cloud: PointCloud) -> dict:
