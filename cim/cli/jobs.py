@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -20,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cim.cli.app import EXIT_TASKS_FAILED
+from cim.errors import CimError
 from cim.fileutil import write_text_atomic
 
 if TYPE_CHECKING:
@@ -148,6 +150,7 @@ def execute(job: Job, *, scheduler: str | None = None, workers: int | None = Non
     (unless not ``show``); returns the report and the run, or exits with code 1 when tasks failed."""
     from cim.pipeline.execute import outcome_line, run_job, summarize
 
+    created = not job.out_dir.exists()
     job.out_dir.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(job.out_dir / "cim.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -173,6 +176,12 @@ def execute(job: Job, *, scheduler: str | None = None, workers: int | None = Non
                              on_plan=on_plan)
         summary = summarize(result)
         write_text_atomic(job.out_dir / "report.json", json.dumps(summary, indent=2) + "\n")
+    except CimError:
+        if created:  # a new job refused (bad input, impossible transformation) leaves no output folder behind
+            logger.removeHandler(handler)
+            handler.close()
+            shutil.rmtree(job.out_dir, ignore_errors=True)
+        raise
     finally:
         logger.removeHandler(handler)
         handler.close()
