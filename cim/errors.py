@@ -41,3 +41,30 @@ class CrsError(CimError):
 
 class CimWarning(UserWarning):
     """A warning cim shows to its users (loud vertical fallbacks, repaired footprints, ...)."""
+
+
+class LimitError(CimError):
+    """A job would exceed a safety limit (tiles, raster cells per tile, disk space): names the key and the limit."""
+
+
+def os_error_message(exc: OSError, what: str | Path | None = None) -> str | None:
+    """One line for the OS errors a user can act on (disk full, read-only file system, permission), else None.
+
+    ``what`` names the file when the exception does not; a short write's byte counts are kept as the bytes needed.
+    """
+    import errno
+    import re
+
+    path = exc.filename or what or "?"
+    text = str(exc)
+    short_write = re.search(r"(\d+) requested and (\d+) written", text)
+    if exc.errno == errno.ENOSPC or short_write:
+        need = f" ({int(short_write[1]) - int(short_write[2]):,} more bytes needed)" if short_write else ""
+        return f"{path}: disk full: no space left on the device{need}; free space or choose another --out"
+    if exc.errno == errno.EROFS:
+        return f"{path}: read-only file system; choose a writable --out"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"{path}: permission denied"
+    if exc.errno == errno.EDQUOT:
+        return f"{path}: disk quota exceeded"
+    return None

@@ -9,6 +9,7 @@ import numpy as np
 import pyproj
 
 from cim import crs as crs_mod
+from cim.guards import area_of_use_problem, check_header
 from cim.io import las
 
 _DENSITY_CELL = 1.0  # metres: occupied-cell density is measured on this grid
@@ -30,31 +31,6 @@ def _crs_facts(source: las.LasSource) -> dict[str, Any]:
     }
 
 
-def _area_check(source: las.LasSource) -> str | None:
-    """A warning when the file's centre lies outside its CRS's area of use (a wrong or mislabelled CRS)."""
-    crs = source.crs
-    if crs is None or source.point_count == 0:
-        return None
-    crs = crs_mod.horizontal_part(crs)
-    area = crs.area_of_use
-    if area is None and crs.to_epsg():
-        area = pyproj.CRS.from_epsg(crs.to_epsg()).area_of_use
-    if area is None:
-        return None
-    b = source.bounds
-    try:
-        to_geo = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-        lon, lat = to_geo.transform((b.minx + b.maxx) / 2, (b.miny + b.maxy) / 2)
-    except pyproj.exceptions.ProjError:
-        return "the coordinates cannot be transformed to longitude/latitude with the declared CRS"
-    w, s, e, n = area.bounds
-    margin = 1.0
-    if not (w - margin <= lon <= e + margin and s - margin <= lat <= n + margin):
-        return (f"the points' centre ({lon:.4f}, {lat:.4f}) lies outside the area of use of "
-                f"{crs_mod.describe(crs)} ({area.name}): is the declared CRS right?")
-    return None
-
-
 def _occupied_cells(x: np.ndarray, y: np.ndarray, source: las.LasSource) -> np.ndarray:
     """Unique ids of the density cells the points fall in (cells of _DENSITY_CELL metres from the header min)."""
     cell = _DENSITY_CELL / (crs_mod.linear_unit_factor(source.crs) if source.crs else 1.0)
@@ -72,6 +48,7 @@ def _sig(value: float) -> float:
 def file_info(path: str | Path, crs: str | pyproj.CRS | None = None) -> dict[str, Any]:
     """Everything ``cim info`` reports about one file, as a JSON-able dict."""
     source = las.open_source(path, crs)
+    check_header(source)
     header = source.header
     classes = np.zeros(256, dtype=np.int64)
     returns = np.zeros(16, dtype=np.int64)
@@ -95,7 +72,7 @@ def file_info(path: str | Path, crs: str | pyproj.CRS | None = None) -> dict[str
         cells.update(_occupied_cells(chunk.x, chunk.y, source).tolist())
     area = float((maxs[0] - mins[0]) * (maxs[1] - mins[1])) if count else 0.0
     unit = crs_mod.linear_unit_factor(source.crs) if source.crs else 1.0
-    warnings_ = [w for w in [_area_check(source)] if w]
+    warnings_ = [w for w in [area_of_use_problem(source)] if w]
     return {
         "file": str(source.path),
         "format": "COPC" if source.is_copc else ("LAZ" if header.are_points_compressed else "LAS"),

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cim import outlock
 from cim.cli.app import EXIT_TASKS_FAILED
 from cim.fileutil import write_text_atomic
 
@@ -78,13 +79,18 @@ def run(
     workers: Annotated[Optional[int], typer.Option("--workers", help="local worker processes (default: cores)")] = None,
     force: Annotated[bool, typer.Option("--force", help="re-run every task, ignoring the manifest")] = False,
     keep_going: Annotated[bool, typer.Option("--keep-going", help="finish the other tiles when one fails")] = False,
+    max_tiles: Annotated[Optional[int], typer.Option("--max-tiles", help="refuse jobs with more tiles (100000)")] = None,
+    max_tile_cells: Annotated[Optional[float], typer.Option(
+        "--max-tile-cells", help="refuse rasters with more cells per tile (1e8)")] = None,
 ) -> None:
     """Run a pipeline of named stages over tiles on Dask (resumable: re-run to continue)."""
     from cim.pipeline.execute import outcome_line, run_job, summarize
     from cim.pipeline.job import load_job
 
-    job = load_job(job_file, {"output": str(Path(out).resolve()) if out else None})
+    job = load_job(job_file, {"output": str(Path(out).resolve()) if out else None, "max_tiles": max_tiles,
+                              "max_tile_cells": max_tile_cells})
     job.out_dir.mkdir(parents=True, exist_ok=True)
+    outlock.acquire(job.out_dir)  # held until the process ends
     handler = logging.FileHandler(job.out_dir / "cim.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger = logging.getLogger("cim")

@@ -231,6 +231,31 @@ def image_size(path: str | Path) -> tuple[int, int]:
         raise InputError(path, f"not a readable image ({exc})") from None
 
 
+#: End markers of JPEG and PNG: a file whose last bytes hold its marker was written whole.
+_IMAGE_END = {b"\xff\xd8": b"\xff\xd9", b"\x89PNG": b"IEND\xaeB`\x82"}
+
+
+def check_complete(path: str | Path) -> None:
+    """Refuse an image file cut short (OpenCV decodes a truncated JPEG silently, the rest grey).
+
+    A JPEG or PNG whose last 4 KiB hold its end marker passes at once; any other file (or one with a long trailer
+    after the marker) is decoded once by Pillow, which raises on truncated data.
+    """
+    from PIL import Image
+
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+        handle.seek(max(0, handle.seek(0, 2) - 4096))
+        tail = handle.read()
+    if any(head.startswith(start) and end in tail for start, end in _IMAGE_END.items()):
+        return
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InputError(path, f"the image does not decode completely ({exc})") from None
+
+
 # --- index -------------------------------------------------------------------------------------------------------
 
 def write_index(panoramas: list[Panorama], path: str | Path) -> Path:

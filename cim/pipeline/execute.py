@@ -20,6 +20,7 @@ import pyproj
 
 import cim
 from cim import crs as crs_mod
+from cim import guards
 from cim.catalog import write_catalog
 from cim.errors import InputError
 from cim.fileutil import atomic_write, expand_patterns
@@ -152,6 +153,7 @@ def run_job(
         raise InputError(job.source, "the job's readers match no input files")
     crs = job_crs(sources)
     grid = _grid(job)
+    guards.check_plan(job, sources, crs, grid)
     out_dir = job.out_dir
     remove_stale_temporaries(out_dir)
     work = out_dir / WORK

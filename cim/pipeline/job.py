@@ -31,9 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cim.errors import CimError, ConfigError
+from cim.guards import MAX_TILE_CELLS, MAX_TILES, folder_problems
 from cim.pipeline.stage import Stage, StageOptions, lookup, registry
 
 
@@ -60,6 +61,8 @@ class JobSection(BaseModel):
     crs: str | None = None
     area: tuple[float, float, float, float] | None = None
     datetime: str | None = None
+    max_tiles: int = Field(MAX_TILES, gt=0)
+    max_tile_cells: float = Field(MAX_TILE_CELLS, gt=0)
 
 
 @dataclass
@@ -73,6 +76,8 @@ class Job:
     area: tuple[float, float, float, float] | None
     datetime: str | None
     stages: list[Stage]
+    max_tiles: int = MAX_TILES
+    max_tile_cells: float = MAX_TILE_CELLS
 
     def stages_of(self, name: str) -> list[Stage]:
         return [s for s in self.stages if s.name == name]
@@ -123,6 +128,8 @@ def parse_job(document: dict[str, Any], source: Path, overrides: dict[str, Any] 
         area=section.area,
         datetime=section.datetime,
         stages=stages,
+        max_tiles=section.max_tiles,
+        max_tile_cells=section.max_tile_cells,
     )
 
 
@@ -150,7 +157,7 @@ def _parse_stages(raw: Any, base: Path, problems: list[ConfigError]) -> list[Sta
         except ValidationError as exc:
             problems += _pydantic_problems(exc, key)
             continue
-        problems += _missing_files(parsed, key)
+        problems += _missing_files(parsed, key) + folder_problems(parsed, key)
         stages.append(cls(parsed))
     _check_order(stages, problems)
     return stages

@@ -1,0 +1,255 @@
+"""Checks made while a job is planned, before any work starts: each refuses with one line naming the file or key.
+
+* point-cloud headers: finite, plausible scales, offsets and bounds; the point count against the file size
+  (uncompressed LAS) or the chunk table (LAZ); the coordinates inside the CRS's area of use;
+* the size of the job: tiles it will create (``max_tiles``), raster cells per tile (``max_tile_cells``) and the
+  disk space it needs against the free space of the output folder's file system;
+* stage folders: relative paths that stay inside the output folder;
+* footprint files: readable, the layer present, not empty, overlapping the points (naming a likely CRS mix-up).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import struct
+import warnings
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyproj
+
+from cim import crs as crs_mod
+from cim.errors import CimWarning, ConfigError, CrsError, InputError, LimitError
+
+if TYPE_CHECKING:
+    from cim.io.las import LasSource
+    from cim.pipeline.job import Job
+    from cim.pipeline.stage import StageOptions
+    from cim.tiling import TileGrid
+
+log = logging.getLogger("cim.guards")
+
+#: Defaults of ``[job].max_tiles`` / ``--max-tiles`` and ``[job].max_tile_cells`` / ``--max-tile-cells``: a whole
+#: city at 250 m tiles and 0.5 m rasters passes with a wide margin.
+MAX_TILES = 100_000
+MAX_TILE_CELLS = 1e8
+#: Scales outside this range are not a plausible coordinate resolution (metres, feet or degrees).
+SCALE_RANGE = (1e-10, 100.0)
+#: No coordinate of any CRS on Earth is larger than this (ECEF metres are below 7e6, projected below 4e7).
+MAX_COORDINATE = 1e9
+#: Disk bytes a job needs per input point: partition parts (f8 x, y, z + attributes, buffers) and products.
+BYTES_PER_POINT = 120
+#: Margin (degrees) around a CRS's area of use within which coordinates are still taken as plausible.
+AREA_MARGIN = 1.0
+
+
+def _values(values: Any) -> str:
+    """Numbers as the user would write them, NaN and infinity included (``[nan, 0.01, 0.01]``)."""
+    return "[" + ", ".join(repr(float(v)) for v in np.asarray(values, dtype=float)) + "]"
+
+
+# --------------------------------------------------------------------------------------------- point-cloud headers
+
+
+def check_header(source: LasSource) -> None:
+    """Refuse a header whose values are not finite or not plausible, or whose point count the file cannot hold."""
+    header, path = source.header, source.path
+    scales, offsets = np.asarray(header.scales, float), np.asarray(header.offsets, float)
+    if not np.all(np.isfinite(scales)) or not np.all(np.isfinite(offsets)):
+        raise InputError(path, f"header scale {_values(scales)} or offset {_values(offsets)} is not finite")
+    low, high = SCALE_RANGE
+    if np.any(np.abs(scales) < low) or np.any(np.abs(scales) > high):
+        raise InputError(path, f"header scale {_values(scales)} is not plausible (expected {low:g} to {high:g})")
+    if np.any(np.abs(offsets) > MAX_COORDINATE):
+        raise InputError(path, f"header offset {_values(offsets)} is not plausible (beyond {MAX_COORDINATE:g})")
+    if source.point_count:
+        mins, maxs = np.asarray(header.mins, float), np.asarray(header.maxs, float)
+        if not (np.all(np.isfinite(mins)) and np.all(np.isfinite(maxs))):
+            raise InputError(path, f"header bounds {_values(mins)} - {_values(maxs)} are not finite")
+        if np.any(mins > maxs) or np.any(np.abs(np.r_[mins, maxs]) > MAX_COORDINATE):
+            raise InputError(path, f"header bounds {_values(mins)} - {_values(maxs)} are not plausible")
+    _check_size(source)
+
+
+def _check_size(source: LasSource) -> None:
+    """The point data the header announces must fit in the file (uncompressed) / the LAZ chunk table must exist."""
+    header, path = source.header, source.path
+    size = path.stat().st_size
+    start = int(header.offset_to_point_data)
+    if not header.are_points_compressed:
+        needed = start + source.point_count * int(header.point_format.size)
+        if size < needed:
+            raise InputError(path, f"header says {source.point_count:,} points ({needed:,} bytes) but the file has "
+                                   f"{size:,} bytes (truncated, or a wrong point count)")
+        return
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        raw = handle.read(8)
+    if len(raw) < 8:
+        raise InputError(path, f"LAZ file ends at {size:,} bytes, before its point data (truncated)")
+    (table,) = struct.unpack("<q", raw)
+    if table != -1 and not start + 8 <= table <= size - 8:
+        raise InputError(path, f"LAZ chunk table expected at byte {table:,} but the file has {size:,} bytes "
+                               "(truncated)")
+
+
+def area_of_use_problem(source: LasSource) -> str | None:
+    """A sentence when the file's centre lies outside its CRS's area of use (a wrong or mislabelled CRS)."""
+    crs = source.crs
+    if crs is None or source.point_count == 0:
+        return None
+    crs = crs_mod.horizontal_part(crs)
+    area = crs.area_of_use
+    if area is None and crs.to_epsg():
+        area = pyproj.CRS.from_epsg(crs.to_epsg()).area_of_use
+    if area is None:
+        return None
+    b = source.bounds
+    try:
+        to_geo = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+        lon, lat = to_geo.transform((b.minx + b.maxx) / 2, (b.miny + b.maxy) / 2)
+    except pyproj.exceptions.ProjError:
+        return "the coordinates cannot be transformed to longitude/latitude with the declared CRS"
+    w, s, e, n = area.bounds
+    if w - AREA_MARGIN <= lon <= e + AREA_MARGIN and s - AREA_MARGIN <= lat <= n + AREA_MARGIN:
+        return None
+    if not (math.isfinite(lon) and math.isfinite(lat)):
+        return "the coordinates cannot be transformed to longitude/latitude with the declared CRS"
+    return (f"the points' centre ({lon:.4f}, {lat:.4f}) lies outside the area of use of "
+            f"{crs_mod.describe(crs)} ({area.name}): is the declared CRS right?")
+
+
+def _heights_problem(source: LasSource) -> str | None:
+    """Why the file's centre cannot be transformed to ellipsoidal heights, or None."""
+    b = source.bounds
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CimWarning)
+            transformer = crs_mod.to_geographic3d(source.crs)
+        out = crs_mod.transform_points(transformer, np.array([(b.minx + b.maxx) / 2]),
+                                       np.array([(b.miny + b.maxy) / 2]), np.array([(b.minz + b.maxz) / 2]))
+    except (CrsError, pyproj.exceptions.ProjError) as exc:
+        return str(exc)
+    return None if all(np.isfinite(v).all() for v in out) else "PROJ returns no height there (no grid covers it)"
+
+
+def check_sources(sources: list[LasSource]) -> None:
+    """Headers of every input, and coordinates that fit the CRS: a warning when outside its area of use, an error
+    when the heights cannot be transformed there either (every 3D product would fail)."""
+    for source in sources:
+        check_header(source)
+        problem = area_of_use_problem(source)
+        if problem is None:
+            continue
+        heights = _heights_problem(source)
+        if heights:
+            raise InputError(source.path, f"{problem} ({heights}); give the right CRS with --crs")
+        warnings.warn(f"{source.path}: {problem}", CimWarning, stacklevel=2)
+
+
+# ------------------------------------------------------------------------------------------------- size of the job
+
+
+def tile_count(bounds: tuple[float, float, float, float], size: float) -> int:
+    """Tiles of ``size`` whose core meets ``bounds`` (what :meth:`TileGrid.tiles_covering` would list)."""
+    minx, miny, maxx, maxy = bounds
+    columns = math.floor(maxx / size) - math.floor(minx / size) + 1
+    return columns * (math.floor(maxy / size) - math.floor(miny / size) + 1)
+
+
+def check_size(job: Job, sources: list[LasSource], grid: TileGrid) -> None:
+    """Refuse a job that would create more tiles than ``job.max_tiles``, rasters with more cells per tile than
+    ``job.max_tile_cells``, or need more disk than is free."""
+    tile_key = _tiler_key(job)
+    if job.area:
+        minx, miny, maxx, maxy = job.area
+    else:
+        boxes = np.array([[s.bounds.minx, s.bounds.miny, s.bounds.maxx, s.bounds.maxy]
+                          for s in sources if s.point_count])
+        if not len(boxes):
+            return
+        minx, miny = boxes[:, :2].min(axis=0)
+        maxx, maxy = boxes[:, 2:].max(axis=0)
+    tiles = tile_count((minx, miny, maxx, maxy), grid.size)
+    if tiles > job.max_tiles:
+        raise LimitError(f"{job.source}: {tile_key}: the inputs' extent {maxx - minx:.6g} x {maxy - miny:.6g} makes "
+                         f"{tiles:,} tiles of {grid.size:g}, above the limit of {job.max_tiles:,} "
+                         "(raise --max-tiles / [job].max_tiles if you mean it)")
+    side = grid.size + 2 * grid.buffer
+    for i, stage in enumerate(job.stages):
+        resolution = getattr(stage.options, "resolution", None)
+        if isinstance(resolution, int | float) and resolution > 0:
+            cells = (side / resolution) ** 2
+            if cells > job.max_tile_cells:
+                raise LimitError(f"{job.source}: stages[{i}].resolution: {resolution:g} makes {cells:,.0f} raster "
+                                 f"cells per tile of {side:g} (buffer included), above the limit of "
+                                 f"{job.max_tile_cells:,.0f} (raise --max-tile-cells / [job].max_tile_cells, "
+                                 "or use smaller tiles)")
+    _check_disk(job.out_dir, sum(s.point_count for s in sources))
+
+
+def _tiler_key(job: Job) -> str:
+    index = next((i for i, s in enumerate(job.stages) if getattr(s, "role", "") == "tiler"), None)
+    return f"stages[{index}].size" if index is not None else "tile size (default)"
+
+
+def _check_disk(out_dir: Path, points: int) -> None:
+    """Compare the bytes a fresh job needs with the free space (skipped on resume: most of it is written)."""
+    if (out_dir / ".cim").exists():
+        return
+    existing = next((p for p in (out_dir, *out_dir.parents) if p.exists()), None)
+    if existing is None:
+        return
+    free = shutil.disk_usage(existing).free
+    needed = points * BYTES_PER_POINT
+    if needed > free:
+        raise LimitError(f"{out_dir}: disk full ahead: the job needs about {needed:,} bytes "
+                         f"({points:,} points) but {free:,} bytes are free there")
+
+
+# ----------------------------------------------------------------------------------------------- output folders
+
+
+def folder_problems(options: StageOptions, key: str) -> list[ConfigError]:
+    """Folder options (those whose description says "folder") that would leave the output folder."""
+    problems = []
+    for name, field in type(options).model_fields.items():
+        value = getattr(options, name, None)
+        if name in options.path_fields or not isinstance(value, str) or "folder" not in (field.description or ""):
+            continue
+        if PurePath(value).is_absolute() or value.startswith("~"):
+            problems.append(ConfigError(f"{key}.{name}", f"{value!r} is absolute: give a folder inside the output "
+                                                         "folder (a relative path)"))
+        elif ".." in PurePath(os.path.normpath(value)).parts:
+            problems.append(ConfigError(f"{key}.{name}", f"{value!r} leads outside the output folder"))
+    return problems
+
+
+# --------------------------------------------------------------------------------------------------- footprints
+
+
+def check_footprints(job: Job, crs: pyproj.CRS, sources: list[LasSource]) -> None:
+    """Every stage's footprint file: readable, its layer present, features in it, meeting the points' bounds."""
+    from cim.buildings.footprints import check_footprint_file
+
+    boxes = [s.bounds for s in sources if s.point_count]
+    if not boxes:
+        return
+    points = (min(b.minx for b in boxes), min(b.miny for b in boxes), max(b.maxx for b in boxes),
+              max(b.maxy for b in boxes))
+    for stage in job.stages:
+        path = getattr(stage.options, "footprints", None)
+        if path:
+            check_footprint_file(path, crs, points, layer=getattr(stage.options, "footprints_layer", None),
+                                 source_crs=getattr(stage.options, "footprints_crs", None))
+
+
+def check_plan(job: Job, sources: list[LasSource], crs: pyproj.CRS, grid: TileGrid) -> None:
+    """All planning-time guards of ``cim run`` (see the module docstring), in order of cost."""
+    check_sources(sources)
+    check_size(job, sources, grid)
+    check_footprints(job, crs, sources)

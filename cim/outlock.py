@@ -1,0 +1,63 @@
+"""One ``cim run`` per output folder: an exclusive lock on ``<out>/.cim/lock`` held for the life of the run.
+
+The lock is an ``flock`` on the file, so the kernel drops it when the holder dies (``kill -9`` included) and the
+next run takes over without cleaning up; the file records who holds it (pid, host, start time) for the message
+the second run prints.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import json
+import os
+import socket
+from pathlib import Path
+
+from cim.errors import CimError
+
+LOCK_NAME = ".cim/lock"
+
+
+class OutputLockedError(CimError):
+    """Another process runs a job into the same output folder."""
+
+
+class OutputLock:
+    """A held lock on an output folder; :meth:`release` (or the end of the process) lets the next run in."""
+
+    def __init__(self, path: Path, handle: int) -> None:
+        self.path = path
+        self._handle = handle
+
+    def release(self) -> None:
+        """Drop the lock (the file stays: it is harmless without the flock)."""
+        if self._handle >= 0:
+            os.close(self._handle)
+            self._handle = -1
+
+
+def _holder(path: Path) -> str:
+    try:
+        who = json.loads(path.read_text(encoding="utf-8"))
+        return f"process {who['pid']} on {who['host']} (since {who['started']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+def acquire(out_dir: Path) -> OutputLock:
+    """Lock ``out_dir`` for this process, or raise :class:`OutputLockedError` naming the holder."""
+    path = Path(out_dir) / LOCK_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(handle)
+        raise OutputLockedError(f"{out_dir}: the output folder is in use by {_holder(path)}; wait for that run "
+                                "to end (or stop it), then run again") from None
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started}).encode()
+    os.ftruncate(handle, 0)
+    os.pwrite(handle, record, 0)
+    return OutputLock(path, handle)
