@@ -229,6 +229,14 @@ def folder_problems(options: StageOptions, key: str) -> list[ConfigError]:
     return problems
 
 
+def keep_scratch_inside(out_dir: Path) -> None:
+    """Point Dask's scratch space (spill files, worker folders, locks) into the job's work folder, instead of
+    ``$TMPDIR`` or the working directory."""
+    import dask
+
+    dask.config.set({"temporary-directory": str(Path(out_dir) / ".cim" / "dask")})
+
+
 # --------------------------------------------------------------------------------------------------- footprints
 
 

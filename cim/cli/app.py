@@ -10,6 +10,7 @@ import pkgutil
 import sys
 import traceback
 import warnings
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -65,6 +66,12 @@ def _log_file() -> str | None:
     return next((h.baseFilename for h in handlers if isinstance(h, logging.FileHandler)), None)
 
 
+def _out_dir() -> str | None:
+    """The job's output folder (where its log is), to name where a disk filled up."""
+    log_file = _log_file()
+    return str(Path(log_file).parent) if log_file else None
+
+
 def _unexpected(exc: BaseException) -> str:
     """Record the traceback of a bug in the job's log (else on stderr) and return the line that says where."""
     log_file = _log_file()
@@ -84,8 +91,8 @@ def fail(exc: BaseException) -> int:
     code = EXIT_BAD_INPUT
     if isinstance(exc, CimError):
         line = _error_line(exc)
-    elif isinstance(exc, OSError) and os_error_message(exc):
-        line = os_error_message(exc)
+    elif isinstance(exc, OSError) and os_error_message(exc, _out_dir()):
+        line = os_error_message(exc, _out_dir())
     else:
         line, code = _unexpected(exc), EXIT_UNEXPECTED
     err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cim import outlock
+from cim import guards, outlock
 from cim.cli.app import EXIT_TASKS_FAILED
 from cim.fileutil import write_text_atomic
 
@@ -91,6 +91,7 @@ def run(
                               "max_tile_cells": max_tile_cells})
     job.out_dir.mkdir(parents=True, exist_ok=True)
     outlock.acquire(job.out_dir)  # held until the process ends
+    guards.keep_scratch_inside(job.out_dir)
     handler = logging.FileHandler(job.out_dir / "cim.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger = logging.getLogger("cim")

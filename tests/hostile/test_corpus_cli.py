@@ -1,0 +1,247 @@
+"""The hostile-input corpus through the real ``cim`` command: each bad input is refused before any work with one
+line naming the file or key (exit code 2), no traceback, nothing written outside ``--out`` and no half product."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.hostile.conftest import (MAXX_AT, MINX_AT, OFFSET_AT, POINT_COUNT_AT, REPO, SCALE_AT, assert_no_products,
+                                    assert_refused, job_text, patch, write_points)
+
+NAN, INF = float("nan"), float("inf")
+
+
+def _nan_bounds(p: Path) -> tuple[Path, str]:
+    return patch(p, MAXX_AT, "d", NAN), "not finite"
+
+
+def _scale_1e12(p: Path) -> tuple[Path, str]:
+    return patch(p, SCALE_AT, "3d", 1e12, 1e12, 1e12), "1000000000000.0"
+
+
+def _nan_scale(p: Path) -> tuple[Path, str]:
+    return patch(p, SCALE_AT, "d", NAN), "nan"
+
+
+def _inf_offset(p: Path) -> tuple[Path, str]:
+    return patch(p, OFFSET_AT, "d", INF), "inf"
+
+
+def _zero_scale(p: Path) -> tuple[Path, str]:
+    return patch(p, SCALE_AT + 8, "d", 0.0), "scale"
+
+
+def _huge_bounds(p: Path) -> tuple[Path, str]:
+    return patch(p, MINX_AT, "d", -1e15), "not plausible"
+
+
+def _min_above_max(p: Path) -> tuple[Path, str]:
+    return patch(p, MINX_AT, "d", 1e6), "not plausible"
+
+
+def _lying_count(p: Path) -> tuple[Path, str]:
+    return patch(p, POINT_COUNT_AT, "Q", 20_000), "20,000 points"
+
+
+def _truncated_las(p: Path) -> tuple[Path, str]:
+    p.write_bytes(p.read_bytes()[:-5000])
+    return p, "truncated"
+
+
+def _truncated_laz(p: Path) -> tuple[Path, str]:
+    laz = write_points(p.with_suffix(".laz"), n=20_000)
+    laz.write_bytes(laz.read_bytes()[: laz.stat().st_size * 6 // 10])
+    return laz, "truncated"
+
+
+def _zero_bytes(p: Path) -> tuple[Path, str]:
+    p.write_bytes(b"")
+    return p, "not a readable LAS/LAZ file"
+
+
+def _not_las(p: Path) -> tuple[Path, str]:
+    p.write_text("x,y,z\n1,2,3\n")
+    return p, "not a readable LAS/LAZ file"
+
+
+def _header_only(p: Path) -> tuple[Path, str]:
+    p.write_bytes(p.read_bytes()[:200])
+    return p, "not a readable LAS/LAZ file"
+
+
+BAD_FILES: dict[str, Callable[[Path], tuple[Path, str]]] = {
+    "nan-bounds": _nan_bounds, "scale-1e12": _scale_1e12, "nan-scale": _nan_scale, "inf-offset": _inf_offset,
+    "zero-scale": _zero_scale, "huge-bounds": _huge_bounds, "min-above-max": _min_above_max,
+    "lying-point-count": _lying_count, "truncated-las": _truncated_las, "truncated-laz": _truncated_laz,
+    "zero-bytes": _zero_bytes, "not-las": _not_las, "cut-in-header": _header_only,
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_point_file_info(case: str, points: Path, sandbox) -> None:
+    path, says = BAD_FILES[case](points)
+    line = assert_refused(sandbox("info", str(path)), path.name)
+    assert says in line
+
+
+@pytest.mark.parametrize("case", ["nan-bounds", "scale-1e12", "nan-scale", "lying-point-count", "truncated-laz",
+                                  "huge-bounds", "zero-bytes", "not-las"])
+def test_bad_point_file_run(case: str, points: Path, tmp_path: Path, sandbox) -> None:
+    path, says = BAD_FILES[case](points)
+    out = tmp_path / "o" / "out"
+    job = tmp_path / "job.toml"
+    job.write_text(job_text(out, path, job_extra='crs = "EPSG:7415"'))
+    line = assert_refused(sandbox("run", str(job), "--scheduler", "threads", out=out), path.name)
+    assert says in line
+    assert_no_products(out)
+    assert not (out / ".cim" / "parts").exists()  # refused before partitioning
+
+
+# --- job descriptions ---------------------------------------------------------------------------------------------
+
+RASTER = '[[stages]]\ntype = "raster.dtm"\nresolution = {res}\n'
+
+
+def _job_case(name: str, tmp: Path, points: Path, out: Path) -> tuple[list[str], list[str]]:
+    """Job file text and the extra CLI args for each bad job; returns (args, names the message must hold)."""
+    job = tmp / "job.toml"
+    args: list[str] = []
+    text = job_text(out, points)
+    names = [job.name]
+    if name == "toml-syntax":
+        text = text.replace('name = "hostile"', 'name = "hostile')
+    elif name == "unknown-job-key":
+        text = text.replace('name = "hostile"', 'name = "hostile"\nthreads = 4')
+        names.append("job.threads")
+    elif name == "unknown-stage":
+        text = text.replace('type = "write.las"', 'type = "write.lax"')
+        names.append("write.las")  # the suggestion
+    elif name == "no-input-match":
+        text = job_text(out, points.parent / "nothing-*.laz")
+        names.append("stages[0].files[0]")
+    elif name == "tile-size-tiny":
+        text = job_text(out, points, size=0.0001, buffer=0.0)
+        names += ["stages[1].size", "100,000"]
+    elif name == "tile-size-negative":
+        text = job_text(out, points, size=-5.0)
+        names.append("stages[1].size")
+    elif name == "dtm-resolution-tiny":
+        text = job_text(out, points, extra=RASTER.format(res=0.001))
+        names += ["stages[2].resolution", "100,000,000"]
+    elif name == "max-tiles-flag":
+        args = ["--max-tiles", "3"]
+        names.append("3 ")
+    elif name == "max-tile-cells-flag":
+        text = job_text(out, points, extra=RASTER.format(res=0.5))
+        args = ["--max-tile-cells", "1000"]
+        names.append("stages[2].resolution")
+    elif name == "max-tiles-zero":
+        text = text.replace('name = "hostile"', 'name = "hostile"\nmax_tiles = 0')
+        names.append("job.max_tiles")
+    elif name == "folder-up":
+        text = job_text(out, points, extra='[[stages]]\ntype = "raster.dsm"\nfolder = "../../x"\n')
+        names += ["stages[2].folder", "outside the output folder"]
+    elif name == "folder-absolute":
+        text = job_text(out, points, extra=f'[[stages]]\ntype = "raster.dsm"\nfolder = "{tmp.as_posix()}/abs"\n')
+        names += ["stages[2].folder", "absolute"]
+    elif name == "ndsm-folder-up":
+        text = job_text(out, points, extra='[[stages]]\ntype = "raster.ndsm"\ndtm_folder = "../dtm"\n')
+        names.append("stages[2].dtm_folder")
+    elif name == "bad-crs-flag":
+        args = ["--crs", "EPSG:99999999"]
+        names = ["99999999"]
+    elif name == "readers-after-tile":
+        text = text.replace('type = "read.las"', 'type = "tile"\nsize = 50.0\n\n[[stages]]\ntype = "read.las"', 1)
+        names.append("stages[")
+    elif name == "missing-job-file":
+        return ["run", str(tmp / "nope.toml")], ["nope.toml"]
+    job.write_text(text, encoding="utf-8")
+    return ["run", str(job), "--scheduler", "threads", *args], names
+
+
+JOB_CASES = ["toml-syntax", "unknown-job-key", "unknown-stage", "no-input-match", "tile-size-tiny",
+             "tile-size-negative", "dtm-resolution-tiny", "max-tiles-flag", "max-tile-cells-flag", "max-tiles-zero",
+             "folder-up", "folder-absolute", "ndsm-folder-up", "bad-crs-flag", "readers-after-tile",
+             "missing-job-file"]
+
+
+@pytest.mark.parametrize("case", JOB_CASES)
+def test_bad_job(case: str, points: Path, tmp_path: Path, sandbox) -> None:
+    out = tmp_path / "o" / "out"
+    args, names = _job_case(case, tmp_path, points, out)
+    assert_refused(sandbox(*args, out=out), *names)
+    assert_no_products(out)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "abs").exists()
+
+
+def test_crs_contradicting_coordinates_is_refused(points: Path, tmp_path: Path, sandbox) -> None:
+    """Delft RD coordinates declared as ETRS89 / UTM 32N + DHHN2016: outside the area of use, no height grid."""
+    out = tmp_path / "out"
+    job = tmp_path / "job.toml"
+    job.write_text(job_text(out, points))
+    line = assert_refused(sandbox("run", str(job), "--crs", "EPSG:25832+7837", "--scheduler", "threads", out=out),
+                          points.name, "area of use", "--crs")
+    assert "(" in line
+    assert_no_products(out)
+
+
+def test_info_warns_on_crs_outside_area(points: Path, sandbox) -> None:
+    result = sandbox("info", str(points), "--crs", "EPSG:25832")
+    assert result.returncode == 0 and "outside the area of use" in result.stdout and not result.strays
+
+
+def test_second_run_on_a_locked_folder_names_the_holder(points: Path, tmp_path: Path, sandbox) -> None:
+    """A second run is refused naming the pid that holds the folder; once that process dies (kill -9), its lock
+    is taken over without cleaning up."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    job = tmp_path / "job.toml"
+    job.write_text(job_text(out, points, size=0.0001, buffer=0.0))  # refused at planning: the lock is not the error
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from cim import outlock; outlock.acquire(Path(sys.argv[1])); print('held', flush=True);"
+                               " time.sleep(60)", str(out)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert_refused(sandbox("run", str(job), out=out), str(out), f"process {holder.pid} on ", "in use")
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    line = assert_refused(sandbox("run", str(job), out=out), "stages[1].size")  # the lock was taken over
+    assert "in use" not in line
+
+
+def test_out_is_a_file(points: Path, tmp_path: Path, sandbox) -> None:
+    out = tmp_path / "out"
+    out.write_text("I am a file")
+    job = tmp_path / "job.toml"
+    job.write_text(job_text(out, points))
+    assert_refused(sandbox("run", str(job), out=out), "out")
+    assert out.read_text() == "I am a file"
+
+
+def test_unicode_paths_run_end_to_end(tmp_path: Path, sandbox) -> None:
+    """A good job whose data, job file and output folder have non-ASCII names runs, and writes only inside --out."""
+    folder = tmp_path / "Dätén 東京 ø"
+    folder.mkdir()
+    points = write_points(folder / "pünkte.las")
+    out = folder / "aus gabe"
+    job = folder / "jöb.toml"
+    job.write_text(job_text(out, points), encoding="utf-8")
+    result = sandbox("run", str(job), "--scheduler", "threads", out=out)
+    assert result.returncode == 0, result.stderr
+    assert not result.strays and "Traceback" not in result.stderr
+    assert sorted(p.name for p in (out / "las").glob("*.laz"))
+
+
+def test_shipped_delft_file_passes_the_guards(sandbox) -> None:
+    """The real AHN3 tile goes through every header guard (no false alarm on real data)."""
+    result = sandbox("info", str(REPO / "data" / "delft" / "ahn3_cropped_2.laz"), "--crs", "EPSG:7415")
+    assert result.returncode == 0, result.stderr
