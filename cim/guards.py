@@ -199,7 +199,7 @@ def _tiler_key(job: Job) -> str:
 
 def _check_disk(out_dir: Path, points: int) -> None:
     """Compare the bytes a fresh job needs with the free space (skipped on resume: most of it is written)."""
-    if (out_dir / ".cim").exists():
+    if (out_dir / ".cim" / "manifest.jsonl").exists():
         return
     existing = next((p for p in (out_dir, *out_dir.parents) if p.exists()), None)
     if existing is None:

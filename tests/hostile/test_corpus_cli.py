@@ -3,6 +3,7 @@ line naming the file or key (exit code 2), no traceback, nothing written outside
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -245,3 +246,17 @@ def test_shipped_delft_file_passes_the_guards(sandbox) -> None:
     """The real AHN3 tile goes through every header guard (no false alarm on real data)."""
     result = sandbox("info", str(REPO / "data" / "delft" / "ahn3_cropped_2.laz"), "--crs", "EPSG:7415")
     assert result.returncode == 0, result.stderr
+
+
+def test_truncated_panorama_is_refused_before_work(synth_city, tmp_path: Path, sandbox) -> None:
+    """One JPEG of the synthetic drive cut to 40 %: OpenCV would decode it grey without a word; ``cim panoramas``
+    refuses it before any panorama is processed."""
+    images = tmp_path / "data" / "images"
+    shutil.copytree(synth_city.panorama_dir, images)
+    victim = sorted(images.glob("*.jpg"))[1]
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size * 4 // 10])
+    out = tmp_path / "out"
+    result = sandbox("panoramas", str(synth_city.poses_csv), "--images", str(images), "--out", str(out),
+                     "--scheduler", "threads", out=out)
+    assert_refused(result, victim.name, "truncated")
+    assert not (out / "panoramas").exists()

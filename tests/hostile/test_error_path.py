@@ -1,0 +1,156 @@
+"""The CLI's one error path, the OS faults that cannot be provoked safely in a test (a full disk, a read-only file
+system, a permission denied for root), the disk-space guard, the lock and truncated images, in process.
+
+Disk full and read-only are simulated by raising the OS error at the boundary (``run_job``) or by shrinking the
+free space ``shutil.disk_usage`` reports: a real tiny tmpfs needs root mounts the test machines do not allow.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.hostile.conftest import job_text
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    """Run ``cim.cli.app.main`` in process; returns a function(*args) -> (exit code, stderr)."""
+    from cim.cli import app
+
+    before = list(logging.getLogger("cim").handlers)
+
+    def run(*args: str) -> tuple[int, str]:
+        monkeypatch.setattr(sys, "argv", ["cim", *args])
+        with pytest.raises(SystemExit) as exited:
+            app.main()
+        return int(exited.value.code or 0), capsys.readouterr().err
+
+    yield run
+    for handler in logging.getLogger("cim").handlers:  # cim run leaves its log handler when it fails
+        if handler not in before:
+            logging.getLogger("cim").removeHandler(handler)
+            handler.close()
+
+
+@pytest.fixture
+def job(points: Path, tmp_path: Path) -> tuple[Path, Path]:
+    out = tmp_path / "out"
+    path = tmp_path / "job.toml"
+    path.write_text(job_text(out, points, job_extra='crs = "EPSG:7415"'))
+    return path, out
+
+
+def _raise(exc: BaseException):
+    def fake(*args, **kwargs):
+        raise exc
+    return fake
+
+
+@pytest.mark.parametrize(("exc", "says"), [
+    (OSError(errno.ENOSPC, "No space left on device"), "out: disk full"),
+    (OSError("197597 requested and 7680 written"), "(189,917 more bytes needed)"),
+    (OSError(errno.EROFS, "Read-only file system", "/data/out/las/0_0.laz"), "/data/out/las/0_0.laz: read-only"),
+    (PermissionError(errno.EACCES, "Permission denied", "/data/out/cim.log"), "/data/out/cim.log: permission denied"),
+])
+def test_os_errors_are_one_line(exc: OSError, says: str, job, cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cim.pipeline.execute
+
+    monkeypatch.setattr(cim.pipeline.execute, "run_job", _raise(exc))
+    code, err = cli("run", str(job[0]), "--scheduler", "threads")
+    assert code == 2 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], err
+
+
+def test_unexpected_error_points_to_the_log(job, cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cim.pipeline.execute
+
+    monkeypatch.setattr(cim.pipeline.execute, "run_job", _raise(ZeroDivisionError("boom")))
+    code, err = cli("run", str(job[0]), "--scheduler", "threads")
+    log = job[1] / "cim.log"
+    assert code == 1 and "Traceback" not in err
+    assert err.strip() == f"error: unexpected error (ZeroDivisionError: boom); the traceback is in {log}"
+    text = log.read_text()
+    assert "Traceback" in text and "ZeroDivisionError: boom" in text
+
+
+def test_unexpected_error_without_a_log_goes_to_stderr(points: Path, cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cim.info
+
+    monkeypatch.setattr(cim.info, "file_info", _raise(KeyError("x")))
+    code, err = cli("info", str(points))
+    assert code == 1
+    assert "Traceback" in err and err.strip().splitlines()[-1].endswith("the traceback is above")
+
+
+def test_disk_guard_refuses_before_work(job, cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from cim import guards
+
+    usage = shutil.disk_usage("/")
+    monkeypatch.setattr(guards.shutil, "disk_usage", lambda p: usage._replace(free=1000))
+    code, err = cli("run", str(job[0]), "--scheduler", "threads")
+    needed = 2000 * guards.BYTES_PER_POINT
+    assert code == 2 and f"needs about {needed:,} bytes (2,000 points) but 1,000 bytes are free" in err
+    assert not (job[1] / ".cim" / "parts").exists()
+
+
+def test_task_os_error_is_described() -> None:
+    from cim.runner.tasks import _describe
+
+    assert _describe(OSError(errno.ENOSPC, "No space left on device")).startswith("disk full")
+    assert _describe(ValueError("x")) == "ValueError: x"
+
+
+def test_lock_is_exclusive_and_released(tmp_path: Path) -> None:
+    from cim import outlock
+
+    held = outlock.acquire(tmp_path)
+    with pytest.raises(outlock.OutputLockedError, match=f"process {os.getpid()} on "):
+        outlock.acquire(tmp_path)
+    held.release()
+    outlock.acquire(tmp_path).release()
+
+
+# --- images -------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def image(tmp_path: Path):
+    from PIL import Image
+
+    pixels = (np.random.default_rng(3).random((128, 256, 3)) * 255).astype(np.uint8)
+
+    def make(suffix: str, keep: float = 1.0, trailer: bytes = b"") -> Path:
+        path = tmp_path / f"pano{suffix}"
+        Image.fromarray(pixels).save(path)
+        data = path.read_bytes()
+        path.write_bytes(data[: int(len(data) * keep)] + trailer)
+        return path
+
+    return make
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".tif"])
+def test_truncated_image_is_refused(suffix: str, image) -> None:
+    from cim.errors import InputError
+    from cim.panoramas.georef import check_complete
+
+    check_complete(image(suffix))
+    with pytest.raises(InputError, match=f"pano\\{suffix}: .*(truncated|decode completely)"):
+        check_complete(image(suffix, keep=0.3))
+
+
+def test_jpeg_with_a_long_trailer_passes(image) -> None:
+    """Cameras append data after the end marker: the exact decode decides, not the marker's place."""
+    from cim.panoramas.georef import check_complete
+
+    check_complete(image(".jpg", trailer=b"INSTA360" * 2000))
