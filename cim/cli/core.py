@@ -124,10 +124,10 @@ def run(
 def _print_report(summary: dict[str, Any]) -> None:
     table = Table(title=f"job {summary['job']}: {summary['tiles']} tiles, {summary['points']:,} points, "
                         f"{summary['seconds']:.1f} s", title_justify="left")
-    for column in ("stage", "done", "skipped", "failed", "seconds"):
+    for column in ("stage", "done", "skipped", "failed", "cancelled", "seconds"):
         table.add_column(column, justify="left" if column == "stage" else "right")
     for row in summary["stages"]:
-        table.add_row(row["stage"], str(row["done"]), str(row["skipped"]), str(row["failed"] + row["cancelled"]),
+        table.add_row(row["stage"], str(row["done"]), str(row["skipped"]), str(row["failed"]), str(row["cancelled"]),
                       f"{row['seconds']:.1f}")
     console.print(table)
     console.print(f"{len(summary['products'])} products in [bold]{summary['output']}[/] "

@@ -106,6 +106,16 @@ def _rotate_about_up(q: FloatArray, degrees_clockwise: FloatArray) -> FloatArray
     return np.where(out[:, :1] < 0, -out, out)
 
 
+def _crs_hint(table: PoseTable, i: int) -> str:
+    """For poses in longitude/latitude: the --crs to give (the WGS 84 / UTM zone of panorama ``i``)."""
+    if not table.crs.is_geographic or not table.has_position[i]:
+        return "; give the job CRS with --crs"
+    lon, lat = (float(v) for v in table.position[i][:2])
+    zone = int((lon + 180) // 6) % 60 + 1
+    return (f"; the poses lie at {lon:.4f}, {lat:.4f}: give --crs EPSG:{32600 + zone if lat >= 0 else 32700 + zone} "
+            f"(WGS 84 / UTM zone {zone}{'N' if lat >= 0 else 'S'}) or the national CRS there")
+
+
 def georeference(
     table: PoseTable,
     job_crs: str | pyproj.CRS,
@@ -174,7 +184,7 @@ def georeference(
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise InputError(src, f"panorama {table.names[i]!r} cannot be placed in {cimcrs.describe(crs)} "
-                         "(outside the CRS's area or its height grid)")
+                         f"(outside the CRS's area or its height grid){_crs_hint(table, i)}")
     conv = grid_convergence(crs, geo[:, 0], geo[:, 1])
     is_true = north == "true"
     q_grid = np.where(is_true[:, None], _rotate_about_up(q, conv), q)

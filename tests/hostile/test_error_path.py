@@ -21,22 +21,46 @@ from tests.hostile.conftest import job_text
 
 @pytest.fixture
 def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
-    """Run ``cim.cli.app.main`` in process; returns a function(*args) -> (exit code, stderr)."""
+    """Run ``cim.cli.app.main`` in process; returns a function(*args) -> (exit code, stderr, stdout)."""
     from cim.cli import app
 
     before = list(logging.getLogger("cim").handlers)
 
-    def run(*args: str) -> tuple[int, str]:
+    def run(*args: str) -> tuple[int, str, str]:
         monkeypatch.setattr(sys, "argv", ["cim", *args])
         with pytest.raises(SystemExit) as exited:
             app.main()
-        return int(exited.value.code or 0), capsys.readouterr().err
+        captured = capsys.readouterr()
+        return int(exited.value.code or 0), captured.err, captured.out
 
     yield run
     for handler in logging.getLogger("cim").handlers:  # cim run leaves its log handler when it fails
         if handler not in before:
             logging.getLogger("cim").removeHandler(handler)
             handler.close()
+
+
+@pytest.fixture
+def failing_stage():
+    """A stage that fails on one tile (``tile`` option) and passes the points of the others through."""
+    from cim.errors import InputError
+    from cim.pipeline.stage import Stage, StageOptions, TileResult, register
+
+    class FailOptions(StageOptions):
+        tile: str = ""
+
+    @register
+    class FailOnTile(Stage):
+        name = "test.hostile_fail"
+        Options = FailOptions
+        modifies_points = True
+
+        def run(self, cloud, ctx):
+            if ctx.tile.key == self.options.tile:
+                raise InputError(f"tile {ctx.tile.key}", "synthetic failure")
+            return TileResult(cloud=cloud)
+
+    return FailOnTile
 
 
 @pytest.fixture
@@ -63,7 +87,7 @@ def test_os_errors_are_one_line(exc: OSError, says: str, job, cli, monkeypatch: 
     import cim.pipeline.execute
 
     monkeypatch.setattr(cim.pipeline.execute, "run_job", _raise(exc))
-    code, err = cli("run", str(job[0]), "--scheduler", "threads")
+    code, err, _ = cli("run", str(job[0]), "--scheduler", "threads")
     assert code == 2 and "Traceback" not in err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], err
@@ -73,7 +97,7 @@ def test_unexpected_error_points_to_the_log(job, cli, monkeypatch: pytest.Monkey
     import cim.pipeline.execute
 
     monkeypatch.setattr(cim.pipeline.execute, "run_job", _raise(ZeroDivisionError("boom")))
-    code, err = cli("run", str(job[0]), "--scheduler", "threads")
+    code, err, _ = cli("run", str(job[0]), "--scheduler", "threads")
     log = job[1] / "cim.log"
     assert code == 1 and "Traceback" not in err
     assert err.strip() == f"error: unexpected error (ZeroDivisionError: boom); the traceback is in {log}"
@@ -85,7 +109,7 @@ def test_unexpected_error_without_a_log_goes_to_stderr(points: Path, cli, monkey
     import cim.info
 
     monkeypatch.setattr(cim.info, "file_info", _raise(KeyError("x")))
-    code, err = cli("info", str(points))
+    code, err, _ = cli("info", str(points))
     assert code == 1
     assert "Traceback" in err and err.strip().splitlines()[-1].endswith("the traceback is above")
 
@@ -97,7 +121,7 @@ def test_disk_guard_refuses_before_work(job, cli, monkeypatch: pytest.MonkeyPatc
 
     usage = shutil.disk_usage("/")
     monkeypatch.setattr(guards.shutil, "disk_usage", lambda p: usage._replace(free=1000))
-    code, err = cli("run", str(job[0]), "--scheduler", "threads")
+    code, err, _ = cli("run", str(job[0]), "--scheduler", "threads")
     needed = 2000 * guards.BYTES_PER_POINT
     assert code == 2 and f"needs about {needed:,} bytes (2,000 points) but 1,000 bytes are free" in err
     assert not (job[1] / ".cim" / "parts").exists()
@@ -154,3 +178,37 @@ def test_jpeg_with_a_long_trailer_passes(image) -> None:
     from cim.panoramas.georef import check_complete
 
     check_complete(image(".jpg", trailer=b"INSTA360" * 2000))
+
+
+@pytest.mark.parametrize(("lon", "lat", "code"), [(-74.0, 40.7, "EPSG:32618"), (151.2, -33.9, "EPSG:32756")])
+def test_lat_lon_poses_outside_the_crs_suggest_one(lon: float, lat: float, code: str) -> None:
+    """Poses in New York / Sydney with the default job CRS (ETRS89 / UTM 32N + DHHN2016, Germany only)."""
+    import pyproj
+
+    from cim.errors import InputError
+    from cim.panoramas.georef import georeference
+    from cim.panoramas.poses import PoseTable
+
+    table = PoseTable(["p0"], [1.0e9], [[lon, lat, 30.0]], [[1.0, 0, 0, 0]], pyproj.CRS("EPSG:4979"),
+                      source="poses.csv")
+    with pytest.raises(InputError, match=f"poses.csv: panorama 'p0' cannot be placed .* --crs {code}"):
+        georeference(table, "EPSG:25832+7837")
+
+
+def test_summary_tells_cancelled_from_failed(points: Path, tmp_path: Path, failing_stage, cli) -> None:
+    """One tile fails: the summary shows 1 failed for that stage and the task it stopped (write.las of that tile)
+    as cancelled, as report.json does (cancelled tasks used to be added to the failures)."""
+    import json
+
+    out = tmp_path / "out"
+    job = tmp_path / "job.toml"
+    job.write_text(job_text(out, points, job_extra='crs = "EPSG:7415"',
+                            extra='[[stages]]\ntype = "test.hostile_fail"\ntile = "1700_8920"\n'))
+    code, err, stdout = cli("run", str(job), "--scheduler", "threads", "--keep-going")
+    assert code == 1, err
+    cells = [[c.strip() for c in line.strip("│ ").split("│")] for line in stdout.splitlines() if line.startswith("│")]
+    rows = {c[0]: c[1:] for c in cells}  # stage: done, skipped, failed, cancelled, seconds
+    report = {row["stage"]: row for row in json.loads((out / "report.json").read_text())["stages"]}
+    for stage in ("test.hostile_fail", "write.las"):
+        assert rows[stage][2:4] == [str(report[stage]["failed"]), str(report[stage]["cancelled"])], rows
+    assert rows["test.hostile_fail"][2:4] == ["1", "0"] and rows["write.las"][2:4] == ["0", "1"]
