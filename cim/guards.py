@@ -27,6 +27,7 @@ from cim.errors import CimWarning, ConfigError, CrsError, InputError, LimitError
 
 if TYPE_CHECKING:
     from cim.io.las import LasSource
+    from cim.pipeline.execute import JobRun
     from cim.pipeline.job import Job
     from cim.pipeline.stage import StageOptions
     from cim.tiling import TileGrid
@@ -261,3 +262,24 @@ def check_plan(job: Job, sources: list[LasSource], crs: pyproj.CRS, grid: TileGr
     check_sources(sources)
     check_size(job, sources, grid)
     check_footprints(job, crs, sources)
+
+
+# ------------------------------------------------------------------------------------------------ after the run
+
+
+def check_products(run: JobRun) -> None:
+    """After a run without failures: every stage with an output folder wrote some data (reports aside).
+
+    A stage that wrote nothing at all (no building met its footprints, no tile had points for it) is an error
+    naming it, not an empty product with exit code 0.
+    """
+    written: dict[str, int] = {}
+    for key, outcome in run.report.outcomes.items():
+        products = outcome.result.get("products", []) if isinstance(outcome.result, dict) else []
+        label = key.split("/")[0]
+        written[label] = written.get(label, 0) + sum("data" in p.get("roles", ()) for p in products)
+    tile_stages = [s for s in run.job.stages if s.role == "tile"]
+    for i, stage in enumerate(tile_stages):
+        if "folder" in type(stage.options).model_fields and written.get(f"{i:02d}-{stage.name}", 1) == 0:
+            raise InputError(run.job.source, f"stages[{run.job.stages.index(stage)}] ({stage.name}) wrote no data "
+                                             "on any tile; check its inputs (e.g. footprints that meet no points)")

@@ -119,6 +119,7 @@ def run(
     _print_report(summary)
     if not summary["ok"]:
         raise typer.Exit(EXIT_TASKS_FAILED)
+    guards.check_products(result)
 
 
 def _print_report(summary: dict[str, Any]) -> None:
