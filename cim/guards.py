@@ -44,6 +44,9 @@ SCALE_RANGE = (1e-10, 100.0)
 MAX_COORDINATE = 1e9
 #: Disk bytes a job needs per input point: partition parts (f8 x, y, z + attributes, buffers) and products.
 BYTES_PER_POINT = 120
+#: Stages (name prefixes) whose products need ellipsoidal heights: 3D Tiles are placed on the globe, panoramas
+#: are georeferenced in 3D.
+HEIGHT_STAGES = ("tiles.", "panoramas.")
 #: Margin (degrees) around a CRS's area of use within which coordinates are still taken as plausible.
 AREA_MARGIN = 1.0
 
@@ -138,15 +141,16 @@ def _heights_problem(source: LasSource) -> str | None:
     return None if all(np.isfinite(v).all() for v in out) else "PROJ returns no height there (no grid covers it)"
 
 
-def check_sources(sources: list[LasSource]) -> None:
+def check_sources(sources: list[LasSource], needs_heights: bool = False) -> None:
     """Headers of every input, and coordinates that fit the CRS: a warning when outside its area of use, an error
-    when the heights cannot be transformed there either (every 3D product would fail)."""
+    when the job ``needs_heights`` (ellipsoidal, for 3D Tiles or panoramas) and they cannot be transformed there
+    either (every such task would fail)."""
     for source in sources:
         check_header(source)
         problem = area_of_use_problem(source)
         if problem is None:
             continue
-        heights = _heights_problem(source)
+        heights = _heights_problem(source) if needs_heights else None
         if heights:
             raise InputError(source.path, f"{problem} ({heights}); give the right CRS with --crs")
         warnings.warn(f"{source.path}: {problem}", CimWarning, stacklevel=2)
@@ -259,7 +263,7 @@ def check_footprints(job: Job, crs: pyproj.CRS, sources: list[LasSource]) -> Non
 
 def check_plan(job: Job, sources: list[LasSource], crs: pyproj.CRS, grid: TileGrid) -> None:
     """All planning-time guards of ``cim run`` (see the module docstring), in order of cost."""
-    check_sources(sources)
+    check_sources(sources, any(s.name.startswith(HEIGHT_STAGES) for s in job.stages))
     check_size(job, sources, grid)
     check_footprints(job, crs, sources)
 

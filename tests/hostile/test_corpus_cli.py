@@ -178,15 +178,25 @@ def test_bad_job(case: str, points: Path, tmp_path: Path, sandbox) -> None:
     assert not (tmp_path / "x").exists() and not (tmp_path / "abs").exists()
 
 
-def test_crs_contradicting_coordinates_is_refused(points: Path, tmp_path: Path, sandbox) -> None:
-    """Delft RD coordinates declared as ETRS89 / UTM 32N + DHHN2016: outside the area of use, no height grid."""
+def test_crs_contradicting_coordinates_is_refused_for_3d_tiles(points: Path, tmp_path: Path, sandbox) -> None:
+    """Delft RD coordinates declared as ETRS89 / UTM 32N + DHHN2016 (outside its area of use, no height grid
+    there) with a 3D Tiles stage: refused before work, naming --crs."""
+    out = tmp_path / "out"
+    job = tmp_path / "job.toml"
+    job.write_text(job_text(out, points, extra='[[stages]]\ntype = "tiles.pointcloud"\n'))
+    result = sandbox("run", str(job), "--crs", "EPSG:25832+7837", "--scheduler", "threads", out=out)
+    assert_refused(result, points.name, "area of use", "--crs")
+    assert_no_products(out)
+
+
+def test_crs_contradicting_coordinates_warns_for_2d_products(points: Path, tmp_path: Path, sandbox) -> None:
+    """The same file in a job of LAS tiles only (no heights transformed): it runs, and says it doubts the CRS."""
     out = tmp_path / "out"
     job = tmp_path / "job.toml"
     job.write_text(job_text(out, points))
-    line = assert_refused(sandbox("run", str(job), "--crs", "EPSG:25832+7837", "--scheduler", "threads", out=out),
-                          points.name, "area of use", "--crs")
-    assert "(" in line
-    assert_no_products(out)
+    result = sandbox("run", str(job), "--crs", "EPSG:25832+7837", "--scheduler", "threads", out=out)
+    assert result.returncode == 0, result.stderr
+    assert "outside the area of use" in result.stderr and points.name in result.stderr and not result.strays
 
 
 def test_info_warns_on_crs_outside_area(points: Path, sandbox) -> None:
