@@ -1,7 +1,7 @@
 """Checks made while a job is planned, before any work starts: each refuses with one line naming the file or key.
 
-* point-cloud headers: finite, plausible scales, offsets and bounds; the point count against the file size
-  (uncompressed LAS) or the chunk table (LAZ); the coordinates inside the CRS's area of use;
+* point-cloud headers (whenever a file is opened): finite, plausible scales, offsets and bounds; the point count
+  against the file size (uncompressed LAS) or the chunk table (LAZ); the coordinates inside the CRS's area of use;
 * the size of the job: tiles it will create (``max_tiles``), raster cells per tile (``max_tile_cells``) and the
   disk space it needs against the free space of the output folder's file system;
 * stage folders: relative paths that stay inside the output folder;
@@ -26,6 +26,8 @@ from cim import crs as crs_mod
 from cim.errors import CimWarning, ConfigError, CrsError, InputError, LimitError
 
 if TYPE_CHECKING:
+    import laspy
+
     from cim.io.las import LasSource
     from cim.pipeline.execute import JobRun
     from cim.pipeline.job import Job
@@ -59,9 +61,8 @@ def _values(values: Any) -> str:
 # --------------------------------------------------------------------------------------------- point-cloud headers
 
 
-def check_header(source: LasSource) -> None:
+def check_header(path: Path, header: laspy.LasHeader) -> None:
     """Refuse a header whose values are not finite or not plausible, or whose point count the file cannot hold."""
-    header, path = source.header, source.path
     scales, offsets = np.asarray(header.scales, float), np.asarray(header.offsets, float)
     if not np.all(np.isfinite(scales)) or not np.all(np.isfinite(offsets)):
         raise InputError(path, f"header scale {_values(scales)} or offset {_values(offsets)} is not finite")
@@ -70,24 +71,23 @@ def check_header(source: LasSource) -> None:
         raise InputError(path, f"header scale {_values(scales)} is not plausible (expected {low:g} to {high:g})")
     if np.any(np.abs(offsets) > MAX_COORDINATE):
         raise InputError(path, f"header offset {_values(offsets)} is not plausible (beyond {MAX_COORDINATE:g})")
-    if source.point_count:
+    if header.point_count:
         mins, maxs = np.asarray(header.mins, float), np.asarray(header.maxs, float)
         if not (np.all(np.isfinite(mins)) and np.all(np.isfinite(maxs))):
             raise InputError(path, f"header bounds {_values(mins)} - {_values(maxs)} are not finite")
         if np.any(mins > maxs) or np.any(np.abs(np.r_[mins, maxs]) > MAX_COORDINATE):
             raise InputError(path, f"header bounds {_values(mins)} - {_values(maxs)} are not plausible")
-    _check_size(source)
+    _check_size(Path(path), header)
 
 
-def _check_size(source: LasSource) -> None:
+def _check_size(path: Path, header: laspy.LasHeader) -> None:
     """The point data the header announces must fit in the file (uncompressed) / the LAZ chunk table must exist."""
-    header, path = source.header, source.path
     size = path.stat().st_size
-    start = int(header.offset_to_point_data)
+    start, count = int(header.offset_to_point_data), int(header.point_count)
     if not header.are_points_compressed:
-        needed = start + source.point_count * int(header.point_format.size)
+        needed = start + count * int(header.point_format.size)
         if size < needed:
-            raise InputError(path, f"header says {source.point_count:,} points ({needed:,} bytes) but the file has "
+            raise InputError(path, f"header says {count:,} points ({needed:,} bytes) but the file has "
                                    f"{size:,} bytes (truncated, or a wrong point count)")
         return
     with open(path, "rb") as handle:
@@ -142,11 +142,10 @@ def _heights_problem(source: LasSource) -> str | None:
 
 
 def check_sources(sources: list[LasSource], needs_heights: bool = False) -> None:
-    """Headers of every input, and coordinates that fit the CRS: a warning when outside its area of use, an error
-    when the job ``needs_heights`` (ellipsoidal, for 3D Tiles or panoramas) and they cannot be transformed there
-    either (every such task would fail)."""
+    """Coordinates that fit the CRS (headers were checked when the files were opened): a warning when outside its
+    area of use, an error when the job ``needs_heights`` (ellipsoidal, for 3D Tiles or panoramas) and they cannot
+    be transformed there either (every such task would fail)."""
     for source in sources:
-        check_header(source)
         problem = area_of_use_problem(source)
         if problem is None:
             continue

@@ -17,6 +17,7 @@ import pyproj
 from cim import crs as crs_mod
 from cim.errors import CrsError, InputError
 from cim.fileutil import atomic_write
+from cim.guards import check_header
 from cim.io.las_crs import header_crs
 from cim.points import Bounds, PointCloud
 
@@ -77,7 +78,7 @@ def open_source(path: str | Path, crs: str | pyproj.CRS | None = None) -> LasSou
             is_copc = any(isinstance(v, laspy.copc.CopcInfoVlr) for v in header.vlrs)
     except (laspy.errors.LaspyException, ValueError, OSError) as exc:
         raise InputError(path, f"not a readable LAS/LAZ file ({exc})") from None
-    _check_header(path, header)
+    check_header(path, header)  # finite, plausible values; point data that fits the file
     if crs is not None:
         return LasSource(path, header, crs_mod.resolve(crs), "override", is_copc)
     try:
@@ -85,12 +86,6 @@ def open_source(path: str | Path, crs: str | pyproj.CRS | None = None) -> LasSou
     except pyproj.exceptions.CRSError as exc:
         raise InputError(path, f"its CRS VLR cannot be parsed ({exc}); give the CRS with --crs") from None
     return LasSource(path, header, file_crs, source, is_copc)
-
-
-def _check_header(path: Path, header: laspy.LasHeader) -> None:
-    scales, offsets = np.asarray(header.scales), np.asarray(header.offsets)
-    if not (np.all(np.isfinite(scales)) and np.all(np.isfinite(offsets))) or np.any(scales == 0):
-        raise InputError(path, f"header has invalid scale {scales.tolist()} or offset {offsets.tolist()}")
 
 
 def require_crs(source: LasSource) -> pyproj.CRS:
