@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import shutil
@@ -33,8 +32,6 @@ if TYPE_CHECKING:
     from cim.pipeline.job import Job
     from cim.pipeline.stage import StageOptions
     from cim.tiling import TileGrid
-
-log = logging.getLogger("cim.guards")
 
 #: Defaults of ``[job].max_tiles`` / ``--max-tiles`` and ``[job].max_tile_cells`` / ``--max-tile-cells``: a whole
 #: city at 250 m tiles and 0.5 m rasters passes with a wide margin.
@@ -168,19 +165,13 @@ def tile_count(bounds: tuple[float, float, float, float], size: float) -> int:
 def check_size(job: Job, sources: list[LasSource], grid: TileGrid) -> None:
     """Refuse a job that would create more tiles than ``job.max_tiles``, rasters with more cells per tile than
     ``job.max_tile_cells``, or need more disk than is free."""
-    tile_key = _tiler_key(job)
-    if job.area:
-        minx, miny, maxx, maxy = job.area
-    else:
-        boxes = np.array([[s.bounds.minx, s.bounds.miny, s.bounds.maxx, s.bounds.maxy]
-                          for s in sources if s.point_count])
-        if not len(boxes):
-            return
-        minx, miny = boxes[:, :2].min(axis=0)
-        maxx, maxy = boxes[:, 2:].max(axis=0)
-    tiles = tile_count((minx, miny, maxx, maxy), grid.size)
+    extent = job.area or _points_extent(sources)
+    if extent is None:
+        return
+    minx, miny, maxx, maxy = extent
+    tiles = tile_count(extent, grid.size)
     if tiles > job.max_tiles:
-        raise LimitError(f"{job.source}: {tile_key}: the inputs' extent {maxx - minx:.6g} x {maxy - miny:.6g} makes "
+        raise LimitError(f"{job.source}: {_tiler_key(job)}: the inputs' extent {maxx - minx:.6g} x {maxy - miny:.6g} makes "
                          f"{tiles:,} tiles of {grid.size:g}, above the limit of {job.max_tiles:,} "
                          "(raise --max-tiles / [job].max_tiles if you mean it)")
     side = grid.size + 2 * grid.buffer
@@ -194,6 +185,14 @@ def check_size(job: Job, sources: list[LasSource], grid: TileGrid) -> None:
                                  f"{job.max_tile_cells:,.0f} (raise --max-tile-cells / [job].max_tile_cells, "
                                  "or use smaller tiles)")
     _check_disk(job.out_dir, sum(s.point_count for s in sources))
+
+
+def _points_extent(sources: list[LasSource]) -> tuple[float, float, float, float] | None:
+    """(minx, miny, maxx, maxy) of the inputs' header bounds (files without points aside), None when all are empty."""
+    from cim.tiling import union_bounds
+
+    boxes = [s.bounds for s in sources if s.point_count]
+    return union_bounds(boxes) if boxes else None
 
 
 def _tiler_key(job: Job) -> str:
@@ -225,7 +224,7 @@ def folder_problems(options: StageOptions, key: str) -> list[ConfigError]:
         value = getattr(options, name, None)
         if name in options.path_fields or not isinstance(value, str) or "folder" not in (field.description or ""):
             continue
-        if PurePath(value).is_absolute() or value.startswith("~"):
+        if PurePath(value).is_absolute():
             problems.append(ConfigError(f"{key}.{name}", f"{value!r} is absolute: give a folder inside the output "
                                                          "folder (a relative path)"))
         elif ".." in PurePath(os.path.normpath(value)).parts:
@@ -248,11 +247,9 @@ def check_footprints(job: Job, crs: pyproj.CRS, sources: list[LasSource]) -> Non
     """Every stage's footprint file: readable, its layer present, features in it, meeting the points' bounds."""
     from cim.buildings.footprints import check_footprint_file
 
-    boxes = [s.bounds for s in sources if s.point_count]
-    if not boxes:
+    points = _points_extent(sources)
+    if points is None:
         return
-    points = (min(b.minx for b in boxes), min(b.miny for b in boxes), max(b.maxx for b in boxes),
-              max(b.maxy for b in boxes))
     for stage in job.stages:
         path = getattr(stage.options, "footprints", None)
         if path:

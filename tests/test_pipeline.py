@@ -287,8 +287,8 @@ def test_infinite_coordinates_are_refused_with_the_file_name(repo_data: Path, tm
     job = write_job(tmp_path / "j.toml", delft_job(tmp_path / "o").replace(
         (REPO / "data" / "delft").as_posix() + "/ahn3_cropped_*.laz", source.as_posix()))
     result = cim_cli("run", str(job), "--scheduler", "threads")
-    assert result.returncode == 1
-    assert "overflow.las" in result.stdout and "NaN or infinite coordinates" in result.stdout
+    assert result.returncode == 2  # refused at planning by the header guard (cim.guards), before any tile
+    assert "overflow.las: header scale [1e+308, " in result.stderr and "not plausible" in result.stderr
     assert not (tmp_path / "o" / "las").exists()
 
 

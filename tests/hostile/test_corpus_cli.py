@@ -270,3 +270,11 @@ def test_truncated_panorama_is_refused_before_work(synth_city, tmp_path: Path, s
                      "--scheduler", "threads", out=out)
     assert_refused(result, victim.name, "truncated")
     assert not (out / "panoramas").exists()
+
+
+def test_cim_dtm_with_a_tiny_resolution_is_refused(points: Path, tmp_path: Path, sandbox) -> None:
+    """``cim dtm --resolution 0.001`` used to allocate 466 GiB at run time; now refused at planning."""
+    out = tmp_path / "out"
+    result = sandbox("dtm", str(points), "--out", str(out), "--resolution", "0.001", "--workers", "1", out=out)
+    assert_refused(result, "resolution", "max-tile-cells")
+    assert_no_products(out)

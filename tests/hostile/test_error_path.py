@@ -236,3 +236,37 @@ def test_a_stage_that_writes_nothing_is_an_error(points: Path, tmp_path: Path, c
     code, err, _ = cli("run", str(job), "--scheduler", "threads")
     assert code == 2 and err.strip() == f"error: {job}: stages[2] (test.hostile_silent) wrote no data on any tile; " \
                                         "check its inputs (e.g. footprints that meet no points)"
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path):
+    """A 256 KiB tmpfs (needs the right to mount: root in a container); skips where mounting is not allowed."""
+    import subprocess
+
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (not root); disk full is covered at the boundary above")
+    yield mount
+    subprocess.run(["umount", "--lazy", str(mount)], check=True)  # lazy: the in-process run still holds its lock
+
+
+def test_real_disk_full_fails_the_task_with_one_line(tiny_fs: Path, tmp_path: Path, cli,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk guard fooled (1 byte per point), the partition of 208,432 Delft points fills the 256 KiB file
+    system: the task fails (exit 1) saying disk full and how many bytes were missing, and leaves no parts."""
+    from cim import guards
+    from tests.hostile.conftest import REPO
+
+    monkeypatch.setattr(guards, "BYTES_PER_POINT", 1)
+    out = tiny_fs / "out"
+    job = tmp_path / "job.toml"
+    job.write_text(job_text(out, REPO / "data" / "delft" / "ahn3_cropped_2.laz", size=100.0,
+                            job_extra='crs = "EPSG:7415"'))
+    code, err, stdout = cli("run", str(job), "--scheduler", "threads")
+    assert code == 1, err
+    failed = [line for line in " ".join(stdout.split()).split("failed: ")[1:]]
+    assert failed and failed[0].startswith("partition/0000-ahn3_cropped_2: disk full: no space left on the device (")
+    assert "more bytes needed" in failed[0] and "Traceback" not in stdout + err
+    assert not list((out / ".cim" / "parts").iterdir()) and not (out / "las").exists()
