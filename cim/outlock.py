@@ -30,6 +30,10 @@ class OutputLock:
         self.path = path
         self._handle = handle
 
+    @property
+    def held(self) -> bool:
+        return self._handle >= 0
+
     def release(self) -> None:
         """Drop the lock (the file stays: it is harmless without the flock)."""
         if self._handle >= 0:
@@ -45,9 +49,15 @@ def _holder(path: Path) -> str:
         return "another process"
 
 
+#: Locks this process holds, by lock file: acquiring a folder twice in one process returns the held lock.
+_HELD: dict[Path, OutputLock] = {}
+
+
 def acquire(out_dir: Path) -> OutputLock:
     """Lock ``out_dir`` for this process, or raise :class:`OutputLockedError` naming the holder."""
-    path = Path(out_dir) / LOCK_NAME
+    path = (Path(out_dir) / LOCK_NAME).resolve()
+    if path in _HELD and _HELD[path].held:
+        return _HELD[path]
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -60,4 +70,5 @@ def acquire(out_dir: Path) -> OutputLock:
     record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started}).encode()
     os.ftruncate(handle, 0)
     os.pwrite(handle, record, 0)
-    return OutputLock(path, handle)
+    _HELD[path] = OutputLock(path, handle)
+    return _HELD[path]

@@ -8,6 +8,8 @@ free space ``shutil.disk_usage`` reports: a real tiny tmpfs needs root mounts th
 from __future__ import annotations
 
 import errno
+import fcntl
+import json
 import logging
 import os
 import sys
@@ -151,10 +153,16 @@ def test_lock_is_exclusive_and_released(tmp_path: Path) -> None:
     from cim import outlock
 
     held = outlock.acquire(tmp_path)
-    with pytest.raises(outlock.OutputLockedError, match=f"process {os.getpid()} on "):
-        outlock.acquire(tmp_path)
-    held.release()
-    outlock.acquire(tmp_path).release()
+    assert outlock.acquire(tmp_path) is held  # the same process may ask again
+    other = os.open(tmp_path / outlock.LOCK_NAME, os.O_RDWR)  # what a second process would do
+    try:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.release()
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released: free for the next run
+    finally:
+        os.close(other)
+    assert json.loads((tmp_path / outlock.LOCK_NAME).read_text())["pid"] == os.getpid()
 
 
 # --- images -------------------------------------------------------------------------------------------------------
@@ -209,8 +217,6 @@ def test_lat_lon_poses_outside_the_crs_suggest_one(lon: float, lat: float, code:
 def test_summary_tells_cancelled_from_failed(points: Path, tmp_path: Path, cli) -> None:
     """One tile fails: the summary shows 1 failed for that stage and the task it stopped (write.las of that tile)
     as cancelled, as report.json does (cancelled tasks used to be added to the failures)."""
-    import json
-
     out = tmp_path / "out"
     job = tmp_path / "job.toml"
     job.write_text(job_text(out, points, job_extra='crs = "EPSG:7415"',
@@ -270,3 +276,23 @@ def test_real_disk_full_fails_the_task_with_one_line(tiny_fs: Path, tmp_path: Pa
     assert failed and failed[0].startswith("partition/0000-ahn3_cropped_2: disk full: no space left on the device (")
     assert "more bytes needed" in failed[0] and "Traceback" not in stdout + err
     assert not list((out / ".cim" / "parts").iterdir()) and not (out / "las").exists()
+
+
+def test_read_only_file_system_is_one_line(tmp_path: Path, points: Path, sandbox) -> None:
+    """--out on a file system mounted read-only (a real EROFS): exit 2, one line, nothing written anywhere."""
+    import subprocess
+
+    from tests.hostile.conftest import assert_refused
+
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (not root); read-only is covered at the boundary above")
+    try:
+        out = mount / "out"
+        job = tmp_path / "job.toml"
+        job.write_text(job_text(out, points))
+        assert_refused(sandbox("run", str(job), out=out), f"{out}: read-only file system")
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount)], check=True)
