@@ -165,6 +165,10 @@ def tile_count(bounds: tuple[float, float, float, float], size: float) -> int:
 def check_size(job: Job, sources: list[LasSource], grid: TileGrid) -> None:
     """Refuse a job that would create more tiles than ``job.max_tiles``, rasters with more cells per tile than
     ``job.max_tile_cells``, or need more disk than is free."""
+    if job.area and not (all(math.isfinite(v) for v in job.area) and job.area[0] < job.area[2]
+                         and job.area[1] < job.area[3]):
+        raise ConfigError("job.area", f"{list(job.area)} is not [minx, miny, maxx, maxy] with finite numbers and "
+                                      "min < max", job.source)
     extent = job.area or _points_extent(sources)
     if extent is None:
         return
@@ -217,11 +221,15 @@ def _check_disk(out_dir: Path, points: int) -> None:
 # ----------------------------------------------------------------------------------------------- output folders
 
 
-def folder_problems(options: StageOptions, key: str) -> list[ConfigError]:
-    """Folder options (those whose description says "folder") that would leave the output folder."""
+def option_problems(options: StageOptions, key: str) -> list[ConfigError]:
+    """Numbers that are not finite (TOML allows ``inf`` and ``nan``), and folder options (those whose description
+    says "folder") that would leave the output folder."""
     problems = []
     for name, field in type(options).model_fields.items():
         value = getattr(options, name, None)
+        numbers = value if isinstance(value, list | tuple) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+            problems.append(ConfigError(f"{key}.{name}", f"{value!r} is not a finite number"))
         if name in options.path_fields or not isinstance(value, str) or "folder" not in (field.description or ""):
             continue
         if PurePath(value).is_absolute():

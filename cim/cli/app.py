@@ -102,6 +102,7 @@ def fail(exc: BaseException) -> int:
 def main() -> None:
     """Entry point: run the CLI, turning every exception into one clear line (exit code 2), never a traceback."""
     warnings.showwarning = _show_warning
+    logging.raiseExceptions = False  # a log that cannot be written (disk full) must not print tracebacks
     _load_commands()
     try:
         app()

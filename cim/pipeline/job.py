@@ -34,7 +34,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cim.errors import CimError, ConfigError
-from cim.guards import MAX_TILE_CELLS, MAX_TILES, folder_problems
+from cim.guards import MAX_TILE_CELLS, MAX_TILES, option_problems
 from cim.pipeline.stage import Stage, StageOptions, lookup, registry
 
 
@@ -157,7 +157,7 @@ def _parse_stages(raw: Any, base: Path, problems: list[ConfigError]) -> list[Sta
         except ValidationError as exc:
             problems += _pydantic_problems(exc, key)
             continue
-        problems += _missing_files(parsed, key) + folder_problems(parsed, key)
+        problems += _missing_files(parsed, key) + option_problems(parsed, key)
         stages.append(cls(parsed))
     _check_order(stages, problems)
     return stages

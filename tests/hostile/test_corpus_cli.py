@@ -157,6 +157,18 @@ def _job_case(name: str, tmp: Path, points: Path, out: Path) -> tuple[list[str],
     elif name == "readers-after-tile":
         text = text.replace('type = "read.las"', 'type = "tile"\nsize = 50.0\n\n[[stages]]\ntype = "read.las"', 1)
         names.append("stages[")
+    elif name == "tile-size-inf":
+        text = text.replace("size = 50.0", "size = inf")
+        names += ["stages[1].size", "not a finite number"]
+    elif name == "resolution-nan":
+        text = job_text(out, points, extra=RASTER.format(res="nan"))
+        names.append("stages[2].resolution")
+    elif name == "area-nan":
+        text = text.replace('name = "hostile"', 'name = "hostile"\narea = [nan, 0.0, 1.0, 1.0]')
+        names.append("job.area")
+    elif name == "area-inverted":
+        text = text.replace('name = "hostile"', 'name = "hostile"\narea = [85100.0, 446000.0, 85000.0, 446100.0]')
+        names.append("job.area")
     elif name == "missing-job-file":
         return ["run", str(tmp / "nope.toml")], ["nope.toml"]
     job.write_text(text, encoding="utf-8")
@@ -166,7 +178,7 @@ def _job_case(name: str, tmp: Path, points: Path, out: Path) -> tuple[list[str],
 JOB_CASES = ["toml-syntax", "unknown-job-key", "unknown-stage", "no-input-match", "tile-size-tiny",
              "tile-size-negative", "dtm-resolution-tiny", "max-tiles-flag", "max-tile-cells-flag", "max-tiles-zero",
              "folder-up", "folder-absolute", "ndsm-folder-up", "bad-crs-flag", "readers-after-tile",
-             "missing-job-file"]
+             "tile-size-inf", "resolution-nan", "area-nan", "area-inverted", "missing-job-file"]
 
 
 @pytest.mark.parametrize("case", JOB_CASES)
