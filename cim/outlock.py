@@ -1,4 +1,5 @@
-"""One ``cim run`` per output folder: an exclusive lock on ``<out>/.cim/lock`` held for the life of the run.
+"""One run per output folder: an exclusive lock on ``<out>/.cim/lock`` held for the life of the run, and the
+run's scratch files (Dask's) kept inside the folder.
 
 The lock is an ``flock`` on the file, so the kernel drops it when the holder dies (``kill -9`` included) and the
 next run takes over without cleaning up; the file records who holds it (pid, host, start time) for the message
@@ -72,3 +73,13 @@ def acquire(out_dir: Path) -> OutputLock:
     os.pwrite(handle, record, 0)
     _HELD[path] = OutputLock(path, handle)
     return _HELD[path]
+
+
+def claim(out_dir: Path) -> OutputLock:
+    """Make ``out_dir``, lock it for this process (:func:`acquire`) and keep Dask's scratch space inside it."""
+    from cim.guards import keep_scratch_inside
+
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    lock = acquire(out_dir)
+    keep_scratch_inside(out_dir)
+    return lock

@@ -44,6 +44,7 @@ def buildings(
 ) -> None:
     """Reconstruct buildings (classification when needed, ground heights, LoD1.2 + LoD2.2, CityJSON 2.0, 3D
     Tiles). Resumable: re-running skips finished tiles."""
+    from cim import outlock
     from cim.pipeline.execute import run_job, summarize
     from cim.pipeline.job import parse_job
 
@@ -80,6 +81,7 @@ def buildings(
     document = {"job": {"name": "buildings", "output": str(out), **({"crs": crs} if crs else {})},
                 "stages": stages}
     job = parse_job(document, out / "buildings.toml")
+    outlock.claim(out)  # one run per output folder; Dask's scratch inside it
     result = run_job(job, scheduler=scheduler, workers=workers, force=force)
     summary = summarize(result)
     for failure in summary["failures"]:

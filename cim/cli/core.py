@@ -13,7 +13,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cim import guards, outlock
 from cim.cli.app import EXIT_TASKS_FAILED
 from cim.fileutil import write_text_atomic
 
@@ -84,14 +83,13 @@ def run(
         "--max-tile-cells", help="refuse rasters with more cells per tile (1e8)")] = None,
 ) -> None:
     """Run a pipeline of named stages over tiles on Dask (resumable: re-run to continue)."""
+    from cim import guards, outlock
     from cim.pipeline.execute import outcome_line, run_job, summarize
     from cim.pipeline.job import load_job
 
     job = load_job(job_file, {"output": str(Path(out).resolve()) if out else None, "max_tiles": max_tiles,
                               "max_tile_cells": max_tile_cells})
-    job.out_dir.mkdir(parents=True, exist_ok=True)
-    outlock.acquire(job.out_dir)  # held until the process ends
-    guards.keep_scratch_inside(job.out_dir)
+    outlock.claim(job.out_dir)  # made, locked until the process ends, Dask's scratch inside it
     handler = logging.FileHandler(job.out_dir / "cim.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger = logging.getLogger("cim")

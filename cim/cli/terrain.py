@@ -55,6 +55,7 @@ def dtm(
     force: Annotated[bool, typer.Option("--force", help="re-run every task")] = False,
 ) -> None:
     """Write DTM, DSM, nDSM and density Cloud-Optimized GeoTIFFs per tile plus VRT mosaics. Resumable."""
+    from cim import outlock
     from cim.pipeline.execute import run_job, summarize
     from cim.pipeline.job import parse_job
 
@@ -73,6 +74,7 @@ def dtm(
     stages += [{"type": f"raster.{k}", "resolution": resolution} for k in ("dtm", "dsm", "ndsm", "density")]
     document = {"job": {"name": "dtm", "output": str(out), **({"crs": crs} if crs else {})}, "stages": stages}
     job = parse_job(document, out / "dtm.toml")
+    outlock.claim(out)  # one run per output folder; Dask's scratch inside it
     result = run_job(job, workers=workers, force=force)
     summary = summarize(result)
     for failure in summary["failures"]:

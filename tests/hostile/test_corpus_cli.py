@@ -290,3 +290,13 @@ def test_cim_dtm_with_a_tiny_resolution_is_refused(points: Path, tmp_path: Path,
     result = sandbox("dtm", str(points), "--out", str(out), "--resolution", "0.001", "--workers", "1", out=out)
     assert_refused(result, "resolution", "max-tile-cells")
     assert_no_products(out)
+
+
+def test_cim_dtm_on_worker_processes_writes_only_inside_out(points: Path, tmp_path: Path, sandbox) -> None:
+    """``cim dtm`` on a local cluster of worker processes: Dask's scratch space lands in ``<out>/.cim/dask``, not
+    in ``$TMPDIR`` or the working directory."""
+    out = tmp_path / "out"
+    result = sandbox("dtm", str(points), "--out", str(out), "--resolution", "2", "--classify", "never",
+                     "--workers", "1", out=out, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert not result.strays and (out / "dtm.vrt").is_file() and (out / ".cim" / "dask").is_dir()
