@@ -240,6 +240,16 @@ def option_problems(options: StageOptions, key: str) -> list[ConfigError]:
     return problems
 
 
+def check_folders(job: Job) -> None:
+    """Every stage's folder, links resolved, inside the output folder (a link in it must not lead elsewhere)."""
+    root = job.out_dir.resolve()
+    for i, stage in enumerate(job.stages):
+        folder = getattr(stage, "folder", "")
+        if folder and not (root / folder).resolve().is_relative_to(root):
+            raise ConfigError(f"stages[{i}].folder", f"{root / folder} leads to {(root / folder).resolve()}, outside "
+                                                     "the output folder (a link?)", job.source)
+
+
 def keep_scratch_inside(out_dir: Path) -> None:
     """Point Dask's scratch space (spill files, worker folders, locks) into the job's work folder, instead of
     ``$TMPDIR`` or the working directory."""
@@ -267,6 +277,7 @@ def check_footprints(job: Job, crs: pyproj.CRS, sources: list[LasSource]) -> Non
 
 def check_plan(job: Job, sources: list[LasSource], crs: pyproj.CRS, grid: TileGrid) -> None:
     """All planning-time guards of ``cim run`` (see the module docstring), in order of cost."""
+    check_folders(job)
     check_sources(sources, any(s.name.startswith(HEIGHT_STAGES) for s in job.stages))
     check_size(job, sources, grid)
     check_footprints(job, crs, sources)

@@ -300,3 +300,16 @@ def test_cim_dtm_on_worker_processes_writes_only_inside_out(points: Path, tmp_pa
                      "--workers", "1", out=out, timeout=300)
     assert result.returncode == 0, result.stderr
     assert not result.strays and (out / "dtm.vrt").is_file() and (out / ".cim" / "dask").is_dir()
+
+
+def test_a_stage_folder_linked_outside_is_refused(points: Path, tmp_path: Path, sandbox) -> None:
+    """``<out>/las`` is a symbolic link to a folder elsewhere: refused at planning, nothing written there."""
+    out = tmp_path / "out"
+    out.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out / "las").symlink_to(elsewhere, target_is_directory=True)
+    job = tmp_path / "job.toml"
+    job.write_text(job_text(out, points))
+    assert_refused(sandbox("run", str(job), "--scheduler", "threads", out=out), "stages[2].folder", str(elsewhere))
+    assert not list(elsewhere.iterdir())
