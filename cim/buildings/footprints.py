@@ -166,8 +166,10 @@ def check_footprint_file(path: str | Path, crs: pyproj.CRS, points: tuple[float,
     if not info.get("features"):
         raise InputError(path, f"layer {name!r} has no footprints")
     declared = source_crs or info.get("crs")
+    if declared is None:
+        raise InputError(path, "the footprint file declares no CRS; give it with footprints_crs (--footprints-crs)")
     extent = tuple(float(v) for v in info.get("total_bounds") or ())
-    if declared is None or len(extent) != 4 or not all(math.isfinite(v) for v in extent):
+    if len(extent) != 4 or not all(math.isfinite(v) for v in extent):
         return
     src, dst = _horizontal(pyproj.CRS.from_user_input(declared)), _horizontal(crs)
     box = extent if src.equals(dst) else pyproj.Transformer.from_crs(src, dst, always_xy=True).transform_bounds(*extent)

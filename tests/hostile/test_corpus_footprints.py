@@ -4,6 +4,7 @@ degenerate single footprints skipped with their id in the summary and the report
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +16,16 @@ from tests.hostile.conftest import assert_no_products, assert_refused, job_text
 ORIGIN = (85_000.0, 446_000.0)  # where conftest.write_points puts the points (EPSG:7415, RD New + NAP)
 
 
-def write_footprints(path: Path, wkts: list[str], crs: str = "EPSG:28992", layer: str = "pand") -> Path:
-    """A GeoPackage layer of polygons with an ``identificatie`` field."""
+def write_footprints(path: Path, wkts: list[str], crs: str | None = "EPSG:28992", layer: str = "pand") -> Path:
+    """A layer of polygons with an ``identificatie`` field (GeoPackage, or a shapefile for ``.shp``)."""
     from pyogrio.raw import write
 
     geoms = np.array([shapely.to_wkb(shapely.from_wkt(w)) for w in wkts], dtype=object)
     ids = np.array([f"fp{i}" for i in range(len(wkts))], dtype=object)
-    write(path, geoms, [ids], ["identificatie"], layer=layer, driver="GPKG", geometry_type="Polygon", crs=crs)
+    with warnings.catch_warnings():  # pyogrio warns of a missing CRS and a shapefile's 10-character field names
+        warnings.simplefilter("ignore")
+        write(path, geoms, [ids], ["identificatie"], layer=layer,
+              driver="ESRI Shapefile" if path.suffix == ".shp" else "GPKG", geometry_type="Polygon", crs=crs)
     return path
 
 
@@ -56,6 +60,8 @@ def _bad_footprints(case: str, folder: Path) -> tuple[Path, str, list[str]]:
         return write_footprints(path, [lonlat]), "", ["look like EPSG:4326 degrees", "Amersfoort"]
     if case == "elsewhere":
         return write_footprints(path, [square(ORIGIN[0] + 20_000, ORIGIN[1], 8)]), "", ["do not meet the points"]
+    if case == "no-crs":  # a shapefile without its .prj
+        return write_footprints(folder / "fp.shp", [BUILDING], crs=None), "", ["declares no CRS", "footprints_crs"]
     if case == "text-file":
         path = folder / "fp.geojson"
         path.write_text("{ this is not json")
@@ -64,7 +70,7 @@ def _bad_footprints(case: str, folder: Path) -> tuple[Path, str, list[str]]:
 
 
 @pytest.mark.parametrize("case", ["empty-layer", "garbage-gpkg", "missing-layer", "degrees-declared-rd",
-                                  "elsewhere", "text-file"])
+                                  "elsewhere", "text-file", "no-crs"])
 def test_bad_footprints_refused_before_work(case: str, points: Path, data_dir: Path, tmp_path: Path,
                                             sandbox) -> None:
     footprints, options, says = _bad_footprints(case, data_dir)
