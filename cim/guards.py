@@ -124,13 +124,13 @@ def area_of_use_problem(source: LasSource) -> str | None:
             f"{crs_mod.describe(crs)} ({area.name}): is the declared CRS right?")
 
 
-def _heights_problem(source: LasSource) -> str | None:
+def _heights_problem(source: LasSource, allow_ballpark: bool) -> str | None:
     """Why the file's centre cannot be transformed to ellipsoidal heights, or None."""
     b = source.bounds
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CimWarning)
-            transformer = crs_mod.to_geographic3d(source.crs)
+            transformer = crs_mod.to_geographic3d(source.crs, allow_ballpark=allow_ballpark)
         out = crs_mod.transform_points(transformer, np.array([(b.minx + b.maxx) / 2]),
                                        np.array([(b.miny + b.maxy) / 2]), np.array([(b.minz + b.maxz) / 2]))
     except (CrsError, pyproj.exceptions.ProjError) as exc:
@@ -138,7 +138,7 @@ def _heights_problem(source: LasSource) -> str | None:
     return None if all(np.isfinite(v).all() for v in out) else "PROJ returns no height there (no grid covers it)"
 
 
-def check_sources(sources: list[LasSource], needs_heights: bool = False) -> None:
+def check_sources(sources: list[LasSource], needs_heights: bool = False, allow_ballpark: bool = False) -> None:
     """Coordinates that fit the CRS (headers were checked when the files were opened): a warning when outside its
     area of use, an error when the job ``needs_heights`` (ellipsoidal, for 3D Tiles or panoramas) and they cannot
     be transformed there either (every such task would fail)."""
@@ -146,7 +146,7 @@ def check_sources(sources: list[LasSource], needs_heights: bool = False) -> None
         problem = area_of_use_problem(source)
         if problem is None:
             continue
-        heights = _heights_problem(source) if needs_heights else None
+        heights = _heights_problem(source, allow_ballpark) if needs_heights else None
         if heights:
             raise InputError(source.path, f"{problem} ({heights}); give the right CRS with --crs")
         warnings.warn(f"{source.path}: {problem}", CimWarning, stacklevel=2)
@@ -278,7 +278,8 @@ def check_footprints(job: Job, crs: pyproj.CRS, sources: list[LasSource]) -> Non
 def check_plan(job: Job, sources: list[LasSource], crs: pyproj.CRS, grid: TileGrid) -> None:
     """All planning-time guards of ``cim run`` (see the module docstring), in order of cost."""
     check_folders(job)
-    check_sources(sources, any(s.name.startswith(HEIGHT_STAGES) for s in job.stages))
+    check_sources(sources, any(s.name.startswith(HEIGHT_STAGES) for s in job.stages),
+                  any(getattr(s.options, "allow_ballpark", False) for s in job.stages))
     check_size(job, sources, grid)
     check_footprints(job, crs, sources)
 

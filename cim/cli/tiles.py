@@ -39,6 +39,7 @@ def tiles(
                                                                    "point count)")] = True,
 ) -> None:
     """Convert point clouds to a streamable, georeferenced 3D Tiles 1.1 tileset (resumable, out-of-core)."""
+    from cim import outlock
     from cim.errors import CimError
     from cim.pipeline.execute import run_job, summarize
     from cim.pipeline.job import parse_job
@@ -65,6 +66,7 @@ def tiles(
         ],
     }
     job = parse_job(document, out / "tiles.toml")
+    outlock.claim(out)  # one run per output folder; Dask's scratch inside it
     result = run_job(job, scheduler=None if scheduler == "processes" else scheduler, workers=workers, force=force)
     summary = summarize(result)
     for failure in summary["failures"]:
