@@ -3,7 +3,8 @@ run's scratch files (Dask's) kept inside the folder.
 
 The lock is an ``flock`` on the file, so the kernel drops it when the holder dies (``kill -9`` included) and the
 next run takes over without cleaning up; the file records who holds it (pid, host, start time) for the message
-the second run prints.
+the second run prints, and stands in for the flock where a file system has none (a dead pid on this host is then
+a stale lock, taken over).
 """
 
 from __future__ import annotations
@@ -42,12 +43,34 @@ class OutputLock:
             self._handle = -1
 
 
-def _holder(path: Path) -> str:
+def _record(path: Path) -> dict | None:
     try:
         who = json.loads(path.read_text(encoding="utf-8"))
-        return f"process {who['pid']} on {who['host']} (since {who['started']})"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "another process"
+        return who if {"pid", "host", "started"} <= set(who) else None
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _holder(path: Path) -> str:
+    who = _record(path)
+    return f"process {who['pid']} on {who['host']} (since {who['started']})" if who else "another process"
+
+
+def _recorded_holder_alive(path: Path) -> bool:
+    """Where ``flock`` is not supported: whether the recorded holder still runs (a dead pid on this host is a
+    stale lock; a holder on another host cannot be checked and counts as alive)."""
+    who = _record(path)
+    if who is None or who["pid"] == os.getpid():
+        return False
+    if who["host"] != socket.gethostname():
+        return True
+    try:
+        os.kill(int(who["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 #: Locks this process holds, by lock file: acquiring a folder twice in one process returns the held lock.
@@ -63,10 +86,15 @@ def acquire(out_dir: Path) -> OutputLock:
     handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        locked = False
     except BlockingIOError:
+        locked = True
+    except OSError:  # a file system without flock (some network mounts): trust the recorded pid instead
+        locked = _recorded_holder_alive(path)
+    if locked:
         os.close(handle)
         raise OutputLockedError(f"{out_dir}: the output folder is in use by {_holder(path)}; wait for that run "
-                                "to end (or stop it), then run again") from None
+                                f"to end (or stop it), then run again (or delete {path} if it is gone)")
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started}).encode()
     os.ftruncate(handle, 0)

@@ -100,7 +100,8 @@ def fail(exc: BaseException) -> int:
 
 
 def main() -> None:
-    """Entry point: run the CLI, turning every exception into one clear line (exit code 2), never a traceback."""
+    """Entry point: run the CLI, turning every exception into one clear line (exit code 2; 1 for a bug), never a
+    traceback."""
     warnings.showwarning = _show_warning
     logging.raiseExceptions = False  # a log that cannot be written (disk full) must not print tracebacks
     _load_commands()

@@ -165,6 +165,33 @@ def test_lock_is_exclusive_and_released(tmp_path: Path) -> None:
     assert json.loads((tmp_path / outlock.LOCK_NAME).read_text())["pid"] == os.getpid()
 
 
+def test_lock_without_flock_trusts_the_recorded_pid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a file system without flock, a live pid on this host holds the folder and a dead one is a stale lock."""
+    import socket
+    import subprocess
+
+    from cim import outlock
+
+    def no_flock(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(outlock.fcntl, "flock", no_flock)
+    lock = tmp_path / outlock.LOCK_NAME
+    lock.parent.mkdir()
+    alive = subprocess.Popen(["sleep", "30"])
+    try:
+        record = {"pid": alive.pid, "host": socket.gethostname(), "started": "2026-01-01T00:00:00+00:00"}
+        lock.write_text(json.dumps(record))
+        with pytest.raises(outlock.OutputLockedError, match=f"process {alive.pid} on .*delete {lock}"):
+            outlock.acquire(tmp_path)
+    finally:
+        alive.kill()
+        alive.wait()
+    held = outlock.acquire(tmp_path)  # the recorded process is dead: stale, taken over
+    assert json.loads(lock.read_text())["pid"] == os.getpid()
+    held.release()
+
+
 # --- images -------------------------------------------------------------------------------------------------------
 
 
