@@ -215,7 +215,7 @@ def _check_disk(out_dir: Path, points: int) -> None:
     needed = points * BYTES_PER_POINT
     if needed > free:
         raise LimitError(f"{out_dir}: disk full ahead: the job needs about {needed:,} bytes "
-                         f"({points:,} points) but {free:,} bytes are free there")
+                         f"({points:,} points) but {free:,} bytes are free there; free space or choose another --out")
 
 
 # ----------------------------------------------------------------------------------------------- output folders
