@@ -175,9 +175,9 @@ def check_size(job: Job, sources: list[LasSource], grid: TileGrid) -> None:
     minx, miny, maxx, maxy = extent
     tiles = tile_count(extent, grid.size)
     if tiles > job.max_tiles:
-        raise LimitError(f"{job.source}: {_tiler_key(job)}: the inputs' extent {maxx - minx:.6g} x {maxy - miny:.6g} makes "
-                         f"{tiles:,} tiles of {grid.size:g}, above the limit of {job.max_tiles:,} "
-                         "(raise --max-tiles / [job].max_tiles if you mean it)")
+        raise LimitError(f"{job.source}: {_tiler_key(job)}: the inputs' extent {maxx - minx:.6g} x "
+                         f"{maxy - miny:.6g} makes {tiles:,} tiles of {grid.size:g}, above the limit of "
+                         f"{job.max_tiles:,} (raise --max-tiles / [job].max_tiles if you mean it)")
     side = grid.size + 2 * grid.buffer
     for i, stage in enumerate(job.stages):
         resolution = getattr(stage.options, "resolution", None)

@@ -78,7 +78,8 @@ def run(
     workers: Annotated[Optional[int], typer.Option("--workers", help="local worker processes (default: cores)")] = None,
     force: Annotated[bool, typer.Option("--force", help="re-run every task, ignoring the manifest")] = False,
     keep_going: Annotated[bool, typer.Option("--keep-going", help="finish the other tiles when one fails")] = False,
-    max_tiles: Annotated[Optional[int], typer.Option("--max-tiles", help="refuse jobs with more tiles (100000)")] = None,
+    max_tiles: Annotated[Optional[int], typer.Option(
+        "--max-tiles", help="refuse jobs with more tiles (100000)")] = None,
     max_tile_cells: Annotated[Optional[float], typer.Option(
         "--max-tile-cells", help="refuse rasters with more cells per tile (1e8)")] = None,
 ) -> None:

@@ -95,6 +95,7 @@ def test_degenerate_footprint_is_skipped_with_its_id(points: Path, data_dir: Pat
     assert "degenerate" in summary and "fp1, fp2" in summary
     report = json.loads((out / "report.json").read_text())
     assert any("fp1, fp2" in w and "degenerate" in w for w in report["warnings"])
-    cityjson = [json.loads(line) for f in (out / "buildings").glob("*.city.jsonl") for line in f.read_text().splitlines()]
+    cityjson = [json.loads(line) for f in (out / "buildings").glob("*.city.jsonl")
+                for line in f.read_text().splitlines()]
     ids = {k for doc in cityjson[1:] for k in doc.get("CityObjects", {})}
     assert any("fp0" in i for i in ids) and not any("fp1" in i or "fp2" in i for i in ids), ids

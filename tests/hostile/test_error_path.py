@@ -250,7 +250,8 @@ def test_summary_tells_cancelled_from_failed(points: Path, tmp_path: Path, cli) 
                             extra='[[stages]]\ntype = "test.hostile_fail"\ntile = "1700_8920"\n'))
     code, err, stdout = cli("run", str(job), "--scheduler", "threads", "--keep-going")
     assert code == 1, err
-    cells = [[c.strip() for c in line.strip("│ ").split("│")] for line in stdout.splitlines() if line.startswith("│")]
+    cells = [[c.strip() for c in line.strip("│ ").split("│")]
+             for line in stdout.splitlines() if line.startswith("│")]
     rows = {c[0]: c[1:] for c in cells}  # stage: done, skipped, failed, cancelled, seconds
     summary = json.loads((out / "report.json").read_text())
     assert [f["task"] for f in summary["failures"]] == ["00-test.hostile_fail/1700_8920"]
@@ -265,7 +266,8 @@ def test_a_stage_that_writes_nothing_is_an_error(points: Path, tmp_path: Path, c
     """A stage with an output folder that wrote no data on any tile: exit 2 naming it, not an empty success."""
     out = tmp_path / "out"
     job = tmp_path / "job.toml"
-    job.write_text(job_text(out, points, job_extra='crs = "EPSG:7415"', extra='[[stages]]\ntype = "test.hostile_silent"\n'))
+    job.write_text(job_text(out, points, job_extra='crs = "EPSG:7415"',
+                            extra='[[stages]]\ntype = "test.hostile_silent"\n'))
     code, err, _ = cli("run", str(job), "--scheduler", "threads")
     assert code == 2 and err.strip() == f"error: {job}: stages[2] (test.hostile_silent) wrote no data on any tile; " \
                                         "check its inputs (e.g. footprints that meet no points)"
