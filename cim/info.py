@@ -9,7 +9,7 @@ import numpy as np
 import pyproj
 
 from cim import crs as crs_mod
-from cim import crs_plan
+from cim.guards import area_of_use_problem
 from cim.io import las
 
 _DENSITY_CELL = 1.0  # metres: occupied-cell density is measured on this grid
@@ -29,16 +29,6 @@ def _crs_facts(source: las.LasSource) -> dict[str, Any]:
         "units": crs_mod.horizontal_part(crs).axis_info[0].unit_name,
         "wkt": crs.to_wkt(),
     }
-
-
-def _area_check(source: las.LasSource) -> str | None:
-    """A warning when the file's centre lies outside its CRS's area of use (a wrong or mislabelled CRS)."""
-    if source.crs is None or source.point_count == 0:
-        return None
-    problem = crs_plan.area_problem(source.crs, source.bounds)
-    if problem is None:
-        return None
-    return f"{problem}: {crs_plan.likely_cause(source.crs, source.bounds)}"
 
 
 def _occupied_cells(x: np.ndarray, y: np.ndarray, source: las.LasSource) -> np.ndarray:
@@ -81,7 +71,7 @@ def file_info(path: str | Path, crs: str | pyproj.CRS | None = None) -> dict[str
         cells.update(_occupied_cells(chunk.x, chunk.y, source).tolist())
     area = float((maxs[0] - mins[0]) * (maxs[1] - mins[1])) if count else 0.0
     unit = crs_mod.linear_unit_factor(source.crs) if source.crs else 1.0
-    warnings_ = [w for w in [_area_check(source)] if w]
+    warnings_ = [w for w in [area_of_use_problem(source)] if w]
     return {
         "file": str(source.path),
         "format": "COPC" if source.is_copc else ("LAZ" if header.are_points_compressed else "LAS"),

@@ -405,11 +405,16 @@ def test_a_broken_image_fails_alone_and_resumes(tmp_path):
     images.mkdir()
     cv2.imwrite(str(images / "A.jpg"), _direction_image(512)[:, :, ::-1])
     cv2.imwrite(str(images / "B.jpg"), _direction_image(512))
-    (images / "C.jpg").write_bytes(b"\xff\xd8 truncated")
+    cv2.imwrite(str(images / "C.jpg"), _direction_image(512)[:200])  # decodes, but is not 2:1: its task fails
     (tmp_path / "p.csv").write_text("name,lat,lon,h,heading,pitch,roll\n"
                                     "A,49.4447,7.7690,290,10,0,0\nB,49.4448,7.7691,290,20,0,0\n"
                                     "C,49.4449,7.7692,290,30,0,0\n")
     out = tmp_path / "out"
+    (images / "A.jpg").write_bytes((images / "A.jpg").read_bytes()[:5000])  # truncated: refused before any work
+    with pytest.raises(InputError, match="A.jpg: the image does not decode completely"):
+        run_panoramas(tmp_path / "p.csv", images, out, scheduler="threads", workers=1)
+    assert not (out / "panoramas").exists()
+    cv2.imwrite(str(images / "A.jpg"), _direction_image(512)[:, :, ::-1])
     with pytest.raises(InputError, match="1 of 3 failed"):
         run_panoramas(tmp_path / "p.csv", images, out, scheduler="threads", workers=1)
     assert [p.name for p in load_panoramas(out / "panoramas.json")] == ["A", "B"]

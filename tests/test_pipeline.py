@@ -137,7 +137,7 @@ def test_truncated_input_fails_cleanly_and_writes_no_tiles(tmp_path: Path) -> No
     job = write_job(tmp_path / "j.toml", delft_job(tmp_path / "o").replace(
         (REPO / "data" / "delft").as_posix() + "/ahn3_cropped_*.laz", data.as_posix() + "/*.laz"))
     result = cim_cli("run", str(job), "--scheduler", "threads")
-    assert result.returncode == 1
+    assert result.returncode == 2  # refused at planning: the LAZ chunk table lies beyond the end
     assert "a_truncated.laz" in result.stdout + result.stderr
     assert not list((tmp_path / "o").glob("las/*.laz"))
 
@@ -238,8 +238,8 @@ def test_infinite_coordinates_are_refused_with_the_file_name(repo_data: Path, tm
     job = write_job(tmp_path / "j.toml", delft_job(tmp_path / "o").replace(
         (REPO / "data" / "delft").as_posix() + "/ahn3_cropped_*.laz", source.as_posix()))
     result = cim_cli("run", str(job), "--scheduler", "threads")
-    assert result.returncode == 1
-    assert "overflow.las" in result.stdout and "NaN or infinite coordinates" in result.stdout
+    assert result.returncode == 2  # refused at planning by the header guard (cim.guards), before any tile
+    assert "overflow.las: header scale [1e+308, " in result.stderr and "not plausible" in result.stderr
     assert not (tmp_path / "o" / "las").exists()
 
 

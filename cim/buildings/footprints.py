@@ -53,7 +53,10 @@ def clean_polygon(geom: Any, min_area: float = 0.01) -> list[Polygon]:
     if geom is None or geom.is_empty:
         return []
     geom = shapely.force_2d(geom)
-    geom = shapely.remove_repeated_points(geom, 1e-6)
+    try:
+        geom = shapely.remove_repeated_points(geom, 1e-6)
+    except shapely.errors.GEOSException:  # a ring collapsed to fewer than 3 distinct points: nothing areal
+        return []
     if not geom.is_valid:
         geom = shapely.make_valid(geom)
     parts = [g for g in shapely.get_parts(geom) if isinstance(g, Polygon)]
@@ -100,6 +103,8 @@ def read_footprints(
         raise InputError(path, f"no field {id_field!r} (fields: {', '.join(names)})")
     idf = id_field or next((f for f in ID_FIELDS if f in names), None)
     shapes = shapely.from_wkb(geoms)
+    if not len(shapes):
+        raise InputError(path, f"the layer {'' if layer is None else repr(layer) + ' '}has no footprints")
     if crs is not None and file_crs is not None:
         src, dst = _horizontal(pyproj.CRS.from_user_input(file_crs)), _horizontal(pyproj.CRS.from_user_input(crs))
         if not src.equals(dst):
@@ -127,7 +132,7 @@ def read_footprints(
         for k, poly in enumerate(sorted(parts, key=lambda p: -p.area)):
             out.append(Footprint(fid if len(parts) == 1 else f"{fid}-{k + 1}", poly, attrs))
     for what, ids in (("repaired invalid", repaired), ("split multi-part", split),
-                      ("skipped empty / non-areal", dropped)):
+                      ("skipped empty / degenerate (collapsed to a point or line)", dropped)):
         if ids:
             warnings.warn(f"{path}: {what} footprints: {', '.join(ids[:10])}{' …' if len(ids) > 10 else ''}",
                           CimWarning, stacklevel=2)
@@ -138,6 +143,56 @@ def read_footprints(
     if bbox is not None:
         out = [f for f in out if _in_box(f.representative_point, bbox)]
     return out
+
+
+def check_footprint_file(path: str | Path, crs: pyproj.CRS, points: tuple[float, float, float, float], *,
+                         layer: str | int | None = None, source_crs: pyproj.CRS | str | None = None) -> None:
+    """Before any work: the file opens, the layer exists and has features, and its extent meets the points'
+    ``(minx, miny, maxx, maxy)`` in ``crs`` (else an :class:`InputError` naming the likely CRS mix-up)."""
+    import pyogrio
+
+    path = Path(path)
+    try:
+        layers = [str(name) for name, _ in pyogrio.list_layers(path)]
+    except Exception as exc:  # pyogrio's DataSourceError and friends
+        raise InputError(path, f"not a readable vector file ({exc})") from None
+    if isinstance(layer, str) and layer not in layers:
+        raise InputError(path, f"no layer {layer!r} (layers: {', '.join(layers) or 'none'})")
+    try:
+        info = pyogrio.read_info(path, layer=layer, force_feature_count=True, force_total_bounds=True)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(path, f"cannot read footprints: {exc}") from None
+    name = info.get("layer_name") or layer or layers[0]
+    if not info.get("features"):
+        raise InputError(path, f"layer {name!r} has no footprints")
+    declared = source_crs or info.get("crs")
+    if declared is None:
+        raise InputError(path, "the footprint file declares no CRS; give it with footprints_crs (--footprints-crs)")
+    extent = tuple(float(v) for v in info.get("total_bounds") or ())
+    if len(extent) != 4 or not all(math.isfinite(v) for v in extent):
+        return
+    src, dst = _horizontal(pyproj.CRS.from_user_input(declared)), _horizontal(crs)
+    box = extent if src.equals(dst) else pyproj.Transformer.from_crs(src, dst, always_xy=True).transform_bounds(*extent)
+    if box[0] <= points[2] and points[0] <= box[2] and box[1] <= points[3] and points[1] <= box[3]:
+        return
+    raise InputError(path, f"the footprints ({_box(extent)} in {src.name}) do not meet the points "
+                           f"({_box(points)} in {dst.name}): {_crs_hint(extent, src)}")
+
+
+def _box(b: Sequence[float]) -> str:
+    return f"{b[0]:.6g} {b[1]:.6g} - {b[2]:.6g} {b[3]:.6g}"
+
+
+def _crs_hint(extent: Sequence[float], declared: pyproj.CRS) -> str:
+    """The likely CRS mix-up behind footprints that miss the points."""
+    degrees = -180 <= extent[0] <= extent[2] <= 180 and -90 <= extent[1] <= extent[3] <= 90
+    if degrees and not declared.is_geographic:
+        return (f"the coordinates look like EPSG:4326 degrees although the file declares {declared.name}; "
+                "set footprints_crs = \"EPSG:4326\" or fix the file")
+    if declared.is_geographic and not degrees:
+        return (f"the coordinates look like projected metres although the file declares {declared.name}; "
+                "set footprints_crs to their CRS")
+    return f"is the file's CRS ({declared.name}) right, and does it cover the same area as the points?"
 
 
 def _in_box(p: tuple[float, float], bbox: Sequence[float]) -> bool:

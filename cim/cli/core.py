@@ -77,12 +77,17 @@ def run(
     workers: Workers = None,
     force: Force = False,
     keep_going: Annotated[bool, typer.Option("--keep-going", help="finish the other tiles when one fails")] = False,
+    max_tiles: Annotated[Optional[int], typer.Option(
+        "--max-tiles", help="refuse jobs with more tiles (100000)")] = None,
+    max_tile_cells: Annotated[Optional[float], typer.Option(
+        "--max-tile-cells", help="refuse rasters with more cells per tile (1e8)")] = None,
 ) -> None:
     """Run a pipeline of named stages over tiles on Dask (resumable: re-run to continue)."""
     from cim.cli.jobs import execute
     from cim.pipeline.job import load_job
 
-    job = load_job(job_file, {"output": str(Path(out).resolve()) if out else None, "output_crs": out_crs})
+    job = load_job(job_file, {"output": str(Path(out).resolve()) if out else None, "output_crs": out_crs,
+                              "max_tiles": max_tiles, "max_tile_cells": max_tile_cells})
     execute(job, scheduler=scheduler, workers=workers, force=force, keep_going=keep_going, crs=crs)
 
 

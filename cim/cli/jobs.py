@@ -148,10 +148,11 @@ def execute(job: Job, *, scheduler: str | None = None, workers: int | None = Non
             keep_going: bool = False, crs: str | None = None, show: bool = True) -> tuple[dict[str, Any], JobRun]:
     """Run ``job`` as ``cim run`` does: log to ``cim.log``, show progress, write ``report.json``, print the report
     (unless not ``show``); returns the report and the run, or exits with code 1 when tasks failed."""
+    from cim import guards, outlock
     from cim.pipeline.execute import outcome_line, run_job, summarize
 
     created = not job.out_dir.exists()
-    job.out_dir.mkdir(parents=True, exist_ok=True)
+    outlock.claim(job.out_dir)  # made, locked until the process ends (a second run is refused), Dask's scratch inside
     handler = logging.FileHandler(job.out_dir / "cim.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger = logging.getLogger("cim")
@@ -177,18 +178,19 @@ def execute(job: Job, *, scheduler: str | None = None, workers: int | None = Non
         summary = summarize(result)
         write_text_atomic(job.out_dir / "report.json", json.dumps(summary, indent=2) + "\n")
     except CimError:
-        if created:  # a new job refused (bad input, impossible transformation) leaves no output folder behind
-            logger.removeHandler(handler)
-            handler.close()
-            shutil.rmtree(job.out_dir, ignore_errors=True)
-        raise
-    finally:
         logger.removeHandler(handler)
         handler.close()
+        if created:  # a new job refused (bad input, impossible transformation) leaves no output folder behind
+            shutil.rmtree(job.out_dir, ignore_errors=True)
+        raise
+    # any other exception keeps the log handler: the CLI writes the traceback into cim.log and names it
+    logger.removeHandler(handler)
+    handler.close()
     if show or not summary["ok"]:
         print_report(summary)
     if not summary["ok"]:
         raise typer.Exit(EXIT_TASKS_FAILED)
+    guards.check_products(result)  # a stage that wrote nothing on any tile is an error, not an empty product
     return summary, result
 
 
@@ -210,10 +212,10 @@ def print_report(summary: dict[str, Any]) -> None:
     """The run report as a table of stages, then products, warnings and failures."""
     table = Table(title=f"job {summary['job']}: {summary['tiles']} tiles, {summary['points']:,} points, "
                         f"{summary['seconds']:.1f} s", title_justify="left")
-    for column in ("stage", "done", "skipped", "failed", "seconds"):
+    for column in ("stage", "done", "skipped", "failed", "cancelled", "seconds"):
         table.add_column(column, justify="left" if column == "stage" else "right")
     for row in summary["stages"]:
-        table.add_row(row["stage"], str(row["done"]), str(row["skipped"]), str(row["failed"] + row["cancelled"]),
+        table.add_row(row["stage"], str(row["done"]), str(row["skipped"]), str(row["failed"]), str(row["cancelled"]),
                       f"{row['seconds']:.1f}")
     console.print(table)
     console.print(f"{len(summary['products'])} products in [bold]{summary['output']}[/] "

@@ -49,6 +49,7 @@ def panoramas(
 ) -> None:
     """Georeference, anonymize (faces, plates) and publish panoramas (Marzipano tiles, index, STAC); with
     --points also depth maps per panorama and colorized point clouds."""
+    from cim import guards
     from cim.cli.jobs import colorize_job, execute_template, input_files
     from cim.panoramas.privacy import AnonymizeOptions
     from cim.panoramas.process import ChainOptions, run_panoramas
@@ -58,6 +59,7 @@ def panoramas(
     anonymize = AnonymizeOptions(detect_width=detect_width, plates=not no_plates, strips=strips)
     options = ChainOptions(anonymize=anonymize, face_size=face_size)
     pose_options = {"crs": pose_crs, "time_base": time_base, "gps_week": gps_week, "angles": angles, "north": north}
+    guards.keep_scratch_inside(out)  # Dask's scratch files inside --out, not in $TMPDIR
     point_files = input_files(list(points or []))
     summary = run_panoramas(poses, images, out, crs=crs, trajectory=trajectory, points=point_files,
                             options=options, pose_options=pose_options, scheduler=scheduler, workers=workers,

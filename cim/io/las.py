@@ -17,6 +17,7 @@ import pyproj
 from cim import crs as crs_mod
 from cim.errors import CrsError, InputError
 from cim.fileutil import atomic_write
+from cim.guards import check_header
 from cim.io.las_crs import header_crs
 from cim.io.readers import inside
 from cim.points import INPUT_INDEX, INPUT_POSITION, STANDARD_DTYPES, Bounds, PointCloud
@@ -93,7 +94,7 @@ def open_source(path: str | Path, crs: str | pyproj.CRS | None = None) -> LasSou
             is_copc = any(isinstance(v, laspy.copc.CopcInfoVlr) for v in header.vlrs)
     except (laspy.errors.LaspyException, ValueError, OSError) as exc:
         raise InputError(path, f"not a readable LAS/LAZ file ({exc})") from None
-    _check_header(path, header)
+    check_header(path, header)  # finite, plausible values; point data that fits the file
     if crs is not None:
         return LasSource(path, header, crs_mod.resolve(crs), "override", is_copc)
     try:
@@ -103,10 +104,6 @@ def open_source(path: str | Path, crs: str | pyproj.CRS | None = None) -> LasSou
     return LasSource(path, header, file_crs, source, is_copc)
 
 
-def _check_header(path: Path, header: laspy.LasHeader) -> None:
-    scales, offsets = np.asarray(header.scales), np.asarray(header.offsets)
-    if not (np.all(np.isfinite(scales)) and np.all(np.isfinite(offsets))) or np.any(scales == 0):
-        raise InputError(path, f"header has invalid scale {scales.tolist()} or offset {offsets.tolist()}")
 
 
 def _to_cloud(record: laspy.ScaleAwarePointRecord, source: LasSource) -> PointCloud:

@@ -106,6 +106,16 @@ def _rotate_about_up(q: FloatArray, degrees_clockwise: FloatArray) -> FloatArray
     return np.where(out[:, :1] < 0, -out, out)
 
 
+def _crs_hint(table: PoseTable, i: int) -> str:
+    """For poses in longitude/latitude: the --crs to give (the WGS 84 / UTM zone of panorama ``i``)."""
+    if not table.crs.is_geographic or not table.has_position[i]:
+        return "; give the job CRS with --crs"
+    lon, lat = (float(v) for v in table.position[i][:2])
+    zone = int((lon + 180) // 6) % 60 + 1
+    return (f"; the poses lie at {lon:.4f}, {lat:.4f}: give --crs EPSG:{32600 + zone if lat >= 0 else 32700 + zone} "
+            f"(WGS 84 / UTM zone {zone}{'N' if lat >= 0 else 'S'}) or the national CRS there")
+
+
 def georeference(
     table: PoseTable,
     job_crs: str | pyproj.CRS,
@@ -174,7 +184,7 @@ def georeference(
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise InputError(src, f"panorama {table.names[i]!r} cannot be placed in {cimcrs.describe(crs)} "
-                         "(outside the CRS's area or its height grid)")
+                         f"(outside the CRS's area or its height grid){_crs_hint(table, i)}")
     conv = grid_convergence(crs, geo[:, 0], geo[:, 1])
     is_true = north == "true"
     q_grid = np.where(is_true[:, None], _rotate_about_up(q, conv), q)
@@ -229,6 +239,31 @@ def image_size(path: str | Path) -> tuple[int, int]:
             return int(im.width), int(im.height)
     except (OSError, ValueError) as exc:
         raise InputError(path, f"not a readable image ({exc})") from None
+
+
+#: End markers of JPEG and PNG: a file whose last bytes hold its marker was written whole.
+_IMAGE_END = {b"\xff\xd8": b"\xff\xd9", b"\x89PNG": b"IEND\xaeB`\x82"}
+
+
+def check_complete(path: str | Path) -> None:
+    """Refuse an image file cut short (OpenCV decodes a truncated JPEG silently, the rest grey).
+
+    A JPEG or PNG whose last 4 KiB hold its end marker passes at once; any other file (or one with a long trailer
+    after the marker) is decoded once by Pillow, which raises on truncated data.
+    """
+    from PIL import Image
+
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+        handle.seek(max(0, handle.seek(0, 2) - 4096))
+        tail = handle.read()
+    if any(head.startswith(start) and end in tail for start, end in _IMAGE_END.items()):
+        return
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InputError(path, f"the image does not decode completely ({exc})") from None
 
 
 # --- index -------------------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from cim.errors import CimWarning, InputError
 from cim.fileutil import write_bytes_atomic
 from cim.panoramas.privacy import AnonymizeOptions, anonymize, report, write_report
 from cim.panoramas.depth import depth_buffer, fill_holes, write_depth_cog
-from cim.panoramas.georef import Panorama, georeference, write_index, write_panoramas_json
+from cim.panoramas.georef import Panorama, check_complete, georeference, write_index, write_panoramas_json
 from cim.panoramas.poses import read_poses, read_trajectory
 from cim.panoramas.tiles import encode_jpeg, write_marzipano
 
@@ -192,6 +192,8 @@ def run_panoramas(
                           f"{len(table)} panoramas; their poses come from the pose file alone", CimWarning,
                           stacklevel=2)
             traj = None if uncovered.all() else traj
+    for image in found.values():  # a truncated image would be published as a grey panorama: refuse before work
+        check_complete(image)
     panos = georeference(table, crs, trajectory=traj, images=found, strict_images=False)  # bad images fail alone
     point_paths = [str(Path(p).resolve()) for p in points]
     for p in point_paths:

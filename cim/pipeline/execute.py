@@ -21,6 +21,7 @@ import pyproj
 import cim
 from cim import crs as crs_mod
 from cim import crs_plan
+from cim import guards
 from cim.catalog import write_catalog
 from cim.errors import ConfigError, InputError
 from cim.fileutil import atomic_write, expand_patterns
@@ -164,6 +165,7 @@ def run_job(
     sources = [in_crs(source, work_crs) for _, source in inputs]
     union = union_bounds([s.bounds for s in sources])
     grid = _grid(job)
+    guards.check_plan(job, sources, work_crs, grid)
     out_dir = job.out_dir
     remove_stale_temporaries(out_dir)
     work = out_dir / WORK

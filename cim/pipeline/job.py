@@ -37,10 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cim import crs as crs_mod
 from cim.errors import CimError, ConfigError
+from cim.guards import MAX_TILE_CELLS, MAX_TILES, option_problems
 from cim.pipeline.stage import NO_STAGES, Stage, StageOptions, lookup, registry, stage_names
 
 
@@ -68,6 +69,8 @@ class JobSection(BaseModel):
     output_crs: str | None = None
     area: tuple[float, float, float, float] | None = None
     datetime: str | None = None
+    max_tiles: int = Field(MAX_TILES, gt=0)
+    max_tile_cells: float = Field(MAX_TILE_CELLS, gt=0)
     accept_height_system: Literal["DHHN92-as-DHHN2016"] | None = None  # cim.crs_plan.DHHN92_AS_DHHN2016
 
     @field_validator("output_crs")
@@ -95,6 +98,8 @@ class Job:
     #: CRS the job processes and writes in (None: the inputs' CRS); ``area`` is given in it.
     output_crs: str | None = None
     accept_height_system: str | None = None
+    max_tiles: int = MAX_TILES
+    max_tile_cells: float = MAX_TILE_CELLS
 
     def stages_of(self, name: str) -> list[Stage]:
         return [s for s in self.stages if s.name == name]
@@ -147,6 +152,8 @@ def parse_job(document: dict[str, Any], source: Path, overrides: dict[str, Any] 
         stages=stages,
         output_crs=section.output_crs,
         accept_height_system=section.accept_height_system,
+        max_tiles=section.max_tiles,
+        max_tile_cells=section.max_tile_cells,
     )
 
 
@@ -182,7 +189,7 @@ def _parse_stages(raw: Any, base: Path, problems: list[ConfigError]) -> list[Sta
         except ValidationError as exc:
             problems += _pydantic_problems(exc, key)
             continue
-        problems += _missing_files(parsed, key)
+        problems += _missing_files(parsed, key) + option_problems(parsed, key)
         stages.append(cls(parsed))
         keys.append(key)
     _check_order(stages, problems)

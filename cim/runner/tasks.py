@@ -19,7 +19,7 @@ from typing import Any
 
 from distributed import Client, as_completed
 
-from cim.errors import CimError
+from cim.errors import CimError, os_error_message
 from cim.runner.manifest import Manifest
 
 
@@ -120,6 +120,8 @@ def _outputs_exist(result: Any, out_dir: Path | None) -> bool:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, CimError):
         return str(exc)
+    if isinstance(exc, OSError) and os_error_message(exc):  # disk full, read-only, permission: say so
+        return os_error_message(exc)
     last = traceback.format_exception_only(type(exc), exc)[-1].strip()
     return last
 
