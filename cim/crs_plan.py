@@ -257,7 +257,7 @@ def check_job(crs: pyproj.CRS, stages: Sequence[object], sources: Sequence[LasSo
     try:
         check_transformations(crs, needs, bounds=source.bounds)
     except CrsError as exc:
-        raise InputError(source.path, f"{cause}; so {exc}") from None
+        raise InputError(source.path, f"{cause}; so {exc}. Give the right CRS with --crs (job key 'crs')") from None
     warnings.warn(f"{source.path}: {cause}", CimWarning, stacklevel=2)
     return crs
 

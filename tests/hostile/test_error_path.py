@@ -17,44 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydantic import Field
 
 from cim.errors import InputError
-from cim.pipeline.stage import Stage, StageOptions, TileResult, register
 from tests.hostile.conftest import job_text
-
-
-class FailOptions(StageOptions):
-    tile: str = ""
-
-
-@register
-class FailOnTile(Stage):
-    """Test-only stage: fails on the tile its option names, passes the points of the others through."""
-
-    name = "test.hostile_fail"
-    Options = FailOptions
-    modifies_points = True
-
-    def run(self, cloud, ctx):
-        if ctx.tile.key == self.options.tile:
-            raise InputError(f"tile {ctx.tile.key}", "synthetic failure")
-        return TileResult(cloud=cloud)
-
-
-class SilentOptions(StageOptions):
-    folder: str = Field("silent", description="output folder inside the job's output folder")
-
-
-@register
-class Silent(Stage):
-    """Test-only stage: has an output folder but writes nothing."""
-
-    name = "test.hostile_silent"
-    Options = SilentOptions
-
-    def run(self, cloud, ctx):
-        return TileResult(stats={"objects": 0})
 
 
 @pytest.fixture
@@ -241,35 +206,35 @@ def test_lat_lon_poses_outside_the_crs_suggest_one(lon: float, lat: float, code:
         georeference(table, "EPSG:25832+7837")
 
 
-def test_summary_tells_cancelled_from_failed(points: Path, tmp_path: Path, cli) -> None:
+def test_summary_tells_cancelled_from_failed(points: Path, tmp_path: Path, cli, plugin_stages) -> None:
     """One tile fails: the summary shows 1 failed for that stage and the task it stopped (write.las of that tile)
     as cancelled, as report.json does (cancelled tasks used to be added to the failures)."""
     out = tmp_path / "out"
     job = tmp_path / "job.toml"
     job.write_text(job_text(out, points, job_extra='crs = "EPSG:7415"',
-                            extra='[[stages]]\ntype = "test.hostile_fail"\ntile = "1700_8920"\n'))
+                            extra='[[stages]]\ntype = "test.fail_on_tile"\ntile = "1700_8920"\n'))
     code, err, stdout = cli("run", str(job), "--scheduler", "threads", "--keep-going")
     assert code == 1, err
     cells = [[c.strip() for c in line.strip("│ ").split("│")]
              for line in stdout.splitlines() if line.startswith("│")]
     rows = {c[0]: c[1:] for c in cells}  # stage: done, skipped, failed, cancelled, seconds
     summary = json.loads((out / "report.json").read_text())
-    assert [f["task"] for f in summary["failures"]] == ["00-test.hostile_fail/1700_8920"]
+    assert [f["task"] for f in summary["failures"]] == ["00-test.fail_on_tile/1700_8920"]
     assert "synthetic failure" in summary["failures"][0]["error"]
     report = {row["stage"]: row for row in summary["stages"]}
-    for stage in ("test.hostile_fail", "write.las"):
+    for stage in ("test.fail_on_tile", "write.las"):
         assert rows[stage][2:4] == [str(report[stage]["failed"]), str(report[stage]["cancelled"])], rows
-    assert rows["test.hostile_fail"][2:4] == ["1", "0"] and rows["write.las"][2:4] == ["0", "1"]
+    assert rows["test.fail_on_tile"][2:4] == ["1", "0"] and rows["write.las"][2:4] == ["0", "1"]
 
 
-def test_a_stage_that_writes_nothing_is_an_error(points: Path, tmp_path: Path, cli) -> None:
+def test_a_stage_that_writes_nothing_is_an_error(points: Path, tmp_path: Path, cli, plugin_stages) -> None:
     """A stage with an output folder that wrote no data on any tile: exit 2 naming it, not an empty success."""
     out = tmp_path / "out"
     job = tmp_path / "job.toml"
     job.write_text(job_text(out, points, job_extra='crs = "EPSG:7415"',
-                            extra='[[stages]]\ntype = "test.hostile_silent"\n'))
+                            extra='[[stages]]\ntype = "test.silent"\n'))
     code, err, _ = cli("run", str(job), "--scheduler", "threads")
-    assert code == 2 and err.strip() == f"error: {job}: stages[2] (test.hostile_silent) wrote no data on any tile; " \
+    assert code == 2 and err.strip() == f"error: {job}: stages[2] (test.silent) wrote no data on any tile; " \
                                         "check its inputs (e.g. footprints that meet no points)"
 
 

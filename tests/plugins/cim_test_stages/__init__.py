@@ -54,3 +54,17 @@ class ReadMarks(Stage):
 
     def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
         return TileResult(stats={"mark": (self.input_dir("marks", ctx) / f"{ctx.tile.key}.txt").read_text()})
+
+
+class SilentOptions(StageOptions):
+    folder: str = Field("silent", description="output folder inside the job's output folder")
+
+
+class Silent(Stage):
+    """Has an output folder but writes nothing (a job must not end with an empty product and exit 0)."""
+
+    name = "test.silent"
+    Options = SilentOptions
+
+    def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
+        return TileResult(stats={"objects": 0})
