@@ -1,16 +1,26 @@
-"""Turn a validated job into runner tasks and run them: partition per input file, then (stage, tile) tasks,
-each stage's global ``finish`` step and the STAC catalog.
+"""Turn a validated job into runner tasks and run them: partition per input file, one chain task per tile that
+runs the tile's stages one after the other on one in-memory cloud, each stage's global ``finish`` step and the
+STAC catalog.
 
-Fingerprints chain: a tile task's fingerprint covers the fingerprint of the points it reads (the partition or
-the last stage that changed the points) and its own stage options, so changing an option re-runs exactly the
-tasks that depend on it.
+Checkpoints: the partition parts hold every tile's points; the only other copy of a tile's points is written
+after the chain's last point-modifying stage, when a later stage of the chain exists (the columns that differ
+from the parts, compressed: a class column for a classifier). A resume re-runs, per tile, exactly the steps
+whose fingerprint changed or whose products are missing or changed (and the steps that depend on them), from
+the checkpoint when they all come after it, else from the parts.
+
+Fingerprints chain: a step's fingerprint covers the fingerprint of the points it reads (the partition or the
+last step that changed the points), the fingerprints of the earlier steps whose products it uses, its options,
+the contents of the files its options name and the code of its stage module (with every cim module it
+imports). Stages with only a ``finish`` get no per-tile step.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,16 +28,18 @@ from typing import Any
 import numpy as np
 import pyproj
 
-import cim
 from cim import crs as crs_mod
 from cim.catalog import write_catalog
+from cim.columns import append_frame, read_frames
 from cim.errors import InputError
 from cim.fileutil import atomic_write, expand_patterns
 from cim.io import las
 from cim.pipeline.job import Job
 from cim.pipeline.stage import JobContext, Product, Stage, TileContext
 from cim.points import PointCloud
-from cim.runner import Dep, Manifest, RunReport, Task, TaskOutcome, dask_client, file_fingerprint, fingerprint, run_tasks
+from cim.runner import Dep, Manifest, RunReport, Task, TaskOutcome, dask_client, fingerprint, run_tasks
+from cim.runner.fingerprints import CodeHashes, ContentHashes, intact, stamp
+from cim.runner.tasks import PartError, caught_warnings, describe
 from cim.stages.io import TileOptions
 from cim.tiling import PARTS_FORMAT, Tile, TileGrid, load_tile, partition_file, union_bounds
 
@@ -48,6 +60,16 @@ class JobRun:
     points: int = 0
 
 
+@dataclass(frozen=True)
+class Step:
+    """One stage's run on one tile, inside the tile's chain task; ``key`` is its manifest key."""
+
+    key: str
+    stage: Stage
+    fingerprint: str
+    ctx: TileContext
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # worker-side task functions (module level, so Dask can pickle them)
 
@@ -59,47 +81,106 @@ def partition_task(path: str, crs_wkt: str, size: float, buffer: float, parts_di
     return {"counts": counts, "outputs": [Path(parts_dir).relative_to(out_dir).as_posix()]}
 
 
-def save_cloud(path: Path, cloud: PointCloud) -> None:
-    """Store an intermediate cloud (uncompressed npz, written atomically)."""
+def _column_digests(cloud: PointCloud) -> dict[str, str]:
+    return {name: hashlib.sha256(np.ascontiguousarray(cloud[name]).view(np.uint8)).hexdigest()
+            for name in cloud.names}
+
+
+def save_checkpoint(path: Path, cloud: PointCloud, base_size: int, base_digests: dict[str, str]) -> None:
+    """Store ``cloud`` compactly: the columns that differ from the tile as partitioned (``base_size`` points
+    with these column digests) or, when the points themselves changed, every column."""
+    digests = _column_digests(cloud)
+    same_points = len(cloud) == base_size and all(base_digests.get(n) == digests[n] for n in "xyz")
+    changed = [n for n in cloud.names if not same_points or base_digests.get(n) != digests[n]]
+    meta = {"mode": "delta" if same_points else "full", "names": cloud.names}
     with atomic_write(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **cloud.data)
+        append_frame(tmp, {n: cloud[n] for n in changed}, meta)
 
 
-def load_cloud(path: Path, crs: pyproj.CRS) -> PointCloud:
-    """Load an intermediate cloud written by :func:`save_cloud`."""
-    with np.load(path) as arrays:
-        return PointCloud({n: arrays[n] for n in arrays.files}, crs)
+def load_checkpoint(path: Path, base: PointCloud) -> PointCloud:
+    """The cloud :func:`save_checkpoint` stored, completing a delta from ``base``."""
+    meta, columns = next(read_frames(path))
+    data = {n: columns[n] if n in columns else base[n] for n in meta["names"]}
+    return PointCloud(data, base.crs)
 
 
-def tile_stage_task(stage: Stage, ctx: TileContext, source: tuple[str, Any], save_to: str | None,
-                    *_deps: Any) -> dict[str, Any]:
-    kind, where = source
-    cloud = load_tile([Path(p) for p in where], ctx.tile, ctx.crs) if kind == "parts" else load_cloud(Path(where), ctx.crs)
-    result = stage.run(cloud, ctx)
-    outputs = [p.path for p in result.products]
-    if save_to is not None:
-        out_cloud = result.cloud if result.cloud is not None else cloud
-        save_cloud(Path(save_to), out_cloud)
-        outputs.append(Path(save_to).relative_to(ctx.out_dir).as_posix())
-    return {
-        "tile": ctx.tile.key,
-        "stats": result.stats,
-        "products": [p.to_json() for p in result.products],
-        "outputs": outputs,
-        "warnings": ctx.warnings,
-    }
+def _read_only(cloud: PointCloud) -> PointCloud:
+    """A view of ``cloud`` whose columns cannot be changed in place (for stages that do not modify points)."""
+    views = {}
+    for name in cloud.names:
+        view = cloud[name].view()
+        view.flags.writeable = False
+        views[name] = view
+    return PointCloud(views, cloud.crs)
 
 
-def finish_task(stage: Stage, ctx: JobContext, tiles: int, *results: dict[str, Any]) -> dict[str, Any]:
-    products = stage.finish(list(results[:tiles]), ctx)  # the rest are earlier stages' finishes it waits for
-    return {"products": [p.to_json() for p in products], "outputs": [p.path for p in products]}
+def chain_task(steps: list[Step], parts: list[str], checkpoint: str | None, resume: bool,
+               save_after: str | None) -> dict[str, Any]:
+    """Run ``steps`` (one tile) on one in-memory cloud; ``resume``: start from the ``checkpoint`` file instead of
+    the parts; ``save_after``: the key of the step after which the checkpoint is written.
+
+    Returns the steps' records for the manifest (with their start and end times) and the time spent on loading
+    and checkpointing the points.
+    """
+    ctx = steps[0].ctx
+    io_start = time.time()
+    base = load_tile([Path(p) for p in parts], ctx.tile, ctx.crs)
+    base_digests = _column_digests(base) if save_after else {}
+    cloud = load_checkpoint(Path(checkpoint), base) if resume else base
+    io = time.time() - io_start
+    records = []
+    for step in steps:
+        start = time.time()
+        with caught_warnings() as messages:
+            try:
+                result = step.stage.run(cloud if step.stage.modifies_points else _read_only(cloud), step.ctx)
+            except Exception as exc:
+                raise PartError(step.key, describe(exc)) from exc
+        if step.stage.modifies_points and result.cloud is not None:
+            cloud = result.cloud
+        outputs = [p.path for p in result.products]
+        end = time.time()
+        if step.key == save_after:
+            save_checkpoint(Path(checkpoint), cloud, len(base), base_digests)
+            outputs.append(Path(checkpoint).relative_to(ctx.out_dir).as_posix())
+            io += time.time() - end
+        records.append({"key": step.key, "fingerprint": step.fingerprint, "seconds": round(end - start, 6), "result": {
+            "tile": ctx.tile.key,
+            "stats": result.stats,
+            "products": [p.to_json() for p in result.products],
+            "outputs": outputs,
+            "stamps": stamp(outputs, ctx.out_dir),
+            "warnings": [*step.ctx.warnings, *messages],
+            "span": [round(start, 6), round(end, 6)],
+        }})
+    return {"records": records, "io_seconds": round(io, 6)}
 
 
-def catalog_task(name: str, out_dir: str, crs_wkt: str, datetime: str | None, *results: Any) -> dict[str, Any]:
-    products = [Product.from_json(p) for r in results if isinstance(r, dict) for p in r.get("products", [])]
+def finish_task(stage: Stage, ctx: JobContext, keys: list[str], recorded: dict[str, Any],
+                *results: Any) -> dict[str, Any]:
+    """``stage.finish`` on the results of its steps ``keys``: recorded ones, or records of chain tasks that ran
+    now (the other ``results`` are earlier finishes it waits for)."""
+    found = dict(recorded)
+    for result in results:
+        if isinstance(result, dict):
+            found.update({r["key"]: r["result"] for r in result.get("records", [])})
+    products = stage.finish([found[k] for k in keys], ctx)
+    outputs = [p.path for p in products]
+    return {"products": [p.to_json() for p in products], "outputs": outputs, "stamps": stamp(outputs, ctx.out_dir)}
+
+
+def catalog_task(name: str, out_dir: str, crs_wkt: str, datetime: str | None, recorded: list[dict[str, Any]],
+                 *results: Any) -> dict[str, Any]:
+    """The STAC catalog of the products of the recorded steps and of the tasks that ran now."""
+    found = list(recorded)
+    for result in results:
+        if isinstance(result, dict):
+            found += [*result.get("products", []), *(p for r in result.get("records", [])
+                                                     for p in r["result"].get("products", []))]
+    products = [Product.from_json(p) for p in found]
     path = write_catalog(Path(out_dir), name, products, pyproj.CRS.from_wkt(crs_wkt), datetime)
-    return {"outputs": [Path(path).relative_to(out_dir).as_posix()], "items": len(products)}
+    outputs = [Path(path).relative_to(out_dir).as_posix()]
+    return {"outputs": outputs, "items": len(products), "stamps": stamp(outputs, out_dir)}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -158,13 +239,15 @@ def run_job(
     manifest = Manifest(work / "manifest.jsonl")
     acquired = job.datetime or _acquired(sources)
     context = JobContext(job.name, out_dir, crs, grid, acquired=acquired)
-    version = cim.__version__
+    hashes = ContentHashes(work / "hashes.json")
+    code = CodeHashes()
 
     partition: list[Task] = []
-    for i, source in enumerate(sources):
+    partition_code = code.code_hash(partition_file.__module__)
+    for i, (source, digest) in enumerate(zip(sources, hashes.digests([s.path for s in sources]))):
         parts_dir = work / "parts" / f"{i:04d}-{source.path.stem}"
-        fp = fingerprint("partition", PARTS_FORMAT, version, file_fingerprint(source.path), crs.to_wkt(), grid.size,
-                         grid.buffer, job.area, str(parts_dir))
+        fp = fingerprint("partition", PARTS_FORMAT, partition_code, digest, crs.to_wkt(), grid.size, grid.buffer,
+                         job.area, str(parts_dir))
         partition.append(Task(f"partition/{i:04d}-{source.path.stem}", "tile", partition_task,
                               (str(source.path), crs.to_wkt(), grid.size, grid.buffer, str(parts_dir), str(out_dir),
                                job.area, _chunk(job)), fp))
@@ -175,27 +258,26 @@ def run_job(
         first = run_tasks(partition, client, manifest, out_dir=out_dir, force=force, keep_going=keep_going,
                           on_outcome=on_outcome)
         if not first.ok:  # never build tiles from a partial set of inputs
+            hashes.save()
             return JobRun(job, first)
         counts: dict[str, int] = {}
         for task in partition:
-            outcome = first.outcomes[task.key]
-            if outcome.status in ("done", "skipped"):
-                for key, n in outcome.result["counts"].items():
-                    counts[key] = counts.get(key, 0) + n
-        parts_dirs = [str(work / "parts" / Path(t.key).name) for t in partition
-                      if first.outcomes[t.key].status in ("done", "skipped")]
+            for key, n in first.outcomes[task.key].result["counts"].items():
+                counts[key] = counts.get(key, 0) + n
+        parts_dirs = [str(work / "parts" / Path(t.key).name) for t in partition]
         part_fps = [t.fingerprint for t in partition]
         tiles = [grid.tile_from_key(k) for k in sorted(counts, key=_tile_order) if counts[k] > 0]
         if not tiles:
             raise InputError(job.source, "no points inside the job area (check [job].area and the inputs)")
         all_tiles = grid.tiles_covering(union_bounds([s.bounds for s in sources]))
-        tasks = _tile_tasks(job, context, tiles, parts_dirs, part_fps, version)
+        plan = _Plan(job, context, tiles, parts_dirs, part_fps, manifest, hashes, code, force)
+        hashes.save()
         if on_plan:
-            on_plan(len(tasks), "stages")
-        second = run_tasks(tasks, client, manifest, out_dir=out_dir, force=force, keep_going=keep_going,
+            on_plan(len(plan.tasks), "stages")
+        second = run_tasks(plan.tasks, client, manifest, out_dir=out_dir, force=force, keep_going=keep_going,
                            on_outcome=on_outcome)
 
-    report = RunReport({**first.outcomes, **second.outcomes}, first.seconds + second.seconds)
+    report = RunReport({**first.outcomes, **plan.outcomes(second)}, first.seconds + second.seconds)
     products = [Product.from_json(p) for o in report.outcomes.values() if isinstance(o.result, dict)
                 for p in o.result.get("products", []) if isinstance(p, dict)]
     return JobRun(job, report, products, len(tiles), max(0, len(all_tiles) - len(tiles)), sum(counts.values()))
@@ -229,55 +311,161 @@ def _tile_order(key: str) -> tuple[int, int]:
     return (iy, ix)
 
 
-def _tile_tasks(job: Job, context: JobContext, tiles: list[Tile], parts_dirs: list[str], part_fps: list[str],
-                version: str) -> list[Task]:
-    """(stage, tile) tasks, each stage's finish, and the catalog.
+def has_tile_step(stage: Stage) -> bool:
+    """Whether the stage does work per tile (stages with only a ``finish`` get no per-tile step)."""
+    return type(stage).run is not Stage.run
 
-    A task depends on the task that produced its points and on the earlier tasks of the same tile whose products
-    it reads (``Stage.uses``; every earlier stage unless the stage says otherwise). Its fingerprint covers the
-    same, so changing an option re-runs exactly the tasks downstream of it.
+
+def _option_files(stage: Stage) -> list[Path]:
+    """The existing files the stage's options name (``path_fields`` minus ``output_fields``; folders walked)."""
+    options = stage.options
+    files: list[Path] = []
+    for name in (n for n in options.path_fields if n not in options.output_fields):
+        value = getattr(options, name, None)
+        patterns = list(value) if isinstance(value, list | tuple) else [value] if value else []
+        for path in expand_patterns(patterns):
+            files += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return [p for p in files if p.is_file()]
+
+
+class _Plan:
+    """The chain, finish and catalog tasks of the tiles, and the steps a resume can keep.
+
+    Per tile and stage with a per-tile step, a step with a fingerprint (see the module docstring). A step is
+    kept when the manifest has it with the same fingerprint, its outputs are intact and nothing it depends on
+    re-runs; the steps that re-run form the tile's chain task (plus the point-modifying steps before them when
+    they cannot start from the checkpoint).
     """
-    tasks: list[Task] = []
-    work = context.out_dir / WORK / "work"
-    stage_list = [s for s in job.stages if s.role == "tile"]
-    # per tile: where its current points come from, that source's fingerprint and the task that made it
-    sources = {t.key: (("parts", parts_dirs), fingerprint("tile", part_fps, t.key), None) for t in tiles}
-    earlier: dict[str, list[Task]] = {t.key: [] for t in tiles}  # earlier tile tasks, per tile
-    finishes: list[Task] = []
-    for i, stage in enumerate(stage_list):
-        label = f"{i:02d}-{stage.name}"
-        options = stage.options.model_dump(mode="json")
-        uses = type(stage).uses
-        tile_tasks = []
+
+    def __init__(self, job: Job, context: JobContext, tiles: list[Tile], parts_dirs: list[str],
+                 part_fps: list[str], manifest: Manifest, hashes: ContentHashes, code: CodeHashes,
+                 force: bool) -> None:
+        self.tiles = tiles
+        self.labels: list[tuple[str, Stage]] = [(f"{i:02d}-{s.name}", s) for i, s in
+                                                enumerate(s for s in job.stages if s.role == "tile")]
+        self.recorded: dict[str, Any] = {}  # step key -> recorded result, for the steps kept
+        self.steps: dict[str, list[Step]] = {t.key: [] for t in tiles}  # every step, per tile
+        self.run_keys: set[str] = set()  # steps that run now
+        self.tasks: list[Task] = []
+        base = {label: fingerprint(code.code_hash(type(stage).__module__), stage.name,
+                                   stage.options.model_dump(mode="json"), hashes.digests(_option_files(stage)))
+                for label, stage in self.labels}
+        step_fps: dict[str, str] = {}
         for tile in tiles:
-            source, source_fp, producer = sources[tile.key]
-            used = [t for t in earlier[tile.key] if uses is None or t.stage in uses]
-            dep_keys = list(dict.fromkeys(([producer] if producer else []) + [t.key for t in used]))
-            fp = fingerprint(version, stage.name, options, source_fp, [t.fingerprint for t in used])
-            save_to = str(work / label / f"{tile.key}.npz") if stage.modifies_points else None
-            ctx = TileContext(context.name, context.out_dir, context.crs, context.grid, stage.folder,
-                              context.acquired, tile=tile)
-            task = Task(f"{label}/{tile.key}", stage.name, tile_stage_task,
-                        (stage, ctx, source, save_to, *[Dep(k) for k in dep_keys]), fp)
-            tile_tasks.append(task)
-            earlier[tile.key].append(task)
-            if stage.modifies_points:
-                sources[tile.key] = (("cloud", save_to), fp, task.key)
-        tasks += tile_tasks
-        if type(stage).has_finish():
-            used_finishes = [t for t in finishes if uses is None or t.stage in uses]
-            stage_ctx = JobContext(context.name, context.out_dir, context.crs, context.grid, stage.folder,
-                                   context.acquired)
-            finish = Task(f"{label}/finish", stage.name, finish_task,
-                          (stage, stage_ctx, len(tile_tasks), *[Dep(t.key) for t in tile_tasks + used_finishes]),
-                          fingerprint(version, stage.name, options, [t.fingerprint for t in tile_tasks + used_finishes]))
-            tasks.append(finish)
-            finishes.append(finish)
-    catalog_fp = fingerprint(version, "catalog", [t.fingerprint for t in tasks], context.acquired)
-    tasks.append(Task("catalog", "catalog", catalog_task,
-                      (job.name, str(context.out_dir), context.crs.to_wkt(), context.acquired,
-                       *[Dep(t.key) for t in tasks]), catalog_fp))
-    return tasks
+            points = (fingerprint("tile", part_fps, tile.key), None)  # (fingerprint, key of the producing step)
+            earlier: list[tuple[str, str]] = []  # (stage name, step key) of the tile's earlier steps
+            for label, stage in self.labels:
+                if not has_tile_step(stage):
+                    continue
+                key = f"{label}/{tile.key}"
+                used = [k for name, k in earlier if stage.uses is None or name in stage.uses]
+                fp = fingerprint(base[label], points[0], [step_fps[k] for k in used])
+                step_fps[key] = fp
+                entry = None if force else manifest.finished(key, fp)
+                depends = [k for k in [points[1], *used] if k]
+                if entry is None or not intact(entry["result"], context.out_dir) or \
+                        any(k in self.run_keys for k in depends):
+                    self.run_keys.add(key)
+                else:
+                    self.recorded[key] = entry["result"]
+                ctx = TileContext(context.name, context.out_dir, context.crs, context.grid, stage.folder,
+                                  context.acquired, tile=tile)
+                self.steps[tile.key].append(Step(key, stage, fp, ctx))
+                earlier.append((stage.name, key))
+                if stage.modifies_points:
+                    points = (fp, key)
+        work = context.out_dir / WORK / "checkpoints"
+        chain_of: dict[str, str] = {}  # step key -> chain task key
+        for tile in tiles:
+            task = self._chain(tile, parts_dirs, str(work / f"{tile.key}.cols"))
+            if task is not None:
+                self.tasks.append(task)
+                chain_of.update({step.key: task.key for step in task.args[0]})
+        self.finishes: list[tuple[str, Stage, Task]] = []
+        for i, (label, stage) in enumerate(self.labels):
+            if type(stage).has_finish():
+                self._finish(i, label, stage, context, base[label], step_fps, chain_of)
+        catalog_fp = fingerprint(code.code_hash(write_catalog.__module__), "catalog", list(step_fps.values()),
+                                 [t.fingerprint for *_, t in self.finishes], context.acquired)
+        products = [p for r in self.recorded.values() for p in r.get("products", [])]
+        self.tasks.append(Task("catalog", "catalog", catalog_task,
+                               (job.name, str(context.out_dir), context.crs.to_wkt(), context.acquired, products,
+                                *[Dep(t.key) for t in self.tasks]), catalog_fp))
+
+    def _chain(self, tile: Tile, parts_dirs: list[str], checkpoint: str) -> Task | None:
+        """The chain task of ``tile`` (None when all its steps are kept)."""
+        steps = self.steps[tile.key]
+        needed = [i for i, s in enumerate(steps) if s.key in self.run_keys]
+        if not needed:
+            return None
+        modifying = [i for i, s in enumerate(steps) if s.stage.modifies_points]
+        last = modifying[-1] if modifying else -1
+        save = last >= 0 and last < len(steps) - 1  # a later step reads the points: checkpoint after `last`
+        resume = save and needed[0] > last
+        if not resume:  # from the parts: the point-modifying steps before the last needed one run again
+            needed = sorted(set(needed) | {i for i in modifying if i < needed[-1]})
+        chosen = [steps[i] for i in needed]
+        self.run_keys.update(s.key for s in chosen)
+        save_after = steps[last].key if save and not resume else None
+        return Task(f"chain/{tile.key}", "chain", chain_task, (chosen, parts_dirs, checkpoint, resume, save_after),
+                    fingerprint([s.fingerprint for s in chosen], resume))
+
+    def _finish(self, i: int, label: str, stage: Stage, context: JobContext, base: str, step_fps: dict[str, str],
+                chain_of: dict[str, str]) -> None:
+        """The finish task of stage ``i``: it reads its own steps' results (or, for a finish-only stage, waits
+        for the earlier steps it uses) and the earlier finishes it uses."""
+        own = [f"{label}/{t.key}" for t in self.tiles] if has_tile_step(stage) else []
+        earlier = {lab: s.name for lab, s in self.labels[:i]}
+        waits = own or [k for k in step_fps if earlier.get(k.split("/")[0]) is not None
+                        and (stage.uses is None or earlier[k.split("/")[0]] in stage.uses)]
+        used = [t for _, s, t in self.finishes if stage.uses is None or s.name in stage.uses]
+        chains = list(dict.fromkeys(chain_of[k] for k in waits if k in chain_of))
+        stage_ctx = JobContext(context.name, context.out_dir, context.crs, context.grid, stage.folder,
+                               context.acquired)
+        recorded = {k: self.recorded[k] for k in own if k in self.recorded}
+        task = Task(f"{label}/finish", stage.name, finish_task,
+                    (stage, stage_ctx, own, recorded, *[Dep(k) for k in chains + [t.key for t in used]]),
+                    fingerprint(base, [step_fps[k] for k in waits], [t.fingerprint for t in used]))
+        self.tasks.append(task)
+        self.finishes.append((label, stage, task))
+
+    def outcomes(self, report: RunReport) -> dict[str, TaskOutcome]:
+        """The run's outcomes per step (kept, done, failed or cancelled), finish and catalog, in plan order, plus
+        the points' loading and checkpoint time per chain (stage "tile.io")."""
+        per_step: dict[str, TaskOutcome] = {}
+        io: dict[str, TaskOutcome] = {}
+        for task in self.tasks:
+            outcome = report.outcomes.get(task.key)
+            if outcome is None or task.fn is not chain_task:
+                continue
+            steps: list[Step] = task.args[0]
+            if outcome.status == "done":
+                for record in outcome.result["records"]:
+                    result = record["result"]
+                    per_step[record["key"]] = TaskOutcome(record["key"], "", "done", record["seconds"], result,
+                                                          warnings=result["warnings"])
+                io[task.key] = TaskOutcome(task.key, "tile.io", "done", outcome.result["io_seconds"],
+                                           warnings=outcome.warnings)
+                continue
+            failed_at = next((j for j, s in enumerate(steps) if s.key == outcome.part), None)
+            for j, step in enumerate(steps):
+                if failed_at is not None and j == failed_at:
+                    per_step[step.key] = TaskOutcome(step.key, step.stage.name, "failed", error=outcome.error)
+                else:
+                    reason = "an upstream task failed" if failed_at is not None else outcome.error
+                    per_step[step.key] = TaskOutcome(step.key, step.stage.name, "cancelled", error=reason)
+        ordered: dict[str, TaskOutcome] = {}
+        finishes = {label: task for label, _, task in self.finishes}
+        for label, stage in self.labels:
+            for tile in self.tiles if has_tile_step(stage) else []:
+                key = f"{label}/{tile.key}"
+                outcome = per_step.get(key) or TaskOutcome(key, stage.name, "skipped", result=self.recorded.get(key))
+                outcome.stage = stage.name
+                ordered[key] = outcome
+            if label in finishes:
+                ordered[finishes[label].key] = report.outcomes[finishes[label].key]
+        ordered["catalog"] = report.outcomes["catalog"]
+        return {**ordered, **io}
 
 
 def run(job_file: str | Path, *, out: str | Path | None = None, scheduler: str | None = "threads",

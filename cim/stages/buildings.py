@@ -148,9 +148,6 @@ class _MergedOptions(StageOptions):
 class _MergedStage(Stage):
     """A stage that works in ``finish`` only, on the models the buildings stage wrote per tile."""
 
-    def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
-        return TileResult()
-
     def models(self, ctx: JobContext) -> list[BuildingModel]:
         return _tile_models(ctx.out_dir / self.options.source)
 
