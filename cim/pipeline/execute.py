@@ -156,15 +156,29 @@ def chain_task(steps: list[Step], parts: list[str], checkpoint: str | None, resu
     return {"records": records, "io_seconds": round(io, 6)}
 
 
-def finish_task(stage: Stage, ctx: JobContext, keys: list[str], recorded: dict[str, Any],
+def _scratch(out_dir: Path, stage: Stage) -> Path:
+    """The folder where a stage's tile steps leave data for its finish (``.cim/work/<stage name>``)."""
+    return out_dir / WORK / "work" / stage.name
+
+
+def _cleared_mark(out_dir: Path, stage: Stage) -> Path:
+    """Present while the stage's scratch was cleared after its finish: a finish re-run needs every tile step."""
+    return out_dir / WORK / "work" / f"{stage.name}.cleared"
+
+
+def finish_task(stage: Stage, ctx: JobContext, keys: list[str], recorded: dict[str, Any], scratch: str | None,
                 *results: Any) -> dict[str, Any]:
     """``stage.finish`` on the results of its steps ``keys``: recorded ones, or records of chain tasks that ran
-    now (the other ``results`` are earlier finishes it waits for)."""
+    now (the other ``results`` are earlier finishes it waits for). Then the stage's ``scratch`` folder, which only
+    this finish reads, is removed (and marked so, see :class:`_Plan`)."""
     found = dict(recorded)
     for result in results:
         if isinstance(result, dict):
             found.update({r["key"]: r["result"] for r in result.get("records", [])})
     products = stage.finish([found[k] for k in keys], ctx)
+    if scratch is not None and Path(scratch).is_dir():
+        _cleared_mark(ctx.out_dir, stage).touch()
+        shutil.rmtree(scratch)
     outputs = [p.path for p in products]
     return {"products": [p.to_json() for p in products], "outputs": outputs, "stamps": stamp(outputs, ctx.out_dir)}
 
@@ -374,58 +388,100 @@ class _Plan:
                 earlier.append((stage.name, key))
                 if stage.modifies_points:
                     points = (fp, key)
-        work = context.out_dir / WORK / "checkpoints"
+        for tile in tiles:
+            self._chosen(tile)
+        self.finishes: list[tuple[str, Stage, Task]] = []
+        finish_fps, finish_needed = self._finish_plan(context.out_dir, base, step_fps, manifest, force)
+        checkpoints = context.out_dir / WORK / "checkpoints"
         chain_of: dict[str, str] = {}  # step key -> chain task key
         for tile in tiles:
-            task = self._chain(tile, parts_dirs, str(work / f"{tile.key}.cols"))
+            task = self._chain(tile, parts_dirs, str(checkpoints / f"{tile.key}.cols"))
             if task is not None:
                 self.tasks.append(task)
                 chain_of.update({step.key: task.key for step in task.args[0]})
-        self.finishes: list[tuple[str, Stage, Task]] = []
+        self.recorded = {k: v for k, v in self.recorded.items() if k not in self.run_keys}
         for i, (label, stage) in enumerate(self.labels):
-            if type(stage).has_finish():
-                self._finish(i, label, stage, context, base[label], step_fps, chain_of)
+            if label in finish_fps:
+                self._finish(i, label, stage, context, finish_fps[label], chain_of)
         catalog_fp = fingerprint(code.code_hash(write_catalog.__module__), "catalog", list(step_fps.values()),
-                                 [t.fingerprint for *_, t in self.finishes], context.acquired)
+                                 list(finish_fps.values()), context.acquired)
         products = [p for r in self.recorded.values() for p in r.get("products", [])]
         self.tasks.append(Task("catalog", "catalog", catalog_task,
                                (job.name, str(context.out_dir), context.crs.to_wkt(), context.acquired, products,
                                 *[Dep(t.key) for t in self.tasks]), catalog_fp))
 
-    def _chain(self, tile: Tile, parts_dirs: list[str], checkpoint: str) -> Task | None:
-        """The chain task of ``tile`` (None when all its steps are kept)."""
+    def _chosen(self, tile: Tile) -> tuple[list[int], bool, int]:
+        """Indices of the tile's steps its chain runs (adding them to ``run_keys``), whether it starts from the
+        checkpoint, and the index of the step after which the checkpoint is written (-1: none)."""
         steps = self.steps[tile.key]
         needed = [i for i, s in enumerate(steps) if s.key in self.run_keys]
-        if not needed:
-            return None
         modifying = [i for i, s in enumerate(steps) if s.stage.modifies_points]
         last = modifying[-1] if modifying else -1
         save = last >= 0 and last < len(steps) - 1  # a later step reads the points: checkpoint after `last`
-        resume = save and needed[0] > last
-        if not resume:  # from the parts: the point-modifying steps before the last needed one run again
+        resume = save and bool(needed) and needed[0] > last
+        if needed and not resume:  # from the parts: the point-modifying steps before the last needed one run again
             needed = sorted(set(needed) | {i for i in modifying if i < needed[-1]})
+        self.run_keys.update(steps[i].key for i in needed)
+        return needed, resume, last if save and not resume else -1
+
+    def _chain(self, tile: Tile, parts_dirs: list[str], checkpoint: str) -> Task | None:
+        """The chain task of ``tile`` (None when all its steps are kept)."""
+        needed, resume, save = self._chosen(tile)
+        if not needed:
+            return None
+        steps = self.steps[tile.key]
         chosen = [steps[i] for i in needed]
-        self.run_keys.update(s.key for s in chosen)
-        save_after = steps[last].key if save and not resume else None
+        save_after = steps[save].key if save >= 0 else None
         return Task(f"chain/{tile.key}", "chain", chain_task, (chosen, parts_dirs, checkpoint, resume, save_after),
                     fingerprint([s.fingerprint for s in chosen], resume))
 
-    def _finish(self, i: int, label: str, stage: Stage, context: JobContext, base: str, step_fps: dict[str, str],
-                chain_of: dict[str, str]) -> None:
-        """The finish task of stage ``i``: it reads its own steps' results (or, for a finish-only stage, waits
-        for the earlier steps it uses) and the earlier finishes it uses."""
-        own = [f"{label}/{t.key}" for t in self.tiles] if has_tile_step(stage) else []
+    def _waits(self, i: int, stage: Stage, step_keys: list[str]) -> tuple[list[str], list[str]]:
+        """The steps whose results the finish of stage ``i`` reads or waits for (its own; for a finish-only stage
+        the earlier steps it uses), and the labels of the earlier finishes it uses."""
+        label = self.labels[i][0]
+        if has_tile_step(stage):
+            return [f"{label}/{t.key}" for t in self.tiles], self._used_finishes(i, stage)
         earlier = {lab: s.name for lab, s in self.labels[:i]}
-        waits = own or [k for k in step_fps if earlier.get(k.split("/")[0]) is not None
-                        and (stage.uses is None or earlier[k.split("/")[0]] in stage.uses)]
-        used = [t for _, s, t in self.finishes if stage.uses is None or s.name in stage.uses]
+        waits = [k for k in step_keys if k.split("/")[0] in earlier
+                 and (stage.uses is None or earlier[k.split("/")[0]] in stage.uses)]
+        return waits, self._used_finishes(i, stage)
+
+    def _used_finishes(self, i: int, stage: Stage) -> list[str]:
+        return [lab for lab, s in self.labels[:i]
+                if type(s).has_finish() and (stage.uses is None or s.name in stage.uses)]
+
+    def _finish_plan(self, out_dir: Path, base: dict[str, str], step_fps: dict[str, str], manifest: Manifest,
+                     force: bool) -> tuple[dict[str, str], dict[str, bool]]:
+        """Fingerprint and need of every finish. A stage whose scratch was cleared after its last finish (see
+        :func:`finish_task`) runs all its tile steps again when its finish must run again."""
+        fps: dict[str, str] = {}
+        needed: dict[str, bool] = {}
+        for i, (label, stage) in enumerate(self.labels):
+            if not type(stage).has_finish():
+                continue
+            waits, used = self._waits(i, stage, list(step_fps))
+            fps[label] = fingerprint(base[label], [step_fps[k] for k in waits], [fps[u] for u in used])
+            entry = None if force else manifest.finished(f"{label}/finish", fps[label])
+            needed[label] = (entry is None or not intact(entry["result"], out_dir) or
+                             any(k in self.run_keys for k in waits) or any(needed[u] for u in used))
+            if needed[label] and has_tile_step(stage) and _cleared_mark(out_dir, stage).exists():
+                self.run_keys.update(waits)
+                for tile in self.tiles:
+                    self._chosen(tile)
+        return fps, needed
+
+    def _finish(self, i: int, label: str, stage: Stage, context: JobContext, fp: str,
+                chain_of: dict[str, str]) -> None:
+        """The finish task of stage ``i`` (see :meth:`_waits`)."""
+        waits, used = self._waits(i, stage, [s.key for steps in self.steps.values() for s in steps])
+        own = waits if has_tile_step(stage) else []
         chains = list(dict.fromkeys(chain_of[k] for k in waits if k in chain_of))
         stage_ctx = JobContext(context.name, context.out_dir, context.crs, context.grid, stage.folder,
                                context.acquired)
         recorded = {k: self.recorded[k] for k in own if k in self.recorded}
-        task = Task(f"{label}/finish", stage.name, finish_task,
-                    (stage, stage_ctx, own, recorded, *[Dep(k) for k in chains + [t.key for t in used]]),
-                    fingerprint(base, [step_fps[k] for k in waits], [t.fingerprint for t in used]))
+        scratch = str(_scratch(context.out_dir, stage)) if has_tile_step(stage) else None
+        deps = [Dep(k) for k in chains + [f"{u}/finish" for u in used]]
+        task = Task(f"{label}/finish", stage.name, finish_task, (stage, stage_ctx, own, recorded, scratch, *deps), fp)
         self.tasks.append(task)
         self.finishes.append((label, stage, task))
 

@@ -144,8 +144,10 @@ def _cim_imports(name: str, source: bytes) -> set[str]:
             if node.level:
                 parts = package.split(".")
                 base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)  # "from cim import crs" names a module
+            submodules = {f"{base}.{alias.name}" for alias in node.names if _exists(f"{base}.{alias.name}")}
+            found.update(submodules)
+            if len(submodules) < len(node.names):  # names defined in ``base`` itself, not only its submodules
+                found.add(base)
     return {m for m in found if m.split(".")[0] == "cim" and _exists(m)}
 
 
