@@ -37,7 +37,8 @@ from cim.io import las
 from cim.pipeline.job import Job
 from cim.pipeline.stage import JobContext, Product, Stage, TileContext
 from cim.points import PointCloud
-from cim.runner import Dep, Manifest, RunReport, Task, TaskOutcome, dask_client, fingerprint, run_tasks
+from cim.runner import (Dep, Manifest, RunReport, Task, TaskOutcome, check_shared_storage, dask_client, fingerprint,
+                        is_remote, run_tasks)
 from cim.runner.fingerprints import CodeHashes, ContentHashes, intact, stamp
 from cim.runner.tasks import PartError, caught_warnings, describe
 from cim.stages.io import TileOptions
@@ -266,7 +267,10 @@ def run_job(
                               (str(source.path), crs.to_wkt(), grid.size, grid.buffer, str(parts_dir), str(out_dir),
                                job.area, _chunk(job)), fp))
 
-    with dask_client(scheduler, workers) as client:
+    with dask_client(scheduler, workers, work / "dask") as client:
+        if is_remote(scheduler):
+            reads = [s.path for s in sources] + [p for s in job.stages if s.role == "tile" for p in _option_files(s)]
+            check_shared_storage(client, reads, out_dir, work / "storage-check")
         if on_plan:
             on_plan(len(partition), "partition")
         first = run_tasks(partition, client, manifest, out_dir=out_dir, force=force, keep_going=keep_going,
