@@ -126,8 +126,9 @@ def chain_task(steps: list[Step], parts: list[str], checkpoint: str | None, resu
     ctx = steps[0].ctx
     io_start = time.time()
     base = load_tile([Path(p) for p in parts], ctx.tile, ctx.crs)
-    base_digests = _column_digests(base) if save_after else {}
+    base_size, base_digests = len(base), _column_digests(base) if save_after else {}
     cloud = load_checkpoint(Path(checkpoint), base) if resume else base
+    del base  # the cloud may be replaced by a stage: do not hold two copies
     io = time.time() - io_start
     records = []
     for step in steps:
@@ -142,7 +143,7 @@ def chain_task(steps: list[Step], parts: list[str], checkpoint: str | None, resu
         outputs = [p.path for p in result.products]
         end = time.time()
         if step.key == save_after:
-            save_checkpoint(Path(checkpoint), cloud, len(base), base_digests)
+            save_checkpoint(Path(checkpoint), cloud, base_size, base_digests)
             outputs.append(Path(checkpoint).relative_to(ctx.out_dir).as_posix())
             io += time.time() - end
         records.append({"key": step.key, "fingerprint": step.fingerprint, "seconds": round(end - start, 6), "result": {
