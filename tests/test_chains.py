@@ -10,7 +10,7 @@ import numpy as np
 
 import cim
 from cim.columns import append_frame, read_frames
-from cim.pipeline.execute import JobRun, run_job
+from cim.pipeline.execute import JobRun, run_job, summarize
 from cim.pipeline.job import load_job
 from cim.tiling import TileGrid, load_tile
 from tests.helpers import REPO, delft_job, product_digests, write_job
@@ -74,6 +74,10 @@ def test_one_chain_per_tile_with_stage_spans_and_a_compact_checkpoint(tmp_path: 
     for tile in {o.key.split("/")[1] for o in steps}:
         spans = [o.result["span"] for o in steps if o.key.endswith(tile)]
         assert all(a <= b for a, b in spans) and all(spans[i][1] <= spans[i + 1][0] for i in range(len(spans) - 1))
+    timeline = summarize(first)["timeline"]["tasks"]
+    ran = [t for t in timeline if t["stage"] in ("classify.ground", "raster.dsm", "write.las") and t["tile"]]
+    assert len(ran) == len(steps) and all(t["worker"] and 0 <= t["start"] <= t["end"] for t in ran)
+    assert {t["tile"] for t in timeline if t["stage"] == "tile.io"} == {o.key.split("/")[1] for o in steps}
     ground = [o for o in steps if o.stage == "classify.ground"]
     checkpoints = sorted((out / ".cim" / "checkpoints").glob("*.cols"))
     assert len(checkpoints) == first.tiles

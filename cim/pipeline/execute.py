@@ -500,13 +500,15 @@ class _Plan:
             if outcome is None or task.fn is not chain_task:
                 continue
             steps: list[Step] = task.args[0]
+            tile = steps[0].ctx.tile.key
             if outcome.status == "done":
                 for record in outcome.result["records"]:
                     result = record["result"]
                     per_step[record["key"]] = TaskOutcome(record["key"], "", "done", record["seconds"], result,
-                                                          warnings=result["warnings"])
-                io[task.key] = TaskOutcome(task.key, "tile.io", "done", outcome.result["io_seconds"],
-                                           warnings=outcome.warnings)
+                                                          warnings=result["warnings"], started=result["span"][0],
+                                                          worker=outcome.worker)
+                io[task.key] = TaskOutcome(task.key, "tile.io", "done", outcome.result["io_seconds"], {"tile": tile},
+                                           warnings=outcome.warnings, started=outcome.started, worker=outcome.worker)
                 continue
             failed_at = next((j for j, s in enumerate(steps) if s.key == outcome.part), None)
             for j, step in enumerate(steps):
@@ -552,6 +554,7 @@ def summarize(run: JobRun) -> dict[str, Any]:
         "points": run.points,
         "seconds": round(report.seconds, 3),
         "stages": report.stage_table(),
+        "timeline": report.timeline(),
         "products": sorted(p.path for p in run.products),
         "warnings": report.warnings,
         "failures": [{"task": o.key, "error": o.error} for o in report.by_status("failed")],

@@ -12,6 +12,8 @@ of the task; a failure inside one of them is raised as :class:`PartError` naming
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import traceback
 import uuid
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distributed import Client, as_completed
+from distributed import Client, as_completed, get_worker
 
 from cim.errors import CimError
 from cim.runner.fingerprints import intact
@@ -67,6 +69,9 @@ class TaskOutcome:
     warnings: list[str] = field(default_factory=list)
     #: For a failed task made of parts: the key of the part that failed.
     part: str = ""
+    #: When (epoch seconds) and where (Dask worker name) a task that ran started.
+    started: float = 0.0
+    worker: str = ""
 
 
 class PartError(CimError):
@@ -115,6 +120,16 @@ class RunReport:
     def warnings(self) -> list[str]:
         return list(dict.fromkeys(w for o in self.outcomes.values() for w in o.warnings))  # once each, in order
 
+    def timeline(self) -> dict[str, Any]:
+        """Every task that ran, by start: stage, tile, worker, start and end (seconds after the first start)."""
+        ran = sorted((o for o in self.outcomes.values() if o.status == "done" and o.started),
+                     key=lambda o: (o.started, o.key))
+        t0 = ran[0].started if ran else 0.0
+        return {"t0": t0, "tasks": [
+            {"task": o.key, "stage": o.stage, "tile": o.result.get("tile", "") if isinstance(o.result, dict) else "",
+             "worker": o.worker, "start": round(o.started - t0, 3), "end": round(o.started - t0 + o.seconds, 3)}
+            for o in ran]}
+
     def stage_table(self) -> list[dict[str, Any]]:
         """Per stage: tasks done / skipped / failed and summed task seconds, in first-seen order."""
         rows: dict[str, dict[str, Any]] = {}
@@ -128,22 +143,31 @@ class RunReport:
 
 @dataclass
 class _Payload:
-    """What a worker returns: the task's result plus its warnings and duration."""
+    """What a worker returns: the task's result plus its warnings, duration, start (epoch s) and worker."""
 
     result: Any
     warnings: list[str]
     seconds: float
+    started: float = 0.0
+    worker: str = ""
+
+
+def _worker_name() -> str:
+    try:
+        return str(get_worker().name)
+    except ValueError:  # not inside a Dask worker
+        return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _execute(fn: Callable[..., Any], *args: Any) -> _Payload:
     """Worker-side wrapper: hand dependencies' plain results to ``fn``, time it, collect its warnings."""
     args = tuple(a.result if isinstance(a, _Payload) else a for a in args)
-    start = time.perf_counter()
+    started, start = time.time(), time.perf_counter()
     with caught_warnings() as messages:
         result = fn(*args)
     if isinstance(result, dict) and result.get("warnings"):
         messages.extend(result["warnings"])
-    return _Payload(result, messages, time.perf_counter() - start)
+    return _Payload(result, messages, time.perf_counter() - start, started, _worker_name())
 
 
 def run_tasks(
@@ -193,7 +217,8 @@ def run_tasks(
             for record in records or [{"key": key, "fingerprint": task.fingerprint, "result": payload.result,
                                        "seconds": payload.seconds}]:
                 manifest.record(record["key"], record["fingerprint"], record["result"], record["seconds"])
-            finish(TaskOutcome(key, task.stage, "done", payload.seconds, payload.result, warnings=payload.warnings))
+            finish(TaskOutcome(key, task.stage, "done", payload.seconds, payload.result, warnings=payload.warnings,
+                               started=payload.started, worker=payload.worker))
         elif future.status == "cancelled":
             finish(TaskOutcome(key, task.stage, "cancelled", error="cancelled"))
         else:
