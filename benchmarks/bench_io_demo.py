@@ -1,6 +1,6 @@
-"""The demo job (pipelines/demo.toml) with this checkout's pipeline core against a git revision's (default
-``main``): work-folder bytes, wall and CPU time, 3 alternating runs each, medians, and whether the products are
-byte-identical. ``python -m benchmarks io_demo [REVISION]``."""
+"""The demo job (pipelines/demo.toml) with this checkout's code against a git revision's (environment variable
+``CIM_BENCH_BEFORE``, default: where this branch left main): work-folder bytes, wall and CPU time, 3 alternating
+runs each, medians, and whether the products are byte-identical. ``python -m benchmarks io_demo``."""
 
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ def _run(code: Path, out: Path) -> dict[str, float]:
 
 
 def main() -> None:
-    revision = next((a for a in sys.argv[2:] if not a.startswith("-")), "main")
+    revision = os.environ.get("CIM_BENCH_BEFORE") or subprocess.run(
+        ["git", "merge-base", "HEAD", "main"], cwd=REPO, check=True, capture_output=True, text=True).stdout.strip()
     laz = sum(p.stat().st_size for p in (REPO / "data" / "delft").glob("ahn3_cropped_*.laz"))
     with tempfile.TemporaryDirectory() as tmp:
         old = Path(tmp) / "old"

@@ -149,16 +149,16 @@ def partition_file(
     *,
     area: tuple[float, float, float, float] | None = None,
     chunk_size: int = las.DEFAULT_CHUNK,
+    quanta: dict[str, tuple[float, float]] | None = None,
 ) -> dict[str, int]:
     """Stream ``path`` into ``parts_dir/<tile>.cols`` (atomically, as a whole folder); returns core counts per
     tile.
 
     Points outside ``area`` (minx, miny, maxx, maxy) are dropped. Raises InputError for non-finite coordinates.
+    ``quanta``: (scale, offset) of coordinates stored as integers (a LAS header's; see :mod:`cim.columns`).
     """
     core_counts: dict[str, int] = {}
     query = Bounds(area[0], area[1], -math.inf, area[2], area[3], math.inf) if area else None  # COPC reads less
-    header = las.open_source(path, crs).header
-    quanta = {name: (float(s), float(o)) for name, s, o in zip("xyz", header.scales, header.offsets)}
     with atomic_dir(parts_dir) as tmp:
         fields: list[list[str]] = []  # [name, dtype string] per dimension, from the first chunk
         for number, chunk in enumerate(las.iter_chunks(path, chunk_size=chunk_size, crs=crs, bounds=query)):
@@ -180,7 +180,7 @@ def _in_area(x: np.ndarray, y: np.ndarray, area: tuple[float, float, float, floa
 
 
 def _append_tiles(folder: Path, chunk: PointCloud, grid: TileGrid, area: tuple[float, float, float, float] | None,
-                  number: int, quanta: dict[str, tuple[float, float]], core_counts: dict[str, int]) -> None:
+                  number: int, quanta: dict[str, tuple[float, float]] | None, core_counts: dict[str, int]) -> None:
     """Append one frame per tile with the chunk's core points of that tile (in point order)."""
     ix = np.floor(chunk.x / grid.size).astype(np.int64)
     iy = np.floor(chunk.y / grid.size).astype(np.int64)

@@ -76,9 +76,9 @@ class Step:
 
 
 def partition_task(path: str, crs_wkt: str, size: float, buffer: float, parts_dir: str, out_dir: str,
-                   area: tuple | None, chunk_size: int) -> dict[str, Any]:
+                   area: tuple | None, chunk_size: int, quanta: dict[str, tuple[float, float]]) -> dict[str, Any]:
     counts = partition_file(path, TileGrid(size, buffer), pyproj.CRS.from_wkt(crs_wkt), Path(parts_dir),
-                            area=area, chunk_size=chunk_size)
+                            area=area, chunk_size=chunk_size, quanta=quanta)
     return {"counts": counts, "outputs": [Path(parts_dir).relative_to(out_dir).as_posix()]}
 
 
@@ -266,7 +266,7 @@ def run_job(
                          job.area, str(parts_dir))
         partition.append(Task(f"partition/{i:04d}-{source.path.stem}", "tile", partition_task,
                               (str(source.path), crs.to_wkt(), grid.size, grid.buffer, str(parts_dir), str(out_dir),
-                               job.area, _chunk(job)), fp))
+                               job.area, _chunk(job), _quanta(source)), fp))
 
     with dask_client(scheduler, workers, work / "dask") as client:
         if is_remote(scheduler):
@@ -318,6 +318,12 @@ def _acquired(sources: list[las.LasSource]) -> str | None:
     """The earliest creation date the inputs' headers state (ISO 8601), for the catalog's items."""
     dates = [s.header.creation_date for s in sources if s.header.creation_date and s.header.creation_date.year > 1970]
     return f"{min(dates).isoformat()}T00:00:00Z" if dates else None
+
+
+def _quanta(source: las.LasSource) -> dict[str, tuple[float, float]]:
+    """The (scale, offset) of the input's x, y, z: the parts store its coordinates as those integers."""
+    header = source.header
+    return {name: (float(s), float(o)) for name, s, o in zip("xyz", header.scales, header.offsets)}
 
 
 def _chunk(job: Job) -> int:
