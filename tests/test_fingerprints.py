@@ -99,3 +99,29 @@ def test_content_hashes_are_cached_by_inode_size_and_mtime(tmp_path: Path) -> No
     assert ContentHashes(cache).digest(path) == first
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
     assert ContentHashes(cache).digest(path) != first
+
+
+def _write_dtm(path: Path, height: float) -> None:
+    """An uncompressed 1 m DTM over the Delft file (so rewriting it with another height keeps its size)."""
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    values = np.full((240, 80), height, dtype="float32")
+    with rasterio.open(path, "w", driver="GTiff", width=80, height=240, count=1, dtype="float32", crs="EPSG:28992",
+                       transform=from_origin(84995.0, 447645.0, 1.0, 1.0), nodata=-9999.0) as ds:
+        ds.write(values, 1)
+
+
+def test_same_size_content_change_of_a_dtm_input_reruns_the_stage_that_reads_it(tmp_path: Path) -> None:
+    dtm = tmp_path / "dtm.tif"
+    _write_dtm(dtm, 0.0)
+    files = (REPO / "data" / "delft" / "ahn3_cropped_2.laz").as_posix()
+    stages = STAGES.format(footprints=(REPO / "data" / "delft" / "bgt_pand.sqlite").as_posix())
+    stages = stages.replace('type = "buildings.lod1"', f'type = "buildings.lod1"\ndtm = "{dtm.as_posix()}"')
+    job = write_job(tmp_path / "job.toml", delft_job(tmp_path / "o", extra=stages, files=files))
+    assert _run(job).report.ok
+    size = dtm.stat().st_size
+    _write_dtm(dtm, 0.25)
+    assert dtm.stat().st_size == size
+    assert _rerun(_run(job)) == {"buildings.lod1", "catalog"}
