@@ -131,3 +131,20 @@ def test_missing_checkpoint_reruns_the_chain_from_the_parts(tmp_path: Path) -> N
     done = {o.key for o in again.report.outcomes.values() if o.status == "done"}
     assert f"00-classify.ground/{checkpoint.stem}" in done and checkpoint.is_file()
     assert product_digests(out) == digests
+
+
+def test_scratch_is_cleared_after_its_finish_and_a_finish_rerun_rebuilds_it(tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    files = (REPO / "data" / "delft" / "ahn3_cropped_2.laz").as_posix()
+    job = load_job(write_job(tmp_path / "j.toml", delft_job(out, extra='[[stages]]\ntype = "tiles.pointcloud"\n',
+                                                            files=files)))
+    first = run_job(job, scheduler="threads", workers=2)
+    assert first.report.ok and not (out / ".cim" / "work" / "tiles.pointcloud").exists()  # only its finish read it
+    digests = product_digests(out)
+    tileset = out / "3dtiles" / "pointcloud" / "tileset.json"
+    tileset.unlink()  # the finish must run again, and it needs every tile's scratch
+    again = run_job(job, scheduler="threads", workers=2)
+    assert again.report.ok, [o.error for o in again.report.outcomes.values() if o.error]
+    status = _statuses(again)
+    assert status["tiles.pointcloud"] == {"done"} and status["write.las"] == {"skipped"}
+    assert product_digests(out) == digests

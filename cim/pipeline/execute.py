@@ -377,32 +377,11 @@ class _Plan:
                 for label, stage in self.labels}
         step_fps: dict[str, str] = {}
         for tile in tiles:
-            points = (fingerprint("tile", part_fps, tile.key), None)  # (fingerprint, key of the producing step)
-            earlier: list[tuple[str, str]] = []  # (stage name, step key) of the tile's earlier steps
-            for label, stage in self.labels:
-                if not has_tile_step(stage):
-                    continue
-                key = f"{label}/{tile.key}"
-                used = [k for name, k in earlier if stage.uses is None or name in stage.uses]
-                fp = fingerprint(base[label], points[0], [step_fps[k] for k in used])
-                step_fps[key] = fp
-                entry = None if force else manifest.finished(key, fp)
-                depends = [k for k in [points[1], *used] if k]
-                if entry is None or not intact(entry["result"], context.out_dir) or \
-                        any(k in self.run_keys for k in depends):
-                    self.run_keys.add(key)
-                else:
-                    self.recorded[key] = entry["result"]
-                ctx = TileContext(context.name, context.out_dir, context.crs, context.grid, stage.folder,
-                                  context.acquired, tile=tile)
-                self.steps[tile.key].append(Step(key, stage, fp, ctx))
-                earlier.append((stage.name, key))
-                if stage.modifies_points:
-                    points = (fp, key)
+            self._plan_steps(tile, context, base, fingerprint("tile", part_fps, tile.key), step_fps, manifest, force)
         for tile in tiles:
             self._chosen(tile)
         self.finishes: list[tuple[str, Stage, Task]] = []
-        finish_fps, finish_needed = self._finish_plan(context.out_dir, base, step_fps, manifest, force)
+        finish_fps = self._finish_plan(context.out_dir, base, step_fps, manifest, force)
         checkpoints = context.out_dir / WORK / "checkpoints"
         chain_of: dict[str, str] = {}  # step key -> chain task key
         for tile in tiles:
@@ -420,6 +399,32 @@ class _Plan:
         self.tasks.append(Task("catalog", "catalog", catalog_task,
                                (job.name, str(context.out_dir), context.crs.to_wkt(), context.acquired, products,
                                 *[Dep(t.key) for t in self.tasks]), catalog_fp))
+
+    def _plan_steps(self, tile: Tile, context: JobContext, base: dict[str, str], points_fp: str,
+                    step_fps: dict[str, str], manifest: Manifest, force: bool) -> None:
+        """The steps of ``tile`` with their fingerprints; each either kept (``recorded``) or to run."""
+        points: tuple[str, str | None] = (points_fp, None)  # (fingerprint, key of the producing step)
+        earlier: list[tuple[str, str]] = []  # (stage name, step key) of the tile's earlier steps
+        for label, stage in self.labels:
+            if not has_tile_step(stage):
+                continue
+            key = f"{label}/{tile.key}"
+            used = [k for name, k in earlier if stage.uses is None or name in stage.uses]
+            fp = fingerprint(base[label], points[0], [step_fps[k] for k in used])
+            step_fps[key] = fp
+            entry = None if force else manifest.finished(key, fp)
+            depends = [k for k in [points[1], *used] if k]
+            if entry is None or not intact(entry["result"], context.out_dir) or \
+                    any(k in self.run_keys for k in depends):
+                self.run_keys.add(key)
+            else:
+                self.recorded[key] = entry["result"]
+            ctx = TileContext(context.name, context.out_dir, context.crs, context.grid, stage.folder,
+                              context.acquired, tile=tile)
+            self.steps[tile.key].append(Step(key, stage, fp, ctx))
+            earlier.append((stage.name, key))
+            if stage.modifies_points:
+                points = (fp, key)
 
     def _chosen(self, tile: Tile) -> tuple[list[int], bool, int]:
         """Indices of the tile's steps its chain runs (adding them to ``run_keys``), whether it starts from the
@@ -462,9 +467,9 @@ class _Plan:
                 if type(s).has_finish() and (stage.uses is None or s.name in stage.uses)]
 
     def _finish_plan(self, out_dir: Path, base: dict[str, str], step_fps: dict[str, str], manifest: Manifest,
-                     force: bool) -> tuple[dict[str, str], dict[str, bool]]:
-        """Fingerprint and need of every finish. A stage whose scratch was cleared after its last finish (see
-        :func:`finish_task`) runs all its tile steps again when its finish must run again."""
+                     force: bool) -> dict[str, str]:
+        """The fingerprint of every finish (by stage label). A stage whose scratch was cleared after its last
+        finish (see :func:`finish_task`) runs all its tile steps again when its finish must run again."""
         fps: dict[str, str] = {}
         needed: dict[str, bool] = {}
         for i, (label, stage) in enumerate(self.labels):
@@ -479,7 +484,7 @@ class _Plan:
                 self.run_keys.update(waits)
                 for tile in self.tiles:
                     self._chosen(tile)
-        return fps, needed
+        return fps
 
     def _finish(self, i: int, label: str, stage: Stage, context: JobContext, fp: str,
                 chain_of: dict[str, str]) -> None:
