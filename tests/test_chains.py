@@ -148,3 +148,16 @@ def test_scratch_is_cleared_after_its_finish_and_a_finish_rerun_rebuilds_it(tmp_
     status = _statuses(again)
     assert status["tiles.pointcloud"] == {"done"} and status["write.las"] == {"skipped"}
     assert product_digests(out) == digests
+
+
+
+def test_a_failing_step_is_reported_with_its_key_even_when_its_cause_does_not_pickle(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.gpkg"
+    bad.write_text("not a geopackage")  # pyogrio's error for it does not survive Dask's error pickling
+    files = (REPO / "data" / "delft" / "ahn3_cropped_2.laz").as_posix()
+    extra = f'[[stages]]\ntype = "raster.dsm"\n\n[[stages]]\ntype = "buildings.lod1"\nfootprints = "{bad}"\n'
+    job = load_job(write_job(tmp_path / "j.toml", delft_job(tmp_path / "o", files=files, extra=extra)))
+    result = run_job(job, scheduler="threads", workers=1)
+    failed = result.report.by_status("failed")
+    assert len(failed) == 1 and failed[0].key.startswith("01-buildings.lod1/"), [(o.key, o.error) for o in failed]
+    assert failed[0].error.startswith(f"{bad}: cannot read footprints")

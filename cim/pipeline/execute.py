@@ -35,7 +35,7 @@ from cim.errors import InputError
 from cim.fileutil import atomic_write, expand_patterns
 from cim.io import las
 from cim.pipeline.job import Job
-from cim.pipeline.stage import JobContext, Product, Stage, TileContext
+from cim.pipeline.stage import JobContext, Product, Stage, TileContext, TileResult
 from cim.points import PointCloud
 from cim.runner import (Dep, Manifest, RunReport, Task, TaskOutcome, check_shared_storage, dask_client, fingerprint,
                         is_remote, run_tasks)
@@ -115,6 +115,15 @@ def _read_only(cloud: PointCloud) -> PointCloud:
     return PointCloud(views, cloud.crs)
 
 
+def _run_step(step: Step, cloud: PointCloud) -> tuple[TileResult | None, PartError | None]:
+    """The step's result, or the error naming it (raised by the caller outside this ``except``, so that no
+    exception chain, which may not pickle, travels with it)."""
+    try:
+        return step.stage.run(cloud if step.stage.modifies_points else _read_only(cloud), step.ctx), None
+    except Exception as exc:  # noqa: BLE001 - every failure is reported, with the step's key
+        return None, PartError(step.key, describe(exc))
+
+
 def chain_task(steps: list[Step], parts: list[str], checkpoint: str | None, resume: bool,
                save_after: str | None) -> dict[str, Any]:
     """Run ``steps`` (one tile) on one in-memory cloud; ``resume``: start from the ``checkpoint`` file instead of
@@ -134,10 +143,9 @@ def chain_task(steps: list[Step], parts: list[str], checkpoint: str | None, resu
     for step in steps:
         start = time.time()
         with caught_warnings() as messages:
-            try:
-                result = step.stage.run(cloud if step.stage.modifies_points else _read_only(cloud), step.ctx)
-            except Exception as exc:
-                raise PartError(step.key, describe(exc)) from exc
+            result, error = _run_step(step, cloud)
+        if error is not None:
+            raise error
         if step.stage.modifies_points and result.cloud is not None:
             cloud = result.cloud
         outputs = [p.path for p in result.products]
@@ -521,7 +529,8 @@ class _Plan:
                 io[task.key] = TaskOutcome(task.key, "tile.io", "done", outcome.result["io_seconds"], {"tile": tile},
                                            warnings=outcome.warnings, started=outcome.started, worker=outcome.worker)
                 continue
-            failed_at = next((j for j, s in enumerate(steps) if s.key == outcome.part), None)
+            failed_at = next((j for j, s in enumerate(steps) if s.key == outcome.part),
+                             0 if outcome.status == "failed" else None)  # a failure outside a step: the first
             for j, step in enumerate(steps):
                 if failed_at is not None and j == failed_at:
                     per_step[step.key] = TaskOutcome(step.key, step.stage.name, "failed", error=outcome.error)
