@@ -14,7 +14,7 @@ from cim.pipeline.execute import JobRun, run_job
 from cim.pipeline.job import load_job
 from cim.runner import fingerprints
 from cim.runner.fingerprints import CodeHashes, ContentHashes
-from tests.helpers import REPO, delft_job, write_job
+from tests.helpers import REPO, delft_job, product_digests, write_job
 
 STAGES = """
 [[stages]]
@@ -121,7 +121,12 @@ def test_same_size_content_change_of_a_dtm_input_reruns_the_stage_that_reads_it(
     stages = stages.replace('type = "buildings.lod1"', f'type = "buildings.lod1"\ndtm = "{dtm.as_posix()}"')
     job = write_job(tmp_path / "job.toml", delft_job(tmp_path / "o", extra=stages, files=files))
     assert _run(job).report.ok
+    before = product_digests(tmp_path / "o")
     size = dtm.stat().st_size
     _write_dtm(dtm, 0.25)
     assert dtm.stat().st_size == size
     assert _rerun(_run(job)) == {"buildings.lod1", "catalog"}
+    after = product_digests(tmp_path / "o")
+    changed = {k for k in before if before[k] != after.get(k)}
+    assert any(k.startswith("buildings/") for k in changed)  # read again, not from a cache of the old DTM
+    assert not any(k.startswith(("dsm/", "las/")) for k in changed)
