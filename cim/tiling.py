@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyproj
 
+from cim.columns import append_frame, read_frames
 from cim.errors import CimWarning, InputError
 from cim.fileutil import atomic_dir
 from cim.io import las
@@ -131,10 +132,14 @@ def _near(frac: np.ndarray, step: int, size: float, buffer: float) -> np.ndarray
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Part files: one raw column file per (input file, tile, dimension), plus a schema.json per input file.
+# Part files: per input file, one compressed column file per tile (:mod:`cim.columns`) holding the tile's core
+# points, one frame per input chunk, plus a schema.json. Buffers are read from the neighbours' parts.
 
 #: Changes when the part files' layout does, so that resumed runs re-partition instead of misreading old parts.
-PARTS_FORMAT = "columns-1"
+PARTS_FORMAT = "columns-2"
+
+#: The eight neighbour directions in the order buffer points follow the core points of a tile.
+_DIRECTIONS = [(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1) if (dx, dy) != (0, 0)]
 
 
 def partition_file(
@@ -145,21 +150,23 @@ def partition_file(
     *,
     area: tuple[float, float, float, float] | None = None,
     chunk_size: int = las.DEFAULT_CHUNK,
+    quanta: dict[str, tuple[float, float]] | None = None,
     input_index: int | None = None,
 ) -> dict[str, int]:
-    """Stream an opened input (any reader's :class:`PointSource`) into ``parts_dir/<tile>/<dimension>.bin``
-    (atomically, as a whole folder); returns core counts per tile.
+    """Stream an opened input (any reader's :class:`PointSource`) into ``parts_dir/<tile>.cols`` (atomically, as
+    a whole folder); returns core counts per tile.
 
-    Points outside ``area`` (minx, miny, maxx, maxy; buffers included) are dropped. With ``input_index`` every
-    point carries it as :data:`cim.points.INPUT_INDEX`, and its position in the file as ``INPUT_POSITION``.
-    Raises InputError for non-finite coordinates.
+    Points outside ``area`` (minx, miny, maxx, maxy) are dropped. Raises InputError for non-finite coordinates.
+    ``quanta``: (scale, offset) of coordinates stored as integers (a LAS header's; see :mod:`cim.columns`). With
+    ``input_index`` every point carries it as :data:`cim.points.INPUT_INDEX`, and its position in the file as
+    ``INPUT_POSITION``.
     """
     core_counts: dict[str, int] = {}
     query = Bounds(area[0], area[1], -math.inf, area[2], area[3], math.inf) if area else None  # COPC reads less
     with atomic_dir(parts_dir) as tmp:
         fields: list[list[str]] = []  # [name, dtype string] per dimension, from the first chunk
         read = 0
-        for chunk in source.chunks(chunk_size, query):
+        for number, chunk in enumerate(source.chunks(chunk_size, query)):
             if len(chunk) == 0:
                 continue
             finite = np.isfinite(chunk.x) & np.isfinite(chunk.y) & np.isfinite(chunk.z)
@@ -169,12 +176,8 @@ def partition_file(
                 chunk.set(INPUT_INDEX, input_index)
                 chunk.set(INPUT_POSITION, np.arange(read, read + len(chunk)))
             read += len(chunk)
-            fields = fields or [*([name, chunk[name].dtype.str] for name in chunk.names), ["core", "|b1"]]
-            idx, tix, tiy, core = grid.assign(chunk.x, chunk.y)
-            if area is not None:
-                keep = _in_area(chunk.x[idx], chunk.y[idx], area)
-                idx, tix, tiy, core = idx[keep], tix[keep], tiy[keep], core[keep]
-            _append_columns(tmp, chunk, idx, tix, tiy, core, core_counts)
+            fields = fields or [[name, chunk[name].dtype.str] for name in chunk.names]
+            _append_tiles(tmp, chunk, grid, area, number, quanta, core_counts)
         schema = {"dtype": fields, "crs": crs.to_wkt(), "source": source.path.name}
         (tmp / "schema.json").write_text(json.dumps(schema))
     return core_counts
@@ -185,33 +188,27 @@ def _in_area(x: np.ndarray, y: np.ndarray, area: tuple[float, float, float, floa
     return (x >= minx) & (x < maxx) & (y >= miny) & (y < maxy)
 
 
-def _append_columns(
-    folder: Path,
-    chunk: PointCloud,
-    idx: np.ndarray,
-    tix: np.ndarray,
-    tiy: np.ndarray,
-    core: np.ndarray,
-    core_counts: dict[str, int],
-) -> None:
-    """Append each tile's run of memberships (grouped by tile) to ``folder/<tile>/<dimension>.bin``, one
-    contiguous column per dimension (cheap to gather and to load, unlike interleaved records)."""
+def _append_tiles(folder: Path, chunk: PointCloud, grid: TileGrid, area: tuple[float, float, float, float] | None,
+                  number: int, quanta: dict[str, tuple[float, float]] | None, core_counts: dict[str, int]) -> None:
+    """Append one frame per tile with the chunk's core points of that tile (in point order)."""
+    ix = np.floor(chunk.x / grid.size).astype(np.int64)
+    iy = np.floor(chunk.y / grid.size).astype(np.int64)
+    idx = np.flatnonzero(_in_area(chunk.x, chunk.y, area)) if area is not None else np.arange(len(chunk))
     if len(idx) == 0:
         return
+    idx = idx[_group_by_tile(ix[idx], iy[idx])]
+    tix, tiy = ix[idx], iy[idx]
     change = np.flatnonzero((np.diff(tix) != 0) | (np.diff(tiy) != 0)) + 1
-    runs = [(f"{tix[a]}_{tiy[a]}", a, b) for a, b in zip(np.concatenate([[0], change]), [*change, len(idx)])]
-    for key, a, b in runs:
-        (folder / key).mkdir(exist_ok=True)
-        core_counts[key] = core_counts.get(key, 0) + int(np.count_nonzero(core[a:b]))
-    for name in [*chunk.names, "core"]:
-        column = core if name == "core" else chunk[name][idx]
-        for key, a, b in runs:
-            with open(folder / key / f"{name}.bin", "ab") as handle:
-                column[a:b].tofile(handle)
+    for a, b in zip(np.concatenate([[0], change]), [*change, len(idx)]):
+        key = f"{tix[a]}_{tiy[a]}"
+        rows = idx[a:b]
+        core_counts[key] = core_counts.get(key, 0) + len(rows)
+        append_frame(folder / f"{key}.cols", {n: chunk[n][rows] for n in chunk.names}, {"chunk": number}, quanta)
 
 
 def load_tile(parts_dirs: Iterable[Path], tile: Tile, crs: pyproj.CRS) -> PointCloud:
-    """Assemble a tile's cloud (core + buffer) from the part folders of all input files, in input order.
+    """Assemble a tile's cloud from the part folders of all input files, in input order: per input chunk, the
+    tile's core points, then the buffer points read from the eight neighbours' parts.
 
     Every dimension any input has is kept; points of inputs without it get zeros, with a :class:`CimWarning`
     naming the dimension and the inputs that lack it (e.g. RGB when mixing colourless ALS with coloured MLS).
@@ -221,10 +218,11 @@ def load_tile(parts_dirs: Iterable[Path], tile: Tile, crs: pyproj.CRS) -> PointC
     for _, schema in schemas:
         for name, spec in schema["dtype"]:
             dtypes.setdefault(name, np.dtype(spec))
-    pieces = [(schema.get("source", folder.name), _load_columns(folder / tile.key, schema["dtype"]))
-              for folder, schema in schemas if (folder / tile.key).is_dir()]
+    pieces = [(schema.get("source", folder.name), piece) for folder, schema in schemas
+              if (piece := _load_buffered(folder, tile))]
     if not pieces:
         return PointCloud.empty(crs, names=["core"])
+    dtypes["core"] = np.dtype("?")
     data = {name: _concat_or_zeros([piece for _, piece in pieces], name, dtype) for name, dtype in dtypes.items()}
     for source, piece in pieces:
         missing = [name for name in dtypes if name not in piece]
@@ -233,8 +231,24 @@ def load_tile(parts_dirs: Iterable[Path], tile: Tile, crs: pyproj.CRS) -> PointC
     return PointCloud(data, crs)
 
 
-def _load_columns(folder: Path, fields: list[list[str]]) -> dict[str, np.ndarray]:
-    return {name: np.fromfile(folder / f"{name}.bin", dtype=np.dtype(spec)) for name, spec in fields}
+def _load_buffered(folder: Path, tile: Tile) -> dict[str, np.ndarray]:
+    """One input's points of ``tile`` with a ``core`` flag, ordered per chunk: core points, then buffer points
+    direction by direction (the order a single pass over the input gives); {} when it has none."""
+    per_chunk: dict[int, list[tuple[int, dict[str, np.ndarray]]]] = {}  # chunk -> (direction rank, columns)
+    own = folder / f"{tile.key}.cols"
+    for meta, columns in read_frames(own) if own.is_file() else ():
+        per_chunk.setdefault(meta["chunk"], []).append((0, {**columns, "core": np.ones(len(columns["x"]), bool)}))
+    for rank, (dx, dy) in enumerate(_DIRECTIONS, start=1):
+        part = folder / f"{tile.ix - dx}_{tile.iy - dy}.cols"
+        for meta, columns in read_frames(part) if part.is_file() else ():
+            fx = columns["x"] - (tile.ix - dx) * tile.size
+            fy = columns["y"] - (tile.iy - dy) * tile.size
+            keep = _near(fx, dx, tile.size, tile.buffer) & _near(fy, dy, tile.size, tile.buffer)
+            if keep.any():
+                piece = {**{n: v[keep] for n, v in columns.items()}, "core": np.zeros(int(keep.sum()), bool)}
+                per_chunk.setdefault(meta["chunk"], []).append((rank, piece))
+    ordered = [piece for c in sorted(per_chunk) for _, piece in sorted(per_chunk[c], key=lambda item: item[0])]
+    return {n: np.concatenate([p[n] for p in ordered]) for n in ordered[0]} if ordered else {}
 
 
 def _concat_or_zeros(pieces: list[dict[str, np.ndarray]], name: str, dtype: np.dtype) -> np.ndarray:

@@ -50,6 +50,9 @@ def test_demo_job_runs_end_to_end_and_writes_tiles_catalog_and_report(tmp_path: 
     assert (out / "buildings.city.json").is_file() and (out / "dtm.vrt").is_file()
     assert (out / "3dtiles" / "pointcloud" / "tileset.json").is_file()
     assert (out / "cim.log").read_text().count("done") >= len(laz)
+    work = sum(p.stat().st_size for p in (out / ".cim").rglob("*") if p.is_file())
+    laz_in = sum(p.stat().st_size for p in (REPO / "data" / "delft").glob("ahn3_cropped_*.laz"))
+    assert work <= 1.5 * laz_in, f"work folder {work} B for {laz_in} B of LAZ"
 
 
 def test_rerun_skips_everything_and_an_option_change_reruns_only_what_depends_on_it(tmp_path: Path) -> None:

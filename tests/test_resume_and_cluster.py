@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from tests.helpers import REPO, cim_cli, delft_job, product_digests, write_job
 
@@ -105,3 +109,45 @@ def test_unreachable_scheduler_is_a_clear_error(tmp_path: Path) -> None:
                      "--scheduler", f"tcp://127.0.0.1:{_free_port()}")
     assert result.returncode == 2
     assert "cannot reach the Dask scheduler" in result.stderr
+
+
+def _can_unshare() -> bool:
+    return shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _can_unshare(), reason="needs mount namespaces (unshare -m) to give a worker its own disk")
+def test_worker_that_cannot_see_the_output_folder_stops_the_run_with_one_line(tmp_path: Path) -> None:
+    from distributed import Client, LocalCluster
+
+    outs = tmp_path / "outs"
+    outs.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with LocalCluster(n_workers=0, host="127.0.0.1", protocol="tcp", dashboard_address=":0",
+                      processes=False) as cluster:
+        # the worker runs where the output folder's parent is an empty disk of its own (a machine without the share)
+        hidden = (f"mount -t tmpfs none {outs} && exec {sys.executable} -m distributed.cli.dask_worker "
+                  f"{cluster.scheduler_address} --nthreads 1 --dashboard-address :0 --name lonely")
+        worker = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", hidden], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            with Client(cluster.scheduler_address, timeout="30s") as client:
+                client.wait_for_workers(1, timeout=60)
+            job = write_job(tmp_path / "j.toml", delft_job(outs / "o"))
+            result = cim_cli("run", str(job), "--scheduler", cluster.scheduler_address)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+    assert result.returncode == 2, result.stdout + result.stderr
+    message = " ".join(result.stderr.split())  # one message (the console may wrap it)
+    assert message.count("error:") == 1 and "Traceback" not in message
+    assert re.search(r"cim needs a file system shared by all workers: worker \S+ cannot see the output folder", message)
+    assert f"folder{outs / 'o'}(" in message.replace(" ", "")  # the console may break the path
+    assert not (outs / "o" / "las").exists() and not (outs / "o" / ".cim" / "parts").exists()
+
+
+def test_local_cluster_scratch_lives_in_the_work_folder(tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    result = cim_cli("run", str(write_job(tmp_path / "j.toml", delft_job(out, size=200.0))), "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    assert (out / ".cim" / "dask").is_dir()

@@ -70,3 +70,27 @@ def test_load_tile_keeps_dimensions_only_some_inputs_have(tmp_path: Path) -> Non
     assert len(tile) == 1000 and tile.has("red")
     assert sorted(np.unique(tile["red"]).tolist()) == [0, 60000]  # ALS points zero-filled, MLS colours kept
     assert sorted(np.unique(tile["intensity"]).tolist()) == [7, 9]
+
+
+def test_parts_store_each_point_once_compactly_and_buffers_come_from_the_neighbours(repo_data: Path,
+                                                                                   tmp_path: Path) -> None:
+    path = repo_data / "delft" / "ahn3_cropped_2.laz"
+    crs = pyproj.CRS("EPSG:7415")
+    grid = TileGrid(50.0, 5.0)
+    header = cim.io.las.open_source(path, crs).header
+    quanta = {n: (float(s), float(o)) for n, s, o in zip("xyz", header.scales, header.offsets)}
+    counts = partition_file(path, grid, crs, tmp_path / "parts", chunk_size=30_000, quanta=quanta)
+    parts = list((tmp_path / "parts").glob("*.cols"))
+    assert {p.stem for p in parts} == set(counts)  # one file per tile with core points, none for buffers
+    assert sum(p.stat().st_size for p in parts) < 1.3 * path.stat().st_size  # compressed: near the LAZ size
+    original = cim.read(path, crs=crs)
+    for key in counts:
+        tile = grid.tile_from_key(key)
+        cloud = load_tile([tmp_path / "parts"], tile, crs)
+        minx, miny, maxx, maxy = tile.buffered_bounds
+        inside = (original.x >= minx) & (original.x < maxx) & (original.y >= miny) & (original.y < maxy)
+        expected = original[inside & ~tile.in_core(original.x, original.y)]
+        buffer = cloud[~cloud.core]
+        order = lambda c: np.lexsort((c.gps_time, c.z, c.y, c.x))  # noqa: E731
+        np.testing.assert_array_equal(buffer.xyz[order(buffer)], expected.xyz[order(expected)])
+        np.testing.assert_array_equal(buffer.intensity[order(buffer)], expected.intensity[order(expected)])

@@ -1,16 +1,26 @@
-"""Turn a validated job into runner tasks and run them: partition per input file, then (stage, tile) tasks,
-each stage's global ``finish`` step and the STAC catalog.
+"""Turn a validated job into runner tasks and run them: partition per input file, one chain task per tile that
+runs the tile's stages one after the other on one in-memory cloud, each stage's global ``finish`` step and the
+STAC catalog.
 
-Fingerprints chain: a tile task's fingerprint covers the fingerprint of the points it reads (the partition or
-the last stage that changed the points) and its own stage options, so changing an option re-runs exactly the
-tasks that depend on it.
+Checkpoints: the partition parts hold every tile's points; the only other copy of a tile's points is written
+after the chain's last point-modifying stage, when a later stage of the chain exists (the columns that differ
+from the parts, compressed: a class column for a classifier). A resume re-runs, per tile, exactly the steps
+whose fingerprint changed or whose products are missing or changed (and the steps that depend on them), from
+the checkpoint when they all come after it, else from the parts.
+
+Fingerprints chain: a step's fingerprint covers the fingerprint of the points it reads (the partition or the
+last step that changed the points), the fingerprints of the earlier steps whose products it uses, its options,
+the contents of the files its options name and the code of its stage module (with every cim module it
+imports). Stages with only a ``finish`` get no per-tile step.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,19 +28,21 @@ from typing import Any
 import numpy as np
 import pyproj
 
-import cim
 from cim import crs as crs_mod
-from cim import crs_plan
-from cim import guards
+from cim import crs_plan, guards
 from cim.catalog import write_catalog
+from cim.columns import append_frame, read_frames
 from cim.errors import ConfigError, InputError
 from cim.fileutil import atomic_write, expand_patterns
 from cim.io.readers import PointSource, in_crs, require_crs
 from cim.pipeline.job import Job
-from cim.pipeline.stage import JobContext, Product, Stage, TileContext
+from cim.pipeline.stage import JobContext, Product, Stage, TileContext, TileResult
 from cim.pipeline.withheld import run_stage
 from cim.points import PointCloud
-from cim.runner import Dep, Manifest, RunReport, Task, TaskOutcome, dask_client, file_fingerprint, fingerprint, run_tasks
+from cim.runner import (Dep, Manifest, RunReport, Task, TaskOutcome, check_shared_storage, dask_client, fingerprint,
+                        is_remote, run_tasks)
+from cim.runner.fingerprints import CodeHashes, ContentHashes, intact, stamp
+from cim.runner.tasks import PartError, caught_warnings, describe
 from cim.stages.io import ReaderStage, TileOptions
 from cim.tiling import PARTS_FORMAT, Tile, TileGrid, load_tile, partition_file, union_bounds
 
@@ -51,61 +63,153 @@ class JobRun:
     points: int = 0
 
 
+@dataclass(frozen=True)
+class Step:
+    """One stage's run on one tile, inside the tile's chain task; ``key`` is its manifest key."""
+
+    key: str
+    stage: Stage
+    fingerprint: str
+    ctx: TileContext
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # worker-side task functions (module level, so Dask can pickle them)
 
 
 def partition_task(reader: ReaderStage, path: str, crs_wkt: str, work_crs_wkt: str, size: float, buffer: float,
                    parts_dir: str, out_dir: str, area: tuple | None, chunk_size: int,
-                   input_index: int | None = None) -> dict[str, Any]:
+                   quanta: dict[str, tuple[float, float]] | None, input_index: int | None = None) -> dict[str, Any]:
     work_crs = pyproj.CRS.from_wkt(work_crs_wkt)
     source = in_crs(reader.open(Path(path), pyproj.CRS.from_wkt(crs_wkt)), work_crs)
     counts = partition_file(source, TileGrid(size, buffer), work_crs, Path(parts_dir), area=area,
-                            chunk_size=chunk_size, input_index=input_index)
+                            chunk_size=chunk_size, quanta=quanta, input_index=input_index)
     return {"counts": counts, "outputs": [Path(parts_dir).relative_to(out_dir).as_posix()]}
 
 
-def save_cloud(path: Path, cloud: PointCloud) -> None:
-    """Store an intermediate cloud (uncompressed npz, written atomically)."""
+def _column_digests(cloud: PointCloud) -> dict[str, str]:
+    return {name: hashlib.sha256(np.ascontiguousarray(cloud[name]).view(np.uint8)).hexdigest()
+            for name in cloud.names}
+
+
+def save_checkpoint(path: Path, cloud: PointCloud, base_size: int, base_digests: dict[str, str]) -> None:
+    """Store ``cloud`` compactly: the columns that differ from the tile as partitioned (``base_size`` points
+    with these column digests) or, when the points themselves changed, every column."""
+    digests = _column_digests(cloud)
+    same_points = len(cloud) == base_size and all(base_digests.get(n) == digests[n] for n in "xyz")
+    changed = [n for n in cloud.names if not same_points or base_digests.get(n) != digests[n]]
+    meta = {"mode": "delta" if same_points else "full", "names": cloud.names}
     with atomic_write(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **cloud.data)
+        append_frame(tmp, {n: cloud[n] for n in changed}, meta)
 
 
-def load_cloud(path: Path, crs: pyproj.CRS) -> PointCloud:
-    """Load an intermediate cloud written by :func:`save_cloud`."""
-    with np.load(path) as arrays:
-        return PointCloud({n: arrays[n] for n in arrays.files}, crs)
+def load_checkpoint(path: Path, base: PointCloud) -> PointCloud:
+    """The cloud :func:`save_checkpoint` stored, completing a delta from ``base``."""
+    meta, columns = next(read_frames(path))
+    data = {n: columns[n] if n in columns else base[n] for n in meta["names"]}
+    return PointCloud(data, base.crs)
 
 
-def tile_stage_task(stage: Stage, ctx: TileContext, source: tuple[str, Any], save_to: str | None,
-                    *_deps: Any) -> dict[str, Any]:
-    kind, where = source
-    cloud = load_tile([Path(p) for p in where], ctx.tile, ctx.crs) if kind == "parts" else load_cloud(Path(where), ctx.crs)
-    result = run_stage(stage, cloud, ctx)
-    outputs = [p.path for p in result.products]
-    if save_to is not None:
-        out_cloud = result.cloud if result.cloud is not None else cloud
-        save_cloud(Path(save_to), out_cloud)
-        outputs.append(Path(save_to).relative_to(ctx.out_dir).as_posix())
-    return {
-        "tile": ctx.tile.key,
-        "stats": result.stats,
-        "products": [p.to_json() for p in result.products],
-        "outputs": outputs,
-        "warnings": ctx.warnings,
-    }
+def _read_only(cloud: PointCloud) -> PointCloud:
+    """A view of ``cloud`` whose columns cannot be changed in place (for stages that do not modify points)."""
+    views = {}
+    for name in cloud.names:
+        view = cloud[name].view()
+        view.flags.writeable = False
+        views[name] = view
+    return PointCloud(views, cloud.crs)
 
 
-def finish_task(stage: Stage, ctx: JobContext, tiles: int, *results: dict[str, Any]) -> dict[str, Any]:
-    products = stage.finish(list(results[:tiles]), ctx)  # the rest are earlier stages' finishes it waits for
-    return {"products": [p.to_json() for p in products], "outputs": [p.path for p in products]}
+def _run_step(step: Step, cloud: PointCloud) -> tuple[TileResult | None, PartError | None]:
+    """The step's result, or the error naming it (raised by the caller outside this ``except``, so that no
+    exception chain, which may not pickle, travels with it)."""
+    try:
+        return run_stage(step.stage, cloud if step.stage.modifies_points else _read_only(cloud), step.ctx), None
+    except Exception as exc:  # noqa: BLE001 - every failure is reported, with the step's key
+        return None, PartError(step.key, describe(exc))
 
 
-def catalog_task(name: str, out_dir: str, crs_wkt: str, datetime: str | None, *results: Any) -> dict[str, Any]:
-    products = [Product.from_json(p) for r in results if isinstance(r, dict) for p in r.get("products", [])]
+def chain_task(steps: list[Step], parts: list[str], checkpoint: str | None, resume: bool,
+               save_after: str | None) -> dict[str, Any]:
+    """Run ``steps`` (one tile) on one in-memory cloud; ``resume``: start from the ``checkpoint`` file instead of
+    the parts; ``save_after``: the key of the step after which the checkpoint is written.
+
+    Returns the steps' records for the manifest (with their start and end times) and the time spent on loading
+    and checkpointing the points.
+    """
+    ctx = steps[0].ctx
+    io_start = time.time()
+    base = load_tile([Path(p) for p in parts], ctx.tile, ctx.crs)
+    base_size, base_digests = len(base), _column_digests(base) if save_after else {}
+    cloud = load_checkpoint(Path(checkpoint), base) if resume else base
+    del base  # the cloud may be replaced by a stage: do not hold two copies
+    io = time.time() - io_start
+    records = []
+    for step in steps:
+        start = time.time()
+        with caught_warnings() as messages:
+            result, error = _run_step(step, cloud)
+        if error is not None:
+            raise error
+        if step.stage.modifies_points and result.cloud is not None:
+            cloud = result.cloud
+        outputs = [p.path for p in result.products]
+        end = time.time()
+        if step.key == save_after:
+            save_checkpoint(Path(checkpoint), cloud, base_size, base_digests)
+            outputs.append(Path(checkpoint).relative_to(ctx.out_dir).as_posix())
+            io += time.time() - end
+        records.append({"key": step.key, "fingerprint": step.fingerprint, "seconds": round(end - start, 6), "result": {
+            "tile": ctx.tile.key,
+            "stats": result.stats,
+            "products": [p.to_json() for p in result.products],
+            "outputs": outputs,
+            "stamps": stamp(outputs, ctx.out_dir),
+            "warnings": [*step.ctx.warnings, *messages],
+            "span": [round(start, 6), round(end, 6)],
+        }})
+    return {"records": records, "io_seconds": round(io, 6)}
+
+
+def _scratch(out_dir: Path, stage: Stage) -> Path:
+    """The folder where a stage's tile steps leave data for its finish (``.cim/work/<stage name>``)."""
+    return out_dir / WORK / "work" / stage.name
+
+
+def _cleared_mark(out_dir: Path, stage: Stage) -> Path:
+    """Present while the stage's scratch was cleared after its finish: a finish re-run needs every tile step."""
+    return out_dir / WORK / "work" / f"{stage.name}.cleared"
+
+
+def finish_task(stage: Stage, ctx: JobContext, keys: list[str], recorded: dict[str, Any], scratch: str | None,
+                *results: Any) -> dict[str, Any]:
+    """``stage.finish`` on the results of its steps ``keys``: recorded ones, or records of chain tasks that ran
+    now (the other ``results`` are earlier finishes it waits for). Then the stage's ``scratch`` folder, which only
+    this finish reads, is removed (and marked so, see :class:`_Plan`)."""
+    found = dict(recorded)
+    for result in results:
+        if isinstance(result, dict):
+            found.update({r["key"]: r["result"] for r in result.get("records", [])})
+    products = stage.finish([found[k] for k in keys], ctx)
+    if scratch is not None and Path(scratch).is_dir():
+        _cleared_mark(ctx.out_dir, stage).touch()
+        shutil.rmtree(scratch)
+    outputs = [p.path for p in products]
+    return {"products": [p.to_json() for p in products], "outputs": outputs, "stamps": stamp(outputs, ctx.out_dir)}
+
+
+def catalog_task(name: str, out_dir: str, crs_wkt: str, datetime: str | None, recorded: list[dict[str, Any]],
+                 *results: Any) -> dict[str, Any]:
+    """The STAC catalog of the products of the recorded steps and of the tasks that ran now."""
+    found = list(recorded)
+    for result in results:
+        if isinstance(result, dict):
+            found += [*result.get("products", []), *(p for r in result.get("records", [])
+                                                     for p in r["result"].get("products", []))]
+    products = [Product.from_json(p) for p in found]
     path = write_catalog(Path(out_dir), name, products, pyproj.CRS.from_wkt(crs_wkt), datetime)
-    return {"outputs": [Path(path).relative_to(out_dir).as_posix()], "items": len(products)}
+    outputs = [Path(path).relative_to(out_dir).as_posix()]
+    return {"outputs": outputs, "items": len(products), "stamps": stamp(outputs, out_dir)}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -163,7 +267,6 @@ def run_job(
     if job.output_crs:  # the products' placement (3D Tiles, panoramas) starts from the output CRS
         crs_plan.check_transformations(work_crs, crs_plan.job_needs(job.stages))
     sources = [in_crs(source, work_crs) for _, source in inputs]
-    union = union_bounds([s.bounds for s in sources])
     grid = _grid(job)
     guards.check_plan(job, sources, work_crs, grid)
     out_dir = job.out_dir
@@ -173,48 +276,53 @@ def run_job(
     acquired = job.datetime or _acquired(sources)
     context = JobContext(job.name, out_dir, work_crs, grid, acquired=acquired,
                          inputs=tuple(str(s.path.resolve()) for s in sources), skip_withheld=_skip_withheld(job))
-    version = cim.__version__
+    hashes = ContentHashes(work / "hashes.json")
+    code = CodeHashes()
     numbered = any(getattr(s, "needs_input_index", False) for s in job.stages)
 
     partition: list[Task] = []
-    for i, (reader, source) in enumerate(inputs):
+    partition_code = code.code_hash(partition_file.__module__)
+    for i, ((reader, source), digest) in enumerate(zip(inputs, hashes.digests([s.path for _, s in inputs]))):
         parts_dir = work / "parts" / f"{i:04d}-{source.path.stem}"
         index = i if numbered else None
-        fp = fingerprint("partition", PARTS_FORMAT, version, file_fingerprint(source.path), crs.to_wkt(),
-                         *([work_crs.to_wkt()] if work_crs is not crs else []), grid.size, grid.buffer, job.area,
-                         str(parts_dir), *([index] if numbered else []),
+        fp = fingerprint("partition", PARTS_FORMAT, partition_code, code.code_hash(type(reader).__module__), digest,
+                         crs.to_wkt(), *([work_crs.to_wkt()] if work_crs is not crs else []), grid.size,
+                         grid.buffer, job.area, str(parts_dir), *([index] if numbered else []),
                          *([] if context.skip_withheld else ["withheld kept"]))
+        quanta = _quanta(source) if work_crs is crs else None
         partition.append(Task(f"partition/{i:04d}-{source.path.stem}", "tile", partition_task,
                               (reader, str(source.path), crs.to_wkt(), work_crs.to_wkt(), grid.size, grid.buffer,
-                               str(parts_dir), str(out_dir), job.area, _chunk(job), index), fp))
+                               str(parts_dir), str(out_dir), job.area, _chunk(job), quanta, index), fp))
 
-    with dask_client(scheduler, workers) as client:
+    with dask_client(scheduler, workers, work / "dask") as client:
+        if is_remote(scheduler):
+            reads = [s.path for s in sources] + [p for s in job.stages if s.role == "tile" for p in _option_files(s)]
+            check_shared_storage(client, reads, out_dir, work / "storage-check")
         if on_plan:
             on_plan(len(partition), "partition")
         first = run_tasks(partition, client, manifest, out_dir=out_dir, force=force, keep_going=keep_going,
                           on_outcome=on_outcome)
         if not first.ok:  # never build tiles from a partial set of inputs
+            hashes.save()
             return JobRun(job, first)
         counts: dict[str, int] = {}
         for task in partition:
-            outcome = first.outcomes[task.key]
-            if outcome.status in ("done", "skipped"):
-                for key, n in outcome.result["counts"].items():
-                    counts[key] = counts.get(key, 0) + n
-        parts_dirs = [str(work / "parts" / Path(t.key).name) for t in partition
-                      if first.outcomes[t.key].status in ("done", "skipped")]
+            for key, n in first.outcomes[task.key].result["counts"].items():
+                counts[key] = counts.get(key, 0) + n
+        parts_dirs = [str(work / "parts" / Path(t.key).name) for t in partition]
         part_fps = [t.fingerprint for t in partition]
         tiles = [grid.tile_from_key(k) for k in sorted(counts, key=_tile_order) if counts[k] > 0]
         if not tiles:
             raise InputError(job.source, "no points inside the job area (check [job].area and the inputs)")
-        all_tiles = grid.tiles_covering(union)
-        tasks = _tile_tasks(job, context, tiles, parts_dirs, part_fps, version)
+        all_tiles = grid.tiles_covering(union_bounds([s.bounds for s in sources]))
+        plan = _Plan(job, context, tiles, parts_dirs, part_fps, manifest, hashes, code, force)
+        hashes.save()
         if on_plan:
-            on_plan(len(tasks), "stages")
-        second = run_tasks(tasks, client, manifest, out_dir=out_dir, force=force, keep_going=keep_going,
+            on_plan(len(plan.tasks), "stages")
+        second = run_tasks(plan.tasks, client, manifest, out_dir=out_dir, force=force, keep_going=keep_going,
                            on_outcome=on_outcome)
 
-    report = RunReport({**first.outcomes, **second.outcomes}, first.seconds + second.seconds)
+    report = RunReport({**first.outcomes, **plan.outcomes(second)}, first.seconds + second.seconds)
     products = [Product.from_json(p) for o in report.outcomes.values() if isinstance(o.result, dict)
                 for p in o.result.get("products", []) if isinstance(p, dict)]
     return JobRun(job, report, products, len(tiles), max(0, len(all_tiles) - len(tiles)), sum(counts.values()))
@@ -238,6 +346,15 @@ def _acquired(sources: list[PointSource]) -> str | None:
     return f"{min(dates).isoformat()}T00:00:00Z" if dates else None
 
 
+def _quanta(source: PointSource) -> dict[str, tuple[float, float]] | None:
+    """The (scale, offset) of a LAS input's x, y, z: the parts store its coordinates as those integers (None for
+    readers without a coordinate grid)."""
+    header = getattr(source, "header", None)
+    if header is None:
+        return None
+    return {name: (float(s), float(o)) for name, s, o in zip("xyz", header.scales, header.offsets)}
+
+
 def _skip_withheld(job: Job) -> bool:
     """Whether withheld points are left out of processing: the readers' ``withheld`` option, which they share."""
     readers = [(i, s) for i, s in enumerate(job.stages) if s.role == "reader"]
@@ -258,55 +375,211 @@ def _tile_order(key: str) -> tuple[int, int]:
     return (iy, ix)
 
 
-def _tile_tasks(job: Job, context: JobContext, tiles: list[Tile], parts_dirs: list[str], part_fps: list[str],
-                version: str) -> list[Task]:
-    """(stage, tile) tasks, each stage's finish, and the catalog.
+def has_tile_step(stage: Stage) -> bool:
+    """Whether the stage does work per tile (stages with only a ``finish`` get no per-tile step)."""
+    return type(stage).run is not Stage.run
 
-    A task depends on the task that produced its points and on the earlier tasks of the same tile whose products
-    it reads (``Stage.uses``: the producers of its artefacts, wired by the job). Its fingerprint covers the
-    same, so changing an option re-runs exactly the tasks downstream of it.
+
+def _option_files(stage: Stage) -> list[Path]:
+    """The existing files the stage's options name (``path_fields`` minus ``output_fields``; folders walked)."""
+    options = stage.options
+    files: list[Path] = []
+    for name in (n for n in options.path_fields if n not in options.output_fields):
+        value = getattr(options, name, None)
+        patterns = list(value) if isinstance(value, list | tuple) else [value] if value else []
+        for path in expand_patterns(patterns):
+            files += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return [p for p in files if p.is_file()]
+
+
+class _Plan:
+    """The chain, finish and catalog tasks of the tiles, and the steps a resume can keep.
+
+    Per tile and stage with a per-tile step, a step with a fingerprint (see the module docstring). A step is
+    kept when the manifest has it with the same fingerprint, its outputs are intact and nothing it depends on
+    re-runs; the steps that re-run form the tile's chain task (plus the point-modifying steps before them when
+    they cannot start from the checkpoint).
     """
-    tasks: list[Task] = []
-    work = context.out_dir / WORK / "work"
-    stage_list = [s for s in job.stages if s.role == "tile"]
-    # per tile: where its current points come from, that source's fingerprint and the task that made it
-    sources = {t.key: (("parts", parts_dirs), fingerprint("tile", part_fps, t.key), None) for t in tiles}
-    earlier: dict[str, list[Task]] = {t.key: [] for t in tiles}  # earlier tile tasks, per tile
-    finishes: list[Task] = []
-    for i, stage in enumerate(stage_list):
-        label = f"{i:02d}-{stage.name}"
-        options = stage.options.model_dump(mode="json")
-        uses = stage.uses
-        tile_tasks = []
+
+    def __init__(self, job: Job, context: JobContext, tiles: list[Tile], parts_dirs: list[str],
+                 part_fps: list[str], manifest: Manifest, hashes: ContentHashes, code: CodeHashes,
+                 force: bool) -> None:
+        self.tiles = tiles
+        self.labels: list[tuple[str, Stage]] = [(f"{i:02d}-{s.name}", s) for i, s in
+                                                enumerate(s for s in job.stages if s.role == "tile")]
+        self.recorded: dict[str, Any] = {}  # step key -> recorded result, for the steps kept
+        self.steps: dict[str, list[Step]] = {t.key: [] for t in tiles}  # every step, per tile
+        self.run_keys: set[str] = set()  # steps that run now
+        self.tasks: list[Task] = []
+        base = {label: fingerprint(code.code_hash(type(stage).__module__), stage.name,
+                                   stage.options.model_dump(mode="json"), hashes.digests(_option_files(stage)))
+                for label, stage in self.labels}
+        step_fps: dict[str, str] = {}
         for tile in tiles:
-            source, source_fp, producer = sources[tile.key]
-            used = [t for t in earlier[tile.key] if t.stage in uses]
-            dep_keys = list(dict.fromkeys(([producer] if producer else []) + [t.key for t in used]))
-            fp = fingerprint(version, stage.name, options, source_fp, [t.fingerprint for t in used])
-            save_to = str(work / label / f"{tile.key}.npz") if stage.modifies_points else None
+            self._plan_steps(tile, context, base, fingerprint("tile", part_fps, tile.key), step_fps, manifest, force)
+        for tile in tiles:
+            self._chosen(tile)
+        self.finishes: list[tuple[str, Stage, Task]] = []
+        finish_fps = self._finish_plan(context.out_dir, base, step_fps, manifest, force)
+        checkpoints = context.out_dir / WORK / "checkpoints"
+        chain_of: dict[str, str] = {}  # step key -> chain task key
+        for tile in tiles:
+            task = self._chain(tile, parts_dirs, str(checkpoints / f"{tile.key}.cols"))
+            if task is not None:
+                self.tasks.append(task)
+                chain_of.update({step.key: task.key for step in task.args[0]})
+        self.recorded = {k: v for k, v in self.recorded.items() if k not in self.run_keys}
+        for i, (label, stage) in enumerate(self.labels):
+            if label in finish_fps:
+                self._finish(i, label, stage, context, finish_fps[label], chain_of)
+        catalog_fp = fingerprint(code.code_hash(write_catalog.__module__), "catalog", list(step_fps.values()),
+                                 list(finish_fps.values()), context.acquired)
+        products = [p for r in self.recorded.values() for p in r.get("products", [])]
+        self.tasks.append(Task("catalog", "catalog", catalog_task,
+                               (job.name, str(context.out_dir), context.crs.to_wkt(), context.acquired, products,
+                                *[Dep(t.key) for t in self.tasks]), catalog_fp))
+
+    def _plan_steps(self, tile: Tile, context: JobContext, base: dict[str, str], points_fp: str,
+                    step_fps: dict[str, str], manifest: Manifest, force: bool) -> None:
+        """The steps of ``tile`` with their fingerprints; each either kept (``recorded``) or to run."""
+        points: tuple[str, str | None] = (points_fp, None)  # (fingerprint, key of the producing step)
+        earlier: list[tuple[str, str]] = []  # (stage name, step key) of the tile's earlier steps
+        for label, stage in self.labels:
+            if not has_tile_step(stage):
+                continue
+            key = f"{label}/{tile.key}"
+            used = [k for name, k in earlier if stage.uses is None or name in stage.uses]
+            fp = fingerprint(base[label], points[0], [step_fps[k] for k in used])
+            step_fps[key] = fp
+            entry = None if force else manifest.finished(key, fp)
+            depends = [k for k in [points[1], *used] if k]
+            if entry is None or not intact(entry["result"], context.out_dir) or \
+                    any(k in self.run_keys for k in depends):
+                self.run_keys.add(key)
+            else:
+                self.recorded[key] = entry["result"]
             ctx = TileContext(context.name, context.out_dir, context.crs, context.grid, stage.folder,
                               context.acquired, context.inputs, context.skip_withheld, tile=tile)
-            task = Task(f"{label}/{tile.key}", stage.name, tile_stage_task,
-                        (stage, ctx, source, save_to, *[Dep(k) for k in dep_keys]), fp)
-            tile_tasks.append(task)
-            earlier[tile.key].append(task)
+            self.steps[tile.key].append(Step(key, stage, fp, ctx))
+            earlier.append((stage.name, key))
             if stage.modifies_points:
-                sources[tile.key] = (("cloud", save_to), fp, task.key)
-        tasks += tile_tasks
-        if stage.has_finish():
-            used_finishes = [t for t in finishes if t.stage in uses]
-            stage_ctx = JobContext(context.name, context.out_dir, context.crs, context.grid, stage.folder,
-                                   context.acquired, context.inputs, context.skip_withheld)
-            finish = Task(f"{label}/finish", stage.name, finish_task,
-                          (stage, stage_ctx, len(tile_tasks), *[Dep(t.key) for t in tile_tasks + used_finishes]),
-                          fingerprint(version, stage.name, options, [t.fingerprint for t in tile_tasks + used_finishes]))
-            tasks.append(finish)
-            finishes.append(finish)
-    catalog_fp = fingerprint(version, "catalog", [t.fingerprint for t in tasks], context.acquired)
-    tasks.append(Task("catalog", "catalog", catalog_task,
-                      (job.name, str(context.out_dir), context.crs.to_wkt(), context.acquired,
-                       *[Dep(t.key) for t in tasks]), catalog_fp))
-    return tasks
+                points = (fp, key)
+
+    def _chosen(self, tile: Tile) -> tuple[list[int], bool, int]:
+        """Indices of the tile's steps its chain runs (adding them to ``run_keys``), whether it starts from the
+        checkpoint, and the index of the step after which the checkpoint is written (-1: none)."""
+        steps = self.steps[tile.key]
+        needed = [i for i, s in enumerate(steps) if s.key in self.run_keys]
+        modifying = [i for i, s in enumerate(steps) if s.stage.modifies_points]
+        last = modifying[-1] if modifying else -1
+        save = last >= 0 and last < len(steps) - 1  # a later step reads the points: checkpoint after `last`
+        resume = save and bool(needed) and needed[0] > last
+        if needed and not resume:  # from the parts: the point-modifying steps before the last needed one run again
+            needed = sorted(set(needed) | {i for i in modifying if i < needed[-1]})
+        self.run_keys.update(steps[i].key for i in needed)
+        return needed, resume, last if save and not resume else -1
+
+    def _chain(self, tile: Tile, parts_dirs: list[str], checkpoint: str) -> Task | None:
+        """The chain task of ``tile`` (None when all its steps are kept)."""
+        needed, resume, save = self._chosen(tile)
+        if not needed:
+            return None
+        steps = self.steps[tile.key]
+        chosen = [steps[i] for i in needed]
+        save_after = steps[save].key if save >= 0 else None
+        return Task(f"chain/{tile.key}", "chain", chain_task, (chosen, parts_dirs, checkpoint, resume, save_after),
+                    fingerprint([s.fingerprint for s in chosen], resume))
+
+    def _waits(self, i: int, stage: Stage, step_keys: list[str]) -> tuple[list[str], list[str]]:
+        """The steps whose results the finish of stage ``i`` reads or waits for (its own; for a finish-only stage
+        the earlier steps it uses), and the labels of the earlier finishes it uses."""
+        label = self.labels[i][0]
+        if has_tile_step(stage):
+            return [f"{label}/{t.key}" for t in self.tiles], self._used_finishes(i, stage)
+        earlier = {lab: s.name for lab, s in self.labels[:i]}
+        waits = [k for k in step_keys if k.split("/")[0] in earlier
+                 and (stage.uses is None or earlier[k.split("/")[0]] in stage.uses)]
+        return waits, self._used_finishes(i, stage)
+
+    def _used_finishes(self, i: int, stage: Stage) -> list[str]:
+        return [lab for lab, s in self.labels[:i]
+                if s.has_finish() and (stage.uses is None or s.name in stage.uses)]
+
+    def _finish_plan(self, out_dir: Path, base: dict[str, str], step_fps: dict[str, str], manifest: Manifest,
+                     force: bool) -> dict[str, str]:
+        """The fingerprint of every finish (by stage label). A stage whose scratch was cleared after its last
+        finish (see :func:`finish_task`) runs all its tile steps again when its finish must run again."""
+        fps: dict[str, str] = {}
+        needed: dict[str, bool] = {}
+        for i, (label, stage) in enumerate(self.labels):
+            if not stage.has_finish():
+                continue
+            waits, used = self._waits(i, stage, list(step_fps))
+            fps[label] = fingerprint(base[label], [step_fps[k] for k in waits], [fps[u] for u in used])
+            entry = None if force else manifest.finished(f"{label}/finish", fps[label])
+            needed[label] = (entry is None or not intact(entry["result"], out_dir) or
+                             any(k in self.run_keys for k in waits) or any(needed[u] for u in used))
+            if needed[label] and has_tile_step(stage) and _cleared_mark(out_dir, stage).exists():
+                self.run_keys.update(waits)
+                for tile in self.tiles:
+                    self._chosen(tile)
+        return fps
+
+    def _finish(self, i: int, label: str, stage: Stage, context: JobContext, fp: str,
+                chain_of: dict[str, str]) -> None:
+        """The finish task of stage ``i`` (see :meth:`_waits`)."""
+        waits, used = self._waits(i, stage, [s.key for steps in self.steps.values() for s in steps])
+        own = waits if has_tile_step(stage) else []
+        chains = list(dict.fromkeys(chain_of[k] for k in waits if k in chain_of))
+        stage_ctx = JobContext(context.name, context.out_dir, context.crs, context.grid, stage.folder,
+                               context.acquired, context.inputs, context.skip_withheld)
+        recorded = {k: self.recorded[k] for k in own if k in self.recorded}
+        scratch = str(_scratch(context.out_dir, stage)) if has_tile_step(stage) else None
+        deps = [Dep(k) for k in chains + [f"{u}/finish" for u in used]]
+        task = Task(f"{label}/finish", stage.name, finish_task, (stage, stage_ctx, own, recorded, scratch, *deps), fp)
+        self.tasks.append(task)
+        self.finishes.append((label, stage, task))
+
+    def outcomes(self, report: RunReport) -> dict[str, TaskOutcome]:
+        """The run's outcomes per step (kept, done, failed or cancelled), finish and catalog, in plan order, plus
+        the points' loading and checkpoint time per chain (stage "tile.io")."""
+        per_step: dict[str, TaskOutcome] = {}
+        io: dict[str, TaskOutcome] = {}
+        for task in self.tasks:
+            outcome = report.outcomes.get(task.key)
+            if outcome is None or task.fn is not chain_task:
+                continue
+            steps: list[Step] = task.args[0]
+            tile = steps[0].ctx.tile.key
+            if outcome.status == "done":
+                for record in outcome.result["records"]:
+                    result = record["result"]
+                    per_step[record["key"]] = TaskOutcome(record["key"], "", "done", record["seconds"], result,
+                                                          warnings=result["warnings"], started=result["span"][0],
+                                                          worker=outcome.worker)
+                io[task.key] = TaskOutcome(task.key, "tile.io", "done", outcome.result["io_seconds"], {"tile": tile},
+                                           warnings=outcome.warnings, started=outcome.started, worker=outcome.worker)
+                continue
+            failed_at = next((j for j, s in enumerate(steps) if s.key == outcome.part),
+                             0 if outcome.status == "failed" else None)  # a failure outside a step: the first
+            for j, step in enumerate(steps):
+                if failed_at is not None and j == failed_at:
+                    per_step[step.key] = TaskOutcome(step.key, step.stage.name, "failed", error=outcome.error)
+                else:
+                    reason = "an upstream task failed" if failed_at is not None else outcome.error
+                    per_step[step.key] = TaskOutcome(step.key, step.stage.name, "cancelled", error=reason)
+        ordered: dict[str, TaskOutcome] = {}
+        finishes = {label: task for label, _, task in self.finishes}
+        for label, stage in self.labels:
+            for tile in self.tiles if has_tile_step(stage) else []:
+                key = f"{label}/{tile.key}"
+                outcome = per_step.get(key) or TaskOutcome(key, stage.name, "skipped", result=self.recorded.get(key))
+                outcome.stage = stage.name
+                ordered[key] = outcome
+            if label in finishes:
+                ordered[finishes[label].key] = report.outcomes[finishes[label].key]
+        ordered["catalog"] = report.outcomes["catalog"]
+        return {**ordered, **io}
 
 
 def run(job_file: str | Path, *, out: str | Path | None = None, scheduler: str | None = "threads",
@@ -332,6 +605,7 @@ def summarize(run: JobRun) -> dict[str, Any]:
         "points": run.points,
         "seconds": round(report.seconds, 3),
         "stages": report.stage_table(),
+        "timeline": report.timeline(),
         "products": sorted(p.path for p in run.products),
         "warnings": report.warnings,
         "failures": [{"task": o.key, "error": o.error} for o in report.by_status("failed")],

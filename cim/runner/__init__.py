@@ -1,6 +1,6 @@
 """Resumable task execution on Dask: tasks, the run manifest, clusters, progress and reports."""
 
-from cim.runner.cluster import dask_client
+from cim.runner.cluster import check_shared_storage, dask_client, is_remote
 from cim.runner.manifest import Manifest, file_fingerprint, fingerprint
 from cim.runner.tasks import Dep, RunReport, Task, TaskOutcome, run_tasks
 
@@ -10,8 +10,10 @@ __all__ = [
     "RunReport",
     "Task",
     "TaskOutcome",
+    "check_shared_storage",
     "dask_client",
     "file_fingerprint",
     "fingerprint",
+    "is_remote",
     "run_tasks",
 ]

@@ -4,22 +4,30 @@ Callers describe work as :class:`Task` objects (a function, its arguments, a fin
 result depends on). :func:`run_tasks` skips tasks the manifest records with the same fingerprint, submits the
 rest to Dask with their dependencies, records each finished task in the manifest as soon as it is done, and
 returns a :class:`RunReport`. Data moves between tasks through files; results are small JSON-able values.
+
+A task may do the work of several recorded units (a tile chain runs several stages): its result then lists them
+under ``records`` (dicts with key, fingerprint, result, seconds), and the manifest records each of them instead
+of the task; a failure inside one of them is raised as :class:`PartError` naming it.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import traceback
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distributed import Client, as_completed
+from distributed import Client, as_completed, get_worker
 
 from cim.errors import CimError, os_error_message
+from cim.runner.fingerprints import intact
 from cim.runner.manifest import Manifest
 
 
@@ -35,7 +43,8 @@ class Task:
     """One unit of work. ``fn`` must be a module-level function (it is pickled to the workers).
 
     The result must be JSON-able; when it is a dict with an ``outputs`` list of paths (relative to the run's
-    output folder), a recorded task is only skipped while those files still exist.
+    output folder), a recorded task is only skipped while those files still exist and, where the result has
+    ``stamps`` (see :func:`cim.runner.fingerprints.stamp`), are unchanged.
     """
 
     key: str
@@ -58,6 +67,41 @@ class TaskOutcome:
     result: Any = None
     error: str = ""
     warnings: list[str] = field(default_factory=list)
+    #: For a failed task made of parts: the key of the part that failed.
+    part: str = ""
+    #: When (epoch seconds) and where (Dask worker name) a task that ran started.
+    started: float = 0.0
+    worker: str = ""
+
+
+class PartError(CimError):
+    """A part of a task (e.g. one stage of a tile chain) failed; ``part`` is its key, the message its error."""
+
+    def __init__(self, part: str, message: str) -> None:
+        self.part = part
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.part, str(self)))
+
+
+@contextmanager
+def caught_warnings() -> Iterator[list[str]]:
+    """Collect the messages of the UserWarnings (CimWarning included) raised inside the block."""
+    messages: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield messages
+    messages.extend(str(w.message) for w in caught if issubclass(w.category, UserWarning))
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a task's failure: a CimError's own message, else the exception's last line."""
+    if isinstance(exc, CimError):
+        return str(exc)
+    if isinstance(exc, OSError) and os_error_message(exc):  # disk full, read-only, permission: say so
+        return os_error_message(exc)
+    return traceback.format_exception_only(type(exc), exc)[-1].strip()
 
 
 @dataclass
@@ -78,6 +122,16 @@ class RunReport:
     def warnings(self) -> list[str]:
         return list(dict.fromkeys(w for o in self.outcomes.values() for w in o.warnings))  # once each, in order
 
+    def timeline(self) -> dict[str, Any]:
+        """Every task that ran, by start: stage, tile, worker, start and end (seconds after the first start)."""
+        ran = sorted((o for o in self.outcomes.values() if o.status == "done" and o.started),
+                     key=lambda o: (o.started, o.key))
+        t0 = ran[0].started if ran else 0.0
+        return {"t0": t0, "tasks": [
+            {"task": o.key, "stage": o.stage, "tile": o.result.get("tile", "") if isinstance(o.result, dict) else "",
+             "worker": o.worker, "start": round(o.started - t0, 3), "end": round(o.started - t0 + o.seconds, 3)}
+            for o in ran]}
+
     def stage_table(self) -> list[dict[str, Any]]:
         """Per stage: tasks done / skipped / failed and summed task seconds, in first-seen order."""
         rows: dict[str, dict[str, Any]] = {}
@@ -91,39 +145,31 @@ class RunReport:
 
 @dataclass
 class _Payload:
-    """What a worker returns: the task's result plus its warnings and duration."""
+    """What a worker returns: the task's result plus its warnings, duration, start (epoch s) and worker."""
 
     result: Any
     warnings: list[str]
     seconds: float
+    started: float = 0.0
+    worker: str = ""
+
+
+def _worker_name() -> str:
+    try:
+        return str(get_worker().name)
+    except ValueError:  # not inside a Dask worker
+        return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _execute(fn: Callable[..., Any], *args: Any) -> _Payload:
     """Worker-side wrapper: hand dependencies' plain results to ``fn``, time it, collect its warnings."""
     args = tuple(a.result if isinstance(a, _Payload) else a for a in args)
-    start = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    started, start = time.time(), time.perf_counter()
+    with caught_warnings() as messages:
         result = fn(*args)
-    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     if isinstance(result, dict) and result.get("warnings"):
         messages.extend(result["warnings"])
-    return _Payload(result, messages, time.perf_counter() - start)
-
-
-def _outputs_exist(result: Any, out_dir: Path | None) -> bool:
-    if out_dir is None or not isinstance(result, dict):
-        return True
-    return all((out_dir / p).exists() for p in result.get("outputs", []))
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, CimError):
-        return str(exc)
-    if isinstance(exc, OSError) and os_error_message(exc):  # disk full, read-only, permission: say so
-        return os_error_message(exc)
-    last = traceback.format_exception_only(type(exc), exc)[-1].strip()
-    return last
+    return _Payload(result, messages, time.perf_counter() - start, started, _worker_name())
 
 
 def run_tasks(
@@ -152,7 +198,7 @@ def run_tasks(
     for task in tasks:
         entry = None if force else manifest.finished(task.key, task.fingerprint)
         rerun_dep = any(d in futures for d in task.deps)
-        if entry is not None and not rerun_dep and _outputs_exist(entry["result"], out_dir):
+        if entry is not None and not rerun_dep and intact(entry["result"], out_dir):
             results[task.key] = entry["result"]
             finish(TaskOutcome(task.key, task.stage, "skipped", result=entry["result"]))
             continue
@@ -169,8 +215,12 @@ def run_tasks(
         task = by_key[key]
         if future.status == "finished":
             payload = future.result()
-            manifest.record(key, task.fingerprint, payload.result, payload.seconds)
-            finish(TaskOutcome(key, task.stage, "done", payload.seconds, payload.result, warnings=payload.warnings))
+            records = payload.result.get("records") if isinstance(payload.result, dict) else None
+            for record in records or [{"key": key, "fingerprint": task.fingerprint, "result": payload.result,
+                                       "seconds": payload.seconds}]:
+                manifest.record(record["key"], record["fingerprint"], record["result"], record["seconds"])
+            finish(TaskOutcome(key, task.stage, "done", payload.seconds, payload.result, warnings=payload.warnings,
+                               started=payload.started, worker=payload.worker))
         elif future.status == "cancelled":
             finish(TaskOutcome(key, task.stage, "cancelled", error="cancelled"))
         else:
@@ -179,7 +229,8 @@ def run_tasks(
                 finish(TaskOutcome(key, task.stage, "cancelled", error="an upstream task failed"))
                 continue
             failed.add(key)
-            finish(TaskOutcome(key, task.stage, "failed", error=_describe(future.exception())))
+            exc = future.exception()
+            finish(TaskOutcome(key, task.stage, "failed", error=describe(exc), part=getattr(exc, "part", "")))
             if not keep_going:
                 remaining = [f for k, f in futures.items() if k not in report.outcomes and f.key != future.key]
                 client.cancel(remaining)

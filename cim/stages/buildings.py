@@ -64,8 +64,14 @@ class BuildingsOptions(StageOptions):
         )
 
 
+def _identity(path: str) -> tuple[int, int, int]:
+    """(inode, size, mtime) of a file: part of the cache keys below, so that a changed file is read again."""
+    stat = Path(path).stat()
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
 @functools.lru_cache(maxsize=4)
-def _footprints(path: str, crs_wkt: str, source_crs: str | None, layer: str | None,
+def _footprints(path: str, identity: tuple[int, int, int], crs_wkt: str, source_crs: str | None, layer: str | None,
                 id_field: str | None) -> tuple[Footprint, ...]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", CimWarning)
@@ -77,7 +83,7 @@ def _footprints(path: str, crs_wkt: str, source_crs: str | None, layer: str | No
 
 
 @functools.lru_cache(maxsize=2)
-def _dtm(path: str):
+def _dtm(path: str, identity: tuple[int, int, int]):
     from cim.terrain.raster import read_raster
 
     return read_raster(path)
@@ -92,10 +98,11 @@ class _BuildingsStage(Stage):
         o = self.options
         fps = None
         if o.footprints:
-            fps = list(_footprints(o.footprints, ctx.crs.to_wkt(), o.footprints_crs, o.footprints_layer, o.id_field))
+            fps = list(_footprints(o.footprints, _identity(o.footprints), ctx.crs.to_wkt(), o.footprints_crs,
+                                   o.footprints_layer, o.id_field))
         models = reconstruct_cloud(cloud, fps, o.params(), core_bounds=ctx.tile.core_bounds, lod2=self.lod2,
                                    classify=o.classify, building_classes=tuple(o.building_classes),
-                                   dtm=_dtm(o.dtm) if o.dtm else None)
+                                   dtm=_dtm(o.dtm, _identity(o.dtm)) if o.dtm else None)
         bx0, by0, bx1, by1 = ctx.tile.buffered_bounds
         for m in models:
             x0, y0, x1, y1 = m.footprint.bounds
@@ -144,9 +151,6 @@ class _MergedStage(Stage):
     """A stage that works in ``finish`` only, on the models the job's buildings stage wrote per tile."""
 
     consumes = ("buildings",)
-
-    def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
-        return TileResult()
 
     def models(self, ctx: JobContext) -> list[BuildingModel]:
         return _tile_models(self.input_dir("buildings", ctx))

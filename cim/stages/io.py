@@ -16,7 +16,9 @@ import numpy as np
 import pyproj
 from pydantic import Field, model_validator
 
+from cim.columns import append_frame, read_frames
 from cim.errors import InputError
+from cim.fileutil import atomic_write
 from cim.io import las
 from cim.io.readers import PointSource
 from cim.pipeline.stage import JobContext, Product, Stage, StageOptions, TileContext, TileResult
@@ -198,22 +200,23 @@ def _pieces_dir(ctx: JobContext, index: int) -> Path:
 
 
 def _save_pieces(cloud: PointCloud, ctx: TileContext) -> dict[str, int]:
-    """Store the tile's points of each input (exact values, no quantisation) for :meth:`WriteLas.finish`."""
-    from cim.pipeline.execute import save_cloud
-
+    """Store the tile's points of each input (exact values, compressed columns) for :meth:`WriteLas.finish`."""
     index = cloud[INPUT_INDEX]
     cloud.drop(INPUT_INDEX)
     counts = {}
     for i in np.unique(index).tolist():
-        save_cloud(_pieces_dir(ctx, i) / f"{ctx.tile.key}.npz", cloud[index == i])
-        counts[str(i)] = int(np.count_nonzero(index == i))
+        piece = cloud[index == i]
+        path = _pieces_dir(ctx, i) / f"{ctx.tile.key}.cols"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as tmp:
+            append_frame(tmp, {n: piece[n] for n in piece.names})
+        counts[str(i)] = len(piece)
     return counts
 
 
 def _load_piece(ctx: JobContext, index: int, tile: str) -> PointCloud:
-    from cim.pipeline.execute import load_cloud
-
-    return load_cloud(_pieces_dir(ctx, index) / f"{tile}.npz", ctx.crs)
+    _, columns = next(read_frames(_pieces_dir(ctx, index) / f"{tile}.cols"))
+    return PointCloud(columns, ctx.crs)
 
 
 @functools.lru_cache(maxsize=64)

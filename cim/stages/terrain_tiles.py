@@ -6,8 +6,7 @@ from typing import Any
 
 from pydantic import Field
 
-from cim.pipeline.stage import JobContext, Product, Stage, StageOptions, TileContext, TileResult
-from cim.points import PointCloud
+from cim.pipeline.stage import JobContext, Product, Stage, StageOptions
 
 
 class TerrainTilesOptions(StageOptions):
@@ -23,9 +22,6 @@ class TerrainTiles(Stage):
     Options = TerrainTilesOptions
     consumes = ("dtm",)
     produces = ("tileset.terrain",)
-
-    def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
-        return TileResult()
 
     def finish(self, results: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
         from cim.tiles3d.terrain import write_terrain_tiles

@@ -108,10 +108,10 @@ def test_disk_guard_refuses_before_work(job, cli, monkeypatch: pytest.MonkeyPatc
 
 
 def test_task_os_error_is_described() -> None:
-    from cim.runner.tasks import _describe
+    from cim.runner.tasks import describe
 
-    assert _describe(OSError(errno.ENOSPC, "No space left on device")).startswith("disk full")
-    assert _describe(ValueError("x")) == "ValueError: x"
+    assert describe(OSError(errno.ENOSPC, "No space left on device")).startswith("disk full")
+    assert describe(ValueError("x")) == "ValueError: x"
 
 
 def test_lock_is_exclusive_and_released(tmp_path: Path) -> None:

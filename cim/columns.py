@@ -1,0 +1,104 @@
+"""Compact, lossless column files for the work folder: partition parts and checkpoints.
+
+A file is a sequence of frames; each frame holds some named numpy columns of equal length plus a small JSON
+``meta``. Columns are stored losslessly and compressed with zlib after a transform that makes them compress:
+
+- ``scaled``: float columns that are exactly ``integer * scale + offset`` (LAS coordinates) are stored as the
+  integers (the scale and offset come from the caller, e.g. the LAS header);
+- ``delta``: other 8-byte floats are stored as differences of their bit patterns (smooth series like GPS time);
+- every column's bytes are shuffled (all first bytes, then all second bytes, ...) before zlib.
+
+Frames can be appended one at a time (streaming partitioning) and read back one at a time (bounded memory).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: zlib level: 6 gains ~10 % over 1 on point columns for ~1.5x the time.
+LEVEL = 6
+_HEAD = struct.Struct("<Q")
+
+
+def _shuffle(raw: np.ndarray) -> bytes:
+    width = raw.dtype.itemsize
+    return np.ascontiguousarray(raw).view(np.uint8).reshape(-1, width).T.tobytes()
+
+
+def _unshuffle(blob: bytes, dtype: np.dtype, n: int) -> np.ndarray:
+    return np.frombuffer(blob, np.uint8).reshape(dtype.itemsize, n).T.copy().view(dtype).reshape(n)
+
+
+def _encode(values: np.ndarray, quantum: tuple[float, float] | None) -> tuple[str, list[Any], np.ndarray]:
+    """(codec, parameters, array to shuffle) for one column."""
+    if quantum is not None and values.dtype.kind == "f" and len(values):
+        scale, offset = quantum
+        ints = np.round((values - offset) / scale)
+        if np.all(np.isfinite(ints)) and np.array_equal(ints * scale + offset, values):
+            small = np.abs(ints).max() < 2**31
+            return "scaled", [scale, offset], ints.astype("<i4" if small else "<i8")
+    if values.dtype.kind == "f" and values.dtype.itemsize == 8:
+        bits = values.astype("<f8").view("<i8")
+        return "delta", [], np.diff(bits, prepend=np.int64(0))
+    return "raw", [], values.astype(values.dtype.newbyteorder("<"))
+
+
+def _decode(codec: str, params: list[Any], stored: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if codec == "scaled":
+        scale, offset = params
+        return (stored.astype("f8") * scale + offset).astype(dtype)
+    if codec == "delta":
+        return np.cumsum(stored, dtype="<i8").view("<f8").astype(dtype)
+    return stored.astype(dtype)
+
+
+def encode_frame(columns: dict[str, np.ndarray], meta: dict[str, Any] | None = None,
+                 quanta: dict[str, tuple[float, float]] | None = None) -> bytes:
+    """One frame: the columns (equal lengths) compressed, with ``meta``; ``quanta`` gives (scale, offset) per
+    float column that may be stored as integers."""
+    n = len(next(iter(columns.values()))) if columns else 0
+    header: dict[str, Any] = {"n": n, "meta": meta or {}, "columns": []}
+    payloads = []
+    for name, values in columns.items():
+        codec, params, stored = _encode(np.asarray(values), (quanta or {}).get(name))
+        blob = zlib.compress(_shuffle(stored), LEVEL)
+        header["columns"].append([name, np.asarray(values).dtype.str, codec, params, stored.dtype.str, len(blob)])
+        payloads.append(blob)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    return b"".join([_HEAD.pack(len(head)), head, *payloads])
+
+
+def decode_frame(view: memoryview) -> tuple[dict[str, Any], dict[str, np.ndarray], int]:
+    """(meta, columns, bytes used) of the frame at the start of ``view``."""
+    (size,) = _HEAD.unpack_from(view)
+    header = json.loads(bytes(view[_HEAD.size:_HEAD.size + size]))
+    at, n = _HEAD.size + size, header["n"]
+    columns = {}
+    for name, dtype, codec, params, stored_dtype, length in header["columns"]:
+        stored = _unshuffle(zlib.decompress(view[at:at + length]), np.dtype(stored_dtype), n)
+        columns[name] = _decode(codec, params, stored, np.dtype(dtype))
+        at += length
+    return header["meta"], columns, at
+
+
+def append_frame(path: Path, columns: dict[str, np.ndarray], meta: dict[str, Any] | None = None,
+                 quanta: dict[str, tuple[float, float]] | None = None) -> None:
+    """Append one frame to ``path`` (created when missing)."""
+    with open(path, "ab") as handle:
+        handle.write(encode_frame(columns, meta, quanta))
+
+
+def read_frames(path: Path) -> Iterator[tuple[dict[str, Any], dict[str, np.ndarray]]]:
+    """Every (meta, columns) frame of ``path``, in file order."""
+    view = memoryview(Path(path).read_bytes())
+    while len(view):
+        meta, columns, used = decode_frame(view)
+        yield meta, columns
+        view = view[used:]
