@@ -1,7 +1,7 @@
 """Checks made while a job is planned, before any work starts: each refuses with one line naming the file or key.
 
-* point-cloud headers (whenever a file is opened): finite, plausible scales, offsets and bounds; the point count
-  against the file size (uncompressed LAS) or the chunk table (LAZ); the coordinates inside the CRS's area of use;
+* point-cloud headers are checked whenever a file is opened (:mod:`cim.io.las_header`); the coordinates inside the
+  CRS's area of use (:func:`area_of_use_problem`, decided on by :func:`cim.crs_plan.check_job`);
 * the size of the job: tiles it will create (``max_tiles``), raster cells per tile (``max_tile_cells``) and the
   disk space it needs against the free space of the output folder's file system;
 * stage folders: relative paths that stay inside the output folder;
@@ -13,18 +13,14 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import struct
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import numpy as np
 import pyproj
 
 from cim.errors import ConfigError, InputError, LimitError
 
 if TYPE_CHECKING:
-    import laspy
-
     from cim.io.las import LasSource
     from cim.pipeline.execute import JobRun
     from cim.pipeline.job import Job
@@ -35,60 +31,8 @@ if TYPE_CHECKING:
 #: city at 250 m tiles and 0.5 m rasters passes with a wide margin.
 MAX_TILES = 100_000
 MAX_TILE_CELLS = 1e8
-#: Scales outside this range are not a plausible coordinate resolution (metres, feet or degrees).
-SCALE_RANGE = (1e-10, 100.0)
-#: No coordinate of any CRS on Earth is larger than this (ECEF metres are below 7e6, projected below 4e7).
-MAX_COORDINATE = 1e9
 #: Disk bytes a job needs per input point: partition parts (f8 x, y, z + attributes, buffers) and products.
 BYTES_PER_POINT = 120
-
-
-def _values(values: Any) -> str:
-    """Numbers as the user would write them, NaN and infinity included (``[nan, 0.01, 0.01]``)."""
-    return "[" + ", ".join(repr(float(v)) for v in np.asarray(values, dtype=float)) + "]"
-
-
-# --------------------------------------------------------------------------------------------- point-cloud headers
-
-
-def check_header(path: Path, header: laspy.LasHeader) -> None:
-    """Refuse a header whose values are not finite or not plausible, or whose point count the file cannot hold."""
-    scales, offsets = np.asarray(header.scales, float), np.asarray(header.offsets, float)
-    if not np.all(np.isfinite(scales)) or not np.all(np.isfinite(offsets)):
-        raise InputError(path, f"header scale {_values(scales)} or offset {_values(offsets)} is not finite")
-    low, high = SCALE_RANGE
-    if np.any(np.abs(scales) < low) or np.any(np.abs(scales) > high):
-        raise InputError(path, f"header scale {_values(scales)} is not plausible (expected {low:g} to {high:g})")
-    if np.any(np.abs(offsets) > MAX_COORDINATE):
-        raise InputError(path, f"header offset {_values(offsets)} is not plausible (beyond {MAX_COORDINATE:g})")
-    if header.point_count:
-        mins, maxs = np.asarray(header.mins, float), np.asarray(header.maxs, float)
-        if not (np.all(np.isfinite(mins)) and np.all(np.isfinite(maxs))):
-            raise InputError(path, f"header bounds {_values(mins)} - {_values(maxs)} are not finite")
-        if np.any(mins > maxs) or np.any(np.abs(np.r_[mins, maxs]) > MAX_COORDINATE):
-            raise InputError(path, f"header bounds {_values(mins)} - {_values(maxs)} are not plausible")
-    _check_size(Path(path), header)
-
-
-def _check_size(path: Path, header: laspy.LasHeader) -> None:
-    """The point data the header announces must fit in the file (uncompressed) / the LAZ chunk table must exist."""
-    size = path.stat().st_size
-    start, count = int(header.offset_to_point_data), int(header.point_count)
-    if not header.are_points_compressed:
-        needed = start + count * int(header.point_format.size)
-        if size < needed:
-            raise InputError(path, f"header says {count:,} points ({needed:,} bytes) but the file has "
-                                   f"{size:,} bytes (truncated, or a wrong point count)")
-        return
-    with open(path, "rb") as handle:
-        handle.seek(start)
-        raw = handle.read(8)
-    if len(raw) < 8:
-        raise InputError(path, f"LAZ file ends at {size:,} bytes, before its point data (truncated)")
-    (table,) = struct.unpack("<q", raw)
-    if table != -1 and not start + 8 <= table <= size - 8:
-        raise InputError(path, f"LAZ chunk table expected at byte {table:,} but the file has {size:,} bytes "
-                               "(truncated)")
 
 
 def area_of_use_problem(source: LasSource) -> str | None:

@@ -17,7 +17,7 @@ import pyproj
 from cim import crs as crs_mod
 from cim.errors import CrsError, InputError
 from cim.fileutil import atomic_write
-from cim.guards import check_header
+from cim.io.las_header import check_header
 from cim.io.las_crs import header_crs
 from cim.io.readers import inside
 from cim.points import INPUT_INDEX, INPUT_POSITION, STANDARD_DTYPES, Bounds, PointCloud

@@ -136,7 +136,11 @@ def _cim_imports(name: str, source: bytes) -> set[str]:
     """The cim modules that ``source`` (module ``name``) imports by name."""
     package = name if _is_package(name) else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
+    tree = ast.parse(source)
+    typing_only = {id(n) for block in ast.walk(tree) if _is_type_checking(block) for n in ast.walk(block)}
+    for node in ast.walk(tree):
+        if id(node) in typing_only:  # ``if TYPE_CHECKING:`` imports are no run-time dependency
+            continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -149,6 +153,13 @@ def _cim_imports(name: str, source: bytes) -> set[str]:
             if len(submodules) < len(node.names):  # names defined in ``base`` itself, not only its submodules
                 found.add(base)
     return {m for m in found if m.split(".")[0] == "cim" and _exists(m)}
+
+
+def _is_type_checking(node: ast.AST) -> bool:
+    """Whether ``node`` is an ``if TYPE_CHECKING:`` block (``typing.TYPE_CHECKING`` included)."""
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING" or
+                                         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 def _is_package(name: str) -> bool:
