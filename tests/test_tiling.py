@@ -79,7 +79,7 @@ def test_parts_store_each_point_once_compactly_and_buffers_come_from_the_neighbo
     grid = TileGrid(50.0, 5.0)
     header = cim.io.las.open_source(path, crs).header
     quanta = {n: (float(s), float(o)) for n, s, o in zip("xyz", header.scales, header.offsets)}
-    counts = partition_file(path, grid, crs, tmp_path / "parts", chunk_size=30_000, quanta=quanta)
+    counts = partition_file(las.open_source(path, crs), grid, crs, tmp_path / "parts", chunk_size=30_000, quanta=quanta)
     parts = list((tmp_path / "parts").glob("*.cols"))
     assert {p.stem for p in parts} == set(counts)  # one file per tile with core points, none for buffers
     assert sum(p.stat().st_size for p in parts) < 1.3 * path.stat().st_size  # compressed: near the LAZ size
