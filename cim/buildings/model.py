@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ from cim.buildings.footprints import Footprint
 from cim.buildings.mesh import face_plane, point_distances, rms
 from cim.buildings.partition import NODATA, carve_corners, label_raster, snap_to_intersections, vectorise
 from cim.buildings.planes import Plane, PlaneParams, detect_planes, slope_azimuth
+from cim.buildings.shapes import cell_heights, envelope_cells, fit_standard_roofs, noise_sigma, robust_score
 from cim.buildings.rooftype import ROOF_TYPE_NAMES, classify_roof
 from cim.buildings.validity import check_solid, nonmanifold_edges
 from cim.cityjson import BuildingGeometry
@@ -49,6 +50,9 @@ class ReconstructionParams:
     nodata_percentile: float = 20.0  # height of roof parts no plane may claim (low: never too tall)
     min_height: float = 0.5
     max_repairs: int = 3  # rounds of corner carving at non-manifold corners before the next partition is tried
+    standard_shapes: bool = True  # fits of the standard roof shapes compete with the data-driven model
+    noise_epsilon: float = 2.5  # plane inlier distance is at least this many times the estimated point noise
+    main_share: float = 0.8  # a standard fit explaining this share of the points gives the roof type (dormers)
     planes: PlaneParams = field(default_factory=PlaneParams)
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,6 +140,10 @@ class Lod22Result:
     coefficients: list[tuple[float, float, float]]
     planes: list[Plane]
     nodata_fraction: float
+    roof_type: int | None = None  # set when a standard roof shape won (model-driven)
+    method: str = "data"  # "data" (planes detected in the points) or "model" (a standard roof shape)
+    main_type: int | None = None  # type of the best standard fit when it explains the main roof (dormers aside)
+    sigma: float = 0.0  # estimated point noise (m)
 
 
 def lod22_geometry(
@@ -143,18 +151,50 @@ def lod22_geometry(
 ) -> Lod22Result | str:
     """LoD2.2 solid, or the failure status when no valid model can be made.
 
+    The data-driven model (:func:`_data_driven`) competes with the fits of the standard roof shapes
+    (:mod:`cim.buildings.shapes`) under a penalised robust error: a standard shape wins unless the points
+    demand more planes. The type of a standard fit that explains the main roof (``main_share`` of the points)
+    is kept when the data-driven model wins because of dormers or chimneys."""
+    footprint = shapely.set_precision(footprint, 0.001)  # cells, snapping and extrusion share the 1 mm grid
+    sigma = noise_sigma(roof_xyz)
+    plane_params = replace(params.planes, epsilon=max(params.planes.epsilon, params.noise_epsilon * sigma))
+    data = _data_driven(bid, footprint, roof_xyz, ground, params, plane_params)
+    fits = fit_standard_roofs(footprint, roof_xyz, sigma) if params.standard_shapes else []
+    if isinstance(data, Lod22Result):
+        data.sigma = sigma
+        zm = cell_heights(data.cells, data.coefficients, roof_xyz[:, 0], roof_xyz[:, 1])
+        res = np.where(np.isfinite(zm), roof_xyz[:, 2] - zm, np.inf)
+        n_planes = len({lab for _, lab in data.cells if lab != NODATA})
+        data_score = robust_score(res, sigma, 3 * n_planes + int(data.nodata_fraction > 0))
+    else:
+        data_score = np.inf
+    for fit in fits:
+        if fit.score >= data_score:
+            break
+        planes = [Plane(a, b, c, np.zeros(0, np.int64)) for a, b, c in fit.planes]
+        cells = envelope_cells(footprint, fit.planes)
+        model = _solid(bid, footprint, [cells], planes, ground, params, np.inf)
+        if isinstance(model, Lod22Result):
+            model.roof_type, model.method, model.sigma = fit.roof_type, "model", sigma
+            return model
+    if isinstance(data, Lod22Result) and fits and fits[0].inlier_share >= params.main_share:
+        data.main_type = fits[0].roof_type
+    return data
+
+
+def _data_driven(bid: str, footprint: Polygon, roof_xyz: np.ndarray, ground: float, params: ReconstructionParams,
+                 plane_params: PlaneParams) -> Lod22Result | str:
+    """The data-driven LoD2.2: planes detected in the points over a raster partition of the footprint.
+
     Partitions are tried in turn: ridges snapped onto plane intersections, unsnapped, then coarser (removes
     slivers). A partition whose solid has non-manifold corners (roofs of alternating heights around one vertex)
     is repaired by handing the corner of the smallest cell there to a neighbour (:func:`carve_corners`), up to
     ``params.max_repairs`` times."""
-    footprint = shapely.set_precision(footprint, 0.001)  # cells, snapping and extrusion share the 1 mm grid
-    planes, labels = detect_planes(roof_xyz, params.planes)
+    planes, labels = detect_planes(roof_xyz, plane_params)
     if not planes:
         return NO_PLANES
     raster, transform, _ = label_raster(footprint, roof_xyz, labels, planes, cell=params.partition_cell,
                                         max_extension=params.max_extension)
-    roofs = _CellRoofs(planes, float(np.percentile(roof_xyz[:, 2], params.nodata_percentile)),
-                       ground + params.min_height)
     fine = vectorise(footprint, raster, transform, simplify=params.partition_cell, min_area=params.min_cell_area)
     partitions = (
         lambda: snap_to_intersections(fine, planes, footprint),
@@ -162,9 +202,18 @@ def lod22_geometry(
         lambda: snap_to_intersections(vectorise(footprint, raster, transform, simplify=2 * params.partition_cell,
                                                 min_area=4 * params.min_cell_area), planes, footprint),
     )
+    nodata_z = float(np.percentile(roof_xyz[:, 2], params.nodata_percentile))
+    return _solid(bid, footprint, partitions, planes, ground, params, nodata_z)
+
+
+def _solid(bid: str, footprint: Polygon, partitions, planes: list[Plane], ground: float,
+           params: ReconstructionParams, nodata_z: float) -> Lod22Result | str:
+    """The first valid solid of the given partitions (lists of cells, or functions making them), each repaired
+    at non-manifold corners up to ``params.max_repairs`` times; INVALID when none is valid."""
+    roofs = _CellRoofs(planes, nodata_z, ground + params.min_height)
     errors = None
     for make in partitions:
-        cells = make()
+        cells = make() if callable(make) else make
         for _ in range(params.max_repairs + 1):
             split, coeffs = roofs.split(cells)
             faces, sem = extrude_partition([p for p, _ in split], coeffs, ground, footprint=footprint,
@@ -306,7 +355,7 @@ def reconstruct_building(
         xy = np.asarray(cell.exterior.coords)
         zc = a * xy[:, 0] + b * xy[:, 1] + c
         faces.append((cell, *slope_azimuth(a, b), float(zc.min()), float(zc.max())))
-    rt = classify_roof(faces, area)
+    rt = res.roof_type or res.main_type or classify_roof(faces, area)
     attrs.update(
         status=OK,
         roof_type=rt,
@@ -318,6 +367,8 @@ def reconstruct_building(
         within_20cm_lod22=round(float(np.mean(dist <= 0.2)), 3),
         nodata_fraction=round(res.nodata_fraction, 3),
         valid_lod22=True,
+        roof_method=res.method,
+        point_noise=round(res.sigma, 3),
     )
     log.debug("building %s: %s in %.0f ms", fp.id, attrs["status"], 1000 * (time.perf_counter() - t0))
     return model

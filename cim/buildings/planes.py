@@ -59,16 +59,27 @@ class Plane:
         return (self.a, self.b, self.c)
 
 
+def _local_pca(xyz: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (ascending) and eigenvectors of each point's k-nearest-neighbour covariance."""
+    _, idx = cKDTree(xyz).query(xyz, k=min(k, len(xyz)))
+    nb = xyz[idx] - xyz[idx].mean(axis=1, keepdims=True)
+    return np.linalg.eigh(np.einsum("nki,nkj->nij", nb, nb) / nb.shape[1])
+
+
+def local_residual_sd(xyz: np.ndarray, k: int = 12) -> np.ndarray:
+    """Per point: the standard deviation of its k nearest neighbours off their best-fitting plane."""
+    if len(xyz) < 4:
+        return np.zeros(len(xyz))
+    w, _ = _local_pca(np.asarray(xyz, dtype=np.float64) - np.mean(xyz, axis=0), k)
+    return np.sqrt(np.maximum(w[:, 0], 0.0))
+
+
 def point_normals(xyz: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """Unit normals (pointing up) and curvature (smallest eigenvalue share) from k-nearest-neighbour PCA."""
     n = len(xyz)
-    k = min(k, n)
     if n < 3:
         return np.tile([0.0, 0.0, 1.0], (n, 1)), np.zeros(n)
-    _, idx = cKDTree(xyz).query(xyz, k=k)
-    nb = xyz[idx] - xyz[idx].mean(axis=1, keepdims=True)
-    cov = np.einsum("nki,nkj->nij", nb, nb) / k
-    w, v = np.linalg.eigh(cov)
+    w, v = _local_pca(xyz, k)
     normals = v[:, :, 0]
     normals[normals[:, 2] < 0] *= -1
     curvature = w[:, 0] / np.maximum(w.sum(axis=1), 1e-12)
