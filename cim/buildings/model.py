@@ -20,8 +20,9 @@ from cim.buildings.footprints import Footprint
 from cim.buildings.mesh import face_plane, point_distances, rms
 from cim.buildings.partition import NODATA, carve_corners, label_raster, snap_to_intersections, vectorise
 from cim.buildings.planes import Plane, PlaneParams, detect_planes, slope_azimuth
-from cim.buildings.shapes import cell_heights, envelope_cells, fit_standard_roofs, noise_sigma, robust_score
-from cim.buildings.rooftype import ROOF_TYPE_NAMES, classify_roof
+from cim.buildings.shapes import (cell_heights, envelope_cells, fit_standard_roofs, inner_points, noise_sigma,
+                                  robust_score)
+from cim.buildings.rooftype import GABLE, MIXED, ROOF_TYPE_NAMES, classify_roof, cross_gable
 from cim.buildings.validity import check_solid, nonmanifold_edges
 from cim.cityjson import BuildingGeometry
 
@@ -34,6 +35,14 @@ TOO_FEW_POINTS = "lod12_only:too_few_points"
 NO_PLANES = "lod12_only:no_planes"
 INVALID = "lod12_only:invalid_lod22"
 FAILED = "lod12_only:error"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a building has no LoD2.2: its status and a reason (attributes ``status`` and ``reason``)."""
+
+    status: str
+    reason: str
 
 
 @dataclass
@@ -53,6 +62,7 @@ class ReconstructionParams:
     standard_shapes: bool = True  # fits of the standard roof shapes compete with the data-driven model
     noise_epsilon: float = 2.5  # plane inlier distance is at least this many times the estimated point noise
     main_share: float = 0.8  # a standard fit explaining this share of the points gives the roof type (dormers)
+    edge_margin: float = 0.5  # roof shapes are fitted and compared on the points this far inside the outline
     planes: PlaneParams = field(default_factory=PlaneParams)
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,22 +158,23 @@ class Lod22Result:
 
 def lod22_geometry(
     bid: str, footprint: Polygon, roof_xyz: np.ndarray, ground: float, params: ReconstructionParams
-) -> Lod22Result | str:
-    """LoD2.2 solid, or the failure status when no valid model can be made.
+) -> Lod22Result | Failure:
+    """LoD2.2 solid, or the failure (status and reason) when no valid model can be made.
 
     The data-driven model (:func:`_data_driven`) competes with the fits of the standard roof shapes
     (:mod:`cim.buildings.shapes`) under a penalised robust error: a standard shape wins unless the points
     demand more planes. The type of a standard fit that explains the main roof (``main_share`` of the points)
     is kept when the data-driven model wins because of dormers or chimneys."""
     footprint = shapely.set_precision(footprint, 0.001)  # cells, snapping and extrusion share the 1 mm grid
-    sigma = noise_sigma(roof_xyz)
+    inner = inner_points(footprint, roof_xyz, params.edge_margin)
+    sigma = noise_sigma(inner)
     plane_params = replace(params.planes, epsilon=max(params.planes.epsilon, params.noise_epsilon * sigma))
     data = _data_driven(bid, footprint, roof_xyz, ground, params, plane_params)
-    fits = fit_standard_roofs(footprint, roof_xyz, sigma) if params.standard_shapes else []
+    fits = fit_standard_roofs(footprint, inner, sigma) if params.standard_shapes else []
     if isinstance(data, Lod22Result):
         data.sigma = sigma
-        zm = cell_heights(data.cells, data.coefficients, roof_xyz[:, 0], roof_xyz[:, 1])
-        res = np.where(np.isfinite(zm), roof_xyz[:, 2] - zm, np.inf)
+        zm = cell_heights(data.cells, data.coefficients, inner[:, 0], inner[:, 1])
+        res = np.where(np.isfinite(zm), inner[:, 2] - zm, np.inf)
         n_planes = len({lab for _, lab in data.cells if lab != NODATA})
         data_score = robust_score(res, sigma, 3 * n_planes + int(data.nodata_fraction > 0))
     else:
@@ -183,7 +194,7 @@ def lod22_geometry(
 
 
 def _data_driven(bid: str, footprint: Polygon, roof_xyz: np.ndarray, ground: float, params: ReconstructionParams,
-                 plane_params: PlaneParams) -> Lod22Result | str:
+                 plane_params: PlaneParams) -> Lod22Result | Failure:
     """The data-driven LoD2.2: planes detected in the points over a raster partition of the footprint.
 
     Partitions are tried in turn: ridges snapped onto plane intersections, unsnapped, then coarser (removes
@@ -192,7 +203,8 @@ def _data_driven(bid: str, footprint: Polygon, roof_xyz: np.ndarray, ground: flo
     ``params.max_repairs`` times."""
     planes, labels = detect_planes(roof_xyz, plane_params)
     if not planes:
-        return NO_PLANES
+        return Failure(NO_PLANES, f"no roof plane of {plane_params.min_points} points or more "
+                                  f"(inlier distance {plane_params.epsilon:.2f} m)")
     raster, transform, _ = label_raster(footprint, roof_xyz, labels, planes, cell=params.partition_cell,
                                         max_extension=params.max_extension)
     fine = vectorise(footprint, raster, transform, simplify=params.partition_cell, min_area=params.min_cell_area)
@@ -207,7 +219,7 @@ def _data_driven(bid: str, footprint: Polygon, roof_xyz: np.ndarray, ground: flo
 
 
 def _solid(bid: str, footprint: Polygon, partitions, planes: list[Plane], ground: float,
-           params: ReconstructionParams, nodata_z: float) -> Lod22Result | str:
+           params: ReconstructionParams, nodata_z: float) -> Lod22Result | Failure:
     """The first valid solid of the given partitions (lists of cells, or functions making them), each repaired
     at non-manifold corners up to ``params.max_repairs`` times; INVALID when none is valid."""
     roofs = _CellRoofs(planes, nodata_z, ground + params.min_height)
@@ -226,8 +238,9 @@ def _solid(bid: str, footprint: Polygon, partitions, planes: list[Plane], ground
             if repaired is cells:
                 break
             cells = repaired
-    log.debug("building %s: LoD2.2 invalid: %s", bid, errors.errors if errors else None)
-    return INVALID
+    codes = ", ".join(f"{c} {m}" for c, m in errors.errors[:3]) if errors else ""
+    log.debug("building %s: LoD2.2 invalid: %s", bid, codes)
+    return Failure(INVALID, f"no valid solid from any partition (val3dity codes: {codes})"[:200])
 
 
 @dataclass
@@ -336,15 +349,16 @@ def reconstruct_building(
         attrs.update(status="lod12", roof_type=None, roof_type_name=None)
         return model
     if n < p.min_points:
-        attrs.update(status=TOO_FEW_POINTS, roof_type=None, roof_type_name=None)
+        attrs.update(status=TOO_FEW_POINTS, roof_type=None, roof_type_name=None,
+                     reason=f"{n} roof points, fewer than {p.min_points}")
         return model
     try:
         res = lod22_geometry(fp.id, poly, roof_xyz, ground, p)
     except Exception as exc:  # noqa: BLE001 - any failure of one building must not stop the others
-        log.warning("building %s: LoD2.2 failed: %s", fp.id, exc)
-        res = FAILED
-    if isinstance(res, str):
-        attrs.update(status=res, roof_type=None, roof_type_name=None)
+        log.warning("building %s: LoD2.2 failed: %s: %s", fp.id, type(exc).__name__, exc)
+        res = Failure(FAILED, f"{type(exc).__name__}: {exc}"[:200])
+    if isinstance(res, Failure):
+        attrs.update(status=res.status, reason=res.reason, roof_type=None, roof_type_name=None)
         return model
     model.lod22 = res.geometry
     dist = point_distances(res.geometry.faces, roof_xyz)
@@ -356,6 +370,8 @@ def reconstruct_building(
         zc = a * xy[:, 0] + b * xy[:, 1] + c
         faces.append((cell, *slope_azimuth(a, b), float(zc.min()), float(zc.max())))
     rt = res.roof_type or res.main_type or classify_roof(faces, area)
+    if rt == MIXED and cross_gable(res.cells, res.coefficients, area):
+        rt = GABLE
     attrs.update(
         status=OK,
         roof_type=rt,

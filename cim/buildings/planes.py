@@ -67,11 +67,11 @@ def _local_pca(xyz: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def local_residual_sd(xyz: np.ndarray, k: int = 12) -> np.ndarray:
-    """Per point: the standard deviation of its k nearest neighbours off their best-fitting plane."""
+    """Per point: the vertical standard deviation of its k nearest neighbours off their best-fitting plane."""
     if len(xyz) < 4:
         return np.zeros(len(xyz))
-    w, _ = _local_pca(np.asarray(xyz, dtype=np.float64) - np.mean(xyz, axis=0), k)
-    return np.sqrt(np.maximum(w[:, 0], 0.0))
+    w, v = _local_pca(np.asarray(xyz, dtype=np.float64) - np.mean(xyz, axis=0), k)
+    return np.sqrt(np.maximum(w[:, 0], 0.0)) / np.maximum(np.abs(v[:, 2, 0]), 0.3)
 
 
 def point_normals(xyz: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:

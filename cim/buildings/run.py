@@ -167,6 +167,9 @@ def summarise(models: Sequence[BuildingModel]) -> dict[str, Any]:
         "valid_lod22": sum(bool(m.attributes.get("valid_lod22")) for m in with_lod22),
         "valid_lod12": sum(bool(m.attributes.get("valid_lod12")) for m in with_lod12),
         "rmse_lod22_by_roof_type": {k: _spread(v) for k, v in sorted(rmse.items())},
+        "not_modelled": [{"id": m.id, "status": m.attributes.get("status"), "reason": m.attributes.get("reason")}
+                         for m in models if m.attributes.get("reason")],
+        "ground_estimated": sorted(m.id for m in models if m.attributes.get("ground_flag")),
     }
 
 

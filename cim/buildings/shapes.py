@@ -53,7 +53,10 @@ class Frame:
 
 def main_frames(footprint: Polygon) -> list[Frame]:
     """The two frames of the footprint's minimum rotated rectangle (u along either side)."""
-    rect = np.asarray(shapely.minimum_rotated_rectangle(footprint).exterior.coords)[:4]
+    rect = shapely.minimum_rotated_rectangle(footprint)
+    if not isinstance(rect, Polygon):
+        return []
+    rect = np.asarray(rect.exterior.coords)[:4]
     e1, e2 = rect[1] - rect[0], rect[2] - rect[1]
     centre = rect.mean(axis=0)
     l1, l2 = float(np.hypot(*e1)), float(np.hypot(*e2))
@@ -110,12 +113,25 @@ def _candidates(fr: Frame, u: np.ndarray, v: np.ndarray) -> list[tuple[int, int,
         (PYRAMID, 2, np.maximum(av, B / A * au)[None, None], [(0.0, B / A)]),
     ]
     hip = [(d, r) for r in (0.6, 0.8, 1.0, 1.25, 1.6, 2.2, 3.0) for d in A - B / r * np.linspace(0.15, 1.3, 14)
-           if 0.0 < d < A]
+           if 0.0 <= d < A]
     if hip:
         groups.append((-1, 4, np.stack([np.maximum(av, r * (au - d))[None] for d, r in hip]), hip))
-    ws = list(B * np.linspace(0.4, 0.85, 10))
+    ws = list(B * np.linspace(0.4, 0.75, 8))
     groups.append((MANSARD, 4, np.stack([np.stack([av, np.maximum(av - w, 0.0)]) for w in ws]), ws))
     return groups
+
+
+def _refine_hip(fr: Frame, u: np.ndarray, v: np.ndarray, z: np.ndarray, shape: tuple[float, float]
+                ) -> tuple[tuple[float, float], np.ndarray]:
+    """A finer grid (±8 % of the half width in d, ±15 % in r) around a hip-family fit: (d, r), β."""
+    d0, r0 = shape
+    au, av = np.abs(u), np.abs(v)
+    grid = [(d, r) for r in r0 * np.linspace(0.85, 1.15, 7)
+            for d in d0 + fr.half_v * np.linspace(-0.08, 0.08, 9) if 0.0 <= d < fr.half_u]
+    beta, res = _batch_fit(np.stack([np.maximum(av, r * (au - d))[None] for d, r in grid]), z)
+    ok = beta[:, 1] > 0
+    best = int(np.argmin(np.where(ok, np.median(np.abs(res), axis=1), np.inf))) if ok.any() else 0
+    return grid[best], beta[best]
 
 
 def _planes(fr: Frame, roof_type: int, beta: np.ndarray, shape) -> list[tuple[float, float, float]]:
@@ -137,17 +153,20 @@ def _planes(fr: Frame, roof_type: int, beta: np.ndarray, shape) -> list[tuple[fl
 
 
 def _hip_type(fr: Frame, d: float, r: float) -> int:
-    """Hip when the end planes reach the eaves, half-hip when they stop well above them."""
-    return HIP if r * (fr.half_u - d) >= 0.8 * fr.half_v else HALF_HIP
+    """Hip when the end planes reach the eaves (pyramid when the ridge is shorter than 15 % of the length),
+    half-hip when they stop well above them."""
+    if r * (fr.half_u - d) < 0.8 * fr.half_v:
+        return HALF_HIP
+    return PYRAMID if d < 0.15 * fr.half_u else HIP
 
 
 def fit_standard_roofs(footprint: Polygon, xyz: np.ndarray, sigma: float, *, min_rectangularity: float = 0.8,
-                       min_slope: float = 0.05) -> list[ShapeFit]:
+                       min_slope: float = 0.05, min_kink_deg: float = 15.0) -> list[ShapeFit]:
     """The best fit of every standard roof type (ascending score); empty when the footprint is not close to its
     minimum rotated rectangle (area share below ``min_rectangularity``: L, T, U plans go to the data-driven
     model). ``sigma``: the point noise (m)."""
     rect = shapely.minimum_rotated_rectangle(footprint)
-    if len(xyz) < 10 or rect.area <= 0 or footprint.area < min_rectangularity * rect.area:
+    if len(xyz) < 10 or not isinstance(rect, Polygon) or rect.area <= 0 or footprint.area < min_rectangularity * rect.area:
         return []
     sub = xyz
     if len(xyz) > MAX_FIT_POINTS:
@@ -171,12 +190,17 @@ def fit_standard_roofs(footprint: Polygon, xyz: np.ndarray, sigma: float, *, min
             beta, res = _batch_fit(feats, z)
             cost = np.minimum((res / sigma) ** 2, TRUNCATE**2).sum(axis=1)
             slope_ok = np.abs(beta[:, 1]) >= min_slope if rt == SHED else beta[:, 1] >= min_slope
-            if rt == MANSARD:
-                slope_ok &= beta[:, 2] >= min_slope
+            if rt == MANSARD:  # a real kink: the lower planes at least ``min_kink_deg`` steeper
+                kink = np.degrees(np.arctan(beta[:, 1] + beta[:, 2]) - np.arctan(beta[:, 1]))
+                slope_ok &= (beta[:, 2] >= min_slope) & (kink >= min_kink_deg)
             if not slope_ok.any():
                 continue
             best = int(np.argmin(np.where(slope_ok, cost, np.inf)))
             shape = shapes[best]
+            if rt == -1:  # refine the end planes' start and steepness around the best of the coarse grid
+                shape, beta_best = _refine_hip(fr, u, v, z, shape)
+                beta = beta.copy()
+                beta[best] = beta_best
             kind = _hip_type(fr, *shape) if rt == -1 else rt
             consider(kind, k, _planes(fr, kind, beta[best], shape))
     return sorted(fits.values(), key=lambda f: f.score)
@@ -230,3 +254,12 @@ def noise_sigma(xyz: np.ndarray, k: int = 12, floor: float = 0.01) -> float:
 
     sd = local_residual_sd(xyz, k)
     return max(floor, float(np.median(sd)) * np.sqrt(k / max(k - 3, 1)))
+
+
+def inner_points(footprint: Polygon, xyz: np.ndarray, margin: float, min_share: float = 0.5) -> np.ndarray:
+    """The points at least ``margin`` inside the footprint's outline (eaves, walls and the smeared edges of
+    image-matching clouds left out), or all points when fewer than ``min_share`` of them are that far inside."""
+    if margin <= 0 or len(xyz) == 0:
+        return xyz
+    far = shapely.distance(footprint.boundary, shapely.points(xyz[:, :2])) >= margin
+    return xyz[far] if far.sum() >= max(min_share * len(xyz), 10) else xyz
