@@ -62,9 +62,10 @@ def sample_roof_points(geom: BuildingGeometry, density: float, noise: float,
 
 
 def roof_rmse(model: BuildingGeometry, truth: BuildingGeometry | Sequence[BuildingGeometry],
-              spacing: float = 0.25) -> float:
+              spacing: float = 0.25, *, remove_offset: bool = False) -> float:
     """RMSE (m) of the model's roof height against the truth roof (one solid, or several that the model covers
-    together) on a regular grid inside the truth footprint(s)."""
+    together) on a regular grid inside the truth footprint(s); with ``remove_offset`` after subtracting the
+    median height difference (a cloud's own systematic offset, e.g. of image matching)."""
     truths = [truth] if isinstance(truth, BuildingGeometry) else list(truth)
     fp = shapely.union_all([footprint_of(t) for t in truths])
     minx, miny, maxx, maxy = fp.bounds
@@ -77,7 +78,10 @@ def roof_rmse(model: BuildingGeometry, truth: BuildingGeometry | Sequence[Buildi
     ok = np.isfinite(zt)
     # where the model has no roof above a truth roof point, count the full truth height above ground as error
     zm = np.where(np.isfinite(zm), zm, np.nanmin(np.concatenate([f[:, 2] for f in model.faces])))
-    return float(np.sqrt(np.mean((zm[ok] - zt[ok]) ** 2)))
+    d = zm[ok] - zt[ok]
+    if remove_offset and len(d):
+        d = d - np.median(d)
+    return float(np.sqrt(np.mean(d**2)))
 
 
 def iou(a: Polygon, b: Polygon) -> float:

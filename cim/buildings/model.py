@@ -22,7 +22,7 @@ from cim.buildings.partition import NODATA, carve_corners, label_raster, snap_to
 from cim.buildings.planes import Plane, PlaneParams, detect_planes, slope_azimuth
 from cim.buildings.shapes import (cell_heights, envelope_cells, fit_standard_roofs, inner_points, noise_sigma,
                                   robust_score)
-from cim.buildings.rooftype import GABLE, MIXED, ROOF_TYPE_NAMES, classify_roof, cross_gable
+from cim.buildings.rooftype import GABLE, ROOF_TYPE_NAMES, classify_roof, cross_gable
 from cim.buildings.validity import check_solid, nonmanifold_edges
 from cim.cityjson import BuildingGeometry
 
@@ -62,6 +62,7 @@ class ReconstructionParams:
     standard_shapes: bool = True  # fits of the standard roof shapes compete with the data-driven model
     noise_epsilon: float = 2.5  # plane inlier distance is at least this many times the estimated point noise
     main_share: float = 0.8  # a standard fit explaining this share of the points gives the roof type (dormers)
+    accept_share: float = 0.97  # a standard fit explaining this share of the points is taken without a data model
     edge_margin: float = 0.5  # roof shapes are fitted and compared on the points this far inside the outline
     planes: PlaneParams = field(default_factory=PlaneParams)
 
@@ -168,26 +169,29 @@ def lod22_geometry(
     footprint = shapely.set_precision(footprint, 0.001)  # cells, snapping and extrusion share the 1 mm grid
     inner = inner_points(footprint, roof_xyz, params.edge_margin)
     sigma = noise_sigma(inner)
-    plane_params = replace(params.planes, epsilon=max(params.planes.epsilon, params.noise_epsilon * sigma))
-    data = _data_driven(bid, footprint, roof_xyz, ground, params, plane_params)
+    plane_params = replace(params.planes, epsilon=max(params.planes.epsilon, params.noise_epsilon * sigma),
+                           noise=sigma)
     fits = fit_standard_roofs(footprint, inner, sigma) if params.standard_shapes else []
+    # a standard shape that explains nearly every point leaves nothing for more planes to explain
+    sure = bool(fits) and fits[0].inlier_share >= params.accept_share
+    data = None if sure else _data_driven(bid, footprint, roof_xyz, ground, params, plane_params)
+    data_score = np.inf
     if isinstance(data, Lod22Result):
         data.sigma = sigma
         zm = cell_heights(data.cells, data.coefficients, inner[:, 0], inner[:, 1])
         res = np.where(np.isfinite(zm), inner[:, 2] - zm, np.inf)
         n_planes = len({lab for _, lab in data.cells if lab != NODATA})
         data_score = robust_score(res, sigma, 3 * n_planes + int(data.nodata_fraction > 0))
-    else:
-        data_score = np.inf
     for fit in fits:
         if fit.score >= data_score:
             break
         planes = [Plane(a, b, c, np.zeros(0, np.int64)) for a, b, c in fit.planes]
-        cells = envelope_cells(footprint, fit.planes)
-        model = _solid(bid, footprint, [cells], planes, ground, params, np.inf)
+        model = _solid(bid, footprint, [envelope_cells(footprint, fit.planes)], planes, ground, params, np.inf)
         if isinstance(model, Lod22Result):
             model.roof_type, model.method, model.sigma = fit.roof_type, "model", sigma
             return model
+    if data is None:  # the sure standard shape gave no valid solid: the data-driven model after all
+        data = _data_driven(bid, footprint, roof_xyz, ground, params, plane_params)
     if isinstance(data, Lod22Result) and fits and fits[0].inlier_share >= params.main_share:
         data.main_type = fits[0].roof_type
     return data
@@ -369,9 +373,8 @@ def reconstruct_building(
         xy = np.asarray(cell.exterior.coords)
         zc = a * xy[:, 0] + b * xy[:, 1] + c
         faces.append((cell, *slope_azimuth(a, b), float(zc.min()), float(zc.max())))
-    rt = res.roof_type or res.main_type or classify_roof(faces, area)
-    if rt == MIXED and cross_gable(res.cells, res.coefficients, area):
-        rt = GABLE
+    rt = res.roof_type or res.main_type or (GABLE if cross_gable(res.cells, res.coefficients, area)
+                                            else classify_roof(faces, area))
     attrs.update(
         status=OK,
         roof_type=rt,

@@ -122,11 +122,11 @@ def roof_edges(cells: Sequence[tuple[Polygon, int]], coefficients: Sequence[tupl
 
 def cross_gable(cells: Sequence[tuple[Polygon, int]], coefficients: Sequence[tuple[float, float, float]],
                 footprint_area: float, *, flat_slope_deg: float = 5.0, min_share: float = 0.04,
-                max_other: float = 0.2) -> bool:
+                max_other: float = 0.3) -> bool:
     """Whether a roof is a gable roof of several wings (L, T, U plans): sloped cells only (flat ones below
     ``min_share`` of the footprint aside), joined by horizontal ridges and by valleys, not by hips or steps."""
     slope = [np.degrees(np.arctan(np.hypot(a, b))) for a, b, _ in coefficients]
-    big = [k for k, (c, _) in enumerate(cells) if c.area >= min_share * footprint_area]
+    big = [k for k, (c, lab) in enumerate(cells) if c.area >= min_share * footprint_area and lab >= 0]  # no nodata
     if any(slope[k] < flat_slope_deg for k in big) or len(big) < 2:
         return False
     length = dict.fromkeys((RIDGE, HIP_EDGE, VALLEY, STEP), 0.0)
