@@ -21,7 +21,7 @@ from cim.buildings.mesh import face_plane, point_distances, rms
 from cim.buildings.partition import NODATA, carve_corners, label_raster, snap_to_intersections, vectorise
 from cim.buildings.planes import Plane, PlaneParams, detect_planes, slope_azimuth
 from cim.buildings.shapes import (cell_heights, envelope_cells, fit_standard_roofs, inner_points, noise_sigma,
-                                  robust_score)
+                                  robust_score, uncovered_share)
 from cim.buildings.rooftype import GABLE, ROOF_TYPE_NAMES, classify_roof, cross_gable
 from cim.buildings.validity import check_solid, nonmanifold_edges
 from cim.cityjson import BuildingGeometry
@@ -63,6 +63,8 @@ class ReconstructionParams:
     noise_epsilon: float = 2.5  # plane inlier distance is at least this many times the estimated point noise
     main_share: float = 0.8  # a standard fit explaining this share of the points gives the roof type (dormers)
     accept_share: float = 0.97  # a standard fit explaining this share of the points is taken without a data model
+    height_threshold: float = 2.0  # building points by height: this far above the ground at least
+    max_uncovered: float = 0.05  # standard shapes only when at most this share of the footprint lacks points
     edge_margin: float = 0.5  # roof shapes are fitted and compared on the points this far inside the outline
     planes: PlaneParams = field(default_factory=PlaneParams)
 
@@ -102,8 +104,9 @@ class BuildingModel:
 
 
 def ground_height(footprint: Polygon, ground_xyz: np.ndarray, params: ReconstructionParams,
-                  tree: cKDTree | None = None) -> float | None:
-    """Percentile of the ground points within ``ground_buffer`` around the footprint (widening to 3x, 10 m)."""
+                  tree: cKDTree | None = None, below: float | None = None) -> float | None:
+    """Percentile of the ground points within ``ground_buffer`` around the footprint (widening to 3x, 10 m);
+    points inside the footprint (roof points labelled ground) and points higher than ``below`` are no ground."""
     if len(ground_xyz) == 0:
         return None
     tree = tree or cKDTree(ground_xyz[:, :2])
@@ -113,8 +116,12 @@ def ground_height(footprint: Polygon, ground_xyz: np.ndarray, params: Reconstruc
         idx = np.asarray(tree.query_ball_point([c.x, c.y], r0 + buf), dtype=np.int64)
         if len(idx) == 0:
             continue
-        near = shapely.contains_xy(footprint.buffer(buf, join_style="mitre"), ground_xyz[idx, 0], ground_xyz[idx, 1])
+        gx, gy = ground_xyz[idx, 0], ground_xyz[idx, 1]
+        near = shapely.contains_xy(footprint.buffer(buf, join_style="mitre"), gx, gy)
+        near &= ~shapely.contains_xy(footprint, gx, gy)
         z = ground_xyz[idx[near], 2]
+        if below is not None:
+            z = z[z <= below]
         if len(z) >= 3:
             return float(np.percentile(z, params.ground_percentile))
     return None
@@ -171,7 +178,9 @@ def lod22_geometry(
     sigma = noise_sigma(inner)
     plane_params = replace(params.planes, epsilon=max(params.planes.epsilon, params.noise_epsilon * sigma),
                            noise=sigma)
-    fits = fit_standard_roofs(footprint, inner, sigma) if params.standard_shapes else []
+    # standard shapes only where the points cover the roof: never extrapolated over missing points
+    covered = uncovered_share(footprint, roof_xyz[:, :2], params.max_extension) <= params.max_uncovered
+    fits = fit_standard_roofs(footprint, inner, sigma) if params.standard_shapes and covered else []
     # a standard shape that explains nearly every point leaves nothing for more planes to explain
     sure = bool(fits) and fits[0].inlier_share >= params.accept_share
     data = None if sure else _data_driven(bid, footprint, roof_xyz, ground, params, plane_params)
@@ -330,9 +339,10 @@ def reconstruct_building(
         "ground_source": ground_source,
     }
     attrs.update({f"src_{k}": v for k, v in fp.attributes.items() if isinstance(v, (str, int, float, bool))})
-    if ground is None:
+    if ground is None:  # flagged: a guess 3 m under the lowest roof points, never a roof edge
         ground = float(np.percentile(roof_xyz[:, 2], 1)) - 3.0 if n else 0.0
-        attrs["ground_source"] = "none (unknown)"
+        attrs["ground_source"] = "estimate: no ground points or DTM near the footprint"
+        attrs["ground_flag"] = True
     attrs["h_ground"] = round(ground, 3)
     model = BuildingModel(fp.id, poly, attrs)
     if n == 0:
@@ -456,9 +466,11 @@ def reconstruct(
     *,
     ground_fn=None,
     lod2: bool = True,
+    by_height: bool = False,
 ) -> list[BuildingModel]:
     """Reconstruct every footprint (in order). ``ground_fn(polygon) -> float | None`` (e.g. a DTM sampler) is
-    used when no ground points surround a footprint."""
+    used when no ground points surround a footprint. ``by_height``: the building points of a footprint are the
+    candidates inside it more than ``params.height_threshold`` above its ground, whatever their class."""
     p = params or ReconstructionParams()
     btree = cKDTree(building_xyz[:, :2]) if len(building_xyz) else None
     gtree = cKDTree(ground_xyz[:, :2]) if len(ground_xyz) else None
@@ -474,9 +486,13 @@ def reconstruct(
             pts = pts[shapely.contains_xy(poly, pts[:, 0], pts[:, 1])]
         else:
             pts = np.zeros((0, 3))
-        ground = ground_height(poly, ground_xyz, p, gtree) if gtree is not None else None
+        # ground points higher than most of the roof are roof points with a wrong class (unless by height)
+        below = None if by_height or len(pts) < 4 else float(np.percentile(pts[:, 2], 25)) - 1.0
+        ground = ground_height(poly, ground_xyz, p, gtree, below) if gtree is not None else None
         source = "ground points"
         if ground is None and ground_fn is not None:
             ground, source = ground_fn(poly), "dtm"
+        if by_height and ground is not None:
+            pts = pts[pts[:, 2] > ground + p.height_threshold]
         out.append(reconstruct_building(fp, pts, ground, p, ground_source=source, lod2=lod2))
     return out

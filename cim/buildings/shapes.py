@@ -264,3 +264,17 @@ def inner_points(footprint: Polygon, xyz: np.ndarray, margin: float, min_share: 
         return xyz
     far = shapely.distance(footprint.boundary, shapely.points(xyz[:, :2])) >= margin
     return xyz[far] if far.sum() >= max(min_share * len(xyz), 10) else xyz
+
+
+def uncovered_share(footprint: Polygon, xy: np.ndarray, reach: float, step: float = 0.5) -> float:
+    """Share of the footprint (sampled on a ``step`` grid) farther than ``reach`` from every point: where a
+    fitted shape would be extrapolated (roofer #172)."""
+    minx, miny, maxx, maxy = footprint.bounds
+    gx, gy = np.meshgrid(np.arange(minx + step / 2, maxx, step), np.arange(miny + step / 2, maxy, step))
+    inside = shapely.contains_xy(footprint, gx, gy)
+    if not inside.any() or len(xy) == 0:
+        return 1.0
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(xy).query(np.column_stack([gx[inside], gy[inside]]), distance_upper_bound=reach)
+    return float(np.mean(~np.isfinite(d)))
