@@ -24,6 +24,19 @@ def roof_faces(geom: BuildingGeometry) -> list[np.ndarray]:
     return out
 
 
+def roof_planes(geom: BuildingGeometry, angle_deg: float = 3.0, offset: float = 0.15
+                ) -> list[tuple[np.ndarray, float]]:
+    """The distinct planes (unit normal, offset) of a solid's upward roof faces: faces whose normals agree
+    within ``angle_deg`` and whose planes are within ``offset`` of each other count once."""
+    out: list[tuple[np.ndarray, float]] = []
+    for f in roof_faces(geom):
+        n, d = face_plane(f)
+        c = f.mean(axis=0)
+        if not any(n @ m > np.cos(np.radians(angle_deg)) and abs(m @ c - e) < offset for m, e in out):
+            out.append((n, d))
+    return out
+
+
 def footprint_of(geom: BuildingGeometry) -> Polygon:
     """2D outline of a solid: the union of its ground faces (or of all faces' projections)."""
     polys = [Polygon(f[:, :2]) for f, s in zip(geom.faces, geom.semantics) if s == "GroundSurface"]

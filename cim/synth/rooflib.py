@@ -227,3 +227,18 @@ def roof_library(seed: int = 0, *, scale: float = 1.0, spacing: float = 45.0) ->
         else:
             out.extend(_annexed(rng, bid, at))
     return out
+
+
+def buildings_from_solids(solids: list[BuildingGeometry]) -> list[LibraryBuilding]:
+    """Library buildings from existing LoD2 solids (e.g. 3DBAG's), to be scanned like the library; their roof
+    type is unknown (0) and their plane count is that of their roof (:func:`cim.buildings.evaluate.roof_planes`)."""
+    from cim.buildings.evaluate import footprint_of, roof_planes
+
+    out = []
+    for s in solids:
+        fp = footprint_of(s)
+        if not isinstance(fp, Polygon) or fp.area <= 0:
+            continue
+        ground = min(float(f[:, 2].min()) for f in s.faces)
+        out.append(LibraryBuilding(s.id, fp, 0, ground, [s], [], "solid", len(roof_planes(s))))
+    return out
