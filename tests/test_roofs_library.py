@@ -102,6 +102,27 @@ def test_library_image_matching(library, scans):
     assert report["not_modelled"] == []
 
 
+def test_classes_not_trusted_and_ground(library, scans):
+    """Image matching labels a fifth of the roof points 1 or 2: ``auto`` takes the points by height inside the
+    footprints (more points than by class), the ground never comes from roof points, and a cloud clipped to the
+    footprints (no ground anywhere) gives flagged ground estimates listed in the report."""
+    cloud = scans["image-matching"]
+    sub = library[:8]
+    fps = [Footprint(b.id, b.footprint) for b in sub]
+    by_class = reconstruct_cloud(cloud, fps, building_points="classes")
+    by_height = reconstruct_cloud(cloud, fps)  # auto
+    ratio = [h.attributes["point_count"] / c.attributes["point_count"] for c, h in zip(by_class, by_height)]
+    assert np.median(ratio) > 1.15  # ≈ 1 / 0.8
+    for b, m in zip(sub, by_height):
+        assert abs(m.attributes["h_ground"] - b.ground) < 0.35  # 10th percentile of σ 0.15 m ground points
+        assert "ground_flag" not in m.attributes
+    owner = cloud.point_source_id
+    clipped = reconstruct_cloud(cloud[(owner > 0) & (owner <= len(sub))], fps)  # only these footprints
+    assert all(m.attributes["ground_flag"] and m.attributes["ground_source"].startswith("estimate") for m in clipped)
+    assert all(m.attributes["h_ground"] < m.attributes["h_roof_min"] - 2.0 for m in clipped)
+    assert summarise(clipped)["ground_estimated"] == sorted(b.id for b in sub)
+
+
 def test_carve_corners_collection():
     """The reported crash: the corner square cuts a cell into a polygon plus a line (a GeometryCollection whose
     boundary is None); the polygon is carved, the line ignored."""
