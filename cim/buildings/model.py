@@ -65,6 +65,7 @@ class ReconstructionParams:
     accept_share: float = 0.97  # a standard fit explaining this share of the points is taken without a data model
     height_threshold: float = 2.0  # building points by height: this far above the ground at least
     max_uncovered: float = 0.05  # standard shapes only when at most this share of the footprint lacks points
+    max_density: float = 16.0  # the data-driven model uses at most this many points per m² (evenly thinned)
     edge_margin: float = 0.5  # roof shapes are fitted and compared on the points this far inside the outline
     planes: PlaneParams = field(default_factory=PlaneParams)
 
@@ -214,6 +215,8 @@ def _data_driven(bid: str, footprint: Polygon, roof_xyz: np.ndarray, ground: flo
     slivers). A partition whose solid has non-manifold corners (roofs of alternating heights around one vertex)
     is repaired by handing the corner of the smallest cell there to a neighbour (:func:`carve_corners`), up to
     ``params.max_repairs`` times."""
+    if len(roof_xyz) > params.max_density * footprint.area:  # dense clouds (image matching): thinned evenly
+        roof_xyz = roof_xyz[np.linspace(0, len(roof_xyz) - 1, int(params.max_density * footprint.area)).astype(int)]
     planes, labels = detect_planes(roof_xyz, plane_params)
     if not planes:
         return Failure(NO_PLANES, f"no roof plane of {plane_params.min_points} points or more "
