@@ -27,6 +27,7 @@ from cim.buildings.rooftype import FLAT, GABLE, HALF_HIP, HIP, MANSARD, PYRAMID,
 
 TRUNCATE = 3.0  # residuals beyond TRUNCATE·σ count as outliers (constant cost)
 MIN_END = 1.0  # hip and half-hip end planes reach at least this far (m) into the footprint; else it is a gable
+MIN_DROP = 0.25  # ... and take at least this share of the roof height (a smaller "hip" is a rounded gable end)
 MAX_FIT_POINTS = 4000  # the grid search runs on at most this many points; the winner is refitted on all
 
 
@@ -113,7 +114,7 @@ def _candidates(fr: Frame, u: np.ndarray, v: np.ndarray) -> list[tuple[int, int,
         (GABLE, 2, av[None, None], [()]),
         (PYRAMID, 2, np.maximum(av, B / A * au)[None, None], [(0.0, B / A)]),
     ]
-    hip = [(d, r) for r in (0.6, 0.8, 1.0, 1.25, 1.6, 2.2, 3.0) for d in A - B / r * np.linspace(0.15, 1.3, 14)
+    hip = [(d, r) for r in (0.6, 0.8, 1.0, 1.25, 1.6, 2.2, 3.0) for d in A - B / r * np.linspace(MIN_DROP, 1.3, 14)
            if 0.0 <= d <= A - MIN_END]
     if hip:
         groups.append((-1, 4, np.stack([np.maximum(av, r * (au - d))[None] for d, r in hip]), hip))
@@ -127,8 +128,9 @@ def _refine_hip(fr: Frame, u: np.ndarray, v: np.ndarray, z: np.ndarray, shape: t
     """A finer grid (±8 % of the half width in d, ±15 % in r) around a hip-family fit: (d, r), β."""
     d0, r0 = shape
     au, av = np.abs(u), np.abs(v)
-    grid = [(d, r) for r in r0 * np.linspace(0.85, 1.15, 7)
-            for d in d0 + fr.half_v * np.linspace(-0.08, 0.08, 9) if 0.0 <= d <= fr.half_u - MIN_END]
+    grid = [(d0, r0)] + [(d, r) for r in r0 * np.linspace(0.85, 1.15, 7)
+            for d in d0 + fr.half_v * np.linspace(-0.08, 0.08, 9)
+            if 0.0 <= d <= fr.half_u - MIN_END and r * (fr.half_u - d) >= MIN_DROP * fr.half_v]
     beta, res = _batch_fit(np.stack([np.maximum(av, r * (au - d))[None] for d, r in grid]), z)
     ok = beta[:, 1] > 0
     best = int(np.argmin(np.where(ok, np.median(np.abs(res), axis=1), np.inf))) if ok.any() else 0
