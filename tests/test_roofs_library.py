@@ -80,7 +80,8 @@ def test_library_als(library, scans):
     models, type_acc, rmse, valid = _score(library, scans["als"], remove_offset=False)
     status = Counter(m.status for m in models)
     print(f"roof library ALS, {len(models)} buildings: type accuracy {type_acc:.3f}, roof RMSE median "
-          f"{np.median(rmse):.3f} p90 {np.percentile(rmse, 90):.3f} max {rmse.max():.3f} m, valid {valid:.3f}, {status}")
+          f"{np.median(rmse):.3f} p90 {np.percentile(rmse, 90):.3f} max {rmse.max():.3f} m, valid {valid:.3f}, "
+          f"{status}")
     assert status == {"lod22": len(library)}
     assert type_acc >= 0.95
     assert np.median(rmse) <= 0.10 and np.percentile(rmse, 75) <= 0.10

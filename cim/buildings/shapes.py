@@ -21,8 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import shapely
+from scipy.spatial import cKDTree
 from shapely.geometry import Polygon
 
+from cim.buildings.planes import local_residual_sd
 from cim.buildings.rooftype import FLAT, GABLE, HALF_HIP, HIP, MANSARD, PYRAMID, SHED
 
 TRUNCATE = 3.0  # residuals beyond TRUNCATE·σ count as outliers (constant cost)
@@ -65,7 +67,8 @@ def main_frames(footprint: Polygon) -> list[Frame]:
     if l1 < 1e-6 or l2 < 1e-6:
         return []
     t1 = float(np.arctan2(e1[1], e1[0]))
-    return [Frame(centre[0], centre[1], t1, l1 / 2, l2 / 2), Frame(centre[0], centre[1], t1 + np.pi / 2, l2 / 2, l1 / 2)]
+    return [Frame(centre[0], centre[1], t1, l1 / 2, l2 / 2),
+            Frame(centre[0], centre[1], t1 + np.pi / 2, l2 / 2, l1 / 2)]
 
 
 @dataclass
@@ -90,8 +93,8 @@ def robust_score(residuals: np.ndarray, sigma: float, k: int) -> float:
 
 
 def _batch_fit(features: np.ndarray, z: np.ndarray, iterations: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """Least squares z ≈ β₀ - Σ βᵢ·Fᵢ for a batch of candidates (features (C, m, n)), refitted twice on the points
-    within 3 robust σ of the previous fit. Returns (β (C, m+1), residuals (C, n))."""
+    """Least squares z ≈ β₀ - Σ βᵢ·Fᵢ for a batch of candidates (features (C, m, n)), refitted twice on the
+    points within 3 robust σ of the previous fit. Returns (β (C, m+1), residuals (C, n))."""
     c, m, n = features.shape
     X = np.concatenate([np.ones((c, 1, n)), -features], axis=1)  # (C, m+1, n)
     w = np.ones((c, n))
@@ -169,7 +172,8 @@ def fit_standard_roofs(footprint: Polygon, xyz: np.ndarray, sigma: float, *, min
     minimum rotated rectangle (area share below ``min_rectangularity``: L, T, U plans go to the data-driven
     model). ``sigma``: the point noise (m)."""
     rect = shapely.minimum_rotated_rectangle(footprint)
-    if len(xyz) < 10 or not isinstance(rect, Polygon) or rect.area <= 0 or footprint.area < min_rectangularity * rect.area:
+    if (len(xyz) < 10 or not isinstance(rect, Polygon) or rect.area <= 0
+            or footprint.area < min_rectangularity * rect.area):
         return []
     sub = xyz
     if len(xyz) > MAX_FIT_POINTS:
@@ -253,8 +257,6 @@ def cell_heights(cells: Sequence[tuple[Polygon, int]], coefficients: Sequence[tu
 def noise_sigma(xyz: np.ndarray, k: int = 12, floor: float = 0.01) -> float:
     """Point noise (m) from the residuals of local planes: median over points of the smallest principal standard
     deviation of each point's k neighbours, corrected for the k-point fit."""
-    from cim.buildings.planes import local_residual_sd
-
     sd = local_residual_sd(xyz, k)
     return max(floor, float(np.median(sd)) * np.sqrt(k / max(k - 3, 1)))
 
@@ -276,7 +278,5 @@ def uncovered_share(footprint: Polygon, xy: np.ndarray, reach: float, step: floa
     inside = shapely.contains_xy(footprint, gx, gy)
     if not inside.any() or len(xy) == 0:
         return 1.0
-    from scipy.spatial import cKDTree
-
     d, _ = cKDTree(xy).query(np.column_stack([gx[inside], gy[inside]]), distance_upper_bound=reach)
     return float(np.mean(~np.isfinite(d)))

@@ -17,7 +17,8 @@ import shapely
 from shapely.geometry import Polygon
 
 from cim.cityjson import BuildingGeometry
-from cim.synth.roofs import FLAT, GABLE, HALF_HIP, HIP, MANSARD, PYRAMID, SHED, flat_solid, place, rectangle_solid
+from cim.synth.roofs import (FLAT, GABLE, HALF_HIP, HIP, MANSARD, PYRAMID, ROOF_TYPES, SHED, flat_solid, place,
+                             rectangle_solid)
 
 GROUND_Z = 100.0
 GROUND_SLOPE = (0.01, -0.005)  # the terrain: z = GROUND_Z + sx·(x - x0) + sy·(y - y0)
@@ -87,11 +88,7 @@ def _rect_building(rng: np.random.Generator, bid: str, at: _Placer, roof_type: i
     faces, sem = rectangle_solid(length, width, eave, ridge, roof_type)
     main = at.solid(bid, faces, sem)
     planes = {FLAT: 1, SHED: 1, GABLE: 2, HIP: 4, HALF_HIP: 4, MANSARD: 4, PYRAMID: 4}[roof_type]
-    return LibraryBuilding(bid, _outline([main]), roof_type, at.z, [main], [], ROOF_NAMES[roof_type], planes)
-
-
-ROOF_NAMES = {FLAT: "flat", SHED: "shed", GABLE: "gable", HIP: "hip", HALF_HIP: "half-hip", MANSARD: "mansard",
-              PYRAMID: "pyramid"}
+    return LibraryBuilding(bid, _outline([main]), roof_type, at.z, [main], [], ROOF_TYPES[roof_type], planes)
 
 
 def _box(length: float, width: float, height: float) -> tuple[list[np.ndarray], list[str]]:
@@ -107,7 +104,7 @@ def _with_dormer(rng: np.random.Generator, bid: str, at: _Placer) -> LibraryBuil
     top = ridge - (ridge - eave) * abs(y_back) / (width / 2) - 0.05
     faces, sem = _box(dw, dd, top)
     dormer = at.solid(bid, faces, sem, dx=float(rng.uniform(-length / 4, length / 4)), dy=y_back - dd / 2)
-    return LibraryBuilding(bid, _outline([main]), GABLE, at.z, [main, dormer], [], "gable+dormer", 5)
+    return LibraryBuilding(bid, _outline([main]), GABLE, at.z, [main, dormer], [], "gable+dormer", 3)
 
 
 def _with_chimney(rng: np.random.Generator, bid: str, at: _Placer, roof_type: int) -> LibraryBuilding:
@@ -208,7 +205,7 @@ def roof_library(seed: int = 0, *, scale: float = 1.0, spacing: float = 45.0) ->
     kinds = [k for k, n in _GROUPS for _ in range(max(1, int(round(n * scale))))]
     side = int(np.ceil(np.sqrt(len(kinds))))
     out: list[LibraryBuilding] = []
-    by_name = {v: k for k, v in ROOF_NAMES.items()}
+    by_name = {v: k for k, v in ROOF_TYPES.items()}
     for i, kind in enumerate(kinds):
         at = _Placer(ORIGIN[0] + (i % side) * spacing, ORIGIN[1] + (i // side) * spacing, float(rng.uniform(0, 180)))
         bid = f"b{i:03d}"
