@@ -258,7 +258,7 @@ def noise_sigma(xyz: np.ndarray, k: int = 12, floor: float = 0.01) -> float:
     """Point noise (m) from the residuals of local planes: median over points of the smallest principal standard
     deviation of each point's k neighbours, corrected for the k-point fit."""
     sd = local_residual_sd(xyz, k)
-    return max(floor, float(np.median(sd)) * np.sqrt(k / max(k - 3, 1)))
+    return max(floor, float(np.median(sd) * np.sqrt(k / max(k - 3, 1))))
 
 
 def inner_points(footprint: Polygon, xyz: np.ndarray, margin: float, min_share: float = 0.5) -> np.ndarray:
