@@ -470,25 +470,23 @@ def reconstruct(
     ground_fn=None,
     lod2: bool = True,
     by_height: bool = False,
+    other_xyz: np.ndarray | None = None,
 ) -> list[BuildingModel]:
     """Reconstruct every footprint (in order). ``ground_fn(polygon) -> float | None`` (e.g. a DTM sampler) is
     used when no ground points surround a footprint. ``by_height``: the building points of a footprint are the
-    candidates inside it more than ``params.height_threshold`` above its ground, whatever their class."""
+    candidates inside it more than ``params.height_threshold`` above its ground, whatever their class.
+    ``other_xyz``: points of other classes (1, 2) that a footprint takes as well when those of them above
+    ``height_threshold`` outnumber its own points twice (its roof was labelled wrongly)."""
     p = params or ReconstructionParams()
     btree = cKDTree(building_xyz[:, :2]) if len(building_xyz) else None
+    otree = cKDTree(other_xyz[:, :2]) if other_xyz is not None and len(other_xyz) else None
     gtree = cKDTree(ground_xyz[:, :2]) if len(ground_xyz) else None
     out = []
     for fp in footprints:
         poly = fp.polygon
         c = poly.centroid
         r = np.hypot(*(np.asarray(poly.exterior.coords) - [c.x, c.y]).T).max()
-        if btree is not None:
-            idx = np.asarray(btree.query_ball_point([c.x, c.y], r + 1e-6), dtype=np.int64)
-            idx.sort()
-            pts = building_xyz[idx]
-            pts = pts[shapely.contains_xy(poly, pts[:, 0], pts[:, 1])]
-        else:
-            pts = np.zeros((0, 3))
+        pts = _points_in(poly, building_xyz, btree, r)
         # ground points higher than most of the roof are roof points with a wrong class (unless by height)
         below = None if by_height or len(pts) < 4 else float(np.percentile(pts[:, 2], 25)) - 1.0
         ground = ground_height(poly, ground_xyz, p, gtree, below) if gtree is not None else None
@@ -497,5 +495,26 @@ def reconstruct(
             ground, source = ground_fn(poly), "dtm"
         if by_height and ground is not None:
             pts = pts[pts[:, 2] > ground + p.height_threshold]
-        out.append(reconstruct_building(fp, pts, ground, p, ground_source=source, lod2=lod2))
+        taken = False
+        if otree is not None and ground is not None:
+            extra = _points_in(poly, other_xyz, otree, r)
+            extra = extra[extra[:, 2] > ground + p.height_threshold]
+            if len(extra) > 2 * len(pts):
+                pts, taken = np.concatenate([pts, extra]), True
+        model = reconstruct_building(fp, pts, ground, p, ground_source=source, lod2=lod2)
+        if taken:
+            model.attributes["building_points"] = "height"
+        out.append(model)
     return out
+
+
+def _points_in(poly: Polygon, xyz: np.ndarray, tree: cKDTree | None, radius: float) -> np.ndarray:
+    """The points of ``xyz`` (indexed by ``tree``) inside ``poly``, in index order; ``radius`` reaches every
+    vertex of ``poly`` from its centroid."""
+    if tree is None:
+        return np.zeros((0, 3))
+    c = poly.centroid
+    idx = np.asarray(tree.query_ball_point([c.x, c.y], radius + 1e-6), dtype=np.int64)
+    idx.sort()
+    pts = xyz[idx]
+    return pts[shapely.contains_xy(poly, pts[:, 0], pts[:, 1])]

@@ -117,7 +117,9 @@ def reconstruct_cloud(
     ``building_points``: "classes" (the building classes), "height" (with footprints: every point inside a
     footprint more than ``params.height_threshold`` above its ground, whatever its class; noise excluded; ground
     points inside footprints are no ground) or "auto" ("height" when more than ``max_wrong_share`` of the points
-    inside the footprints are labelled unclassified or ground, as in image-matching clouds).
+    inside the footprints are labelled unclassified or ground, as in image-matching clouds; otherwise a building
+    whose points labelled 1 or 2 more than ``height_threshold`` above its ground outnumber its building-class
+    points twice takes them too: attribute ``building_points`` = "height").
     """
     gm = ground_mask(cloud, classify)
     cls = cloud.get("classification")
@@ -128,7 +130,7 @@ def reconstruct_cloud(
         footprints = derive_footprints(xyz[bm, 0], xyz[bm, 1])
     chosen = [f for f in footprints if in_bounds(f.representative_point, core_bounds)]
     p = params or ReconstructionParams()
-    by_height = False
+    by_height, other = False, np.zeros((0, 3))
     if not derived and building_points != "classes" and len(footprints):
         inside = inside_footprints(footprints, cloud.x, cloud.y)
         by_height = building_points == "height" or wrong_classes(cls, inside)
@@ -136,11 +138,13 @@ def reconstruct_cloud(
             log.info("building points by height inside the footprints (building_points=%s)", building_points)
             bm = inside & ~np.isin(cls, NOISE_CLASSES) if cls is not None else inside
             gm = gm & ~inside
+        elif cls is not None:  # per building: the points labelled 1 or 2 inside it, in case its class 6 is missing
+            other = xyz[inside & np.isin(cls, (1, 2))]
     if dtm is not None:
-        models = reconstruct(chosen, xyz[bm], np.zeros((0, 3)), p, lod2=lod2, by_height=by_height,
+        models = reconstruct(chosen, xyz[bm], np.zeros((0, 3)), p, lod2=lod2, by_height=by_height, other_xyz=other,
                              ground_fn=dtm_ground(dtm[0], dtm[1], p.ground_percentile, p.ground_buffer / 2))
     else:
-        models = reconstruct(chosen, xyz[bm], xyz[gm], p, lod2=lod2, by_height=by_height,
+        models = reconstruct(chosen, xyz[bm], xyz[gm], p, lod2=lod2, by_height=by_height, other_xyz=other,
                              ground_fn=_lazy_dtm_ground(cloud, gm, p.ground_percentile) if gm.any() else None)
     if derived and not has_classes(cls, building_classes) and lod2:
         # candidates from height alone include trees: keep outlines whose points lie on roof planes
