@@ -58,6 +58,8 @@ class ReconstructionParams:
     min_cell_area: float = 1.0
     nodata_percentile: float = 20.0  # height of roof parts no plane may claim (low: never too tall)
     min_height: float = 0.5
+    mode_filter: int = 1  # 3x3 majority filter rounds on the partition raster
+    simplify: float = 0.5  # outline simplification of the partition, in raster cells (steps stay within 1/4 m)
     max_repairs: int = 3  # rounds of corner carving at non-manifold corners before the next partition is tried
     standard_shapes: bool = True  # fits of the standard roof shapes compete with the data-driven model
     noise_epsilon: float = 2.5  # plane inlier distance is at least this many times the estimated point noise
@@ -222,8 +224,9 @@ def _data_driven(bid: str, footprint: Polygon, roof_xyz: np.ndarray, ground: flo
         return Failure(NO_PLANES, f"no roof plane of {plane_params.min_points} points or more "
                                   f"(inlier distance {plane_params.epsilon:.2f} m)")
     raster, transform, _ = label_raster(footprint, roof_xyz, labels, planes, cell=params.partition_cell,
-                                        max_extension=params.max_extension)
-    fine = vectorise(footprint, raster, transform, simplify=params.partition_cell, min_area=params.min_cell_area)
+                                        max_extension=params.max_extension, mode_filter=params.mode_filter)
+    fine = vectorise(footprint, raster, transform, simplify=params.simplify * params.partition_cell,
+                     min_area=params.min_cell_area)
     partitions = (
         lambda: snap_to_intersections(fine, planes, footprint),
         lambda: fine,

@@ -35,6 +35,7 @@ def label_raster(
     *,
     cell: float = 0.5,
     max_extension: float = 2.0,
+    mode_filter: int = 2,
 ) -> tuple[np.ndarray, Affine, np.ndarray]:
     """(label raster, its transform, inside-footprint mask); labels index ``planes`` or are NODATA."""
     minx, miny, maxx, maxy = footprint.bounds
@@ -76,7 +77,7 @@ def label_raster(
     cost = np.where(reach, cost, np.inf)
     best = np.argmin(cost, axis=0)
     out = np.where(np.isfinite(cost.min(axis=0)), best, NODATA)
-    out = _mode_filter(out, inside, iterations=2)
+    out = _mode_filter(out, inside, iterations=mode_filter)
     return out, transform, inside
 
 
