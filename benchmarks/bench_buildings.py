@@ -193,6 +193,41 @@ def delft(workers: int) -> dict:
             "pipeline": pipe, "summary": summary}
 
 
+def roof_library_part(scale: float = 1.0) -> dict:
+    """The German roof library (``cim.synth.rooflib``) scanned in both styles: roof type accuracy, roof RMSE to
+    the true roofs (image matching: after removing each building's median offset), validity, speed."""
+    from collections import Counter
+
+    from cim.buildings.footprints import Footprint
+    from cim.synth.rooflib import roof_library
+    from cim.synth.scanstyles import STYLES, scan
+
+    lib = roof_library(seed=0, scale=scale)
+    fps = [Footprint(b.id, b.footprint) for b in lib]
+    out: dict = {"buildings": len(lib), "kinds": dict(sorted(Counter(b.kind for b in lib).items()))}
+    for name, style in STYLES.items():
+        cloud = scan(lib, style, seed=0)
+        load = _load()
+        models, speed = _in_process(cloud, fps)
+        rmse = np.array([roof_rmse(m.lod22, b.solids, remove_offset=style.offset > 0)
+                         for b, m in zip(lib, models) if m.lod22 is not None])
+        wrong = Counter(f"{b.kind}->{m.attributes.get('roof_type')}" for b, m in zip(lib, models)
+                        if m.attributes.get("roof_type") != b.roof_type)
+        valid = [check_solid(g).valid for m in models for g in (m.lod12, m.lod22) if g is not None]
+        out[name] = {
+            "points": len(cloud), "load_average": load, "in_process": speed,
+            "roof_type_accuracy": round(float(np.mean([m.attributes.get("roof_type") == b.roof_type
+                                                       for b, m in zip(lib, models)])), 3),
+            "roof_type_errors": dict(sorted(wrong.items())),
+            "roof_rmse_m": {"median": round(float(np.median(rmse)), 3), "p90": round(float(np.percentile(rmse, 90)), 3),
+                            "max": round(float(rmse.max()), 3)},
+            "valid_solids": round(float(np.mean(valid)), 4),
+            "status": dict(sorted(Counter(m.status for m in models).items())),
+            "roof_method": dict(sorted(Counter(str(m.attributes.get("roof_method")) for m in models).items())),
+        }
+    return out
+
+
 def _load() -> list[float]:
     """The 1, 5 and 15 minute load averages now (the machine is shared)."""
     return [round(v, 2) for v in os.getloadavg()]
@@ -203,15 +238,20 @@ def main() -> None:
     parser.add_argument("--extent", type=float, default=400.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "buildings.json")
+    parser.add_argument("--parts", default="synthetic,delft,roof_library",
+                        help="comma-separated parts to run; the others keep their results in --out")
+    parser.add_argument("--library-scale", type=float, default=1.0, help="roof library size (1: ~95 buildings)")
     args, _ = parser.parse_known_args()  # also when run as ``python -m benchmarks buildings``
-    result = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                    "load_average_at_start": _load()},
-        "synthetic": synthetic(args.extent, args.workers),
-        "delft": delft(args.workers),
-        "peak_rss_mib_driver": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-    }
-    result["machine"]["load_average_at_end"] = _load()
+    parts = {"synthetic": lambda: synthetic(args.extent, args.workers), "delft": lambda: delft(args.workers),
+             "roof_library": lambda: roof_library_part(args.library_scale)}
+    result = json.loads(args.out.read_text()) if args.out.exists() else {}
+    machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+               "cpu": platform.processor() or platform.machine(), "load_average_at_start": _load()}
+    for name in args.parts.split(","):
+        result[name] = parts[name]()
+        result[name]["machine"] = machine
+    result["peak_rss_mib_driver"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    machine["load_average_at_end"] = _load()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
     print(json.dumps(result, indent=1, sort_keys=True))

@@ -24,6 +24,19 @@ def roof_faces(geom: BuildingGeometry) -> list[np.ndarray]:
     return out
 
 
+def roof_planes(geom: BuildingGeometry, angle_deg: float = 3.0, offset: float = 0.15
+                ) -> list[tuple[np.ndarray, float]]:
+    """The distinct planes (unit normal, offset) of a solid's upward roof faces: faces whose normals agree
+    within ``angle_deg`` and whose planes are within ``offset`` of each other count once."""
+    out: list[tuple[np.ndarray, float]] = []
+    for f in roof_faces(geom):
+        n, d = face_plane(f)
+        c = f.mean(axis=0)
+        if not any(n @ m > np.cos(np.radians(angle_deg)) and abs(m @ c - e) < offset for m, e in out):
+            out.append((n, d))
+    return out
+
+
 def footprint_of(geom: BuildingGeometry) -> Polygon:
     """2D outline of a solid: the union of its ground faces (or of all faces' projections)."""
     polys = [Polygon(f[:, :2]) for f, s in zip(geom.faces, geom.semantics) if s == "GroundSurface"]
@@ -62,9 +75,10 @@ def sample_roof_points(geom: BuildingGeometry, density: float, noise: float,
 
 
 def roof_rmse(model: BuildingGeometry, truth: BuildingGeometry | Sequence[BuildingGeometry],
-              spacing: float = 0.25) -> float:
+              spacing: float = 0.25, *, remove_offset: bool = False) -> float:
     """RMSE (m) of the model's roof height against the truth roof (one solid, or several that the model covers
-    together) on a regular grid inside the truth footprint(s)."""
+    together) on a regular grid inside the truth footprint(s); with ``remove_offset`` after subtracting the
+    median height difference (a cloud's own systematic offset, e.g. of image matching)."""
     truths = [truth] if isinstance(truth, BuildingGeometry) else list(truth)
     fp = shapely.union_all([footprint_of(t) for t in truths])
     minx, miny, maxx, maxy = fp.bounds
@@ -77,7 +91,10 @@ def roof_rmse(model: BuildingGeometry, truth: BuildingGeometry | Sequence[Buildi
     ok = np.isfinite(zt)
     # where the model has no roof above a truth roof point, count the full truth height above ground as error
     zm = np.where(np.isfinite(zm), zm, np.nanmin(np.concatenate([f[:, 2] for f in model.faces])))
-    return float(np.sqrt(np.mean((zm[ok] - zt[ok]) ** 2)))
+    d = zm[ok] - zt[ok]
+    if remove_offset and len(d):
+        d = d - np.median(d)
+    return float(np.sqrt(np.mean(d**2)))
 
 
 def iou(a: Polygon, b: Polygon) -> float:

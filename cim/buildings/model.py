@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,9 @@ from cim.buildings.footprints import Footprint
 from cim.buildings.mesh import face_plane, point_distances, rms
 from cim.buildings.partition import NODATA, carve_corners, label_raster, snap_to_intersections, vectorise
 from cim.buildings.planes import Plane, PlaneParams, detect_planes, slope_azimuth
-from cim.buildings.rooftype import ROOF_TYPE_NAMES, classify_roof
+from cim.buildings.shapes import (cell_heights, envelope_cells, fit_standard_roofs, inner_points, noise_sigma,
+                                  robust_score, uncovered_share)
+from cim.buildings.rooftype import GABLE, ROOF_TYPE_NAMES, classify_roof, cross_gable
 from cim.buildings.validity import check_solid, nonmanifold_edges
 from cim.cityjson import BuildingGeometry
 
@@ -33,6 +35,14 @@ TOO_FEW_POINTS = "lod12_only:too_few_points"
 NO_PLANES = "lod12_only:no_planes"
 INVALID = "lod12_only:invalid_lod22"
 FAILED = "lod12_only:error"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a building has no LoD2.2: its status and a reason (attributes ``status`` and ``reason``)."""
+
+    status: str
+    reason: str
 
 
 @dataclass
@@ -48,7 +58,17 @@ class ReconstructionParams:
     min_cell_area: float = 1.0
     nodata_percentile: float = 20.0  # height of roof parts no plane may claim (low: never too tall)
     min_height: float = 0.5
+    mode_filter: int = 1  # 3x3 majority filter rounds on the partition raster
+    simplify: float = 0.5  # outline simplification of the partition, in raster cells (steps stay within 1/4 m)
     max_repairs: int = 3  # rounds of corner carving at non-manifold corners before the next partition is tried
+    standard_shapes: bool = True  # fits of the standard roof shapes compete with the data-driven model
+    noise_epsilon: float = 2.5  # plane inlier distance is at least this many times the estimated point noise
+    main_share: float = 0.8  # a standard fit explaining this share of the points gives the roof type (dormers)
+    accept_share: float = 0.97  # a standard fit explaining this share of the points is taken without a data model
+    height_threshold: float = 2.0  # building points by height: this far above the ground at least
+    max_uncovered: float = 0.05  # standard shapes only when at most this share of the footprint lacks points
+    max_density: float = 16.0  # the data-driven model uses at most this many points per m² (evenly thinned)
+    edge_margin: float = 0.5  # roof shapes are fitted and compared on the points this far inside the outline
     planes: PlaneParams = field(default_factory=PlaneParams)
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,8 +107,9 @@ class BuildingModel:
 
 
 def ground_height(footprint: Polygon, ground_xyz: np.ndarray, params: ReconstructionParams,
-                  tree: cKDTree | None = None) -> float | None:
-    """Percentile of the ground points within ``ground_buffer`` around the footprint (widening to 3x, 10 m)."""
+                  tree: cKDTree | None = None, below: float | None = None) -> float | None:
+    """Percentile of the ground points within ``ground_buffer`` around the footprint (widening to 3x, 10 m);
+    points inside the footprint (roof points labelled ground) and points higher than ``below`` are no ground."""
     if len(ground_xyz) == 0:
         return None
     tree = tree or cKDTree(ground_xyz[:, :2])
@@ -98,8 +119,12 @@ def ground_height(footprint: Polygon, ground_xyz: np.ndarray, params: Reconstruc
         idx = np.asarray(tree.query_ball_point([c.x, c.y], r0 + buf), dtype=np.int64)
         if len(idx) == 0:
             continue
-        near = shapely.contains_xy(footprint.buffer(buf, join_style="mitre"), ground_xyz[idx, 0], ground_xyz[idx, 1])
+        gx, gy = ground_xyz[idx, 0], ground_xyz[idx, 1]
+        near = shapely.contains_xy(footprint.buffer(buf, join_style="mitre"), gx, gy)
+        near &= ~shapely.contains_xy(footprint, gx, gy)
         z = ground_xyz[idx[near], 2]
+        if below is not None:
+            z = z[z <= below]
         if len(z) >= 3:
             return float(np.percentile(z, params.ground_percentile))
     return None
@@ -136,35 +161,90 @@ class Lod22Result:
     coefficients: list[tuple[float, float, float]]
     planes: list[Plane]
     nodata_fraction: float
+    roof_type: int | None = None  # set when a standard roof shape won (model-driven)
+    method: str = "data"  # "data" (planes detected in the points) or "model" (a standard roof shape)
+    main_type: int | None = None  # type of the best standard fit when it explains the main roof (dormers aside)
+    sigma: float = 0.0  # estimated point noise (m)
 
 
 def lod22_geometry(
     bid: str, footprint: Polygon, roof_xyz: np.ndarray, ground: float, params: ReconstructionParams
-) -> Lod22Result | str:
-    """LoD2.2 solid, or the failure status when no valid model can be made.
+) -> Lod22Result | Failure:
+    """LoD2.2 solid, or the failure (status and reason) when no valid model can be made.
+
+    The data-driven model (:func:`_data_driven`) competes with the fits of the standard roof shapes
+    (:mod:`cim.buildings.shapes`) under a penalised robust error: a standard shape wins unless the points
+    demand more planes. The type of a standard fit that explains the main roof (``main_share`` of the points)
+    is kept when the data-driven model wins because of dormers or chimneys."""
+    footprint = shapely.set_precision(footprint, 0.001)  # cells, snapping and extrusion share the 1 mm grid
+    inner = inner_points(footprint, roof_xyz, params.edge_margin)
+    sigma = noise_sigma(inner)
+    plane_params = replace(params.planes, epsilon=max(params.planes.epsilon, params.noise_epsilon * sigma),
+                           noise=sigma)
+    # standard shapes only where the points cover the roof: never extrapolated over missing points
+    covered = uncovered_share(footprint, roof_xyz[:, :2], params.max_extension) <= params.max_uncovered
+    fits = fit_standard_roofs(footprint, inner, sigma) if params.standard_shapes and covered else []
+    # a standard shape that explains nearly every point leaves nothing for more planes to explain
+    sure = bool(fits) and fits[0].inlier_share >= params.accept_share
+    data = None if sure else _data_driven(bid, footprint, roof_xyz, ground, params, plane_params)
+    data_score = np.inf
+    if isinstance(data, Lod22Result):
+        data.sigma = sigma
+        zm = cell_heights(data.cells, data.coefficients, inner[:, 0], inner[:, 1])
+        res = np.where(np.isfinite(zm), inner[:, 2] - zm, np.inf)
+        n_planes = len({lab for _, lab in data.cells if lab != NODATA})
+        data_score = robust_score(res, sigma, 3 * n_planes + int(data.nodata_fraction > 0))
+    for fit in fits:
+        if fit.score >= data_score:
+            break
+        planes = [Plane(a, b, c, np.zeros(0, np.int64)) for a, b, c in fit.planes]
+        model = _solid(bid, footprint, [envelope_cells(footprint, fit.planes)], planes, ground, params, np.inf)
+        if isinstance(model, Lod22Result):
+            model.roof_type, model.method, model.sigma = fit.roof_type, "model", sigma
+            return model
+    if data is None:  # the sure standard shape gave no valid solid: the data-driven model after all
+        data = _data_driven(bid, footprint, roof_xyz, ground, params, plane_params)
+    if isinstance(data, Lod22Result) and fits and fits[0].inlier_share >= params.main_share:
+        data.main_type = fits[0].roof_type
+    return data
+
+
+def _data_driven(bid: str, footprint: Polygon, roof_xyz: np.ndarray, ground: float, params: ReconstructionParams,
+                 plane_params: PlaneParams) -> Lod22Result | Failure:
+    """The data-driven LoD2.2: planes detected in the points over a raster partition of the footprint.
 
     Partitions are tried in turn: ridges snapped onto plane intersections, unsnapped, then coarser (removes
     slivers). A partition whose solid has non-manifold corners (roofs of alternating heights around one vertex)
     is repaired by handing the corner of the smallest cell there to a neighbour (:func:`carve_corners`), up to
     ``params.max_repairs`` times."""
-    footprint = shapely.set_precision(footprint, 0.001)  # cells, snapping and extrusion share the 1 mm grid
-    planes, labels = detect_planes(roof_xyz, params.planes)
+    if len(roof_xyz) > params.max_density * footprint.area:  # dense clouds (image matching): thinned evenly
+        roof_xyz = roof_xyz[np.linspace(0, len(roof_xyz) - 1, int(params.max_density * footprint.area)).astype(int)]
+    planes, labels = detect_planes(roof_xyz, plane_params)
     if not planes:
-        return NO_PLANES
+        return Failure(NO_PLANES, f"no roof plane of {plane_params.min_points} points or more "
+                                  f"(inlier distance {plane_params.epsilon:.2f} m)")
     raster, transform, _ = label_raster(footprint, roof_xyz, labels, planes, cell=params.partition_cell,
-                                        max_extension=params.max_extension)
-    roofs = _CellRoofs(planes, float(np.percentile(roof_xyz[:, 2], params.nodata_percentile)),
-                       ground + params.min_height)
-    fine = vectorise(footprint, raster, transform, simplify=params.partition_cell, min_area=params.min_cell_area)
+                                        max_extension=params.max_extension, mode_filter=params.mode_filter)
+    fine = vectorise(footprint, raster, transform, simplify=params.simplify * params.partition_cell,
+                     min_area=params.min_cell_area)
     partitions = (
         lambda: snap_to_intersections(fine, planes, footprint),
         lambda: fine,
         lambda: snap_to_intersections(vectorise(footprint, raster, transform, simplify=2 * params.partition_cell,
                                                 min_area=4 * params.min_cell_area), planes, footprint),
     )
+    nodata_z = float(np.percentile(roof_xyz[:, 2], params.nodata_percentile))
+    return _solid(bid, footprint, partitions, planes, ground, params, nodata_z)
+
+
+def _solid(bid: str, footprint: Polygon, partitions, planes: list[Plane], ground: float,
+           params: ReconstructionParams, nodata_z: float) -> Lod22Result | Failure:
+    """The first valid solid of the given partitions (lists of cells, or functions making them), each repaired
+    at non-manifold corners up to ``params.max_repairs`` times; INVALID when none is valid."""
+    roofs = _CellRoofs(planes, nodata_z, ground + params.min_height)
     errors = None
     for make in partitions:
-        cells = make()
+        cells = make() if callable(make) else make
         for _ in range(params.max_repairs + 1):
             split, coeffs = roofs.split(cells)
             faces, sem = extrude_partition([p for p, _ in split], coeffs, ground, footprint=footprint,
@@ -177,8 +257,9 @@ def lod22_geometry(
             if repaired is cells:
                 break
             cells = repaired
-    log.debug("building %s: LoD2.2 invalid: %s", bid, errors.errors if errors else None)
-    return INVALID
+    codes = ", ".join(f"{c} {m}" for c, m in errors.errors[:3]) if errors else ""
+    log.debug("building %s: LoD2.2 invalid: %s", bid, codes)
+    return Failure(INVALID, f"no valid solid from any partition (val3dity codes: {codes})"[:200])
 
 
 @dataclass
@@ -264,9 +345,10 @@ def reconstruct_building(
         "ground_source": ground_source,
     }
     attrs.update({f"src_{k}": v for k, v in fp.attributes.items() if isinstance(v, (str, int, float, bool))})
-    if ground is None:
+    if ground is None:  # flagged: a guess 3 m under the lowest roof points, never a roof edge
         ground = float(np.percentile(roof_xyz[:, 2], 1)) - 3.0 if n else 0.0
-        attrs["ground_source"] = "none (unknown)"
+        attrs["ground_source"] = "estimate: no ground points or DTM near the footprint"
+        attrs["ground_flag"] = True
     attrs["h_ground"] = round(ground, 3)
     model = BuildingModel(fp.id, poly, attrs)
     if n == 0:
@@ -287,15 +369,16 @@ def reconstruct_building(
         attrs.update(status="lod12", roof_type=None, roof_type_name=None)
         return model
     if n < p.min_points:
-        attrs.update(status=TOO_FEW_POINTS, roof_type=None, roof_type_name=None)
+        attrs.update(status=TOO_FEW_POINTS, roof_type=None, roof_type_name=None,
+                     reason=f"{n} roof points, fewer than {p.min_points}")
         return model
     try:
         res = lod22_geometry(fp.id, poly, roof_xyz, ground, p)
     except Exception as exc:  # noqa: BLE001 - any failure of one building must not stop the others
-        log.warning("building %s: LoD2.2 failed: %s", fp.id, exc)
-        res = FAILED
-    if isinstance(res, str):
-        attrs.update(status=res, roof_type=None, roof_type_name=None)
+        log.warning("building %s: LoD2.2 failed: %s: %s", fp.id, type(exc).__name__, exc)
+        res = Failure(FAILED, f"{type(exc).__name__}: {exc}"[:200])
+    if isinstance(res, Failure):
+        attrs.update(status=res.status, reason=res.reason, roof_type=None, roof_type_name=None)
         return model
     model.lod22 = res.geometry
     dist = point_distances(res.geometry.faces, roof_xyz)
@@ -306,7 +389,8 @@ def reconstruct_building(
         xy = np.asarray(cell.exterior.coords)
         zc = a * xy[:, 0] + b * xy[:, 1] + c
         faces.append((cell, *slope_azimuth(a, b), float(zc.min()), float(zc.max())))
-    rt = classify_roof(faces, area)
+    rt = res.roof_type or res.main_type or (GABLE if cross_gable(res.cells, res.coefficients, area)
+                                            else classify_roof(faces, area))
     attrs.update(
         status=OK,
         roof_type=rt,
@@ -318,6 +402,8 @@ def reconstruct_building(
         within_20cm_lod22=round(float(np.mean(dist <= 0.2)), 3),
         nodata_fraction=round(res.nodata_fraction, 3),
         valid_lod22=True,
+        roof_method=res.method,
+        point_noise=round(res.sigma, 3),
     )
     log.debug("building %s: %s in %.0f ms", fp.id, attrs["status"], 1000 * (time.perf_counter() - t0))
     return model
@@ -386,27 +472,52 @@ def reconstruct(
     *,
     ground_fn=None,
     lod2: bool = True,
+    by_height: bool = False,
+    other_xyz: np.ndarray | None = None,
 ) -> list[BuildingModel]:
     """Reconstruct every footprint (in order). ``ground_fn(polygon) -> float | None`` (e.g. a DTM sampler) is
-    used when no ground points surround a footprint."""
+    used when no ground points surround a footprint. ``by_height``: the building points of a footprint are the
+    candidates inside it more than ``params.height_threshold`` above its ground, whatever their class.
+    ``other_xyz``: points of other classes (1, 2) that a footprint takes as well when those of them above
+    ``height_threshold`` outnumber its own points twice (its roof was labelled wrongly)."""
     p = params or ReconstructionParams()
     btree = cKDTree(building_xyz[:, :2]) if len(building_xyz) else None
+    otree = cKDTree(other_xyz[:, :2]) if other_xyz is not None and len(other_xyz) else None
     gtree = cKDTree(ground_xyz[:, :2]) if len(ground_xyz) else None
     out = []
     for fp in footprints:
         poly = fp.polygon
         c = poly.centroid
         r = np.hypot(*(np.asarray(poly.exterior.coords) - [c.x, c.y]).T).max()
-        if btree is not None:
-            idx = np.asarray(btree.query_ball_point([c.x, c.y], r + 1e-6), dtype=np.int64)
-            idx.sort()
-            pts = building_xyz[idx]
-            pts = pts[shapely.contains_xy(poly, pts[:, 0], pts[:, 1])]
-        else:
-            pts = np.zeros((0, 3))
-        ground = ground_height(poly, ground_xyz, p, gtree) if gtree is not None else None
+        pts = _points_in(poly, building_xyz, btree, r)
+        # ground points higher than most of the roof are roof points with a wrong class (unless by height)
+        below = None if by_height or len(pts) < 4 else float(np.percentile(pts[:, 2], 25)) - 1.0
+        ground = ground_height(poly, ground_xyz, p, gtree, below) if gtree is not None else None
         source = "ground points"
         if ground is None and ground_fn is not None:
             ground, source = ground_fn(poly), "dtm"
-        out.append(reconstruct_building(fp, pts, ground, p, ground_source=source, lod2=lod2))
+        if by_height and ground is not None:
+            pts = pts[pts[:, 2] > ground + p.height_threshold]
+        taken = False
+        if otree is not None and ground is not None:
+            extra = _points_in(poly, other_xyz, otree, r)
+            extra = extra[extra[:, 2] > ground + p.height_threshold]
+            if len(extra) > 2 * len(pts):
+                pts, taken = np.concatenate([pts, extra]), True
+        model = reconstruct_building(fp, pts, ground, p, ground_source=source, lod2=lod2)
+        if taken:
+            model.attributes["building_points"] = "height"
+        out.append(model)
     return out
+
+
+def _points_in(poly: Polygon, xyz: np.ndarray, tree: cKDTree | None, radius: float) -> np.ndarray:
+    """The points of ``xyz`` (indexed by ``tree``) inside ``poly``, in index order; ``radius`` reaches every
+    vertex of ``poly`` from its centroid."""
+    if tree is None:
+        return np.zeros((0, 3))
+    c = poly.centroid
+    idx = np.asarray(tree.query_ball_point([c.x, c.y], radius + 1e-6), dtype=np.int64)
+    idx.sort()
+    pts = xyz[idx]
+    return pts[shapely.contains_xy(poly, pts[:, 0], pts[:, 1])]

@@ -35,6 +35,7 @@ def label_raster(
     *,
     cell: float = 0.5,
     max_extension: float = 2.0,
+    mode_filter: int = 2,
 ) -> tuple[np.ndarray, Affine, np.ndarray]:
     """(label raster, its transform, inside-footprint mask); labels index ``planes`` or are NODATA."""
     minx, miny, maxx, maxy = footprint.bounds
@@ -76,7 +77,7 @@ def label_raster(
     cost = np.where(reach, cost, np.inf)
     best = np.argmin(cost, axis=0)
     out = np.where(np.isfinite(cost.min(axis=0)), best, NODATA)
-    out = _mode_filter(out, inside, iterations=2)
+    out = _mode_filter(out, inside, iterations=mode_filter)
     return out, transform, inside
 
 
@@ -170,6 +171,13 @@ def _merge_small(cells: list[tuple[Polygon, int | None]], min_area: float, grid:
     return [(p, v if v is not None else NODATA) for p, v in cells]
 
 
+def single_polygon(geom, min_area: float = _DUST) -> Polygon | None:
+    """The one polygon of an overlay result (a Polygon, or a collection whose other parts are lines, points or
+    dust), else None (empty, or several real polygons)."""
+    parts = [p for p in shapely.get_parts(geom) if isinstance(p, Polygon) and p.area > min_area]
+    return parts[0] if len(parts) == 1 and parts[0].is_valid else None
+
+
 def carve_corners(cells: list[tuple[Polygon, int]], points: np.ndarray, size: float = 0.5, grid: float = 0.001
                   ) -> list[tuple[Polygon, int]]:
     """The repair for corners where roofs of alternating heights meet (a non-manifold vertical edge): at each of
@@ -183,12 +191,15 @@ def carve_corners(cells: list[tuple[Polygon, int]], points: np.ndarray, size: fl
             continue
         i = min(near, key=lambda k: (out[k][1] == NODATA, out[k][0].area))
         square = shapely.box(x - size, y - size, x + size, y + size)
-        piece = shapely.intersection(out[i][0], square, grid_size=grid)
-        rest = shapely.difference(out[i][0], square, grid_size=grid)
+        # overlays may give collections (with lines or points) or several parts: only one polygon is usable
+        piece = single_polygon(shapely.intersection(out[i][0], square, grid_size=grid))
+        rest = single_polygon(shapely.difference(out[i][0], square, grid_size=grid))
+        if piece is None or rest is None:
+            continue
         border = {k: shapely.intersection(piece.boundary, out[k][0].boundary).length for k in near if k != i}
         j = max(border, key=lambda k: (border[k], -k))  # the longest shared border; ties: the first cell
-        grown = shapely.union(out[j][0], piece, grid_size=grid)
-        if border[j] > 0 and isinstance(rest, Polygon) and not rest.is_empty and isinstance(grown, Polygon):
+        grown = single_polygon(shapely.union(out[j][0], piece, grid_size=grid))
+        if border[j] > 0 and grown is not None:
             out[i], out[j] = (rest, out[i][1]), (grown, out[j][1])
     return cells if all(a is b for a, b in zip(out, cells)) else out
 

@@ -24,6 +24,10 @@ class PlaneParams:
     wall_angle_deg: float = 70.0  # planes steeper than this are walls, not roofs
     flat_angle_deg: float = 3.0  # planes flatter than this are snapped to horizontal
     connect_cell: float = 1.0  # grid cell of the 2D connectivity of a plane's inliers (m)
+    noise: float = 0.0  # estimated vertical point noise (m); > 0: merge planes that one plane explains within it
+    merge_factor: float = 1.5  # planes merge when one plane fits their points with an RMS below this × noise
+    merge_reach: float = 1.5  # ... and their points come this close in plan (m)
+    absorb_share: float = 0.25  # a plane is dropped when other planes explain all but this share of its points
     seed: int = 0
 
 
@@ -59,16 +63,27 @@ class Plane:
         return (self.a, self.b, self.c)
 
 
+def _local_pca(xyz: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (ascending) and eigenvectors of each point's k-nearest-neighbour covariance."""
+    _, idx = cKDTree(xyz).query(xyz, k=min(k, len(xyz)))
+    nb = xyz[idx] - xyz[idx].mean(axis=1, keepdims=True)
+    return np.linalg.eigh(np.einsum("nki,nkj->nij", nb, nb) / nb.shape[1])
+
+
+def local_residual_sd(xyz: np.ndarray, k: int = 12) -> np.ndarray:
+    """Per point: the vertical standard deviation of its k nearest neighbours off their best-fitting plane."""
+    if len(xyz) < 4:
+        return np.zeros(len(xyz))
+    w, v = _local_pca(np.asarray(xyz, dtype=np.float64) - np.mean(xyz, axis=0), k)
+    return np.sqrt(np.maximum(w[:, 0], 0.0)) / np.maximum(np.abs(v[:, 2, 0]), 0.3)
+
+
 def point_normals(xyz: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """Unit normals (pointing up) and curvature (smallest eigenvalue share) from k-nearest-neighbour PCA."""
     n = len(xyz)
-    k = min(k, n)
     if n < 3:
         return np.tile([0.0, 0.0, 1.0], (n, 1)), np.zeros(n)
-    _, idx = cKDTree(xyz).query(xyz, k=k)
-    nb = xyz[idx] - xyz[idx].mean(axis=1, keepdims=True)
-    cov = np.einsum("nki,nkj->nij", nb, nb) / k
-    w, v = np.linalg.eigh(cov)
+    w, v = _local_pca(xyz, k)
     normals = v[:, :, 0]
     normals[normals[:, 2] < 0] *= -1
     curvature = w[:, 0] / np.maximum(w.sum(axis=1), 1e-12)
@@ -161,7 +176,10 @@ def detect_planes(xyz: np.ndarray, params: PlaneParams | None = None) -> tuple[l
         remaining[inl] = False
         labels[inl] = len(planes)
         planes.append(_to_plane(nrm, d, origin, inl, p, local))
-    return _prune(planes, xyz, p)
+    planes, labels = _prune(planes, xyz, p)
+    if p.noise > 0 and len(planes) > 1:
+        planes, labels = merge_coplanar(planes, labels, xyz, p)
+    return planes, labels
 
 
 def _prune(planes: list[Plane], xyz: np.ndarray, p: PlaneParams) -> tuple[list[Plane], np.ndarray]:
@@ -178,8 +196,11 @@ def _prune(planes: list[Plane], xyz: np.ndarray, p: PlaneParams) -> tuple[list[P
         near = dist < p.epsilon
         only = near & (near.sum(axis=1, keepdims=True) == 1)
         support = only.sum(axis=0)
-        worst = int(np.argmin(support))
-        if support[worst] >= p.min_points or len(keep) == 1:
+        # a small facet whose points other planes explain too is absorbed (rounded ridges, noise bands)
+        share = support / np.maximum(near.sum(axis=0), 1)
+        weak = (support < p.min_points) | (share < p.absorb_share)
+        worst = int(np.argmin(np.where(weak, share, np.inf)))
+        if not weak.any() or len(keep) == 1:
             break
         del keep[worst]
     planes = [planes[k] for k in keep]
@@ -195,6 +216,51 @@ def _prune(planes: list[Plane], xyz: np.ndarray, p: PlaneParams) -> tuple[list[P
         new.inliers = idx
         out.append(new)
     return out, labels
+
+
+def _vertical_rms(xyz: np.ndarray) -> float:
+    """RMS of the vertical residuals of ``xyz`` from its least-squares plane."""
+    local = xyz - xyz.mean(axis=0)
+    nrm, d = _fit(local)
+    if abs(nrm[2]) < 1e-6:
+        return np.inf
+    return float(np.sqrt(np.mean(((local @ nrm - d) / nrm[2]) ** 2)))
+
+
+def merge_coplanar(planes: list[Plane], labels: np.ndarray, xyz: np.ndarray, p: PlaneParams
+                   ) -> tuple[list[Plane], np.ndarray]:
+    """Merge planes whose points one plane explains within the noise: the pair of neighbouring planes (points
+    within ``merge_reach`` in plan) whose joint plane has the smallest vertical RMS goes first, while that RMS is
+    below ``merge_factor`` × ``noise`` (a test scaled by the estimated noise, not a fixed angle or offset)."""
+    groups = {k: np.nonzero(labels == k)[0] for k in range(len(planes))}
+    trees = {k: cKDTree(xyz[idx, :2]) for k, idx in groups.items() if len(idx)}
+    limit = p.merge_factor * p.noise
+    while len(trees) > 1:
+        best = None
+        keys = sorted(trees)
+        for a_i, i in enumerate(keys):
+            for j in keys[a_i + 1:]:
+                if trees[i].query(xyz[groups[j], :2], distance_upper_bound=p.merge_reach)[0].min() > p.merge_reach:
+                    continue
+                rms = _vertical_rms(xyz[np.r_[groups[i], groups[j]]])
+                if rms <= limit and (best is None or rms < best[0]):
+                    best = (rms, i, j)
+        if best is None:
+            break
+        _, i, j = best
+        groups[i] = np.sort(np.r_[groups[i], groups[j]])
+        trees[i] = cKDTree(xyz[groups[i], :2])
+        del groups[j], trees[j]
+    if len(trees) == len(planes):
+        return planes, labels
+    out, new = [], np.full(len(labels), -1, dtype=np.int64)
+    for k in sorted(trees):
+        idx = groups[k]
+        new[idx] = len(out)
+        plane = refit(Plane(0.0, 0.0, 0.0, idx), xyz[idx], p)
+        plane.inliers = idx
+        out.append(plane)
+    return out, new
 
 
 def _to_plane(nrm: np.ndarray, d: float, origin: np.ndarray, inl: np.ndarray, p: PlaneParams,

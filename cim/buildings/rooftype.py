@@ -5,14 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from shapely.geometry import Polygon
+import shapely
+from shapely.geometry import LineString, Polygon
 
 FLAT, SHED, OFFSET_SHED, GABLE, HIP, HALF_HIP, MANSARD, PYRAMID, MIXED, OTHER = (
     1000, 2100, 2200, 3100, 3200, 3300, 3400, 3500, 5000, 9999)
+CONE, DOME, SAWTOOTH, BARREL, TOWER = 3600, 3700, 3800, 3900, 4000
 ROOF_TYPE_NAMES = {
     FLAT: "flat", SHED: "shed", OFFSET_SHED: "offset shed", GABLE: "gable", HIP: "hip", HALF_HIP: "half-hip",
-    MANSARD: "mansard", PYRAMID: "pyramid", MIXED: "mixed", OTHER: "other",
+    MANSARD: "mansard", PYRAMID: "pyramid", CONE: "cone", DOME: "dome", SAWTOOTH: "sawtooth", BARREL: "barrel",
+    TOWER: "tower", MIXED: "mixed", OTHER: "other",
 }
+RIDGE, HIP_EDGE, VALLEY, STEP = "ridge", "hip", "valley", "step"
 
 
 def _angle_diff(a: float, b: float) -> float:
@@ -77,3 +81,57 @@ def classify_roof(
             return HALF_HIP
         return HIP
     return MIXED
+
+
+def roof_edges(cells: Sequence[tuple[Polygon, int]], coefficients: Sequence[tuple[float, float, float]], *,
+               min_length: float = 0.5, step: float = 0.3, horizontal_deg: float = 5.0, cell: float = 0.5
+               ) -> list[tuple[int, int, str, float]]:
+    """The edges between roof cells of different planes: (cell i, cell j, kind, length in plan); kind is
+    ``ridge`` (horizontal, convex), ``hip`` (sloped, convex), ``valley`` (concave) or ``step`` (the roofs do
+    not meet: a vertical wall between them)."""
+    out = []
+    polys = [c for c, _ in cells]
+    tree = shapely.STRtree(polys)
+    for i, j in zip(*tree.query(polys, predicate="touches")):
+        if i >= j or cells[i][1] == cells[j][1]:
+            continue
+        shared = shapely.line_merge(shapely.intersection(polys[i].boundary, polys[j].boundary))
+        lines = [g for g in shapely.get_parts(shared) if isinstance(g, LineString)]
+        if not lines:
+            continue
+        line = max(lines, key=lambda g: g.length)
+        if line.length < min_length:
+            continue
+        p, q = np.asarray(line.coords)[[0, -1]]
+        xy = np.asarray([line.interpolate(t, normalized=True).coords[0] for t in np.linspace(0, 1, 7)])
+        ci, cj = np.asarray(coefficients[i]), np.asarray(coefficients[j])
+        zi, zj = xy @ ci[:2] + ci[2], xy @ cj[:2] + cj[2]
+        # a partition edge lies up to ``cell`` off the planes' intersection: allow for the height that makes
+        if np.median(np.abs(zi - zj)) > step + cell * float(np.hypot(*(ci[:2] - cj[:2]))):
+            out.append((int(i), int(j), STEP, line.length))
+            continue
+        # convex (ridge, hip) when plane i is the lower one over cell i near the edge (roof = min of the two)
+        near = shapely.intersection(polys[i], line.buffer(2.0))
+        probe = np.asarray(near.centroid.coords[0]) if not near.is_empty else xy[3]
+        convex = probe @ ci[:2] + ci[2] <= probe @ cj[:2] + cj[2]
+        rise = abs(zi[-1] - zi[0]) / max(np.hypot(*(q - p)), 1e-9)
+        kind = (RIDGE if rise <= np.tan(np.radians(horizontal_deg)) else HIP_EDGE) if convex else VALLEY
+        out.append((int(i), int(j), kind, line.length))
+    return out
+
+
+def cross_gable(cells: Sequence[tuple[Polygon, int]], coefficients: Sequence[tuple[float, float, float]],
+                footprint_area: float, *, flat_slope_deg: float = 5.0, min_share: float = 0.04,
+                max_other: float = 0.3) -> bool:
+    """Whether a roof is a gable roof of several wings (L, T, U plans): sloped cells only (flat ones below
+    ``min_share`` of the footprint aside), joined by horizontal ridges and by valleys, not by hips or steps."""
+    slope = [np.degrees(np.arctan(np.hypot(a, b))) for a, b, _ in coefficients]
+    big = [k for k, (c, lab) in enumerate(cells) if c.area >= min_share * footprint_area and lab >= 0]  # no nodata
+    if any(slope[k] < flat_slope_deg for k in big) or len(big) < 2:
+        return False
+    length = dict.fromkeys((RIDGE, HIP_EDGE, VALLEY, STEP), 0.0)
+    for i, j, kind, n in roof_edges(cells, coefficients):
+        if i in big and j in big:
+            length[kind] += n
+    # hips and steps shorter than ``max_other`` of the ridges and valleys are partition noise
+    return length[RIDGE] > 0 and length[HIP_EDGE] + length[STEP] <= max_other * (length[RIDGE] + length[VALLEY])

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import shapely
 
 from cim.buildings.evaluate import footprint_of
 from cim.buildings.footprints import Footprint, derive_footprints
@@ -74,6 +75,24 @@ def _lazy_dtm_ground(cloud: PointCloud, gm: np.ndarray, percentile: float):
     return ground
 
 
+NOISE_CLASSES = (7, 18)  # ASPRS low and high noise
+
+
+def inside_footprints(footprints: Sequence[Footprint], x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Mask of the points inside any footprint."""
+    union = shapely.union_all([f.polygon for f in footprints])
+    shapely.prepare(union)
+    return shapely.contains_xy(union, x, y)
+
+
+def wrong_classes(classification: np.ndarray | None, inside: np.ndarray, max_wrong_share: float = 0.1) -> bool:
+    """Whether the classes inside the footprints look wrong: more than ``max_wrong_share`` of those points are
+    unclassified (1) or ground (2) (Delft AHN3: 5 %; the held-out image-matching set: a fifth of some roofs)."""
+    if classification is None or not inside.any():
+        return classification is None
+    return float(np.isin(classification[inside], (1, 2)).mean()) > max_wrong_share
+
+
 def reconstruct_cloud(
     cloud: PointCloud,
     footprints: Sequence[Footprint] | None,
@@ -85,6 +104,7 @@ def reconstruct_cloud(
     building_classes: Sequence[int] = (6,),
     dtm: tuple[np.ndarray, Any] | None = None,
     min_planar_share: float = 0.5,
+    building_points: str = "auto",
 ) -> list[BuildingModel]:
     """Models of the buildings whose footprint's representative point lies in ``core_bounds``.
 
@@ -93,6 +113,13 @@ def reconstruct_cloud(
     ``dtm`` (values, GridSpec) when given, else from the ground points around each footprint, else from a DTM of
     the ground points. Outlines derived from unclassified points (no building class) are kept only when at
     least ``min_planar_share`` of their points lie within 0.2 m of the LoD2.2 roof (trees do not).
+
+    ``building_points``: "classes" (the building classes), "height" (with footprints: every point inside a
+    footprint more than ``params.height_threshold`` above its ground, whatever its class; noise excluded; ground
+    points inside footprints are no ground) or "auto" ("height" when more than ``max_wrong_share`` of the points
+    inside the footprints are labelled unclassified or ground, as in image-matching clouds; otherwise a building
+    whose points labelled 1 or 2 more than ``height_threshold`` above its ground outnumber its building-class
+    points twice takes them too: attribute ``building_points`` = "height").
     """
     gm = ground_mask(cloud, classify)
     cls = cloud.get("classification")
@@ -103,11 +130,21 @@ def reconstruct_cloud(
         footprints = derive_footprints(xyz[bm, 0], xyz[bm, 1])
     chosen = [f for f in footprints if in_bounds(f.representative_point, core_bounds)]
     p = params or ReconstructionParams()
+    by_height, other = False, np.zeros((0, 3))
+    if not derived and building_points != "classes" and len(footprints):
+        inside = inside_footprints(footprints, cloud.x, cloud.y)
+        by_height = building_points == "height" or wrong_classes(cls, inside)
+        if by_height:
+            log.info("building points by height inside the footprints (building_points=%s)", building_points)
+            bm = inside & ~np.isin(cls, NOISE_CLASSES) if cls is not None else inside
+            gm = gm & ~inside
+        elif cls is not None:  # per building: the points labelled 1 or 2 inside it, in case its class 6 is missing
+            other = xyz[inside & np.isin(cls, (1, 2))]
     if dtm is not None:
-        models = reconstruct(chosen, xyz[bm], np.zeros((0, 3)), p, lod2=lod2,
+        models = reconstruct(chosen, xyz[bm], np.zeros((0, 3)), p, lod2=lod2, by_height=by_height, other_xyz=other,
                              ground_fn=dtm_ground(dtm[0], dtm[1], p.ground_percentile, p.ground_buffer / 2))
     else:
-        models = reconstruct(chosen, xyz[bm], xyz[gm], p, lod2=lod2,
+        models = reconstruct(chosen, xyz[bm], xyz[gm], p, lod2=lod2, by_height=by_height, other_xyz=other,
                              ground_fn=_lazy_dtm_ground(cloud, gm, p.ground_percentile) if gm.any() else None)
     if derived and not has_classes(cls, building_classes) and lod2:
         # candidates from height alone include trees: keep outlines whose points lie on roof planes
@@ -167,6 +204,9 @@ def summarise(models: Sequence[BuildingModel]) -> dict[str, Any]:
         "valid_lod22": sum(bool(m.attributes.get("valid_lod22")) for m in with_lod22),
         "valid_lod12": sum(bool(m.attributes.get("valid_lod12")) for m in with_lod12),
         "rmse_lod22_by_roof_type": {k: _spread(v) for k, v in sorted(rmse.items())},
+        "not_modelled": [{"id": m.id, "status": m.attributes.get("status"), "reason": m.attributes.get("reason")}
+                         for m in models if m.attributes.get("reason")],
+        "ground_estimated": sorted(m.id for m in models if m.attributes.get("ground_flag")),
     }
 
 

@@ -44,6 +44,11 @@ class BuildingsOptions(StageOptions):
     classify: Literal["auto", "always", "never"] = Field(
         "auto", description="ground classification (SMRF) when the points have no class 2 (auto) / always / never")
     building_classes: list[int] = Field([6], description="ASPRS classes of building points (when present)")
+    building_points: Literal["auto", "classes", "height"] = Field(
+        "auto", description="with footprints: building points by class, or by height (every point inside the "
+                            "footprint above height_threshold over its ground, whatever its class); auto: by "
+                            "height when over 10 % of the points inside footprints are labelled 1 or 2")
+    height_threshold: float = Field(2.0, ge=0, description="building points by height: this far above the ground")
     lod1_percentile: float = Field(70.0, ge=0, le=100, description="roof height percentile of LoD1.2")
     ground_percentile: float = Field(10.0, ge=0, le=100, description="percentile of ground points around the "
                                                                      "footprint")
@@ -59,7 +64,7 @@ class BuildingsOptions(StageOptions):
         return ReconstructionParams(
             lod1_percentile=self.lod1_percentile, ground_percentile=self.ground_percentile,
             ground_buffer=self.ground_buffer, max_extension=self.max_extension,
-            partition_cell=self.partition_cell,
+            partition_cell=self.partition_cell, height_threshold=self.height_threshold,
             planes=PlaneParams(epsilon=self.plane_epsilon, min_points=self.min_plane_points),
         )
 
@@ -102,7 +107,8 @@ class _BuildingsStage(Stage):
                                    o.footprints_layer, o.id_field))
         models = reconstruct_cloud(cloud, fps, o.params(), core_bounds=ctx.tile.core_bounds, lod2=self.lod2,
                                    classify=o.classify, building_classes=tuple(o.building_classes),
-                                   dtm=_dtm(o.dtm, _identity(o.dtm)) if o.dtm else None)
+                                   dtm=_dtm(o.dtm, _identity(o.dtm)) if o.dtm else None,
+                                   building_points=o.building_points)
         bx0, by0, bx1, by1 = ctx.tile.buffered_bounds
         for m in models:
             x0, y0, x1, y1 = m.footprint.bounds

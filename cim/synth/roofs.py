@@ -12,8 +12,10 @@ import numpy as np
 import shapely
 from shapely.geometry import Polygon
 
-FLAT, SHED, GABLE, HIP, HALF_HIP = 1000, 2100, 3100, 3200, 3300
-ROOF_TYPES = {FLAT: "flat", SHED: "shed", GABLE: "gable", HIP: "hip", HALF_HIP: "half-hip"}
+FLAT, SHED, GABLE, HIP, HALF_HIP, MANSARD, PYRAMID = 1000, 2100, 3100, 3200, 3300, 3400, 3500
+ROOF_TYPES = {FLAT: "flat", SHED: "shed", GABLE: "gable", HIP: "hip", HALF_HIP: "half-hip", MANSARD: "mansard",
+              PYRAMID: "pyramid"}
+MANSARD_BREAK = (0.65, 0.75)  # mansard kink: at this share of the half width, this share of the roof height
 
 _EPS = 1e-7
 
@@ -25,8 +27,13 @@ def _rect_roof(length: float, width: float, eave: float, ridge: float, roof_type
         return [np.array([[-a, -b, eave], [a, -b, eave], [a, b, eave], [-a, b, eave]])]
     if roof_type == SHED:  # low eave on the -y side, high on +y
         return [np.array([[-a, -b, eave], [a, -b, eave], [a, b, ridge], [-a, b, ridge]])]
+    if roof_type == MANSARD:  # steep lower and shallow upper planes on both long sides, gable walls at the ends
+        yk, zk = b * MANSARD_BREAK[0], eave + MANSARD_BREAK[1] * (ridge - eave)
+        lower = np.array([[-a, -b, eave], [a, -b, eave], [a, -yk, zk], [-a, -yk, zk]])
+        upper = np.array([[-a, -yk, zk], [a, -yk, zk], [a, 0.0, ridge], [-a, 0.0, ridge]])
+        return [lower, upper, lower * [-1.0, -1.0, 1.0], upper * [-1.0, -1.0, 1.0]]
     # pitched roofs: a ridge along x; ``f`` is the fraction of the roof height the gable wall reaches
-    f = {GABLE: 1.0, HALF_HIP: 0.6, HIP: 0.0}[roof_type]
+    f = {GABLE: 1.0, HALF_HIP: 0.6, HIP: 0.0, PYRAMID: 0.0}[roof_type]
     knee_y = b * (1.0 - f)  # half width of the hip base (0 for a gable)
     knee_z = eave + f * (ridge - eave)
     d = knee_y  # hip depth in plan: the hip planes have the same slope as the main planes
@@ -93,6 +100,8 @@ def rectangle_solid(
         raise ValueError(f"unknown roof type {roof_type}; known: {sorted(ROOF_TYPES)}")
     if roof_type == HIP and length <= width:
         raise ValueError("a hip roof needs length > width")
+    if roof_type == PYRAMID and length != width:
+        raise ValueError("a pyramid roof needs a square footprint")
     a, b = length / 2.0, width / 2.0
     footprint = np.array([[-a, -b], [a, -b], [a, b], [-a, b]])
     roofs = _rect_roof(length, width, eave, ridge if roof_type != FLAT else eave, roof_type)

@@ -1,0 +1,241 @@
+"""A library of German roofs with exact truth: rectangular gable, hip, half-hip, mansard, pyramid, shed and flat
+(with parapets) roofs, L/T/U plans of crossing gables, dormers, chimneys, terraced rows sharing walls and flat
+annexes, laid out one group per square of a grid (deterministic for a seed).
+
+Each building carries its footprint, its AdV roof type (``AX_Dachform`` code of the main roof: dormers and
+chimneys do not change it; crossing gables of an L/T/U plan are a gable roof), the truth solids whose upper
+envelope is its LoD2 roof (main bodies and dormers) and the extras that are scanned but not part of an LoD2 model
+(chimneys, parapets). Scan the library with :func:`cim.synth.scanstyles.scan`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import shapely
+from shapely.geometry import Polygon
+
+from cim.cityjson import BuildingGeometry
+from cim.synth.roofs import (FLAT, GABLE, HALF_HIP, HIP, MANSARD, PYRAMID, ROOF_TYPES, SHED, flat_solid, place,
+                             rectangle_solid)
+
+GROUND_Z = 100.0
+GROUND_SLOPE = (0.01, -0.005)  # the terrain: z = GROUND_Z + sx·(x - x0) + sy·(y - y0)
+ORIGIN = (500_000.0, 5_480_000.0)
+
+
+@dataclass
+class LibraryBuilding:
+    """One building of the library (world coordinates)."""
+
+    id: str
+    footprint: Polygon
+    roof_type: int
+    ground: float
+    solids: list[BuildingGeometry]  # the LoD2 truth: its roof is the upper envelope of these solids
+    extras: list[BuildingGeometry] = field(default_factory=list)  # scanned, not modelled (chimneys, parapets)
+    kind: str = ""  # what the generator built ("gable", "gable+dormer", "L-plan", "row", ...)
+    n_planes: int = 0  # roof planes of the truth LoD2 roof
+
+    @property
+    def parts(self) -> list[BuildingGeometry]:
+        return self.solids + self.extras
+
+
+def ground_z(x: np.ndarray | float, y: np.ndarray | float) -> np.ndarray | float:
+    """Terrain height of the library at (x, y)."""
+    return GROUND_Z + GROUND_SLOPE[0] * (np.asarray(x) - ORIGIN[0]) + GROUND_SLOPE[1] * (np.asarray(y) - ORIGIN[1])
+
+
+def _pitch_ridge(rng: np.random.Generator, width: float, eave: float, lo: float, hi: float) -> float:
+    return eave + np.tan(np.radians(rng.uniform(lo, hi))) * width / 2.0
+
+
+@dataclass
+class _Placer:
+    """Places local-frame solids (ground at z = 0) at a slot: rotation ``angle`` about (x, y), ground ``z``."""
+
+    x: float
+    y: float
+    angle: float
+
+    def solid(self, bid: str, faces: list[np.ndarray], sem: list[str], dx: float = 0.0, dy: float = 0.0,
+              dz: float = 0.0, turn: float = 0.0) -> BuildingGeometry:
+        local = place(faces, turn, dx, dy, dz)
+        return BuildingGeometry(bid, place(local, self.angle, self.x, self.y, self.z), sem)
+
+    @property
+    def z(self) -> float:
+        return float(ground_z(self.x, self.y))
+
+
+def _outline(solids: list[BuildingGeometry]) -> Polygon:
+    polys = [Polygon(f[:, :2]) for s in solids for f, t in zip(s.faces, s.semantics) if t == "GroundSurface"]
+    return shapely.set_precision(shapely.union_all(polys), 0.001).normalize()
+
+
+def _rect_building(rng: np.random.Generator, bid: str, at: _Placer, roof_type: int) -> LibraryBuilding:
+    """One rectangular building of ``roof_type`` with random size, eave height and pitch."""
+    width = float(rng.uniform(7.0, 11.0))
+    length = width if roof_type == PYRAMID else float(width + rng.uniform(3.0, 9.0))
+    eave = float(rng.uniform(3.0, 7.0))
+    pitch = {FLAT: (0, 0), SHED: (8, 15), GABLE: (30, 50), HIP: (25, 40), HALF_HIP: (35, 50), MANSARD: (45, 55),
+             PYRAMID: (30, 40)}[roof_type]
+    ridge = _pitch_ridge(rng, width, eave, *pitch) if roof_type != FLAT else eave
+    if roof_type == SHED:
+        ridge = eave + np.tan(np.radians(rng.uniform(*pitch))) * width
+    faces, sem = rectangle_solid(length, width, eave, ridge, roof_type)
+    main = at.solid(bid, faces, sem)
+    planes = {FLAT: 1, SHED: 1, GABLE: 2, HIP: 4, HALF_HIP: 4, MANSARD: 4, PYRAMID: 4}[roof_type]
+    return LibraryBuilding(bid, _outline([main]), roof_type, at.z, [main], [], ROOF_TYPES[roof_type], planes)
+
+
+def _box(length: float, width: float, height: float) -> tuple[list[np.ndarray], list[str]]:
+    return flat_solid(shapely.box(-length / 2, -width / 2, length / 2, width / 2), height)
+
+
+def _with_dormer(rng: np.random.Generator, bid: str, at: _Placer) -> LibraryBuilding:
+    """A gable house with a flat-roofed dormer on its south slope (part of the LoD2 truth)."""
+    b = _gable_block(rng, bid, at, length=float(rng.uniform(13, 18)), width=float(rng.uniform(9, 11)))
+    main, (length, width, eave, ridge) = b
+    dw, dd = float(rng.uniform(2.0, 3.5)), 2.0
+    y_back = -width / 2 + 1.0 + dd  # the dormer's back edge on the slope
+    top = ridge - (ridge - eave) * abs(y_back) / (width / 2) - 0.05
+    faces, sem = _box(dw, dd, top)
+    dormer = at.solid(bid, faces, sem, dx=float(rng.uniform(-length / 4, length / 4)), dy=y_back - dd / 2)
+    return LibraryBuilding(bid, _outline([main]), GABLE, at.z, [main, dormer], [], "gable+dormer", 3)
+
+
+def _with_chimney(rng: np.random.Generator, bid: str, at: _Placer, roof_type: int) -> LibraryBuilding:
+    """A gable or hip house with a chimney (0.6–0.9 m square, 1 m above the ridge): scanned, not in the truth."""
+    b = _rect_building(rng, bid, at, roof_type)
+    main = b.solids[0]
+    zr = max(float(f[:, 2].max()) for f in main.faces) - at.z
+    s = float(rng.uniform(0.6, 0.9))
+    faces, sem = _box(s, s, zr + 1.0)
+    chimney = at.solid(bid, faces, sem, dx=float(rng.uniform(-2, 2)), dy=0.8)
+    b.extras.append(chimney)
+    b.kind += "+chimney"
+    return b
+
+
+def _gable_block(rng: np.random.Generator, bid: str, at: _Placer, *, length: float, width: float,
+                 dx: float = 0.0, dy: float = 0.0, turn: float = 0.0, eave: float | None = None,
+                 ridge: float | None = None) -> tuple[BuildingGeometry, tuple[float, float, float, float]]:
+    eave = float(rng.uniform(3.5, 6.5)) if eave is None else eave
+    ridge = float(_pitch_ridge(rng, width, eave, 35, 48)) if ridge is None else ridge
+    faces, sem = rectangle_solid(length, width, eave, ridge, GABLE)
+    return at.solid(bid, faces, sem, dx=dx, dy=dy, turn=turn), (length, width, eave, ridge)
+
+
+def _plan(rng: np.random.Generator, bid: str, at: _Placer, shape: str) -> LibraryBuilding:
+    """L, T or U plan of crossing gables of equal eave and ridge height (valleys where they meet)."""
+    width = float(rng.uniform(8.0, 10.0))
+    eave = float(rng.uniform(3.5, 6.0))
+    ridge = float(_pitch_ridge(rng, width, eave, 35, 45))
+    length = float(rng.uniform(16.0, 20.0))
+    wing = float(rng.uniform(8.0, 11.0))
+    main, _ = _gable_block(rng, bid, at, length=length, width=width, eave=eave, ridge=ridge)
+    solids = [main]
+    ends = {"L": [length / 2 - width / 2], "T": [0.0], "U": [length / 2 - width / 2, -(length / 2 - width / 2)]}
+    for x in ends[shape]:
+        w, _ = _gable_block(rng, bid, at, length=wing + width / 2, width=width, eave=eave, ridge=ridge,
+                            dx=x, dy=(wing + width / 2) / 2, turn=90.0)
+        solids.append(w)
+    return LibraryBuilding(bid, _outline(solids), GABLE, at.z, solids, [], f"{shape}-plan", 2 * len(solids))
+
+
+def _parapet_flat(rng: np.random.Generator, bid: str, at: _Placer) -> LibraryBuilding:
+    """A flat roof with a 0.25 m parapet 0.5–0.9 m high along its edge (the parapet is an extra)."""
+    length, width = float(rng.uniform(14, 24)), float(rng.uniform(10, 16))
+    h = float(rng.uniform(6.0, 12.0))
+    faces, sem = _box(length, width, h)
+    main = at.solid(bid, faces, sem)
+    t, ph = 0.25, h + float(rng.uniform(0.5, 0.9))
+    extras = []
+    for dx, dy, lx, ly in ((0, width / 2 - t / 2, length, t), (0, -width / 2 + t / 2, length, t),
+                           (length / 2 - t / 2, 0, t, width), (-length / 2 + t / 2, 0, t, width)):
+        f, s = _box(lx, ly, ph)
+        extras.append(at.solid(bid, f, s, dx=dx, dy=dy))
+    return LibraryBuilding(bid, _outline([main]), FLAT, at.z, [main], extras, "flat+parapet", 1)
+
+
+def _row(rng: np.random.Generator, bid: str, at: _Placer, houses: int = 4) -> list[LibraryBuilding]:
+    """A terraced row: houses sharing walls, ridges along the row, eaves and ridges stepping by up to 0.8 m."""
+    width = float(rng.uniform(9.0, 11.0))
+    out = []
+    x = -houses * 3.5
+    for i in range(houses):
+        length = float(rng.uniform(6.0, 8.0))
+        eave = float(rng.uniform(5.0, 5.8))
+        ridge = eave + float(np.tan(np.radians(rng.uniform(38, 46)))) * width / 2
+        main, _ = _gable_block(rng, f"{bid}-{i}", at, length=length, width=width, eave=eave, ridge=ridge,
+                               dx=x + length / 2)
+        x += length
+        out.append(LibraryBuilding(f"{bid}-{i}", _outline([main]), GABLE, at.z, [main], [], "row", 2))
+    return out
+
+
+def _annexed(rng: np.random.Generator, bid: str, at: _Placer) -> list[LibraryBuilding]:
+    """A hip-roofed house and a flat-roofed garage annex (its own building) against its long side."""
+    house = _rect_building(rng, bid, at, HIP)
+    # the house's local frame is lost after placing: rebuild the garage against the south wall in world terms
+    ring = np.asarray(house.footprint.exterior.coords)[:-1]
+    ang = np.radians(at.angle)
+    ax, ay = np.cos(ang), np.sin(ang)
+    v = (ring - [at.x, at.y]) @ np.array([[ax, -ay], [ay, ax]])  # local (u, v)
+    south = float(v[:, 1].min())
+    faces, sem = _box(6.0, 3.5, float(rng.uniform(2.6, 3.2)))
+    garage = at.solid(f"{bid}-annex", faces, sem, dx=float(v[:, 0].max()) - 3.5, dy=south - 1.75)
+    annex = LibraryBuilding(f"{bid}-annex", _outline([garage]), FLAT, at.z, [garage], [], "annex", 1)
+    return [house, annex]
+
+
+# the library: (kind, count) per group; a group fills one grid square
+_GROUPS = [("flat", 6), ("shed", 6), ("gable", 8), ("hip", 8), ("half-hip", 6), ("mansard", 6), ("pyramid", 4),
+           ("flat+parapet", 4), ("gable+dormer", 5), ("gable+chimney", 4), ("hip+chimney", 3), ("L-plan", 3),
+           ("T-plan", 2), ("U-plan", 2), ("row", 2), ("annex", 3)]
+
+
+def roof_library(seed: int = 0, *, scale: float = 1.0, spacing: float = 45.0) -> list[LibraryBuilding]:
+    """The library: every group of ``_GROUPS`` (counts times ``scale``, at least one each), one per square of a
+    ``spacing`` grid, each rotated at random; deterministic for ``seed``."""
+    rng = np.random.default_rng(seed)
+    kinds = [k for k, n in _GROUPS for _ in range(max(1, int(round(n * scale))))]
+    side = int(np.ceil(np.sqrt(len(kinds))))
+    out: list[LibraryBuilding] = []
+    by_name = {v: k for k, v in ROOF_TYPES.items()}
+    for i, kind in enumerate(kinds):
+        at = _Placer(ORIGIN[0] + (i % side) * spacing, ORIGIN[1] + (i // side) * spacing, float(rng.uniform(0, 180)))
+        bid = f"b{i:03d}"
+        if kind in by_name:
+            out.append(_rect_building(rng, bid, at, by_name[kind]))
+        elif kind == "flat+parapet":
+            out.append(_parapet_flat(rng, bid, at))
+        elif kind == "gable+dormer":
+            out.append(_with_dormer(rng, bid, at))
+        elif kind.endswith("+chimney"):
+            out.append(_with_chimney(rng, bid, at, by_name[kind.split("+")[0]]))
+        elif kind.endswith("-plan"):
+            out.append(_plan(rng, bid, at, kind[0]))
+        elif kind == "row":
+            out.extend(_row(rng, bid, at))
+        else:
+            out.extend(_annexed(rng, bid, at))
+    return out
+
+
+def buildings_from_solids(solids: list[BuildingGeometry]) -> list[LibraryBuilding]:
+    """Library buildings from existing LoD2 solids (e.g. 3DBAG's), to be scanned like the library; their roof
+    type is unknown (0) and their plane count is that of their roof (:func:`cim.buildings.evaluate.roof_planes`)."""
+    from cim.buildings.evaluate import footprint_of, roof_planes
+
+    out = []
+    for s in solids:
+        fp = footprint_of(s)
+        if not isinstance(fp, Polygon) or fp.area <= 0:
+            continue
+        ground = min(float(f[:, 2].min()) for f in s.faces)
+        out.append(LibraryBuilding(s.id, fp, 0, ground, [s], [], "solid", len(roof_planes(s))))
+    return out
