@@ -90,9 +90,13 @@ def decode_frame(view: memoryview) -> tuple[dict[str, Any], dict[str, np.ndarray
 
 def append_frame(path: Path, columns: dict[str, np.ndarray], meta: dict[str, Any] | None = None,
                  quanta: dict[str, tuple[float, float]] | None = None) -> None:
-    """Append one frame to ``path`` (created when missing)."""
-    with open(path, "ab") as handle:
-        handle.write(encode_frame(columns, meta, quanta))
+    """Append one frame to ``path`` (created when missing); a failed write names the file (a full disk does not)."""
+    frame = encode_frame(columns, meta, quanta)
+    try:
+        with open(path, "ab") as handle:
+            handle.write(frame)
+    except OSError as exc:
+        raise OSError(exc.errno, f"{exc.strerror} (writing {len(frame):,} bytes)", str(path)) from None
 
 
 def read_frames(path: Path) -> Iterator[tuple[dict[str, Any], dict[str, np.ndarray]]]:

@@ -255,7 +255,7 @@ def tiny_fs(tmp_path: Path):
 def test_real_disk_full_fails_the_task_with_one_line(tiny_fs: Path, tmp_path: Path, cli,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """The disk guard fooled (1 byte per point), the partition of 208,432 Delft points fills the 256 KiB file
-    system: the task fails (exit 1) saying disk full and how many bytes were missing, and leaves no parts."""
+    system: the task fails (exit 1) saying disk full and naming the file it was writing, and leaves no parts."""
     from cim import guards
     from tests.hostile.conftest import REPO
 
@@ -267,8 +267,9 @@ def test_real_disk_full_fails_the_task_with_one_line(tiny_fs: Path, tmp_path: Pa
     code, err, stdout = cli("run", str(job), "--scheduler", "threads")
     assert code == 1, err
     failed = [line for line in " ".join(stdout.split()).split("failed: ")[1:]]
-    assert failed and failed[0].startswith("partition/0000-ahn3_cropped_2: disk full: no space left on the device (")
-    assert "more bytes needed" in failed[0] and "Traceback" not in stdout + err
+    assert failed and failed[0].startswith("partition/0000-ahn3_cropped_2: ") and "Traceback" not in stdout + err
+    (failure,) = json.loads((out / "report.json").read_text())["failures"]  # the terminal wraps long lines
+    assert failure["error"].startswith(f"{out / '.cim' / 'parts'}/") and "disk full: no space left" in failure["error"]
     assert not list((out / ".cim" / "parts").iterdir()) and not (out / "las").exists()
 
 
