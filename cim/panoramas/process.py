@@ -32,6 +32,7 @@ from cim.panoramas.depth import depth_buffer, fill_holes, write_depth_cog
 from cim.panoramas.georef import Panorama, check_complete, georeference, write_index, write_panoramas_json
 from cim.panoramas.poses import read_poses, read_trajectory
 from cim.panoramas.tiles import encode_jpeg, write_marzipano
+from cim.runner.fingerprints import stamp
 
 __all__ = ["ChainOptions", "find_images", "process_panorama", "read_image", "run_panoramas"]
 
@@ -130,8 +131,10 @@ def process_panorama(pano_dict: dict, out_dir: str, points: list[str], options: 
         products["depth"] = f"{rel}/depth.tif"
         seconds["depth"] = time.perf_counter() - t0
     counts = {k: sum(r.kind == k for r in regions) for k in ("face", "plate")}
+    outputs = sorted(p.relative_to(out).as_posix() for p in folder.rglob("*") if p.is_file())  # every tile too
     return {"name": pano.name, "products": products, "counts": counts,
-            "seconds": {k: round(v, 3) for k, v in seconds.items()}, "outputs": sorted(products.values())}
+            "seconds": {k: round(v, 3) for k, v in seconds.items()}, "outputs": outputs,
+            "stamps": stamp(outputs, out)}
 
 
 def find_images(images_dir: str | Path, names: list[str]) -> dict[str, Path]:
@@ -165,8 +168,8 @@ def run_panoramas(
 
     Returns a JSON-able summary. Per-panorama work runs as resumable Dask tasks (``OUT/.cim/manifest.jsonl``).
     """
-    import cim
-    from cim.runner import Manifest, Task, dask_client, file_fingerprint, fingerprint, run_tasks
+    from cim.runner import Manifest, Task, dask_client, fingerprint, run_tasks
+    from cim.runner.fingerprints import CodeHashes, ContentHashes
 
     options = options or ChainOptions()
     out = Path(out_dir).resolve()
@@ -200,13 +203,18 @@ def run_panoramas(
         if not Path(p).is_file():
             raise InputError(p, "point cloud not found")
     opt_dict = options.to_dict()
+    # a task depends on its pose (parsed: a pose-file edit re-runs only the panoramas whose poses it changes), the
+    # contents of its image and of the point clouds, its options and the code of this chain
+    hashes = ContentHashes(out / ".cim" / "hashes.json")
+    image_digests = hashes.digests([pano.image for pano in panos])
+    point_digests = hashes.digests(point_paths)
+    code = CodeHashes().code_hash(process_panorama.__module__)
     tasks = []
-    point_fps = [file_fingerprint(p) for p in point_paths]
-    for pano in panos:
-        fp = fingerprint("panoramas.process", cim.__version__, pano.to_dict(), file_fingerprint(pano.image),
-                         opt_dict, point_fps)
+    for pano, image_digest in zip(panos, image_digests):
+        fp = fingerprint("panoramas.process", code, pano.to_dict(), image_digest, opt_dict, point_digests)
         tasks.append(Task(f"panoramas/{pano.name}", "panoramas.process", process_panorama,
                           (pano.to_dict(), str(out), point_paths, opt_dict), fp))
+    hashes.save()
     manifest = Manifest(out / ".cim" / "manifest.jsonl")
     with dask_client(scheduler, workers) as client:
         run = run_tasks(tasks, client, manifest, out_dir=out, force=force, keep_going=True)  # images are independent
