@@ -89,8 +89,10 @@ def test_an_image_edit_reruns_its_panorama(drive) -> None:
     data = bytearray(image.read_bytes())
     data[-3] ^= 0xFF  # a byte of the JPEG data, before its end marker
     stat = image.stat()
-    image.write_bytes(bytes(data))
-    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same name, size and mtime (a restore, a copy -p)
+    staged = image.with_suffix(".new")
+    staged.write_bytes(bytes(data))
+    os.utime(staged, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    os.replace(staged, image)  # same name, size and mtime, as rsync -t delivers it (a new inode)
     assert _run(drive)["skipped"] == 3
 
 
@@ -104,3 +106,59 @@ def test_a_code_change_reruns_the_chain(drive, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(fingerprints, "module_source", edited)  # the chain imports the depth maps' module
     assert _run(drive)["skipped"] == 0
     assert _run(drive)["skipped"] == 4
+
+
+def test_a_same_size_edit_of_panoramas_json_reruns_the_colorize_step(drive, tmp_path: Path) -> None:
+    """The pipeline hashes the files a stage's options name: ``panoramas.colorize`` follows panoramas.json."""
+    from helpers import write_job
+
+    from cim.io import las
+    from cim.pipeline.execute import run_job
+    from cim.pipeline.job import load_job
+
+    _run(drive)
+    panoramas = drive["out"] / "panoramas.json"
+    job = load_job(write_job(tmp_path / "job.toml", f"""
+[job]
+name = "colour"
+output = "{tmp_path / 'job-out'}"
+crs = "EPSG:25832+7837"
+
+[[stages]]
+type = "read.las"
+files = ["{drive['points']}"]
+
+[[stages]]
+type = "tile"
+size = 250.0
+buffer = 30.0
+
+[[stages]]
+type = "panoramas.colorize"
+panoramas = "{panoramas}"
+
+[[stages]]
+type = "write.las"
+"""))
+
+    def colour_steps() -> dict[str, str]:
+        run = run_job(job, scheduler="threads", workers=1)
+        assert run.report.ok
+        return {k: o.status for k, o in run.report.outcomes.items() if o.stage == "panoramas.colorize"}
+
+    def colours() -> bytes:
+        cloud = las.read(next((tmp_path / "job-out" / "las").glob("*.laz")))
+        return cloud["red"].tobytes() + cloud["green"].tobytes() + cloud["blue"].tobytes()
+
+    first = colour_steps()
+    assert first and set(first.values()) == {"done"}
+    before = colours()
+    panoramas.touch()
+    assert set(colour_steps().values()) == {"skipped"}
+    text = panoramas.read_bytes()
+    x = text.split(b'"position": [', 1)[1].split(b",", 1)[0].strip()
+    moved = text.replace(x, str(float(x) + 10.0).encode()[: len(x)].ljust(len(x), b"0"), 1)  # 10 m east
+    assert len(moved) == len(text) and moved != text
+    panoramas.write_bytes(moved)
+    assert set(colour_steps().values()) == {"done"}
+    assert colours() != before
