@@ -136,6 +136,8 @@ buffer = 30.0
 [[stages]]
 type = "panoramas.colorize"
 panoramas = "{panoramas}"
+buffer_width = 512
+levels = 2
 
 [[stages]]
 type = "write.las"
