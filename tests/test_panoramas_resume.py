@@ -106,6 +106,10 @@ def test_a_code_change_reruns_the_chain(drive, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(fingerprints, "module_source", edited)  # the chain imports the depth maps' module
     assert _run(drive)["skipped"] == 0
     assert _run(drive)["skipped"] == 4
+    import cv2
+
+    monkeypatch.setattr(cv2, "__version__", cv2.__version__ + ".1")  # an OpenCV upgrade: JPEG coding, plate cascade
+    assert _run(drive)["skipped"] == 0
 
 
 def test_a_same_size_edit_of_panoramas_json_reruns_the_colorize_step(drive, tmp_path: Path) -> None:

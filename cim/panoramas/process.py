@@ -20,19 +20,21 @@ import warnings
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
 from cim.errors import CimWarning, InputError
 from cim.fileutil import write_bytes_atomic
-from cim.panoramas.privacy import AnonymizeOptions, anonymize, report, write_report
+from cim.panoramas.privacy import AnonymizeOptions, anonymize, centerface_path, report, write_report
 from cim.panoramas.depth import depth_buffer, fill_holes, write_depth_cog
 from cim.panoramas.georef import Panorama, check_complete, georeference, write_index, write_panoramas_json
 from cim.panoramas.poses import read_poses, read_trajectory
 from cim.panoramas.tiles import encode_jpeg, write_marzipano
-from cim.runner.fingerprints import stamp
+
+if TYPE_CHECKING:
+    from cim.runner.fingerprints import CodeHashes, ContentHashes
 
 __all__ = ["ChainOptions", "find_images", "process_panorama", "read_image", "run_panoramas"]
 
@@ -95,6 +97,8 @@ def _points_near(paths: list[str], crs_label: str, centre: np.ndarray, radius: f
 
 def process_panorama(pano_dict: dict, out_dir: str, points: list[str], options: dict) -> dict[str, Any]:
     """Run the chain for one panorama; returns its products (relative to ``out_dir``) and timings."""
+    from cim.runner.fingerprints import stamp
+
     pano = Panorama.from_dict(pano_dict)
     opts = ChainOptions.from_dict(options)
     out = Path(out_dir)
@@ -208,7 +212,7 @@ def run_panoramas(
     hashes = ContentHashes(out / ".cim" / "hashes.json")
     image_digests = hashes.digests([pano.image for pano in panos])
     point_digests = hashes.digests(point_paths)
-    code = CodeHashes().code_hash(process_panorama.__module__)
+    code = _chain_code(hashes, CodeHashes())
     tasks = []
     for pano, image_digest in zip(panos, image_digests):
         fp = fingerprint("panoramas.process", code, pano.to_dict(), image_digest, opt_dict, point_digests)
@@ -245,6 +249,18 @@ def run_panoramas(
     if point_paths and colorize:
         summary["colorized"] = colorize_files(point_paths, done, out, crs)
     return summary
+
+
+def _chain_code(hashes: ContentHashes, code: CodeHashes) -> str:
+    """What the chain's results depend on besides its inputs and options: the cim modules it runs
+    (:class:`cim.runner.fingerprints.CodeHashes`), the face model it ships and the OpenCV and onnxruntime versions
+    (JPEG coding, the plate cascade, the face detector)."""
+    from importlib.metadata import version
+
+    from cim.runner import fingerprint
+
+    return fingerprint(code.code_hash(process_panorama.__module__), hashes.digest(centerface_path()),
+                       cv2.__version__, version("onnxruntime"))
 
 
 def _orientation_from_gpano(table, images: dict[str, Path]) -> None:
