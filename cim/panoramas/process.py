@@ -20,18 +20,21 @@ import warnings
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
 from cim.errors import CimWarning, InputError
 from cim.fileutil import write_bytes_atomic
-from cim.panoramas.privacy import AnonymizeOptions, anonymize, report, write_report
+from cim.panoramas.privacy import AnonymizeOptions, anonymize, centerface_path, report, write_report
 from cim.panoramas.depth import depth_buffer, fill_holes, write_depth_cog
 from cim.panoramas.georef import Panorama, check_complete, georeference, write_index, write_panoramas_json
 from cim.panoramas.poses import read_poses, read_trajectory
 from cim.panoramas.tiles import encode_jpeg, write_marzipano
+
+if TYPE_CHECKING:
+    from cim.runner.fingerprints import CodeHashes, ContentHashes
 
 __all__ = ["ChainOptions", "find_images", "process_panorama", "read_image", "run_panoramas"]
 
@@ -94,6 +97,8 @@ def _points_near(paths: list[str], crs_label: str, centre: np.ndarray, radius: f
 
 def process_panorama(pano_dict: dict, out_dir: str, points: list[str], options: dict) -> dict[str, Any]:
     """Run the chain for one panorama; returns its products (relative to ``out_dir``) and timings."""
+    from cim.runner.fingerprints import stamp
+
     pano = Panorama.from_dict(pano_dict)
     opts = ChainOptions.from_dict(options)
     out = Path(out_dir)
@@ -130,8 +135,10 @@ def process_panorama(pano_dict: dict, out_dir: str, points: list[str], options: 
         products["depth"] = f"{rel}/depth.tif"
         seconds["depth"] = time.perf_counter() - t0
     counts = {k: sum(r.kind == k for r in regions) for k in ("face", "plate")}
+    outputs = sorted(p.relative_to(out).as_posix() for p in folder.rglob("*") if p.is_file())  # every tile too
     return {"name": pano.name, "products": products, "counts": counts,
-            "seconds": {k: round(v, 3) for k, v in seconds.items()}, "outputs": sorted(products.values())}
+            "seconds": {k: round(v, 3) for k, v in seconds.items()}, "outputs": outputs,
+            "stamps": stamp(outputs, out)}
 
 
 def find_images(images_dir: str | Path, names: list[str]) -> dict[str, Path]:
@@ -165,8 +172,8 @@ def run_panoramas(
 
     Returns a JSON-able summary. Per-panorama work runs as resumable Dask tasks (``OUT/.cim/manifest.jsonl``).
     """
-    import cim
-    from cim.runner import Manifest, Task, dask_client, file_fingerprint, fingerprint, run_tasks
+    from cim.runner import Manifest, Task, dask_client, fingerprint, run_tasks
+    from cim.runner.fingerprints import CodeHashes, ContentHashes
 
     options = options or ChainOptions()
     out = Path(out_dir).resolve()
@@ -200,13 +207,18 @@ def run_panoramas(
         if not Path(p).is_file():
             raise InputError(p, "point cloud not found")
     opt_dict = options.to_dict()
+    # a task depends on its pose (parsed: a pose-file edit re-runs only the panoramas whose poses it changes), the
+    # contents of its image and of the point clouds, its options and the code of this chain
+    hashes = ContentHashes(out / ".cim" / "hashes.json")
+    image_digests = hashes.digests([pano.image for pano in panos])
+    point_digests = hashes.digests(point_paths)
+    code = _chain_code(hashes, CodeHashes())
     tasks = []
-    point_fps = [file_fingerprint(p) for p in point_paths]
-    for pano in panos:
-        fp = fingerprint("panoramas.process", cim.__version__, pano.to_dict(), file_fingerprint(pano.image),
-                         opt_dict, point_fps)
+    for pano, image_digest in zip(panos, image_digests):
+        fp = fingerprint("panoramas.process", code, pano.to_dict(), image_digest, opt_dict, point_digests)
         tasks.append(Task(f"panoramas/{pano.name}", "panoramas.process", process_panorama,
                           (pano.to_dict(), str(out), point_paths, opt_dict), fp))
+    hashes.save()
     manifest = Manifest(out / ".cim" / "manifest.jsonl")
     with dask_client(scheduler, workers) as client:
         run = run_tasks(tasks, client, manifest, out_dir=out, force=force, keep_going=True)  # images are independent
@@ -237,6 +249,18 @@ def run_panoramas(
     if point_paths and colorize:
         summary["colorized"] = colorize_files(point_paths, done, out, crs)
     return summary
+
+
+def _chain_code(hashes: ContentHashes, code: CodeHashes) -> str:
+    """What the chain's results depend on besides its inputs and options: the cim modules it runs
+    (:class:`cim.runner.fingerprints.CodeHashes`), the face model it ships and the OpenCV and onnxruntime versions
+    (JPEG coding, the plate cascade, the face detector)."""
+    from importlib.metadata import version
+
+    from cim.runner import fingerprint
+
+    return fingerprint(code.code_hash(process_panorama.__module__), hashes.digest(centerface_path()),
+                       cv2.__version__, version("onnxruntime"))
 
 
 def _orientation_from_gpano(table, images: dict[str, Path]) -> None:
