@@ -15,8 +15,9 @@ demo: venv js
 	$(BIN)/cim run pipelines/demo.toml
 	@echo
 	@echo "Results are in out/demo: report.json (what was made), stac/catalog.json (every product),"
-	@echo "  3dtiles/pointcloud and 3dtiles-buildings (3D Tiles 1.1), buildings.city.json (CityJSON 2.0 LoD1.2 + LoD2.2),"
-	@echo "  dtm.vrt / dsm.vrt (mosaics of 0.5 m COG tiles), las/ (classified LAZ tiles)."
+	@echo "  3dtiles/pointcloud, 3dtiles-buildings, 3dtiles-terrain (3D Tiles 1.1), buildings.city.json (CityJSON 2.0"
+	@echo "  LoD1.2 + LoD2.2), buildings.gml (CityGML 2.0, AdV LoD2 profile), dtm.vrt / dsm.vrt (mosaics of 0.5 m COG"
+	@echo "  tiles), las/ (classified LAZ tiles), pointcloud.copc.laz (COPC)."
 	@echo "View:  $(BIN)/cim view out/demo    -> open http://127.0.0.1:8321/ (CesiumJS, served locally)"
 	@echo "       QGIS: open out/demo/*.vrt and out/demo/las/*.laz; Python: notebooks/01-quickstart.ipynb"
 

@@ -41,9 +41,12 @@ def test_demo_job_runs_end_to_end_and_writes_tiles_catalog_and_report(tmp_path: 
     catalog = pystac.Catalog.from_file(str(out / "stac" / "catalog.json"))
     items = list(catalog.get_items(recursive=True))
     clouds_items = [i for i in items if i.properties["cim:kind"] == "pointcloud"]
-    assert len(clouds_items) == len(laz)
+    copc_items = [i for i in clouds_items if i.assets["data"].media_type == "application/vnd.laszip+copc"]
+    tile_items = [i for i in clouds_items if i not in copc_items]
+    assert len(tile_items) == len(laz) and len(copc_items) == 1
     assert all(item.properties["proj:code"] == "EPSG:7415" for item in items)
-    assert sum(item.properties["pc:count"] for item in clouds_items) == DELFT_POINTS
+    assert sum(item.properties["pc:count"] for item in tile_items) == DELFT_POINTS
+    assert copc_items[0].properties["pc:count"] == DELFT_POINTS
     assert all(Path(item.assets["data"].get_absolute_href()).exists() for item in items)
     kinds = {i.properties["cim:kind"] for i in items}
     assert {"pointcloud", "raster", "cityjson", "3dtiles"} <= kinds, kinds
