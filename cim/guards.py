@@ -11,9 +11,9 @@
 from __future__ import annotations
 
 import math
-import os
+import posixpath
 import shutil
-from pathlib import Path, PurePath
+from pathlib import Path, PurePath, PurePosixPath
 from typing import TYPE_CHECKING
 
 import pyproj
@@ -115,22 +115,30 @@ def _check_disk(out_dir: Path, points: int) -> None:
 # ----------------------------------------------------------------------------------------------- output folders
 
 
+def folder_problem(value: str) -> str | None:
+    """Why ``value``, read as written (links not followed), is not a folder inside the output folder, or ``None``."""
+    folder = PurePosixPath(posixpath.normpath(value.replace("\\", "/")))
+    if folder.is_absolute() or PurePath(value).is_absolute():
+        return f"{value!r} is absolute: give a folder inside the output folder (a relative path)"
+    if folder.parts[:1] == ("..",):
+        return f"{value!r} is not a folder inside the output folder: '..' leads outside the output folder"
+    return None
+
+
 def option_problems(options: StageOptions, key: str) -> list[ConfigError]:
     """Numbers that are not finite (TOML allows ``inf`` and ``nan``), and folder options (those whose description
-    says "folder") that would leave the output folder."""
+    says "folder") that would leave the output folder; the stage's own ``folder`` is checked by the job, with the
+    other stages' folders."""
     problems = []
     for name, field in type(options).model_fields.items():
         value = getattr(options, name, None)
         numbers = value if isinstance(value, list | tuple) else [value]
         if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
             problems.append(ConfigError(f"{key}.{name}", f"{value!r} is not a finite number"))
-        if name in options.path_fields or not isinstance(value, str) or "folder" not in (field.description or ""):
+        if name == "folder" or name in options.path_fields or not isinstance(value, str):
             continue
-        if PurePath(value).is_absolute():
-            problems.append(ConfigError(f"{key}.{name}", f"{value!r} is absolute: give a folder inside the output "
-                                                         "folder (a relative path)"))
-        elif ".." in PurePath(os.path.normpath(value)).parts:
-            problems.append(ConfigError(f"{key}.{name}", f"{value!r} leads outside the output folder"))
+        if "folder" in (field.description or "") and (problem := folder_problem(value)):
+            problems.append(ConfigError(f"{key}.{name}", problem))
     return problems
 
 
