@@ -154,6 +154,11 @@ class Stage:
         #: Names of the earlier stages producing those artefacts: the stage waits for them and re-runs with them.
         self.uses: tuple[str, ...] = ()
 
+    def scratch_dir(self, out_dir: Path) -> Path:
+        """The folder where the stage's tile steps leave data for its finish (``<out>/.cim/work/<name>``); the job
+        clears it after the finish."""
+        return out_dir / ".cim" / "work" / self.name
+
     def input_dir(self, artefact: str, ctx: JobContext) -> Path | None:
         """Folder of an artefact an earlier stage produced (None when no stage of the job produces it)."""
         folder = self.inputs.get(artefact)
