@@ -2,7 +2,9 @@
 
 Heights must be right. Every transformation to ellipsoidal heights goes through :func:`to_geographic3d`, which
 refuses PROJ's "ballpark" vertical fallback (that silently treats DHHN2016 or NAP heights as ellipsoidal, an error
-of ~48 m in Germany) unless the caller explicitly allows it, in which case it warns loudly.
+of ~48 m in Germany) unless the caller explicitly allows it, in which case it warns loudly. What counts as exact is
+decided in one place, :func:`transformation_problem`, for these transformations, :func:`exact_transformer` and the
+planning checks of :mod:`cim.crs_plan`.
 """
 
 from __future__ import annotations
