@@ -112,6 +112,12 @@ def _inside(area: pyproj.crs.AreaOfUse, lon: float, lat: float) -> bool:
     return w - m <= lon <= e + m and s - m <= lat <= n + m
 
 
+def misplacement(crs: pyproj.CRS, bounds: Bounds) -> str | None:
+    """Why ``bounds`` cannot lie in ``crs`` (:func:`area_problem`) with the likely cause, or ``None``."""
+    problem = area_problem(crs, bounds)
+    return None if problem is None else f"{problem}: {likely_cause(crs, bounds)}"
+
+
 def likely_cause(crs: pyproj.CRS, bounds: Bounds) -> str:
     """A guess at why coordinates lie outside their CRS's area: feet declared as metres, or a question."""
     horizontal = crs_mod.horizontal_part(crs)
@@ -193,12 +199,11 @@ def check_job(crs: pyproj.CRS, stages: Sequence[object], sources: Sequence[LasSo
     """
     needs = job_needs(stages)
     crs = working_crs(crs, accept_height_system, heights_needed=any(crs_mod.is_3d(n.target) for n in needs))
-    misplaced = next(((s, p) for s in sources if (p := area_problem(crs, s.bounds))), None)
+    misplaced = next(((s, c) for s in sources if (c := misplacement(crs, s.bounds))), None)
     if misplaced is None:
         check_transformations(crs, needs, bounds=_union(s.bounds for s in sources))
         return crs
-    source, problem = misplaced
-    cause = f"{problem}: {likely_cause(crs, source.bounds)}"
+    source, cause = misplaced
     try:
         check_transformations(crs, needs, bounds=source.bounds)
     except CrsError as exc:

@@ -42,8 +42,7 @@ def area_of_use_problem(source: LasSource) -> str | None:
 
     if source.crs is None or source.point_count == 0:
         return None
-    problem = crs_plan.area_problem(source.crs, source.bounds)
-    return None if problem is None else f"{problem}: {crs_plan.likely_cause(source.crs, source.bounds)}"
+    return crs_plan.misplacement(source.crs, source.bounds)
 
 
 # ------------------------------------------------------------------------------------------------- size of the job
