@@ -93,7 +93,7 @@ def _points_extent(sources: list[LasSource]) -> tuple[float, float, float, float
 
 
 def _tiler_key(job: Job) -> str:
-    index = next((i for i, s in enumerate(job.stages) if getattr(s, "role", "") == "tiler"), None)
+    index = next((i for i, s in enumerate(job.stages) if s.role == "tiler"), None)
     return f"stages[{index}].size" if index is not None else "tile size (default)"
 
 
@@ -145,7 +145,7 @@ def check_folders(job: Job) -> None:
     """Every stage's folder, links resolved, inside the output folder (a link in it must not lead elsewhere)."""
     root = job.out_dir.resolve()
     for i, stage in enumerate(job.stages):
-        folder = getattr(stage, "folder", "")
+        folder = stage.folder
         if folder and not (root / folder).resolve().is_relative_to(root):
             raise ConfigError(f"stages[{i}].folder", f"{root / folder} leads to {(root / folder).resolve()}, outside "
                                                      "the output folder (a link?)", job.source)

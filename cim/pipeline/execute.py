@@ -273,7 +273,7 @@ def run_job(
                          inputs=tuple(str(s.path.resolve()) for s in sources), skip_withheld=_skip_withheld(job))
     hashes = ContentHashes(work / "hashes.json")
     code = CodeHashes()
-    numbered = any(getattr(s, "needs_input_index", False) for s in job.stages)
+    numbered = any(s.needs_input_index for s in job.stages)
 
     partition: list[Task] = []
     partition_code = code.code_hash(partition_file.__module__)

@@ -226,7 +226,7 @@ def _missing_files(options: StageOptions, key: str) -> list[ConfigError]:
 
 
 def _check_order(stages: list[Stage], problems: list[ConfigError]) -> None:
-    kinds = [getattr(s, "role", "tile") for s in stages]
+    kinds = [s.role for s in stages]
     if "reader" not in kinds:
         problems.append(ConfigError("stages", "a job needs a reader stage such as read.las"))
         return
