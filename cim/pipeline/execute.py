@@ -258,7 +258,7 @@ def run_job(
         raise InputError(job.source, "the job's readers match no input files")
     crs = job_crs([source for _, source in inputs])
     crs = crs_plan.check_job(crs, job.stages, [s for _, s in inputs], job.accept_height_system)  # up front
-    work_crs = crs_mod.resolve(job.output_crs) if job.output_crs else crs  # CrsError unless exact: before any work
+    work_crs = crs_mod.resolve(job.output_crs) if job.output_crs else crs  # in_crs: exact, else CrsError at planning
     if job.output_crs:  # the products' placement (3D Tiles, panoramas) starts from the output CRS
         crs_plan.check_transformations(work_crs, crs_plan.job_needs(job.stages))
     sources = [in_crs(source, work_crs) for _, source in inputs]
