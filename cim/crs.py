@@ -124,9 +124,9 @@ def _best_transformation(source: pyproj.CRS, target: pyproj.CRS,
                          bounds: Bounds | None = None) -> tuple[pyproj.Transformer | None, str | None]:
     """PROJ's best available transformation (for points inside ``bounds``) and why it is not exact, or ``None``.
 
-    Not exact: none at all; a *ballpark* vertical step where heights are transformed (orthometric heights taken as
-    ellipsoidal); or a grid the exact one needs and PROJ does not find, where its absence costs more than
-    :data:`GRID_TOLERANCE_M` by EPSG's stated accuracies.
+    Not exact: none at all; a *ballpark* datum step (one datum taken as the other); a *ballpark* vertical step
+    where heights are transformed (orthometric heights taken as ellipsoidal); or a grid the exact one needs and
+    PROJ does not find, where its absence costs more than :data:`GRID_TOLERANCE_M` by EPSG's stated accuracies.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PROJ's "best transformation is not available" is reported below
@@ -139,10 +139,13 @@ def _best_transformation(source: pyproj.CRS, target: pyproj.CRS,
     grids = sorted({g.short_name for g in exact.grids if not g.available}) if exact else []
     needs = (f"; the exact one needs the grid {', '.join(grids)}, which PROJ does not find (pyproj sync --file "
              f"{grids[0]}, or a copy in a PROJ_DATA folder)") if grids else ""
-    ballpark = "ballpark vertical" in best.description.lower()
-    if vertical_part(source) is not None and is_3d(target) and ballpark:
+    steps = best.description.lower()
+    if vertical_part(source) is not None and is_3d(target) and "ballpark vertical" in steps:
         return best, (f"{route}: no exact vertical transformation, PROJ has only a ballpark vertical one "
                       f"(heights taken as ellipsoidal){needs}")
+    if "ballpark geographic" in steps or "ballpark geocentric" in steps:
+        return best, (f"{route}: no datum transformation, PROJ has only a ballpark one (one datum taken as the "
+                      f"other: metres to hundreds of metres off){needs}")
     if exact is not None:
         loss = best.accuracy - exact.accuracy if best.accuracy >= 0 and exact.accuracy >= 0 else math.inf
         if loss > GRID_TOLERANCE_M:

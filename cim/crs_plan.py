@@ -5,6 +5,7 @@ read footprints in a CRS of their own. Each of these transformations is looked u
 and refused (:class:`CrsError`, exit code 2) where PROJ could do it only roughly:
 
 * a *ballpark* vertical step, which takes orthometric heights as ellipsoidal (tens of metres off in Germany);
+* a *ballpark* datum step, which takes one datum as another (metres to hundreds of metres off);
 * a grid the exact transformation needs and PROJ does not find, when its absence costs more than
   :data:`cim.crs.GRID_TOLERANCE_M` by EPSG's stated accuracies (the rule of :func:`cim.crs.transformation_problem`).
   Those are coarse (DHDN -> ETRS89 in Bavaria: 1.0 m without BETA2007, 0.9 m with it, though the two differ by
