@@ -19,7 +19,6 @@ error, or warned about when every transformation is still possible.
 
 from __future__ import annotations
 
-import logging
 import math
 import warnings
 from collections.abc import Iterable, Sequence
@@ -36,7 +35,6 @@ from cim.points import Bounds
 if TYPE_CHECKING:
     from cim.io.las import LasSource
 
-log = logging.getLogger("cim.crs_plan")
 
 DHHN92, DHHN2016 = 5783, 7837
 DHHN92_AS_DHHN2016 = "DHHN92-as-DHHN2016"  # the one accept_height_system value
