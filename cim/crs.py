@@ -2,12 +2,15 @@
 
 Heights must be right. Every transformation to ellipsoidal heights goes through :func:`to_geographic3d`, which
 refuses PROJ's "ballpark" vertical fallback (that silently treats DHHN2016 or NAP heights as ellipsoidal, an error
-of ~48 m in Germany) unless the caller explicitly allows it, in which case it warns loudly.
+of ~48 m in Germany) unless the caller explicitly allows it, in which case it warns loudly. What counts as exact is
+decided in one place, :func:`transformation_problem`, for these transformations, :func:`exact_transformer` and the
+planning checks of :mod:`cim.crs_plan`.
 """
 
 from __future__ import annotations
 
-import re
+import logging
+import math
 import warnings
 from functools import lru_cache
 from importlib import resources
@@ -15,9 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import pyproj
+from pyproj.aoi import AreaOfInterest
 from pyproj.transformer import TransformerGroup
 
 from cim.errors import CimWarning, CrsError
+from cim.points import Bounds
+
+log = logging.getLogger("cim.crs")
 
 GEOGRAPHIC_3D = pyproj.CRS.from_epsg(4979)  # WGS 84 lon/lat/ellipsoidal height
 ECEF = pyproj.CRS.from_epsg(4978)  # WGS 84 geocentric
@@ -83,27 +90,86 @@ def linear_unit_factor(crs: pyproj.CRS) -> float:
     return float(axis.unit_conversion_factor or 1.0)
 
 
+GRID_TOLERANCE_M = 0.5  # a missing grid that costs less than this (EPSG accuracies) is only logged
+
+
+@lru_cache(maxsize=16)
+def lonlat_transformer(crs: pyproj.CRS) -> pyproj.Transformer:
+    """Any transformer to longitude/latitude: it only locates the data (a missing grid is reported elsewhere)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+
+
+def area_of_interest(crs: pyproj.CRS, bounds: Bounds | None) -> AreaOfInterest | None:
+    """The bounds as longitude/latitude (any accuracy: it only picks PROJ's candidate operations)."""
+    if bounds is None:
+        return None
+    try:
+        to_geo = lonlat_transformer(horizontal_part(crs))
+        west, south, east, north = to_geo.transform_bounds(bounds.minx, bounds.miny, bounds.maxx, bounds.maxy)
+    except pyproj.exceptions.ProjError:
+        return None
+    if not all(math.isfinite(v) for v in (west, south, east, north)):
+        return None
+    return AreaOfInterest(west, max(south, -90.0), east, min(north, 90.0))
+
+
+def is_3d(crs: pyproj.CRS) -> bool:
+    """Whether ``crs`` has heights (compound, vertical or 3D geographic/geocentric)."""
+    return crs.is_compound or crs.is_vertical or len(crs.axis_info) == 3
+
+
+def _best_transformation(source: pyproj.CRS, target: pyproj.CRS,
+                         bounds: Bounds | None = None) -> tuple[pyproj.Transformer | None, str | None]:
+    """PROJ's best available transformation (for points inside ``bounds``) and why it is not exact, or ``None``.
+
+    Not exact: none at all; a *ballpark* datum step (one datum taken as the other); a *ballpark* vertical step
+    where heights are transformed (orthometric heights taken as ellipsoidal); or a grid the exact one needs and
+    PROJ does not find, where its absence costs more than :data:`GRID_TOLERANCE_M` by EPSG's stated accuracies.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PROJ's "best transformation is not available" is reported below
+        group = TransformerGroup(source, target, always_xy=True, area_of_interest=area_of_interest(source, bounds))
+    route = f"{describe(source)} -> {describe(target)}"
+    if not group.transformers:
+        return None, f"{route}: PROJ knows no transformation"
+    best = group.transformers[0]
+    exact = group.unavailable_operations[0] if not group.best_available and group.unavailable_operations else None
+    grids = sorted({g.short_name for g in exact.grids if not g.available}) if exact else []
+    needs = (f"; the exact one needs the grid {', '.join(grids)}, which PROJ does not find (pyproj sync --file "
+             f"{grids[0]}, or a copy in a PROJ_DATA folder)") if grids else ""
+    steps = best.description.lower()
+    if vertical_part(source) is not None and is_3d(target) and "ballpark vertical" in steps:
+        return best, (f"{route}: no exact vertical transformation, PROJ has only a ballpark vertical one "
+                      f"(heights taken as ellipsoidal){needs}")
+    if "ballpark geographic" in steps or "ballpark geocentric" in steps:
+        return best, (f"{route}: no datum transformation, PROJ has only a ballpark one (one datum taken as the "
+                      f"other: metres to hundreds of metres off){needs}")
+    if exact is not None:
+        loss = best.accuracy - exact.accuracy if best.accuracy >= 0 and exact.accuracy >= 0 else math.inf
+        if loss > GRID_TOLERANCE_M:
+            lost = f"~{loss:.1f} m" if math.isfinite(loss) else "by an unknown amount"
+            rougher = f"without a grid PROJ would fall back to a rougher transformation ({lost} worse)"
+            return best, f"{route}: {rougher}{needs}"
+        log.info("%s: exact transformation unavailable (%s), fallback within %.2f m", route, ", ".join(grids), loss)
+    return best, None
+
+
+def transformation_problem(source: pyproj.CRS, target: pyproj.CRS, bounds: Bounds | None = None) -> str | None:
+    """Why PROJ cannot transform ``source`` to ``target`` exactly (for points inside ``bounds``), or ``None``."""
+    return _best_transformation(source, target, bounds)[1]
+
+
 @lru_cache(maxsize=64)
 def _to_geographic3d(wkt: str, allow_ballpark: bool) -> pyproj.Transformer:
     source = pyproj.CRS.from_wkt(wkt)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        group = TransformerGroup(source, GEOGRAPHIC_3D, always_xy=True)
-    if not group.transformers:
-        raise CrsError(f"PROJ knows no transformation from {describe(source)} to WGS 84 3D")
-    best = group.transformers[0]
-    missing = "; ".join(str(w.message) for w in caught if "missing Grid" in str(w.message))
-    has_vertical = vertical_part(source) is not None
-    if has_vertical and "ballpark vertical" in best.description.lower():
-        problem = (
-            f"no exact vertical transformation from {describe(source)} to ellipsoidal heights "
-            f"(PROJ would treat the heights as ellipsoidal, metres off)"
-            + (f"; {missing}" if missing else "")
-        )
-        if not allow_ballpark:
-            raise CrsError(problem + ". Give the heights' geoid grid to PROJ, or allow the ballpark explicitly.")
+    best, problem = _best_transformation(source, GEOGRAPHIC_3D)
+    if best is None or (problem and not allow_ballpark):
+        raise CrsError(f"{problem}. Give the heights' geoid grid to PROJ, or allow the ballpark explicitly.")
+    if problem:
         warnings.warn(problem, CimWarning, stacklevel=3)
-    if not has_vertical and not source.is_geographic:
+    if vertical_part(source) is None and not source.is_geographic:
         warnings.warn(
             f"{describe(source)} has no vertical CRS: heights are taken as ellipsoidal (WGS 84). "
             "Give a compound CRS such as EPSG:25832+7837 for orthometric heights.",
@@ -114,31 +180,20 @@ def _to_geographic3d(wkt: str, allow_ballpark: bool) -> pyproj.Transformer:
 
 
 @lru_cache(maxsize=64)
-def _exact_transformer(source_wkt: str, target_wkt: str) -> pyproj.Transformer:
-    source, target = pyproj.CRS.from_wkt(source_wkt), pyproj.CRS.from_wkt(target_wkt)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        group = TransformerGroup(source, target, always_xy=True)
-    if not group.transformers:
-        raise CrsError(f"PROJ knows no transformation from {describe(source)} to {describe(target)}")
-    best = group.transformers[0]
-    grids = sorted({m for w in caught for m in re.findall(r"short_name=([^,)]+)", str(w.message))})
-    if "ballpark" in best.description.lower() or not group.best_available:
-        raise CrsError(
-            f"no exact transformation from {describe(source)} to {describe(target)}: PROJ's best available is "
-            f"'{best.description}'" + (f" (the exact one needs grid {', '.join(grids)})" if grids else "")
-            + ". Install the grid for PROJ, or choose another output CRS."
-        )
+def _exact_transformer(source_wkt: str, target_wkt: str, bounds: Bounds | None) -> pyproj.Transformer:
+    best, problem = _best_transformation(pyproj.CRS.from_wkt(source_wkt), pyproj.CRS.from_wkt(target_wkt), bounds)
+    if best is None or problem:
+        raise CrsError(f"no exact transformation from {problem}. Install the grid for PROJ, or choose another CRS.")
     return best
 
 
-def exact_transformer(source: pyproj.CRS, target: pyproj.CRS) -> pyproj.Transformer:
-    """Transformer from ``source`` to ``target`` (always_xy), heights included.
+def exact_transformer(source: pyproj.CRS, target: pyproj.CRS, bounds: Bounds | None = None) -> pyproj.Transformer:
+    """Transformer from ``source`` to ``target`` (always_xy) for points inside ``bounds``, heights included.
 
-    Raises :class:`CrsError` when PROJ's best transformation needs a grid that is not installed or is a ballpark
-    (e.g. heights of one vertical datum taken as another's): points are never moved by a guess.
+    Raises :class:`CrsError` where PROJ's best transformation is not exact (see :func:`transformation_problem`):
+    points are never moved by a guess.
     """
-    return _exact_transformer(source.to_wkt(), target.to_wkt())
+    return _exact_transformer(source.to_wkt(), target.to_wkt(), bounds)
 
 
 def transform_points(transformer: pyproj.Transformer, *coords: np.ndarray,

@@ -5,9 +5,11 @@ read footprints in a CRS of their own. Each of these transformations is looked u
 and refused (:class:`CrsError`, exit code 2) where PROJ could do it only roughly:
 
 * a *ballpark* vertical step, which takes orthometric heights as ellipsoidal (tens of metres off in Germany);
+* a *ballpark* datum step, which takes one datum as another (metres to hundreds of metres off);
 * a grid the exact transformation needs and PROJ does not find, when its absence costs more than
-  :data:`GRID_TOLERANCE_M` by EPSG's stated accuracies. Those are coarse (DHDN -> ETRS89 in Bavaria: 1.0 m without
-  BETA2007, 0.9 m with it, though the two differ by ~1 m), which is one reason cim ships the grids it relies on;
+  :data:`cim.crs.GRID_TOLERANCE_M` by EPSG's stated accuracies (the rule of :func:`cim.crs.transformation_problem`).
+  Those are coarse (DHDN -> ETRS89 in Bavaria: 1.0 m without BETA2007, 0.9 m with it, though the two differ by
+  ~1 m), which is one reason cim ships the grids it relies on;
 * DHHN92 heights (EPSG:5783), which PROJ cannot take exactly to DHHN2016 or ellipsoidal heights, unless the job
   accepts them as DHHN2016 (``[job] accept_height_system = "DHHN92-as-DHHN2016"``, see :func:`working_crs`).
 
@@ -17,18 +19,14 @@ error, or warned about when every transformation is still possible.
 
 from __future__ import annotations
 
-import logging
 import math
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pyproj
-from pyproj.aoi import AreaOfInterest
-from pyproj.transformer import TransformerGroup
 
 from cim import crs as crs_mod
 from cim.errors import CimWarning, CrsError, InputError
@@ -37,9 +35,7 @@ from cim.points import Bounds
 if TYPE_CHECKING:
     from cim.io.las import LasSource
 
-log = logging.getLogger("cim.crs_plan")
 
-GRID_TOLERANCE_M = 0.5  # a missing grid that costs less than this (EPSG accuracies) is only logged
 DHHN92, DHHN2016 = 5783, 7837
 DHHN92_AS_DHHN2016 = "DHHN92-as-DHHN2016"  # the one accept_height_system value
 PLACING_STAGES = ("tiles.pointcloud", "tiles.buildings", "panoramas.colorize")  # need EPSG:4979
@@ -57,58 +53,6 @@ class Need:
     override: str = ""  # the setting that accepts a rough transformation here, if the stage has one
 
 
-@lru_cache(maxsize=16)
-def _to_lonlat(crs: pyproj.CRS) -> pyproj.Transformer:
-    """Any transformer to longitude/latitude: it only locates the data (a missing grid is reported elsewhere)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-
-
-def _area(crs: pyproj.CRS, bounds: Bounds | None) -> AreaOfInterest | None:
-    """The bounds as longitude/latitude (any accuracy: it only picks PROJ's candidate operations)."""
-    if bounds is None:
-        return None
-    try:
-        to_geo = _to_lonlat(crs_mod.horizontal_part(crs))
-        west, south, east, north = to_geo.transform_bounds(bounds.minx, bounds.miny, bounds.maxx, bounds.maxy)
-    except pyproj.exceptions.ProjError:
-        return None
-    if not all(math.isfinite(v) for v in (west, south, east, north)):
-        return None
-    return AreaOfInterest(west, max(south, -90.0), east, min(north, 90.0))
-
-
-def transformation_problem(source: pyproj.CRS, target: pyproj.CRS, bounds: Bounds | None = None) -> str | None:
-    """Why PROJ cannot transform ``source`` to ``target`` exactly (for points inside ``bounds``), or ``None``."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # PROJ's "best transformation is not available" is reported below
-        group = TransformerGroup(source, target, always_xy=True, area_of_interest=_area(source, bounds))
-    route = f"{crs_mod.describe(source)} -> {crs_mod.describe(target)}"
-    if not group.transformers:
-        return f"{route}: PROJ knows no transformation"
-    best = group.transformers[0]
-    exact = group.unavailable_operations[0] if not group.best_available and group.unavailable_operations else None
-    grids = sorted({g.short_name for g in exact.grids if not g.available}) if exact else []
-    needs = (f"; the exact one needs the grid {', '.join(grids)}, which PROJ does not find (pyproj sync --file "
-             f"{grids[0]}, or a copy in a PROJ_DATA folder)") if grids else ""
-    ballpark = "ballpark vertical" in best.description.lower()
-    if crs_mod.vertical_part(source) is not None and _is_3d(target) and ballpark:
-        return f"{route}: PROJ has only a ballpark vertical transformation (heights taken as ellipsoidal){needs}"
-    if exact is not None:
-        loss = best.accuracy - exact.accuracy if best.accuracy >= 0 and exact.accuracy >= 0 else math.inf
-        if loss > GRID_TOLERANCE_M:
-            lost = f"~{loss:.1f} m" if math.isfinite(loss) else "by an unknown amount"
-            return f"{route}: without a grid PROJ would fall back to a rougher transformation ({lost} worse){needs}"
-        log.info("%s: exact transformation unavailable (%s), fallback within %.2f m", route, ", ".join(grids), loss)
-    return None
-
-
-def _is_3d(crs: pyproj.CRS) -> bool:
-    """Whether ``crs`` has heights (compound, vertical or 3D geographic/geocentric)."""
-    return crs.is_compound or crs.is_vertical or len(crs.axis_info) == 3
-
-
 def check_transformations(source: pyproj.CRS, targets: Iterable[Need | pyproj.CRS], *, allow_ballpark: bool = False,
                           bounds: Bounds | None = None) -> None:
     """Refuse (:class:`CrsError`) every transformation from ``source`` to ``targets`` PROJ could do only roughly.
@@ -118,7 +62,7 @@ def check_transformations(source: pyproj.CRS, targets: Iterable[Need | pyproj.CR
     for need in targets:
         if isinstance(need, pyproj.CRS):
             need = Need(need, "output", allow_ballpark)
-        problem = transformation_problem(source, need.target, bounds)
+        problem = crs_mod.transformation_problem(source, need.target, bounds)
         if problem is None:
             continue
         accept = ""
@@ -155,7 +99,7 @@ def _area_of_use(crs: pyproj.CRS) -> pyproj.crs.AreaOfUse | None:
 
 def _lonlat(crs: pyproj.CRS, x: float, y: float) -> tuple[float, float] | None:
     try:
-        lon, lat = _to_lonlat(crs).transform(x, y)
+        lon, lat = crs_mod.lonlat_transformer(crs).transform(x, y)
     except pyproj.exceptions.ProjError:
         return None
     return (lon, lat) if math.isfinite(lon) and math.isfinite(lat) else None
@@ -165,6 +109,12 @@ def _inside(area: pyproj.crs.AreaOfUse, lon: float, lat: float) -> bool:
     w, s, e, n = area.bounds
     m = _AREA_MARGIN_DEG
     return w - m <= lon <= e + m and s - m <= lat <= n + m
+
+
+def misplacement(crs: pyproj.CRS, bounds: Bounds) -> str | None:
+    """Why ``bounds`` cannot lie in ``crs`` (:func:`area_problem`) with the likely cause, or ``None``."""
+    problem = area_problem(crs, bounds)
+    return None if problem is None else f"{problem}: {likely_cause(crs, bounds)}"
 
 
 def likely_cause(crs: pyproj.CRS, bounds: Bounds) -> str:
@@ -247,13 +197,12 @@ def check_job(crs: pyproj.CRS, stages: Sequence[object], sources: Sequence[LasSo
     a warning where every transformation is still possible), rather than failing every task later.
     """
     needs = job_needs(stages)
-    crs = working_crs(crs, accept_height_system, heights_needed=any(_is_3d(n.target) for n in needs))
-    misplaced = next(((s, p) for s in sources if (p := area_problem(crs, s.bounds))), None)
+    crs = working_crs(crs, accept_height_system, heights_needed=any(crs_mod.is_3d(n.target) for n in needs))
+    misplaced = next(((s, c) for s in sources if (c := misplacement(crs, s.bounds))), None)
     if misplaced is None:
         check_transformations(crs, needs, bounds=_union(s.bounds for s in sources))
         return crs
-    source, problem = misplaced
-    cause = f"{problem}: {likely_cause(crs, source.bounds)}"
+    source, cause = misplaced
     try:
         check_transformations(crs, needs, bounds=source.bounds)
     except CrsError as exc:

@@ -11,9 +11,9 @@
 from __future__ import annotations
 
 import math
-import os
+import posixpath
 import shutil
-from pathlib import Path, PurePath
+from pathlib import Path, PurePath, PurePosixPath
 from typing import TYPE_CHECKING
 
 import pyproj
@@ -42,8 +42,7 @@ def area_of_use_problem(source: LasSource) -> str | None:
 
     if source.crs is None or source.point_count == 0:
         return None
-    problem = crs_plan.area_problem(source.crs, source.bounds)
-    return None if problem is None else f"{problem}: {crs_plan.likely_cause(source.crs, source.bounds)}"
+    return crs_plan.misplacement(source.crs, source.bounds)
 
 
 # ------------------------------------------------------------------------------------------------- size of the job
@@ -94,7 +93,7 @@ def _points_extent(sources: list[LasSource]) -> tuple[float, float, float, float
 
 
 def _tiler_key(job: Job) -> str:
-    index = next((i for i, s in enumerate(job.stages) if getattr(s, "role", "") == "tiler"), None)
+    index = next((i for i, s in enumerate(job.stages) if s.role == "tiler"), None)
     return f"stages[{index}].size" if index is not None else "tile size (default)"
 
 
@@ -115,22 +114,30 @@ def _check_disk(out_dir: Path, points: int) -> None:
 # ----------------------------------------------------------------------------------------------- output folders
 
 
+def folder_problem(value: str) -> str | None:
+    """Why ``value``, read as written (links not followed), is not a folder inside the output folder, or ``None``."""
+    folder = PurePosixPath(posixpath.normpath(value.replace("\\", "/")))
+    if folder.is_absolute() or PurePath(value).is_absolute():
+        return f"{value!r} is absolute: give a folder inside the output folder (a relative path)"
+    if folder.parts[:1] == ("..",):
+        return f"{value!r} is not a folder inside the output folder: '..' leads outside the output folder"
+    return None
+
+
 def option_problems(options: StageOptions, key: str) -> list[ConfigError]:
     """Numbers that are not finite (TOML allows ``inf`` and ``nan``), and folder options (those whose description
-    says "folder") that would leave the output folder."""
+    says "folder") that would leave the output folder; the stage's own ``folder`` is checked by the job, with the
+    other stages' folders."""
     problems = []
     for name, field in type(options).model_fields.items():
         value = getattr(options, name, None)
         numbers = value if isinstance(value, list | tuple) else [value]
         if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
             problems.append(ConfigError(f"{key}.{name}", f"{value!r} is not a finite number"))
-        if name in options.path_fields or not isinstance(value, str) or "folder" not in (field.description or ""):
+        if name == "folder" or name in options.path_fields or not isinstance(value, str):
             continue
-        if PurePath(value).is_absolute():
-            problems.append(ConfigError(f"{key}.{name}", f"{value!r} is absolute: give a folder inside the output "
-                                                         "folder (a relative path)"))
-        elif ".." in PurePath(os.path.normpath(value)).parts:
-            problems.append(ConfigError(f"{key}.{name}", f"{value!r} leads outside the output folder"))
+        if "folder" in (field.description or "") and (problem := folder_problem(value)):
+            problems.append(ConfigError(f"{key}.{name}", problem))
     return problems
 
 
@@ -138,7 +145,7 @@ def check_folders(job: Job) -> None:
     """Every stage's folder, links resolved, inside the output folder (a link in it must not lead elsewhere)."""
     root = job.out_dir.resolve()
     for i, stage in enumerate(job.stages):
-        folder = getattr(stage, "folder", "")
+        folder = stage.folder
         if folder and not (root / folder).resolve().is_relative_to(root):
             raise ConfigError(f"stages[{i}].folder", f"{root / folder} leads to {(root / folder).resolve()}, outside "
                                                      "the output folder (a link?)", job.source)

@@ -41,14 +41,15 @@ def product_digests(out_dir: Path) -> dict[str, str]:
 
 
 def delft_job(out: Path, *, size: float = 100.0, buffer: float = 10.0, extra: str = "",
-              files: str | None = None) -> str:
-    """A job over the shipped Delft tiles (or over ``files``, a path or pattern of Delft points: EPSG:7415)."""
+              files: str | None = None, name: str = "t", crs: str | None = "EPSG:7415", job_extra: str = "") -> str:
+    """A job: read.las, tile, ``extra`` stages, write.las, over the shipped Delft tiles (or over ``files``, a path
+    or pattern of points in ``crs``; ``crs=None`` leaves the CRS to the files); ``job_extra``: more [job] keys."""
     files = files or f"{(REPO / 'data' / 'delft').as_posix()}/ahn3_cropped_*.laz"
+    job = "\n".join([f'name = "{name}"', f'output = "{out.as_posix()}"'] + ([f'crs = "{crs}"'] if crs else [])
+                    + ([job_extra] if job_extra else []))
     return f"""
 [job]
-name = "t"
-output = "{out.as_posix()}"
-crs = "EPSG:7415"
+{job}
 
 [[stages]]
 type = "read.las"

@@ -64,6 +64,20 @@ def _skipped_everything(out: Path) -> bool:
     return all(row["done"] == 0 and row["skipped"] > 0 for row in _report(out)["stages"])
 
 
+def _same_as_job_and_resumes(command: list[str], stages: str, product: str, pieces: list[Path], tmp_path: Path
+                             ) -> None:
+    """``cim <command>`` writes the products of ``cim run`` of its job (``stages``; ``product`` among them), and
+    runs again without redoing anything."""
+    out = tmp_path / command[0]
+    _ok(cim_cli(*command, "--out", str(out), *RUN))
+    job_out = tmp_path / "run"
+    _ok(cim_cli("run", str(_job(job_out, command[0], pieces, stages)), *RUN))
+    digests = product_digests(out)
+    assert digests == product_digests(job_out) and product in digests
+    _ok(cim_cli(*command, "--out", str(out), *RUN))
+    assert _skipped_everything(out) and product_digests(out) == digests
+
+
 GROUND_STAGES = """
 [[stages]]
 type = "tile"
@@ -120,51 +134,30 @@ def test_ground_gives_the_run_jobs_products_and_resumes_after_kill_9(pieces: lis
 
 def test_dtm_gives_the_run_jobs_products_and_resumes(pieces: list[Path], tmp_path: Path) -> None:
     command = ["dtm", *map(str, pieces), "--crs", CRS, "--tile-size", "40", "--buffer", "10", "--resolution", "1"]
-    out = tmp_path / "dtm"
-    _ok(cim_cli(*command, "--out", str(out), *RUN))
     rasters = "".join(f'\n[[stages]]\ntype = "raster.{k}"\nresolution = 1.0\n' for k in ("dtm", "dsm", "ndsm",
                                                                                       "density"))
     stages = ('\n[[stages]]\ntype = "tile"\nsize = 40.0\nbuffer = 10.0\n\n[[stages]]\ntype = "filter.outliers"\n'
               '\n[[stages]]\ntype = "classify.ground"\nmode = "auto"\n' + rasters)
-    job_out = tmp_path / "run"
-    _ok(cim_cli("run", str(_job(job_out, "dtm", pieces, stages)), *RUN))
-    digests = product_digests(out)
-    assert digests == product_digests(job_out) and "dtm.vrt" in digests
-    _ok(cim_cli(*command, "--out", str(out), *RUN))
-    assert _skipped_everything(out) and product_digests(out) == digests
+    _same_as_job_and_resumes(command, stages, "dtm.vrt", pieces, tmp_path)
 
 
 def test_tiles_gives_the_run_jobs_products_and_resumes(pieces: list[Path], tmp_path: Path) -> None:
     command = ["tiles", *map(str, pieces), "--crs", CRS, "--tile-size", "40"]
-    out = tmp_path / "tiles"
-    _ok(cim_cli(*command, "--out", str(out), *RUN))
     stages = ('\n[[stages]]\ntype = "tile"\nsize = 40.0\nbuffer = 0.0\n\n'
               '[[stages]]\ntype = "tiles.pointcloud"\nfolder = ""\n')
-    job_out = tmp_path / "run"
-    _ok(cim_cli("run", str(_job(job_out, "tiles", pieces, stages)), *RUN))
-    digests = product_digests(out)
-    assert digests == product_digests(job_out) and "tileset.json" in digests
-    _ok(cim_cli(*command, "--out", str(out), *RUN))
-    assert _skipped_everything(out) and product_digests(out) == digests
+    _same_as_job_and_resumes(command, stages, "tileset.json", pieces, tmp_path)
 
 
 def test_buildings_gives_the_run_jobs_products_and_resumes(pieces: list[Path], tmp_path: Path) -> None:
     footprints = REPO / "data" / "delft" / "bgt_pand.sqlite"
     command = ["buildings", *map(str, pieces), "--crs", CRS, "--tile-size", "40", "--buffer", "20",
                "--footprints", str(footprints), "--lod1-only"]
-    out = tmp_path / "buildings"
-    _ok(cim_cli(*command, "--out", str(out), *RUN))
     stages = ('\n[[stages]]\ntype = "tile"\nsize = 40.0\nbuffer = 20.0\n\n'
               '[[stages]]\ntype = "raster.dtm"\nresolution = 0.5\n\n'
               f'[[stages]]\ntype = "buildings.lod1"\nclassify = "auto"\nfootprints = "{footprints.as_posix()}"\n\n'
               '[[stages]]\ntype = "write.cityjson"\n\n[[stages]]\ntype = "tiles.buildings"\n')
-    job_out = tmp_path / "run"
-    _ok(cim_cli("run", str(_job(job_out, "buildings", pieces, stages)), *RUN))
-    digests = product_digests(out)
-    assert digests == product_digests(job_out) and "buildings.city.json" in digests
-    assert json.loads((out / "buildings.city.json").read_text())["CityObjects"]
-    _ok(cim_cli(*command, "--out", str(out), *RUN))
-    assert _skipped_everything(out) and product_digests(out) == digests
+    _same_as_job_and_resumes(command, stages, "buildings.city.json", pieces, tmp_path)
+    assert json.loads((tmp_path / "buildings" / "buildings.city.json").read_text())["CityObjects"]
 
 
 def test_command_options_match_the_stage_options() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pyproj
@@ -32,6 +31,15 @@ def test_ballpark_vertical_transformation_is_refused_and_names_the_grid() -> Non
         crs.to_geographic3d(bc)
     with pytest.warns(CimWarning, match="exact vertical"):
         crs.to_geographic3d(bc, allow_ballpark=True)
+
+
+def test_a_ballpark_datum_step_is_refused_and_a_known_datum_shift_is_not() -> None:
+    utm32 = pyproj.CRS("EPSG:25832")
+    with pytest.raises(CrsError, match="EPSG:4301.*ballpark"):  # PROJ knows no ETRS89 -> Tokyo datum shift
+        crs.exact_transformer(utm32, pyproj.CRS("EPSG:4301"))
+    assert crs.transformation_problem(utm32, pyproj.CRS("EPSG:4326")) is None  # ETRS89 -> WGS 84 (1): EPSG's
+    x, y = crs.exact_transformer(utm32, pyproj.CRS("EPSG:4326")).transform(410800.0, 5479700.0)
+    assert (x, y) == pytest.approx((7.76899, 49.46340), abs=1e-4)  # as in the GCG2016 test above
 
 
 def test_two_dimensional_crs_warns_that_heights_are_taken_as_ellipsoidal() -> None:

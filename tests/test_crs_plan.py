@@ -66,7 +66,7 @@ def test_dhdn_in_bavaria_uses_the_shipped_beta2007_grid_not_the_seven_parameters
     lon, lat, _ = crs.to_geographic3d(pyproj.CRS("EPSG:31468+7837")).transform(*MUNICH_GK4, 520.0)
     ref_lon, ref_lat = pyproj.Transformer.from_crs("EPSG:25832", "EPSG:4258", always_xy=True).transform(*reference)
     assert math.hypot((lon - ref_lon) * 111320 * math.cos(math.radians(lat)), (lat - ref_lat) * 110540) < 0.01
-    assert crs_plan.transformation_problem(pyproj.CRS("EPSG:31468+7837"), crs.GEOGRAPHIC_3D, MUNICH_BOUNDS) is None
+    assert crs.transformation_problem(pyproj.CRS("EPSG:31468+7837"), crs.GEOGRAPHIC_3D, MUNICH_BOUNDS) is None
 
 
 def test_a_missing_grid_is_refused_naming_both_crss_and_the_grid() -> None:

@@ -77,7 +77,7 @@ def scaled_to_u16(values: np.ndarray, low: float, high: float) -> np.ndarray:
 @dataclass(frozen=True)
 class Reprojected:
     """A source's points in another CRS (a :class:`PointSource` too): every chunk is transformed by the exact
-    transformation of :func:`cim.crs.exact_transformer`, heights included."""
+    transformation of :func:`cim.crs.exact_transformer` for the source's area, heights included."""
 
     source: PointSource
     crs: pyproj.CRS
@@ -96,7 +96,7 @@ class Reprojected:
 
     @property
     def transformer(self) -> pyproj.Transformer:
-        return crs_mod.exact_transformer(require_crs(self.source), self.crs)
+        return crs_mod.exact_transformer(require_crs(self.source), self.crs, self.source.bounds)
 
     @property
     def bounds(self) -> Bounds:

@@ -171,14 +171,9 @@ def chain_task(steps: list[Step], parts: list[str], checkpoint: str | None, resu
     return {"records": records, "io_seconds": round(io, 6)}
 
 
-def _scratch(out_dir: Path, stage: Stage) -> Path:
-    """The folder where a stage's tile steps leave data for its finish (``.cim/work/<stage name>``)."""
-    return out_dir / WORK / "work" / stage.name
-
-
 def _cleared_mark(out_dir: Path, stage: Stage) -> Path:
     """Present while the stage's scratch was cleared after its finish: a finish re-run needs every tile step."""
-    return out_dir / WORK / "work" / f"{stage.name}.cleared"
+    return stage.scratch_dir(out_dir).with_name(f"{stage.name}.cleared")
 
 
 def finish_task(stage: Stage, ctx: JobContext, keys: list[str], recorded: dict[str, Any], scratch: str | None,
@@ -263,7 +258,7 @@ def run_job(
         raise InputError(job.source, "the job's readers match no input files")
     crs = job_crs([source for _, source in inputs])
     crs = crs_plan.check_job(crs, job.stages, [s for _, s in inputs], job.accept_height_system)  # up front
-    work_crs = crs_mod.resolve(job.output_crs) if job.output_crs else crs  # CrsError unless exact: before any work
+    work_crs = crs_mod.resolve(job.output_crs) if job.output_crs else crs  # in_crs: exact, else CrsError at planning
     if job.output_crs:  # the products' placement (3D Tiles, panoramas) starts from the output CRS
         crs_plan.check_transformations(work_crs, crs_plan.job_needs(job.stages))
     sources = [in_crs(source, work_crs) for _, source in inputs]
@@ -278,7 +273,7 @@ def run_job(
                          inputs=tuple(str(s.path.resolve()) for s in sources), skip_withheld=_skip_withheld(job))
     hashes = ContentHashes(work / "hashes.json")
     code = CodeHashes()
-    numbered = any(getattr(s, "needs_input_index", False) for s in job.stages)
+    numbered = any(s.needs_input_index for s in job.stages)
 
     partition: list[Task] = []
     partition_code = code.code_hash(partition_file.__module__)
@@ -534,7 +529,7 @@ class _Plan:
         stage_ctx = JobContext(context.name, context.out_dir, context.crs, context.grid, stage.folder,
                                context.acquired, context.inputs, context.skip_withheld)
         recorded = {k: self.recorded[k] for k in own if k in self.recorded}
-        scratch = str(_scratch(context.out_dir, stage)) if has_tile_step(stage) else None
+        scratch = str(stage.scratch_dir(context.out_dir)) if has_tile_step(stage) else None
         deps = [Dep(k) for k in chains + [f"{u}/finish" for u in used]]
         task = Task(f"{label}/finish", stage.name, finish_task, (stage, stage_ctx, own, recorded, scratch, *deps), fp)
         self.tasks.append(task)

@@ -34,14 +34,14 @@ import glob
 import posixpath
 import tomllib
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cim import crs as crs_mod
 from cim.errors import CimError, ConfigError
-from cim.guards import MAX_TILE_CELLS, MAX_TILES, option_problems
+from cim.guards import MAX_TILE_CELLS, MAX_TILES, folder_problem, option_problems
 from cim.pipeline.stage import NO_STAGES, Stage, StageOptions, lookup, registry, stage_names
 
 
@@ -226,7 +226,7 @@ def _missing_files(options: StageOptions, key: str) -> list[ConfigError]:
 
 
 def _check_order(stages: list[Stage], problems: list[ConfigError]) -> None:
-    kinds = [getattr(s, "role", "tile") for s in stages]
+    kinds = [s.role for s in stages]
     if "reader" not in kinds:
         problems.append(ConfigError("stages", "a job needs a reader stage such as read.las"))
         return
@@ -247,9 +247,9 @@ def _check_folders(stages: list[Stage], keys: list[str], problems: list[ConfigEr
     for stage, key in zip(stages, keys):
         if not stage.folder:
             continue
-        folder = posixpath.normpath(PurePosixPath(stage.folder.replace("\\", "/")).as_posix())
-        if PurePosixPath(folder).is_absolute() or folder == ".." or folder.startswith("../"):
-            problems.append(ConfigError(f"{key}.folder", f"{stage.folder!r} is not a folder inside the output folder"))
+        folder = posixpath.normpath(stage.folder.replace("\\", "/"))
+        if problem := folder_problem(stage.folder):
+            problems.append(ConfigError(f"{key}.folder", problem))
         elif folder in owner:
             problems.append(ConfigError(f"{key}.folder", f"{stage.name} writes into {folder!r}, like {owner[folder]}; "
                                                          "give each stage its own folder"))

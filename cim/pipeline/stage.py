@@ -146,6 +146,8 @@ class Stage:
     consumes: ClassVar[tuple[str, ...]] = ()
     #: Artefacts the stage reads when an earlier stage produces them, and does without otherwise.
     reuses: ClassVar[tuple[str, ...]] = ()
+    #: True when run() also gets the points flagged withheld (which the job hides from the other stages).
+    sees_withheld: ClassVar[bool] = False
 
     def __init__(self, options: StageOptions | None = None) -> None:
         self.options = options if options is not None else self.Options()
@@ -153,6 +155,17 @@ class Stage:
         self.inputs: dict[str, str] = {}
         #: Names of the earlier stages producing those artefacts: the stage waits for them and re-runs with them.
         self.uses: tuple[str, ...] = ()
+
+    @property
+    def needs_input_index(self) -> bool:
+        """Whether the points must carry :data:`cim.points.INPUT_INDEX` and ``INPUT_POSITION`` (their input file
+        and place in it)."""
+        return False
+
+    def scratch_dir(self, out_dir: Path) -> Path:
+        """The folder where the stage's tile steps leave data for its finish (``<out>/.cim/work/<name>``); the job
+        clears it after the finish."""
+        return out_dir / ".cim" / "work" / self.name
 
     def input_dir(self, artefact: str, ctx: JobContext) -> Path | None:
         """Folder of an artefact an earlier stage produced (None when no stage of the job produces it)."""

@@ -15,7 +15,7 @@ from cim.points import PointCloud
 
 def run_stage(stage: Stage, cloud: PointCloud, ctx: TileContext) -> TileResult:
     """``stage.run(cloud, ctx)``, without the withheld points unless the job keeps them or the stage sees them."""
-    if not ctx.skip_withheld or getattr(stage, "sees_withheld", False) or not cloud.has("withheld"):
+    if not ctx.skip_withheld or stage.sees_withheld or not cloud.has("withheld"):
         return stage.run(cloud, ctx)
     held = np.asarray(cloud["withheld"], dtype=bool)
     if not held.any():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field, model_validator
@@ -41,9 +40,6 @@ class WriteCopc(Stage):
     Options = WriteCopcOptions
     produces = ("copc",)
 
-    def _work_dir(self, ctx: JobContext) -> Path:
-        return ctx.out_dir / ".cim" / "work" / self.name
-
     def _layout(self, block: tuple[int, int], ctx: JobContext) -> copc.Layout:
         o = self.options
         return copc.Layout(o.scale, (block[0] * o.block, block[1] * o.block, 0.0), ctx.grid.size, o.grid,
@@ -54,7 +50,7 @@ class WriteCopc(Stage):
         out.drop("core")
         minx, miny, _, _ = ctx.tile.core_bounds
         block = (math.floor(minx / self.options.block), math.floor(miny / self.options.block))
-        stats = copc.build_tile(out, self._layout(block, ctx), self._work_dir(ctx) / ctx.tile.key,
+        stats = copc.build_tile(out, self._layout(block, ctx), self.scratch_dir(ctx.out_dir) / ctx.tile.key,
                                 ctx.acquired_date)
         if stats["points"]:
             stats["block"] = list(block)
@@ -62,7 +58,7 @@ class WriteCopc(Stage):
         return TileResult(stats=stats)
 
     def finish(self, results: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
-        tiles = [{**r["stats"], "work": str(self._work_dir(ctx) / r["tile"])} for r in results
+        tiles = [{**r["stats"], "work": str(self.scratch_dir(ctx.out_dir) / r["tile"])} for r in results
                  if r.get("stats", {}).get("points")]
         blocks: dict[tuple[int, int], list[dict[str, Any]]] = {}
         for t in tiles:
@@ -72,7 +68,7 @@ class WriteCopc(Stage):
             stem = self.options.name if len(blocks) == 1 else f"{self.options.name}_{block[0]}_{block[1]}"
             path = ctx.product_dir / f"{stem}.copc.laz"
             facts = copc.assemble(members, self._layout(block, ctx), ctx.crs, path,
-                                  self._work_dir(ctx) / f"block_{block[0]}_{block[1]}", ctx.acquired_date)
+                                  self.scratch_dir(ctx.out_dir) / f"block_{block[0]}_{block[1]}", ctx.acquired_date)
             schemas = members[0]["properties"]["pc:schemas"]
             products.append(Product(
                 path=ctx.relative(path),

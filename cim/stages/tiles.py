@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -64,13 +63,10 @@ class PointTiles(Stage):
     Options = PointTilesOptions
     produces = ("tileset.points",)
 
-    def _work_dir(self, ctx: JobContext) -> Path:
-        return ctx.out_dir / ".cim" / "work" / self.name
-
     def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
         key = ctx.tile.key
         stats = build_tile(cloud, key, ctx.tile.core_bounds, ctx.crs, ctx.product_dir / "tiles" / key,
-                           self._work_dir(ctx), self.options.tiles_options())
+                           self.scratch_dir(ctx.out_dir), self.options.tiles_options())
         return TileResult(stats=stats)
 
     def finish(self, results: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
@@ -79,7 +75,7 @@ class PointTiles(Stage):
         if len(bits) > 1:
             warnings.warn("tiles.pointcloud: some tiles have 8-bit and some 16-bit colours; set color_depth",
                           CimWarning, stacklevel=2)
-        doc = build_upper_levels(tiles, ctx.crs, ctx.grid.size, ctx.product_dir, self._work_dir(ctx),
+        doc = build_upper_levels(tiles, ctx.crs, ctx.grid.size, ctx.product_dir, self.scratch_dir(ctx.out_dir),
                                  self.options.tiles_options(), dataset={"name": self.options.name})
         lon = doc["metadata"]["properties"]["originLongitude"]
         lat = doc["metadata"]["properties"]["originLatitude"]

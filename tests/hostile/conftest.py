@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers import delft_job
+
 REPO = Path(__file__).resolve().parents[2]
 
 #: Byte offsets in a LAS 1.4 header (ASPRS LAS 1.4 R15, table 3).
@@ -117,24 +119,9 @@ def patch(path: Path, at: int, fmt: str, *values: float | int) -> Path:
 
 def job_text(out: Path, files: Path | str, *, size: float = 50.0, buffer: float = 5.0, extra: str = "",
              job_extra: str = "") -> str:
-    """A job: read.las of ``files``, tile, ``extra`` stages, write.las."""
-    return f"""
-[job]
-name = "hostile"
-output = "{Path(out).as_posix()}"
-{job_extra}
-[[stages]]
-type = "read.las"
-files = ["{Path(files).as_posix()}"]
-
-[[stages]]
-type = "tile"
-size = {size}
-buffer = {buffer}
-{extra}
-[[stages]]
-type = "write.las"
-"""
+    """A job named "hostile": read.las of ``files`` (the CRS theirs), tile, ``extra`` stages, write.las."""
+    return delft_job(Path(out), size=size, buffer=buffer, extra=extra, files=Path(files).as_posix(), name="hostile",
+                     crs=None, job_extra=job_extra)
 
 
 @pytest.fixture
