@@ -1,0 +1,104 @@
+"""The scale benchmark at a toy size: the generated city (density, seams, single file, determinism), its job
+files, and one measured run of the tiles job whose figures are checked against the city's own truth."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import laspy
+import numpy as np
+import pyproj
+import pytest
+
+from benchmarks.scale.__main__ import main
+from benchmarks.scale.city import POINT_DENSITY, CitySpec, make_city
+from benchmarks.scale.jobs import JOBS, job_toml
+from cim.buildings.footprints import read_footprints
+from cim.pipeline.job import load_job
+
+SPEC = CitySpec(points=100_000, files=2)
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory):
+    return make_city(SPEC, tmp_path_factory.mktemp("cities"), workers=1)
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_city_density_crs_and_seamless_tiles(city):
+    facts = city.facts
+    assert len(city.files) == 2 and facts["grid"] == [1, 2]
+    counts = [laspy.open(f).header.point_count for f in city.files]
+    assert facts["points"] == sum(counts)
+    area = facts["area_m2"]
+    assert area == pytest.approx(2 * SPEC.extent ** 2)
+    assert 0.9 * POINT_DENSITY < sum(counts) / area < 1.15 * POINT_DENSITY
+    target = pyproj.CRS("EPSG:25832+7837")
+    tiles = [laspy.read(f) for f in city.files]
+    for las in tiles:
+        assert las.header.parse_crs().equals(target)
+    west, east = tiles
+    edge = SPEC.extent + 410600.0  # the tiles meet at the west tile's east edge
+    assert west.x.max() <= edge + 0.5 and abs(east.x.min() - edge) < 0.5
+    # the terrain continues across the seam: ground heights within 2 m on either side agree
+    ground = [np.asarray(t.z)[(t.classification == 2) & (np.abs(np.asarray(t.x) - edge) < 2.0)] for t in tiles]
+    assert min(len(g) for g in ground) > 50
+    assert abs(np.median(ground[0]) - np.median(ground[1])) < 0.25
+
+
+def test_single_file_holds_the_same_points_and_footprints_are_unique(city):
+    single = laspy.read(city.single)
+    parts = [laspy.read(f) for f in city.files]
+    for name in ("x", "y", "z"):
+        np.testing.assert_allclose(np.asarray(single[name]), np.concatenate([np.asarray(p[name]) for p in parts]),
+                                   atol=1e-6)
+    np.testing.assert_array_equal(single.classification, np.concatenate([p.classification for p in parts]))
+    footprints = read_footprints(city.footprints, "EPSG:25832+7837")
+    assert len(footprints) == city.facts["buildings"] > 0
+    assert len({f.id for f in footprints}) == len(footprints)
+
+
+def test_city_is_deterministic_and_reused(city, tmp_path):
+    again = make_city(SPEC, tmp_path, workers=1)
+    assert [_digest(f) for f in again.files] == [_digest(f) for f in city.files]
+    assert _digest(again.single) == _digest(city.single)
+    stamp = again.single.stat().st_mtime_ns
+    assert make_city(SPEC, tmp_path).single.stat().st_mtime_ns == stamp  # the recorded city is reused
+
+
+@pytest.mark.parametrize("job", list(JOBS))
+def test_job_files_validate(city, tmp_path, job):
+    path = tmp_path / "job.toml"
+    path.write_text(job_toml(job, city.files, city.footprints))
+    parsed = load_job(path)
+    names = [s.name for s in parsed.stages]
+    assert names[:2] == ["read.las", "tile"] and names[2:] == [s["type"] for s in JOBS[job]["stages"]]
+
+
+def test_one_measured_run_matches_the_city(city, tmp_path):
+    out = tmp_path / "scale.json"
+    main(["--points", str(SPEC.points), "--files", "2", "--workers", "1", "--jobs", "tiles", "--layouts", "files",
+          "--repeat", "1", "--no-py3dtiles", "--data", str(city.folder.parent), "--out", str(out)])
+    result = json.loads(out.read_text())
+    entry = result["configs"]["tiles/files/cim/w1"]
+    points = city.facts["points"]
+    assert entry["points_processed"] == points and entry["points_match_input"] and entry["product_written"]
+    assert len(entry["worker_peak_rss_mb"]) == 1 and entry["worker_peak_rss_mb"][0] > 50  # one worker process
+    assert entry["work_bytes"] > 0 and entry["output_bytes"] > 0 and entry["cpu_s"] > 0
+    decode = result["decode_lazrs_parallel"][f"{city.folder.name}/files"]
+    assert decode["points"] == points
+    assert entry["rate_vs_lazrs_parallel_decode"] == pytest.approx(
+        points / entry["wall_s"] / decode["points_per_s"], rel=0.01)
+    assert result["machine"]["nproc"] >= 1 and len(result["machine"]["load_average_before"]) == 3
+    assert result["targets"] and all(t["job"] == "tiles" for t in result["targets"])
+
+
+def test_bad_arguments_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--jobs", "tiles,nope", "--out", "x.json"])
+    assert exc.value.code == 2
+    assert "unknown job nope" in capsys.readouterr().err
