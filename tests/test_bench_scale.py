@@ -14,6 +14,7 @@ import pytest
 from benchmarks.scale.__main__ import main
 from benchmarks.scale.city import POINT_DENSITY, CitySpec, make_city
 from benchmarks.scale.jobs import JOBS, job_toml
+from benchmarks.scale.run import Config, plan, summarise, targets
 from cim.buildings.footprints import read_footprints
 from cim.pipeline.job import load_job
 
@@ -95,6 +96,33 @@ def test_one_measured_run_matches_the_city(city, tmp_path):
         points / entry["wall_s"] / decode["points_per_s"], rel=0.01)
     assert result["machine"]["nproc"] >= 1 and len(result["machine"]["load_average_before"]) == 3
     assert result["targets"] and all(t["job"] == "tiles" for t in result["targets"])
+
+
+def test_plan_runs_the_single_file_and_py3dtiles_only_where_asked():
+    keys = [c.key for c in plan(["tiles", "terrain"], [1, 4, 16], ["files", "single"], [16])]
+    assert keys == ["tiles/files/cim/w1", "tiles/files/cim/w4", "tiles/files/cim/w16", "tiles/files/py3dtiles/w16",
+                    "tiles/single/cim/w16", "tiles/single/py3dtiles/w16",
+                    "terrain/files/cim/w1", "terrain/files/cim/w4", "terrain/files/cim/w16", "terrain/single/cim/w16"]
+
+
+def test_summary_ratios_and_targets(city):
+    configs = plan(["tiles"], [1, 2], ["files"], [2])
+    walls = {"tiles/files/cim/w1": [9.0, 10.0, 30.0], "tiles/files/cim/w2": [4.0, 5.0, 6.0],
+             "tiles/files/py3dtiles/w2": [20.0]}
+    n = city.facts["points"]
+    samples = {k: [{"wall_s": w, "cpu_s": 1.0, "driver_peak_rss_mb": 1.0, "worker_peak_rss_mb": [2.0],
+                    "tree_peak_rss_mb": 3.0, "output_bytes": 1, "load_average_1min_at_start": 0.5,
+                    "work_bytes": city.facts["bytes"] * 2, "points": n, "tiles": 1, "product": True,
+                    "stage_seconds": {"tile": 2.0}} for w in ws] for k, ws in walls.items()}
+    decode = {f"{city.folder.name}/files": {"points_per_s": n / 0.5}}
+    out = summarise(configs, samples, {"tiles": city}, decode)
+    two = out["tiles/files/cim/w2"]
+    assert two["wall_s"] == 5.0 and out["tiles/files/cim/w1"]["wall_s"] == 10.0  # medians
+    assert two["speedup_vs_1_worker"] == 2.0 and two["speed_vs_py3dtiles"] == 4.0
+    assert two["rate_vs_lazrs_parallel_decode"] == 0.1 and two["work_vs_input"] == 2.0
+    assert two["stage_points_per_worker_s"] == {"tile": round(n / 2)}
+    assert targets(out, 2) == [{"job": "tiles", "workers": 2, "measure": "work_vs_input", "target": "<= 1.5",
+                                "measured": 2.0, "met": False}]
 
 
 def test_bad_arguments_exit_2(capsys):

@@ -67,6 +67,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=3, help="alternating rounds; the median counts")
     p.add_argument("--long", type=float, default=120.0, dest="long_s",
                    help="a configuration whose first run took longer than this (s) is run once")
+    p.add_argument("--py3dtiles-workers", type=_workers, default=None,
+                   help="worker counts of the py3dtiles runs beside the tiles job (default: those of --workers)")
     p.add_argument("--no-py3dtiles", action="store_true", help="skip py3dtiles beside the tiles job")
     p.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "cim-bench-scale",
                    help="where generated cities are kept (reused by later runs) and jobs write")
@@ -81,8 +83,9 @@ def main(argv: list[str] | None = None) -> dict:
         parser().error("--files and --repeat must be at least 1")
     points = {job: args.points for job in args.jobs} | dict(args.job_points)
     args.data.mkdir(parents=True, exist_ok=True)
+    py3dtiles = [] if args.no_py3dtiles else args.py3dtiles_workers or args.workers
     result = run_benchmark(points, args.files, args.jobs, args.workers, args.layouts, args.repeat, args.long_s,
-                           not args.no_py3dtiles, args.data, args.gen_workers)
+                           py3dtiles, args.data, args.gen_workers)
     write_text_atomic(args.out, json.dumps(result, indent=1, sort_keys=True) + "\n")
     for key, entry in result["configs"].items():
         extra = {k: entry[k] for k in ("speedup_vs_1_worker", "speed_vs_py3dtiles", "work_vs_input") if k in entry}

@@ -64,19 +64,30 @@ class City:
 
     folder: Path
     files: list[Path]
-    single: Path
+    single: Path | None  # None until a run asks for the single-file layout
     footprints: Path
     facts: dict[str, Any]
 
 
-def make_city(spec: CitySpec, root: Path, workers: int | None = None) -> City:
-    """The city of ``spec`` under ``root/<spec.name>``: reused when ``city.json`` records the same spec."""
+def make_city(spec: CitySpec, root: Path, workers: int | None = None, single: bool = True) -> City:
+    """The city of ``spec`` under ``root/<spec.name>`` (with its single-file variant when ``single``); a city
+    that ``city.json`` records with the same spec is reused."""
     folder = root / spec.name
     record = folder / "city.json"
-    if record.exists():
-        facts = json.loads(record.read_text())
-        if facts.get("spec") == asdict(spec):
-            return _city(folder, facts)
+    facts = json.loads(record.read_text()) if record.exists() else {}
+    if facts.get("spec") != asdict(spec):
+        facts = _generate(spec, folder, workers)
+        write_text_atomic(record, json.dumps(facts, indent=1, sort_keys=True) + "\n")
+    if single and "single" not in facts:
+        path = _concatenate([folder / f for f in facts["files"]], folder / "single.laz")
+        facts.update(single=path.name, single_bytes=path.stat().st_size)
+        write_text_atomic(record, json.dumps(facts, indent=1, sort_keys=True) + "\n")
+    return City(folder, [folder / f for f in facts["files"]], folder / facts["single"] if "single" in facts else None,
+                folder / facts["footprints"], facts)
+
+
+def _generate(spec: CitySpec, folder: Path, workers: int | None) -> dict[str, Any]:
+    """Generate the tiles of ``spec`` into ``folder`` (replacing what was there); returns the city's facts."""
     if folder.exists():
         shutil.rmtree(folder)
     (folder / "laz").mkdir(parents=True)
@@ -89,25 +100,18 @@ def make_city(spec: CitySpec, root: Path, workers: int | None = None) -> City:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             tiles = list(pool.map(_make_tile, jobs))
     files = [folder / t["file"] for t in tiles]
-    single = _concatenate(files, folder / "single.laz")
     footprints = _merge_footprints([folder / t["footprints"] for t in tiles], folder / "footprints.geojson")
     shutil.rmtree(folder / "synth")  # the per-tile truth files; the footprints are merged above
     facts = {
         "spec": asdict(spec), "grid": [rows, cols], "tile_extent_m": spec.extent,
         "area_m2": spec.extent ** 2 * spec.files, "crs": "EPSG:25832+7837",
         "points": sum(t["points"] for t in tiles), "buildings": sum(t["buildings"] for t in tiles),
-        "files": [t["file"] for t in tiles], "single": single.name, "footprints": footprints.name,
-        "bytes": sum(f.stat().st_size for f in files), "single_bytes": single.stat().st_size,
+        "files": [t["file"] for t in tiles], "footprints": footprints.name,
+        "bytes": sum(f.stat().st_size for f in files),
         "generator": f"cim.synth ALS {PULSE_DENSITY} pulses/m², mls off, undulation 0",
     }
     facts["points_per_m2"] = round(facts["points"] / facts["area_m2"], 2)
-    write_text_atomic(record, json.dumps(facts, indent=1, sort_keys=True) + "\n")
-    return _city(folder, facts)
-
-
-def _city(folder: Path, facts: dict[str, Any]) -> City:
-    return City(folder, [folder / f for f in facts["files"]], folder / facts["single"], folder / facts["footprints"],
-                facts)
+    return facts
 
 
 def _make_tile(job: tuple[CitySpec, int, int, str]) -> dict[str, Any]:

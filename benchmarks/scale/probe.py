@@ -1,8 +1,9 @@
 """Run a command and measure it: wall and CPU seconds, peak RSS of the driver and of every worker process.
 
-Workers are the command's descendant processes (Dask's nanny workers, py3dtiles' process pool) other than
-``multiprocessing``'s helpers; each one's peak is sampled with psutil every 50 ms. CPU seconds are the user +
-system time of the whole reaped process tree (``RUSAGE_CHILDREN``), so they count the workers too.
+Workers are the command's descendant processes (Dask's nanny workers, py3dtiles' process pool) that live at
+least half a second, other than ``multiprocessing``'s helpers; each one's peak is sampled with psutil every
+50 ms. CPU seconds are the user + system time of the whole reaped process tree (``RUSAGE_CHILDREN``), so they
+count the workers too.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import psutil
 
 SAMPLE_SECONDS = 0.05
+WORKER_SAMPLES = 10  # a descendant seen fewer times (0.5 s) is a passing helper, not a worker
 
 
 @dataclass
@@ -45,8 +47,7 @@ class CommandFailed(RuntimeError):
 HELPERS = ("resource_tracker", "forkserver")
 
 
-def _is_worker(process: psutil.Process) -> bool:
-    cmdline = " ".join(process.cmdline())
+def _is_worker(cmdline: str) -> bool:
     return not any(h in cmdline for h in HELPERS)
 
 
@@ -61,7 +62,8 @@ def measure(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None
         process = psutil.Popen(argv, cwd=cwd, env={**os.environ, **(env or {})}, stdout=output,
                                stderr=subprocess.STDOUT if log else subprocess.DEVNULL)
         peaks: dict[int, int] = {}
-        workers: set[int] = set()
+        cmdlines: dict[int, str] = {}  # the last seen: a child is a fork of its parent until it execs
+        seen: dict[int, int] = {}
         tree_peak = 0
         stop = threading.Event()
 
@@ -76,8 +78,9 @@ def measure(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None
                 for p in [process, *children]:
                     try:
                         rss = p.memory_info().rss
-                        if p.pid not in peaks and p is not process and _is_worker(p):
-                            workers.add(p.pid)
+                        if p is not process:
+                            cmdlines[p.pid] = " ".join(p.cmdline())
+                            seen[p.pid] = seen.get(p.pid, 0) + 1
                     except psutil.Error:
                         continue
                     peaks[p.pid] = max(peaks.get(p.pid, 0), rss)
@@ -101,7 +104,8 @@ def measure(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     mb = 2 ** 20
     return Measured(wall, cpu, peaks.get(process.pid, 0) / mb,
-                    sorted((peaks[p] / mb for p in workers), reverse=True), tree_peak / mb)
+                    sorted((peaks[p] / mb for p, c in cmdlines.items() if seen[p] >= WORKER_SAMPLES and _is_worker(c)),
+                           reverse=True), tree_peak / mb)
 
 
 def folder_bytes(path: Path) -> int:

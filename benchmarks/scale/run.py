@@ -40,25 +40,28 @@ class Config:
         return f"{self.job}/{self.layout}/{self.tool}/w{self.workers}"
 
 
-def plan(jobs: list[str], workers: list[int], layouts: list[str], py3dtiles: bool) -> list[Config]:
+def plan(jobs: list[str], workers: list[int], layouts: list[str], py3dtiles: list[int]) -> list[Config]:
     """Every job on the M files with every worker count; the single file with the most workers only; py3dtiles
-    beside the tiles job."""
+    beside the tiles job with the worker counts ``py3dtiles`` names."""
     configs = []
     for job in jobs:
         for layout in layouts:
             counts = workers if layout == "files" else [max(workers)]
-            tools = ["cim", "py3dtiles"] if job == "tiles" and py3dtiles else ["cim"]
-            configs += [Config(tool, job, layout, w) for w in counts for tool in tools]
+            for w in counts:
+                configs.append(Config("cim", job, layout, w))
+                if job == "tiles" and w in py3dtiles:
+                    configs.append(Config("py3dtiles", job, layout, w))
     return configs
 
 
 def run_benchmark(points: dict[str, int], files: int, jobs: list[str], workers: list[int], layouts: list[str],
-                  repeat: int, long_s: float, py3dtiles: bool, data: Path, gen_workers: int | None = None,
+                  repeat: int, long_s: float, py3dtiles: list[int], data: Path, gen_workers: int | None = None,
                   seed: int = 7) -> dict[str, Any]:
     """Generate (or reuse) the cities, run every configuration ``repeat`` times (once when its first run took
     longer than ``long_s``), alternating, and return the results document."""
     load_start = _load()
-    cities = {job: make_city(CitySpec(points[job], files, seed), data, gen_workers) for job in jobs}
+    cities = {job: make_city(CitySpec(points[job], files, seed), data, gen_workers, "single" in layouts)
+              for job in jobs}
     configs = plan(jobs, workers, layouts, py3dtiles)
     samples: dict[str, list[dict[str, Any]]] = {c.key: [] for c in configs}
     decodes: dict[str, list[dict[str, Any]]] = {}
@@ -77,7 +80,7 @@ def run_benchmark(points: dict[str, int], files: int, jobs: list[str], workers: 
         "machine": {**_machine(), "load_average_before": load_start, "load_average_after": _load()},
         "inputs": {job: city.facts for job, city in cities.items()},
         "options": {"files": files, "workers": workers, "jobs": jobs, "layouts": layouts, "repeat": repeat,
-                    "long_s": long_s, "one_worker_env": ONE_THREAD},
+                    "long_s": long_s, "py3dtiles_workers": py3dtiles, "one_worker_env": ONE_THREAD},
         "decode_lazrs_parallel": {name: _median_decode(d) for name, d in decodes.items()},
     }
     result["configs"] = summarise(configs, samples, cities, result["decode_lazrs_parallel"])
