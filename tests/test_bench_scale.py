@@ -14,6 +14,7 @@ import pytest
 from benchmarks.scale.__main__ import main
 from benchmarks.scale.city import POINT_DENSITY, CitySpec, make_city
 from benchmarks.scale.jobs import JOBS, job_toml
+from benchmarks.scale.plan import billion_point_plan
 from benchmarks.scale.run import Config, plan, summarise, targets
 from cim.buildings.footprints import read_footprints
 from cim.pipeline.job import load_job
@@ -123,6 +124,26 @@ def test_summary_ratios_and_targets(city):
     assert two["stage_points_per_worker_s"] == {"tile": round(n / 2)}
     assert targets(out, 2) == [{"job": "tiles", "workers": 2, "measure": "work_vs_input", "target": "<= 1.5",
                                 "measured": 2.0, "met": False}]
+
+
+def test_billion_point_plan_arithmetic():
+    # 1e6 points, 20 CPU s on 2 workers at a 1.5x speed-up; 4 MB in, 6 MB work, 2 MB products
+    top = {"tool": "cim", "job": "terrain", "layout": "files", "workers": 2, "points": 1_000_000, "cpu_s": 20.0,
+           "speedup_vs_1_worker": 1.5, "work_bytes": 6e6, "output_bytes": 2e6, "worker_peak_rss_mb": [300.0, 250.0],
+           "tiles": 9}
+    one = {**top, "workers": 1, "cpu_s": 18.0}
+    del one["speedup_vs_1_worker"]
+    result = {"configs": {"a": one, "b": top}, "inputs": {"terrain": {"bytes": 4e6}},
+              "machine": {"nproc": 2, "cpu_model": "x"}}
+    e = billion_point_plan(result, points=1e9, nodes=(1, 4))["jobs"]["terrain"]
+    assert e["cpu_us_per_point"] == 20.0 and e["parallel_efficiency"] == 0.75 and e["efficiency_measured"]
+    assert e["cpu_hours"] == pytest.approx(20e3 / 3600, abs=0.01)
+    assert e["wall_hours"]["4x16"]["ideal"] == pytest.approx(20e3 / 3600 / 64, abs=0.001)
+    assert e["wall_hours"]["1x16"]["at_measured_efficiency"] == pytest.approx(20e3 / 3600 / 12, abs=0.001)
+    assert e["disk_gb"] == {"input": 4.0, "work_folder": 6.0, "products": 2.0}  # 4, 6 and 2 bytes a point
+    assert e["peak_rss_mb_per_worker"] == 300.0
+    # a node does 16 * 0.75 / 20e-6 = 600k points/s, each moving 4 + 2 * 6 + 2 = 18 bytes
+    assert e["shared_fs_mb_per_s"] == {"1x16": 11, "4x16": 43}
 
 
 def test_bad_arguments_exit_2(capsys):

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.scale.jobs import JOBS
+from benchmarks.scale.plan import billion_point_plan
 from benchmarks.scale.run import run_benchmark
 from cim.fileutil import write_text_atomic
 
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     py3dtiles = [] if args.no_py3dtiles else args.py3dtiles_workers or args.workers
     result = run_benchmark(points, args.files, args.jobs, args.workers, args.layouts, args.repeat, args.long_s,
                            py3dtiles, args.data, args.gen_workers)
+    result["billion_point_plan"] = billion_point_plan(result)
     write_text_atomic(args.out, json.dumps(result, indent=1, sort_keys=True) + "\n")
     for key, entry in result["configs"].items():
         extra = {k: entry[k] for k in ("speedup_vs_1_worker", "speed_vs_py3dtiles", "work_vs_input") if k in entry}
