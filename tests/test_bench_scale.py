@@ -90,7 +90,7 @@ def test_one_measured_run_matches_the_city(city, tmp_path):
     points = city.facts["points"]
     assert entry["points_processed"] == points and entry["points_match_input"] and entry["product_written"]
     assert len(entry["worker_peak_rss_mb"]) == 1 and entry["worker_peak_rss_mb"][0] > 50  # one worker process
-    assert entry["work_bytes"] > 0 and entry["output_bytes"] > 0 and entry["cpu_s"] > 0
+    assert entry["work_bytes"] > 0 and entry["work_files"] > 0 and entry["output_bytes"] > 0 and entry["cpu_s"] > 0
     decode = result["decode_lazrs_parallel"][f"{city.folder.name}/files"]
     assert decode["points"] == points
     assert entry["rate_vs_lazrs_parallel_decode"] == pytest.approx(
@@ -113,7 +113,7 @@ def test_summary_ratios_and_targets(city):
     n = city.facts["points"]
     samples = {k: [{"wall_s": w, "cpu_s": 1.0, "driver_peak_rss_mb": 1.0, "worker_peak_rss_mb": [2.0],
                     "tree_peak_rss_mb": 3.0, "output_bytes": 1, "load_average_1min_at_start": 0.5,
-                    "work_bytes": city.facts["bytes"] * 2, "points": n, "tiles": 1, "product": True,
+                    "work_bytes": city.facts["bytes"] * 2, "work_files": 3, "points": n, "tiles": 1, "product": True,
                     "stage_seconds": {"tile": 2.0}} for w in ws] for k, ws in walls.items()}
     decode = {f"{city.folder.name}/files": {"points_per_s": n / 0.5}}
     out = summarise(configs, samples, {"tiles": city}, decode)

@@ -111,3 +111,8 @@ def measure(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None
 def folder_bytes(path: Path) -> int:
     """Bytes of the files under ``path`` (0 when it does not exist)."""
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+
+
+def folder_files(path: Path) -> int:
+    """Number of files under ``path`` (a shared file system's metadata load)."""
+    return sum(1 for p in path.rglob("*") if p.is_file()) if path.exists() else 0

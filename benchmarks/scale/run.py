@@ -20,7 +20,7 @@ import psutil
 from benchmarks.bench_tiles import raw_decode
 from benchmarks.scale.city import City, CitySpec, make_city
 from benchmarks.scale.jobs import ONE_THREAD, cim_command, job_outcome, job_toml, py3dtiles_command
-from benchmarks.scale.probe import folder_bytes, measure
+from benchmarks.scale.probe import folder_bytes, folder_files, measure
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("laspy", "lazrs", "dask", "distributed", "numpy", "scipy", "pyproj", "py3dtiles", "psutil")
@@ -112,7 +112,8 @@ def _run(config: Config, city: City, scratch: Path) -> dict[str, Any]:
         job_file = folder / "job.toml"
         job_file.write_text(job_toml(config.job, files, city.footprints))
         m = measure(cim_command(job_file, out, config.workers), env=env, cwd=REPO, log=folder / "run.log")
-        sample = {**m.to_json(), **job_outcome(config.job, out), "work_bytes": folder_bytes(out / ".cim")}
+        sample = {**m.to_json(), **job_outcome(config.job, out), "work_bytes": folder_bytes(out / ".cim"),
+                  "work_files": folder_files(out / ".cim")}
     else:
         m = measure(py3dtiles_command(files, out, config.workers), env=env, cwd=folder, log=folder / "run.log")
         sample = {**m.to_json(), "points": city.facts["points"]}
@@ -149,6 +150,7 @@ def summarise(configs: list[Config], samples: dict[str, list[dict[str, Any]]], c
         if c.tool == "cim":
             last = runs[-1]
             entry.update(work_bytes=last["work_bytes"], work_vs_input=round(last["work_bytes"] / input_bytes, 2),
+                         work_files=last["work_files"],
                          points_processed=last["points"], points_match_input=last["points"] == points,
                          tiles=last["tiles"], product_written=last["product"], stage_seconds=last["stage_seconds"],
                          stage_points_per_worker_s={s: round(points / v) for s, v in last["stage_seconds"].items()
