@@ -68,6 +68,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=3, help="alternating rounds; the median counts")
     p.add_argument("--long", type=float, default=120.0, dest="long_s",
                    help="a configuration whose first run took longer than this (s) is run once")
+    p.add_argument("--budget", type=float, default=None, dest="budget_s",
+                   help="seconds after which no further round starts (the first round always runs whole)")
     p.add_argument("--py3dtiles-workers", type=_workers, default=None,
                    help="worker counts of the py3dtiles runs beside the tiles job (default: those of --workers)")
     p.add_argument("--no-py3dtiles", action="store_true", help="skip py3dtiles beside the tiles job")
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.data.mkdir(parents=True, exist_ok=True)
     py3dtiles = [] if args.no_py3dtiles else args.py3dtiles_workers or args.workers
     result = run_benchmark(points, args.files, args.jobs, args.workers, args.layouts, args.repeat, args.long_s,
-                           py3dtiles, args.data, args.gen_workers)
+                           py3dtiles, args.data, args.gen_workers, budget_s=args.budget_s)
     result["billion_point_plan"] = billion_point_plan(result)
     write_text_atomic(args.out, json.dumps(result, indent=1, sort_keys=True) + "\n")
     for key, entry in result["configs"].items():
