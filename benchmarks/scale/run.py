@@ -233,12 +233,14 @@ def _version(package: str) -> str | None:
 
 
 def _code() -> dict[str, Any]:
-    """Which cim was measured: the commit of this checkout and whether cim/ differs from it."""
+    """Which cim was measured: the commit of this checkout, the git tree of its cim/ folder (equal trees = the
+    same code, whatever the benchmark commits around it) and whether cim/ has uncommitted changes."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
 
     import cim
 
     return {"commit": git("rev-parse", "HEAD"), "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
+            "cim_tree": git("rev-parse", "HEAD:cim"),
             "cim_modified": bool(git("status", "--porcelain", "--", "cim")), "cim_version": cim.__version__,
             "cim_path": str(Path(cim.__file__).parent)}
