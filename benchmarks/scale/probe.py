@@ -2,8 +2,9 @@
 
 Workers are the command's descendant processes (Dask's nanny workers, py3dtiles' process pool) that live at
 least half a second, other than ``multiprocessing``'s helpers; each one's peak is sampled with psutil every
-50 ms. CPU seconds are the user + system time of the whole reaped process tree (``RUSAGE_CHILDREN``), so they
-count the workers too.
+50 ms. CPU seconds are the user + system time of the whole process tree: of the reaped tree
+(``RUSAGE_CHILDREN``), or of the last samples of every process when that is more (workers their parent never
+reaps, as py3dtiles' pool, are missing from the first; the last 50 ms of each process from the second).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def measure(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None
         peaks: dict[int, int] = {}
         cmdlines: dict[int, str] = {}  # the last seen: a child is a fork of its parent until it execs
         seen: dict[int, int] = {}
+        cpu: dict[int, float] = {}
         tree_peak = 0
         stop = threading.Event()
 
@@ -78,6 +80,8 @@ def measure(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None
                 for p in [process, *children]:
                     try:
                         rss = p.memory_info().rss
+                        times = p.cpu_times()
+                        cpu[p.pid] = times.user + times.system
                         if p is not process:
                             cmdlines[p.pid] = " ".join(p.cmdline())
                             seen[p.pid] = seen.get(p.pid, 0) + 1
@@ -101,9 +105,9 @@ def measure(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None
         tail = log.read_bytes()[-3000:].decode(errors="replace") if log else ""
         raise CommandFailed(f"{' '.join(argv[:4])} ... exited with {code}: {tail}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    reaped = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     mb = 2 ** 20
-    return Measured(wall, cpu, peaks.get(process.pid, 0) / mb,
+    return Measured(wall, max(reaped, sum(cpu.values())), peaks.get(process.pid, 0) / mb,
                     sorted((peaks[p] / mb for p, c in cmdlines.items() if seen[p] >= WORKER_SAMPLES and _is_worker(c)),
                            reverse=True), tree_peak / mb)
 
