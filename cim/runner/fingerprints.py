@@ -137,7 +137,7 @@ def _cim_imports(name: str, source: bytes) -> set[str]:
     package = name if _is_package(name) else name.rpartition(".")[0]
     found: set[str] = set()
     tree = ast.parse(source)
-    typing_only = {id(n) for block in ast.walk(tree) if _is_type_checking(block) for n in ast.walk(block)}
+    typing_only = {id(n) for block in tree.body if _is_type_checking(block) for n in ast.walk(block)}  # module level
     for node in ast.walk(tree):
         if id(node) in typing_only:  # ``if TYPE_CHECKING:`` imports are no run-time dependency
             continue
@@ -179,12 +179,19 @@ class CodeHashes:
 
     def __init__(self) -> None:
         self._sources: dict[str, bytes] = {}
+        self._imports: dict[str, set[str]] = {}  # each module parsed once per run
+        self._hashes: dict[str, str] = {}
         self._versions = library_versions()
 
     def _source(self, name: str) -> bytes:
         if name not in self._sources:
             self._sources[name] = module_source(name)
         return self._sources[name]
+
+    def _imported(self, name: str) -> set[str]:
+        if name not in self._imports:
+            self._imports[name] = _cim_imports(name, self._source(name))
+        return self._imports[name]
 
     def closure(self, name: str) -> list[str]:
         """``name`` and the cim modules it imports, directly or not, sorted."""
@@ -193,12 +200,14 @@ class CodeHashes:
             module = todo.pop()
             if module not in seen:
                 seen.add(module)
-                todo.extend(_cim_imports(module, self._source(module)) - seen)
+                todo.extend(self._imported(module) - seen)
         return sorted(seen)
 
     def code_hash(self, name: str) -> str:
         """Hash of the sources of :meth:`closure` of ``name`` plus :func:`library_versions`."""
-        digest = hashlib.sha256(json.dumps(self._versions, sort_keys=True).encode())
-        for module in self.closure(name):
-            digest.update(module.encode() + b"\0" + hashlib.sha256(self._source(module)).digest())
-        return digest.hexdigest()[:32]
+        if name not in self._hashes:
+            digest = hashlib.sha256(json.dumps(self._versions, sort_keys=True).encode())
+            for module in self.closure(name):
+                digest.update(module.encode() + b"\0" + hashlib.sha256(self._source(module)).digest())
+            self._hashes[name] = digest.hexdigest()[:32]
+        return self._hashes[name]
