@@ -53,7 +53,8 @@ def test_each_layer_changes_the_picture(page) -> None:
 
 
 def test_a_click_on_a_building_shows_its_attributes(page, twin, repo_data) -> None:
-    """Aim at the middle of the largest footprint, 2 m above the DTM (so the ray meets its walls or roof)."""
+    """Look straight down on the largest footprint (no other building can stand in front of it then) and aim at
+    its middle, 2 m above the DTM: the ray meets its roof first."""
     crs = cim.crs.resolve(JOB_CRS)
     with rasterio.open(twin / "dtm.vrt") as src:
         left, bottom, right, top = src.bounds
@@ -63,6 +64,8 @@ def test_a_click_on_a_building_shows_its_attributes(page, twin, repo_data) -> No
         x, y = target.representative_point
         z = float(next(src.sample([(x, y)]))[0]) + 2.0
     lon, lat, h = cim.crs.to_geographic3d(crs).transform(x, y, z)
+    page.eval(f"cim.viewer.camera.setView({{destination: Cesium.Cartesian3.fromDegrees({lon}, {lat}, {h + 250})}}); "
+              "cim.viewer.scene.requestRender()")  # setView looks straight down by default
     page.settle()
     page.click(*page.eval(f"""(() => {{ const p = Cesium.SceneTransforms.worldToWindowCoordinates(
         cim.viewer.scene, Cesium.Cartesian3.fromDegrees({lon}, {lat}, {h})); return [p.x, p.y]; }})()"""))
