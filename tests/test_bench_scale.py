@@ -15,7 +15,7 @@ from benchmarks.scale.__main__ import main
 from benchmarks.scale.city import POINT_DENSITY, CitySpec, make_city
 from benchmarks.scale.jobs import JOBS, job_toml
 from benchmarks.scale.plan import billion_point_plan
-from benchmarks.scale.run import Config, plan, summarise, targets
+from benchmarks.scale.run import plan, summarise, targets
 from cim.buildings.footprints import read_footprints
 from cim.pipeline.job import load_job
 

@@ -1,7 +1,7 @@
 """Resumable task execution on Dask: tasks, the run manifest, clusters, progress and reports."""
 
 from cim.runner.cluster import check_shared_storage, dask_client, is_remote
-from cim.runner.manifest import Manifest, file_fingerprint, fingerprint
+from cim.runner.manifest import Manifest, fingerprint
 from cim.runner.tasks import Dep, RunReport, Task, TaskOutcome, run_tasks
 
 __all__ = [
@@ -12,7 +12,6 @@ __all__ = [
     "TaskOutcome",
     "check_shared_storage",
     "dask_client",
-    "file_fingerprint",
     "fingerprint",
     "is_remote",
     "run_tasks",

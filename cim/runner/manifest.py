@@ -19,12 +19,6 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-def file_fingerprint(path: str | Path) -> str:
-    """Identity of an input file as it is now: resolved path, size and modification time."""
-    stat = Path(path).stat()
-    return fingerprint(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-
-
 class Manifest:
     """Finished tasks of one output folder, keyed by task key."""
 

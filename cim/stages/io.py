@@ -129,7 +129,7 @@ class WriteLas(Stage):
         out.drop("core")
         if self.options.per_source:
             self._targets(ctx)  # refuse clashing names before any piece is written
-            return TileResult(stats={"points": len(out), "pieces": _save_pieces(out, ctx)})
+            return TileResult(stats={"points": len(out), "pieces": _save_pieces(out, self._pieces(ctx), ctx.tile.key)})
         path = las.write(ctx.product_dir / f"{ctx.tile.key}{self.suffix}", out, scale=self.options.scale,
                          creation_date=ctx.acquired_date, extra_bytes=_extra_bytes(ctx.inputs, ctx.crs))
         return TileResult(products=[self._product(ctx, path, out)], stats={"points": len(out)})
@@ -147,7 +147,7 @@ class WriteLas(Stage):
             if not tiles:
                 continue
             header = las.open_source(source_path, ctx.crs).header
-            cloud = PointCloud.concat([_load_piece(ctx, index, tile) for tile in tiles])
+            cloud = PointCloud.concat([_load_piece(self._pieces(ctx), index, tile, ctx.crs) for tile in tiles])
             cloud = cloud[np.argsort(cloud[INPUT_POSITION], kind="stable")]  # the input's own point order
             cloud.drop(INPUT_POSITION)
             if self.options.copc:  # COPC orders points by octree node and uses cim's grid
@@ -163,6 +163,11 @@ class WriteLas(Stage):
                 crs=ctx.crs, creation_date=ctx.acquired_date, extra_bytes=las.extra_bytes_params(header))
             products.append(self._product(ctx, path, cloud))
         return products
+
+    def _pieces(self, ctx: JobContext) -> Path:
+        """Per-source mode: where tile steps leave each input's points for the finish (the stage's scratch folder,
+        which the job clears after the finish)."""
+        return self.scratch_dir(ctx.out_dir) / (ctx.stage_folder or "las")
 
     def _targets(self, ctx: JobContext) -> tuple[Path, ...]:
         """The per-source output of each input: its name (suffix by ``compress``/``copc``) in the stage's folder."""
@@ -193,20 +198,14 @@ def _per_source_targets(inputs: tuple[str, ...], folder: Path, suffix: str, copc
     return targets
 
 
-def _pieces_dir(ctx: JobContext, index: int) -> Path:
-    from cim.pipeline.execute import WORK
-
-    return ctx.out_dir / WORK / "pieces" / (ctx.stage_folder or "las") / f"{index:05d}"
-
-
-def _save_pieces(cloud: PointCloud, ctx: TileContext) -> dict[str, int]:
+def _save_pieces(cloud: PointCloud, folder: Path, tile: str) -> dict[str, int]:
     """Store the tile's points of each input (exact values, compressed columns) for :meth:`WriteLas.finish`."""
     index = cloud[INPUT_INDEX]
     cloud.drop(INPUT_INDEX)
     counts = {}
     for i in np.unique(index).tolist():
         piece = cloud[index == i]
-        path = _pieces_dir(ctx, i) / f"{ctx.tile.key}.cols"
+        path = folder / f"{i:05d}" / f"{tile}.cols"
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path) as tmp:
             append_frame(tmp, {n: piece[n] for n in piece.names})
@@ -214,9 +213,9 @@ def _save_pieces(cloud: PointCloud, ctx: TileContext) -> dict[str, int]:
     return counts
 
 
-def _load_piece(ctx: JobContext, index: int, tile: str) -> PointCloud:
-    _, columns = next(read_frames(_pieces_dir(ctx, index) / f"{tile}.cols"))
-    return PointCloud(columns, ctx.crs)
+def _load_piece(folder: Path, index: int, tile: str, crs: pyproj.CRS) -> PointCloud:
+    _, columns = next(read_frames(folder / f"{index:05d}" / f"{tile}.cols"))
+    return PointCloud(columns, crs)
 
 
 @functools.lru_cache(maxsize=64)
