@@ -77,7 +77,7 @@ def stage_profile(tasks: list[dict[str, Any]], serial: dict[str, float],
     """Per stage, in first-start order: tasks, busy (summed task) seconds, CPU seconds, points and points per busy
     second, seconds it ran alone (``serial``) and seconds on the critical path."""
     rows: dict[str, dict[str, Any]] = {}
-    for t in tasks:
+    for t in sorted(tasks, key=lambda t: t["start"]):
         row = rows.setdefault(t["stage"], {"stage": t["stage"], "tasks": 0, "busy": 0.0, "cpu": 0.0, "points": 0})
         row["tasks"] += 1
         row["busy"] += t["end"] - t["start"]
