@@ -170,16 +170,19 @@ def stage_table(rows: list[dict[str, Any]], wall: float) -> str:
     body = [(escape(r["stage"]), r["tasks"], f"{r['busy']:.2f}", f"{r['cpu']:.2f}", f"{r['points']:,}" if r["points"]
              else "", f"{r['points_per_s']:,}" if r["points_per_s"] else "", f"{r['serial']:.2f}",
              f"{r['serial'] / wall:.0%}" if wall else "", f"{r['critical']:.2f}") for r in rows]
-    return _table(head, body)
+    return _table(head, body, 1)
 
 
 def path_table(path: dict[str, Any]) -> str:
     """The critical path, task by task (HTML)."""
     body = [(escape(t["task"]), escape(t["stage"]), escape(t["tile"]), f"{t['start']:.3f}", f"{t['end']:.3f}",
              f"{t['end'] - t['start']:.3f}") for t in path["tasks"]]
-    return _table(("task", "stage", "tile", "start s", "end s", "seconds"), body)
+    return _table(("task", "stage", "tile", "start s", "end s", "seconds"), body, 3)
 
 
-def _table(head: tuple[str, ...], body: list[tuple[Any, ...]]) -> str:
-    rows = "".join("<tr>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>\n" for row in body)
-    return "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>\n" + rows + "</table>"
+def _table(head: tuple[str, ...], body: list[tuple[Any, ...]], text: int) -> str:
+    """An HTML table whose first ``text`` columns are text (left-aligned), the others numbers."""
+    def row(cells: tuple[Any, ...], tag: str) -> str:
+        return "<tr>" + "".join(f'<{tag}{" class=t" if i < text else ""}>{v}</{tag}>' for i, v in enumerate(cells)) \
+            + "</tr>\n"
+    return "<table>" + row(head, "th") + "".join(row(r, "td") for r in body) + "</table>"
