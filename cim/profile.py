@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from graphlib import CycleError
 from html import escape
 from importlib import resources
 from pathlib import Path
@@ -45,10 +46,14 @@ def load_report(out_dir: Path) -> dict[str, Any]:
         raise InputError(path, "the report has no timeline (written by an older cim: run the job again)")
     for i, task in enumerate(timeline["tasks"]):
         if not (isinstance(task, dict) and all(isinstance(task.get(k), str) for k in ("task", "stage", "tile"))
-                and all(isinstance(task.get(k), int | float) for k in ("start", "end"))):
-            raise InputError(path, f"timeline.tasks[{i}] lacks task, stage, tile, start or end")
+                and all(isinstance(task.get(k), int | float) for k in ("start", "end"))
+                and isinstance(task.setdefault("deps", []), list) and all(isinstance(d, str) for d in task["deps"])):
+            raise InputError(path, f"timeline.tasks[{i}] lacks task, stage, tile, start or end, or has bad deps")
         task.setdefault("worker", "")
-    timeline.update(analyse(timeline["tasks"]))  # the same as the report's, also for reports written before it
+    try:
+        timeline.update(analyse(timeline["tasks"]))  # the same as the report's, also for reports written before it
+    except CycleError:
+        raise InputError(path, "the timeline's task dependencies form a cycle") from None
     return report
 
 
@@ -98,7 +103,8 @@ def answer(timeline: dict[str, Any]) -> str:
              f"({timeline['serial_share'] * wall:.2f} of {wall:.2f} s)"]
     if alone:
         parts.append(": " + ", ".join(f"<b>{escape(r['stage'])}</b> {r['serial']:.2f} s" for r in alone[:3]))
-    parts.append(f". No task ran during {timeline['idle_share']:.0%} (the driver planning between phases). ")
+    parts.append(f". No task ran during {timeline['idle_share']:.0%} (the driver at work: planning the chains "
+                 "after the partitions, scheduling). ")
     by_stage: dict[str, float] = {}
     for t in path["tasks"]:
         by_stage[t["stage"]] = by_stage.get(t["stage"], 0.0) + t["end"] - t["start"]

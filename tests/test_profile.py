@@ -173,4 +173,8 @@ def test_profile_of_a_folder_without_a_usable_report_is_one_line(tmp_path: Path)
     (tmp_path / "report.json").write_text(json.dumps({"job": "x", "timeline": {"tasks": [{"task": "a"}]}}))
     done = cim_cli("profile", str(tmp_path))
     assert done.returncode == 2 and "timeline.tasks[0]" in done.stderr and "Traceback" not in done.stderr
+    looped = [_task("a", "p", 0, 1, ["b"]), _task("b", "p", 1, 2, ["a"])]
+    (tmp_path / "report.json").write_text(json.dumps({"job": "x", "timeline": {"tasks": looped}}))
+    done = cim_cli("profile", str(tmp_path))
+    assert done.returncode == 2 and "cycle" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "profile.html").exists()
