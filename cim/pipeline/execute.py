@@ -562,7 +562,7 @@ class _Plan:
                     per_step[record["key"]] = TaskOutcome(record["key"], "", "done", record["seconds"], result,
                                                           warnings=result["warnings"], started=result["span"][0],
                                                           worker=outcome.worker, deps=[previous],
-                                                          cpu=result.get("cpu", 0.0))
+                                                          cpu=result["cpu"])
                     previous = last_step[task.key] = record["key"]
                 io[task.key] = TaskOutcome(task.key, "tile.io", "done", outcome.result["io_seconds"], {"tile": tile},
                                            warnings=outcome.warnings, started=outcome.started, worker=outcome.worker,
