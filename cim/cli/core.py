@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cim.cli.jobs import Force, Scheduler, Workers
+from cim.cli.jobs import Force, Profile, Scheduler, Workers
 
 console = Console()
 
@@ -81,6 +81,7 @@ def run(
         "--max-tiles", help="refuse jobs with more tiles (100000)")] = None,
     max_tile_cells: Annotated[Optional[float], typer.Option(
         "--max-tile-cells", help="refuse rasters with more cells per tile (1e8)")] = None,
+    profile: Profile = False,
 ) -> None:
     """Run a pipeline of named stages over tiles on Dask (resumable: re-run to continue)."""
     from cim.cli.jobs import execute
@@ -88,7 +89,7 @@ def run(
 
     job = load_job(job_file, {"output": str(Path(out).resolve()) if out else None, "output_crs": out_crs,
                               "max_tiles": max_tiles, "max_tile_cells": max_tile_cells})
-    execute(job, scheduler=scheduler, workers=workers, force=force, keep_going=keep_going, crs=crs)
+    execute(job, scheduler=scheduler, workers=workers, force=force, keep_going=keep_going, crs=crs, profile=profile)
 
 
 def clean(

@@ -37,6 +37,8 @@ Scheduler = Annotated[Optional[str], typer.Option(
                         "worker processes)")]
 Force = Annotated[bool, typer.Option("--force", help="re-run every task, ignoring the manifest")]
 TileSize = Annotated[float, typer.Option("--tile-size", help="processing tile edge (CRS units)")]
+Profile = Annotated[bool, typer.Option("--profile", help="also write OUT/profile.html: the run's timeline per worker, "
+                                                         "critical path and serial share")]
 
 #: command -> {command option: (stage, stage option)}
 STAGE_OPTIONS: dict[str, dict[str, tuple[str, str]]] = {
@@ -145,9 +147,11 @@ def colorize_job(points: list[str], out: Path, *, crs: str | None = None, tile_s
 
 
 def execute(job: Job, *, scheduler: str | None = None, workers: int | None = None, force: bool = False,
-            keep_going: bool = False, crs: str | None = None, show: bool = True) -> tuple[dict[str, Any], JobRun]:
-    """Run ``job`` as ``cim run`` does: log to ``cim.log``, show progress, write ``report.json``, print the report
-    (unless not ``show``); returns the report and the run, or exits with code 1 when tasks failed."""
+            keep_going: bool = False, crs: str | None = None, show: bool = True,
+            profile: bool = False) -> tuple[dict[str, Any], JobRun]:
+    """Run ``job`` as ``cim run`` does: log to ``cim.log``, show progress, write ``report.json`` (and with
+    ``profile`` ``profile.html``, see :mod:`cim.profile`), print the report (unless not ``show``); returns the
+    report and the run, or exits with code 1 when tasks failed."""
     from cim import guards, outlock
     from cim.pipeline.execute import outcome_line, run_job, summarize
 
@@ -177,6 +181,10 @@ def execute(job: Job, *, scheduler: str | None = None, workers: int | None = Non
                              on_plan=on_plan)
         summary = summarize(result)
         write_text_atomic(job.out_dir / "report.json", json.dumps(summary, indent=2) + "\n")
+        if profile:
+            from cim.profile import write_profile
+
+            write_profile(job.out_dir, summary)
     except CimError:
         logger.removeHandler(handler)
         handler.close()

@@ -84,7 +84,8 @@ def partition_task(reader: ReaderStage, path: str, crs_wkt: str, work_crs_wkt: s
     source = in_crs(reader.open(Path(path), pyproj.CRS.from_wkt(crs_wkt)), work_crs)
     counts = partition_file(source, TileGrid(size, buffer), work_crs, Path(parts_dir), area=area,
                             chunk_size=chunk_size, quanta=quanta, input_index=input_index)
-    return {"counts": counts, "outputs": [Path(parts_dir).relative_to(out_dir).as_posix()]}
+    return {"counts": counts, "points": sum(counts.values()),
+            "outputs": [Path(parts_dir).relative_to(out_dir).as_posix()]}
 
 
 def _column_digests(cloud: PointCloud) -> dict[str, str]:
@@ -134,8 +135,8 @@ def chain_task(steps: list[Step], parts: list[str], checkpoint: str | None, resu
     """Run ``steps`` (one tile) on one in-memory cloud; ``resume``: start from the ``checkpoint`` file instead of
     the parts; ``save_after``: the key of the step after which the checkpoint is written.
 
-    Returns the steps' records for the manifest (with their start and end times) and the time spent on loading
-    and checkpointing the points.
+    Returns the steps' records for the manifest (with their start and end times, CPU seconds and the points they
+    got) and the time spent on loading and checkpointing the points.
     """
     ctx = steps[0].ctx
     io_start = time.time()
@@ -146,7 +147,7 @@ def chain_task(steps: list[Step], parts: list[str], checkpoint: str | None, resu
     io = time.time() - io_start
     records = []
     for step in steps:
-        start = time.time()
+        start, cpu, points = time.time(), time.process_time(), len(cloud)
         with caught_warnings() as messages:
             result, error = _run_step(step, cloud)
         if error is not None:
@@ -167,6 +168,8 @@ def chain_task(steps: list[Step], parts: list[str], checkpoint: str | None, resu
             "stamps": stamp(outputs, ctx.out_dir),
             "warnings": [*step.ctx.warnings, *messages],
             "span": [round(start, 6), round(end, 6)],
+            "cpu": round(time.process_time() - cpu, 6),
+            "points": points,
         }})
     return {"records": records, "io_seconds": round(io, 6)}
 
@@ -301,9 +304,11 @@ def run_job(
             hashes.save()
             return JobRun(job, first)
         counts: dict[str, int] = {}
+        sources_of: dict[str, list[str]] = {}  # tile -> the partition tasks that wrote its points
         for task in partition:
             for key, n in first.outcomes[task.key].result["counts"].items():
                 counts[key] = counts.get(key, 0) + n
+                sources_of.setdefault(key, []).append(task.key)
         parts_dirs = [str(work / "parts" / Path(t.key).name) for t in partition]
         part_fps = [t.fingerprint for t in partition]
         tiles = [grid.tile_from_key(k) for k in sorted(counts, key=_tile_order) if counts[k] > 0]
@@ -317,7 +322,7 @@ def run_job(
         second = run_tasks(plan.tasks, client, manifest, out_dir=out_dir, force=force, keep_going=keep_going,
                            on_outcome=on_outcome)
 
-    report = RunReport({**first.outcomes, **plan.outcomes(second)}, first.seconds + second.seconds)
+    report = RunReport({**first.outcomes, **plan.outcomes(second, sources_of)}, first.seconds + second.seconds)
     products = [Product.from_json(p) for o in report.outcomes.values() if isinstance(o.result, dict)
                 for p in o.result.get("products", []) if isinstance(p, dict)]
     return JobRun(job, report, products, len(tiles), max(0, len(all_tiles) - len(tiles)), sum(counts.values()))
@@ -535,11 +540,14 @@ class _Plan:
         self.tasks.append(task)
         self.finishes.append((label, stage, task))
 
-    def outcomes(self, report: RunReport) -> dict[str, TaskOutcome]:
+    def outcomes(self, report: RunReport, sources_of: dict[str, list[str]]) -> dict[str, TaskOutcome]:
         """The run's outcomes per step (kept, done, failed or cancelled), finish and catalog, in plan order, plus
-        the points' loading and checkpoint time per chain (stage "tile.io")."""
+        the points' loading and checkpoint time per chain (stage "tile.io", drawn in the timeline as the chain's
+        start up to its first step). Dependencies: a chain's loading waits for the partitions of its tile
+        (``sources_of``), a step for the one before it; a finish or the catalog for the last step of each chain."""
         per_step: dict[str, TaskOutcome] = {}
         io: dict[str, TaskOutcome] = {}
+        last_step: dict[str, str] = {}  # chain task key -> its last step's key
         for task in self.tasks:
             outcome = report.outcomes.get(task.key)
             if outcome is None or task.fn is not chain_task:
@@ -547,13 +555,19 @@ class _Plan:
             steps: list[Step] = task.args[0]
             tile = steps[0].ctx.tile.key
             if outcome.status == "done":
-                for record in outcome.result["records"]:
+                records = outcome.result["records"]
+                previous = task.key
+                for record in records:
                     result = record["result"]
                     per_step[record["key"]] = TaskOutcome(record["key"], "", "done", record["seconds"], result,
                                                           warnings=result["warnings"], started=result["span"][0],
-                                                          worker=outcome.worker)
+                                                          worker=outcome.worker, deps=[previous],
+                                                          cpu=result["cpu"])
+                    previous = last_step[task.key] = record["key"]
                 io[task.key] = TaskOutcome(task.key, "tile.io", "done", outcome.result["io_seconds"], {"tile": tile},
-                                           warnings=outcome.warnings, started=outcome.started, worker=outcome.worker)
+                                           warnings=outcome.warnings, started=outcome.started, worker=outcome.worker,
+                                           deps=sources_of.get(tile, []), ended=records[0]["result"]["span"][0],
+                                           cpu=max(0.0, outcome.cpu - sum(r["result"]["cpu"] for r in records)))
                 continue
             failed_at = next((j for j, s in enumerate(steps) if s.key == outcome.part),
                              0 if outcome.status == "failed" else None)  # a failure outside a step: the first
@@ -574,6 +588,8 @@ class _Plan:
             if label in finishes:
                 ordered[finishes[label].key] = report.outcomes[finishes[label].key]
         ordered["catalog"] = report.outcomes["catalog"]
+        for outcome in [*(report.outcomes[task.key] for _, _, task in self.finishes), ordered["catalog"]]:
+            outcome.deps = [last_step.get(d, d) for d in outcome.deps]
         return {**ordered, **io}
 
 

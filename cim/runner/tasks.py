@@ -29,6 +29,7 @@ from distributed import Client, as_completed, get_worker
 from cim.errors import CimError, os_error_message
 from cim.runner.fingerprints import intact
 from cim.runner.manifest import Manifest
+from cim.runner.timeline import analyse
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,11 @@ class TaskOutcome:
     #: When (epoch seconds) and where (Dask worker name) a task that ran started.
     started: float = 0.0
     worker: str = ""
+    #: The keys of the outcomes this one waited for (the task graph, see :mod:`cim.runner.timeline`).
+    deps: list[str] = field(default_factory=list)
+    #: CPU seconds of the worker process while the task ran; when it ended (epoch s; 0: ``started + seconds``).
+    cpu: float = 0.0
+    ended: float = 0.0
 
 
 class PartError(CimError):
@@ -123,14 +129,18 @@ class RunReport:
         return list(dict.fromkeys(w for o in self.outcomes.values() for w in o.warnings))  # once each, in order
 
     def timeline(self) -> dict[str, Any]:
-        """Every task that ran, by start: stage, tile, worker, start and end (seconds after the first start)."""
+        """Every task that ran, by start: stage, tile, worker, start and end (seconds after the first start), the
+        tasks it waited for, CPU seconds and points; then its analysis (:func:`cim.runner.timeline.analyse`)."""
         ran = sorted((o for o in self.outcomes.values() if o.status == "done" and o.started),
                      key=lambda o: (o.started, o.key))
         t0 = ran[0].started if ran else 0.0
-        return {"t0": t0, "tasks": [
-            {"task": o.key, "stage": o.stage, "tile": o.result.get("tile", "") if isinstance(o.result, dict) else "",
-             "worker": o.worker, "start": round(o.started - t0, 3), "end": round(o.started - t0 + o.seconds, 3)}
-            for o in ran]}
+        keys = {o.key for o in ran}
+        tasks = [
+            {"task": o.key, "stage": o.stage, "tile": _get(o.result, "tile", ""), "worker": o.worker,
+             "start": round(o.started - t0, 3), "end": round((o.ended or o.started + o.seconds) - t0, 3),
+             "deps": [d for d in o.deps if d in keys], "cpu": round(o.cpu, 3), "points": _get(o.result, "points", 0)}
+            for o in ran]
+        return {"t0": t0, "tasks": tasks, **analyse(tasks)}
 
     def stage_table(self) -> list[dict[str, Any]]:
         """Per stage: tasks done / skipped / failed and summed task seconds, in first-seen order."""
@@ -143,6 +153,10 @@ class RunReport:
         return list(rows.values())
 
 
+def _get(result: Any, name: str, default: Any) -> Any:
+    return result.get(name, default) if isinstance(result, dict) else default
+
+
 @dataclass
 class _Payload:
     """What a worker returns: the task's result plus its warnings, duration, start (epoch s) and worker."""
@@ -152,6 +166,7 @@ class _Payload:
     seconds: float
     started: float = 0.0
     worker: str = ""
+    cpu: float = 0.0
 
 
 def _worker_name() -> str:
@@ -164,12 +179,12 @@ def _worker_name() -> str:
 def _execute(fn: Callable[..., Any], *args: Any) -> _Payload:
     """Worker-side wrapper: hand dependencies' plain results to ``fn``, time it, collect its warnings."""
     args = tuple(a.result if isinstance(a, _Payload) else a for a in args)
-    started, start = time.time(), time.perf_counter()
+    started, start, cpu = time.time(), time.perf_counter(), time.process_time()
     with caught_warnings() as messages:
         result = fn(*args)
     if isinstance(result, dict) and result.get("warnings"):
         messages.extend(result["warnings"])
-    return _Payload(result, messages, time.perf_counter() - start, started, _worker_name())
+    return _Payload(result, messages, time.perf_counter() - start, started, _worker_name(), time.process_time() - cpu)
 
 
 def run_tasks(
@@ -220,7 +235,7 @@ def run_tasks(
                                        "seconds": payload.seconds}]:
                 manifest.record(record["key"], record["fingerprint"], record["result"], record["seconds"])
             finish(TaskOutcome(key, task.stage, "done", payload.seconds, payload.result, warnings=payload.warnings,
-                               started=payload.started, worker=payload.worker))
+                               started=payload.started, worker=payload.worker, deps=task.deps, cpu=payload.cpu))
         elif future.status == "cancelled":
             finish(TaskOutcome(key, task.stage, "cancelled", error="cancelled"))
         else:
