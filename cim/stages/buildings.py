@@ -2,7 +2,10 @@
 
 ``buildings.lod1`` / ``buildings.lod2`` model the buildings whose footprint's representative point lies in the
 tile (each building once, whatever the tile cut; the tile buffer gives the points of buildings that cross the
-edge) and write ``<folder>/<tile>.city.jsonl`` (CityJSONSeq) plus a ``report.json`` in ``finish``.
+edge) and write ``<folder>/<tile>.city.jsonl`` (CityJSONSeq) plus a ``report.json`` in ``finish``. Footprints
+reaching beyond the tile buffer are modelled in ``finish`` from the points of every tile they touch
+(:mod:`cim.buildings.large`, ``<folder>/large.city.jsonl``). Ground heights come from the ``dtm`` file, else the
+job's DTM (``raster.dtm``, a reused artefact), else the ground points around each footprint.
 ``write.cityjson`` merges those into one CityJSON 2.0 file (and a CityJSONSeq); ``tiles.buildings`` writes a
 3D Tiles 1.1 tileset of them.
 """
@@ -15,18 +18,21 @@ import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import pyproj
 from pydantic import Field
 
 from cim.buildings.footprints import Footprint, read_footprints
+from cim.buildings.large import Excess, context_box, dtm_window, excess, load_pieces, save_pieces
 from cim.buildings.model import BuildingModel, ReconstructionParams
 from cim.buildings.planes import PlaneParams
-from cim.buildings.run import geometries, models_from_cityjson, reconstruct_cloud, summarise
+from cim.buildings.run import geometries, ground_mask, models_from_cityjson, reconstruct_cloud, summarise
 from cim.cityjson import write_cityjson, write_cityjsonseq
 from cim.errors import CimWarning
 from cim.fileutil import write_text_atomic
 from cim.pipeline.stage import JobContext, Product, Stage, StageOptions, TileContext, TileResult
 from cim.points import PointCloud
+from cim.terrain.grid import GridSpec
 
 CITYJSON_MEDIA = "application/city+json"
 CITYJSONSEQ_MEDIA = "application/city+json-seq"
@@ -97,20 +103,41 @@ def _dtm(path: str, identity: tuple[int, int, int]):
 class _BuildingsStage(Stage):
     Options = BuildingsOptions
     produces = ("buildings",)
+    reuses = ("dtm",)  # the job's DTM (raster.dtm) gives the ground heights unless the dtm option names a file
     lod2: ClassVar[bool] = True
+
+    def footprints(self, crs: pyproj.CRS) -> list[Footprint] | None:
+        o = self.options
+        if not o.footprints:
+            return None
+        return list(_footprints(o.footprints, _identity(o.footprints), crs.to_wkt(), o.footprints_crs,
+                                o.footprints_layer, o.id_field))
+
+    def reconstruct(self, cloud: PointCloud, fps: list[Footprint] | None, **kwargs: Any) -> list[BuildingModel]:
+        o = self.options
+        return reconstruct_cloud(cloud, fps, o.params(), lod2=self.lod2, classify=o.classify,
+                                 building_classes=tuple(o.building_classes), building_points=o.building_points,
+                                 **kwargs)
+
+    def context_margin(self) -> float:
+        """How far around a footprint its ground points and DTM samples are looked for."""
+        return max(3 * self.options.ground_buffer, 10.0) + self.options.ground_buffer
 
     def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
         o = self.options
-        fps = None
-        if o.footprints:
-            fps = list(_footprints(o.footprints, _identity(o.footprints), ctx.crs.to_wkt(), o.footprints_crs,
-                                   o.footprints_layer, o.id_field))
-        models = reconstruct_cloud(cloud, fps, o.params(), core_bounds=ctx.tile.core_bounds, lod2=self.lod2,
-                                   classify=o.classify, building_classes=tuple(o.building_classes),
-                                   dtm=_dtm(o.dtm, _identity(o.dtm)) if o.dtm else None,
-                                   building_points=o.building_points)
+        fps = self.footprints(ctx.crs)
+        ground = ground_mask(cloud, o.classify)
+        large = _excess(fps, ctx.tile.size, ctx.tile.buffer)
+        skip = set(large.reach) if large else set()
+        if large:
+            near = [f for f in fps if f.id in skip and _meets(context_box(f, self.context_margin()),
+                                                              ctx.tile.core_bounds)]
+            scratch = self.scratch_dir(ctx.out_dir) / f"{ctx.tile.key}.cols"
+            save_pieces(scratch, cloud, ground, near, self.context_margin())
+        dtm = self.tile_dtm(cloud, ctx)
+        models = self.reconstruct(cloud, fps, core_bounds=ctx.tile.core_bounds, dtm=dtm, ground=ground, skip=skip)
         bx0, by0, bx1, by1 = ctx.tile.buffered_bounds
-        for m in models:
+        for m in models:  # derived outlines only: given footprints beyond the buffer are modelled in finish()
             x0, y0, x1, y1 = m.footprint.bounds
             if x0 < bx0 or y0 < by0 or x1 > bx1 or y1 > by1:
                 m.attributes["tile_buffer_exceeded"] = True
@@ -124,15 +151,96 @@ class _BuildingsStage(Stage):
                                     properties={"buildings": len(models)}))
         return TileResult(products=products, stats=stats)
 
+    def tile_dtm(self, cloud: PointCloud, ctx: TileContext) -> tuple[np.ndarray, GridSpec] | None:
+        """The DTM for the tile's ground heights: the ``dtm`` file, else the job's DTM (see :func:`_job_dtm`)."""
+        if self.options.dtm:
+            return _dtm(self.options.dtm, _identity(self.options.dtm))
+        folder = self.input_dir("dtm", ctx)
+        return _job_dtm(folder / f"{ctx.tile.key}.tif", cloud, ctx.tile.buffered_bounds) if folder else None
+
     def finish(self, results: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
+        fps = self.footprints(ctx.crs) or []
+        large = _excess(fps, ctx.grid.size, ctx.grid.buffer)
+        products = self.model_large(fps, large, ctx)
         models = _tile_models(ctx.product_dir)
         report = {"tiles": len(results), **summarise(models)}
         warned = [w for r in results for w in r.get("warnings", [])]
+        if large:
+            message = large.message(ctx.grid.buffer)
+            warnings.warn(message, CimWarning, stacklevel=2)
+            warned.append(message)
+            report["buffer_exceeded"] = {"footprints": sorted(large.reach), "largest": large.largest,
+                                         "extent": [round(v, 3) for v in large.extent],
+                                         "buffer_needed": round(large.buffer_needed, 3)}
         if warned:
             report["warnings"] = warned
         path = ctx.product_dir / "report.json"
         write_text_atomic(path, json.dumps(report, sort_keys=True, indent=1))
-        return [Product(ctx.relative(path), "report", "application/json", roles=("metadata",))]
+        return [*products, Product(ctx.relative(path), "report", "application/json", roles=("metadata",))]
+
+    def model_large(self, fps: list[Footprint], large: Excess | None, ctx: JobContext) -> list[Product]:
+        """Model the footprints of ``large`` from the points every tile gathered for them, into ``LARGE_FILE``
+        (removed when there are none)."""
+        path = ctx.product_dir / LARGE_FILE
+        pieces = load_pieces(sorted(self.scratch_dir(ctx.out_dir).glob("*.cols")), ctx.crs) if large else {}
+        models = []
+        for fp in sorted((f for f in fps if f.id in pieces), key=lambda f: f.id):
+            cloud, ground = pieces[fp.id]
+            box = context_box(fp, self.context_margin())
+            models += self.reconstruct(cloud, [f for f in fps if _meets(f.polygon.bounds, box)], ground=ground,
+                                       dtm=self.window_dtm(box, ctx), skip={f.id for f in fps} - {fp.id})
+        if not models:
+            path.unlink(missing_ok=True)
+            return []
+        write_cityjsonseq(path, geometries(models), ctx.crs)
+        return [Product(ctx.relative(path), "cityjson", CITYJSONSEQ_MEDIA, properties={"buildings": len(models)})]
+
+    def window_dtm(self, box: tuple[float, float, float, float], ctx: JobContext) -> tuple[np.ndarray, GridSpec] | None:
+        """The DTM around ``box`` after the tiles: the ``dtm`` file, else the job's DTM mosaic (``<folder>.vrt``)."""
+        if self.options.dtm:
+            return _dtm(self.options.dtm, _identity(self.options.dtm))
+        folder = self.input_dir("dtm", ctx)
+        mosaic = folder.with_name(f"{folder.name}.vrt") if folder else None
+        return _usable(dtm_window(mosaic, box)) if mosaic and mosaic.is_file() else None
+
+
+#: The per-stage file of the buildings larger than the tile buffer (modelled in ``finish``).
+LARGE_FILE = "large.city.jsonl"
+
+
+def _meets(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _excess(fps: list[Footprint] | None, size: float, buffer: float) -> Excess | None:
+    return excess(fps, size, buffer) if fps else None
+
+
+def _usable(dtm: tuple[np.ndarray, GridSpec] | None) -> tuple[np.ndarray, GridSpec] | None:
+    """The DTM when it has a value (an all-nodata DTM leaves the ground to the ground points)."""
+    return dtm if dtm is not None and np.isfinite(dtm[0]).any() else None
+
+
+def _job_dtm(path: Path, cloud: PointCloud, bounds: tuple[float, float, float, float]
+             ) -> tuple[np.ndarray, GridSpec] | None:
+    """The job's DTM over the buffered tile: its stored tile (the core square, ``path``) on a grid reaching over
+    the buffer, whose margin is interpolated the same way from the buffer's ground points (class 2), since the
+    neighbours' DTM tiles may not exist yet. None when the tile has no DTM value."""
+    from cim.terrain.dtm import dtm_grid
+    from cim.terrain.raster import read_raster
+
+    if not path.is_file():
+        return None
+    core, cgrid = read_raster(path)
+    if not np.isfinite(core).any():
+        return None
+    grid = GridSpec.from_bounds(*bounds, cgrid.resolution)
+    cls = cloud.get("classification")
+    values = dtm_grid(cloud, grid, ground=cls == 2) if cls is not None else np.full(grid.shape, np.nan)
+    row = round((grid.ymax - cgrid.ymax) / grid.resolution)
+    col = round((cgrid.xmin - grid.xmin) / grid.resolution)
+    values[row:row + cgrid.height, col:col + cgrid.width] = core
+    return values, grid
 
 
 class BuildingsLod1(_BuildingsStage):

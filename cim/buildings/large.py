@@ -1,0 +1,120 @@
+"""Buildings larger than the tile buffer: found from the footprints and the tile grid, their points gathered from
+every tile they touch, modelled once all tiles are done.
+
+A tile's chain sees its core square plus the buffer; a footprint reaching further than the buffer beyond the tile
+that owns it (its representative point's) would be modelled from truncated points. Instead every tile writes its
+core points near such a footprint (with the tile's ground mask, which needed the tile's context) into the stage's
+scratch folder, and the stage's ``finish`` models the building from the pieces of all tiles together.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cim.buildings.footprints import Footprint, tile_reach
+from cim.columns import append_frame, read_frames
+from cim.fileutil import atomic_write
+from cim.points import PointCloud
+from cim.terrain.grid import GridSpec
+
+#: Column of the gathered points holding the ground mask their tile computed.
+GROUND = "cim_ground"
+
+
+@dataclass(frozen=True)
+class Excess:
+    """The footprints reaching beyond the tile buffer: id -> reach beyond the owning tile's square (CRS units)."""
+
+    reach: dict[str, float]
+    largest: str  # id of the footprint with the largest extent
+    extent: tuple[float, float]  # its width and height (bounding box)
+
+    @property
+    def buffer_needed(self) -> float:
+        """The tile buffer that would give every building all of its points in its own tile."""
+        return max(self.reach.values())
+
+    def message(self, buffer: float) -> str:
+        """The one warning of the job."""
+        w, h = self.extent
+        return (f"{len(self.reach)} footprint(s) reach beyond the tile buffer of {buffer:g} m (largest: "
+                f"{self.largest}, {w:.1f} x {h:.1f} m; buffer needed: {math.ceil(self.buffer_needed):g} m): "
+                "modelled after the tiles from the points of every tile they touch")
+
+
+def excess(footprints: Sequence[Footprint], size: float, buffer: float) -> Excess | None:
+    """The footprints whose extent leaves the buffered square of the tile holding their representative point."""
+    reach = {f.id: r for f in footprints if (r := tile_reach(f, size)) > buffer}
+    if not reach:
+        return None
+    largest = max((f for f in footprints if f.id in reach), key=lambda f: (f.polygon.area, f.id))
+    x0, y0, x1, y1 = largest.polygon.bounds
+    return Excess(reach, largest.id, (x1 - x0, y1 - y0))
+
+
+def context_box(fp: Footprint, margin: float) -> tuple[float, float, float, float]:
+    """The footprint's bounds grown by ``margin`` (room for the ground points and DTM samples around it)."""
+    x0, y0, x1, y1 = fp.polygon.bounds
+    return (x0 - margin, y0 - margin, x1 + margin, y1 + margin)
+
+
+def _in_box(x: np.ndarray, y: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    return (x >= box[0]) & (x < box[2]) & (y >= box[1]) & (y < box[3])
+
+
+def save_pieces(path: Path, cloud: PointCloud, ground: np.ndarray, footprints: Sequence[Footprint],
+                margin: float) -> int:
+    """Write the cloud's core points within ``margin`` of each footprint's bounds (x, y, z, the classes when
+    present and the ground mask) as one frame per footprint; returns the number of frames (no file when 0)."""
+    core = np.asarray(cloud["core"], bool) if cloud.has("core") else np.ones(len(cloud), bool)
+    names = [n for n in ("x", "y", "z", "classification") if cloud.has(n)]
+    frames = []
+    for fp in footprints:
+        rows = np.flatnonzero(core & _in_box(cloud.x, cloud.y, context_box(fp, margin)))
+        if len(rows):
+            frames.append((fp.id, {**{n: np.asarray(cloud[n])[rows] for n in names}, GROUND: ground[rows]}))
+    if frames:
+        with atomic_write(path) as tmp:
+            for fid, columns in frames:
+                append_frame(tmp, columns, {"id": fid})
+    return len(frames)
+
+
+def load_pieces(files: Sequence[Path], crs) -> dict[str, tuple[PointCloud, np.ndarray]]:
+    """Per footprint id, its gathered points (in the order of ``files``) and their ground mask."""
+    pieces: dict[str, list[dict[str, np.ndarray]]] = {}
+    for path in files:
+        for meta, columns in read_frames(path):
+            pieces.setdefault(meta["id"], []).append(columns)
+    out = {}
+    for fid, parts in pieces.items():
+        data = {n: np.concatenate([p[n] for p in parts]) for n in parts[0]}
+        ground = data.pop(GROUND).astype(bool)
+        out[fid] = (PointCloud(data, crs), ground)
+    return out
+
+
+def dtm_window(path: Path, box: tuple[float, float, float, float]) -> tuple[np.ndarray, GridSpec] | None:
+    """The cells of a DTM raster (GeoTIFF or VRT mosaic) meeting ``box``, nodata as NaN, with their grid; None
+    when the raster does not meet the box."""
+    import rasterio
+    from rasterio.windows import Window
+
+    with rasterio.open(path) as ds:
+        t = ds.transform
+        res = t.a
+        c0 = max(0, math.floor((box[0] - t.c) / res))
+        c1 = min(ds.width, math.ceil((box[2] - t.c) / res))
+        r0 = max(0, math.floor((t.f - box[3]) / res))
+        r1 = min(ds.height, math.ceil((t.f - box[1]) / res))
+        if c1 <= c0 or r1 <= r0:
+            return None
+        values = ds.read(1, window=Window(c0, r0, c1 - c0, r1 - r0)).astype(np.float64)
+        if ds.nodata is not None:
+            values[values == ds.nodata] = np.nan
+    return values, GridSpec(t.c + c0 * res, t.f - r0 * res, c1 - c0, r1 - r0, res)
