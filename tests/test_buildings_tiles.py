@@ -1,5 +1,6 @@
 """Buildings larger than the tile buffer get all of their points: a generated 190 m long gable building cut by
-100 m tiles with a 20 m buffer is modelled as with one big tile, and the job warns once."""
+100 m tiles with a 20 m buffer is modelled as with one big tile (ground from the job's DTM mosaic), and the job
+warns once."""
 
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ def scene(tmp_path_factory):
 def _run(laz: Path, gpkg: Path, out: Path, size: float, buffer: float):
     doc = {"job": {"name": "t", "output": str(out)},
            "stages": [{"type": "read.las", "files": [str(laz)]}, {"type": "tile", "size": size, "buffer": buffer},
+                      {"type": "raster.dtm", "resolution": 1.0},
                       {"type": "buildings.lod2", "footprints": str(gpkg)}, {"type": "write.cityjson"}]}
     result = run_job(parse_job(doc, out / "job.toml"), scheduler="threads", workers=1)
     assert result.report.ok
@@ -68,6 +70,7 @@ def test_large_building_gets_all_points(scene, tmp_path):
     inside = shapely.contains_xy(truth.footprint, cloud.x, cloud.y) & (cloud.classification == 6)
     assert hall.attributes["point_count"] == big["hall"].attributes["point_count"] == int(inside.sum())
     assert "tile_buffer_exceeded" not in hall.attributes
+    assert {m.attributes["ground_source"] for m in (*small.values(), *big.values())} == {"dtm"}
     for bid, m in small.items():
         other = big[bid]
         assert m.attributes["status"] == other.attributes["status"] == "lod22"

@@ -70,7 +70,8 @@ def _in_box(x: np.ndarray, y: np.ndarray, box: tuple[float, float, float, float]
 def save_pieces(path: Path, cloud: PointCloud, ground: np.ndarray, footprints: Sequence[Footprint],
                 margin: float) -> int:
     """Write the cloud's core points within ``margin`` of each footprint's bounds (x, y, z, the classes when
-    present and the ground mask) as one frame per footprint; returns the number of frames (no file when 0)."""
+    present and the ground mask) as one frame per footprint; returns the number of frames (no file when 0: an
+    earlier run's file is removed)."""
     core = np.asarray(cloud["core"], bool) if cloud.has("core") else np.ones(len(cloud), bool)
     names = [n for n in ("x", "y", "z", "classification") if cloud.has(n)]
     frames = []
@@ -78,10 +79,12 @@ def save_pieces(path: Path, cloud: PointCloud, ground: np.ndarray, footprints: S
         rows = np.flatnonzero(core & _in_box(cloud.x, cloud.y, context_box(fp, margin)))
         if len(rows):
             frames.append((fp.id, {**{n: np.asarray(cloud[n])[rows] for n in names}, GROUND: ground[rows]}))
-    if frames:
-        with atomic_write(path) as tmp:
-            for fid, columns in frames:
-                append_frame(tmp, columns, {"id": fid})
+    if not frames:
+        path.unlink(missing_ok=True)
+        return 0
+    with atomic_write(path) as tmp:
+        for fid, columns in frames:
+            append_frame(tmp, columns, {"id": fid})
     return len(frames)
 
 

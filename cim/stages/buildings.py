@@ -44,8 +44,8 @@ class BuildingsOptions(StageOptions):
     footprints_crs: str | None = Field(None, description="CRS of the footprint file when it declares none")
     footprints_layer: str | None = Field(None, description="layer of the footprint file (default: the first)")
     id_field: str | None = Field(None, description="footprint attribute holding the building id")
-    dtm: str | None = Field(None, description="DTM GeoTIFF (e.g. from the terrain stages) for ground heights; "
-                                              "default: ground points around each footprint")
+    dtm: str | None = Field(None, description="DTM GeoTIFF for ground heights; default: the job's DTM "
+                                              "(raster.dtm), else ground points around each footprint")
     folder: str = Field("buildings", description="output folder inside the job's output folder")
     classify: Literal["auto", "always", "never"] = Field(
         "auto", description="ground classification (SMRF) when the points have no class 2 (auto) / always / never")
@@ -184,7 +184,7 @@ class _BuildingsStage(Stage):
         path = ctx.product_dir / LARGE_FILE
         pieces = load_pieces(sorted(self.scratch_dir(ctx.out_dir).glob("*.cols")), ctx.crs) if large else {}
         models = []
-        for fp in sorted((f for f in fps if f.id in pieces), key=lambda f: f.id):
+        for fp in sorted((f for f in fps if f.id in pieces and f.id in large.reach), key=lambda f: f.id):
             cloud, ground = pieces[fp.id]
             box = context_box(fp, self.context_margin())
             models += self.reconstruct(cloud, [f for f in fps if _meets(f.polygon.bounds, box)], ground=ground,
