@@ -16,6 +16,7 @@ import shapely
 import cim.io.las as las
 from cim.buildings.run import models_from_cityjson
 from cim.cityjson import BuildingGeometry
+from cim.errors import CimWarning
 from cim.pipeline.execute import run_job, summarize
 from cim.pipeline.job import parse_job
 from cim.synth.rooflib import ORIGIN, LibraryBuilding, ground_z
@@ -62,7 +63,8 @@ def _run(laz: Path, gpkg: Path, out: Path, size: float, buffer: float):
 
 def test_large_building_gets_all_points(scene, tmp_path):
     buildings, laz, gpkg = scene
-    tiled, small = _run(laz, gpkg, tmp_path / "tiled", 100.0, 20.0)
+    with pytest.warns(CimWarning, match="buffer needed"):  # at planning, before any work
+        tiled, small = _run(laz, gpkg, tmp_path / "tiled", 100.0, 20.0)
     one, big = _run(laz, gpkg, tmp_path / "big", 1000.0, 20.0)
     assert sorted(small) == sorted(big) == sorted(b.id for b in buildings)
     hall, truth = small["hall"], buildings[0]

@@ -83,14 +83,13 @@ def _identity(path: str) -> tuple[int, int, int]:
 
 @functools.lru_cache(maxsize=4)
 def _footprints(path: str, identity: tuple[int, int, int], crs_wkt: str, source_crs: str | None, layer: str | None,
-                id_field: str | None) -> tuple[Footprint, ...]:
+                id_field: str | None) -> tuple[tuple[Footprint, ...], tuple[str, ...]]:
+    """The footprints and the warnings reading them gave (repeated by every reader of the cached value)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", CimWarning)
         fps = read_footprints(path, pyproj.CRS.from_wkt(crs_wkt), layer=layer, id_field=id_field,
                               source_crs=source_crs)
-    for w in caught:
-        warnings.warn(str(w.message), CimWarning, stacklevel=2)
-    return tuple(fps)
+    return tuple(fps), tuple(str(w.message) for w in caught)
 
 
 @functools.lru_cache(maxsize=2)
@@ -110,8 +109,11 @@ class _BuildingsStage(Stage):
         o = self.options
         if not o.footprints:
             return None
-        return list(_footprints(o.footprints, _identity(o.footprints), crs.to_wkt(), o.footprints_crs,
-                                o.footprints_layer, o.id_field))
+        fps, messages = _footprints(o.footprints, _identity(o.footprints), crs.to_wkt(), o.footprints_crs,
+                                    o.footprints_layer, o.id_field)
+        for message in messages:
+            warnings.warn(message, CimWarning, stacklevel=2)
+        return list(fps)
 
     def reconstruct(self, cloud: PointCloud, fps: list[Footprint] | None, **kwargs: Any) -> list[BuildingModel]:
         o = self.options
@@ -122,6 +124,12 @@ class _BuildingsStage(Stage):
     def context_margin(self) -> float:
         """How far around a footprint its ground points and DTM samples are looked for."""
         return max(3 * self.options.ground_buffer, 10.0) + self.options.ground_buffer
+
+    def plan(self, ctx: JobContext) -> None:
+        """Warn before any work when footprints reach beyond the tile buffer (modelled in ``finish``)."""
+        large = _excess(self.footprints(ctx.crs), ctx.grid.size, ctx.grid.buffer)
+        if large:
+            warnings.warn(large.message(ctx.grid.buffer), CimWarning, stacklevel=2)
 
     def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
         o = self.options
@@ -164,8 +172,8 @@ class _BuildingsStage(Stage):
         products = self.model_large(fps, large, ctx)
         models = _tile_models(ctx.product_dir)
         report = {"tiles": len(results), **summarise(models)}
-        warned = [w for r in results for w in r.get("warnings", [])]
-        if large:
+        warned = list(dict.fromkeys(w for r in results for w in r.get("warnings", [])))
+        if large:  # warned at planning (plan); recorded in both reports
             message = large.message(ctx.grid.buffer)
             warnings.warn(message, CimWarning, stacklevel=2)
             warned.append(message)
