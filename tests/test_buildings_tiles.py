@@ -5,7 +5,6 @@ warns once."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +36,8 @@ def _building(bid: str, roof: int, length: float, width: float, eave: float, rid
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
     """A 190 m x 14 m gable hall crossing three 100 m tiles (its representative point in the middle one, 45 m
-    past either edge of that tile), and two ordinary houses, scanned in the ALS style."""
+    past either edge of that tile), and two ordinary houses, scanned in the ALS style; the footprints also hold a
+    160 m long "ghost" no point was scanned near (70 m past its tile)."""
     folder = tmp_path_factory.mktemp("long")
     buildings = [_building("hall", GABLE, 190.0, 14.0, 8.0, 13.0, 150.0, 50.0, angle=4.0),
                  _building("house-1", GABLE, 14.0, 9.0, 5.0, 9.0, 60.0, 80.0),
@@ -45,9 +45,11 @@ def scene(tmp_path_factory):
     cloud = scan(buildings, ALS, seed=7)
     laz = las.write(folder / "long.laz", cloud, crs=cloud.crs)
     gpkg = folder / "footprints.gpkg"
-    geometry = shapely.to_wkb(np.array([b.footprint for b in buildings], dtype=object), output_dimension=2)
-    pyogrio.raw.write(gpkg, geometry, [np.array([b.id for b in buildings], dtype=object)], ["id"], layer="fp",
-                      driver="GPKG", geometry_type="Polygon", crs=CRS)
+    ghost = shapely.box(ORIGIN[0] + 110.0, ORIGIN[1] + 90.0, ORIGIN[0] + 270.0, ORIGIN[1] + 98.0)
+    geometry = shapely.to_wkb(np.array([b.footprint for b in buildings] + [ghost], dtype=object),
+                              output_dimension=2)
+    ids = np.array([b.id for b in buildings] + ["ghost"], dtype=object)
+    pyogrio.raw.write(gpkg, geometry, [ids], ["id"], layer="fp", driver="GPKG", geometry_type="Polygon", crs=CRS)
     return buildings, laz, gpkg
 
 
@@ -66,7 +68,8 @@ def test_large_building_gets_all_points(scene, tmp_path):
     with pytest.warns(CimWarning, match="buffer needed"):  # at planning, before any work
         tiled, small = _run(laz, gpkg, tmp_path / "tiled", 100.0, 20.0)
     one, big = _run(laz, gpkg, tmp_path / "big", 1000.0, 20.0)
-    assert sorted(small) == sorted(big) == sorted(b.id for b in buildings)
+    assert sorted(small) == sorted(big) == sorted([b.id for b in buildings] + ["ghost"])
+    assert small.pop("ghost").attributes["status"] == big.pop("ghost").attributes["status"] == "no_points"
     hall, truth = small["hall"], buildings[0]
     cloud = las.read(laz)
     inside = shapely.contains_xy(truth.footprint, cloud.x, cloud.y) & (cloud.classification == 6)
@@ -88,11 +91,10 @@ def test_large_building_gets_all_points(scene, tmp_path):
           f"{solid_volume(hall.lod22.faces):.0f} m3 (truth {true_volume:.0f}), ridge {hall.attributes['h_ridge']:.2f}")
     assert solid_volume(hall.lod22.faces) == pytest.approx(true_volume, rel=0.01)
     assert hall.attributes["roof_type"] == GABLE
-    x0, _, x1, _ = truth.footprint.bounds  # its tile is x in [100, 200) m from the origin
-    needed = math.ceil(max(ORIGIN[0] + 100.0 - x0, x1 - ORIGIN[0] - 200.0))
     warnings = [w for w in summarize(tiled)["warnings"] if "tile buffer" in w]
-    assert len(warnings) == 1 and "hall" in warnings[0] and f"buffer needed: {needed} m" in warnings[0], warnings
+    # the largest footprint is the hall; the ghost reaches furthest beyond its tile (x in [100, 200) m): 70 m
+    assert len(warnings) == 1 and "largest: hall, 190." in warnings[0] and "buffer needed: 70 m" in warnings[0]
     report = json.loads((tmp_path / "tiled" / "buildings" / "report.json").read_text())
-    assert report["buffer_exceeded"]["footprints"] == ["hall"]
-    assert report["buildings"] == 3 and report["lod22"] == 3
+    assert report["buffer_exceeded"]["footprints"] == ["ghost", "hall"]
+    assert report["buildings"] == 4 and report["lod22"] == 3
     assert not any("tile buffer" in w for w in summarize(one)["warnings"])

@@ -22,7 +22,7 @@ import numpy as np
 import pyproj
 from pydantic import Field
 
-from cim.buildings.footprints import Footprint, read_footprints
+from cim.buildings.footprints import Footprint, owner_tile, read_footprints
 from cim.buildings.large import Excess, context_box, dtm_window, excess, load_pieces, save_pieces
 from cim.buildings.model import BuildingModel, ReconstructionParams
 from cim.buildings.planes import PlaneParams
@@ -169,7 +169,7 @@ class _BuildingsStage(Stage):
     def finish(self, results: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
         fps = self.footprints(ctx.crs) or []
         large = _excess(fps, ctx.grid.size, ctx.grid.buffer)
-        products = self.model_large(fps, large, ctx)
+        products = self.model_large(fps, large, {r["tile"] for r in results}, ctx)
         models = _tile_models(ctx.product_dir)
         report = {"tiles": len(results), **summarise(models)}
         warned = list(dict.fromkeys(w for r in results for w in r.get("warnings", [])))
@@ -186,14 +186,19 @@ class _BuildingsStage(Stage):
         write_text_atomic(path, json.dumps(report, sort_keys=True, indent=1))
         return [*products, Product(ctx.relative(path), "report", "application/json", roles=("metadata",))]
 
-    def model_large(self, fps: list[Footprint], large: Excess | None, ctx: JobContext) -> list[Product]:
+    def model_large(self, fps: list[Footprint], large: Excess | None, tiles: set[str], ctx: JobContext
+                    ) -> list[Product]:
         """Model the footprints of ``large`` from the points every tile gathered for them, into ``LARGE_FILE``
-        (removed when there are none)."""
+        (removed when there are none). Like every footprint, one is modelled when it has points or its own tile
+        is one of the job's ``tiles`` (status ``no_points`` then)."""
         path = ctx.product_dir / LARGE_FILE
         pieces = load_pieces(sorted(self.scratch_dir(ctx.out_dir).glob("*.cols")), ctx.crs) if large else {}
+        empty = (PointCloud.empty(ctx.crs), np.zeros(0, bool))
         models = []
-        for fp in sorted((f for f in fps if f.id in pieces and f.id in large.reach), key=lambda f: f.id):
-            cloud, ground = pieces[fp.id]
+        for fp in sorted((f for f in fps if large and f.id in large.reach), key=lambda f: f.id):
+            if fp.id not in pieces and ctx.grid.tile(*owner_tile(fp, ctx.grid.size)).key not in tiles:
+                continue
+            cloud, ground = pieces.get(fp.id, empty)
             box = context_box(fp, self.context_margin())
             models += self.reconstruct(cloud, [f for f in fps if _meets(f.polygon.bounds, box)], ground=ground,
                                        dtm=self.window_dtm(box, ctx), skip={f.id for f in fps} - {fp.id})
