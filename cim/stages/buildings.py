@@ -33,6 +33,7 @@ from cim.fileutil import write_text_atomic
 from cim.pipeline.stage import JobContext, Product, Stage, StageOptions, TileContext, TileResult
 from cim.points import PointCloud
 from cim.terrain.grid import GridSpec
+from cim.tiling import TileGrid
 
 CITYJSON_MEDIA = "application/city+json"
 CITYJSONSEQ_MEDIA = "application/city+json-seq"
@@ -105,15 +106,23 @@ class _BuildingsStage(Stage):
     reuses = ("dtm",)  # the job's DTM (raster.dtm) gives the ground heights unless the dtm option names a file
     lod2: ClassVar[bool] = True
 
-    def footprints(self, crs: pyproj.CRS) -> list[Footprint] | None:
+    def _footprint_key(self, crs: pyproj.CRS) -> tuple[Any, ...]:
         o = self.options
-        if not o.footprints:
+        return (o.footprints, _identity(o.footprints), crs.to_wkt(), o.footprints_crs, o.footprints_layer,
+                o.id_field)
+
+    def footprints(self, crs: pyproj.CRS) -> list[Footprint] | None:
+        """The footprints in the job CRS (None without a footprints file), with the warnings reading them gave."""
+        if not self.options.footprints:
             return None
-        fps, messages = _footprints(o.footprints, _identity(o.footprints), crs.to_wkt(), o.footprints_crs,
-                                    o.footprints_layer, o.id_field)
+        fps, messages = _footprints(*self._footprint_key(crs))
         for message in messages:
             warnings.warn(message, CimWarning, stacklevel=2)
         return list(fps)
+
+    def large(self, crs: pyproj.CRS, grid: TileGrid) -> Excess | None:
+        """The footprints reaching beyond the tile buffer (None without any, or without footprints)."""
+        return _excess(*self._footprint_key(crs), grid.size, grid.buffer) if self.options.footprints else None
 
     def reconstruct(self, cloud: PointCloud, fps: list[Footprint] | None, **kwargs: Any) -> list[BuildingModel]:
         o = self.options
@@ -127,7 +136,7 @@ class _BuildingsStage(Stage):
 
     def plan(self, ctx: JobContext) -> None:
         """Warn before any work when footprints reach beyond the tile buffer (modelled in ``finish``)."""
-        large = _excess(self.footprints(ctx.crs), ctx.grid.size, ctx.grid.buffer)
+        large = self.large(ctx.crs, ctx.grid)
         if large:
             warnings.warn(large.message(ctx.grid.buffer), CimWarning, stacklevel=2)
 
@@ -135,7 +144,7 @@ class _BuildingsStage(Stage):
         o = self.options
         fps = self.footprints(ctx.crs)
         ground = ground_mask(cloud, o.classify)
-        large = _excess(fps, ctx.tile.size, ctx.tile.buffer)
+        large = self.large(ctx.crs, ctx.grid)
         skip = set(large.reach) if large else set()
         if large:
             near = [f for f in fps if f.id in skip and _meets(context_box(f, self.context_margin()),
@@ -168,7 +177,7 @@ class _BuildingsStage(Stage):
 
     def finish(self, results: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
         fps = self.footprints(ctx.crs) or []
-        large = _excess(fps, ctx.grid.size, ctx.grid.buffer)
+        large = self.large(ctx.crs, ctx.grid)
         products = self.model_large(fps, large, {r["tile"] for r in results}, ctx)
         models = _tile_models(ctx.product_dir)
         report = {"tiles": len(results), **summarise(models)}
@@ -225,8 +234,11 @@ def _meets(a: tuple[float, float, float, float], b: tuple[float, float, float, f
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def _excess(fps: list[Footprint] | None, size: float, buffer: float) -> Excess | None:
-    return excess(fps, size, buffer) if fps else None
+@functools.lru_cache(maxsize=4)
+def _excess(*key: Any) -> Excess | None:
+    """:func:`cim.buildings.large.excess` of the footprints ``_footprints(*key[:-2])`` on a grid of tile size
+    ``key[-2]`` and buffer ``key[-1]`` (once per process, not per tile)."""
+    return excess(_footprints(*key[:-2])[0], key[-2], key[-1])
 
 
 def _usable(dtm: tuple[np.ndarray, GridSpec] | None) -> tuple[np.ndarray, GridSpec] | None:
