@@ -11,6 +11,7 @@ import numpy as np
 import rasterio
 
 from cim.buildings.run import models_from_cityjson
+from helpers import cim_cli
 from cim.cityjson import read_cityjson
 from cim.pipeline.execute import run_job, summarize
 from cim.pipeline.job import parse_job
@@ -76,8 +77,8 @@ def test_ground_from_the_jobs_dtm(synth_city, tmp_path):
 
 
 def test_explicit_dtm_file_wins(synth_city, tmp_path):
-    """A ``dtm`` file (here the true DTM raised by 10 m) wins over the job's DTM; without any DTM the ground
-    comes from the ground points (LoD1.2 stage: the ground is found the same way, faster)."""
+    """``cim buildings --dtm`` (here the true DTM raised by 10 m) wins over the DTM the command writes; a job
+    without any DTM takes the ground from the ground points (LoD1.2 stage: the ground is found the same way)."""
     raised = tmp_path / "raised.tif"
     with rasterio.open(synth_city.dtm_tif) as src:
         profile, values = src.profile, src.read(1)
@@ -86,11 +87,19 @@ def test_explicit_dtm_file_wins(synth_city, tmp_path):
     with rasterio.open(raised, "w", **profile) as dst:
         dst.write(values, 1)
     truth = _truth(synth_city)
-    _run(synth_city, tmp_path / "file", {"resolution": 1.0}, {"dtm": str(raised)}, "buildings.lod1")
-    models = _models(tmp_path / "file")
+    out = tmp_path / "cli"
+    done = cim_cli("buildings", str(synth_city.als_laz), "--footprints", str(synth_city.footprints_gpkg), "--dtm",
+                   str(raised), "--lod1-only", "--no-tiles", "--tile-size", "100", "--buffer", "30", "--out",
+                   str(out), "--scheduler", "threads", "--workers", "1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (out / "dtm.vrt").is_file()  # the command's own DTM was written, and lost to the file
+    models = _models(out)
+    assert sorted(models) == sorted(truth)
     assert all(abs(m.attributes["h_ground"] - 10.0 - truth[k]) < 0.3 for k, m in models.items())
     assert {m.attributes["ground_source"] for m in models.values()} == {"dtm"}
     _run(synth_city, tmp_path / "points", None, None, "buildings.lod1")
     models = _models(tmp_path / "points")
     assert {m.attributes["ground_source"] for m in models.values()} == {"ground_points"}
     assert all(abs(m.attributes["h_ground"] - truth[k]) < 0.3 for k, m in models.items())
+    report = json.loads((tmp_path / "points" / "buildings" / "report.json").read_text())
+    assert report["ground_source"] == {"ground_points": len(truth)} and report["ground_estimated"] == []
