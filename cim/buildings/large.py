@@ -20,7 +20,6 @@ from cim.buildings.footprints import Footprint, tile_reach
 from cim.columns import append_frame, read_frames
 from cim.fileutil import atomic_write
 from cim.points import PointCloud
-from cim.terrain.grid import GridSpec
 
 #: Column of the gathered points holding the ground mask their tile computed.
 GROUND = "cim_ground"
@@ -100,24 +99,3 @@ def load_pieces(files: Sequence[Path], crs) -> dict[str, tuple[PointCloud, np.nd
         ground = data.pop(GROUND).astype(bool)
         out[fid] = (PointCloud(data, crs), ground)
     return out
-
-
-def dtm_window(path: Path, box: tuple[float, float, float, float]) -> tuple[np.ndarray, GridSpec] | None:
-    """The cells of a DTM raster (GeoTIFF or VRT mosaic) meeting ``box``, nodata as NaN, with their grid; None
-    when the raster does not meet the box."""
-    import rasterio
-    from rasterio.windows import Window
-
-    with rasterio.open(path) as ds:
-        t = ds.transform
-        res = t.a
-        c0 = max(0, math.floor((box[0] - t.c) / res))
-        c1 = min(ds.width, math.ceil((box[2] - t.c) / res))
-        r0 = max(0, math.floor((t.f - box[3]) / res))
-        r1 = min(ds.height, math.ceil((t.f - box[1]) / res))
-        if c1 <= c0 or r1 <= r0:
-            return None
-        values = ds.read(1, window=Window(c0, r0, c1 - c0, r1 - r0)).astype(np.float64)
-        if ds.nodata is not None:
-            values[values == ds.nodata] = np.nan
-    return values, GridSpec(t.c + c0 * res, t.f - r0 * res, c1 - c0, r1 - r0, res)

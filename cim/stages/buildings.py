@@ -23,7 +23,8 @@ import pyproj
 from pydantic import Field
 
 from cim.buildings.footprints import Footprint, owner_tile, read_footprints
-from cim.buildings.large import Excess, context_box, dtm_window, excess, load_pieces, save_pieces
+from cim.buildings.ground_dtm import dtm_window, tile_dtm, usable
+from cim.buildings.large import Excess, context_box, excess, load_pieces, save_pieces
 from cim.buildings.model import BuildingModel, ReconstructionParams
 from cim.buildings.planes import PlaneParams
 from cim.buildings.run import geometries, ground_mask, models_from_cityjson, reconstruct_cloud, summarise
@@ -169,11 +170,12 @@ class _BuildingsStage(Stage):
         return TileResult(products=products, stats=stats)
 
     def tile_dtm(self, cloud: PointCloud, ctx: TileContext) -> tuple[np.ndarray, GridSpec] | None:
-        """The DTM for the tile's ground heights: the ``dtm`` file, else the job's DTM (see :func:`_job_dtm`)."""
+        """The DTM for the tile's ground heights: the ``dtm`` file, else the job's DTM (see
+        :func:`cim.buildings.ground_dtm.tile_dtm`)."""
         if self.options.dtm:
             return _dtm(self.options.dtm, _identity(self.options.dtm))
         folder = self.input_dir("dtm", ctx)
-        return _job_dtm(folder / f"{ctx.tile.key}.tif", cloud, ctx.tile.buffered_bounds) if folder else None
+        return tile_dtm(folder / f"{ctx.tile.key}.tif", cloud, ctx.tile.buffered_bounds) if folder else None
 
     def finish(self, results: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
         fps = self.footprints(ctx.crs) or []
@@ -223,7 +225,7 @@ class _BuildingsStage(Stage):
             return _dtm(self.options.dtm, _identity(self.options.dtm))
         folder = self.input_dir("dtm", ctx)
         mosaic = folder.with_name(f"{folder.name}.vrt") if folder else None
-        return _usable(dtm_window(mosaic, box)) if mosaic and mosaic.is_file() else None
+        return usable(dtm_window(mosaic, box)) if mosaic and mosaic.is_file() else None
 
 
 #: The per-stage file of the buildings larger than the tile buffer (modelled in ``finish``).
@@ -239,33 +241,6 @@ def _excess(*key: Any) -> Excess | None:
     """:func:`cim.buildings.large.excess` of the footprints ``_footprints(*key[:-2])`` on a grid of tile size
     ``key[-2]`` and buffer ``key[-1]`` (once per process, not per tile)."""
     return excess(_footprints(*key[:-2])[0], key[-2], key[-1])
-
-
-def _usable(dtm: tuple[np.ndarray, GridSpec] | None) -> tuple[np.ndarray, GridSpec] | None:
-    """The DTM when it has a value (an all-nodata DTM leaves the ground to the ground points)."""
-    return dtm if dtm is not None and np.isfinite(dtm[0]).any() else None
-
-
-def _job_dtm(path: Path, cloud: PointCloud, bounds: tuple[float, float, float, float]
-             ) -> tuple[np.ndarray, GridSpec] | None:
-    """The job's DTM over the buffered tile: its stored tile (the core square, ``path``) on a grid reaching over
-    the buffer, whose margin is interpolated the same way from the buffer's ground points (class 2), since the
-    neighbours' DTM tiles may not exist yet. None when the tile has no DTM value."""
-    from cim.terrain.dtm import dtm_grid
-    from cim.terrain.raster import read_raster
-
-    if not path.is_file():
-        return None
-    core, cgrid = read_raster(path)
-    if not np.isfinite(core).any():
-        return None
-    grid = GridSpec.from_bounds(*bounds, cgrid.resolution)
-    cls = cloud.get("classification")
-    values = dtm_grid(cloud, grid, ground=cls == 2) if cls is not None else np.full(grid.shape, np.nan)
-    row = round((grid.ymax - cgrid.ymax) / grid.resolution)
-    col = round((cgrid.xmin - grid.xmin) / grid.resolution)
-    values[row:row + cgrid.height, col:col + cgrid.width] = core
-    return values, grid
 
 
 class BuildingsLod1(_BuildingsStage):
