@@ -53,12 +53,12 @@ def scene(tmp_path_factory):
     return buildings, laz, gpkg
 
 
-def _run(laz: Path, gpkg: Path, out: Path, size: float, buffer: float):
+def _run(laz: Path, gpkg: Path, out: Path, size: float, buffer: float, force: bool = False):
     doc = {"job": {"name": "t", "output": str(out)},
            "stages": [{"type": "read.las", "files": [str(laz)]}, {"type": "tile", "size": size, "buffer": buffer},
                       {"type": "raster.dtm", "resolution": 1.0},
                       {"type": "buildings.lod2", "footprints": str(gpkg)}, {"type": "write.cityjson"}]}
-    result = run_job(parse_job(doc, out / "job.toml"), scheduler="threads", workers=1)
+    result = run_job(parse_job(doc, out / "job.toml"), scheduler="threads", workers=1, force=force)
     assert result.report.ok
     return result, {m.id: m for m in models_from_cityjson(out / "buildings.city.json")}
 
@@ -98,3 +98,18 @@ def test_large_building_gets_all_points(scene, tmp_path):
     assert report["buffer_exceeded"]["footprints"] == ["ghost", "hall"]
     assert report["buildings"] == 4 and report["lod22"] == 3
     assert not any("tile buffer" in w for w in summarize(one)["warnings"])
+
+
+@pytest.mark.filterwarnings("ignore:.*reach beyond the tile buffer:cim.errors.CimWarning")
+def test_large_building_resumes_and_is_deterministic(scene, tmp_path):
+    """The buildings modelled after the tiles are kept by a resume, and a forced re-run writes the same bytes."""
+    _, laz, gpkg = scene
+    out = tmp_path / "tiled"
+    _run(laz, gpkg, out, 100.0, 20.0)
+    large = out / "buildings" / "large.city.jsonl"
+    files = {p: p.read_bytes() for p in (large, out / "buildings.city.json")}
+    assert len(models_from_cityjson(large)) == 2  # the hall and the ghost
+    again, _ = _run(laz, gpkg, out, 100.0, 20.0)
+    assert {o.status for k, o in again.report.outcomes.items() if "buildings.lod2" in k} == {"skipped"}
+    _run(laz, gpkg, out, 100.0, 20.0, force=True)
+    assert all(p.read_bytes() == data for p, data in files.items())
