@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyproj
 
 from cim.buildings.footprints import Footprint, tile_reach
 from cim.columns import append_frame, read_frames
@@ -87,15 +88,12 @@ def save_pieces(path: Path, cloud: PointCloud, ground: np.ndarray, footprints: S
     return len(frames)
 
 
-def load_pieces(files: Sequence[Path], crs) -> dict[str, tuple[PointCloud, np.ndarray]]:
-    """Per footprint id, its gathered points (in the order of ``files``) and their ground mask."""
-    pieces: dict[str, list[dict[str, np.ndarray]]] = {}
-    for path in files:
-        for meta, columns in read_frames(path):
-            pieces.setdefault(meta["id"], []).append(columns)
-    out = {}
-    for fid, parts in pieces.items():
-        data = {n: np.concatenate([p[n] for p in parts]) for n in parts[0]}
-        ground = data.pop(GROUND).astype(bool)
-        out[fid] = (PointCloud(data, crs), ground)
-    return out
+def gather(files: Sequence[Path], fid: str, crs: pyproj.CRS) -> tuple[PointCloud, np.ndarray] | None:
+    """The points the tiles wrote for footprint ``fid`` (in the order of ``files``, those present) and their
+    ground mask; None when no tile wrote any."""
+    parts = [columns for path in files if path.is_file() for meta, columns in read_frames(path) if meta["id"] == fid]
+    if not parts:
+        return None
+    data = {n: np.concatenate([p[n] for p in parts]) for n in parts[0]}
+    ground = data.pop(GROUND).astype(bool)
+    return PointCloud(data, crs), ground

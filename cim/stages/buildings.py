@@ -24,7 +24,7 @@ from pydantic import Field
 
 from cim.buildings.footprints import Footprint, owner_tile, read_footprints
 from cim.buildings.ground_dtm import dtm_window, tile_dtm, usable
-from cim.buildings.large import Excess, context_box, excess, load_pieces, save_pieces
+from cim.buildings.large import Excess, context_box, excess, gather, save_pieces
 from cim.buildings.model import BuildingModel, ReconstructionParams
 from cim.buildings.planes import PlaneParams
 from cim.buildings.run import geometries, ground_mask, models_from_cityjson, reconstruct_cloud, summarise
@@ -203,14 +203,14 @@ class _BuildingsStage(Stage):
         (removed when there are none). Like every footprint, one is modelled when it has points or its own tile
         is one of the job's ``tiles`` (status ``no_points`` then)."""
         path = ctx.product_dir / LARGE_FILE
-        pieces = load_pieces(sorted(self.scratch_dir(ctx.out_dir).glob("*.cols")), ctx.crs) if large else {}
-        empty = (PointCloud.empty(ctx.crs), np.zeros(0, bool))
+        scratch = self.scratch_dir(ctx.out_dir)
         models = []
         for fp in sorted((f for f in fps if large and f.id in large.reach), key=lambda f: f.id):
-            if fp.id not in pieces and ctx.grid.tile(*owner_tile(fp, ctx.grid.size)).key not in tiles:
-                continue
-            cloud, ground = pieces.get(fp.id, empty)
             box = context_box(fp, self.context_margin())
+            found = gather([scratch / f"{t.key}.cols" for t in ctx.grid.tiles_covering(box)], fp.id, ctx.crs)
+            if found is None and ctx.grid.tile(*owner_tile(fp, ctx.grid.size)).key not in tiles:
+                continue
+            cloud, ground = found or (PointCloud.empty(ctx.crs), np.zeros(0, bool))
             models += self.reconstruct(cloud, [f for f in fps if _meets(f.polygon.bounds, box)], ground=ground,
                                        dtm=self.window_dtm(box, ctx), skip={f.id for f in fps} - {fp.id})
         if not models:
