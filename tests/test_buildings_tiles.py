@@ -93,7 +93,7 @@ def test_large_building_gets_all_points(scene, tmp_path):
     assert hall.attributes["roof_type"] == GABLE
     warnings = [w for w in summarize(tiled)["warnings"] if "tile buffer" in w]
     # the largest footprint is the hall; the ghost reaches furthest beyond its tile (x in [100, 200) m): 70 m
-    assert len(warnings) == 1 and "largest: hall, 190." in warnings[0] and "buffer needed: 70 m" in warnings[0]
+    assert len(warnings) == 1 and "largest: hall, 190.0 x 14.0 m" in warnings[0] and "buffer needed: 70 m" in warnings[0]
     report = json.loads((tmp_path / "tiled" / "buildings" / "report.json").read_text())
     assert report["buffer_exceeded"]["footprints"] == ["ghost", "hall"]
     assert report["buildings"] == 4 and report["lod22"] == 3

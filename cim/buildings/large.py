@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pyproj
+import shapely
 
 from cim.buildings.footprints import Footprint, tile_reach
 from cim.columns import append_frame, read_frames
@@ -31,8 +32,8 @@ class Excess:
     """The footprints reaching beyond the tile buffer: id -> reach beyond the owning tile's square (CRS units)."""
 
     reach: dict[str, float]
-    largest: str  # id of the footprint with the largest extent
-    extent: tuple[float, float]  # its width and height (bounding box)
+    largest: str  # id of the largest of them (by area)
+    extent: tuple[float, float]  # its length and width (sides of its minimum rotated rectangle)
 
     @property
     def buffer_needed(self) -> float:
@@ -53,8 +54,9 @@ def excess(footprints: Sequence[Footprint], size: float, buffer: float) -> Exces
     if not reach:
         return None
     largest = max((f for f in footprints if f.id in reach), key=lambda f: (f.polygon.area, f.id))
-    x0, y0, x1, y1 = largest.polygon.bounds
-    return Excess(reach, largest.id, (x1 - x0, y1 - y0))
+    corners = np.asarray(shapely.minimum_rotated_rectangle(largest.polygon).exterior.coords)
+    sides = sorted(np.hypot(*np.diff(corners[:3], axis=0).T), reverse=True)
+    return Excess(reach, largest.id, (float(sides[0]), float(sides[1])))
 
 
 def context_box(fp: Footprint, margin: float) -> tuple[float, float, float, float]:
