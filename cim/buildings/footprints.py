@@ -44,6 +44,21 @@ class Footprint:
         return float(p.x), float(p.y)
 
 
+def owner_tile(fp: Footprint, size: float) -> tuple[int, int]:
+    """Column and row of the tile (edge ``size``) holding the footprint's representative point: its building's
+    tile."""
+    x, y = fp.representative_point
+    return math.floor(x / size), math.floor(y / size)
+
+
+def tile_reach(fp: Footprint, size: float) -> float:
+    """How far ``fp`` reaches beyond the core square of its :func:`owner_tile`: the tile buffer that tile needs to
+    see all of its points (0 when it stays inside the square)."""
+    ix, iy = owner_tile(fp, size)
+    x0, y0, x1, y1 = fp.polygon.bounds
+    return max(ix * size - x0, iy * size - y0, x1 - (ix + 1) * size, y1 - (iy + 1) * size, 0.0)
+
+
 def _horizontal(crs: pyproj.CRS) -> pyproj.CRS:
     return crs.sub_crs_list[0] if crs.is_compound else crs
 

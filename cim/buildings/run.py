@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,8 @@ def reconstruct_cloud(
     dtm: tuple[np.ndarray, Any] | None = None,
     min_planar_share: float = 0.5,
     building_points: str = "auto",
+    ground: np.ndarray | None = None,
+    skip: Collection[str] = (),
 ) -> list[BuildingModel]:
     """Models of the buildings whose footprint's representative point lies in ``core_bounds``.
 
@@ -120,15 +122,19 @@ def reconstruct_cloud(
     inside the footprints are labelled unclassified or ground, as in image-matching clouds; otherwise a building
     whose points labelled 1 or 2 more than ``height_threshold`` above its ground outnumber its building-class
     points twice takes them too: attribute ``building_points`` = "height").
+
+    ``ground``: the cloud's ground mask when the caller has it (else :func:`ground_mask`); ``skip``: ids of
+    footprints modelled elsewhere (they still count as footprints, e.g. for the ground points around them).
+    Every model's ``ground_source`` is one of :data:`GROUND_SOURCES`.
     """
-    gm = ground_mask(cloud, classify)
+    gm = ground_mask(cloud, classify) if ground is None else ground
     cls = cloud.get("classification")
     bm, gm = split_points(cloud.x, cloud.y, cloud.z, cls, building_classes=building_classes, ground_mask=gm)
     xyz = cloud.xyz
     derived = footprints is None
     if derived:
         footprints = derive_footprints(xyz[bm, 0], xyz[bm, 1])
-    chosen = [f for f in footprints if in_bounds(f.representative_point, core_bounds)]
+    chosen = [f for f in footprints if f.id not in skip and in_bounds(f.representative_point, core_bounds)]
     p = params or ReconstructionParams()
     by_height, other = False, np.zeros((0, 3))
     if not derived and building_points != "classes" and len(footprints):
@@ -152,7 +158,20 @@ def reconstruct_cloud(
         log.info("derived outlines: %d of %d kept as buildings (planar share >= %.2f)", len(keep), len(models),
                  min_planar_share)
         models = keep
+    for m in models:
+        m.attributes["ground_source"] = ground_source(m.attributes["ground_source"])
     return models
+
+
+#: Where a building's ground height came from: a DTM, ground points around the footprint, or a flagged estimate.
+GROUND_SOURCES = ("dtm", "ground_points", "estimated")
+
+
+def ground_source(described: str) -> str:
+    """The :data:`GROUND_SOURCES` name of the ground source :func:`cim.buildings.model.reconstruct` describes."""
+    if described.startswith("estimate"):
+        return "estimated"
+    return {"ground points": "ground_points"}.get(described, described)
 
 
 def geometries(models: Sequence[BuildingModel]) -> list[BuildingGeometry]:
@@ -207,6 +226,7 @@ def summarise(models: Sequence[BuildingModel]) -> dict[str, Any]:
         "not_modelled": [{"id": m.id, "status": m.attributes.get("status"), "reason": m.attributes.get("reason")}
                          for m in models if m.attributes.get("reason")],
         "ground_estimated": sorted(m.id for m in models if m.attributes.get("ground_flag")),
+        "ground_source": dict(sorted(Counter(str(m.attributes.get("ground_source")) for m in models).items())),
     }
 
 

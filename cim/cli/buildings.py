@@ -23,8 +23,9 @@ def buildings(
     footprints_crs: Annotated[Optional[str], typer.Option("--footprints-crs", help="CRS of the footprint file "
                                                                                   "when it declares none")] = None,
     id_field: Annotated[Optional[str], typer.Option("--id-field", help="footprint attribute with the id")] = None,
-    dtm: Annotated[Optional[Path], typer.Option("--dtm", help="DTM GeoTIFF for ground heights (default: ground "
-                                                              "points around each footprint)")] = None,
+    dtm: Annotated[Optional[Path], typer.Option("--dtm", help="DTM GeoTIFF for ground heights (default: the "
+                                                              "DTM the command writes, else ground points "
+                                                              "around each footprint)")] = None,
     crs: Annotated[Optional[str], typer.Option("--crs", help="CRS of the points incl. heights, e.g. "
                                                              "EPSG:25832+7837")] = None,
     lod1_only: Annotated[bool, typer.Option("--lod1-only", help="LoD1.2 blocks only (fast)")] = False,
@@ -36,8 +37,9 @@ def buildings(
                                                                                "VRT)")] = True,
     dtm_resolution: Annotated[float, typer.Option("--dtm-resolution", help="DTM cell size")] = 0.5,
     tile_size: TileSize = 250.0,
-    buffer: Annotated[float, typer.Option("--buffer", help="tile buffer; must exceed half the largest "
-                                                           "building")] = 40.0,
+    buffer: Annotated[float, typer.Option("--buffer", help="tile buffer; buildings reaching further beyond "
+                                                           "their tile are modelled after the tiles, from "
+                                                           "every tile they touch (slower)")] = 40.0,
     tiles: Annotated[bool, typer.Option("--tiles/--no-tiles", help="write 3D Tiles 1.1 too")] = True,
     formats: Annotated[list[str], typer.Option("--format", help="building model files: cityjson, citygml (CityGML "
                                                                 "2.0, AdV LoD2 profile); repeat for both")

@@ -59,7 +59,7 @@ TEMPLATE_DEFAULTS: dict[str, dict[str, Any]] = {
     "ground": {"buffer": 30.0},  # SMRF needs context across file edges
     "panoramas": {"buffer": 30.0},  # = max_range: every occluder between a point and its panorama is seen
     "dtm": {"buffer": 30.0},  # TIN-filled gaps near the tile edge see the neighbours' ground
-    "buildings": {"buffer": 40.0},  # must exceed half the largest building
+    "buildings": {"buffer": 40.0},  # buildings reaching further are modelled after the tiles (cim.buildings.large)
 }
 
 

@@ -274,6 +274,8 @@ def run_job(
     acquired = job.datetime or _acquired(sources)
     context = JobContext(job.name, out_dir, work_crs, grid, acquired=acquired,
                          inputs=tuple(str(s.path.resolve()) for s in sources), skip_withheld=_skip_withheld(job))
+    for stage in job.stages:
+        stage.plan(context)
     hashes = ContentHashes(work / "hashes.json")
     code = CodeHashes()
     numbered = any(s.needs_input_index for s in job.stages)

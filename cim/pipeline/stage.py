@@ -178,6 +178,10 @@ class Stage:
         itself ("")."""
         return getattr(self.options, "folder", "")
 
+    def plan(self, ctx: JobContext) -> None:
+        """Planning-time check of the stage with the job's CRS and tile grid, before any work: raise a
+        :class:`CimError` to refuse the job, warn (``CimWarning``) about what the run will do differently."""
+
     def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
         """Process one tile (core points plus buffer context) and return the result."""
         raise NotImplementedError

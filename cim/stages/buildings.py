@@ -2,7 +2,10 @@
 
 ``buildings.lod1`` / ``buildings.lod2`` model the buildings whose footprint's representative point lies in the
 tile (each building once, whatever the tile cut; the tile buffer gives the points of buildings that cross the
-edge) and write ``<folder>/<tile>.city.jsonl`` (CityJSONSeq) plus a ``report.json`` in ``finish``.
+edge) and write ``<folder>/<tile>.city.jsonl`` (CityJSONSeq) plus a ``report.json`` in ``finish``. Footprints
+reaching beyond the tile buffer are modelled in ``finish`` from the points of every tile they touch
+(:mod:`cim.buildings.large`, ``<folder>/large.city.jsonl``). Ground heights come from the ``dtm`` file, else the
+job's DTM (``raster.dtm``, a reused artefact), else the ground points around each footprint.
 ``write.cityjson`` merges those into one CityJSON 2.0 file (and a CityJSONSeq); ``tiles.buildings`` writes a
 3D Tiles 1.1 tileset of them.
 """
@@ -15,18 +18,23 @@ import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import pyproj
 from pydantic import Field
 
-from cim.buildings.footprints import Footprint, read_footprints
+from cim.buildings.footprints import Footprint, owner_tile, read_footprints
+from cim.buildings.ground_dtm import dtm_window, tile_dtm, usable
+from cim.buildings.large import Excess, context_box, excess, gather, save_pieces
 from cim.buildings.model import BuildingModel, ReconstructionParams
 from cim.buildings.planes import PlaneParams
-from cim.buildings.run import geometries, models_from_cityjson, reconstruct_cloud, summarise
+from cim.buildings.run import geometries, ground_mask, models_from_cityjson, reconstruct_cloud, summarise
 from cim.cityjson import write_cityjson, write_cityjsonseq
 from cim.errors import CimWarning
 from cim.fileutil import write_text_atomic
 from cim.pipeline.stage import JobContext, Product, Stage, StageOptions, TileContext, TileResult
 from cim.points import PointCloud
+from cim.terrain.grid import GridSpec
+from cim.tiling import TileGrid
 
 CITYJSON_MEDIA = "application/city+json"
 CITYJSONSEQ_MEDIA = "application/city+json-seq"
@@ -38,8 +46,8 @@ class BuildingsOptions(StageOptions):
     footprints_crs: str | None = Field(None, description="CRS of the footprint file when it declares none")
     footprints_layer: str | None = Field(None, description="layer of the footprint file (default: the first)")
     id_field: str | None = Field(None, description="footprint attribute holding the building id")
-    dtm: str | None = Field(None, description="DTM GeoTIFF (e.g. from the terrain stages) for ground heights; "
-                                              "default: ground points around each footprint")
+    dtm: str | None = Field(None, description="DTM GeoTIFF for ground heights; default: the job's DTM "
+                                              "(raster.dtm), else ground points around each footprint")
     folder: str = Field("buildings", description="output folder inside the job's output folder")
     classify: Literal["auto", "always", "never"] = Field(
         "auto", description="ground classification (SMRF) when the points have no class 2 (auto) / always / never")
@@ -77,14 +85,13 @@ def _identity(path: str) -> tuple[int, int, int]:
 
 @functools.lru_cache(maxsize=4)
 def _footprints(path: str, identity: tuple[int, int, int], crs_wkt: str, source_crs: str | None, layer: str | None,
-                id_field: str | None) -> tuple[Footprint, ...]:
+                id_field: str | None) -> tuple[tuple[Footprint, ...], tuple[str, ...]]:
+    """The footprints and the warnings reading them gave (repeated by every reader of the cached value)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", CimWarning)
         fps = read_footprints(path, pyproj.CRS.from_wkt(crs_wkt), layer=layer, id_field=id_field,
                               source_crs=source_crs)
-    for w in caught:
-        warnings.warn(str(w.message), CimWarning, stacklevel=2)
-    return tuple(fps)
+    return tuple(fps), tuple(str(w.message) for w in caught)
 
 
 @functools.lru_cache(maxsize=2)
@@ -97,20 +104,58 @@ def _dtm(path: str, identity: tuple[int, int, int]):
 class _BuildingsStage(Stage):
     Options = BuildingsOptions
     produces = ("buildings",)
+    reuses = ("dtm",)  # the job's DTM (raster.dtm) gives the ground heights unless the dtm option names a file
     lod2: ClassVar[bool] = True
+
+    def _footprint_key(self, crs: pyproj.CRS) -> tuple[Any, ...]:
+        o = self.options
+        return (o.footprints, _identity(o.footprints), crs.to_wkt(), o.footprints_crs, o.footprints_layer,
+                o.id_field)
+
+    def footprints(self, crs: pyproj.CRS) -> list[Footprint] | None:
+        """The footprints in the job CRS (None without a footprints file), with the warnings reading them gave."""
+        if not self.options.footprints:
+            return None
+        fps, messages = _footprints(*self._footprint_key(crs))
+        for message in messages:
+            warnings.warn(message, CimWarning, stacklevel=2)
+        return list(fps)
+
+    def large(self, crs: pyproj.CRS, grid: TileGrid) -> Excess | None:
+        """The footprints reaching beyond the tile buffer (None without any, or without footprints)."""
+        return _excess(*self._footprint_key(crs), grid.size, grid.buffer) if self.options.footprints else None
+
+    def reconstruct(self, cloud: PointCloud, fps: list[Footprint] | None, **kwargs: Any) -> list[BuildingModel]:
+        o = self.options
+        return reconstruct_cloud(cloud, fps, o.params(), lod2=self.lod2, classify=o.classify,
+                                 building_classes=tuple(o.building_classes), building_points=o.building_points,
+                                 **kwargs)
+
+    def context_margin(self) -> float:
+        """How far around a footprint its ground points and DTM samples are looked for."""
+        return max(3 * self.options.ground_buffer, 10.0) + self.options.ground_buffer
+
+    def plan(self, ctx: JobContext) -> None:
+        """Warn before any work when footprints reach beyond the tile buffer (modelled in ``finish``)."""
+        large = self.large(ctx.crs, ctx.grid)
+        if large:
+            warnings.warn(large.message(ctx.grid.buffer), CimWarning, stacklevel=2)
 
     def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
         o = self.options
-        fps = None
-        if o.footprints:
-            fps = list(_footprints(o.footprints, _identity(o.footprints), ctx.crs.to_wkt(), o.footprints_crs,
-                                   o.footprints_layer, o.id_field))
-        models = reconstruct_cloud(cloud, fps, o.params(), core_bounds=ctx.tile.core_bounds, lod2=self.lod2,
-                                   classify=o.classify, building_classes=tuple(o.building_classes),
-                                   dtm=_dtm(o.dtm, _identity(o.dtm)) if o.dtm else None,
-                                   building_points=o.building_points)
+        fps = self.footprints(ctx.crs)
+        ground = ground_mask(cloud, o.classify)
+        large = self.large(ctx.crs, ctx.grid)
+        skip = set(large.reach) if large else set()
+        if large:
+            near = [f for f in fps if f.id in skip and _meets(context_box(f, self.context_margin()),
+                                                              ctx.tile.core_bounds)]
+            scratch = self.scratch_dir(ctx.out_dir) / f"{ctx.tile.key}.cols"
+            save_pieces(scratch, cloud, ground, near, self.context_margin())
+        dtm = self.tile_dtm(cloud, ctx)
+        models = self.reconstruct(cloud, fps, core_bounds=ctx.tile.core_bounds, dtm=dtm, ground=ground, skip=skip)
         bx0, by0, bx1, by1 = ctx.tile.buffered_bounds
-        for m in models:
+        for m in models:  # derived outlines only: given footprints beyond the buffer are modelled in finish()
             x0, y0, x1, y1 = m.footprint.bounds
             if x0 < bx0 or y0 < by0 or x1 > bx1 or y1 > by1:
                 m.attributes["tile_buffer_exceeded"] = True
@@ -124,15 +169,78 @@ class _BuildingsStage(Stage):
                                     properties={"buildings": len(models)}))
         return TileResult(products=products, stats=stats)
 
+    def tile_dtm(self, cloud: PointCloud, ctx: TileContext) -> tuple[np.ndarray, GridSpec] | None:
+        """The DTM for the tile's ground heights: the ``dtm`` file, else the job's DTM (see
+        :func:`cim.buildings.ground_dtm.tile_dtm`)."""
+        if self.options.dtm:
+            return _dtm(self.options.dtm, _identity(self.options.dtm))
+        folder = self.input_dir("dtm", ctx)
+        return tile_dtm(folder / f"{ctx.tile.key}.tif", cloud, ctx.tile.buffered_bounds) if folder else None
+
     def finish(self, results: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
+        fps = self.footprints(ctx.crs) or []
+        large = self.large(ctx.crs, ctx.grid)
+        products = self.model_large(fps, large, {r["tile"] for r in results}, ctx)
         models = _tile_models(ctx.product_dir)
         report = {"tiles": len(results), **summarise(models)}
-        warned = [w for r in results for w in r.get("warnings", [])]
+        warned = list(dict.fromkeys(w for r in results for w in r.get("warnings", [])))
+        if large:  # warned at planning (plan); recorded in both reports
+            message = large.message(ctx.grid.buffer)
+            warnings.warn(message, CimWarning, stacklevel=2)
+            warned.append(message)
+            report["buffer_exceeded"] = {"footprints": sorted(large.reach), "largest": large.largest,
+                                         "extent": [round(v, 3) for v in large.extent],
+                                         "buffer_needed": round(large.buffer_needed, 3)}
         if warned:
             report["warnings"] = warned
         path = ctx.product_dir / "report.json"
         write_text_atomic(path, json.dumps(report, sort_keys=True, indent=1))
-        return [Product(ctx.relative(path), "report", "application/json", roles=("metadata",))]
+        return [*products, Product(ctx.relative(path), "report", "application/json", roles=("metadata",))]
+
+    def model_large(self, fps: list[Footprint], large: Excess | None, tiles: set[str], ctx: JobContext
+                    ) -> list[Product]:
+        """Model the footprints of ``large`` from the points every tile gathered for them, into ``LARGE_FILE``
+        (removed when there are none). Like every footprint, one is modelled when it has points or its own tile
+        is one of the job's ``tiles`` (status ``no_points`` then)."""
+        path = ctx.product_dir / LARGE_FILE
+        scratch = self.scratch_dir(ctx.out_dir)
+        models = []
+        for fp in sorted((f for f in fps if large and f.id in large.reach), key=lambda f: f.id):
+            box = context_box(fp, self.context_margin())
+            found = gather([scratch / f"{t.key}.cols" for t in ctx.grid.tiles_covering(box)], fp.id, ctx.crs)
+            if found is None and ctx.grid.tile(*owner_tile(fp, ctx.grid.size)).key not in tiles:
+                continue
+            cloud, ground = found or (PointCloud.empty(ctx.crs), np.zeros(0, bool))
+            models += self.reconstruct(cloud, [f for f in fps if _meets(f.polygon.bounds, box)], ground=ground,
+                                       dtm=self.window_dtm(box, ctx), skip={f.id for f in fps} - {fp.id})
+        if not models:
+            path.unlink(missing_ok=True)
+            return []
+        write_cityjsonseq(path, geometries(models), ctx.crs)
+        return [Product(ctx.relative(path), "cityjson", CITYJSONSEQ_MEDIA, properties={"buildings": len(models)})]
+
+    def window_dtm(self, box: tuple[float, float, float, float], ctx: JobContext) -> tuple[np.ndarray, GridSpec] | None:
+        """The DTM around ``box`` after the tiles: the ``dtm`` file, else the job's DTM mosaic (``<folder>.vrt``)."""
+        if self.options.dtm:
+            return _dtm(self.options.dtm, _identity(self.options.dtm))
+        folder = self.input_dir("dtm", ctx)
+        mosaic = folder.with_name(f"{folder.name}.vrt") if folder else None
+        return usable(dtm_window(mosaic, box)) if mosaic and mosaic.is_file() else None
+
+
+#: The per-stage file of the buildings larger than the tile buffer (modelled in ``finish``).
+LARGE_FILE = "large.city.jsonl"
+
+
+def _meets(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+@functools.lru_cache(maxsize=4)
+def _excess(*key: Any) -> Excess | None:
+    """:func:`cim.buildings.large.excess` of the footprints ``_footprints(*key[:-2])`` on a grid of tile size
+    ``key[-2]`` and buffer ``key[-1]`` (once per process, not per tile)."""
+    return excess(_footprints(*key[:-2])[0], key[-2], key[-1])
 
 
 class BuildingsLod1(_BuildingsStage):

@@ -1,0 +1,101 @@
+"""Buildings larger than the tile buffer: found from the footprints and the tile grid, their points gathered from
+every tile they touch, modelled once all tiles are done.
+
+A tile's chain sees its core square plus the buffer; a footprint reaching further than the buffer beyond the tile
+that owns it (its representative point's) would be modelled from truncated points. Instead every tile writes its
+core points near such a footprint (with the tile's ground mask, which needed the tile's context) into the stage's
+scratch folder, and the stage's ``finish`` models the building from the pieces of all tiles together.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyproj
+import shapely
+
+from cim.buildings.footprints import Footprint, tile_reach
+from cim.columns import append_frame, read_frames
+from cim.fileutil import atomic_write
+from cim.points import PointCloud
+
+#: Column of the gathered points holding the ground mask their tile computed.
+GROUND = "cim_ground"
+
+
+@dataclass(frozen=True)
+class Excess:
+    """The footprints reaching beyond the tile buffer: id -> reach beyond the owning tile's square (CRS units)."""
+
+    reach: dict[str, float]
+    largest: str  # id of the largest of them (by area)
+    extent: tuple[float, float]  # its length and width (sides of its minimum rotated rectangle)
+
+    @property
+    def buffer_needed(self) -> float:
+        """The tile buffer that would give every building all of its points in its own tile."""
+        return max(self.reach.values())
+
+    def message(self, buffer: float) -> str:
+        """The one warning of the job."""
+        w, h = self.extent
+        return (f"{len(self.reach)} footprint(s) reach beyond the tile buffer of {buffer:g} m (largest: "
+                f"{self.largest}, {w:.1f} x {h:.1f} m; buffer needed: {math.ceil(self.buffer_needed):g} m): "
+                "modelled after the tiles from the points of every tile they touch")
+
+
+def excess(footprints: Sequence[Footprint], size: float, buffer: float) -> Excess | None:
+    """The footprints whose extent leaves the buffered square of the tile holding their representative point."""
+    reach = {f.id: r for f in footprints if (r := tile_reach(f, size)) > buffer}
+    if not reach:
+        return None
+    largest = max((f for f in footprints if f.id in reach), key=lambda f: (f.polygon.area, f.id))
+    corners = np.asarray(shapely.minimum_rotated_rectangle(largest.polygon).exterior.coords)
+    sides = sorted(np.hypot(*np.diff(corners[:3], axis=0).T), reverse=True)
+    return Excess(reach, largest.id, (float(sides[0]), float(sides[1])))
+
+
+def context_box(fp: Footprint, margin: float) -> tuple[float, float, float, float]:
+    """The footprint's bounds grown by ``margin`` (room for the ground points and DTM samples around it)."""
+    x0, y0, x1, y1 = fp.polygon.bounds
+    return (x0 - margin, y0 - margin, x1 + margin, y1 + margin)
+
+
+def _in_box(x: np.ndarray, y: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    return (x >= box[0]) & (x < box[2]) & (y >= box[1]) & (y < box[3])
+
+
+def save_pieces(path: Path, cloud: PointCloud, ground: np.ndarray, footprints: Sequence[Footprint],
+                margin: float) -> int:
+    """Write the cloud's core points within ``margin`` of each footprint's bounds (x, y, z, the classes when
+    present and the ground mask) as one frame per footprint; returns the number of frames (no file when 0: an
+    earlier run's file is removed)."""
+    core = np.asarray(cloud["core"], bool) if cloud.has("core") else np.ones(len(cloud), bool)
+    names = [n for n in ("x", "y", "z", "classification") if cloud.has(n)]
+    frames = []
+    for fp in footprints:
+        rows = np.flatnonzero(core & _in_box(cloud.x, cloud.y, context_box(fp, margin)))
+        if len(rows):
+            frames.append((fp.id, {**{n: np.asarray(cloud[n])[rows] for n in names}, GROUND: ground[rows]}))
+    if not frames:
+        path.unlink(missing_ok=True)
+        return 0
+    with atomic_write(path) as tmp:
+        for fid, columns in frames:
+            append_frame(tmp, columns, {"id": fid})
+    return len(frames)
+
+
+def gather(files: Sequence[Path], fid: str, crs: pyproj.CRS) -> tuple[PointCloud, np.ndarray] | None:
+    """The points the tiles wrote for footprint ``fid`` (in the order of ``files``, those present) and their
+    ground mask; None when no tile wrote any."""
+    parts = [columns for path in files if path.is_file() for meta, columns in read_frames(path) if meta["id"] == fid]
+    if not parts:
+        return None
+    data = {n: np.concatenate([p[n] for p in parts]) for n in parts[0]}
+    ground = data.pop(GROUND).astype(bool)
+    return PointCloud(data, crs), ground

@@ -1,0 +1,115 @@
+"""Buildings larger than the tile buffer get all of their points: a generated 190 m long gable building cut by
+100 m tiles with a 20 m buffer is modelled as with one big tile (ground from the job's DTM mosaic), and the job
+warns once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyogrio
+import pytest
+import shapely
+
+import cim.io.las as las
+from cim.buildings.run import models_from_cityjson
+from cim.cityjson import BuildingGeometry
+from cim.errors import CimWarning
+from cim.pipeline.execute import run_job, summarize
+from cim.pipeline.job import parse_job
+from cim.synth.rooflib import ORIGIN, LibraryBuilding, ground_z
+from cim.synth.roofs import GABLE, HIP, place, rectangle_solid, solid_volume
+from cim.synth.scanstyles import ALS, CRS, scan
+
+
+def _building(bid: str, roof: int, length: float, width: float, eave: float, ridge: float, dx: float, dy: float,
+              angle: float = 0.0) -> LibraryBuilding:
+    x, y = ORIGIN[0] + dx, ORIGIN[1] + dy
+    z = float(ground_z(x, y))
+    faces, sem = rectangle_solid(length, width, eave, ridge, roof)
+    solid = BuildingGeometry(bid, place(faces, angle, x, y, z), sem)
+    outline = shapely.union_all([shapely.Polygon(f[:, :2]) for f, s in zip(solid.faces, sem) if s == "GroundSurface"])
+    return LibraryBuilding(bid, shapely.set_precision(outline, 0.001).normalize(), roof, z, [solid], n_planes=2)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    """A 190 m x 14 m gable hall crossing three 100 m tiles (its representative point in the middle one, 45 m
+    past either edge of that tile), and two ordinary houses, scanned in the ALS style; the footprints also hold a
+    160 m long "ghost" no point was scanned near (70 m past its tile)."""
+    folder = tmp_path_factory.mktemp("long")
+    buildings = [_building("hall", GABLE, 190.0, 14.0, 8.0, 13.0, 150.0, 50.0, angle=4.0),
+                 _building("house-1", GABLE, 14.0, 9.0, 5.0, 9.0, 60.0, 80.0),
+                 _building("house-2", HIP, 15.0, 10.0, 4.5, 8.0, 230.0, 20.0)]
+    cloud = scan(buildings, ALS, seed=7)
+    laz = las.write(folder / "long.laz", cloud, crs=cloud.crs)
+    gpkg = folder / "footprints.gpkg"
+    ghost = shapely.box(ORIGIN[0] + 110.0, ORIGIN[1] + 90.0, ORIGIN[0] + 270.0, ORIGIN[1] + 98.0)
+    geometry = shapely.to_wkb(np.array([b.footprint for b in buildings] + [ghost], dtype=object),
+                              output_dimension=2)
+    ids = np.array([b.id for b in buildings] + ["ghost"], dtype=object)
+    pyogrio.raw.write(gpkg, geometry, [ids], ["id"], layer="fp", driver="GPKG", geometry_type="Polygon", crs=CRS)
+    return buildings, laz, gpkg
+
+
+def _run(laz: Path, gpkg: Path, out: Path, size: float, buffer: float, force: bool = False):
+    doc = {"job": {"name": "t", "output": str(out)},
+           "stages": [{"type": "read.las", "files": [str(laz)]}, {"type": "tile", "size": size, "buffer": buffer},
+                      {"type": "raster.dtm", "resolution": 1.0},
+                      {"type": "buildings.lod2", "footprints": str(gpkg)}, {"type": "write.cityjson"}]}
+    result = run_job(parse_job(doc, out / "job.toml"), scheduler="threads", workers=1, force=force)
+    assert result.report.ok
+    return result, {m.id: m for m in models_from_cityjson(out / "buildings.city.json")}
+
+
+def test_large_building_gets_all_points(scene, tmp_path):
+    buildings, laz, gpkg = scene
+    with pytest.warns(CimWarning, match="buffer needed"):  # at planning, before any work
+        tiled, small = _run(laz, gpkg, tmp_path / "tiled", 100.0, 20.0)
+    one, big = _run(laz, gpkg, tmp_path / "big", 1000.0, 20.0)
+    assert sorted(small) == sorted(big) == sorted([b.id for b in buildings] + ["ghost"])
+    assert small.pop("ghost").attributes["status"] == big.pop("ghost").attributes["status"] == "no_points"
+    hall, truth = small["hall"], buildings[0]
+    cloud = las.read(laz)
+    inside = shapely.contains_xy(truth.footprint, cloud.x, cloud.y) & (cloud.classification == 6)
+    assert hall.attributes["point_count"] == big["hall"].attributes["point_count"] == int(inside.sum())
+    assert "tile_buffer_exceeded" not in hall.attributes
+    assert {m.attributes["ground_source"] for m in (*small.values(), *big.values())} == {"dtm"}
+    for bid, m in small.items():
+        other = big[bid]
+        assert m.attributes["status"] == other.attributes["status"] == "lod22"
+        for name in ("roof_type", "n_planes"):
+            assert m.attributes[name] == other.attributes[name], (bid, name)
+        for name in ("h_ground", "h_lod12", "h_eaves", "h_ridge", "h_roof_max"):
+            assert abs(m.attributes[name] - other.attributes[name]) < 0.02, (bid, name)
+        assert solid_volume(m.lod22.faces) == pytest.approx(solid_volume(other.lod22.faces), rel=0.005)
+    # the truth stands on its centre's ground; the model on the ground around it (the terrain drops 1.9 m along it)
+    true_volume = solid_volume(truth.solids[0].faces)
+    true_volume += (truth.ground - hall.attributes["h_ground"]) * truth.footprint.area
+    print(f"190 m hall: {hall.attributes['point_count']} points, {hall.attributes['n_planes']} planes, volume "
+          f"{solid_volume(hall.lod22.faces):.0f} m3 (truth {true_volume:.0f}), ridge {hall.attributes['h_ridge']:.2f}")
+    assert solid_volume(hall.lod22.faces) == pytest.approx(true_volume, rel=0.01)
+    assert hall.attributes["roof_type"] == GABLE
+    warnings = [w for w in summarize(tiled)["warnings"] if "tile buffer" in w]
+    # the largest footprint is the hall; the ghost reaches furthest beyond its tile (x in [100, 200) m): 70 m
+    assert len(warnings) == 1 and "largest: hall, 190.0 x 14.0 m" in warnings[0] and "buffer needed: 70 m" in warnings[0]
+    report = json.loads((tmp_path / "tiled" / "buildings" / "report.json").read_text())
+    assert report["buffer_exceeded"]["footprints"] == ["ghost", "hall"]
+    assert report["buildings"] == 4 and report["lod22"] == 3
+    assert not any("tile buffer" in w for w in summarize(one)["warnings"])
+
+
+@pytest.mark.filterwarnings("ignore:.*reach beyond the tile buffer:cim.errors.CimWarning")
+def test_large_building_resumes_and_is_deterministic(scene, tmp_path):
+    """The buildings modelled after the tiles are kept by a resume, and a forced re-run writes the same bytes."""
+    _, laz, gpkg = scene
+    out = tmp_path / "tiled"
+    _run(laz, gpkg, out, 100.0, 20.0)
+    large = out / "buildings" / "large.city.jsonl"
+    files = {p: p.read_bytes() for p in (large, out / "buildings.city.json")}
+    assert len(models_from_cityjson(large)) == 2  # the hall and the ghost
+    again, _ = _run(laz, gpkg, out, 100.0, 20.0)
+    assert {o.status for k, o in again.report.outcomes.items() if "buildings.lod2" in k} == {"skipped"}
+    _run(laz, gpkg, out, 100.0, 20.0, force=True)
+    assert all(p.read_bytes() == data for p, data in files.items())
