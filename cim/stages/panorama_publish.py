@@ -36,7 +36,7 @@ class PublishOptions(StageOptions):
                                                     "(0 = off)")
     plates: bool = Field(True, description="search number plates")
     face_size: int | None = Field(None, gt=0, description="top cube face size of the tiles")
-    tile_size: int = Field(512, gt=0, description="Marzipano tile size, pixels")
+    tile_pixels: int = Field(512, gt=0, description="edge of the Marzipano tiles, pixels")
     tile_quality: int = Field(85, ge=1, le=100, description="JPEG quality of the tiles")
     image_quality: int = Field(90, ge=1, le=100, description="JPEG quality of the anonymized image")
     north_up: bool = Field(True, description="yaw 0 of the tiles is grid north")
@@ -54,7 +54,7 @@ class PublishOptions(StageOptions):
         *coarse, (lo, hi, _) = AnonymizeOptions().strips  # the last default strip is the full-resolution one
         strips = tuple(coarse) + (((lo, hi, self.fine_width),) if self.fine_width else ())
         anonymize = AnonymizeOptions(detect_width=self.detect_width, plates=self.plates, strips=strips)
-        return ChainOptions(anonymize=anonymize, face_size=self.face_size, tile_size=self.tile_size,
+        return ChainOptions(anonymize=anonymize, face_size=self.face_size, tile_size=self.tile_pixels,
                             tile_quality=self.tile_quality, image_quality=self.image_quality, north_up=self.north_up,
                             depth_width=self.depth_width, depth_max=self.depth_max, depth_fill=self.depth_fill)
 

@@ -1,0 +1,190 @@
+"""`cim panoramas` is a job (the ``panoramas.publish`` stage, one task per image): it gives the products of the
+equivalent `cim run` job, writes report.json and cim.log, is refused while another run holds the output folder,
+and resumes after kill -9 redoing only the images that were not finished; its options cannot drift from the
+stage's."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+from cim.panoramas.georef import load_panoramas
+from tests.helpers import REPO, cim_cli, product_digests, write_job
+
+CRS = "EPSG:25832+7837"
+RUN = ("--scheduler", "threads", "--workers", "1")
+ITEM = "panoramas.publish"
+
+
+def _ok(done: subprocess.CompletedProcess) -> None:
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _report(out: Path) -> dict:
+    return json.loads((out / "report.json").read_text())
+
+
+def _command(synth_city, *extra: str) -> list[str]:
+    return ["panoramas", str(synth_city.poses_csv), "--images", str(synth_city.panorama_dir), *extra]
+
+
+def test_panoramas_gives_the_run_jobs_products_with_report_and_log(synth_city, tmp_path: Path) -> None:
+    """With --points: depth maps, colorized LAZ, index and catalogs from one job; `cim run` of the same stages
+    writes the same bytes."""
+    out = tmp_path / "command"
+    _ok(cim_cli(*_command(synth_city, "--points", str(synth_city.mls_laz), "--detect-width", "1024", "--out",
+                          str(out)), *RUN))
+    job = write_job(tmp_path / "job.toml", f"""
+[job]
+name = "panoramas"
+output = "{(tmp_path / 'run').as_posix()}"
+crs = "{CRS}"
+
+[[stages]]
+type = "read.las"
+files = ["{synth_city.mls_laz.as_posix()}"]
+
+[[stages]]
+type = "tile"
+size = 250.0
+buffer = 30.0
+
+[[stages]]
+type = "panoramas.publish"
+poses = "{synth_city.poses_csv.as_posix()}"
+images = "{synth_city.panorama_dir.as_posix()}"
+points = ["{synth_city.mls_laz.as_posix()}"]
+detect_width = 1024
+
+[[stages]]
+type = "panoramas.colorize"
+
+[[stages]]
+type = "write.las"
+folder = "colorized"
+per_source = true
+""")
+    _ok(cim_cli("run", str(job), *RUN))
+    digests = product_digests(out)
+    assert digests == product_digests(tmp_path / "run")
+    names = sorted(p.stem for p in synth_city.panorama_dir.glob("*.jpg"))
+    assert len(names) == 4
+    for name in names:
+        assert {f"panoramas/{name}/{f}" for f in ("image.jpg", "depth.tif", "tiles/marzipano.json")} <= set(digests)
+    assert {"panoramas.json", "index.fgb", "stac-panoramas/collection.json", "colorized/mls.laz",
+            "stac/catalog.json"} <= set(digests)
+    assert [p.name for p in load_panoramas(out / "panoramas.json")] == names
+    index = json.loads((out / "panoramas.json").read_text())["panoramas"]
+    assert {p["image"] for p in index} == {f"{n}.jpg" for n in names}  # source images by name, not by path
+
+    report = _report(out)
+    assert report["ok"] and report["failures"] == []
+    rows = {row["stage"]: row for row in report["stages"]}
+    assert rows[ITEM]["done"] == len(names) + 1  # one task per image and the finish (index, STAC)
+    assert rows["panoramas.colorize"]["done"] >= 1 and rows["write.las"]["done"] >= 1
+    ran = [t["task"] for t in report["timeline"]["tasks"] if t["stage"] == ITEM]
+    assert sorted(ran) == sorted([f"02-{ITEM}/{n}" for n in names] + [f"02-{ITEM}/finish"])
+    log = (out / "cim.log").read_text()
+    assert all(f"02-{ITEM}/{n}" in log for n in names)
+    catalog = json.loads((out / "stac" / "catalog.json").read_text())
+    assert any(link["href"].endswith("stac-panoramas/collection.json") for link in catalog["links"])
+
+
+def test_panoramas_resumes_after_kill_9_redoing_only_the_missing_images(synth_city, tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    command = _command(synth_city, "--out", str(out), *RUN)
+    env = {**os.environ, "COLUMNS": "200"}
+    process = subprocess.Popen([sys.executable, "-m", "cim.cli", *command], cwd=REPO, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest = out / ".cim" / "manifest.jsonl"
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        if manifest.exists() and f"{ITEM}/" in manifest.read_text():
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (out / "report.json").exists()  # killed after its first image, before the end
+    finished = {json.loads(line)["key"] for line in manifest.read_text().splitlines() if line.endswith("}")}
+    names = sorted(p.stem for p in synth_city.panorama_dir.glob("*.jpg"))
+    keys = {f"00-{ITEM}/{n}" for n in names}
+    assert 1 <= len(finished & keys) < len(keys)
+
+    _ok(cim_cli(*command))
+    tasks = {t["task"] for t in _report(out)["timeline"]["tasks"]}  # the tasks that ran
+    assert tasks & keys == keys - finished  # exactly the images the killed run had not finished
+    assert f"00-{ITEM}/finish" in tasks and _report(out)["ok"]
+    assert [p.name for p in load_panoramas(out / "panoramas.json")] == names
+    _ok(cim_cli(*command))
+    assert all(row["done"] == 0 for row in _report(out)["stages"])  # a third run redoes nothing
+
+
+def test_a_second_run_into_the_same_folder_is_refused(synth_city, tmp_path: Path) -> None:
+    from cim import outlock
+
+    out = tmp_path / "locked"
+    lock = outlock.acquire(out)  # this process runs a job into the folder
+    try:
+        refused = cim_cli(*_command(synth_city, "--out", str(out)), *RUN)
+    finally:
+        lock.release()
+    assert refused.returncode == 2 and "in use" in refused.stderr, refused.stderr
+    assert sorted(p.name for p in out.iterdir()) == [".cim"] and not (out / "panoramas").exists()
+
+
+def test_panoramas_options_are_the_stage_options() -> None:
+    """Each `cim panoramas` option named like a ``panoramas.publish`` option has the stage's default (--no-plates
+    is ``plates = false``), and the template puts its value into the stage."""
+    import typer
+
+    from cim.cli.app import _load_commands, app
+    from cim.cli.jobs import panoramas_job
+    from cim.stages.panorama_publish import PublishOptions
+
+    _load_commands()
+    command = {c.name: c for c in typer.main.get_command(app).commands.values()}["panoramas"]
+    params = {p.name: p.default for p in command.params}
+    fields = PublishOptions.model_fields
+    shared = sorted(n for n in set(params) & set(fields) if not fields[n].is_required() and n != "points")
+    assert len(shared) >= 8, shared  # --points feeds the depth maps and the colorization (read.las)
+    for name in shared:
+        assert params[name] == fields[name].default, name
+    assert params["no_plates"] is (not fields["plates"].default)
+    stage = panoramas_job(Path("p.csv"), Path("images"), Path("/out"), detect_width=4321, plates=False)["stages"][0]
+    assert stage["detect_width"] == 4321 and stage["plates"] is False
+    PublishOptions(**{k: v for k, v in stage.items() if k != "type"})  # a valid table of the stage
+
+
+def test_colorize_without_panoramas_fails_naming_the_option(synth_city, tmp_path: Path) -> None:
+    from cim.pipeline.execute import run_job
+    from cim.pipeline.job import parse_job
+
+    document = {"job": {"name": "c", "output": str(tmp_path / "out"), "crs": CRS},
+                "stages": [{"type": "read.las", "files": [str(synth_city.mls_laz)]},
+                           {"type": "tile", "size": 250.0, "buffer": 0.0}, {"type": "panoramas.colorize"}]}
+    run = run_job(parse_job(document, tmp_path / "c.toml"), scheduler="threads", workers=1)
+    errors = [o.error for o in run.report.by_status("failed")]
+    assert errors and "panoramas.colorize needs a panoramas.json" in errors[0]
+
+
+def test_the_pipeline_file_is_a_valid_job(synth_city, tmp_path: Path) -> None:
+    """pipelines/panoramas.toml validates with the fixture's files (publish, colorize by artefact, tiles)."""
+    import tomllib
+
+    from cim.pipeline.job import parse_job
+
+    document = tomllib.loads((REPO / "pipelines" / "panoramas.toml").read_text())
+    document["job"]["output"] = str(tmp_path / "out")
+    publish = next(s for s in document["stages"] if s["type"] == ITEM)
+    publish.update(poses=str(synth_city.poses_csv), images=str(synth_city.panorama_dir),
+                   points=[str(synth_city.mls_laz)])
+    document["stages"][0]["files"] = [str(synth_city.mls_laz)]
+    job = parse_job(document, REPO / "pipelines" / "panoramas.toml")
+    colorize = job.stages_of("panoramas.colorize")[0]
+    assert colorize.uses == (ITEM,) and colorize.inputs == {"panoramas": ""}
