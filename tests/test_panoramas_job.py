@@ -1,7 +1,7 @@
-"""`cim panoramas` is a job (the ``panoramas.publish`` stage, one task per image): it gives the products of the
-equivalent `cim run` job, writes report.json and cim.log, is refused while another run holds the output folder,
-and resumes after kill -9 redoing only the images that were not finished; its options cannot drift from the
-stage's."""
+"""`cim panoramas` is a job (the ``panoramas.publish`` stage, one task per image): it resumes after kill -9 redoing
+only the images that were not finished, is refused while another run holds the output folder, and its options
+cannot drift from the stage's. (Its products equal those of the equivalent `cim run` job, with report.json and
+cim.log: tests/test_panoramas_synth.py, which runs it once for several tests.)"""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 
 from cim.panoramas.georef import load_panoramas
-from tests.helpers import REPO, cim_cli, product_digests, write_job
+from tests.helpers import REPO, cim_cli
 
 CRS = "EPSG:25832+7837"
 RUN = ("--scheduler", "threads", "--workers", "1")
@@ -32,68 +32,6 @@ def _report(out: Path) -> dict:
 
 def _command(synth_city, *extra: str) -> list[str]:
     return ["panoramas", str(synth_city.poses_csv), "--images", str(synth_city.panorama_dir), *extra]
-
-
-def test_panoramas_gives_the_run_jobs_products_with_report_and_log(synth_city, tmp_path: Path) -> None:
-    """With --points: depth maps, colorized LAZ, index and catalogs from one job; `cim run` of the same stages
-    writes the same bytes."""
-    out = tmp_path / "command"
-    _ok(cim_cli(*_command(synth_city, "--points", str(synth_city.mls_laz), "--detect-width", "1024", "--out",
-                          str(out)), *RUN))
-    job = write_job(tmp_path / "job.toml", f"""
-[job]
-name = "panoramas"
-output = "{(tmp_path / 'run').as_posix()}"
-crs = "{CRS}"
-
-[[stages]]
-type = "read.las"
-files = ["{synth_city.mls_laz.as_posix()}"]
-
-[[stages]]
-type = "tile"
-size = 250.0
-buffer = 30.0
-
-[[stages]]
-type = "panoramas.publish"
-poses = "{synth_city.poses_csv.as_posix()}"
-images = "{synth_city.panorama_dir.as_posix()}"
-points = ["{synth_city.mls_laz.as_posix()}"]
-detect_width = 1024
-
-[[stages]]
-type = "panoramas.colorize"
-
-[[stages]]
-type = "write.las"
-folder = "colorized"
-per_source = true
-""")
-    _ok(cim_cli("run", str(job), *RUN))
-    digests = product_digests(out)
-    assert digests == product_digests(tmp_path / "run")
-    names = sorted(p.stem for p in synth_city.panorama_dir.glob("*.jpg"))
-    assert len(names) == 4
-    for name in names:
-        assert {f"panoramas/{name}/{f}" for f in ("image.jpg", "depth.tif", "tiles/marzipano.json")} <= set(digests)
-    assert {"panoramas.json", "index.fgb", "stac-panoramas/collection.json", "colorized/mls.laz",
-            "stac/catalog.json"} <= set(digests)
-    assert [p.name for p in load_panoramas(out / "panoramas.json")] == names
-    index = json.loads((out / "panoramas.json").read_text())["panoramas"]
-    assert {p["image"] for p in index} == {f"{n}.jpg" for n in names}  # source images by name, not by path
-
-    report = _report(out)
-    assert report["ok"] and report["failures"] == []
-    rows = {row["stage"]: row for row in report["stages"]}
-    assert rows[ITEM]["done"] == len(names) + 1  # one task per image and the finish (index, STAC)
-    assert rows["panoramas.colorize"]["done"] >= 1 and rows["write.las"]["done"] >= 1
-    ran = [t["task"] for t in report["timeline"]["tasks"] if t["stage"] == ITEM]
-    assert sorted(ran) == sorted([f"02-{ITEM}/{n}" for n in names] + [f"02-{ITEM}/finish"])
-    log = (out / "cim.log").read_text()
-    assert all(f"02-{ITEM}/{n}" in log for n in names)
-    catalog = json.loads((out / "stac" / "catalog.json").read_text())
-    assert any(link["href"].endswith("stac-panoramas/collection.json") for link in catalog["links"])
 
 
 def test_panoramas_resumes_after_kill_9_redoing_only_the_missing_images(synth_city, tmp_path: Path) -> None:
