@@ -297,7 +297,8 @@ def run_job(
 
     with dask_client(scheduler, workers, work / "dask") as client:
         if is_remote(scheduler):
-            reads = [s.path for s in sources] + [p for s in job.stages if s.role == "tile" for p in _option_files(s)]
+            reads = [s.path for s in sources] + [p for s in job.stages if s.role in ("tile", "items")
+                                                 for p in _option_files(s)]
             check_shared_storage(client, reads, out_dir, work / "storage-check")
         upstream = ItemPhase()  # the item stages (panoramas, ...) run first: point stages may use their artefacts
         if any(isinstance(s, ItemStage) for s in job.stages):

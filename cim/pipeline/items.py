@@ -19,9 +19,11 @@ from cim import crs as crs_mod
 from cim.catalog import write_catalog
 from cim.errors import ConfigError
 from cim.pipeline.stage import JobContext, Product, Stage
-from cim.runner import Manifest, RunReport, Task, dask_client, fingerprint, run_tasks
+from cim.runner import (Manifest, RunReport, Task, check_shared_storage, dask_client, fingerprint, is_remote,
+                        run_tasks)
 from cim.runner.fingerprints import CodeHashes, ContentHashes, stamp
 from cim.tiling import TileGrid
+
 
 @dataclass(frozen=True)
 class Item:
@@ -89,8 +91,8 @@ def run_items(job: Any, crs: pyproj.CRS, client: Any, manifest: Manifest, hashes
         ctx = JobContext(job.name, out_dir, crs, grid, stage.folder, job.datetime)
         base = fingerprint(code.code_hash(type(stage).__module__), stage.name, stage.options.model_dump(mode="json"),
                            stage.code_parts(hashes))
-        tasks = [Task(f"{label}/{item.name}", stage.name, item_task, (stage, item, ctx), fingerprint(base, item.depends))
-                 for item in stage.plan_items(ctx, hashes)]
+        tasks = [Task(f"{label}/{item.name}", stage.name, item_task, (stage, item, ctx),
+                      fingerprint(base, item.depends)) for item in stage.plan_items(ctx, hashes)]
         planned.append((label, stage, ctx, base, tasks))
     hashes.save()
     items = [t for *_, tasks in planned for t in tasks]
@@ -120,7 +122,7 @@ def run_items(job: Any, crs: pyproj.CRS, client: Any, manifest: Manifest, hashes
 def run_item_job(job: Any, *, scheduler: str | None = None, workers: int | None = None, force: bool = False,
                  keep_going: bool = False, on_outcome: Any = None, on_plan: Any = None) -> Any:
     """Run a job made of item stages only (no point readers): items, finishes, the STAC catalog."""
-    from cim.pipeline.execute import WORK, JobRun, catalog_task, remove_stale_temporaries
+    from cim.pipeline.execute import WORK, JobRun, _option_files, catalog_task, remove_stale_temporaries
 
     if not job.crs and not job.output_crs:
         raise ConfigError("job.crs", "a job without point readers needs the CRS of its products", job.source)
@@ -131,6 +133,9 @@ def run_item_job(job: Any, *, scheduler: str | None = None, workers: int | None 
     manifest = Manifest(work / "manifest.jsonl")
     code = CodeHashes()
     with dask_client(scheduler, workers, work / "dask") as client:
+        if is_remote(scheduler):  # every worker reads the stages' files and writes the output folder
+            reads = [p for stage in job.stages for p in _option_files(stage)]
+            check_shared_storage(client, reads, out_dir, work / "storage-check")
         phase = run_items(job, crs, client, manifest, ContentHashes(work / "hashes.json"), code, force=force,
                           keep_going=keep_going, on_outcome=on_outcome, on_plan=on_plan)
         catalog = Task("catalog", "catalog", catalog_task,
