@@ -183,3 +183,33 @@ type = "write.las"
     panoramas.write_bytes(moved)
     assert set(colour_steps().values()) == {"done"}
     assert colours() != before
+
+
+def test_an_image_edit_reruns_the_colorize_steps_that_read_the_panoramas(drive) -> None:
+    """In one job (publish, then colorize by the ``panoramas`` artefact), an image edit redoes that image, the index
+    and the colorize steps; nothing else of the point stages is redone without a change."""
+    from cim.cli.jobs import panoramas_job
+
+    document = panoramas_job(drive["poses"], drive["images"], drive["out"], points=[str(drive["points"])],
+                             **OPTIONS)
+    job = parse_job(document, drive["out"] / "panoramas.toml")
+
+    def statuses() -> dict[str, str]:
+        run = run_job(job, scheduler="threads", workers=1)
+        assert run.report.ok, run.report.by_status("failed")
+        return {k: o.status for k, o in run.report.outcomes.items()}
+
+    first = statuses()
+    colour_steps = [k for k in first if k.startswith("00-panoramas.colorize/")]
+    assert colour_steps and all(first[k] == "done" for k in colour_steps)
+    assert set(statuses().values()) == {"skipped"}
+    names = _names(drive)
+    image = drive["images"] / f"{names[0]}.jpg"
+    data = bytearray(image.read_bytes())
+    data[-3] ^= 0xFF
+    image.write_bytes(bytes(data))
+    third = statuses()
+    assert [k for k, v in third.items() if v == "done" and "panoramas.publish" in k] == \
+        [f"02-panoramas.publish/{names[0]}", "02-panoramas.publish/finish"]
+    assert all(third[k] == "done" for k in colour_steps)  # they read the new index
+    assert third["partition/0000-mls"] == "skipped"
