@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 
 from cim.panoramas.georef import load_panoramas
 from tests.helpers import REPO, cim_cli
@@ -126,3 +127,17 @@ def test_the_pipeline_file_is_a_valid_job(synth_city, tmp_path: Path) -> None:
     job = parse_job(document, REPO / "pipelines" / "panoramas.toml")
     colorize = job.stages_of("panoramas.colorize")[0]
     assert colorize.uses == (ITEM,) and colorize.inputs == {"panoramas": ""}
+
+
+def test_a_job_without_readers_must_be_item_stages_with_a_crs(synth_city, tmp_path: Path) -> None:
+    from cim.errors import ConfigError
+    from cim.pipeline.execute import run_job
+    from cim.pipeline.job import JobConfigError, parse_job
+
+    publish = {"type": ITEM, "poses": str(synth_city.poses_csv), "images": str(synth_city.panorama_dir)}
+    with pytest.raises(JobConfigError, match="a job needs a reader stage"):
+        parse_job({"job": {"crs": CRS}, "stages": [publish, {"type": "panoramas.colorize"}]}, tmp_path / "j.toml")
+    job = parse_job({"job": {"output": str(tmp_path / "out")}, "stages": [publish]}, tmp_path / "j.toml")
+    with pytest.raises(ConfigError, match="job.crs: a job without point readers needs the CRS"):
+        run_job(job, scheduler="threads", workers=1)
+    assert not (tmp_path / "out").exists()
