@@ -1,7 +1,7 @@
 """The per-panorama chain behind ``cim panoramas`` (the ``panoramas.publish`` stage runs it, one task per image).
 
-Per panorama: decode → detect and obscure faces/plates → anonymized equirectangular JPEG + report → Marzipano tiles →
-depth map from the point cloud (when given). The original image is only ever read, never copied.
+Per panorama: decode → detect and obscure faces/plates → anonymized equirectangular JPEG + report → Marzipano
+tiles → depth map from the point cloud (when given). The original image is only ever read, never copied.
 Before: the drive's poses placed in the job CRS (:func:`georeference_drive`); after: ``panoramas.json``, the index
 (FlatGeobuf) and a STAC collection (:func:`write_drive_index`).
 
