@@ -11,7 +11,7 @@ Items are independent: one that fails does not stop the others, and the finish i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyproj
 
@@ -23,6 +23,12 @@ from cim.runner import (Manifest, RunReport, Task, check_shared_storage, dask_cl
                         run_tasks)
 from cim.runner.fingerprints import CodeHashes, ContentHashes, stamp
 from cim.tiling import TileGrid
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from cim.pipeline.execute import JobRun
+    from cim.pipeline.job import Job
 
 
 @dataclass(frozen=True)
@@ -78,7 +84,7 @@ class ItemPhase:
     products: list[dict[str, Any]] = field(default_factory=list)
 
 
-def run_items(job: Any, crs: pyproj.CRS, client: Any, manifest: Manifest, hashes: ContentHashes, code: CodeHashes,
+def run_items(job: Job, crs: pyproj.CRS, client: Client, manifest: Manifest, hashes: ContentHashes, code: CodeHashes,
               *, force: bool, keep_going: bool, on_outcome: Any = None, on_plan: Any = None) -> ItemPhase:
     """Plan and run the item stages of ``job`` (their items, then their finishes) in the job's ``crs``."""
     out_dir = job.out_dir
@@ -119,8 +125,8 @@ def run_items(job: Any, crs: pyproj.CRS, client: Any, manifest: Manifest, hashes
     return phase
 
 
-def run_item_job(job: Any, *, scheduler: str | None = None, workers: int | None = None, force: bool = False,
-                 keep_going: bool = False, on_outcome: Any = None, on_plan: Any = None) -> Any:
+def run_item_job(job: Job, *, scheduler: str | None = None, workers: int | None = None, force: bool = False,
+                 keep_going: bool = False, on_outcome: Any = None, on_plan: Any = None) -> JobRun:
     """Run a job made of item stages only (no point readers): items, finishes, the STAC catalog."""
     from cim.pipeline.execute import WORK, JobRun, _option_files, catalog_task, remove_stale_temporaries
 
