@@ -172,7 +172,9 @@ def test_command_options_match_the_stage_options() -> None:
     _load_commands()
     commands = {c.name: c for c in typer.main.get_command(app).commands.values()}
     templates = {"ground": jobs.ground_job, "dtm": jobs.dtm_job, "buildings": jobs.buildings_job,
-                 "tiles": jobs.tiles_job, "panoramas": jobs.colorize_job}
+                 "tiles": jobs.tiles_job,
+                 "panoramas": lambda files, out, **o: jobs.panoramas_job(Path("p"), Path("i"), out, points=files,
+                                                                         **o)}
     for command, mapping in jobs.STAGE_OPTIONS.items():
         params = {p.name: p for p in commands[command].params}
         for param, (stage, option) in mapping.items():

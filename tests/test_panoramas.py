@@ -378,13 +378,13 @@ def test_orientation_from_gpano_fills_missing_angles(tmp_path):
 
 
 def test_run_refuses_to_write_into_the_images_folder(tmp_path):
-    from cim.panoramas.process import run_panoramas
+    from test_panoramas_resume import publish
 
     (tmp_path / "p.csv").write_text("name,lat,lon,h,heading,pitch,roll\nA,49.4,7.7,290,0,0,0\n")
     with pytest.raises(InputError, match="must not be the images folder"):
-        run_panoramas(tmp_path / "p.csv", tmp_path, tmp_path / "out")
+        publish(tmp_path / "p.csv", tmp_path, tmp_path / "out")
     with pytest.raises(InputError, match="none of the 1 panoramas"):
-        run_panoramas(tmp_path / "p.csv", tmp_path, tmp_path.parent / (tmp_path.name + "-out"))
+        publish(tmp_path / "p.csv", tmp_path, tmp_path.parent / (tmp_path.name + "-out"))
 
 
 def test_read_image_errors(tmp_path):
@@ -399,7 +399,9 @@ def test_read_image_errors(tmp_path):
 
 
 def test_a_broken_image_fails_alone_and_resumes(tmp_path):
-    from cim.panoramas.process import run_panoramas
+    from cim.cli.jobs import panoramas_job
+    from cim.pipeline.execute import run_job
+    from cim.pipeline.job import parse_job
 
     images = tmp_path / "images"
     images.mkdir()
@@ -410,18 +412,26 @@ def test_a_broken_image_fails_alone_and_resumes(tmp_path):
                                     "A,49.4447,7.7690,290,10,0,0\nB,49.4448,7.7691,290,20,0,0\n"
                                     "C,49.4449,7.7692,290,30,0,0\n")
     out = tmp_path / "out"
+    job = parse_job(panoramas_job(tmp_path / "p.csv", images, out), out / "panoramas.toml")
+
+    def run() -> dict[str, str]:
+        report = run_job(job, scheduler="threads", workers=1).report
+        return {k: o.status for k, o in report.outcomes.items()}
+
     (images / "A.jpg").write_bytes((images / "A.jpg").read_bytes()[:5000])  # truncated: refused before any work
     with pytest.raises(InputError, match="A.jpg: the image does not decode completely"):
-        run_panoramas(tmp_path / "p.csv", images, out, scheduler="threads", workers=1)
+        run()
     assert not (out / "panoramas").exists()
     cv2.imwrite(str(images / "A.jpg"), _direction_image(512)[:, :, ::-1])
-    with pytest.raises(InputError, match="1 of 3 failed"):
-        run_panoramas(tmp_path / "p.csv", images, out, scheduler="threads", workers=1)
-    assert [p.name for p in load_panoramas(out / "panoramas.json")] == ["A", "B"]
+    first = run()
+    assert first["00-panoramas.publish/C"] == "failed" and first["00-panoramas.publish/B"] == "done"
+    assert [p.name for p in load_panoramas(out / "panoramas.json")] == ["A", "B"]  # the others are indexed
     assert (out / "panoramas" / "B" / "tiles" / "marzipano.json").is_file()
     cv2.imwrite(str(images / "C.jpg"), _direction_image(512))
-    summary = run_panoramas(tmp_path / "p.csv", images, out, scheduler="threads", workers=1)
-    assert summary["panoramas"] == 3 and summary["skipped"] == 2  # only C was redone
+    second = run()
+    assert [k for k, v in second.items() if v == "done"] == ["00-panoramas.publish/C", "00-panoramas.publish/finish",
+                                                            "catalog"]  # only C was redone, then the index
+    assert [p.name for p in load_panoramas(out / "panoramas.json")] == ["A", "B", "C"]
 
 
 def test_fill_holes_interpolates_between_both_sides_and_not_across_edges():

@@ -1,5 +1,6 @@
-"""Resumes of `cim panoramas` are never stale: the tasks' fingerprints cover the contents of the pose file, the
-images and the point clouds, the code of the chain, and the products they wrote (cim.runner.fingerprints)."""
+"""Resumes of `cim panoramas` (the ``panoramas.publish`` stage run as a job) are never stale: the tasks'
+fingerprints cover the contents of the pose file, the images and the point clouds, the code of the chain, and the
+products they wrote (cim.runner.fingerprints)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from cim.panoramas.privacy import AnonymizeOptions
-from cim.panoramas.process import ChainOptions, run_panoramas
+from cim.cli.jobs import panoramas_job
+from cim.pipeline.execute import run_job
+from cim.pipeline.job import parse_job
 from cim.runner import fingerprints
 
-OPTIONS = ChainOptions(anonymize=AnonymizeOptions(detect_width=1024), depth_width=256, depth_max=40.0)
+#: small detection views and depth maps: the synthetic images are 512 x 256
+OPTIONS = {"detect_width": 1024, "depth_width": 256, "depth_max": 40.0}
 
 
 @pytest.fixture
@@ -28,9 +31,21 @@ def drive(synth_city, tmp_path: Path) -> dict[str, Path]:
     return {"poses": Path(poses), "images": images, "out": tmp_path / "out", "points": Path(points)}
 
 
+def publish(poses: Path, images: Path, out: Path, depth_points: Path | None = None, **options) -> dict[str, str]:
+    """Run a job of the ``panoramas.publish`` stage alone (with depth maps from ``depth_points``, no colorization);
+    returns the status of each image's task."""
+    document = panoramas_job(poses, images, out, **options)
+    if depth_points is not None:
+        document["stages"][0]["points"] = [str(depth_points)]
+    run = run_job(parse_job(document, out / "panoramas.toml"), scheduler="threads", workers=1)
+    assert run.report.ok, run.report.by_status("failed")
+    return {k.split("/")[1]: o.status for k, o in run.report.outcomes.items()
+            if o.stage == "panoramas.publish" and not k.endswith("/finish")}
+
+
 def _run(drive: dict[str, Path]) -> dict:
-    return run_panoramas(drive["poses"], drive["images"], drive["out"], points=[drive["points"]], options=OPTIONS,
-                         colorize=False, scheduler="threads", workers=1)
+    statuses = publish(drive["poses"], drive["images"], drive["out"], drive["points"], **OPTIONS)
+    return {"panoramas": len(statuses), "skipped": sum(s == "skipped" for s in statuses.values())}
 
 
 def _products(out: Path, name: str) -> dict[str, bytes]:
@@ -168,3 +183,33 @@ type = "write.las"
     panoramas.write_bytes(moved)
     assert set(colour_steps().values()) == {"done"}
     assert colours() != before
+
+
+def test_an_image_edit_reruns_the_colorize_steps_that_read_the_panoramas(drive) -> None:
+    """In one job (publish, then colorize by the ``panoramas`` artefact), an image edit redoes that image, the index
+    and the colorize steps; nothing else of the point stages is redone without a change."""
+    from cim.cli.jobs import panoramas_job
+
+    document = panoramas_job(drive["poses"], drive["images"], drive["out"], points=[str(drive["points"])],
+                             **OPTIONS)
+    job = parse_job(document, drive["out"] / "panoramas.toml")
+
+    def statuses() -> dict[str, str]:
+        run = run_job(job, scheduler="threads", workers=1)
+        assert run.report.ok, run.report.by_status("failed")
+        return {k: o.status for k, o in run.report.outcomes.items()}
+
+    first = statuses()
+    colour_steps = [k for k in first if k.startswith("00-panoramas.colorize/")]
+    assert colour_steps and all(first[k] == "done" for k in colour_steps)
+    assert set(statuses().values()) == {"skipped"}
+    names = _names(drive)
+    image = drive["images"] / f"{names[0]}.jpg"
+    data = bytearray(image.read_bytes())
+    data[-3] ^= 0xFF
+    image.write_bytes(bytes(data))
+    third = statuses()
+    assert [k for k, v in third.items() if v == "done" and "panoramas.publish" in k] == \
+        [f"02-panoramas.publish/{names[0]}", "02-panoramas.publish/finish"]
+    assert all(third[k] == "done" for k in colour_steps)  # they read the new index
+    assert third["partition/0000-mls"] == "skipped"

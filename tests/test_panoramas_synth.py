@@ -226,11 +226,12 @@ def test_cli_outputs(cli_run, synth_city):
     from cim.panoramas import load_panoramas
 
     out, summary = cli_run
-    assert summary["panoramas"] == 4
+    assert summary["ok"] and {"panoramas.json", "index.fgb", "colorized/mls.laz"} <= set(summary["products"])
     panos = load_panoramas(out / "panoramas.json")
+    assert len(panos) == 4
     assert pyogrio.read_info(out / "index.fgb")["features"] == 4
     assert json.loads((out / "stac-panoramas" / "collection.json").read_text())["type"] == "Collection"
-    # the colorization job's catalog (cim.catalog) links the panoramas' collection
+    # the job's catalog (cim.catalog) links the panoramas' collection
     assert "stac-panoramas/collection.json" in (out / "stac" / "catalog.json").read_text()
     originals = {p.read_bytes() for p in synth_city.panorama_dir.glob("*.jpg")}
     for pano in panos:
@@ -265,8 +266,7 @@ def _truth_depths(synth_city, name):
 
 
 def test_cli_colorized_cloud(cli_run, synth_city):
-    out, summary = cli_run
-    assert summary["colorized"]["ok"] and "colorized/mls.laz" in summary["colorized"]["products"]
+    out, _ = cli_run
     original = las.read(synth_city.mls_laz)
     cloud = las.read(out / "colorized" / "mls.laz")
     assert len(cloud) == len(original)
@@ -317,10 +317,10 @@ type = "write.las"
     assert written.has("red") and int(written["red"].max()) > 0
 
 
-def test_cli_colorization_is_its_cim_run_job_and_resumes(cli_run, synth_city, tmp_path):
-    """`cim panoramas --points` colours through a job: the same file as the equivalent job, and a re-run redoes
-    nothing (report.json)."""
-    from helpers import cim_cli, write_job
+def test_cli_is_its_cim_run_job_and_resumes(cli_run, synth_city, tmp_path):
+    """`cim panoramas --points` is one job (publish, colorize, write): the same products as the equivalent job,
+    report.json with a task per image in its timeline, cim.log, and a re-run redoes nothing."""
+    from helpers import cim_cli, product_digests, write_job
 
     from cim.pipeline.execute import run
 
@@ -341,8 +341,14 @@ size = 250.0
 buffer = 30.0
 
 [[stages]]
+type = "panoramas.publish"
+poses = "{synth_city.poses_csv}"
+images = "{synth_city.panorama_dir}"
+points = ["{synth_city.mls_laz}"]
+detect_width = 1024
+
+[[stages]]
 type = "panoramas.colorize"
-panoramas = "{out / 'panoramas.json'}"
 
 [[stages]]
 type = "write.las"
@@ -350,12 +356,22 @@ folder = "colorized"
 per_source = true
 """)
     assert run(job, scheduler="threads", workers=1).report.ok
-    colorized = "colorized/mls.laz"
-    assert (tmp_path / "job-out" / colorized).read_bytes() == (out / colorized).read_bytes()
+    digests = product_digests(out)
+    assert digests == product_digests(tmp_path / "job-out")
+    names = sorted(p.stem for p in synth_city.panorama_dir.glob("*.jpg"))
+    for name in names:
+        assert {f"panoramas/{name}/{f}" for f in ("image.jpg", "depth.tif", "tiles/marzipano.json")} <= set(digests)
+    assert {p["image"] for p in json.loads((out / "panoramas.json").read_text())["panoramas"]} == \
+        {f"{n}.jpg" for n in names}  # the source images by name, not by path
+    report = json.loads((out / "report.json").read_text())
+    ran = [t["task"] for t in report["timeline"]["tasks"] if t["stage"] == "panoramas.publish"]
+    assert sorted(ran) == sorted([f"02-panoramas.publish/{n}" for n in names] + ["02-panoramas.publish/finish"])
+    assert all(f"02-panoramas.publish/{n}" in (out / "cim.log").read_text() for n in names)
+
     again = cim_cli("panoramas", str(synth_city.poses_csv), "--images", str(synth_city.panorama_dir), "--out",
                     str(out), "--points", str(synth_city.mls_laz), "--scheduler", "threads", "--detect-width", "1024",
                     "--json")
     assert again.returncode == 0, again.stderr
-    assert json.loads(again.stdout)["skipped"] == 4
     report = json.loads((out / "report.json").read_text())
     assert report["ok"] and all(row["done"] == 0 and row["skipped"] > 0 for row in report["stages"])
+    assert product_digests(out) == digests

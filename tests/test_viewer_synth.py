@@ -23,7 +23,7 @@ JOB_CRS = "EPSG:25832+7837"
 @pytest.fixture(scope="module")
 def twin(synth_city, tmp_path_factory) -> Path:
     """The synthetic city through the pipeline (points, DTM, LoD1, three tilesets) and `cim panoramas`."""
-    from cim.panoramas.process import ChainOptions, run_panoramas
+    from cim.cli.jobs import panoramas_job
     from cim.pipeline.execute import run_job
     from cim.pipeline.job import parse_job
 
@@ -39,8 +39,9 @@ def twin(synth_city, tmp_path_factory) -> Path:
                       {"type": "tiles.terrain", "step": 1}]}
     result = run_job(parse_job(doc, out / "job.toml"), scheduler="threads", workers=2)
     assert result.report.ok, [o.error for o in result.report.outcomes.values() if o.status == "failed"]
-    run_panoramas(synth_city.poses_csv, synth_city.panorama_dir, out / "drive", crs=JOB_CRS,
-                  options=ChainOptions(), colorize=False, scheduler="threads", workers=2)
+    drive = panoramas_job(synth_city.poses_csv, synth_city.panorama_dir, out / "drive", crs=JOB_CRS)
+    result = run_job(parse_job(drive, out / "drive.toml"), scheduler="threads", workers=2)
+    assert result.report.ok, [o.error for o in result.report.outcomes.values() if o.status == "failed"]
     return out
 
 

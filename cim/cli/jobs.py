@@ -1,6 +1,6 @@
-"""Every command is a job: the job templates of ``cim ground``, ``cim dtm``, ``cim buildings``, ``cim tiles`` and
-the colorization of ``cim panoramas --points``, and :func:`execute`, the one way a command runs a job (the runner,
-resume, progress bar, ``report.json`` and ``cim.log`` of ``cim run``).
+"""Every command is a job: the job templates of ``cim ground``, ``cim dtm``, ``cim buildings``, ``cim tiles``,
+``cim panoramas``, and :func:`execute`, the one way a command runs a job (the runner, resume, progress bar,
+``report.json`` and ``cim.log`` of ``cim run``).
 
 A template is a job document (the dict a TOML job file parses to) with the stages and defaults a ``cim run`` job
 would have. :data:`STAGE_OPTIONS` says which stage option each command option sets; a test keeps the commands'
@@ -51,7 +51,10 @@ STAGE_OPTIONS: dict[str, dict[str, tuple[str, str]]] = {
               "error_scale": ("tiles.pointcloud", "error_scale"), "color_depth": ("tiles.pointcloud", "color_depth"),
               "allow_ballpark": ("tiles.pointcloud", "allow_ballpark"), "implicit": ("tiles.pointcloud", "implicit"),
               "meshopt": ("tiles.pointcloud", "meshopt"), "chunk_size": ("read.las", "chunk_size")},
-    "panoramas": {"tile_size": ("tile", "size"), "buffer": ("tile", "buffer")},
+    "panoramas": {"tile_size": ("tile", "size"), "buffer": ("tile", "buffer"),
+                  "detect_width": ("panoramas.publish", "detect_width"),
+                  "fine_width": ("panoramas.publish", "fine_width"), "time_base": ("panoramas.publish", "time_base"),
+                  "angles": ("panoramas.publish", "angles")},
 }
 
 #: command -> {command option: the template's own default where it differs from the stage's, and why}
@@ -136,14 +139,25 @@ def tiles_job(files: list[str], out: Path, *, crs: str | None = None, chunk_size
                                     {"type": "tiles.pointcloud", "folder": "", **tiles_options}])
 
 
-def colorize_job(points: list[str], out: Path, *, crs: str | None = None, tile_size: float = 250.0,
-                 buffer: float = 30.0) -> dict[str, Any]:
-    """``cim panoramas --points``: each point file coloured from the run's anonymized panoramas
-    (``<out>/panoramas.json``), written back as ``colorized/<name>.laz``."""
-    return _job("panoramas", out, crs, [
-        *_read(points), {"type": "tile", "size": tile_size, "buffer": buffer},
-        {"type": "panoramas.colorize", "panoramas": str(out / "panoramas.json")},
-        {"type": "write.las", "folder": "colorized", "per_source": True}])
+def panoramas_job(poses: Path, images: Path, out: Path, *, crs: str = "EPSG:25832+7837",
+                  trajectory: Path | None = None, points: list[str] = (), tile_size: float = 250.0,
+                  buffer: float = 30.0, **publish_options: Any) -> dict[str, Any]:
+    """``cim panoramas``: georeference, anonymize and publish the drive's panoramas (one task per image;
+    ``publish_options``: the ``panoramas.publish`` stage's, None for its default). With ``points`` also a depth map
+    per panorama and each point file coloured from the anonymized panoramas, written back as
+    ``colorized/<name>.laz``."""
+    stage: dict[str, Any] = {"type": "panoramas.publish", "poses": str(Path(poses).resolve()),
+                             "images": str(Path(images).resolve())}
+    if trajectory is not None:
+        stage["trajectory"] = str(Path(trajectory).resolve())
+    if points:
+        stage["points"] = list(points)
+    stage.update({k: v for k, v in publish_options.items() if v is not None})
+    if not points:
+        return _job("panoramas", out, crs, [stage])
+    return _job("panoramas", out, crs, [*_read(list(points)), {"type": "tile", "size": tile_size, "buffer": buffer},
+                                        stage, {"type": "panoramas.colorize"},
+                                        {"type": "write.las", "folder": "colorized", "per_source": True}])
 
 
 def execute(job: Job, *, scheduler: str | None = None, workers: int | None = None, force: bool = False,

@@ -8,11 +8,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
 from cim.cli.jobs import Force, Scheduler, TileSize, Workers
-
-console = Console(stderr=True)
 
 
 def panoramas(
@@ -47,30 +44,18 @@ def panoramas(
     force: Force = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
-    """Georeference, anonymize (faces, plates) and publish panoramas (Marzipano tiles, index, STAC); with
-    --points also depth maps per panorama and colorized point clouds."""
-    from cim import guards
-    from cim.cli.jobs import colorize_job, execute_template, input_files
-    from cim.panoramas.privacy import AnonymizeOptions
-    from cim.panoramas.process import ChainOptions, run_panoramas
+    """Georeference, anonymize (faces, plates) and publish panoramas (Marzipano tiles, index, STAC), one task per
+    image; with --points also depth maps per panorama and colorized point clouds. A job like `cim run`'s (stages
+    panoramas.publish, with --points also read.las, tile, panoramas.colorize, write.las): resumable, locked, with
+    report.json and cim.log."""
+    from cim.cli.jobs import execute_template, input_files, panoramas_job
 
-    *coarse, (lo, hi, _) = AnonymizeOptions().strips  # the last default strip is the full-resolution one
-    strips = tuple(coarse) + (((lo, hi, fine_width),) if fine_width else ())
-    anonymize = AnonymizeOptions(detect_width=detect_width, plates=not no_plates, strips=strips)
-    options = ChainOptions(anonymize=anonymize, face_size=face_size)
-    pose_options = {"crs": pose_crs, "time_base": time_base, "gps_week": gps_week, "angles": angles, "north": north}
-    guards.keep_scratch_inside(out)  # Dask's scratch files inside --out, not in $TMPDIR
-    point_files = input_files(list(points or []))
-    summary = run_panoramas(poses, images, out, crs=crs, trajectory=trajectory, points=point_files,
-                            options=options, pose_options=pose_options, scheduler=scheduler, workers=workers,
-                            force=force, colorize=False)
-    if not as_json:
-        console.print(f"{summary['panoramas']} panoramas → {out} ({summary['skipped']} already done); "
-                      f"blurred {summary['faces']} faces, {summary['plates']} plates")
-    if point_files:  # the colorization is a job: tiled, resumable, with report.json and cim.log
-        document = colorize_job(point_files, out.resolve(), crs=crs, tile_size=tile_size, buffer=buffer)
-        summary["colorized"], _ = execute_template(document, scheduler=scheduler, workers=workers, force=force,
-                                                   show=not as_json)
+    document = panoramas_job(poses, images, out.resolve(), crs=crs, trajectory=trajectory,
+                             points=input_files(list(points or [])), tile_size=tile_size, buffer=buffer,
+                             pose_crs=pose_crs, time_base=time_base, gps_week=gps_week, angles=angles, north=north,
+                             detect_width=detect_width, fine_width=fine_width, plates=not no_plates,
+                             face_size=face_size)
+    summary, _ = execute_template(document, scheduler=scheduler, workers=workers, force=force, show=not as_json)
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
 

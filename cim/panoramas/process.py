@@ -1,15 +1,14 @@
-"""The per-panorama chain and the whole-drive run behind ``cim panoramas``.
+"""The per-panorama chain behind ``cim panoramas`` (the ``panoramas.publish`` stage runs it, one task per image).
 
-Per panorama (one Dask task each, resumable through the run manifest):
-decode → detect and obscure faces/plates → anonymized equirectangular JPEG + report → Marzipano tiles →
-depth map from the point cloud (when given). The original image is only ever read, never copied.
-Afterwards: ``panoramas.json``, the index (FlatGeobuf), a STAC collection and, with points, colorized LAZ.
+Per panorama: decode → detect and obscure faces/plates → anonymized equirectangular JPEG + report → Marzipano
+tiles → depth map from the point cloud (when given). The original image is only ever read, never copied.
+Before: the drive's poses placed in the job CRS (:func:`georeference_drive`); after: ``panoramas.json``, the index
+(FlatGeobuf) and a STAC collection (:func:`write_drive_index`).
 
-Output layout (``OUT``)::
+Output layout (the stage's folder)::
 
     panoramas.json  index.fgb  stac-panoramas/collection.json
     panoramas/<name>/image.jpg  anonymization.json  tiles/{z}/{f}/{y}/{x}.jpg  tiles/preview.jpg  depth.tif
-    colorized/<stem>.laz
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import logging
 import time
 import warnings
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,9 +33,10 @@ from cim.panoramas.poses import read_poses, read_trajectory
 from cim.panoramas.tiles import encode_jpeg, write_marzipano
 
 if TYPE_CHECKING:
-    from cim.runner.fingerprints import CodeHashes, ContentHashes
+    from cim.runner.fingerprints import ContentHashes
 
-__all__ = ["ChainOptions", "find_images", "process_panorama", "read_image", "run_panoramas"]
+__all__ = ["ChainOptions", "chain_code_parts", "find_images", "georeference_drive", "process_panorama", "read_image",
+           "write_drive_index"]
 
 log = logging.getLogger("cim.panoramas")
 
@@ -95,14 +95,12 @@ def _points_near(paths: list[str], crs_label: str, centre: np.ndarray, radius: f
     return np.concatenate(parts) if parts else np.empty((0, 3))
 
 
-def process_panorama(pano_dict: dict, out_dir: str, points: list[str], options: dict) -> dict[str, Any]:
-    """Run the chain for one panorama; returns its products (relative to ``out_dir``) and timings."""
-    from cim.runner.fingerprints import stamp
-
+def process_panorama(pano_dict: dict, root: str, out_dir: str, points: list[str], options: dict) -> dict[str, Any]:
+    """Run the chain for one panorama into ``root/panoramas/<name>``; returns its products (relative to ``root``),
+    the files written (relative to ``out_dir``), detection counts and timings."""
     pano = Panorama.from_dict(pano_dict)
     opts = ChainOptions.from_dict(options)
-    out = Path(out_dir)
-    folder = out / PANO_DIR / pano.name
+    folder = Path(root) / PANO_DIR / pano.name
     rel = f"{PANO_DIR}/{pano.name}"
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -135,10 +133,9 @@ def process_panorama(pano_dict: dict, out_dir: str, points: list[str], options: 
         products["depth"] = f"{rel}/depth.tif"
         seconds["depth"] = time.perf_counter() - t0
     counts = {k: sum(r.kind == k for r in regions) for k in ("face", "plate")}
-    outputs = sorted(p.relative_to(out).as_posix() for p in folder.rglob("*") if p.is_file())  # every tile too
-    return {"name": pano.name, "products": products, "counts": counts,
-            "seconds": {k: round(v, 3) for k, v in seconds.items()}, "outputs": outputs,
-            "stamps": stamp(outputs, out)}
+    outputs = sorted(p.relative_to(out_dir).as_posix() for p in folder.rglob("*") if p.is_file())  # every tile too
+    return {"panorama": pano.with_products(**products).to_dict(), "outputs": outputs,
+            "stats": {"counts": counts, "seconds": {k: round(v, 3) for k, v in seconds.items()}}}
 
 
 def find_images(images_dir: str | Path, names: list[str]) -> dict[str, Path]:
@@ -153,29 +150,11 @@ def find_images(images_dir: str | Path, names: list[str]) -> dict[str, Path]:
     return {n: by_stem[n] for n in names if n in by_stem}
 
 
-def run_panoramas(
-    poses: str | Path,
-    images: str | Path,
-    out_dir: str | Path,
-    *,
-    crs: str = "EPSG:25832+7837",
-    trajectory: str | Path | None = None,
-    points: list[str | Path] = (),
-    options: ChainOptions | None = None,
-    pose_options: dict[str, Any] | None = None,
-    colorize: bool = True,
-    scheduler: str | None = None,
-    workers: int | None = None,
-    force: bool = False,
-) -> dict[str, Any]:
-    """Ingest, georeference, anonymize, publish, depth maps and (with points) colorize a drive.
-
-    Returns a JSON-able summary. Per-panorama work runs as resumable Dask tasks (``OUT/.cim/manifest.jsonl``).
-    """
-    from cim.runner import Manifest, Task, dask_client, fingerprint, run_tasks
-    from cim.runner.fingerprints import CodeHashes, ContentHashes
-
-    options = options or ChainOptions()
+def georeference_drive(poses: str | Path, images: str | Path, out_dir: str | Path, crs: str, *,
+                       trajectory: str | Path | None = None, pose_options: dict[str, Any] | None = None
+                       ) -> list[Panorama]:
+    """Read the pose file (and trajectory), find each panorama's image and place it in ``crs``; every check that
+    can refuse the drive before any work (images folder, missing or truncated images, poses) runs here."""
     out = Path(out_dir).resolve()
     images_dir = Path(images).resolve()
     if out == images_dir or images_dir in out.parents:
@@ -201,66 +180,28 @@ def run_panoramas(
             traj = None if uncovered.all() else traj
     for image in found.values():  # a truncated image would be published as a grey panorama: refuse before work
         check_complete(image)
-    panos = georeference(table, crs, trajectory=traj, images=found, strict_images=False)  # bad images fail alone
-    point_paths = [str(Path(p).resolve()) for p in points]
-    for p in point_paths:
-        if not Path(p).is_file():
-            raise InputError(p, "point cloud not found")
-    opt_dict = options.to_dict()
-    # a task depends on its pose (parsed: a pose-file edit re-runs only the panoramas whose poses it changes), the
-    # contents of its image and of the point clouds, its options and the code of this chain
-    hashes = ContentHashes(out / ".cim" / "hashes.json")
-    image_digests = hashes.digests([pano.image for pano in panos])
-    point_digests = hashes.digests(point_paths)
-    code = _chain_code(hashes, CodeHashes())
-    tasks = []
-    for pano, image_digest in zip(panos, image_digests):
-        fp = fingerprint("panoramas.process", code, pano.to_dict(), image_digest, opt_dict, point_digests)
-        tasks.append(Task(f"panoramas/{pano.name}", "panoramas.process", process_panorama,
-                          (pano.to_dict(), str(out), point_paths, opt_dict), fp))
-    hashes.save()
-    manifest = Manifest(out / ".cim" / "manifest.jsonl")
-    with dask_client(scheduler, workers) as client:
-        run = run_tasks(tasks, client, manifest, out_dir=out, force=force, keep_going=True)  # images are independent
-    failed = run.by_status("failed")
-    results = {o.result["name"]: o.result for o in run.outcomes.values() if o.status in ("done", "skipped")}
-    done = [p.with_products(**results[p.name]["products"]) for p in panos if p.name in results]
-    if not done:
-        first = failed[0] if failed else None
-        raise InputError(first.key if first else str(poses), f"no panorama was processed: "
-                         f"{first.error if first else 'nothing to do'}")
-    write_panoramas_json(done, out / "panoramas.json")
-    write_index(done, out / "index.fgb")
+    return georeference(table, crs, trajectory=traj, images=found, strict_images=False)  # bad images fail alone
+
+
+def write_drive_index(panos: list[Panorama], root: Path) -> list[str]:
+    """``panoramas.json``, the index (FlatGeobuf) and the STAC collection of ``panos`` in ``root``; returns their
+    paths relative to ``root``. The source images are named by file name only (the index does not depend on where
+    the delivery lies)."""
     from cim.panoramas.stac import write_collection
 
-    write_collection(done, out / STAC_FOLDER)
-    summary: dict[str, Any] = {
-        "panoramas": len(done),
-        "faces": sum(r["counts"]["face"] for r in results.values()),
-        "plates": sum(r["counts"]["plate"] for r in results.values()),
-        "seconds": round(run.seconds, 2),
-        "skipped": len(run.by_status("skipped")),
-        "outputs": ["panoramas.json", "index.fgb", f"{STAC_FOLDER}/collection.json"],
-    }
-    if failed:  # the finished panoramas are indexed above; a re-run only redoes the failed ones
-        first = failed[0]
-        raise InputError(first.key, f"panorama processing failed: {first.error} "
-                         f"({len(failed)} of {len(tasks)} failed; re-run to resume)")
-    if point_paths and colorize:
-        summary["colorized"] = colorize_files(point_paths, done, out, crs)
-    return summary
+    named = [replace(p, image=Path(p.image).name if p.image else None) for p in panos]
+    write_panoramas_json(named, root / "panoramas.json")
+    write_index(named, root / "index.fgb")
+    write_collection(named, root / STAC_FOLDER)
+    return ["panoramas.json", "index.fgb", f"{STAC_FOLDER}/collection.json"]
 
 
-def _chain_code(hashes: ContentHashes, code: CodeHashes) -> str:
-    """What the chain's results depend on besides its inputs and options: the cim modules it runs
-    (:class:`cim.runner.fingerprints.CodeHashes`), the face model it ships and the OpenCV and onnxruntime versions
-    (JPEG coding, the plate cascade, the face detector)."""
+def chain_code_parts(hashes: ContentHashes) -> list[str]:
+    """What the chain's results depend on besides its inputs, options and the cim modules it runs: the face model
+    it ships and the OpenCV and onnxruntime versions (JPEG coding, the plate cascade, the face detector)."""
     from importlib.metadata import version
 
-    from cim.runner import fingerprint
-
-    return fingerprint(code.code_hash(process_panorama.__module__), hashes.digest(centerface_path()),
-                       cv2.__version__, version("onnxruntime"))
+    return [hashes.digest(centerface_path()), cv2.__version__, version("onnxruntime")]
 
 
 def _orientation_from_gpano(table, images: dict[str, Path]) -> None:
@@ -288,24 +229,6 @@ class ImageCache:
                 self.items.popitem(last=False)
         self.items.move_to_end(pano.name)
         return self.items[pano.name]
-
-
-def colorize_files(point_paths: list[str], panos: list[Panorama], out: Path, crs: str) -> list[dict[str, Any]]:
-    """Colour each point file from the anonymized panoramas; writes ``OUT/colorized/<stem>.laz``."""
-    from cim import crs as cimcrs
-    from cim.io import las
-    from cim.panoramas.colorize import colorize_points
-
-    cache = ImageCache(out)
-    done = []
-    for path in point_paths:
-        cloud = las.read(path, crs=cimcrs.resolve(crs))
-        rgb, source, _ = colorize_points(cloud.xyz, panos, cache)
-        apply_colours(cloud, rgb, source)
-        target = las.write(out / "colorized" / f"{Path(path).stem}.laz", cloud)
-        done.append({"file": str(target.relative_to(out)), "points": len(cloud),
-                     "coloured": int((source >= 0).sum())})
-    return done
 
 
 def apply_colours(cloud, rgb: np.ndarray, source: np.ndarray) -> None:

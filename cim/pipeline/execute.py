@@ -35,6 +35,7 @@ from cim.columns import append_frame, read_frames
 from cim.errors import ConfigError, InputError
 from cim.fileutil import atomic_write, expand_patterns
 from cim.io.readers import PointSource, in_crs, require_crs
+from cim.pipeline.items import ItemPhase, ItemStage, run_items
 from cim.pipeline.job import Job
 from cim.pipeline.stage import JobContext, Product, Stage, TileContext, TileResult
 from cim.pipeline.withheld import run_stage
@@ -256,6 +257,11 @@ def run_job(
     on_plan: Any = None,
 ) -> JobRun:
     """Run a validated job end to end (see the module docstring)."""
+    if all(s.role == "items" for s in job.stages):  # no points: item tasks, finishes, catalog
+        from cim.pipeline.items import run_item_job
+
+        return run_item_job(job, scheduler=scheduler, workers=workers, force=force, keep_going=keep_going,
+                            on_outcome=on_outcome, on_plan=on_plan)
     inputs = _inputs(job, crs_override)
     if not inputs:
         raise InputError(job.source, "the job's readers match no input files")
@@ -296,15 +302,22 @@ def run_job(
 
     with dask_client(scheduler, workers, work / "dask") as client:
         if is_remote(scheduler):
-            reads = [s.path for s in sources] + [p for s in job.stages if s.role == "tile" for p in _option_files(s)]
+            reads = [s.path for s in sources] + [p for s in job.stages if s.role in ("tile", "items")
+                                                 for p in _option_files(s)]
             check_shared_storage(client, reads, out_dir, work / "storage-check")
+        upstream = ItemPhase()  # the item stages (panoramas, ...) run first: point stages may use their artefacts
+        if any(isinstance(s, ItemStage) for s in job.stages):
+            upstream = run_items(job, work_crs, client, manifest, hashes, code, force=force, keep_going=keep_going,
+                                 on_outcome=on_outcome, on_plan=on_plan)
+            if not upstream.report.ok:
+                return JobRun(job, upstream.report, [Product.from_json(p) for p in upstream.products])
         if on_plan:
             on_plan(len(partition), "partition")
         first = run_tasks(partition, client, manifest, out_dir=out_dir, force=force, keep_going=keep_going,
                           on_outcome=on_outcome)
         if not first.ok:  # never build tiles from a partial set of inputs
             hashes.save()
-            return JobRun(job, first)
+            return JobRun(job, RunReport({**upstream.report.outcomes, **first.outcomes}))
         counts: dict[str, int] = {}
         sources_of: dict[str, list[str]] = {}  # tile -> the partition tasks that wrote its points
         for task in partition:
@@ -317,14 +330,15 @@ def run_job(
         if not tiles:
             raise InputError(job.source, "no points inside the job area (check [job].area and the inputs)")
         all_tiles = grid.tiles_covering(union_bounds([s.bounds for s in sources]))
-        plan = _Plan(job, context, tiles, parts_dirs, part_fps, manifest, hashes, code, force)
+        plan = _Plan(job, context, tiles, parts_dirs, part_fps, manifest, hashes, code, force, upstream)
         hashes.save()
         if on_plan:
             on_plan(len(plan.tasks), "stages")
         second = run_tasks(plan.tasks, client, manifest, out_dir=out_dir, force=force, keep_going=keep_going,
                            on_outcome=on_outcome)
 
-    report = RunReport({**first.outcomes, **plan.outcomes(second, sources_of)}, first.seconds + second.seconds)
+    report = RunReport({**upstream.report.outcomes, **first.outcomes, **plan.outcomes(second, sources_of)},
+                       upstream.report.seconds + first.seconds + second.seconds)
     products = [Product.from_json(p) for o in report.outcomes.values() if isinstance(o.result, dict)
                 for p in o.result.get("products", []) if isinstance(p, dict)]
     return JobRun(job, report, products, len(tiles), max(0, len(all_tiles) - len(tiles)), sum(counts.values()))
@@ -405,7 +419,8 @@ class _Plan:
 
     def __init__(self, job: Job, context: JobContext, tiles: list[Tile], parts_dirs: list[str],
                  part_fps: list[str], manifest: Manifest, hashes: ContentHashes, code: CodeHashes,
-                 force: bool) -> None:
+                 force: bool, upstream: ItemPhase | None = None) -> None:
+        upstream = upstream or ItemPhase()
         self.tiles = tiles
         self.labels: list[tuple[str, Stage]] = [(f"{i:02d}-{s.name}", s) for i, s in
                                                 enumerate(s for s in job.stages if s.role == "tile")]
@@ -414,7 +429,8 @@ class _Plan:
         self.run_keys: set[str] = set()  # steps that run now
         self.tasks: list[Task] = []
         base = {label: fingerprint(code.code_hash(type(stage).__module__), stage.name,
-                                   stage.options.model_dump(mode="json"), hashes.digests(_option_files(stage)))
+                                   stage.options.model_dump(mode="json"), hashes.digests(_option_files(stage)),
+                                   *[upstream.fingerprints[n] for n in stage.uses if n in upstream.fingerprints])
                 for label, stage in self.labels}
         step_fps: dict[str, str] = {}
         for tile in tiles:
@@ -435,8 +451,8 @@ class _Plan:
             if label in finish_fps:
                 self._finish(i, label, stage, context, finish_fps[label], chain_of)
         catalog_fp = fingerprint(code.code_hash(write_catalog.__module__), "catalog", list(step_fps.values()),
-                                 list(finish_fps.values()), context.acquired)
-        products = [p for r in self.recorded.values() for p in r.get("products", [])]
+                                 list(finish_fps.values()), context.acquired, *upstream.fingerprints.values())
+        products = [*upstream.products, *(p for r in self.recorded.values() for p in r.get("products", []))]
         self.tasks.append(Task("catalog", "catalog", catalog_task,
                                (job.name, str(context.out_dir), context.crs.to_wkt(), context.acquired, products,
                                 *[Dep(t.key) for t in self.tasks]), catalog_fp))

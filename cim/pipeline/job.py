@@ -228,6 +228,8 @@ def _missing_files(options: StageOptions, key: str) -> list[ConfigError]:
 def _check_order(stages: list[Stage], problems: list[ConfigError]) -> None:
     kinds = [s.role for s in stages]
     if "reader" not in kinds:
+        if kinds and set(kinds) == {"items"}:  # a job of item stages only (cim.pipeline.items) reads no points
+            return
         problems.append(ConfigError("stages", "a job needs a reader stage such as read.las"))
         return
     last_reader = max(i for i, k in enumerate(kinds) if k == "reader")

@@ -138,7 +138,8 @@ class Stage:
     modifies_points: ClassVar[bool] = False
     #: One-line description for ``cim stages``.
     summary: ClassVar[str] = ""
-    #: 'reader' (names the inputs), 'tiler' (sets the grid) or 'tile' (runs per tile; the default).
+    #: 'reader' (names the inputs), 'tiler' (sets the grid), 'tile' (runs per tile; the default) or 'items' (one
+    #: task per item of its own, e.g. a panorama: :mod:`cim.pipeline.items`).
     role: ClassVar[str] = "tile"
     #: Artefacts the stage writes into its ``folder`` for later stages (e.g. "dtm", "buildings").
     produces: ClassVar[tuple[str, ...]] = ()

@@ -1,12 +1,15 @@
-"""``panoramas.colorize``: colour each tile's points from the anonymized panoramas of a ``cim panoramas`` run."""
+"""``panoramas.colorize``: colour each tile's points from the anonymized panoramas of a ``cim panoramas`` run or of
+the job's ``panoramas.publish`` stage."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 from pydantic import Field
 
+from cim.errors import ConfigError
 from cim.pipeline.stage import Stage, StageOptions, TileContext, TileResult
 from cim.points import PointCloud
 
@@ -15,7 +18,8 @@ if TYPE_CHECKING:
 
 
 class ColorizeStageOptions(StageOptions):
-    panoramas: str = Field(description="panoramas.json written by `cim panoramas` (anonymized images)")
+    panoramas: str | None = Field(None, description="panoramas.json written by `cim panoramas` (anonymized images); "
+                                                   "default: the one of the job's panoramas.publish stage")
     max_range: float = Field(30.0, gt=0, description="farthest panorama that may colour a point, metres")
     buffer_width: int = Field(2048, ge=256, description="finest z-buffer (equirectangular width)")
     levels: int = Field(4, ge=1, le=8, description="z-buffer pyramid levels (each halves the width)")
@@ -35,6 +39,17 @@ class ColorizeStage(Stage):
     summary = "Colour points (red/green/blue) from the nearest anonymized panorama that sees them (z-buffer test)"
     Options = ColorizeStageOptions
     modifies_points = True
+    reuses = ("panoramas",)
+
+    def index(self, ctx: TileContext) -> Path:
+        """The panoramas.json the stage reads: its option, else the one the job's ``panoramas.publish`` writes."""
+        folder = self.input_dir("panoramas", ctx)
+        if self.options.panoramas:
+            return Path(self.options.panoramas)
+        if folder is None:
+            raise ConfigError("panoramas", "panoramas.colorize needs a panoramas.json: name one or put a "
+                                           "panoramas.publish stage before it")
+        return folder / "panoramas.json"
 
     def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
         from cim.panoramas.colorize import colorize_points
@@ -42,7 +57,7 @@ class ColorizeStage(Stage):
         from cim.panoramas.process import ImageCache, apply_colours
 
         o = self.options
-        panos = load_panoramas(o.panoramas)
+        panos = load_panoramas(self.index(ctx))
         # the tile's buffer points take part in the z-buffer (occluders across the tile edge) and get colours too
         rgb, source, _ = colorize_points(cloud.xyz, panos, ImageCache(ctx.out_dir), o.colorize_options())
         apply_colours(cloud, rgb, source)
