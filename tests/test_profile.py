@@ -178,3 +178,22 @@ def test_profile_of_a_folder_without_a_usable_report_is_one_line(tmp_path: Path)
     done = cim_cli("profile", str(tmp_path))
     assert done.returncode == 2 and "cycle" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "profile.html").exists()
+
+
+def test_every_job_command_writes_the_profile(tmp_path: Path) -> None:
+    """The job templates share ``--profile`` with ``cim run``: ``cim dtm --profile`` writes the page for its run."""
+    import typer
+
+    from cim.cli.app import _load_commands, app
+
+    _load_commands()
+    commands = {c.name: c for c in typer.main.get_command(app).commands.values()}
+    for name in ("run", "ground", "dtm", "buildings", "tiles", "panoramas"):
+        assert "profile" in {p.name for p in commands[name].params}, name
+    out = tmp_path / "dtm"
+    done = cim_cli("dtm", str(REPO / "data" / "delft" / "ahn3_cropped_2.laz"), "--out", str(out),
+                   "--crs", "EPSG:7415", "--workers", "1", "--profile")
+    assert done.returncode == 0, done.stderr
+    page = (out / "profile.html").read_text()
+    tasks = json.loads((out / "report.json").read_text())["timeline"]["tasks"]
+    assert tasks and all(t["task"] in page for t in tasks)

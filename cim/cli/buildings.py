@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from cim.cli.jobs import Force, Scheduler, TileSize, Workers
+from cim.cli.jobs import Force, Profile, Scheduler, TileSize, Workers
 
 console = Console()
 
@@ -47,6 +47,7 @@ def buildings(
     workers: Workers = None,
     scheduler: Scheduler = None,
     force: Force = False,
+    profile: Profile = False,
 ) -> None:
     """Reconstruct buildings (classification when needed, ground heights, LoD1.2 + LoD2.2, CityJSON 2.0, 3D
     Tiles). Resumable: re-running skips finished tiles."""
@@ -66,7 +67,7 @@ def buildings(
         lod1_only=lod1_only, lod1_percentile=lod1_percentile, footprints=footprints, footprints_crs=footprints_crs,
         id_field=id_field, dtm=dtm, write_dtm=write_dtm, dtm_resolution=dtm_resolution, tile_size=tile_size,
         buffer=buffer, tiles=tiles, formats=tuple(formats))
-    summary, _ = execute_template(document, scheduler=scheduler, workers=workers, force=force)
+    summary, _ = execute_template(document, scheduler=scheduler, workers=workers, force=force, profile=profile)
     report_path = out / "buildings" / "report.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     console.print(f"{report.get('buildings', 0)} buildings ({report.get('lod22', 0)} LoD2.2, "

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cim.cli.jobs import Force, Scheduler, TileSize, Workers
+from cim.cli.jobs import Force, Profile, Scheduler, TileSize, Workers
 
 
 def panoramas(
@@ -42,6 +42,7 @@ def panoramas(
     scheduler: Scheduler = None,
     workers: Workers = None,
     force: Force = False,
+    profile: Profile = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Georeference, anonymize (faces, plates) and publish panoramas (Marzipano tiles, index, STAC), one task per
@@ -55,7 +56,7 @@ def panoramas(
                              pose_crs=pose_crs, time_base=time_base, gps_week=gps_week, angles=angles, north=north,
                              detect_width=detect_width, fine_width=fine_width, plates=not no_plates,
                              face_size=face_size)
-    summary, _ = execute_template(document, scheduler=scheduler, workers=workers, force=force, show=not as_json)
+    summary, _ = execute_template(document, scheduler=scheduler, workers=workers, force=force, profile=profile, show=not as_json)
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
 

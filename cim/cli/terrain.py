@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from cim.cli.jobs import Force, Scheduler, TileSize, Workers
+from cim.cli.jobs import Force, Profile, Scheduler, TileSize, Workers
 
 console = Console()
 
@@ -36,6 +36,7 @@ def ground(
     workers: Workers = None,
     scheduler: Scheduler = None,
     force: Force = False,
+    profile: Profile = False,
 ) -> None:
     """Classify noise and ground (SMRF) and write each input back with its new classification. Resumable."""
     from cim.cli.jobs import execute_template, ground_job, input_files
@@ -52,7 +53,7 @@ def ground(
         raise typer.BadParameter("--out must not be the folder of an input (files would be overwritten)")
     document = ground_job(input_files(inputs), out, crs=crs, backend=backend, objects=objects, tile_size=tile_size,
                           buffer=buffer, copc=output_format == "copc")
-    execute_template(document, scheduler=scheduler, workers=workers, force=force)
+    execute_template(document, scheduler=scheduler, workers=workers, force=force, profile=profile)
 
 
 def dtm(
@@ -68,6 +69,7 @@ def dtm(
     workers: Workers = None,
     scheduler: Scheduler = None,
     force: Force = False,
+    profile: Profile = False,
 ) -> None:
     """Write DTM, DSM, nDSM and density Cloud-Optimized GeoTIFFs per tile plus VRT mosaics. Resumable."""
     from cim.cli.jobs import dtm_job, execute_template, input_files
@@ -79,7 +81,7 @@ def dtm(
     out = out.resolve()
     document = dtm_job(input_files(inputs), out, crs=crs, resolution=resolution, classify=classify, tile_size=tile_size,
                        buffer=buffer)
-    execute_template(document, scheduler=scheduler, workers=workers, force=force)
+    execute_template(document, scheduler=scheduler, workers=workers, force=force, profile=profile)
     vrts = [out / f"{k}.vrt" for k in ("dtm", "dsm", "ndsm", "density")]
     console.print("rasters: " + ", ".join(str(v) for v in vrts if v.exists()))
 

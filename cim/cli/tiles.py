@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from cim.cli.jobs import Force, Scheduler, TileSize, Workers
+from cim.cli.jobs import Force, Profile, Scheduler, TileSize, Workers
 
 console = Console()
 
@@ -38,6 +38,7 @@ def tiles(
     chunk_size: Annotated[int, typer.Option("--chunk-size", help="points read per chunk (bounds the reading "
                                                                   "memory)")] = 1_000_000,
     force: Force = False,
+    profile: Profile = False,
     check: Annotated[bool, typer.Option("--check/--no-check", help="verify the written tree (boxes, errors, "
                                                                    "point count)")] = True,
 ) -> None:
@@ -59,7 +60,7 @@ def tiles(
         allow_ballpark=allow_ballpark, implicit=implicit, meshopt=meshopt)
     if accept_height_system:
         document["job"]["accept_height_system"] = accept_height_system
-    summary, run = execute_template(document, scheduler=scheduler, workers=workers, force=force)
+    summary, run = execute_template(document, scheduler=scheduler, workers=workers, force=force, profile=profile)
     message = f"{summary['points']:,} points, {summary['tiles']} tiles -> {out / 'tileset.json'}"
     if check:
         report = check_tileset(out / "tileset.json")
