@@ -68,7 +68,8 @@ def curved_type(faces: Sequence[Face], sloped: Sequence[Face], *, angle_tol_deg:
 
     * normals turning around a point: at least ``min_directions`` facing directions, each face facing away from
       the roof's centre (within ``radial_tol_deg``) and no gap of 120° between directions: a cone when the slopes
-      of 80 % of the sloped area agree within ``cone_spread_deg``, a dome when they grow away from the centre;
+      of 80 % of the sloped area agree within ``cone_spread_deg``, a dome when they grow away from the centre; from
+      four directions on, a tower roof when the faces are ``TOWER_SLOPE_DEG`` steep on average;
     * normals turning around one horizontal axis: the faces face the two ways across it, at least two per side
       with slopes growing away from the axis, a flat or shallow (< 15°) face along it, and every face on the
       circle through them (``sin slope = distance / R`` within ``arc_tol`` of the median R): a barrel;
@@ -100,12 +101,15 @@ def curved_type(faces: Sequence[Face], sloped: Sequence[Face], *, angle_tol_deg:
     centre = (centroids * areas[:, None]).sum(axis=0) / total
     xy = np.array([f[0].centroid.coords[0] for f in sloped]) - centre
     facing = _facing(az)
-    # around a point
+    # around a point (a spire of four faces or more too)
+    dist = np.hypot(xy[:, 0], xy[:, 1])
+    cos = np.einsum("ij,ij->i", facing, xy) / np.maximum(dist, 1e-9)
+    gaps = np.diff(np.r_[np.sort(az), np.sort(az)[0] + 360.0])
+    radial = s_area[cos >= np.cos(np.radians(radial_tol_deg))].sum() >= 0.8 * s_area.sum() and gaps.max() < 120
+    if radial and len(groups) >= 4 and np.average(slope, weights=s_area) >= TOWER_SLOPE_DEG:
+        return TOWER
     if len(groups) >= min_directions:
-        dist = np.hypot(xy[:, 0], xy[:, 1])
-        cos = np.einsum("ij,ij->i", facing, xy) / np.maximum(dist, 1e-9)
-        gaps = np.diff(np.r_[np.sort(az), np.sort(az)[0] + 360.0])
-        if s_area[cos >= np.cos(np.radians(radial_tol_deg))].sum() >= 0.8 * s_area.sum() and gaps.max() < 120:
+        if radial:
             lo, hi = _weighted_quantiles(slope, s_area, (0.1, 0.9))
             if hi - lo <= cone_spread_deg:  # slivers aside
                 return spire_type(CONE, float(np.average(slope, weights=s_area)))
