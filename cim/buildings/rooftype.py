@@ -19,13 +19,122 @@ ROOF_TYPE_NAMES = {
 RIDGE, HIP_EDGE, VALLEY, STEP = "ridge", "hip", "valley", "step"
 
 
+TOWER_SLOPE_DEG = 60.0  # a pyramid or cone at least this steep is a spire (AdV 4000 Turmdach)
+
+# a roof face: (2D cell, slope°, azimuth° (the way it faces, clockwise from grid north), z_min, z_max)
+Face = tuple[Polygon, float, float, float, float]
+
+
 def _angle_diff(a: float, b: float) -> float:
     d = abs(a - b) % 360.0
     return min(d, 360.0 - d)
 
 
+def spire_type(roof_type: int, slope_deg: float) -> int:
+    """``TOWER`` for a pyramid or cone roof at least ``TOWER_SLOPE_DEG`` steep (a spire), else ``roof_type``."""
+    return TOWER if roof_type in (PYRAMID, CONE) and slope_deg >= TOWER_SLOPE_DEG else roof_type
+
+
+def _direction_groups(az: Sequence[float], tol: float) -> list[list[int]]:
+    """Indices grouped by facing direction: each joins the first group whose first member is within ``tol``°."""
+    groups: list[list[int]] = []
+    for i, a in enumerate(az):
+        for g in groups:
+            if _angle_diff(az[g[0]], a) < tol:
+                g.append(i)
+                break
+        else:
+            groups.append([i])
+    return groups
+
+
+def _facing(az: np.ndarray) -> np.ndarray:
+    """Unit vectors (n, 2) of the down-slope directions of azimuths (degrees clockwise from north)."""
+    a = np.radians(az)
+    return np.column_stack([np.sin(a), np.cos(a)])
+
+
+def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, q: Sequence[float]) -> np.ndarray:
+    """Quantiles ``q`` of ``values`` weighted by ``weights`` (step function of the weighted distribution)."""
+    order = np.argsort(values)
+    cum = np.cumsum(weights[order]) / weights.sum()
+    return values[order][np.minimum(np.searchsorted(cum, q), len(values) - 1)]
+
+
+def curved_type(faces: Sequence[Face], sloped: Sequence[Face], *, angle_tol_deg: float = 25.0,
+                min_directions: int = 5, radial_tol_deg: float = 35.0, cone_spread_deg: float = 15.0,
+                arc_tol: float = 0.35, shed_spread_deg: float = 20.0, min_share: float = 0.7) -> int | None:
+    """Cone, dome, barrel (tower for a steep cone) or sawtooth from how the roof planes turn, else None.
+
+    * normals turning around a point: at least ``min_directions`` facing directions, each face facing away from
+      the roof's centre (within ``radial_tol_deg``) and no gap of 120° between directions: a cone when the slopes
+      of 80 % of the sloped area agree within ``cone_spread_deg``, a dome when they grow away from the centre; from
+      four directions on, a tower roof when the faces are ``TOWER_SLOPE_DEG`` steep on average;
+    * normals turning around one horizontal axis: the faces face the two ways across it, at least two per side
+      with slopes growing away from the axis, a flat or shallow (< 15°) face along it, and every face on the
+      circle through them (``sin slope = distance / R`` within ``arc_tol`` of the median R): a barrel;
+    * repeated parallel sheds: at least three planes facing one way, their tops at one height (within 50 % of the
+      roof's height range) and their slopes within ``shed_spread_deg`` (80 % of their area), hold 60 % of the
+      sloped area; any other sloped faces face the other way (the glazed steps, rounded in image matching).
+
+    ``faces`` are all faces (sloped and flat), ``sloped`` those that count as sloped."""
+    total = sum(f[0].area for f in faces)
+    s_area = np.array([f[0].area for f in sloped])
+    if len(sloped) < 3 or total <= 0 or s_area.sum() < min_share * total:
+        return None
+    slope = np.array([f[1] for f in sloped])
+    az = np.array([f[2] for f in sloped])
+    groups = _direction_groups(list(az), angle_tol_deg)
+    main = max(groups, key=lambda g: s_area[g].sum())
+    # repeated parallel sheds: three planes or more (cells of one plane share slope and azimuth) at one height
+    planes: dict[tuple[float, float], float] = {}
+    for f in (sloped[i] for i in main):
+        planes[f[1], f[2]] = max(planes.get((f[1], f[2]), -np.inf), f[4])
+    top, low = max(f[4] for f in faces), min(f[3] for f in faces)
+    lo, hi = _weighted_quantiles(slope[main], s_area[main], (0.1, 0.9))
+    if (len(planes) >= 3 and s_area[main].sum() >= 0.6 * s_area.sum() and hi - lo <= shed_spread_deg
+            and top - min(planes.values()) <= 0.5 * (top - low)
+            and all(min(d, 180 - d) < angle_tol_deg for d in (_angle_diff(a, az[main[0]]) for a in az))):
+        return SAWTOOTH
+    centroids = np.array([f[0].centroid.coords[0] for f in faces])
+    areas = np.array([f[0].area for f in faces])
+    centre = (centroids * areas[:, None]).sum(axis=0) / total
+    xy = np.array([f[0].centroid.coords[0] for f in sloped]) - centre
+    facing = _facing(az)
+    # around a point (a spire of four faces or more too)
+    dist = np.hypot(xy[:, 0], xy[:, 1])
+    cos = np.einsum("ij,ij->i", facing, xy) / np.maximum(dist, 1e-9)
+    gaps = np.diff(np.r_[np.sort(az), np.sort(az)[0] + 360.0])
+    radial = s_area[cos >= np.cos(np.radians(radial_tol_deg))].sum() >= 0.8 * s_area.sum() and gaps.max() < 120
+    if radial and len(groups) >= 4 and np.average(slope, weights=s_area) >= TOWER_SLOPE_DEG:
+        return TOWER
+    if len(groups) >= min_directions:
+        if radial:
+            lo, hi = _weighted_quantiles(slope, s_area, (0.1, 0.9))
+            if hi - lo <= cone_spread_deg:  # slivers aside
+                return spire_type(CONE, float(np.average(slope, weights=s_area)))
+            if np.corrcoef(dist, slope)[0, 1] > 0.5:
+                return DOME
+        return None
+    # around an axis: two opposite facing groups
+    if len(groups) != 2 or _angle_diff(az[groups[0][0]], az[groups[1][0]]) < 180 - angle_tol_deg:
+        return None
+    across = facing[groups[0][0]]
+    dist = xy @ across * np.where(np.einsum("ij,j->i", facing, across) > 0, 1.0, -1.0)  # signed: >0 downhill side
+    shallow = [f for f in faces if f[1] < 15.0 and abs((np.asarray(f[0].centroid.coords[0]) - centre) @ across)
+               < 0.25 * np.abs(dist).max()]
+    if not shallow or min(len(g) for g in groups) < 2 or (dist <= 0).any():
+        return None
+    for g in groups:
+        order = np.argsort(dist[g])
+        if (np.diff(slope[g][order]) <= 0).any():
+            return None
+    radius = dist / np.sin(np.radians(slope))
+    return BARREL if (np.abs(radius / np.median(radius) - 1) <= arc_tol).all() else None
+
+
 def classify_roof(
-    faces: Sequence[tuple[Polygon, float, float, float, float]],
+    faces: Sequence[Face],
     footprint_area: float,
     *,
     flat_slope_deg: float = 5.0,
@@ -47,17 +156,13 @@ def classify_roof(
     sloped_area = sum(f[0].area for f in sloped)
     if not sloped:
         return FLAT
+    special = curved_type(faces, sloped, angle_tol_deg=angle_tol_deg)
+    if special is not None:
+        return special
     if flat_area > 0.25 * (flat_area + sloped_area):
         return MIXED
     az = [f[2] for f in sloped]
-    groups: list[list[int]] = []  # faces grouped by facing direction
-    for i, a in enumerate(az):
-        for g in groups:
-            if _angle_diff(az[g[0]], a) < angle_tol_deg:
-                g.append(i)
-                break
-        else:
-            groups.append([i])
+    groups = _direction_groups(az, angle_tol_deg)
     if len(groups) == 1:
         return SHED if len(sloped) == 1 else OFFSET_SHED
     if len(groups) == 2 and _angle_diff(az[groups[0][0]], az[groups[1][0]]) > 180 - angle_tol_deg:
@@ -73,7 +178,7 @@ def classify_roof(
         if _angle_diff(az[small[0]], az[small[1]]) < 180 - angle_tol_deg:
             return MIXED
         if areas[small].min() > 0.95 * areas[large].max():
-            return PYRAMID
+            return spire_type(PYRAMID, float(np.average([f[1] for f in sloped], weights=areas)))
         eave_main = min(sloped[i][3] for i in large)
         ridge = max(f[4] for f in sloped)
         eave_hip = min(sloped[i][3] for i in small)
@@ -122,12 +227,15 @@ def roof_edges(cells: Sequence[tuple[Polygon, int]], coefficients: Sequence[tupl
 
 def cross_gable(cells: Sequence[tuple[Polygon, int]], coefficients: Sequence[tuple[float, float, float]],
                 footprint_area: float, *, flat_slope_deg: float = 5.0, min_share: float = 0.04,
-                max_other: float = 0.3) -> bool:
+                max_other: float = 0.3, max_pitch_spread: float = 15.0) -> bool:
     """Whether a roof is a gable roof of several wings (L, T, U plans): sloped cells only (flat ones below
-    ``min_share`` of the footprint aside), joined by horizontal ridges and by valleys, not by hips or steps."""
+    ``min_share`` of the footprint aside) of one pitch (within ``max_pitch_spread``°: barrels and sawtooth roofs
+    are not), joined by horizontal ridges and by valleys, not by hips or steps."""
     slope = [np.degrees(np.arctan(np.hypot(a, b))) for a, b, _ in coefficients]
     big = [k for k, (c, lab) in enumerate(cells) if c.area >= min_share * footprint_area and lab >= 0]  # no nodata
     if any(slope[k] < flat_slope_deg for k in big) or len(big) < 2:
+        return False
+    if np.ptp([slope[k] for k in big]) > max_pitch_spread:
         return False
     length = dict.fromkeys((RIDGE, HIP_EDGE, VALLEY, STEP), 0.0)
     for i, j, kind, n in roof_edges(cells, coefficients):

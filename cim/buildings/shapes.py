@@ -9,7 +9,9 @@ Every standard roof is the lower envelope of a few planes (z = min over planes) 
 * hip / half-hip ``h - s·max(|v|, r·(|u| - d))``: the end planes are ``r`` times as steep and start ``d`` from the
   centre; they reach the eaves (hip) when ``r·(A - d) ≥ B`` (half sizes A, B), else they stop above them
   (half-hip, Krüppelwalm);
-* pyramid ``h - s·max(|v|, (B/A)·|u|)``; mansard ``h - s₁·|v| - s₂·max(|v| - w, 0)``.
+* pyramid ``h - s·max(|v|, (B/A)·|u|)`` (a tower roof when steeper than 60°); mansard
+  ``h - s₁·|v| - s₂·max(|v| - w, 0)``;
+* barrel ``h - s·(R - √(R² - v²))`` (arc radius ``R`` over a grid), built as 16 planes tangent to the arc.
 
 The score of a fit is ``Σ min(r²/σ², 9) + k·ln n`` (residuals truncated at 3σ so chimneys, dormers and rounded
 eaves do not decide; ``k`` parameters; σ the noise estimated from the data)."""
@@ -25,12 +27,14 @@ from scipy.spatial import cKDTree
 from shapely.geometry import Polygon
 
 from cim.buildings.planes import local_residual_sd
-from cim.buildings.rooftype import FLAT, GABLE, HALF_HIP, HIP, MANSARD, PYRAMID, SHED
+from cim.buildings.rooftype import BARREL, FLAT, GABLE, HALF_HIP, HIP, MANSARD, PYRAMID, SHED, spire_type
 
 TRUNCATE = 3.0  # residuals beyond TRUNCATE·σ count as outliers (constant cost)
 MIN_END = 1.0  # hip and half-hip end planes reach at least this far (m) into the footprint; else it is a gable
 MIN_DROP = 0.25  # ... and take at least this share of the roof height (a smaller "hip" is a rounded gable end)
 MAX_FIT_POINTS = 4000  # the grid search runs on at most this many points; the winner is refitted on all
+BARREL_RADII = (1.05, 1.15, 1.3, 1.5, 1.8, 2.2, 3.0)  # barrel fits: arc radius over half the width
+BARREL_PLANES = 16  # a barrel roof is the lower envelope of this many planes tangent to its arc
 
 
 @dataclass
@@ -123,6 +127,8 @@ def _candidates(fr: Frame, u: np.ndarray, v: np.ndarray) -> list[tuple[int, int,
         groups.append((-1, 4, np.stack([np.maximum(av, r * (au - d))[None] for d, r in hip]), hip))
     ws = list(B * np.linspace(0.4, 0.75, 8))
     groups.append((MANSARD, 4, np.stack([np.stack([av, np.maximum(av - w, 0.0)]) for w in ws]), ws))
+    radii = [B * q for q in BARREL_RADII]
+    groups.append((BARREL, 3, np.stack([(r - np.sqrt(np.maximum(r**2 - v**2, 0.0)))[None] for r in radii]), radii))
     return groups
 
 
@@ -149,6 +155,12 @@ def _planes(fr: Frame, roof_type: int, beta: np.ndarray, shape) -> list[tuple[fl
         return [fr.world_plane(0.0, -s, h)]
     if roof_type == GABLE:
         return [fr.world_plane(0.0, -s, h), fr.world_plane(0.0, s, h)]
+    if roof_type == BARREL:  # z = h - s·(R - √(R² - v²)): planes tangent at evenly turning normals
+        radius = shape
+        v = radius * np.sin(np.linspace(-1.0, 1.0, BARREL_PLANES) * np.arcsin(min(fr.half_v / radius, 1.0)))
+        root = np.sqrt(radius**2 - v**2)
+        zk, mk = h - s * (radius - root), -s * v / root
+        return [fr.world_plane(0.0, float(m), float(z - m * vk)) for vk, z, m in zip(v, zk, mk)]
     if roof_type == MANSARD:
         s2, w = float(beta[2]), shape
         return [fr.world_plane(0.0, -s, h), fr.world_plane(0.0, s, h),
@@ -209,7 +221,8 @@ def fit_standard_roofs(footprint: Polygon, xyz: np.ndarray, sigma: float, *, min
                 beta = beta.copy()
                 beta[best] = beta_best
             kind = _hip_type(fr, *shape) if rt == -1 else rt
-            consider(kind, k, _planes(fr, kind, beta[best], shape))
+            slope = float(np.degrees(np.arctan(beta[best][1])))
+            consider(spire_type(kind, slope), k, _planes(fr, kind, beta[best], shape))
     return sorted(fits.values(), key=lambda f: f.score)
 
 

@@ -1,6 +1,7 @@
 """A library of German roofs with exact truth: rectangular gable, hip, half-hip, mansard, pyramid, shed and flat
 (with parapets) roofs, L/T/U plans of crossing gables, dormers, chimneys, terraced rows sharing walls and flat
-annexes, laid out one group per square of a grid (deterministic for a seed).
+annexes, and the rarer AdV types (cone and dome on round footprints, sawtooth and barrel halls, tower spires),
+laid out one group per square of a grid (deterministic for a seed).
 
 Each building carries its footprint, its AdV roof type (``AX_Dachform`` code of the main roof: dormers and
 chimneys do not change it; crossing gables of an L/T/U plan are a gable roof), the truth solids whose upper
@@ -16,9 +17,10 @@ import numpy as np
 import shapely
 from shapely.geometry import Polygon
 
+from cim.buildings.rooftype import BARREL, CONE, DOME, SAWTOOTH, TOWER
 from cim.cityjson import BuildingGeometry
 from cim.synth.roofs import (FLAT, GABLE, HALF_HIP, HIP, MANSARD, PYRAMID, ROOF_TYPES, SHED, flat_solid, place,
-                             rectangle_solid)
+                             rectangle_solid, roof_solid)
 
 GROUND_Z = 100.0
 GROUND_SLOPE = (0.01, -0.005)  # the terrain: z = GROUND_Z + sx·(x - x0) + sy·(y - y0)
@@ -192,17 +194,94 @@ def _annexed(rng: np.random.Generator, bid: str, at: _Placer) -> list[LibraryBui
     return [house, annex]
 
 
+def _circle(radius: float, sides: int) -> np.ndarray:
+    """A regular ``sides``-gon (CCW ring, first vertex on +x) inscribed in a circle of ``radius``."""
+    t = np.linspace(0.0, 2 * np.pi, sides, endpoint=False)
+    return np.column_stack([radius * np.cos(t), radius * np.sin(t)])
+
+
+def _cone(rng: np.random.Generator, bid: str, at: _Placer) -> LibraryBuilding:
+    """A cone roof (AdV 3600, 30–45°) on a round footprint (a 32-gon of radius 4–7 m): one triangle per side."""
+    radius, eave = float(rng.uniform(4.0, 7.0)), float(rng.uniform(3.0, 7.0))
+    ring = _circle(radius, 32)
+    apex = [0.0, 0.0, eave + radius * np.tan(np.radians(rng.uniform(30, 45)))]
+    roofs = [np.array([[*ring[i], eave], [*ring[(i + 1) % 32], eave], apex]) for i in range(32)]
+    main = at.solid(bid, *roof_solid(ring, roofs))
+    return LibraryBuilding(bid, _outline([main]), CONE, at.z, [main], [], "cone", len(roofs))
+
+
+def _dome(rng: np.random.Generator, bid: str, at: _Placer, rings: int = 8) -> LibraryBuilding:
+    """A dome roof (AdV 3700): a spherical cap rising 0.5–1 times its radius over a round footprint (a 32-gon of
+    radius 5–8 m), as ``rings`` rings of planar trapezoids (symmetric, hence planar) and a fan at the top."""
+    radius, eave = float(rng.uniform(5.0, 8.0)), float(rng.uniform(3.0, 7.0))
+    rise = radius * float(rng.uniform(0.5, 1.0))
+    sphere = (radius**2 + rise**2) / (2 * rise)  # radius of the sphere, centre at eave + rise - sphere
+    polar = np.linspace(np.arcsin(radius / sphere), 0.0, rings + 1)  # from the eave ring up to the top
+    ring = _circle(1.0, 32)
+    r, z = sphere * np.sin(polar), eave + rise - sphere + sphere * np.cos(polar)
+    roofs = []
+    for k in range(rings):
+        lo = np.column_stack([ring * r[k], np.full(32, z[k])])
+        hi = np.column_stack([ring * r[k + 1], np.full(32, z[k + 1])])
+        for i in range(32):
+            j = (i + 1) % 32
+            roofs.append(np.array([lo[i], lo[j], hi[j], hi[i]]) if k < rings - 1 else np.array([lo[i], lo[j], hi[i]]))
+    main = at.solid(bid, *roof_solid(ring * radius, roofs))
+    return LibraryBuilding(bid, _outline([main]), DOME, at.z, [main], [], "dome", len(roofs))
+
+
+def _barrel(rng: np.random.Generator, bid: str, at: _Placer, strips: int = 16) -> LibraryBuilding:
+    """A barrel (arched) roof (AdV 3900) over a rectangular hall: a circular arc across the width rising 0.2–0.35
+    times the width, as ``strips`` planar strips along the length."""
+    length, width = float(rng.uniform(14.0, 24.0)), float(rng.uniform(8.0, 14.0))
+    eave, rise = float(rng.uniform(4.0, 8.0)), width * float(rng.uniform(0.2, 0.35))
+    circle = ((width / 2) ** 2 + rise**2) / (2 * rise)
+    v = np.linspace(-width / 2, width / 2, strips + 1)
+    z = eave + rise - circle + np.sqrt(circle**2 - v**2)
+    a = length / 2
+    roofs = [np.array([[-a, v[i], z[i]], [a, v[i], z[i]], [a, v[i + 1], z[i + 1]], [-a, v[i + 1], z[i + 1]]])
+             for i in range(strips)]
+    ring = np.array([[-a, -width / 2], [a, -width / 2], [a, width / 2], [-a, width / 2]])
+    main = at.solid(bid, *roof_solid(ring, roofs))
+    return LibraryBuilding(bid, _outline([main]), BARREL, at.z, [main], [], "barrel", strips)
+
+
+def _sawtooth(rng: np.random.Generator, bid: str, at: _Placer) -> LibraryBuilding:
+    """A sawtooth (shed) hall roof (AdV 3800): 3–5 equal shed roofs side by side, each rising 1.5–2.5 m to a
+    vertical glazed face over the low eave of the next."""
+    teeth, depth, length = int(rng.integers(3, 6)), float(rng.uniform(4.0, 6.0)), float(rng.uniform(14.0, 24.0))
+    eave = float(rng.uniform(5.0, 7.0))
+    ridge = eave + float(rng.uniform(1.5, 2.5))
+    solids = [at.solid(bid, *rectangle_solid(length, depth, eave, ridge, SHED), dy=(i - (teeth - 1) / 2) * depth)
+              for i in range(teeth)]
+    return LibraryBuilding(bid, _outline(solids), SAWTOOTH, at.z, solids, [], "sawtooth", teeth)
+
+
+def _tower(rng: np.random.Generator, bid: str, at: _Placer) -> LibraryBuilding:
+    """A tower roof (AdV 4000, Turmdach: a spire): a pyramid of 61–69° on a square of 6.5–10 m, eaves 10–18 m
+    (cim takes planes steeper than 70° for walls)."""
+    side, eave = float(rng.uniform(6.5, 10.0)), float(rng.uniform(10.0, 18.0))
+    ridge = eave + np.tan(np.radians(rng.uniform(61, 69))) * side / 2
+    main = at.solid(bid, *rectangle_solid(side, side, eave, ridge, PYRAMID))
+    return LibraryBuilding(bid, _outline([main]), TOWER, at.z, [main], [], "tower", 4)
+
+
 # the library: (kind, count) per group; a group fills one grid square
-_GROUPS = [("flat", 6), ("shed", 6), ("gable", 8), ("hip", 8), ("half-hip", 6), ("mansard", 6), ("pyramid", 4),
+GROUPS = [("flat", 6), ("shed", 6), ("gable", 8), ("hip", 8), ("half-hip", 6), ("mansard", 6), ("pyramid", 4),
            ("flat+parapet", 4), ("gable+dormer", 5), ("gable+chimney", 4), ("hip+chimney", 3), ("L-plan", 3),
            ("T-plan", 2), ("U-plan", 2), ("row", 2), ("annex", 3)]
+# the rarer AdV roof types: cone 3600, dome 3700, sawtooth 3800, barrel 3900, tower 4000
+SPECIAL_GROUPS = [("cone", 3), ("dome", 3), ("sawtooth", 3), ("barrel", 3), ("tower", 3)]
+_SPECIAL = {"cone": _cone, "dome": _dome, "sawtooth": _sawtooth, "barrel": _barrel, "tower": _tower}
 
 
-def roof_library(seed: int = 0, *, scale: float = 1.0, spacing: float = 45.0) -> list[LibraryBuilding]:
-    """The library: every group of ``_GROUPS`` (counts times ``scale``, at least one each), one per square of a
+def roof_library(seed: int = 0, *, scale: float = 1.0, spacing: float = 45.0,
+                 groups: list[tuple[str, int]] | None = None) -> list[LibraryBuilding]:
+    """The library: every group of ``groups`` (default :data:`GROUPS`; :data:`SPECIAL_GROUPS` holds cone, dome,
+    sawtooth, barrel and tower roofs) with counts times ``scale`` (at least one each), one per square of a
     ``spacing`` grid, each rotated at random; deterministic for ``seed``."""
     rng = np.random.default_rng(seed)
-    kinds = [k for k, n in _GROUPS for _ in range(max(1, int(round(n * scale))))]
+    kinds = [k for k, n in (GROUPS if groups is None else groups) for _ in range(max(1, int(round(n * scale))))]
     side = int(np.ceil(np.sqrt(len(kinds))))
     out: list[LibraryBuilding] = []
     by_name = {v: k for k, v in ROOF_TYPES.items()}
@@ -219,6 +298,8 @@ def roof_library(seed: int = 0, *, scale: float = 1.0, spacing: float = 45.0) ->
             out.append(_with_chimney(rng, bid, at, by_name[kind.split("+")[0]]))
         elif kind.endswith("-plan"):
             out.append(_plan(rng, bid, at, kind[0]))
+        elif kind in _SPECIAL:
+            out.append(_SPECIAL[kind](rng, bid, at))
         elif kind == "row":
             out.extend(_row(rng, bid, at))
         else:

@@ -105,17 +105,20 @@ def rectangle_solid(
     a, b = length / 2.0, width / 2.0
     footprint = np.array([[-a, -b], [a, -b], [a, b], [-a, b]])
     roofs = _rect_roof(length, width, eave, ridge if roof_type != FLAT else eave, roof_type)
-    return _assemble(footprint, roofs, 0.0)
+    return roof_solid(footprint, roofs, 0.0)
 
 
 def flat_solid(footprint: Polygon, height: float) -> tuple[list[np.ndarray], list[str]]:
     """Faces and semantics of a flat-roofed prism over any simple footprint (local frame, ground z = 0)."""
     ring = np.asarray(shapely.geometry.polygon.orient(footprint, 1.0).exterior.coords)[:-1]
     roof = np.column_stack([ring, np.full(len(ring), height)])
-    return _assemble(ring, [roof], 0.0)
+    return roof_solid(ring, [roof], 0.0)
 
 
-def _assemble(footprint: np.ndarray, roofs: list[np.ndarray], ground: float) -> tuple[list[np.ndarray], list[str]]:
+def roof_solid(footprint: np.ndarray, roofs: list[np.ndarray], ground: float = 0.0
+               ) -> tuple[list[np.ndarray], list[str]]:
+    """Faces and semantics of a solid over a CCW ``footprint`` ring with roof polygons (normals up) whose outline
+    runs along the footprint edges: ground face, one wall per footprint edge up to the roof, the roofs."""
     ground_ring = np.column_stack([footprint[::-1], np.full(len(footprint), ground)])
     walls = _walls(footprint, roofs, ground)
     faces = [ground_ring, *walls, *roofs]
