@@ -35,6 +35,7 @@ from benchmarks.scale.jobs import cim_command, job_outcome, job_toml
 from benchmarks.scale.probe import folder_bytes, folder_files, measure
 from benchmarks.scale.run import REPO, _code, _load, _machine
 from cim.fileutil import atomic_write, write_text_atomic
+from cim.runner.timeline import serial_seconds
 
 
 def block_grid(copies: int) -> tuple[int, int]:
@@ -74,6 +75,20 @@ def replicate(base: list[Path], block: tuple[float, float], slope: tuple[float, 
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         list(pool.map(_copy, jobs, chunksize=4))
     return targets
+
+
+def timeline_facts(report: dict[str, Any]) -> dict[str, Any]:
+    """What the job's timeline says about parallelism: serial and idle shares, the stages that ran alone longest,
+    when the partition ended and the slowest finish steps."""
+    tasks = report["timeline"]["tasks"]
+    wall = max(t["end"] for t in tasks)
+    serial, idle = serial_seconds(tasks)
+    finishes = [t for t in tasks if t["task"].endswith("/finish") or t["task"] == "catalog"]
+    return {"wall_s": round(wall, 1), "serial_share": round(sum(serial.values()) / wall, 4),
+            "idle_share": round(idle / wall, 4),
+            "alone_s_by_stage": {k: round(v, 1) for k, v in sorted(serial.items(), key=lambda kv: -kv[1])[:6]},
+            "partition_end_s": round(max(t["end"] for t in tasks if t["stage"] == "tile"), 1),
+            "finish_s": {t["task"]: round(t["end"] - t["start"], 2) for t in finishes}}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -122,6 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cpu_us_per_point": round(m.cpu_s / points * 1e6, 2),
         "job": job_outcome("terrain", out),
         "tasks": len(report["timeline"]["tasks"]),
+        "timeline": timeline_facts(report),
         "input_bytes": input_bytes,
         "work_bytes": work, "work_files": folder_files(out / ".cim"),
         "work_vs_input": round(work / input_bytes, 3),
