@@ -1,0 +1,220 @@
+"""Step edges of a roof partition placed from the points.
+
+Where two cells whose planes lie at different heights meet (a wall between two roof levels), the raster partition
+puts the edge on its cell grid: up to a cell off, and a misplaced 5 m step over a 0.5 m strip outweighs the whole
+rest of the roof. Each straight piece of such an edge is fitted again as the line where the points change from one
+plane to the other: the split that leaves the fewest points on the wrong side, in the middle of the gap between the
+two point sets, over directions near the piece's own. A footprint edge direction (or its normal) is taken instead
+when it leaves at most one point more (plus 2 %) on the wrong side: step walls parallel or orthogonal to the
+outline where the data allow. The cells' vertices are then moved onto the fitted lines (vertices on the outline
+slide along it, corners of two pieces go to their lines' intersection).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import shapely
+from shapely.geometry import LineString, Polygon
+
+from cim.buildings.partition import NODATA, move_vertices
+from cim.buildings.planes import Plane
+
+_TURNS = np.radians([-6.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 6.0])  # directions tried around a piece's own
+
+
+def outline_directions(footprint: Polygon, min_length: float = 2.0) -> np.ndarray:
+    """Directions (radians in [0, π)) of the footprint's edges of at least ``min_length`` and of their normals."""
+    dirs = []
+    for ring in [footprint.exterior, *footprint.interiors]:
+        xy = np.asarray(ring.coords)
+        d = np.diff(xy, axis=0)
+        long = np.hypot(d[:, 0], d[:, 1]) >= min_length
+        dirs.append(np.arctan2(d[long, 1], d[long, 0]))
+    ang = np.concatenate(dirs) if dirs else np.zeros(0)
+    return np.unique(np.round(np.r_[ang, ang + np.pi / 2] % np.pi, 6))
+
+
+def fit_step_edges(
+    cells: list[tuple[Polygon, int]],
+    planes: Sequence[Plane],
+    footprint: Polygon,
+    xyz: np.ndarray,
+    *,
+    epsilon: float,
+    min_step: float = 0.6,
+    reach: float = 1.5,
+    corner: float = 1.3,
+    min_length: float = 1.0,
+    min_points: int = 6,
+    max_error: float = 0.1,
+    snap_deg: float = 10.0,
+    max_move: float = 1.0,
+    grid: float = 0.001,
+) -> list[tuple[Polygon, int]]:
+    """``cells`` with their step edges (the planes of the two cells differ by more than ``min_step`` all along)
+    refitted to the points (``xyz``; a point belongs to the nearer of the two planes when within ``epsilon`` of
+    it). A piece is refitted when it is at least ``min_length`` long, has ``min_points`` points on each side within
+    ``reach`` and at most ``max_error`` of them on the wrong side; no vertex moves more than ``max_move``. Returns
+    ``cells`` itself when nothing moved or the moved cells would be invalid."""
+    polys = [poly for poly, _ in cells]
+    outline = outline_directions(footprint)
+    edges: list[dict[tuple[int, int], list[tuple[np.ndarray, float]]]] = []  # per edge: vertex key -> its lines
+    a_idx, b_idx = shapely.STRtree(polys).query(polys, predicate="intersects")
+    for i, j in zip(a_idx.tolist(), b_idx.tolist()):
+        li, lj = cells[i][1], cells[j][1]
+        if i >= j or NODATA in (li, lj) or li == lj:
+            continue
+        shared = shapely.line_merge(shapely.intersection(polys[i].boundary, polys[j].boundary, grid_size=grid))
+        for line in shapely.get_parts(shared):
+            if isinstance(line, LineString) and line.length >= min_length:
+                lines: dict[tuple[int, int], list[tuple[np.ndarray, float]]] = {}
+                edges.append(lines)
+                for coords, fitted in _pieces(line, corner, min_length):
+                    za, zb = planes[li].z(coords[:, 0], coords[:, 1]), planes[lj].z(coords[:, 0], coords[:, 1])
+                    if np.abs(za - zb).min() <= min_step:
+                        continue
+                    fit = _fit_piece(coords, planes[li], planes[lj], xyz, outline, epsilon=epsilon, reach=reach,
+                                     min_points=min_points, max_error=max_error, snap_deg=snap_deg)
+                    if fit is None:
+                        continue
+                    for xy in coords if fitted else ():
+                        lines.setdefault((round(xy[0] / grid), round(xy[1] / grid)), []).append(fit)
+    out = move_vertices(cells, _solve_vertices(_joined(edges), footprint, max_move, grid), footprint, grid)
+    if out is not cells or len(edges) < 2:
+        return out
+    taken: list[dict[tuple[int, int], list[tuple[np.ndarray, float]]]] = []  # edge by edge, those that stay valid
+    for edge in edges:
+        moves = _solve_vertices(_joined([*taken, edge]), footprint, max_move, grid)
+        moved = move_vertices(cells, moves, footprint, grid)
+        if moved is not cells:
+            taken.append(edge)
+            out = moved
+    return out
+
+
+def _joined(edges: list[dict[tuple[int, int], list[tuple[np.ndarray, float]]]]
+            ) -> dict[tuple[int, int], list[tuple[np.ndarray, float]]]:
+    """The lines of each vertex over all ``edges``."""
+    out: dict[tuple[int, int], list[tuple[np.ndarray, float]]] = {}
+    for edge in edges:
+        for k, fits in edge.items():
+            out.setdefault(k, []).extend(fits)
+    return out
+
+
+def _pieces(line: LineString, corner: float, min_length: float) -> list[tuple[np.ndarray, bool]]:
+    """The straight pieces of ``line`` (split at the vertices its simplification at ``corner`` keeps): the
+    vertices of each and whether it is long enough to be fitted."""
+    coords = np.asarray(line.coords)[:, :2]
+    keys = np.asarray(shapely.simplify(line, corner).coords)[:, :2]
+    idx, start = [], 0
+    for k in keys:  # the kept vertices, in order along the line
+        start += int(np.argmin(np.hypot(*(coords[start:] - k).T)))
+        idx.append(start)
+    out = []
+    for s, e in zip(idx[:-1], idx[1:]):
+        piece = coords[s:e + 1]
+        out.append((piece, bool(np.hypot(*(piece[-1] - piece[0])) >= min_length)))
+    return out
+
+
+def _fit_piece(coords: np.ndarray, plane_a: Plane, plane_b: Plane, xyz: np.ndarray, outline: np.ndarray, *,
+               epsilon: float, reach: float, min_points: int, max_error: float, snap_deg: float
+               ) -> tuple[np.ndarray, float] | None:
+    """The line (unit normal n, offset t: n·p = t) that best splits the points of the two planes near the piece
+    from ``coords[0]`` to ``coords[-1]``; None when the points do not decide it."""
+    p0, p1 = coords[0], coords[-1]
+    length = float(np.hypot(*(p1 - p0)))
+    d = (p1 - p0) / length
+    n0 = np.array([-d[1], d[0]])
+    lo, hi = np.minimum(p0, p1) - reach, np.maximum(p0, p1) + reach
+    near = np.all((xyz[:, :2] >= lo) & (xyz[:, :2] <= hi), axis=1)
+    pts = xyz[near]
+    rel = pts[:, :2] - p0
+    along, across = rel @ d, rel @ n0
+    za, zb = plane_a.z(pts[:, 0], pts[:, 1]), plane_b.z(pts[:, 0], pts[:, 1])
+    da, db = np.abs(pts[:, 2] - za), np.abs(pts[:, 2] - zb)
+    keep = ((along >= 0) & (along <= length) & (np.abs(across) <= reach) & (np.minimum(da, db) < epsilon)
+            & (np.abs(za - zb) > 2 * epsilon))
+    xy, is_a = pts[keep, :2], (da < db)[keep]
+    if is_a.sum() < min_points or (~is_a).sum() < min_points:
+        return None
+    theta0 = float(np.arctan2(d[1], d[0]))
+    diff = (outline - theta0 + np.pi / 2) % np.pi - np.pi / 2  # outline directions relative to the piece's
+    snapped = theta0 + diff[np.abs(diff) <= np.radians(snap_deg)]
+    thetas = np.r_[theta0 + _TURNS, snapped]
+    normals = np.column_stack([-np.sin(thetas), np.cos(thetas)])
+    errors, offsets, margins = _best_splits(xy @ normals.T, is_a, normals @ ((p0 + p1) / 2))
+    limit = max_error * len(xy)
+    own, snap = np.arange(len(_TURNS)), np.arange(len(_TURNS), len(thetas))
+    best = int(own[np.lexsort((-margins[own], errors[own]))[0]])
+    if len(snap):  # an outline direction where it explains the points as well (one point and 2 % of slack)
+        s = int(snap[np.argmin(errors[snap])])
+        if errors[s] <= errors[best] + 1 + 0.02 * len(xy):
+            best = s
+    if errors[best] > limit:
+        return None
+    return normals[best], float(offsets[best])
+
+
+def _best_splits(s: np.ndarray, is_a: np.ndarray, current: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each direction (columns of ``s``: the points' offsets along its normal): the fewest points on the wrong
+    side of a split (either plane on either side), the split's offset (middle of the gap; ties: nearest the
+    ``current`` offset) and the gap's width."""
+    order = np.argsort(s, axis=0, kind="stable")
+    ss = np.take_along_axis(s, order, axis=0)  # (m, D)
+    a = is_a[order]
+    ca = np.cumsum(a, axis=0)[:-1]  # points of plane a among the first k (k = 1 .. m-1)
+    cb = np.cumsum(~a, axis=0)[:-1]
+    ta, tb = a.sum(axis=0), (~a).sum(axis=0)
+    err = np.minimum(cb + ta - ca, ca + tb - cb)  # a left of the split, or a right of it
+    mid = (ss[:-1] + ss[1:]) / 2
+    gap = ss[1:] - ss[:-1]
+    key = err + np.abs(mid - current) / (1.0 + np.abs(mid - current)) * 0.5  # fewest errors, then nearest
+    k = np.argmin(key, axis=0)
+    cols = np.arange(s.shape[1])
+    return err[k, cols], mid[k, cols], gap[k, cols]
+
+
+def _solve_vertices(lines: dict[tuple[int, int], list[tuple[np.ndarray, float]]], footprint: Polygon,
+                    max_move: float, grid: float) -> dict[tuple[int, int], tuple[float, float]]:
+    """Where each vertex goes: onto its line (several lines: their least-squares meeting point); a vertex on the
+    outline slides along it to its first line; outline corners stay."""
+    rings = [np.asarray(r.coords)[:, :2] for r in [footprint.exterior, *footprint.interiors]]
+    corners = {(round(x / grid), round(y / grid)) for r in rings for x, y in r}
+    segs = np.concatenate([np.stack([r[:-1], r[1:]], axis=1) for r in rings])  # (S, 2, 2)
+    moves: dict[tuple[int, int], tuple[float, float]] = {}
+    for k, fits in lines.items():
+        if k in corners:
+            continue
+        xy = np.array(k, dtype=np.float64) * grid
+        new = _along_outline(xy, fits[0], segs, grid)
+        if new is None:
+            N = np.array([n for n, _ in fits])
+            t = np.array([t for _, t in fits])
+            lam = 1e-3  # pulls parallel lines' vertices to their middle, moves a single line's onto it
+            new = np.linalg.solve(N.T @ N + lam * np.eye(2), N.T @ t + lam * xy)
+        elif not np.isfinite(new).all():
+            continue
+        if np.hypot(*(new - xy)) <= max_move:
+            moves[k] = (float(new[0]), float(new[1]))
+    return moves
+
+
+def _along_outline(xy: np.ndarray, fit: tuple[np.ndarray, float], segs: np.ndarray, grid: float) -> np.ndarray | None:
+    """For a vertex on the outline (``segs``): where its outline segment crosses the line (NaN when it does not);
+    None for a vertex off the outline."""
+    p, q = segs[:, 0], segs[:, 1]
+    e = q - p
+    u = np.clip(np.einsum("ij,ij->i", xy - p, e) / np.maximum(np.einsum("ij,ij->i", e, e), 1e-12), 0, 1)
+    dist = np.hypot(*(p + u[:, None] * e - xy).T)
+    s = int(np.argmin(dist))
+    if dist[s] > 2 * grid:
+        return None
+    n, t = fit
+    den = float(n @ e[s])
+    w = (t - n @ p[s]) / den if abs(den) > 1e-9 else np.nan
+    return p[s] + w * e[s] if 0.0 <= w <= 1.0 else np.array([np.nan, np.nan])
