@@ -244,16 +244,17 @@ def snap_to_intersections(
     return move_vertices(cells, moves, footprint, grid)
 
 
-def move_vertices(cells: list[tuple[Polygon, int]], moves: dict[tuple[int, int], tuple[float, float]],
+def move_vertices(cells: list[tuple[Polygon, int]], moves: dict[tuple[int, int], tuple[float, float] | None],
                   footprint: Polygon, grid: float = 0.001) -> list[tuple[Polygon, int]]:
-    """``cells`` with the vertices keyed by their ``grid`` coordinates moved (a vertex shared by several cells
-    moves in all of them); ``cells`` itself when nothing moves or when any moved cell would be invalid or the
-    cells would no longer tile ``footprint`` exactly."""
+    """``cells`` with the vertices keyed by their ``grid`` coordinates moved (None: dropped; a vertex shared by
+    several cells moves in all of them); ``cells`` itself when nothing moves or when any moved cell would be
+    invalid or the cells would no longer tile ``footprint`` exactly."""
     if not moves:
         return cells
 
     def ring(coords) -> list[tuple[float, float]]:
-        return [moves.get((round(x / grid), round(y / grid)), (x, y)) for x, y in np.asarray(coords)[:-1, :2]]
+        keyed = [((round(x / grid), round(y / grid)), (x, y)) for x, y in np.asarray(coords)[:-1, :2]]
+        return [xy for xy in (moves.get(k, xy) for k, xy in keyed) if xy is not None]
 
     out = []
     for poly, v in cells:

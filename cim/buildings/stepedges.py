@@ -21,6 +21,9 @@ from shapely.geometry import LineString, Polygon
 from cim.buildings.partition import NODATA, move_vertices
 from cim.buildings.planes import Plane
 
+Key = tuple[int, int]  # a vertex by its coordinates in grid units
+# an edge: its vertices' lines (normal, offset) and its pieces (first, last and inner vertices)
+Edge = tuple[dict[Key, list[tuple[np.ndarray, float]]], list[tuple[Key, Key, list[Key]]]]
 _TURNS = np.radians([-6.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 6.0])  # directions tried around a piece's own
 
 
@@ -60,7 +63,12 @@ def fit_step_edges(
     ``cells`` itself when nothing moved or the moved cells would be invalid."""
     polys = [poly for poly, _ in cells]
     outline = outline_directions(footprint)
-    edges: list[dict[tuple[int, int], list[tuple[np.ndarray, float]]]] = []  # per edge: vertex key -> its lines
+    owners: dict[Key, int] = {}  # how many cells each vertex belongs to
+    for poly in polys:
+        for ring in [poly.exterior, *poly.interiors]:
+            for x, y in np.asarray(ring.coords)[:-1, :2]:
+                owners[(round(x / grid), round(y / grid))] = owners.get((round(x / grid), round(y / grid)), 0) + 1
+    edges: list[Edge] = []
     a_idx, b_idx = shapely.STRtree(polys).query(polys, predicate="intersects")
     for i, j in zip(a_idx.tolist(), b_idx.tolist()):
         li, lj = cells[i][1], cells[j][1]
@@ -68,45 +76,53 @@ def fit_step_edges(
             continue
         shared = shapely.line_merge(shapely.intersection(polys[i].boundary, polys[j].boundary, grid_size=grid))
         for line in shapely.get_parts(shared):
-            if isinstance(line, LineString) and line.length >= min_length:
-                lines: dict[tuple[int, int], list[tuple[np.ndarray, float]]] = {}
-                edges.append(lines)
-                for coords, fitted in _pieces(line, corner, min_length):
-                    za, zb = planes[li].z(coords[:, 0], coords[:, 1]), planes[lj].z(coords[:, 0], coords[:, 1])
-                    if np.abs(za - zb).min() <= min_step:
-                        continue
-                    fit = _fit_piece(coords, planes[li], planes[lj], xyz, outline, epsilon=epsilon, reach=reach,
-                                     min_points=min_points, max_error=max_error, snap_deg=snap_deg)
-                    if fit is None:
-                        continue
-                    for xy in coords if fitted else ():
-                        lines.setdefault((round(xy[0] / grid), round(xy[1] / grid)), []).append(fit)
-    out = move_vertices(cells, _solve_vertices(_joined(edges), footprint, max_move, grid), footprint, grid)
+            if not isinstance(line, LineString) or line.length < min_length:
+                continue
+            edge: Edge = ({}, [])
+            for coords in _pieces(line, corner, min_length):
+                za, zb = planes[li].z(coords[:, 0], coords[:, 1]), planes[lj].z(coords[:, 0], coords[:, 1])
+                if np.abs(za - zb).min() <= min_step:
+                    continue
+                fit = _fit_piece(coords, planes[li], planes[lj], xyz, outline, epsilon=epsilon, reach=reach,
+                                 min_points=min_points, max_error=max_error, snap_deg=snap_deg)
+                if fit is None:
+                    continue
+                keys = [(round(x / grid), round(y / grid)) for x, y in coords]
+                for k in keys:
+                    edge[0].setdefault(k, []).append(fit)
+                edge[1].append((keys[0], keys[-1], [k for k in keys[1:-1] if owners.get(k, 0) == 2]))
+            if edge[0]:
+                edges.append(edge)
+    out = _apply(cells, edges, footprint, max_move, grid)
     if out is not cells or len(edges) < 2:
         return out
-    taken: list[dict[tuple[int, int], list[tuple[np.ndarray, float]]]] = []  # edge by edge, those that stay valid
+    taken: list[Edge] = []  # edge by edge, those that leave the cells valid
     for edge in edges:
-        moves = _solve_vertices(_joined([*taken, edge]), footprint, max_move, grid)
-        moved = move_vertices(cells, moves, footprint, grid)
+        moved = _apply(cells, [*taken, edge], footprint, max_move, grid)
         if moved is not cells:
             taken.append(edge)
             out = moved
     return out
 
 
-def _joined(edges: list[dict[tuple[int, int], list[tuple[np.ndarray, float]]]]
-            ) -> dict[tuple[int, int], list[tuple[np.ndarray, float]]]:
-    """The lines of each vertex over all ``edges``."""
-    out: dict[tuple[int, int], list[tuple[np.ndarray, float]]] = {}
-    for edge in edges:
-        for k, fits in edge.items():
-            out.setdefault(k, []).extend(fits)
-    return out
+def _apply(cells: list[tuple[Polygon, int]], edges: list[Edge], footprint: Polygon, max_move: float, grid: float
+           ) -> list[tuple[Polygon, int]]:
+    """``cells`` with the vertices of ``edges`` moved onto their lines or dropped (``cells`` when invalid)."""
+    lines: dict[Key, list[tuple[np.ndarray, float]]] = {}
+    for edge_lines, _ in edges:
+        for k, fits in edge_lines.items():
+            lines.setdefault(k, []).extend(fits)
+    moves: dict[Key, tuple[float, float] | None] = dict(_solve_vertices(lines, footprint, max_move, grid))
+    for _, pieces in edges:  # a piece whose both ends moved onto its line becomes one straight segment
+        for first, last, inner in pieces:
+            if first in moves and last in moves:
+                moves.update(dict.fromkeys(inner))
+    return move_vertices(cells, moves, footprint, grid)
 
 
-def _pieces(line: LineString, corner: float, min_length: float) -> list[tuple[np.ndarray, bool]]:
-    """The straight pieces of ``line`` (split at the vertices its simplification at ``corner`` keeps): the
-    vertices of each and whether it is long enough to be fitted."""
+def _pieces(line: LineString, corner: float, min_length: float) -> list[np.ndarray]:
+    """The vertices of each straight piece of ``line`` (split at the vertices its simplification at ``corner``
+    keeps) at least ``min_length`` long."""
     coords = np.asarray(line.coords)[:, :2]
     keys = np.asarray(shapely.simplify(line, corner).coords)[:, :2]
     idx, start = [], 0
@@ -115,16 +131,18 @@ def _pieces(line: LineString, corner: float, min_length: float) -> list[tuple[np
         idx.append(start)
     out = []
     for s, e in zip(idx[:-1], idx[1:]):
-        piece = coords[s:e + 1]
-        out.append((piece, bool(np.hypot(*(piece[-1] - piece[0])) >= min_length)))
+        if np.hypot(*(coords[e] - coords[s])) >= min_length:
+            out.append(coords[s:e + 1])
     return out
 
 
 def _fit_piece(coords: np.ndarray, plane_a: Plane, plane_b: Plane, xyz: np.ndarray, outline: np.ndarray, *,
-               epsilon: float, reach: float, min_points: int, max_error: float, snap_deg: float
-               ) -> tuple[np.ndarray, float] | None:
+               epsilon: float, reach: float, min_points: int, max_error: float, snap_deg: float,
+               min_wall: int = 3, wall_reach: float = 0.3) -> tuple[np.ndarray, float] | None:
     """The line (unit normal n, offset t: n·p = t) that best splits the points of the two planes near the piece
-    from ``coords[0]`` to ``coords[-1]``; None when the points do not decide it."""
+    from ``coords[0]`` to ``coords[-1]``; None when the points do not decide it. With ``min_wall`` points between
+    the planes' heights (on the step's wall: ALS; a rounded edge: image matching) within ``wall_reach`` of the
+    split, the line goes through their median instead."""
     p0, p1 = coords[0], coords[-1]
     length = float(np.hypot(*(p1 - p0)))
     d = (p1 - p0) / length
@@ -136,8 +154,9 @@ def _fit_piece(coords: np.ndarray, plane_a: Plane, plane_b: Plane, xyz: np.ndarr
     along, across = rel @ d, rel @ n0
     za, zb = plane_a.z(pts[:, 0], pts[:, 1]), plane_b.z(pts[:, 0], pts[:, 1])
     da, db = np.abs(pts[:, 2] - za), np.abs(pts[:, 2] - zb)
-    keep = ((along >= 0) & (along <= length) & (np.abs(across) <= reach) & (np.minimum(da, db) < epsilon)
-            & (np.abs(za - zb) > 2 * epsilon))
+    strip = (along >= 0) & (along <= length) & (np.abs(across) <= reach) & (np.abs(za - zb) > 2 * epsilon)
+    keep = strip & (np.minimum(da, db) < epsilon)
+    wall = strip & (pts[:, 2] > np.minimum(za, zb) + epsilon) & (pts[:, 2] < np.maximum(za, zb) - epsilon)
     xy, is_a = pts[keep, :2], (da < db)[keep]
     if is_a.sum() < min_points or (~is_a).sum() < min_points:
         return None
@@ -152,10 +171,13 @@ def _fit_piece(coords: np.ndarray, plane_a: Plane, plane_b: Plane, xyz: np.ndarr
     best = int(own[np.lexsort((-margins[own], errors[own]))[0]])
     if len(snap):  # an outline direction where it explains the points as well (one point and 2 % of slack)
         s = int(snap[np.argmin(errors[snap])])
-        if errors[s] <= errors[best] + 1 + 0.02 * len(xy):
+        if errors[s] <= errors[best]:
             best = s
     if errors[best] > limit:
         return None
+    on_wall = pts[wall, :2] @ normals[best]  # points on the step wall (or a rounded edge) between the planes
+    if len(on_wall) >= min_wall and abs(np.median(on_wall) - offsets[best]) <= wall_reach:
+        return normals[best], float(np.median(on_wall))
     return normals[best], float(offsets[best])
 
 
@@ -179,14 +201,14 @@ def _best_splits(s: np.ndarray, is_a: np.ndarray, current: np.ndarray
     return err[k, cols], mid[k, cols], gap[k, cols]
 
 
-def _solve_vertices(lines: dict[tuple[int, int], list[tuple[np.ndarray, float]]], footprint: Polygon,
-                    max_move: float, grid: float) -> dict[tuple[int, int], tuple[float, float]]:
+def _solve_vertices(lines: dict[Key, list[tuple[np.ndarray, float]]], footprint: Polygon, max_move: float,
+                    grid: float) -> dict[Key, tuple[float, float]]:
     """Where each vertex goes: onto its line (several lines: their least-squares meeting point); a vertex on the
     outline slides along it to its first line; outline corners stay."""
     rings = [np.asarray(r.coords)[:, :2] for r in [footprint.exterior, *footprint.interiors]]
     corners = {(round(x / grid), round(y / grid)) for r in rings for x, y in r}
     segs = np.concatenate([np.stack([r[:-1], r[1:]], axis=1) for r in rings])  # (S, 2, 2)
-    moves: dict[tuple[int, int], tuple[float, float]] = {}
+    moves: dict[Key, tuple[float, float]] = {}
     for k, fits in lines.items():
         if k in corners:
             continue
