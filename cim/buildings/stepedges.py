@@ -48,7 +48,7 @@ def fit_step_edges(
     epsilon: float,
     min_step: float = 0.6,
     reach: float = 1.5,
-    corner: float = 1.3,
+    corner: float = 0.9,
     min_length: float = 1.0,
     min_points: int = 6,
     max_error: float = 0.1,
