@@ -61,7 +61,9 @@ def fit_step_edges(
     it). A piece is refitted when it is at least ``min_length`` long, has ``min_points`` points on each side within
     ``reach`` and at most ``max_error`` of them on the wrong side; no vertex moves more than ``max_move``. Returns
     ``cells`` itself when nothing moved or the moved cells would be invalid."""
-    polys = [poly for poly, _ in cells]
+    vertices = shapely.multipoints(shapely.get_coordinates([poly for poly, _ in cells]))
+    polys = [shapely.snap(poly, vertices, grid / 2) for poly, _ in cells]  # every cell has its T-junctions
+    cells = [(poly, lab) for poly, (_, lab) in zip(polys, cells)]
     outline = outline_directions(footprint)
     owners: dict[Key, int] = {}  # how many cells each vertex belongs to
     for poly in polys:
@@ -78,25 +80,22 @@ def fit_step_edges(
         for line in shapely.get_parts(shared):
             if not isinstance(line, LineString) or line.length < min_length:
                 continue
-            edge: Edge = ({}, [])
             for coords in _pieces(line, corner, min_length):
                 za, zb = planes[li].z(coords[:, 0], coords[:, 1]), planes[lj].z(coords[:, 0], coords[:, 1])
-                if np.abs(za - zb).min() <= min_step:
-                    continue
-                fit = _fit_piece(coords, planes[li], planes[lj], xyz, outline, epsilon=epsilon, reach=reach,
-                                 min_points=min_points, max_error=max_error, snap_deg=snap_deg)
+                if np.abs(za - zb).min() <= min_step:  # a ridge, hip or valley: where the planes meet
+                    fit = _meet_line(planes[li], planes[lj], coords, max_move)
+                else:
+                    fit = _fit_piece(coords, planes[li], planes[lj], xyz, outline, epsilon=epsilon, reach=reach,
+                                     min_points=min_points, max_error=max_error, snap_deg=snap_deg)
                 if fit is None:
                     continue
                 keys = [(round(x / grid), round(y / grid)) for x, y in coords]
-                for k in keys:
-                    edge[0].setdefault(k, []).append(fit)
-                edge[1].append((keys[0], keys[-1], [k for k in keys[1:-1] if owners.get(k, 0) == 2]))
-            if edge[0]:
-                edges.append(edge)
+                edges.append(({k: [fit] for k in keys}, [(keys[0], keys[-1], [k for k in keys[1:-1]
+                                                                            if owners.get(k, 0) == 2])]))
     out = _apply(cells, edges, footprint, max_move, grid)
     if out is not cells or len(edges) < 2:
         return out
-    taken: list[Edge] = []  # edge by edge, those that leave the cells valid
+    taken: list[Edge] = []  # piece by piece, those that leave the cells valid
     for edge in edges:
         moved = _apply(cells, [*taken, edge], footprint, max_move, grid)
         if moved is not cells:
@@ -134,6 +133,18 @@ def _pieces(line: LineString, corner: float, min_length: float) -> list[np.ndarr
         if np.hypot(*(coords[e] - coords[s])) >= min_length:
             out.append(coords[s:e + 1])
     return out
+
+
+def _meet_line(plane_a: Plane, plane_b: Plane, coords: np.ndarray, max_move: float,
+               min_kink: float = 0.05) -> tuple[np.ndarray, float] | None:
+    """The line (unit normal, offset) where the two planes have equal heights, when their slopes differ by at
+    least ``min_kink`` and every vertex of the piece lies within ``max_move`` of it."""
+    da, db = plane_a.a - plane_b.a, plane_a.b - plane_b.b
+    norm = float(np.hypot(da, db))
+    if norm < min_kink:
+        return None
+    n, t = np.array([da, db]) / norm, (plane_b.c - plane_a.c) / norm
+    return (n, float(t)) if np.abs(coords @ n - t).max() <= max_move else None
 
 
 def _fit_piece(coords: np.ndarray, plane_a: Plane, plane_b: Plane, xyz: np.ndarray, outline: np.ndarray, *,
