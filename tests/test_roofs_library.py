@@ -157,11 +157,11 @@ def test_carve_corners_collection():
 def test_3dbag_solids_scanned_als(shared_data):
     """Real Dutch roofs: the 3DBAG LoD2.2 solids (CC BY 4.0) of a residential window (terraced rows, multi-level
     flat roofs) scanned in the ALS style and reconstructed in their own footprints; roof RMSE against the solids
-    and the roof plane count. Reached: plane count equal for 83 % (target 80 %), median RMSE 0.244 m – short of
-    the issue's 0.15 m: inside each roof the model is within 0.1 m, the error is step walls up to a 0.5 m
-    partition cell off (a 9 m step misplaced over 1 m² weighs like a 0.5 m error over the whole roof); the RMSE
-    assert guards what is reached. The image-matching style of the same solids: median 0.43 m after the
-    offset, every building LoD2.2."""
+    and the roof plane count. Reached: plane count equal for 84 % (target 80 %), median RMSE 0.179 m, p75 0.329 m
+    (0.244 / 0.504 before step edges were fitted to the points) – still short of the issue's 0.15 m: a step edge
+    0.1 m off along 8 m of a 3 m step weighs like 0.3 m over a 66 m² roof, and some roofs miss a plane; the RMSE
+    asserts guard what is reached. The image-matching style of the same solids: median 0.39 m after the offset
+    (0.43 before), every building LoD2.2."""
     from cim.cityjson import read_cityjson
     from cim.synth.rooflib import buildings_from_solids
 
@@ -176,12 +176,12 @@ def test_3dbag_solids_scanned_als(shared_data):
     print(f"3DBAG window, {len(lib)} buildings, ALS: roof RMSE median {np.median(rmse):.3f} p75 "
           f"{np.percentile(rmse, 75):.3f} max {rmse.max():.3f} m; plane count equal {same:.2f}")
     assert len(lib) >= 15 and all(m.status == "lod22" for m in models)
-    assert np.median(rmse) <= 0.26
+    assert np.median(rmse) <= 0.20 and np.percentile(rmse, 75) <= 0.37
     assert same >= 0.8
-    # image matching of the same solids: rounded steps and 0.15 m noise (measured: median 0.43 m after the offset)
+    # image matching of the same solids: rounded steps and 0.15 m noise (measured: median 0.39 m after the offset)
     cloud = scan(lib, IMAGE_MATCHING, seed=1, ground=lambda x, y: np.full(len(x), z0))
     models = reconstruct_cloud(cloud, [Footprint(b.id, b.footprint) for b in lib])
     rmse = np.array([roof_rmse(m.lod22, b.solids, remove_offset=True) for b, m in zip(lib, models)])
     print(f"3DBAG window, image matching: roof RMSE after offset median {np.median(rmse):.3f} m")
     assert all(m.status == "lod22" for m in models)
-    assert np.median(rmse) <= 0.5
+    assert np.median(rmse) <= 0.43

@@ -20,7 +20,7 @@ from cim.buildings.footprints import Footprint
 from cim.buildings.mesh import face_plane, point_distances, rms
 from cim.buildings.partition import NODATA, carve_corners, label_raster, snap_to_intersections, vectorise
 from cim.buildings.planes import Plane, PlaneParams, detect_planes, slope_azimuth
-from cim.buildings.stepedges import fit_step_edges
+from cim.buildings.roofedges import straighten_edges
 from cim.buildings.shapes import (cell_heights, envelope_cells, fit_standard_roofs, inner_points, noise_sigma,
                                   robust_score, uncovered_share)
 from cim.buildings.rooftype import GABLE, ROOF_TYPE_NAMES, classify_roof, cross_gable
@@ -229,7 +229,7 @@ def _data_driven(bid: str, footprint: Polygon, roof_xyz: np.ndarray, ground: flo
     fine = vectorise(footprint, raster, transform, simplify=params.simplify * params.partition_cell,
                      min_area=params.min_cell_area)
     partitions = (
-        lambda: snap_to_intersections(fit_step_edges(fine, planes, footprint, roof_xyz, epsilon=plane_params.epsilon),
+        lambda: snap_to_intersections(straighten_edges(fine, planes, footprint, roof_xyz, epsilon=plane_params.epsilon),
                                       planes, footprint),
         lambda: snap_to_intersections(fine, planes, footprint),
         lambda: fine,

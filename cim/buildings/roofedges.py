@@ -1,13 +1,19 @@
-"""Step edges of a roof partition placed from the points.
+"""Edges of a roof partition made straight and put where the data say.
 
-Where two cells whose planes lie at different heights meet (a wall between two roof levels), the raster partition
-puts the edge on its cell grid: up to a cell off, and a misplaced 5 m step over a 0.5 m strip outweighs the whole
-rest of the roof. Each straight piece of such an edge is fitted again as the line where the points change from one
-plane to the other: the split that leaves the fewest points on the wrong side, in the middle of the gap between the
-two point sets, over directions near the piece's own. A footprint edge direction (or its normal) is taken instead
-when it leaves at most one point more (plus 2 %) on the wrong side: step walls parallel or orthogonal to the
-outline where the data allow. The cells' vertices are then moved onto the fitted lines (vertices on the outline
-slide along it, corners of two pieces go to their lines' intersection).
+The raster partition puts every edge between two roof planes on its cell grid: staircases up to a cell off. Along
+a ridge, hip or valley that costs little (the planes meet there), but a step (a wall between two roof levels) a
+quarter metre off over 8 m outweighs the whole rest of a small roof. Each edge between two planes is cut into
+straight pieces (at the corners its simplification keeps) and each piece gets a line:
+
+* a ridge, hip or valley piece (the planes within ``min_step`` somewhere along it): where the planes meet;
+* a step piece: where the points change from one plane to the other – the split that leaves the fewest points on
+  the wrong side, in the middle of the gap between the two point sets, over directions near the piece's own; a
+  footprint edge direction (or its normal) where it splits them as well (walls parallel or orthogonal to the
+  outline where the data allow); points between the two heights (on the wall, or a rounded edge) pin the line.
+
+The vertices go onto the lines (on the outline they slide along it, corners of two pieces go to the lines'
+meeting point) and a piece whose both ends reached its line becomes one straight segment; a piece that would make
+a cell invalid or break the tiling of the footprint is left as it was.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ def outline_directions(footprint: Polygon, min_length: float = 2.0) -> np.ndarra
     return np.unique(np.round(np.r_[ang, ang + np.pi / 2] % np.pi, 6))
 
 
-def fit_step_edges(
+def straighten_edges(
     cells: list[tuple[Polygon, int]],
     planes: Sequence[Plane],
     footprint: Polygon,
@@ -56,11 +62,11 @@ def fit_step_edges(
     max_move: float = 1.0,
     grid: float = 0.001,
 ) -> list[tuple[Polygon, int]]:
-    """``cells`` with their step edges (the planes of the two cells differ by more than ``min_step`` all along)
-    refitted to the points (``xyz``; a point belongs to the nearer of the two planes when within ``epsilon`` of
-    it). A piece is refitted when it is at least ``min_length`` long, has ``min_points`` points on each side within
-    ``reach`` and at most ``max_error`` of them on the wrong side; no vertex moves more than ``max_move``. Returns
-    ``cells`` itself when nothing moved or the moved cells would be invalid."""
+    """``cells`` with the pieces of their edges between two planes straightened (see the module): a step piece
+    (the planes more than ``min_step`` apart all along) is fitted to the points (``xyz``; a point belongs to the
+    nearer plane when within ``epsilon`` of it) when it is at least ``min_length`` long, has ``min_points`` points on
+    each side within ``reach`` and at most ``max_error`` of them on the wrong side; no vertex moves more than
+    ``max_move``."""
     vertices = shapely.multipoints(shapely.get_coordinates([poly for poly, _ in cells]))
     polys = [shapely.snap(poly, vertices, grid / 2) for poly, _ in cells]  # every cell has its T-junctions
     cells = [(poly, lab) for poly, (_, lab) in zip(polys, cells)]
