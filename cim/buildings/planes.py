@@ -64,18 +64,21 @@ class Plane:
         return (self.a, self.b, self.c)
 
 
-def _local_pca(xyz: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues (ascending) and eigenvectors of each point's k-nearest-neighbour covariance."""
-    _, idx = cKDTree(xyz).query(xyz, k=min(k, len(xyz)))
+def _local_pca(xyz: np.ndarray, k: int, at: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (ascending) and eigenvectors of the k-nearest-neighbour covariance of each point (of the points
+    ``at`` indexes, when given)."""
+    _, idx = cKDTree(xyz).query(xyz if at is None else xyz[at], k=min(k, len(xyz)))
     nb = xyz[idx] - xyz[idx].mean(axis=1, keepdims=True)
     return np.linalg.eigh(np.einsum("nki,nkj->nij", nb, nb) / nb.shape[1])
 
 
-def local_residual_sd(xyz: np.ndarray, k: int = 12) -> np.ndarray:
-    """Per point: the vertical standard deviation of its k nearest neighbours off their best-fitting plane."""
+def local_residual_sd(xyz: np.ndarray, k: int = 12, max_points: int | None = None) -> np.ndarray:
+    """Per point (at most ``max_points`` of them, evenly spread over the array): the vertical standard deviation
+    of its k nearest neighbours off their best-fitting plane."""
     if len(xyz) < 4:
         return np.zeros(len(xyz))
-    w, v = _local_pca(np.asarray(xyz, dtype=np.float64) - np.mean(xyz, axis=0), k)
+    at = None if max_points is None or len(xyz) <= max_points else np.linspace(0, len(xyz) - 1, max_points).astype(int)
+    w, v = _local_pca(np.asarray(xyz, dtype=np.float64) - np.mean(xyz, axis=0), k, at)
     return np.sqrt(np.maximum(w[:, 0], 0.0)) / np.maximum(np.abs(v[:, 2, 0]), 0.3)
 
 
