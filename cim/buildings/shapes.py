@@ -31,7 +31,7 @@ TRUNCATE = 3.0  # residuals beyond TRUNCATE·σ count as outliers (constant cost
 MIN_END = 1.0  # hip and half-hip end planes reach at least this far (m) into the footprint; else it is a gable
 MIN_DROP = 0.25  # ... and take at least this share of the roof height (a smaller "hip" is a rounded gable end)
 MAX_FIT_POINTS = 2500  # the grid search runs on at most this many points; the winner is refitted on all
-MAD_POINTS = 1000  # the robust residual scale of a fit is taken from about this many of its points
+MAD_POINTS = 500  # the robust residual scale of a fit is taken from about this many of its residuals
 
 
 @dataclass
