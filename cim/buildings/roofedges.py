@@ -76,6 +76,12 @@ def straighten_edges(
         for ring in [poly.exterior, *poly.interiors]:
             for x, y in np.asarray(ring.coords)[:-1, :2]:
                 owners[(round(x / grid), round(y / grid))] = owners.get((round(x / grid), round(y / grid)), 0) + 1
+    straight = shapely.simplify(footprint, grid / 2)  # the outline without its collinear vertices (shared walls)
+    if not isinstance(straight, Polygon) or straight.is_empty:
+        straight = footprint
+    kept = {(round(x / grid), round(y / grid)) for x, y in shapely.get_coordinates(straight)}
+    inline = {(round(x / grid), round(y / grid)) for x, y in shapely.get_coordinates(footprint)} - kept
+    inline = {k for k in inline if owners.get(k, 0) == 1}  # dropped with the moves: vertices slide past them
     edges: list[Edge] = []
     a_idx, b_idx = shapely.STRtree(polys).query(polys, predicate="intersects")
     for i, j in zip(a_idx.tolist(), b_idx.tolist()):
@@ -98,26 +104,30 @@ def straighten_edges(
                 keys = [(round(x / grid), round(y / grid)) for x, y in coords]
                 edges.append(({k: [fit] for k in keys}, [(keys[0], keys[-1], [k for k in keys[1:-1]
                                                                             if owners.get(k, 0) == 2])]))
-    out = _apply(cells, edges, footprint, max_move, grid)
+    out = _apply(cells, edges, footprint, straight, inline, max_move, grid)
     if out is not cells or len(edges) < 2:
         return out
     taken: list[Edge] = []  # piece by piece, those that leave the cells valid
     for edge in edges:
-        moved = _apply(cells, [*taken, edge], footprint, max_move, grid)
+        moved = _apply(cells, [*taken, edge], footprint, straight, inline, max_move, grid)
         if moved is not cells:
             taken.append(edge)
             out = moved
     return out
 
 
-def _apply(cells: list[tuple[Polygon, int]], edges: list[Edge], footprint: Polygon, max_move: float, grid: float
-           ) -> list[tuple[Polygon, int]]:
-    """``cells`` with the vertices of ``edges`` moved onto their lines or dropped (``cells`` when invalid)."""
+def _apply(cells: list[tuple[Polygon, int]], edges: list[Edge], footprint: Polygon, straight: Polygon,
+           inline: set[Key], max_move: float, grid: float) -> list[tuple[Polygon, int]]:
+    """``cells`` with the vertices of ``edges`` moved onto their lines or dropped, and the ``inline`` outline
+    vertices dropped (``cells`` when invalid); vertices on the outline slide along ``straight`` (the footprint
+    without its collinear vertices)."""
     lines: dict[Key, list[tuple[np.ndarray, float]]] = {}
     for edge_lines, _ in edges:
         for k, fits in edge_lines.items():
             lines.setdefault(k, []).extend(fits)
-    moves: dict[Key, tuple[float, float] | None] = dict(_solve_vertices(lines, footprint, max_move, grid))
+    moves: dict[Key, tuple[float, float] | None] = dict(_solve_vertices(lines, straight, max_move, grid))
+    if moves:
+        moves.update(dict.fromkeys(inline))
     for _, pieces in edges:  # a piece whose both ends moved onto its line becomes one straight segment
         for first, last, inner in pieces:
             if first in moves and last in moves:
