@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import shapely
-from shapely.geometry import box
+from shapely.geometry import Polygon, box
 
 from cim.buildings.evaluate import roof_rmse
 from cim.buildings.footprints import Footprint
@@ -85,6 +85,7 @@ def test_library_als(library, scans):
     assert status == {"lod22": len(library)}
     assert type_acc >= 0.95
     assert np.median(rmse) <= 0.10 and np.percentile(rmse, 75) <= 0.10
+    assert np.percentile(rmse, 90) <= 0.06  # measured 0.022
     assert valid >= 0.995
 
 
@@ -98,6 +99,7 @@ def test_library_image_matching(library, scans):
     assert status == {"lod22": len(library)}
     assert type_acc >= 0.90
     assert np.median(rmse) <= 0.25 and np.percentile(rmse, 75) <= 0.25
+    assert np.percentile(rmse, 90) <= 0.25  # measured 0.209
     assert valid >= 0.995
     report = summarise(models)
     assert report["not_modelled"] == []
@@ -157,11 +159,11 @@ def test_carve_corners_collection():
 def test_3dbag_solids_scanned_als(shared_data):
     """Real Dutch roofs: the 3DBAG LoD2.2 solids (CC BY 4.0) of a residential window (terraced rows, multi-level
     flat roofs) scanned in the ALS style and reconstructed in their own footprints; roof RMSE against the solids
-    and the roof plane count. Reached: plane count equal for 83 % (target 80 %), median RMSE 0.244 m – short of
-    the issue's 0.15 m: inside each roof the model is within 0.1 m, the error is step walls up to a 0.5 m
-    partition cell off (a 9 m step misplaced over 1 m² weighs like a 0.5 m error over the whole roof); the RMSE
-    assert guards what is reached. The image-matching style of the same solids: median 0.43 m after the
-    offset, every building LoD2.2."""
+    and the roof plane count. Reached: plane count equal for 84 % (target 80 %), median RMSE 0.182 m, p75 0.332 m
+    (0.244 / 0.504 before step edges were fitted to the points) – still short of the issue's 0.15 m: a step edge
+    0.1 m off along 8 m of a 3 m step weighs like 0.3 m over a 66 m² roof, and some roofs miss a plane; the RMSE
+    asserts guard what is reached. The image-matching style of the same solids: median 0.39 m after the offset
+    (0.43 before), every building LoD2.2."""
     from cim.cityjson import read_cityjson
     from cim.synth.rooflib import buildings_from_solids
 
@@ -176,12 +178,79 @@ def test_3dbag_solids_scanned_als(shared_data):
     print(f"3DBAG window, {len(lib)} buildings, ALS: roof RMSE median {np.median(rmse):.3f} p75 "
           f"{np.percentile(rmse, 75):.3f} max {rmse.max():.3f} m; plane count equal {same:.2f}")
     assert len(lib) >= 15 and all(m.status == "lod22" for m in models)
-    assert np.median(rmse) <= 0.26
+    assert np.median(rmse) <= 0.20 and np.percentile(rmse, 75) <= 0.37
     assert same >= 0.8
-    # image matching of the same solids: rounded steps and 0.15 m noise (measured: median 0.43 m after the offset)
+    # image matching of the same solids: rounded steps and 0.15 m noise (measured: median 0.39 m after the offset)
     cloud = scan(lib, IMAGE_MATCHING, seed=1, ground=lambda x, y: np.full(len(x), z0))
     models = reconstruct_cloud(cloud, [Footprint(b.id, b.footprint) for b in lib])
     rmse = np.array([roof_rmse(m.lod22, b.solids, remove_offset=True) for b, m in zip(lib, models)])
     print(f"3DBAG window, image matching: roof RMSE after offset median {np.median(rmse):.3f} m")
     assert all(m.status == "lod22" for m in models)
-    assert np.median(rmse) <= 0.5
+    assert np.median(rmse) <= 0.43
+
+
+def _rotated(b, degrees: float):
+    """The library building turned by ``degrees`` about its footprint's centroid (solids, extras, footprint)."""
+    from dataclasses import replace
+
+    from shapely import affinity
+
+    c = b.footprint.centroid
+    t = np.radians(degrees)
+    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+
+    def turn(g):
+        faces = [np.column_stack([(f[:, :2] - [c.x, c.y]) @ rot.T + [c.x, c.y], f[:, 2]]) for f in g.faces]
+        return replace(g, faces=faces)
+
+    return replace(b, footprint=affinity.rotate(b.footprint, degrees, origin=c), solids=[turn(g) for g in b.solids],
+                   extras=[turn(g) for g in b.extras])
+
+
+def _facet_angles(geom, truth) -> tuple[float, float]:
+    """(largest azimuth error of the model's sloped roof faces of 2 m² or more against the nearest truth azimuth,
+    spread of their slopes), degrees."""
+    from cim.buildings.evaluate import roof_faces
+    from cim.buildings.mesh import face_plane
+
+    def sloped(g):
+        return [(n, Polygon(f[:, :2]).area) for f in roof_faces(g) for n in [face_plane(f)[0]] if n[2] < 0.999]
+
+    true_az = np.array([np.degrees(np.arctan2(n[0], n[1])) for t in truth for n, _ in sloped(t)])
+    faces = [n for n, area in sloped(geom) if area >= 2.0]
+    az = [np.abs((np.degrees(np.arctan2(n[0], n[1])) - true_az + 180) % 360 - 180).min() for n in faces]
+    slopes = [np.degrees(np.arccos(n[2])) for n in faces]
+    return float(max(az)), float(max(slopes) - min(slopes))
+
+
+def test_regularised_roofs_rotated(library):
+    """Data-driven roofs made regular (issue 14 item 1): L, T and U plans (all wings one pitch) turned by an odd
+    23.7°. With regularisation the facets' slope directions are the footprint normals (eaves and ridges horizontal
+    and parallel to the outline) and all facets share one slope where the points allow it: always with ALS; with
+    image matching (σ 0.15 m, rounded edges) for the L and T plans, while the U plan's valleys bias its points
+    beyond the test (measured: 0.27° tilts over ~950 points each, χ² 12.7 > 10.8), so it stays free. Without
+    regularisation the noise tilts the facets by tenths of a degree. The roof height error stays within 5 cm of the
+    free model's (the partition's edges move a little with the planes)."""
+    from cim.buildings.model import ReconstructionParams
+
+    plans = [_rotated(b, 23.7) for b in library if b.kind in ("L-plan", "T-plan", "U-plan")]
+    assert [b.kind for b in plans] == ["L-plan", "T-plan", "U-plan"]
+    fps = [Footprint(b.id, b.footprint) for b in plans]
+    for style, n_regular in ((ALS, 3), (IMAGE_MATCHING, 2)):
+        cloud = scan(plans, style, seed=7)
+        regular = reconstruct_cloud(cloud, fps)
+        free = reconstruct_cloud(cloud, fps, params=ReconstructionParams(regularise=False))
+        done = 0
+        for b, r, f in zip(plans, regular, free):
+            assert r.attributes["roof_method"] == "data" and r.status == "lod22"
+            (az_r, spread_r), (az_f, spread_f) = _facet_angles(r.lod22, b.solids), _facet_angles(f.lod22, b.solids)
+            print(f"{style.name} {b.kind}: azimuth error {az_f:.3f} -> {az_r:.3f}°, slope spread {spread_f:.3f} -> "
+                  f"{spread_r:.3f}°")
+            done += az_r <= 0.05 and spread_r <= 0.05  # exact up to the 1 mm vertex grid (~0.01–0.03°)
+            assert az_r <= az_f + 0.01
+            rmse_r, rmse_f = (roof_rmse(m.lod22, b.solids, remove_offset=True) for m in (r, f))
+            print(f"   roof RMSE {rmse_f:.3f} -> {rmse_r:.3f} m")
+            assert rmse_r <= rmse_f + 0.05
+        assert done == n_regular
+        if style is IMAGE_MATCHING:
+            assert min(_facet_angles(f.lod22, b.solids)[1] for b, f in zip(plans, free)) > 0.2

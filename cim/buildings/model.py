@@ -19,7 +19,8 @@ from cim.buildings.extrude import extrude_partition, footprint_cells, merge_copl
 from cim.buildings.footprints import Footprint
 from cim.buildings.mesh import face_plane, point_distances, rms
 from cim.buildings.partition import NODATA, carve_corners, label_raster, snap_to_intersections, vectorise
-from cim.buildings.planes import Plane, PlaneParams, detect_planes, slope_azimuth
+from cim.buildings.planes import Plane, PlaneParams, detect_planes, regularise, slope_azimuth
+from cim.buildings.roofedges import outline_directions, straighten_edges
 from cim.buildings.shapes import (cell_heights, envelope_cells, fit_standard_roofs, inner_points, noise_sigma,
                                   robust_score, uncovered_share)
 from cim.buildings.rooftype import GABLE, ROOF_TYPE_NAMES, classify_roof, cross_gable
@@ -69,6 +70,7 @@ class ReconstructionParams:
     max_uncovered: float = 0.05  # standard shapes only when at most this share of the footprint lacks points
     max_density: float = 16.0  # the data-driven model uses at most this many points per m² (evenly thinned)
     edge_margin: float = 0.5  # roof shapes are fitted and compared on the points this far inside the outline
+    regularise: bool = True  # data-driven planes: outline-normal slope directions, shared slopes, where allowed
     planes: PlaneParams = field(default_factory=PlaneParams)
 
     def to_dict(self) -> dict[str, Any]:
@@ -223,11 +225,15 @@ def _data_driven(bid: str, footprint: Polygon, roof_xyz: np.ndarray, ground: flo
     if not planes:
         return Failure(NO_PLANES, f"no roof plane of {plane_params.min_points} points or more "
                                   f"(inlier distance {plane_params.epsilon:.2f} m)")
+    if params.regularise:
+        planes = regularise(planes, roof_xyz, outline_directions(footprint))
     raster, transform, _ = label_raster(footprint, roof_xyz, labels, planes, cell=params.partition_cell,
                                         max_extension=params.max_extension, mode_filter=params.mode_filter)
     fine = vectorise(footprint, raster, transform, simplify=params.simplify * params.partition_cell,
                      min_area=params.min_cell_area)
     partitions = (
+        lambda: snap_to_intersections(straighten_edges(fine, planes, footprint, roof_xyz, epsilon=plane_params.epsilon),
+                                      planes, footprint),
         lambda: snap_to_intersections(fine, planes, footprint),
         lambda: fine,
         lambda: snap_to_intersections(vectorise(footprint, raster, transform, simplify=2 * params.partition_cell,

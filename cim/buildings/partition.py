@@ -5,7 +5,9 @@ A raster over the footprint decides, cell by cell, which plane forms the roof th
     extended over an area without points further than this tolerance (the roofer #172 failure);
   * a cell with points takes the candidate plane closest to the cells' observed median height;
   * a cell without points takes the lowest candidate (lower envelope: conservative, right for gable/hip roofs);
-  * a cell with no candidate gets the ``nodata`` label (a flat, low roof; reported as lower coverage).
+  * a cell with no candidate gets the ``nodata`` label (a flat, low roof; reported as lower coverage);
+  * a cell centred outside the footprint takes the label of the nearest cell inside (its sliver inside the
+    outline belongs to that roof, not to the lowest plane within reach).
 The label raster is mode-filtered, vectorised, simplified as a coverage (shared edges stay shared), clipped to
 the exact footprint, small pieces are merged into their neighbours, and vertices shared by sloped cells are
 moved onto the planes' intersection lines (exact ridges and hips).
@@ -77,6 +79,9 @@ def label_raster(
     cost = np.where(reach, cost, np.inf)
     best = np.argmin(cost, axis=0)
     out = np.where(np.isfinite(cost.min(axis=0)), best, NODATA)
+    if inside.any():  # cells centred outside the footprint (clipped to slivers later) take their inside neighbour's
+        _, (ri, ci) = ndimage.distance_transform_edt(~inside, return_indices=True)
+        out = out[ri, ci]
     out = _mode_filter(out, inside, iterations=mode_filter)
     return out, transform, inside
 
@@ -236,12 +241,24 @@ def snap_to_intersections(
         new = _meet(xy, [planes[i] for i in labs], boundary if on_boundary else None)
         if new is not None and np.hypot(*(new - xy)) <= max_move:
             moves[k] = (float(new[0]), float(new[1]))
+    return move_vertices(cells, moves, footprint, grid)
+
+
+def move_vertices(cells: list[tuple[Polygon, int]], moves: dict[tuple[int, int], tuple[float, float] | None],
+                  footprint: Polygon, grid: float = 0.001) -> list[tuple[Polygon, int]]:
+    """``cells`` with the vertices keyed by their ``grid`` coordinates moved (None: dropped; a vertex shared by
+    several cells moves in all of them); ``cells`` itself when nothing moves or when any moved cell would be
+    invalid or the cells would no longer tile ``footprint`` exactly."""
     if not moves:
         return cells
+
+    def ring(coords) -> list[tuple[float, float]]:
+        keyed = [((round(x / grid), round(y / grid)), (x, y)) for x, y in np.asarray(coords)[:-1, :2]]
+        return [xy for xy in (moves.get(k, xy) for k, xy in keyed) if xy is not None]
+
     out = []
     for poly, v in cells:
-        ring = [moves.get(key(xy), tuple(xy)) for xy in np.asarray(poly.exterior.coords)[:-1]]
-        new = Polygon(ring)
+        new = Polygon(ring(poly.exterior.coords), [ring(r.coords) for r in poly.interiors])
         if not new.is_valid:
             return cells
         new = shapely.set_precision(new, grid)

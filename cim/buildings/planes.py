@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+from scipy.stats import chi2
 from scipy.spatial import cKDTree
 
 
@@ -63,18 +64,21 @@ class Plane:
         return (self.a, self.b, self.c)
 
 
-def _local_pca(xyz: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues (ascending) and eigenvectors of each point's k-nearest-neighbour covariance."""
-    _, idx = cKDTree(xyz).query(xyz, k=min(k, len(xyz)))
+def _local_pca(xyz: np.ndarray, k: int, at: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (ascending) and eigenvectors of the k-nearest-neighbour covariance of each point (of the points
+    ``at`` indexes, when given)."""
+    _, idx = cKDTree(xyz).query(xyz if at is None else xyz[at], k=min(k, len(xyz)))
     nb = xyz[idx] - xyz[idx].mean(axis=1, keepdims=True)
     return np.linalg.eigh(np.einsum("nki,nkj->nij", nb, nb) / nb.shape[1])
 
 
-def local_residual_sd(xyz: np.ndarray, k: int = 12) -> np.ndarray:
-    """Per point: the vertical standard deviation of its k nearest neighbours off their best-fitting plane."""
+def local_residual_sd(xyz: np.ndarray, k: int = 12, max_points: int | None = None) -> np.ndarray:
+    """Per point (at most ``max_points`` of them, evenly spread over the array): the vertical standard deviation
+    of its k nearest neighbours off their best-fitting plane."""
     if len(xyz) < 4:
         return np.zeros(len(xyz))
-    w, v = _local_pca(np.asarray(xyz, dtype=np.float64) - np.mean(xyz, axis=0), k)
+    at = None if max_points is None or len(xyz) <= max_points else np.linspace(0, len(xyz) - 1, max_points).astype(int)
+    w, v = _local_pca(np.asarray(xyz, dtype=np.float64) - np.mean(xyz, axis=0), k, at)
     return np.sqrt(np.maximum(w[:, 0], 0.0)) / np.maximum(np.abs(v[:, 2, 0]), 0.3)
 
 
@@ -285,3 +289,96 @@ def refit(plane: Plane, xyz: np.ndarray, params: PlaneParams | None = None) -> P
     new = _to_plane(nrm, d, origin, np.arange(len(xyz)), p, xyz - origin)
     new.inliers = plane.inliers
     return new
+
+
+def regularise(planes: list[Plane], xyz: np.ndarray, directions: np.ndarray, *, max_deg: float = 10.0,
+               max_slope_deg: float = 4.0, confidence: float = 0.999, flat_deg: float = 3.0) -> list[Plane]:
+    """Roof planes made regular where their points allow it: each constraint is tested against the free fit (the
+    increase of the squared residuals in units of the free fit's residual variance within the χ² quantile
+    ``confidence`` for the parameters the constraint takes away):
+
+    * the down-slope direction of a sloped plane within ``max_deg`` of a normal of a footprint edge becomes that
+      normal (``directions``: the edges' directions and their normals, radians): eaves and ridges horizontal and
+      parallel or orthogonal to the outline;
+    * sloped planes whose slopes lie within ``max_slope_deg`` of each other share one slope (symmetric gables and
+      hips, the wings of L/T/U plans), fitted to all their points together.
+
+    ``xyz``: the points the planes' ``inliers`` index."""
+    out = list(planes)
+    sloped = [k for k, p in enumerate(planes) if p.slope_deg >= flat_deg and len(p.inliers) >= 3]
+    pts = {k: xyz[planes[k].inliers] for k in sloped}
+    centre = xyz.mean(axis=0)
+    local = {k: p - centre for k, p in pts.items()}
+    up: dict[int, np.ndarray] = {}  # the up-slope unit direction of each sloped plane, snapped where allowed
+    snapped: set[int] = set()
+    cand = np.column_stack([np.cos(directions), np.sin(directions)])
+    cand = np.r_[cand, -cand]
+    for k in sloped:
+        g = np.array([planes[k].a, planes[k].b])
+        up[k] = g / np.hypot(*g)
+        if len(cand) == 0:
+            continue
+        best = cand[np.argmax(cand @ up[k])]
+        if (np.degrees(np.arccos(np.clip(best @ up[k], -1.0, 1.0))) <= max_deg
+                and _f_ok([local[k]], [best], _rss_free(local[k]), 3, confidence, shared=False)):
+            up[k] = best
+            snapped.add(k)
+    groups: list[list[int]] = []
+    for k in sorted(sloped, key=lambda k: planes[k].slope_deg):
+        if groups and planes[k].slope_deg - planes[groups[-1][0]].slope_deg <= max_slope_deg:
+            groups[-1].append(k)
+        else:
+            groups.append([k])
+    for group in groups:
+        parts, ups = [local[k] for k in group], [up[k] for k in group]
+        shared = len(group) > 1 and _f_ok(parts, ups, sum(_rss_free(p) for p in parts), 3 * len(group), confidence,
+                                          shared=True)
+        for k, (s, c) in zip(group, _fit_slopes(parts, ups, shared=shared)):
+            if shared or k in snapped:
+                a, b = s * up[k]
+                out[k] = Plane(float(a), float(b), float(c + centre[2] - a * centre[0] - b * centre[1]),
+                               planes[k].inliers)
+    return out
+
+
+def _rss_free(local: np.ndarray) -> float:
+    """Sum of squared vertical residuals of the least-squares plane z = a·x + b·y + c."""
+    A = np.column_stack([local[:, 0], local[:, 1], np.ones(len(local))])
+    _, res, *_ = np.linalg.lstsq(A, local[:, 2], rcond=None)
+    return float(res[0]) if len(res) else 0.0
+
+
+def _fit_slopes(parts: list[np.ndarray], ups: list[np.ndarray], shared: bool) -> list[tuple[float, float]]:
+    """(slope, intercept) of planes z = s·(u·p) + c over each part's points (local coordinates) with the given
+    up-slope directions u; one slope for all when ``shared``."""
+    if not shared:
+        out = []
+        for p, u in zip(parts, ups):
+            A = np.column_stack([p[:, :2] @ u, np.ones(len(p))])
+            (s, c), *_ = np.linalg.lstsq(A, p[:, 2], rcond=None)
+            out.append((float(s), float(c)))
+        return out
+    n = len(parts)
+    rows = sum(len(p) for p in parts)
+    A = np.zeros((rows, n + 1))
+    z = np.concatenate([p[:, 2] for p in parts])
+    r = 0
+    for i, (p, u) in enumerate(zip(parts, ups)):
+        A[r:r + len(p), 0] = p[:, :2] @ u
+        A[r:r + len(p), i + 1] = 1.0
+        r += len(p)
+    sol, *_ = np.linalg.lstsq(A, z, rcond=None)
+    return [(float(sol[0]), float(c)) for c in sol[1:]]
+
+
+def _f_ok(parts: list[np.ndarray], ups: list[np.ndarray], rss_free: float, params_free: int, confidence: float,
+          shared: bool) -> bool:
+    """Whether the constrained fit (:func:`_fit_slopes`) raises the squared residuals over the free fit (``rss_free``
+    with ``params_free`` parameters), in units of the free fit's residual variance, by no more than the χ² quantile
+    ``confidence`` for the number of parameters the constraint takes away."""
+    fits = _fit_slopes(parts, ups, shared)
+    rss = sum(float(np.sum((p[:, 2] - s * (p[:, :2] @ u) - c) ** 2)) for p, u, (s, c) in zip(parts, ups, fits))
+    n = sum(len(p) for p in parts)
+    lost = max(params_free - (len(parts) + 1 if shared else 2 * len(parts)), 1)
+    variance = max(rss_free / max(n - params_free, 1), 1e-12)
+    return (rss - rss_free) / variance <= float(chi2.ppf(confidence, lost))

@@ -32,7 +32,8 @@ from cim.buildings.rooftype import BARREL, FLAT, GABLE, HALF_HIP, HIP, MANSARD, 
 TRUNCATE = 3.0  # residuals beyond TRUNCATE·σ count as outliers (constant cost)
 MIN_END = 1.0  # hip and half-hip end planes reach at least this far (m) into the footprint; else it is a gable
 MIN_DROP = 0.25  # ... and take at least this share of the roof height (a smaller "hip" is a rounded gable end)
-MAX_FIT_POINTS = 4000  # the grid search runs on at most this many points; the winner is refitted on all
+MAX_FIT_POINTS = 2500  # the grid search runs on at most this many points; the winner is refitted on all
+MAD_POINTS = 500  # the robust residual scale of a fit is taken from about this many of its residuals
 BARREL_RADII = (1.05, 1.15, 1.3, 1.5, 1.8, 2.2, 3.0)  # barrel fits: arc radius over half the width
 BARREL_PLANES = 16  # a barrel roof is the lower envelope of this many planes tangent to its arc
 
@@ -102,12 +103,14 @@ def _batch_fit(features: np.ndarray, z: np.ndarray, iterations: int = 3) -> tupl
     c, m, n = features.shape
     X = np.concatenate([np.ones((c, 1, n)), -features], axis=1)  # (C, m+1, n)
     w = np.ones((c, n))
+    step = max(1, n // MAD_POINTS)  # the robust scale from every step-th residual
     for _ in range(iterations):
-        xtx = np.einsum("cin,cn,cjn->cij", X, w, X) + 1e-9 * np.eye(m + 1)
-        xtz = np.einsum("cin,cn,n->ci", X, w, z)
+        Xw = X * w[:, None, :]
+        xtx = Xw @ X.transpose(0, 2, 1) + 1e-9 * np.eye(m + 1)  # batched matrix products (BLAS), not einsum
+        xtz = Xw @ z
         beta = np.linalg.solve(xtx, xtz[..., None])[..., 0]
-        res = z[None] - np.einsum("ci,cin->cn", beta, X)
-        mad = 1.4826 * np.median(np.abs(res), axis=1, keepdims=True)
+        res = z[None] - (beta[:, None, :] @ X)[:, 0, :]
+        mad = 1.4826 * np.median(np.abs(res[:, ::step]), axis=1, keepdims=True)
         w = (np.abs(res) <= np.maximum(3 * mad, 0.05)).astype(np.float64)
     return beta, res
 
@@ -142,7 +145,8 @@ def _refine_hip(fr: Frame, u: np.ndarray, v: np.ndarray, z: np.ndarray, shape: t
             if 0.0 <= d <= fr.half_u - MIN_END and r * (fr.half_u - d) >= MIN_DROP * fr.half_v]
     beta, res = _batch_fit(np.stack([np.maximum(av, r * (au - d))[None] for d, r in grid]), z)
     ok = beta[:, 1] > 0
-    best = int(np.argmin(np.where(ok, np.median(np.abs(res), axis=1), np.inf))) if ok.any() else 0
+    step = max(1, len(z) // MAD_POINTS)
+    best = int(np.argmin(np.where(ok, np.median(np.abs(res[:, ::step]), axis=1), np.inf))) if ok.any() else 0
     return grid[best], beta[best]
 
 
@@ -267,10 +271,11 @@ def cell_heights(cells: Sequence[tuple[Polygon, int]], coefficients: Sequence[tu
     return z
 
 
-def noise_sigma(xyz: np.ndarray, k: int = 12, floor: float = 0.01) -> float:
-    """Point noise (m) from the residuals of local planes: median over points of the smallest principal standard
-    deviation of each point's k neighbours, corrected for the k-point fit."""
-    sd = local_residual_sd(xyz, k)
+def noise_sigma(xyz: np.ndarray, k: int = 12, floor: float = 0.01, max_points: int = 1500) -> float:
+    """Point noise (m) from the residuals of local planes: median over points (at most ``max_points``, evenly
+    spread) of the smallest principal standard deviation of each point's k neighbours, corrected for the k-point
+    fit."""
+    sd = local_residual_sd(xyz, k, max_points)
     return max(floor, float(np.median(sd) * np.sqrt(k / max(k - 3, 1))))
 
 
