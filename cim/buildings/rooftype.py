@@ -86,10 +86,13 @@ def curved_type(faces: Sequence[Face], sloped: Sequence[Face], *, angle_tol_deg:
     az = np.array([f[2] for f in sloped])
     groups = _direction_groups(list(az), angle_tol_deg)
     main = max(groups, key=lambda g: s_area[g].sum())
-    # repeated parallel sheds: three planes or more (cells of one plane share slope and azimuth) at one height
-    planes: dict[tuple[float, float], float] = {}
+    # repeated parallel sheds: three planes or more at one height (regularised sheds share slope and azimuth, so a
+    # plane is told by its height where its facing line passes the origin, to 0.25 m)
+    planes: dict[tuple[float, float, float], float] = {}
     for f in (sloped[i] for i in main):
-        planes[f[1], f[2]] = max(planes.get((f[1], f[2]), -np.inf), f[4])
+        u = np.asarray(f[0].exterior.coords) @ _facing(np.array([f[2]]))[0]
+        key = (f[1], f[2], round(4 * (f[4] + np.tan(np.radians(f[1])) * u.min())) / 4)
+        planes[key] = max(planes.get(key, -np.inf), f[4])
     top, low = max(f[4] for f in faces), min(f[3] for f in faces)
     lo, hi = _weighted_quantiles(slope[main], s_area[main], (0.1, 0.9))
     if (len(planes) >= 3 and s_area[main].sum() >= 0.6 * s_area.sum() and hi - lo <= shed_spread_deg
