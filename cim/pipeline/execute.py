@@ -34,6 +34,7 @@ from cim.catalog import write_catalog
 from cim.columns import append_frame, read_frames
 from cim.errors import ConfigError, InputError
 from cim.fileutil import atomic_write, expand_patterns
+from cim.io.chunks import task_ranges
 from cim.io.readers import PointSource, in_crs, require_crs
 from cim.pipeline.job import Job
 from cim.pipeline.stage import JobContext, Product, Stage, TileContext, TileResult
@@ -79,11 +80,12 @@ class Step:
 
 def partition_task(reader: ReaderStage, path: str, crs_wkt: str, work_crs_wkt: str, size: float, buffer: float,
                    parts_dir: str, out_dir: str, area: tuple | None, chunk_size: int,
-                   quanta: dict[str, tuple[float, float]] | None, input_index: int | None = None) -> dict[str, Any]:
+                   quanta: dict[str, tuple[float, float]] | None, input_index: int | None = None,
+                   points: range | None = None) -> dict[str, Any]:
     work_crs = pyproj.CRS.from_wkt(work_crs_wkt)
     source = in_crs(reader.open(Path(path), pyproj.CRS.from_wkt(crs_wkt)), work_crs)
     counts = partition_file(source, TileGrid(size, buffer), work_crs, Path(parts_dir), area=area,
-                            chunk_size=chunk_size, quanta=quanta, input_index=input_index)
+                            chunk_size=chunk_size, quanta=quanta, input_index=input_index, points=points)
     return {"counts": counts, "outputs": [Path(parts_dir).relative_to(out_dir).as_posix()]}
 
 
@@ -277,17 +279,22 @@ def run_job(
 
     partition: list[Task] = []
     partition_code = code.code_hash(partition_file.__module__)
+    chunk = _chunk(job)
     for i, ((reader, source), digest) in enumerate(zip(inputs, hashes.digests([s.path for _, s in inputs]))):
-        parts_dir = work / "parts" / f"{i:04d}-{source.path.stem}"
         index = i if numbered else None
-        fp = fingerprint("partition", PARTS_FORMAT, partition_code, code.code_hash(type(reader).__module__), digest,
-                         crs.to_wkt(), *([work_crs.to_wkt()] if work_crs is not crs else []), grid.size,
-                         grid.buffer, job.area, str(parts_dir), *([index] if numbered else []),
-                         *([] if context.skip_withheld else ["withheld kept"]))
         quanta = _quanta(source) if work_crs is crs else None
-        partition.append(Task(f"partition/{i:04d}-{source.path.stem}", "tile", partition_task,
-                              (reader, str(source.path), crs.to_wkt(), work_crs.to_wkt(), grid.size, grid.buffer,
-                               str(parts_dir), str(out_dir), job.area, _chunk(job), quanta, index), fp))
+        ranges = task_ranges(source, chunk, reader.options.task_points or chunk, job.area is not None)
+        for points in ranges or [None]:  # a large file: one task per range, its parts in a folder per range
+            name = f"{i:04d}-{source.path.stem}" + (f".{points.start}-{points.stop}" if ranges else "")
+            parts_dir = work / "parts" / name
+            fp = fingerprint("partition", PARTS_FORMAT, partition_code, code.code_hash(type(reader).__module__),
+                             digest, crs.to_wkt(), *([work_crs.to_wkt()] if work_crs is not crs else []), grid.size,
+                             grid.buffer, job.area, str(parts_dir), *([index] if numbered else []),
+                             *([] if context.skip_withheld else ["withheld kept"]),
+                             *([chunk, points.start, points.stop] if ranges else []))
+            partition.append(Task(f"partition/{name}", "tile", partition_task,
+                                  (reader, str(source.path), crs.to_wkt(), work_crs.to_wkt(), grid.size, grid.buffer,
+                                   str(parts_dir), str(out_dir), job.area, chunk, quanta, index, points), fp))
 
     with dask_client(scheduler, workers, work / "dask") as client:
         if is_remote(scheduler):
