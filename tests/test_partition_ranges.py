@@ -1,0 +1,125 @@
+"""One large input file partitioned by several tasks, each reading one range of its points (issue 12, item 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cim
+from cim.errors import InputError
+from cim.io import las, ply
+from cim.io.chunks import task_ranges
+from cim.tiling import TileGrid, partition_file
+from tests.helpers import REPO, product_digests, write_job
+from tests.test_readers import _write_ply
+
+DELFT_2 = REPO / "data" / "delft" / "ahn3_cropped_2.laz"  # 208,432 points, LAZ with fixed chunks of 50,000
+
+
+def _same_chunks(whole: list[cim.PointCloud], ranged: list[cim.PointCloud]) -> None:
+    assert [len(c) for c in ranged] == [len(c) for c in whole]
+    for a, b in zip(whole, ranged):
+        assert a.names == b.names
+        for name in a.names:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+@pytest.mark.parametrize("name", ["delft/ahn3_cropped_2.laz", "edge-cases/1.2-with-color.copc.laz",
+                                  "edge-cases/sample_c.las", "edge-cases/las_with_several_extra_byte_bloc.laz"])
+def test_point_ranges_read_the_chunks_a_whole_pass_reads(name: str, shared_data: Path) -> None:
+    """LAZ with fixed-size chunks, COPC with variable-size ones (one per octree node; lazrs' own seek misplaces
+    the stream there), uncompressed LAS, and extra bytes: ranges of whole chunks give the whole pass's chunks."""
+    source = las.open_source(shared_data / name, "EPSG:7415")
+    chunk = max(7, source.point_count // 23)  # not a multiple of the LAZ chunk size: ranges start mid-chunk
+    ranges = task_ranges(source, chunk, 3 * chunk)
+    assert ranges is not None and len(ranges) >= 4
+    assert ranges[0].start == 0 and ranges[-1].stop == source.point_count
+    assert all(a.stop == b.start and a.start % chunk == 0 for a, b in zip(ranges, ranges[1:]))
+    whole = list(source.chunks(chunk))
+    _same_chunks(whole, [c for points in ranges for c in source.chunks(chunk, points=points)])
+
+
+def test_binary_ply_is_split_and_ascii_ply_and_small_files_are_read_whole(tmp_path: Path) -> None:
+    original = las.read(DELFT_2, crs="EPSG:7415")[np.arange(0, 208_432, 20)]
+    binary = ply.open_source(_write_ply(tmp_path / "b.ply", original), "EPSG:7415")
+    text = ply.open_source(_write_ply(tmp_path / "t.ply", original, text=True), "EPSG:7415")
+    ranges = task_ranges(binary, 1000, 2500)  # 2,500 rounded up to whole chunks: 3,000
+    assert [len(r) for r in ranges] == [3000] * 3 + [len(original) - 9000]
+    _same_chunks(list(binary.chunks(1000)), [c for r in ranges for c in binary.chunks(1000, points=r)])
+    assert task_ranges(text, 1000, 2500) is None  # every task would parse the whole ASCII file
+    assert task_ranges(binary, 1000, len(original)) is None  # one range: the file is read whole
+
+
+def test_a_copc_file_queried_by_the_job_area_is_read_by_one_query(shared_data: Path) -> None:
+    source = las.open_source(shared_data / "edge-cases" / "1.2-with-color.copc.laz")
+    assert task_ranges(source, 100, 100, queried=True) is None
+    assert len(task_ranges(source, 100, 100, queried=False)) == 11
+
+
+def _job(tmp_path: Path, name: str, task_points: int) -> Path:
+    out = tmp_path / name
+    return write_job(tmp_path / f"{name}.toml", f"""
+[job]
+name = "ranges"
+output = "{out.as_posix()}"
+crs = "EPSG:7415"
+
+[[stages]]
+type = "read.las"
+files = ["{DELFT_2.as_posix()}"]
+chunk_size = 20000
+task_points = {task_points}
+
+[[stages]]
+type = "tile"
+size = 40.0
+buffer = 8.0
+
+[[stages]]
+type = "raster.dsm"
+resolution = 1.0
+
+[[stages]]
+type = "write.las"
+
+[[stages]]
+type = "write.las"
+folder = "per_source"
+per_source = true
+""")
+
+
+def test_a_file_split_into_ranges_gives_the_products_of_one_range(tmp_path: Path) -> None:
+    """Tiles with buffers (points from other ranges' parts), a raster, per-tile LAZ and the input rewritten in
+    its own point order: byte-identical whether one task or six partition the file."""
+    runs = {}
+    for name, task_points in (("whole", 10**9), ("split", 40_000)):
+        run = cim.run(_job(tmp_path, name, task_points), scheduler="threads", workers=2)
+        assert run.report.ok
+        partitions = [k for k in run.report.outcomes if k.startswith("partition/")]
+        runs[name] = (run, partitions)
+    assert len(runs["whole"][1]) == 1 and len(runs["split"][1]) == 6  # 208,432 points in ranges of 40,000
+    assert "partition/0000-ahn3_cropped_2.0-40000" in runs["split"][1]
+    assert runs["whole"][0].points == runs["split"][0].points == 208_432
+    whole, split = product_digests(tmp_path / "whole"), product_digests(tmp_path / "split")
+    assert len([k for k in whole if k.startswith("las/")]) == runs["whole"][0].tiles >= 8
+    assert "per_source/ahn3_cropped_2.laz" in whole
+    stac_free = {k: v for k, v in whole.items() if not k.startswith("stac/")}  # the catalog names the job folder
+    assert stac_free == {k: v for k, v in split.items() if not k.startswith("stac/")}
+    again = cim.run(_job(tmp_path, "split", 40_000), scheduler="threads", workers=2)  # resume keeps every range
+    assert {o.status for o in again.report.outcomes.values()} == {"skipped"}
+
+
+def test_a_truncated_file_read_by_ranges_names_itself(tmp_path: Path) -> None:
+    data = DELFT_2.read_bytes()
+    source = las.open_source(DELFT_2, "EPSG:7415")
+    cut = tmp_path / "cut.laz"
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    cut_source = las.LasSource(cut, source.header, source.crs, "override", False)
+    grid = TileGrid(40.0, 8.0)
+    with pytest.raises(InputError, match="cut.laz"):
+        partition_file(cut_source, grid, source.crs, tmp_path / "parts", chunk_size=20_000,
+                       points=range(160_000, 180_000))
+    assert not (tmp_path / "parts").exists()  # no half-written parts folder
