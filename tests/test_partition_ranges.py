@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ from cim.errors import InputError
 from cim.io import las, ply
 from cim.io.chunks import task_ranges
 from cim.tiling import TileGrid, partition_file
-from tests.helpers import REPO, product_digests, write_job
+from tests.helpers import REPO, cim_cli, product_digests, write_job
 from tests.test_readers import _write_ply
 
 DELFT_2 = REPO / "data" / "delft" / "ahn3_cropped_2.laz"  # 208,432 points, LAZ with fixed chunks of 50,000
@@ -74,7 +76,7 @@ task_points = {task_points}
 
 [[stages]]
 type = "tile"
-size = 40.0
+size = 60.0
 buffer = 8.0
 
 [[stages]]
@@ -123,3 +125,22 @@ def test_a_truncated_file_read_by_ranges_names_itself(tmp_path: Path) -> None:
         partition_file(cut_source, grid, source.crs, tmp_path / "parts", chunk_size=20_000,
                        points=range(160_000, 180_000))
     assert not (tmp_path / "parts").exists()  # no half-written parts folder
+
+
+def test_fewer_tiles_than_workers_gives_one_line_of_tile_size_advice_that_holds(tmp_path: Path) -> None:
+    """250 m tiles over the 72 m x 229 m file: 2 tiles for 4 workers. The advised size, run, gives the tiles the
+    advice promises; a job with enough tiles gets no advice."""
+    job = _job(tmp_path, "big", 10**9)
+    job.write_text(job.read_text().replace("size = 60.0", "size = 250.0").replace('[[stages]]\ntype = "raster.dsm"\n'
+                                                                              'resolution = 1.0\n', ""))
+    result = cim_cli("run", str(job), "--scheduler", "threads", "--workers", "4")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "big" / "report.json").read_text())
+    assert report["tiles"] == 2 and len(report["advice"]) == 1
+    line = report["advice"][0]
+    assert line in " ".join(result.stdout.split()) and line in (tmp_path / "big" / "cim.log").read_text()
+    size, promised = re.search(r"tile size ([0-9.]+) .* would give (\d+) tiles", line).groups()
+    assert float(size) == 62.5  # 125 m gives 3 tiles, 250 / 3 cannot be written exactly
+    job.write_text(job.read_text().replace("size = 250.0", f"size = {size}"))
+    again = cim.run(job, out=tmp_path / "small", scheduler="threads", workers=4)
+    assert again.tiles == int(promised) >= 4 and again.advice == []

@@ -37,6 +37,7 @@ from cim.fileutil import atomic_write, expand_patterns
 from cim.io.chunks import task_ranges
 from cim.io.readers import PointSource, in_crs, require_crs
 from cim.pipeline.job import Job
+from cim.pipeline.sizing import tile_advice
 from cim.pipeline.stage import JobContext, Product, Stage, TileContext, TileResult
 from cim.pipeline.withheld import run_stage
 from cim.points import PointCloud
@@ -62,6 +63,8 @@ class JobRun:
     tiles: int = 0
     empty_tiles: int = 0
     points: int = 0
+    #: one line per sizing advice (a job with fewer tiles than workers: see :mod:`cim.pipeline.sizing`)
+    advice: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -316,7 +319,12 @@ def run_job(
         tiles = [grid.tile_from_key(k) for k in sorted(counts, key=_tile_order) if counts[k] > 0]
         if not tiles:
             raise InputError(job.source, "no points inside the job area (check [job].area and the inputs)")
-        all_tiles = grid.tiles_covering(union_bounds([s.bounds for s in sources]))
+        extent = union_bounds([s.bounds for s in sources])
+        all_tiles = grid.tiles_covering(extent)
+        workers_now = sum(client.nthreads().values())
+        advice = tile_advice(grid, tiles, extent, job.area, workers_now)
+        if advice:
+            log.warning(advice)
         plan = _Plan(job, context, tiles, parts_dirs, part_fps, manifest, hashes, code, force)
         hashes.save()
         if on_plan:
@@ -327,7 +335,8 @@ def run_job(
     report = RunReport({**first.outcomes, **plan.outcomes(second)}, first.seconds + second.seconds)
     products = [Product.from_json(p) for o in report.outcomes.values() if isinstance(o.result, dict)
                 for p in o.result.get("products", []) if isinstance(p, dict)]
-    return JobRun(job, report, products, len(tiles), max(0, len(all_tiles) - len(tiles)), sum(counts.values()))
+    return JobRun(job, report, products, len(tiles), max(0, len(all_tiles) - len(tiles)), sum(counts.values()),
+                  [advice] if advice else [])
 
 
 _TEMPORARY = re.compile(r"^\..+(\.[0-9a-f]{8}\.tmp(\.[^.]+)?|_[0-9a-f]{8}_tmp)$")
@@ -610,6 +619,7 @@ def summarize(run: JobRun) -> dict[str, Any]:
         "timeline": report.timeline(),
         "products": sorted(p.path for p in run.products),
         "warnings": report.warnings,
+        "advice": run.advice,
         "failures": [{"task": o.key, "error": o.error} for o in report.by_status("failed")],
     }
 
