@@ -287,8 +287,8 @@ def run_job(
         index = i if numbered else None
         quanta = _quanta(source) if work_crs is crs else None
         ranges = task_ranges(source, chunk, reader.options.task_points or chunk, job.area is not None)
-        for points in ranges or [None]:  # a large file: one task per range, its parts in a folder per range
-            name = f"{i:04d}-{source.path.stem}" + (f".{points.start}-{points.stop}" if ranges else "")
+        for k, points in enumerate(ranges or [None]):  # a large file: one task and parts folder per range
+            name = f"{i:04d}-{source.path.stem}" + (f".{k:05d}" if ranges else "")  # names sort in file order
             parts_dir = work / "parts" / name
             fp = fingerprint("partition", PARTS_FORMAT, partition_code, code.code_hash(type(reader).__module__),
                              digest, crs.to_wkt(), *([work_crs.to_wkt()] if work_crs is not crs else []), grid.size,
