@@ -13,6 +13,7 @@ import cim
 from cim.errors import InputError
 from cim.io import las, ply
 from cim.io.chunks import task_ranges
+from cim.io.readers import Reprojected, in_crs
 from cim.tiling import TileGrid, partition_file
 from tests.helpers import REPO, cim_cli, product_digests, write_job
 from tests.test_readers import _write_ply
@@ -41,6 +42,15 @@ def test_point_ranges_read_the_chunks_a_whole_pass_reads(name: str, shared_data:
     assert all(a.stop == b.start and a.start % chunk == 0 for a, b in zip(ranges, ranges[1:]))
     whole = list(source.chunks(chunk))
     _same_chunks(whole, [c for points in ranges for c in source.chunks(chunk, points=points)])
+
+
+def test_a_reprojected_source_reads_ranges_of_its_source() -> None:
+    """``output_crs``: the transformed chunks of the ranges are those of the whole pass."""
+    source = in_crs(las.open_source(DELFT_2, "EPSG:7415"), cim.crs.resolve("EPSG:25831+5709"))
+    assert isinstance(source, Reprojected) and source.seekable
+    ranges = task_ranges(source, 30_000, 60_000)
+    assert len(ranges) == 4
+    _same_chunks(list(source.chunks(30_000)), [c for r in ranges for c in source.chunks(30_000, points=r)])
 
 
 def test_binary_ply_is_split_and_ascii_ply_and_small_files_are_read_whole(tmp_path: Path) -> None:
