@@ -324,7 +324,7 @@ def run_job(
         workers_now = sum(client.nthreads().values())
         advice = tile_advice(grid, tiles, extent, job.area, workers_now)
         if advice:
-            log.warning(advice)
+            log.info(advice)
         plan = _Plan(job, context, tiles, parts_dirs, part_fps, manifest, hashes, code, force)
         hashes.save()
         if on_plan:
