@@ -122,6 +122,10 @@ def test_a_file_split_into_ranges_gives_the_products_of_one_range(tmp_path: Path
     assert stac_free == {k: v for k, v in split.items() if not k.startswith("stac/")}
     again = cim.run(_job(tmp_path, "split", 40_000), scheduler="threads", workers=2)  # resume keeps every range
     assert {o.status for o in again.report.outcomes.values()} == {"skipped"}
+    parts = tmp_path / "split" / ".cim" / "parts"
+    cim.run(_job(tmp_path, "whole", 10**9), out=tmp_path / "split", scheduler="threads", workers=2)
+    assert [p.name for p in parts.iterdir()] == ["0000-ahn3_cropped_2"]  # the ranges' parts of the earlier plan go
+    assert product_digests(tmp_path / "split") == split
 
 
 def test_a_truncated_file_read_by_ranges_names_itself(tmp_path: Path) -> None:

@@ -299,6 +299,7 @@ def run_job(
                                   (reader, str(source.path), crs.to_wkt(), work_crs.to_wkt(), grid.size, grid.buffer,
                                    str(parts_dir), str(out_dir), job.area, chunk, quanta, index, points), fp))
 
+    remove_stale_parts(work / "parts", {Path(t.key).name for t in partition})
     with dask_client(scheduler, workers, work / "dask") as client:
         if is_remote(scheduler):
             reads = [s.path for s in sources] + [p for s in job.stages if s.role == "tile" for p in _option_files(s)]
@@ -349,6 +350,14 @@ def remove_stale_temporaries(out_dir: Path) -> None:
     for path in sorted(out_dir.rglob(".*"), reverse=True):
         if _TEMPORARY.match(path.name):
             shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def remove_stale_parts(parts: Path, planned: set[str]) -> None:
+    """Delete the part folders of an earlier plan (other inputs, or a file split into other ranges), so that the
+    work folder holds one copy of the inputs."""
+    for folder in sorted(parts.iterdir()) if parts.is_dir() else []:
+        if folder.is_dir() and folder.name not in planned:
+            shutil.rmtree(folder)
 
 
 def _acquired(sources: list[PointSource]) -> str | None:
