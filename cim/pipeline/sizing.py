@@ -1,8 +1,8 @@
 """Task sizing: advice for a job whose tiles are too few to keep its workers busy (issue 12).
 
 The chains of a job run one task per tile, so a job with fewer tiles than workers leaves workers idle. The
-advice names the largest tile size, a whole fraction of the current one (so the new grid nests in the old) that
-one can write exactly, that gives at least as many tiles as workers, and how many tiles it gives over the tiles that hold points.
+advice names the largest tile size that gives at least as many tiles as workers, among the whole fractions of the
+current size (so the new grid nests in the old) that one can write exactly, and how many tiles it gives.
 """
 
 from __future__ import annotations
