@@ -18,6 +18,7 @@ def task_ranges(source: PointSource, chunk_size: int, task_points: int, queried:
     nodes the area needs)."""
     size = -(-max(task_points, chunk_size) // chunk_size) * chunk_size
     count = source.point_count
-    if not source.seekable or count <= size or (queried and getattr(source, "is_copc", False)):
+    seekable = getattr(source, "seekable", False)  # a plug-in reader that does not say so is read whole
+    if not seekable or count <= size or (queried and getattr(source, "is_copc", False)):
         return None
     return [range(start, min(start + size, count)) for start in range(0, count, size)]
