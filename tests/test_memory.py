@@ -122,12 +122,15 @@ def _worker_peak_kb(job: Path) -> tuple[int, Any]:
     """Peak resident memory (kB) of the one worker process (one thread) that runs ``job``, above the same worker
     idle with the job's modules imported (the driver and scheduler live in this process, not counted); and the
     run."""
+    import dask
     from distributed import Client, LocalCluster
 
     from cim.pipeline.execute import run_job
     from cim.pipeline.job import load_job
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+    # as in cim's own local clusters, no statistical profiler (its samples and line cache grow with the run)
+    with dask.config.set({"distributed.worker.profile.enabled": False}), \
+            LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         try:
             client.run(eval, _WORKER_IDLE)
@@ -143,7 +146,7 @@ def test_peak_memory_per_worker_stays_within_20_percent_when_the_input_grows_4x(
     """One file of 240 m x 240 m and one of 480 m x 480 m at the same density and tile size (120 m: 4 and 16
     tiles of ~173 k points; a 1 m buffer, so that the 2 x 2 grid's corner tiles and the 4 x 4 grid's inner tiles
     hold nearly the same points), each partitioned by range tasks and tiled on one worker process with one thread:
-    its peak resident memory above the idle worker grows by at most 20 % (measured: 44 -> 49 MB). When a first run
+    its peak resident memory above the idle worker grows by at most 20 % (measured: 42 -> 46 MB). When a first run
     of each size misses, both run again and the lower peak of each counts (a loaded machine's noise only adds)."""
     jobs, points = {}, {}
     for name, side in (("small", 240.0), ("large", 480.0)):
