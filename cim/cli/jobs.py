@@ -244,6 +244,8 @@ def print_report(summary: dict[str, Any]) -> None:
                   f"(catalog: stac/catalog.json, report: report.json, log: cim.log)")
     for warning in summary["warnings"][:20]:
         console.print(f"[yellow]warning:[/] {warning}")
+    for advice in summary.get("advice", []):
+        console.print(f"[cyan]advice:[/] {advice}")
     for failure in summary["failures"]:
         console.print(f"[bold red]failed:[/] {failure['task']}: {failure['error']}")
     if summary["failures"]:

@@ -57,6 +57,8 @@ class E57Source:
     crs: pyproj.CRS | None
     scans: tuple[Scan, ...]
     created: datetime.date | None
+    #: Read whole: a scan's compressed vector cannot start at an arbitrary point.
+    seekable = False
 
     @property
     def point_count(self) -> int:

@@ -78,9 +78,14 @@ class LasSource:
         date = self.header.creation_date
         return date if date and date.year > 1970 else None
 
-    def chunks(self, chunk_size: int = DEFAULT_CHUNK, bounds: Bounds | None = None) -> Iterator[PointCloud]:
-        """The points in chunks (see :func:`iter_chunks`; a COPC file answers ``bounds`` with one query)."""
-        return iter_chunks(self.path, chunk_size, self.crs, bounds)
+    #: Any point range can be read on its own (LAS by offset; LAZ and COPC through the chunk table).
+    seekable = True
+
+    def chunks(self, chunk_size: int = DEFAULT_CHUNK, bounds: Bounds | None = None,
+               points: range | None = None) -> Iterator[PointCloud]:
+        """The points in chunks (see :func:`iter_chunks`; a COPC file answers ``bounds`` with one query unless
+        ``points`` names a range)."""
+        return iter_chunks(self.path, chunk_size, self.crs, bounds, points)
 
 
 def open_source(path: str | Path, crs: str | pyproj.CRS | None = None) -> LasSource:
@@ -187,35 +192,86 @@ def iter_chunks(
     chunk_size: int = DEFAULT_CHUNK,
     crs: str | pyproj.CRS | None = None,
     bounds: Bounds | None = None,
+    points: range | None = None,
 ) -> Iterator[PointCloud]:
     """Stream the file as clouds of at most ``chunk_size`` points (optionally only points inside ``bounds``).
+
+    ``points``: only the points of this index range (step 1), read from its first point on: LAS seeks to its
+    offset, LAZ (COPC too) to the compressed chunk holding it through the file's chunk table, so a range costs
+    its own points plus at most one compressed chunk. Chunks start at the range's start.
 
     Raises :class:`InputError` for a truncated or corrupt file, or when the file holds fewer points than its
     header claims.
     """
     source = open_source(path, crs)
-    if bounds is not None and source.is_copc:
+    if bounds is not None and source.is_copc and points is None:
         yield _read_copc(source, bounds)
         return
+    whole = points is None
+    points = points if points is not None else range(source.point_count)
+    if points.step != 1 or points.start < 0 or points.stop > source.point_count:
+        raise ValueError(f"point range {points} is not a contiguous range of the file's {source.point_count}")
     seen = 0
     try:
-        with laspy.open(source.path) as reader:
-            for record in reader.chunk_iterator(chunk_size):
-                seen += len(record)
-                if len(record) == 0:
-                    break
-                cloud = _to_cloud(record, source)
-                if bounds is not None:
-                    cloud = cloud[inside(cloud, bounds)]
-                yield cloud
+        compressed = not whole and source.header.are_points_compressed
+        for record in _compressed_range(source, points, chunk_size) if compressed else \
+                _records(source.path, points, chunk_size):
+            seen += len(record)
+            if len(record) == 0:
+                break
+            cloud = _to_cloud(record, source)
+            if bounds is not None:
+                cloud = cloud[inside(cloud, bounds)]
+            yield cloud
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - lazrs/laspy raise many types for corrupt data
         raise InputError(source.path, f"truncated or corrupt point data after {seen} points ({exc})") from None
-    if seen != source.point_count:
+    if seen != len(points):
         raise InputError(
-            source.path, f"header says {source.point_count} points but the file holds {seen} (truncated?)"
+            source.path, f"header says {source.point_count} points but the file holds {points.start + seen} "
+                         "(truncated?)"
         )
+
+
+def _records(path: Path, points: range, chunk_size: int) -> Iterator[laspy.ScaleAwarePointRecord]:
+    """The records of ``points`` in chunks, read from its first point on (a LAS file seeks there)."""
+    with laspy.open(path) as reader:
+        if points.start:
+            reader.seek(points.start)
+        for start in range(points.start, points.stop, chunk_size):
+            yield reader.read_points(min(chunk_size, points.stop - start))
+
+
+def _compressed_range(source: LasSource, points: range, chunk_size: int) -> Iterator[laspy.ScaleAwarePointRecord]:
+    """The records of ``points`` in chunks, from a LAZ file through its chunk table: only the compressed chunks
+    that hold the range's points are read and decompressed (fixed-size chunks, and COPC's variable-size ones,
+    where lazrs' own seek misplaces the stream)."""
+    import lazrs
+
+    header = source.header
+    vlr = lazrs.LazVlr(header.vlrs.get("LasZipVlr")[0].record_data)  # still in a header that read no points
+    with open(source.path, "rb") as file:
+        file.seek(header.offset_to_point_data)
+        table = lazrs.read_chunk_table(file, vlr)
+        # a fixed-size table states the nominal count of the last chunk too: clip the firsts to the file's points
+        first = np.minimum(np.concatenate([[0], np.cumsum([n for n, _ in table], dtype=np.int64)]), source.point_count)
+        offsets = file.tell() + np.concatenate([[0], np.cumsum([b for _, b in table], dtype=np.int64)])
+        decoded, at = np.zeros(0, header.point_format.dtype()), 0  # decompressed points from point ``at`` on
+        for start in range(points.start, points.stop, chunk_size):
+            stop = min(start + chunk_size, points.stop)
+            if stop > at + len(decoded):  # decompress the compressed chunks c0 .. c1-1, which hold [start, stop)
+                c0 = int(np.searchsorted(first, start, side="right")) - 1
+                c1 = int(np.searchsorted(first, stop, side="left"))
+                file.seek(int(offsets[c0]))
+                compressed = file.read(int(offsets[c1] - offsets[c0]))
+                out = np.zeros(int(first[c1] - first[c0]) * header.point_format.size, np.uint8)
+                sizes = [(int(first[c + 1] - first[c]), int(table[c][1])) for c in range(c0, c1)]
+                lazrs.decompress_points_with_chunk_table(compressed, vlr.record_data(), out, sizes,
+                                                         lazrs.DecompressionSelection(lazrs.SELECTIVE_DECOMPRESS_ALL))
+                decoded, at = laspy.PackedPointRecord.from_buffer(out, header.point_format).array, int(first[c0])
+            array = decoded[start - at:stop - at]
+            yield laspy.ScaleAwarePointRecord(array, header.point_format, header.scales, header.offsets)
 
 
 def _read_copc(source: LasSource, bounds: Bounds) -> PointCloud:

@@ -53,9 +53,17 @@ class PlySource:
                 highs[i] = max(highs[i], float(part[axis].max()))
         return Bounds(*lows, *highs)
 
-    def chunks(self, chunk_size: int, bounds: Bounds | None = None) -> Iterator[PointCloud]:
-        for start in range(0, self.point_count, chunk_size):
-            cloud = _to_cloud(self.vertices[start:start + chunk_size], self.crs)
+    @property
+    def seekable(self) -> bool:
+        """Whether a point range costs only its own points: binary files are memory-mapped (ASCII ones parsed)."""
+        return isinstance(self.vertices, np.memmap)
+
+    def chunks(self, chunk_size: int, bounds: Bounds | None = None,
+               points: range | None = None) -> Iterator[PointCloud]:
+        """The points in chunks (of the index range ``points`` when given), only those inside ``bounds``."""
+        points = points if points is not None else range(self.point_count)
+        for start in range(points.start, points.stop, chunk_size):
+            cloud = _to_cloud(self.vertices[start:min(start + chunk_size, points.stop)], self.crs)
             yield cloud if bounds is None else cloud[inside(cloud, bounds)]
 
 

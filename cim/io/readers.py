@@ -45,8 +45,16 @@ class PointSource(Protocol):
         """Date the data was captured or created, when the file states it."""
         ...
 
+    @property
+    def seekable(self) -> bool:
+        """Whether :meth:`chunks` can read a range of points (``points=range(start, stop)``) at the cost of that
+        range alone, so that separate tasks can partition one large file (:mod:`cim.io.chunks`)."""
+        ...
+
     def chunks(self, chunk_size: int, bounds: Bounds | None = None) -> Iterator[PointCloud]:
-        """The points as clouds of at most ``chunk_size`` points (only those inside ``bounds`` when given)."""
+        """The points as clouds of at most ``chunk_size`` points (only those inside ``bounds`` when given).
+        Seekable sources also take ``points``: only the points of that index range, chunks counted from its
+        start."""
         ...
 
 
@@ -107,15 +115,23 @@ class Reprojected:
         z = crs_mod.transform_points(self.transformer, corners[:, 0], corners[:, 1], corners[:, 2])[2]
         return Bounds(minx, miny, float(z.min()), maxx, maxy, float(z.max()))
 
-    def chunks(self, chunk_size: int, bounds: Bounds | None = None) -> Iterator[PointCloud]:
-        """Transformed chunks; a ``bounds`` query (in this CRS) reaches the source as the box around it in the
-        source's CRS (so COPC still reads only the nodes it needs), then selects exactly."""
+    @property
+    def seekable(self) -> bool:
+        return self.source.seekable
+
+    def chunks(self, chunk_size: int, bounds: Bounds | None = None,
+               points: range | None = None) -> Iterator[PointCloud]:
+        """Transformed chunks (of the range ``points`` of a seekable source); a ``bounds`` query (in this CRS)
+        reaches the source as the box around it in the source's CRS (so COPC still reads only the nodes it needs),
+        then selects exactly."""
         transformer = self.transformer
         query = None
         if bounds is not None:
             minx, miny, maxx, maxy = transformer.transform_bounds(*bounds.xy, densify_pts=21, direction="INVERSE")
             query = Bounds(minx, miny, -math.inf, maxx, maxy, math.inf)
-        for chunk in self.source.chunks(chunk_size, query):
+        chunks = self.source.chunks(chunk_size, query) if points is None else \
+            self.source.chunks(chunk_size, query, points)  # type: ignore[call-arg] - seekable sources take it
+        for chunk in chunks:
             x, y, z = crs_mod.transform_points(transformer, chunk.x, chunk.y, chunk.z)
             data = {name: chunk[name] for name in chunk.names}
             data.update(x=x, y=y, z=z)

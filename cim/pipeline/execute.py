@@ -34,9 +34,11 @@ from cim.catalog import write_catalog
 from cim.columns import append_frame, read_frames
 from cim.errors import ConfigError, InputError
 from cim.fileutil import atomic_write, expand_patterns
+from cim.io.chunks import task_ranges
 from cim.io.readers import PointSource, in_crs, require_crs
 from cim.pipeline.items import ItemPhase, ItemStage, run_items
 from cim.pipeline.job import Job
+from cim.pipeline.sizing import tile_advice
 from cim.pipeline.stage import JobContext, Product, Stage, TileContext, TileResult
 from cim.pipeline.withheld import run_stage
 from cim.points import PointCloud
@@ -62,6 +64,8 @@ class JobRun:
     tiles: int = 0
     empty_tiles: int = 0
     points: int = 0
+    #: one line per sizing advice (a job with fewer tiles than workers: see :mod:`cim.pipeline.sizing`)
+    advice: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -80,11 +84,12 @@ class Step:
 
 def partition_task(reader: ReaderStage, path: str, crs_wkt: str, work_crs_wkt: str, size: float, buffer: float,
                    parts_dir: str, out_dir: str, area: tuple | None, chunk_size: int,
-                   quanta: dict[str, tuple[float, float]] | None, input_index: int | None = None) -> dict[str, Any]:
+                   quanta: dict[str, tuple[float, float]] | None, input_index: int | None = None,
+                   points: range | None = None) -> dict[str, Any]:
     work_crs = pyproj.CRS.from_wkt(work_crs_wkt)
     source = in_crs(reader.open(Path(path), pyproj.CRS.from_wkt(crs_wkt)), work_crs)
     counts = partition_file(source, TileGrid(size, buffer), work_crs, Path(parts_dir), area=area,
-                            chunk_size=chunk_size, quanta=quanta, input_index=input_index)
+                            chunk_size=chunk_size, quanta=quanta, input_index=input_index, points=points)
     return {"counts": counts, "points": sum(counts.values()),
             "outputs": [Path(parts_dir).relative_to(out_dir).as_posix()]}
 
@@ -288,18 +293,24 @@ def run_job(
 
     partition: list[Task] = []
     partition_code = code.code_hash(partition_file.__module__)
+    chunk = _chunk(job)
     for i, ((reader, source), digest) in enumerate(zip(inputs, hashes.digests([s.path for _, s in inputs]))):
-        parts_dir = work / "parts" / f"{i:04d}-{source.path.stem}"
         index = i if numbered else None
-        fp = fingerprint("partition", PARTS_FORMAT, partition_code, code.code_hash(type(reader).__module__), digest,
-                         crs.to_wkt(), *([work_crs.to_wkt()] if work_crs is not crs else []), grid.size,
-                         grid.buffer, job.area, str(parts_dir), *([index] if numbered else []),
-                         *([] if context.skip_withheld else ["withheld kept"]))
         quanta = _quanta(source) if work_crs is crs else None
-        partition.append(Task(f"partition/{i:04d}-{source.path.stem}", "tile", partition_task,
-                              (reader, str(source.path), crs.to_wkt(), work_crs.to_wkt(), grid.size, grid.buffer,
-                               str(parts_dir), str(out_dir), job.area, _chunk(job), quanta, index), fp))
+        ranges = task_ranges(source, chunk, reader.options.task_points or chunk, job.area is not None)
+        for k, points in enumerate(ranges or [None]):  # a large file: one task and parts folder per range
+            name = f"{i:04d}-{source.path.stem}" + (f".{k:05d}" if ranges else "")  # names sort in file order
+            parts_dir = work / "parts" / name
+            fp = fingerprint("partition", PARTS_FORMAT, partition_code, code.code_hash(type(reader).__module__),
+                             digest, crs.to_wkt(), *([work_crs.to_wkt()] if work_crs is not crs else []), grid.size,
+                             grid.buffer, job.area, str(parts_dir), *([index] if numbered else []),
+                             *([] if context.skip_withheld else ["withheld kept"]),
+                             *([chunk, points.start, points.stop] if ranges else []))
+            partition.append(Task(f"partition/{name}", "tile", partition_task,
+                                  (reader, str(source.path), crs.to_wkt(), work_crs.to_wkt(), grid.size, grid.buffer,
+                                   str(parts_dir), str(out_dir), job.area, chunk, quanta, index, points), fp))
 
+    remove_stale_parts(work / "parts", {Path(t.key).name for t in partition})
     with dask_client(scheduler, workers, work / "dask") as client:
         if is_remote(scheduler):
             reads = [s.path for s in sources] + [p for s in job.stages if s.role in ("tile", "items")
@@ -329,7 +340,12 @@ def run_job(
         tiles = [grid.tile_from_key(k) for k in sorted(counts, key=_tile_order) if counts[k] > 0]
         if not tiles:
             raise InputError(job.source, "no points inside the job area (check [job].area and the inputs)")
-        all_tiles = grid.tiles_covering(union_bounds([s.bounds for s in sources]))
+        extent = union_bounds([s.bounds for s in sources])
+        all_tiles = grid.tiles_covering(extent)
+        workers_now = sum(client.nthreads().values())
+        advice = tile_advice(grid, tiles, extent, job.area, workers_now)
+        if advice:
+            log.info(advice)
         plan = _Plan(job, context, tiles, parts_dirs, part_fps, manifest, hashes, code, force, upstream)
         hashes.save()
         if on_plan:
@@ -341,7 +357,8 @@ def run_job(
                        upstream.report.seconds + first.seconds + second.seconds)
     products = [Product.from_json(p) for o in report.outcomes.values() if isinstance(o.result, dict)
                 for p in o.result.get("products", []) if isinstance(p, dict)]
-    return JobRun(job, report, products, len(tiles), max(0, len(all_tiles) - len(tiles)), sum(counts.values()))
+    return JobRun(job, report, products, len(tiles), max(0, len(all_tiles) - len(tiles)), sum(counts.values()),
+                  [advice] if advice else [])
 
 
 _TEMPORARY = re.compile(r"^\..+(\.[0-9a-f]{8}\.tmp(\.[^.]+)?|_[0-9a-f]{8}_tmp)$")
@@ -354,6 +371,14 @@ def remove_stale_temporaries(out_dir: Path) -> None:
     for path in sorted(out_dir.rglob(".*"), reverse=True):
         if _TEMPORARY.match(path.name):
             shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def remove_stale_parts(parts: Path, planned: set[str]) -> None:
+    """Delete the part folders of an earlier plan (other inputs, or a file split into other ranges), so that the
+    work folder holds one copy of the inputs."""
+    for folder in sorted(parts.iterdir()) if parts.is_dir() else []:
+        if folder.is_dir() and folder.name not in planned:
+            shutil.rmtree(folder)
 
 
 def _acquired(sources: list[PointSource]) -> str | None:
@@ -637,6 +662,7 @@ def summarize(run: JobRun) -> dict[str, Any]:
         "timeline": report.timeline(),
         "products": sorted(p.path for p in run.products),
         "warnings": report.warnings,
+        "advice": run.advice,
         "failures": [{"task": o.key, "error": o.error} for o in report.by_status("failed")],
     }
 

@@ -29,6 +29,9 @@ class ReadOptions(StageOptions):
     files: list[str] = Field(min_length=1, description="input files or glob patterns")
     crs: str | None = Field(None, description="CRS of these files, overriding what they declare")
     chunk_size: int = Field(las.DEFAULT_CHUNK, gt=0, description="points per streamed chunk")
+    task_points: int | None = Field(None, gt=0, description="points per partition task: a larger LAS, LAZ, COPC "
+                                    "or binary PLY file is split into ranges of this many points (whole chunks), "
+                                    "partitioned by separate tasks in parallel; default: one chunk")
     withheld: Literal["skip", "keep"] = Field("skip", description="'skip': points flagged withheld are left out "
                                               "of processing (and written back unchanged); 'keep': processed too")
     path_fields: ClassVar[tuple[str, ...]] = ("files",)
