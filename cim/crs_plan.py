@@ -25,7 +25,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pyproj
 
 from cim import crs as crs_mod
@@ -200,7 +199,7 @@ def check_job(crs: pyproj.CRS, stages: Sequence[object], sources: Sequence[LasSo
     crs = working_crs(crs, accept_height_system, heights_needed=any(crs_mod.is_3d(n.target) for n in needs))
     misplaced = next(((s, c) for s in sources if (c := misplacement(crs, s.bounds))), None)
     if misplaced is None:
-        check_transformations(crs, needs, bounds=_union(s.bounds for s in sources))
+        check_transformations(crs, needs, bounds=Bounds.union(s.bounds for s in sources) if sources else None)
         return crs
     source, cause = misplaced
     try:
@@ -210,10 +209,3 @@ def check_job(crs: pyproj.CRS, stages: Sequence[object], sources: Sequence[LasSo
     warnings.warn(f"{source.path}: {cause}", CimWarning, stacklevel=2)
     return crs
 
-
-def _union(boxes: Iterable[Bounds]) -> Bounds | None:
-    boxes = list(boxes)
-    if not boxes:
-        return None
-    lows, highs = np.min(boxes, axis=0), np.max(boxes, axis=0)
-    return Bounds(*lows[:3], *highs[3:])

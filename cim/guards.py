@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import pyproj
 
 from cim.errors import ConfigError, InputError, LimitError
+from cim.points import Bounds
 
 if TYPE_CHECKING:
     from cim.io.las import LasSource
@@ -86,10 +87,8 @@ def check_size(job: Job, sources: list[LasSource], grid: TileGrid) -> None:
 
 def _points_extent(sources: list[LasSource]) -> tuple[float, float, float, float] | None:
     """(minx, miny, maxx, maxy) of the inputs' header bounds (files without points aside), None when all are empty."""
-    from cim.tiling import union_bounds
-
     boxes = [s.bounds for s in sources if s.point_count]
-    return union_bounds(boxes) if boxes else None
+    return Bounds.union(boxes).xy if boxes else None
 
 
 def _tiler_key(job: Job) -> str:

@@ -64,6 +64,12 @@ class Bounds(NamedTuple):
         """(minx, miny, maxx, maxy)."""
         return (self.minx, self.miny, self.maxx, self.maxy)
 
+    @classmethod
+    def union(cls, boxes: Iterable[Bounds]) -> Bounds:
+        """The bounds covering all ``boxes`` (at least one)."""
+        table = np.array(list(boxes), dtype=float).reshape(-1, 6)
+        return cls(*map(float, table[:, :3].min(axis=0)), *map(float, table[:, 3:].max(axis=0)))
+
 
 class PointCloud:
     """Points as named, equally long numpy arrays and the CRS they are given in.

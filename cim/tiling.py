@@ -259,8 +259,3 @@ def _concat_or_zeros(pieces: list[dict[str, np.ndarray]], name: str, dtype: np.d
     columns = [p[name] if name in p else np.zeros(len(p["x"]), dtype) for p in pieces]
     return columns[0] if len(columns) == 1 else np.concatenate(columns)
 
-
-def union_bounds(bounds: Iterable[Bounds]) -> tuple[float, float, float, float]:
-    """(minx, miny, maxx, maxy) covering all ``bounds``."""
-    bs = list(bounds)
-    return (min(b.minx for b in bs), min(b.miny for b in bs), max(b.maxx for b in bs), max(b.maxy for b in bs))

@@ -41,13 +41,13 @@ from cim.pipeline.job import Job
 from cim.pipeline.sizing import tile_advice
 from cim.pipeline.stage import JobContext, Product, Stage, TileContext, TileResult
 from cim.pipeline.withheld import run_stage
-from cim.points import PointCloud
+from cim.points import Bounds, PointCloud
 from cim.runner import (Dep, Manifest, RunReport, Task, TaskOutcome, check_shared_storage, dask_client, fingerprint,
                         is_remote, run_tasks)
 from cim.runner.fingerprints import CodeHashes, ContentHashes, intact, stamp
 from cim.runner.tasks import PartError, caught_warnings, describe
 from cim.stages.io import ReaderStage, TileOptions
-from cim.tiling import PARTS_FORMAT, Tile, TileGrid, load_tile, partition_file, union_bounds
+from cim.tiling import PARTS_FORMAT, Tile, TileGrid, load_tile, partition_file
 
 log = logging.getLogger("cim.pipeline")
 
@@ -340,7 +340,7 @@ def run_job(
         tiles = [grid.tile_from_key(k) for k in sorted(counts, key=_tile_order) if counts[k] > 0]
         if not tiles:
             raise InputError(job.source, "no points inside the job area (check [job].area and the inputs)")
-        extent = union_bounds([s.bounds for s in sources])
+        extent = Bounds.union(s.bounds for s in sources).xy
         all_tiles = grid.tiles_covering(extent)
         workers_now = sum(client.nthreads().values())
         advice = tile_advice(grid, tiles, extent, job.area, workers_now)
