@@ -36,6 +36,7 @@ from cim.errors import ConfigError, InputError
 from cim.fileutil import atomic_write, expand_patterns
 from cim.io.readers import PointSource, in_crs, require_crs
 from cim.pipeline.job import Job
+from cim.pipeline.reduction import BlockFinish
 from cim.pipeline.stage import JobContext, Product, Stage, TileContext, TileResult
 from cim.pipeline.withheld import run_stage
 from cim.points import PointCloud
@@ -176,16 +177,33 @@ def _cleared_mark(out_dir: Path, stage: Stage) -> Path:
     return stage.scratch_dir(out_dir).with_name(f"{stage.name}.cleared")
 
 
-def finish_task(stage: Stage, ctx: JobContext, keys: list[str], recorded: dict[str, Any], scratch: str | None,
-                *results: Any) -> dict[str, Any]:
-    """``stage.finish`` on the results of its steps ``keys``: recorded ones, or records of chain tasks that ran
-    now (the other ``results`` are earlier finishes it waits for). Then the stage's ``scratch`` folder, which only
-    this finish reads, is removed (and marked so, see :class:`_Plan`)."""
+def _step_results(keys: list[str], recorded: dict[str, Any], results: tuple[Any, ...]) -> list[dict[str, Any]]:
+    """The results of steps ``keys``: recorded ones, or records of chain tasks that ran now (in ``results``)."""
     found = dict(recorded)
     for result in results:
         if isinstance(result, dict):
             found.update({r["key"]: r["result"] for r in result.get("records", [])})
-    products = stage.finish([found[k] for k in keys], ctx)
+    return [found[k] for k in keys]
+
+
+def block_task(stage: BlockFinish, ctx: JobContext, block: str, keys: list[str], recorded: dict[str, Any],
+               *results: Any) -> dict[str, Any]:
+    """One block's part of a tree-reduced finish (see :mod:`cim.pipeline.reduction`)."""
+    return {"block": block, "record": stage.finish_block(block, _step_results(keys, recorded, results), ctx),
+            "outputs": []}
+
+
+def finish_task(stage: Stage, ctx: JobContext, keys: list[str], recorded: dict[str, Any], scratch: str | None,
+                *results: Any) -> dict[str, Any]:
+    """``stage.finish`` on the results of its steps ``keys``: recorded ones, or records of chain tasks that ran
+    now (the other ``results`` are earlier finishes it waits for, or its blocks' records, which it merges). Then
+    the stage's ``scratch`` folder, which only this finish reads, is removed (and marked so, see :class:`_Plan`)."""
+    found = _step_results(keys, recorded, results)
+    if isinstance(stage, BlockFinish):
+        blocks = {r["block"]: r["record"] for r in results if isinstance(r, dict) and "block" in r}
+        products = stage.finish_merge(found, blocks, ctx)
+    else:
+        products = stage.finish(found, ctx)
     if scratch is not None and Path(scratch).is_dir():
         _cleared_mark(ctx.out_dir, stage).touch()
         shutil.rmtree(scratch)
@@ -415,6 +433,7 @@ class _Plan:
         for tile in tiles:
             self._chosen(tile)
         self.finishes: list[tuple[str, Stage, Task]] = []
+        self.blocks: dict[str, list[Task]] = {}  # stage label -> block tasks of its tree-reduced finish
         finish_fps = self._finish_plan(context.out_dir, base, step_fps, manifest, force)
         checkpoints = context.out_dir / WORK / "checkpoints"
         chain_of: dict[str, str] = {}  # step key -> chain task key
@@ -531,6 +550,12 @@ class _Plan:
         recorded = {k: self.recorded[k] for k in own if k in self.recorded}
         scratch = str(stage.scratch_dir(context.out_dir)) if has_tile_step(stage) else None
         deps = [Dep(k) for k in chains + [f"{u}/finish" for u in used]]
+        blocks = stage.finish_blocks([t.key for t in self.tiles]) if isinstance(stage, BlockFinish) else {}
+        self.blocks[label] = [Task(f"{label}/block/{name}", stage.name, block_task,
+                                   (stage, stage_ctx, name, own, recorded, *deps), fingerprint(fp, name, tiles))
+                              for name, tiles in sorted(blocks.items())]
+        self.tasks += self.blocks[label]
+        deps += [Dep(t.key) for t in self.blocks[label]]
         task = Task(f"{label}/finish", stage.name, finish_task, (stage, stage_ctx, own, recorded, scratch, *deps), fp)
         self.tasks.append(task)
         self.finishes.append((label, stage, task))
@@ -571,6 +596,8 @@ class _Plan:
                 outcome = per_step.get(key) or TaskOutcome(key, stage.name, "skipped", result=self.recorded.get(key))
                 outcome.stage = stage.name
                 ordered[key] = outcome
+            for task in self.blocks.get(label, []):
+                ordered[task.key] = report.outcomes[task.key]
             if label in finishes:
                 ordered[finishes[label].key] = report.outcomes[finishes[label].key]
         ordered["catalog"] = report.outcomes["catalog"]
