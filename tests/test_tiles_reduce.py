@@ -39,6 +39,14 @@ def _run(source: Path, out: Path, implicit: bool) -> dict:
     return summarize(run)
 
 
+def _tile_sizes() -> dict[str, int]:
+    """Points per tile (no buffer), counted independently of cim's tiling."""
+    cloud = synthetic_cloud(N)
+    ix, iy = np.floor(cloud.x / TILE).astype(int), np.floor(cloud.y / TILE).astype(int)
+    keys, counts = np.unique(np.stack([ix, iy], 1), axis=0, return_counts=True)
+    return {f"{x}_{y}": int(n) for (x, y), n in zip(keys, counts)}
+
+
 def _files(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
@@ -74,6 +82,9 @@ def test_blocks_run_as_tasks_and_give_the_one_task_tileset(source, tmp_path, mon
     assert finish["start"] >= max(t["end"] for t in blocks)
     assert not [t for t in single["timeline"]["tasks"] if "/block/" in t["task"]]
     assert blocked["tiles"] == single["tiles"] >= 36
+    chains = sorted((t for t in tasks if t["stage"] == "tile.io"), key=lambda t: t["start"])
+    sizes = _tile_sizes()
+    assert sizes[chains[0]["tile"]] == max(sizes.values())  # the largest tile first
 
     folder = Path(blocked["output"]) / "3dtiles" / "pointcloud"
     assert _files(folder) == _files(Path(single["output"]) / "3dtiles" / "pointcloud")

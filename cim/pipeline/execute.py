@@ -328,7 +328,7 @@ def run_job(
         if not tiles:
             raise InputError(job.source, "no points inside the job area (check [job].area and the inputs)")
         all_tiles = grid.tiles_covering(union_bounds([s.bounds for s in sources]))
-        plan = _Plan(job, context, tiles, parts_dirs, part_fps, manifest, hashes, code, force)
+        plan = _Plan(job, context, tiles, parts_dirs, part_fps, manifest, hashes, code, force, counts)
         hashes.save()
         if on_plan:
             on_plan(len(plan.tasks), "stages")
@@ -411,12 +411,13 @@ class _Plan:
     Per tile and stage with a per-tile step, a step with a fingerprint (see the module docstring). A step is
     kept when the manifest has it with the same fingerprint, its outputs are intact and nothing it depends on
     re-runs; the steps that re-run form the tile's chain task (plus the point-modifying steps before them when
-    they cannot start from the checkpoint).
+    they cannot start from the checkpoint). Chains are submitted largest tile first. A stage whose finish is a tree
+    reduction (:class:`~cim.pipeline.reduction.BlockFinish`) gets one task per block of tiles before its finish.
     """
 
     def __init__(self, job: Job, context: JobContext, tiles: list[Tile], parts_dirs: list[str],
                  part_fps: list[str], manifest: Manifest, hashes: ContentHashes, code: CodeHashes,
-                 force: bool) -> None:
+                 force: bool, sizes: dict[str, int] | None = None) -> None:
         self.tiles = tiles
         self.labels: list[tuple[str, Stage]] = [(f"{i:02d}-{s.name}", s) for i, s in
                                                 enumerate(s for s in job.stages if s.role == "tile")]
@@ -437,7 +438,8 @@ class _Plan:
         finish_fps = self._finish_plan(context.out_dir, base, step_fps, manifest, force)
         checkpoints = context.out_dir / WORK / "checkpoints"
         chain_of: dict[str, str] = {}  # step key -> chain task key
-        for tile in tiles:
+        # the largest tiles (``sizes``: points per tile) first: no worker is left with a large tile at the end
+        for tile in sorted(tiles, key=lambda t: -(sizes or {}).get(t.key, 0)):
             task = self._chain(tile, parts_dirs, str(checkpoints / f"{tile.key}.cols"))
             if task is not None:
                 self.tasks.append(task)
