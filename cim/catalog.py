@@ -79,13 +79,21 @@ def write_catalog(out_dir: Path, name: str, products: list[Product], crs: pyproj
     """
     when = dt.datetime.fromisoformat(datetime.replace("Z", "+00:00")) if datetime else dt.datetime(
         1970, 1, 1, tzinfo=dt.timezone.utc)
-    catalog = pystac.Catalog(id=name, description=f"Products of the cim job '{name}'")
+    catalog = pystac.Catalog(id=name, description=f"Products of the cim job '{name}'",
+                             catalog_type=pystac.CatalogType.SELF_CONTAINED)
     projection = _projection(crs)
-    for product in sorted(products, key=lambda p: p.path):
-        catalog.add_item(_item(product, crs, projection, when))
     target = out_dir / CATALOG_DIR
     with atomic_dir(target) as tmp:
         catalog.normalize_hrefs(str(tmp))
+        for product in sorted(products, key=lambda p: p.path):  # streamed: each item written, then dropped
+            item = _item(product, crs, projection, when)
+            href = str(tmp / item.id / f"{item.id}.json")
+            item.set_root(catalog)
+            item.set_parent(catalog)
+            item.set_self_href(href)
+            item.save_object(include_self_link=False)
+            item.set_root(None)  # leaves the catalog's cache of resolved objects: nothing keeps the item
+            catalog.add_link(pystac.Link(pystac.RelType.ITEM, href, media_type=pystac.MediaType.GEOJSON))
         for child in _stage_catalogs(out_dir):
             catalog.add_link(pystac.Link(pystac.RelType.CHILD, f"../{child.relative_to(out_dir).as_posix()}",
                                          media_type=pystac.MediaType.JSON, title=child.parent.name))
