@@ -554,8 +554,8 @@ class _Plan:
         deps = [Dep(k) for k in chains + [f"{u}/finish" for u in used]]
         blocks = stage.finish_blocks([t.key for t in self.tiles]) if isinstance(stage, BlockFinish) else {}
         self.blocks[label] = [Task(f"{label}/block/{name}", stage.name, block_task,
-                                   (stage, stage_ctx, name, own, recorded, *deps), fingerprint(fp, name, tiles))
-                              for name, tiles in sorted(blocks.items())]
+                                   (stage, stage_ctx, name, own, recorded, *deps), fingerprint(fp, name, keys))
+                              for name, keys in sorted(blocks.items())]
         self.tasks += self.blocks[label]
         deps += [Dep(t.key) for t in self.blocks[label]]
         task = Task(f"{label}/finish", stage.name, finish_task, (stage, stage_ctx, own, recorded, scratch, *deps), fp)
