@@ -121,3 +121,35 @@ def test_tile_records_round_trip_exactly():
     back = upper._tile_from_record(json.loads(json.dumps(upper._tile_record(tile))))
     assert back.to_json() == tile.to_json()
     assert np.array_equal(back.children[0].transform, child.transform)
+
+
+def test_the_stage_finish_alone_does_every_block_then_the_merge(tmp_path, monkeypatch):
+    """``finish`` outside the planner (blocks one after the other, then the merge) writes what one task writes."""
+    from cim.pipeline.stage import JobContext
+    from cim.stages.tiles import PointTiles
+    from cim.tiling import TileGrid
+    from cim.tiles3d.pointcloud import build_tile
+
+    cloud = synthetic_cloud(N)
+    grid = TileGrid(TILE, 0.0)
+    stage = PointTiles(PointTiles.Options(leaf_points=1000))
+    keys = sorted(_tile_sizes())
+    assert len(stage.finish_blocks(keys)) >= 3
+    ix, iy = np.floor(cloud.x / TILE).astype(int), np.floor(cloud.y / TILE).astype(int)
+    written = {}
+    for run in ("blocks", "one"):
+        out = tmp_path / run
+        ctx = JobContext("reduce", out, cloud.crs, grid, stage.folder)
+        results = []
+        for key in keys:
+            a, b = (int(v) for v in key.split("_"))
+            stats = build_tile(cloud[(ix == a) & (iy == b)], key, grid.tile_from_key(key).core_bounds, cloud.crs,
+                               ctx.product_dir / "tiles" / key, stage.scratch_dir(out), stage.options.tiles_options())
+            results.append({"tile": key, "stats": stats})
+        with monkeypatch.context() as m:
+            if run == "one":
+                m.setattr(upper, "BLOCK_LEVELS", 10)
+            products = stage.finish(results, ctx)
+        assert products[0].properties["points"] == N
+        written[run] = _files(ctx.product_dir)
+    assert written["blocks"] == written["one"]
