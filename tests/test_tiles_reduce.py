@@ -13,7 +13,7 @@ import pytest
 from cim.io import las
 from cim.tiles3d import upper
 from cim.tiles3d.check import check_tileset
-from test_tiles_helpers import synthetic_cloud
+from test_tiles_helpers import schema_errors, synthetic_cloud
 
 N = 40_000
 TILE = 30.0  # the cloud spans 180 m x 180 m: 6-7 tiles a side, so at least 2 x 2 blocks of 4 x 4 tiles
@@ -90,6 +90,8 @@ def test_blocks_run_as_tasks_and_give_the_one_task_tileset(source, tmp_path, mon
     assert _files(folder) == _files(Path(single["output"]) / "3dtiles" / "pointcloud")
     assert any((folder / "upper").glob(f"{upper.BLOCK_LEVELS}_*.glb"))  # block roots hold points
 
+    for path in [folder / "tileset.json", *sorted(folder.glob("tiles/*/tileset.json"))]:
+        assert schema_errors(json.loads(path.read_text()), "tileset.schema.json") == [], path
     report = check_tileset(folder / "tileset.json")
     assert report.ok, report.problems[:5]
     assert report.points == N
