@@ -79,7 +79,8 @@ def test_blocks_run_as_tasks_and_give_the_one_task_tileset(source, tmp_path, mon
     blocks = [t for t in tasks if "/block/" in t["task"]]
     finish = next(t for t in tasks if t["task"].endswith("tiles.pointcloud/finish"))
     assert len(blocks) >= 3 and {t["stage"] for t in blocks} == {"tiles.pointcloud"}
-    assert finish["start"] >= max(t["end"] for t in blocks)
+    summary = next(t for t in tasks if t["task"].endswith("tiles.pointcloud/summary"))
+    assert summary["end"] <= min(t["start"] for t in blocks) and finish["start"] >= max(t["end"] for t in blocks)
     assert not [t for t in single["timeline"]["tasks"] if "/block/" in t["task"]]
     assert blocked["tiles"] == single["tiles"] >= 36
     chains = sorted((t for t in tasks if t["stage"] == "tile.io"), key=lambda t: t["start"])

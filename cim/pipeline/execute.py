@@ -186,11 +186,17 @@ def _step_results(keys: list[str], recorded: dict[str, Any], results: tuple[Any,
     return [found[k] for k in keys]
 
 
+def summary_task(stage: BlockFinish, ctx: JobContext, keys: list[str], recorded: dict[str, Any],
+                 *results: Any) -> dict[str, Any]:
+    """What every block of a tree-reduced finish needs to know of all tiles (see :mod:`cim.pipeline.reduction`)."""
+    return {"summary": stage.finish_summary(_step_results(keys, recorded, results), ctx), "outputs": []}
+
+
 def block_task(stage: BlockFinish, ctx: JobContext, block: str, keys: list[str], recorded: dict[str, Any],
-               *results: Any) -> dict[str, Any]:
-    """One block's part of a tree-reduced finish (see :mod:`cim.pipeline.reduction`)."""
-    return {"block": block, "record": stage.finish_block(block, _step_results(keys, recorded, results), ctx),
-            "outputs": []}
+               summary: dict[str, Any], *results: Any) -> dict[str, Any]:
+    """One block's part of a tree-reduced finish from its own tiles' steps ``keys`` and the summary task's result."""
+    record = stage.finish_block(block, _step_results(keys, recorded, results), summary["summary"], ctx)
+    return {"block": block, "record": record, "outputs": []}
 
 
 def finish_task(stage: Stage, ctx: JobContext, keys: list[str], recorded: dict[str, Any], scratch: str | None,
@@ -434,7 +440,7 @@ class _Plan:
         for tile in tiles:
             self._chosen(tile)
         self.finishes: list[tuple[str, Stage, Task]] = []
-        self.blocks: dict[str, list[Task]] = {}  # stage label -> block tasks of its tree-reduced finish
+        self.blocks: dict[str, list[Task]] = {}  # stage label -> summary and block tasks of a tree-reduced finish
         finish_fps = self._finish_plan(context.out_dir, base, step_fps, manifest, force)
         checkpoints = context.out_dir / WORK / "checkpoints"
         chain_of: dict[str, str] = {}  # step key -> chain task key
@@ -552,15 +558,31 @@ class _Plan:
         recorded = {k: self.recorded[k] for k in own if k in self.recorded}
         scratch = str(stage.scratch_dir(context.out_dir)) if has_tile_step(stage) else None
         deps = [Dep(k) for k in chains + [f"{u}/finish" for u in used]]
-        blocks = stage.finish_blocks([t.key for t in self.tiles]) if isinstance(stage, BlockFinish) else {}
-        self.blocks[label] = [Task(f"{label}/block/{name}", stage.name, block_task,
-                                   (stage, stage_ctx, name, own, recorded, *deps), fingerprint(fp, name, keys))
-                              for name, keys in sorted(blocks.items())]
+        self.blocks[label] = self._blocks(label, stage, stage_ctx, fp, recorded, deps, chain_of)
         self.tasks += self.blocks[label]
-        deps += [Dep(t.key) for t in self.blocks[label]]
+        deps += [Dep(t.key) for t in self.blocks[label] if t.fn is block_task]
         task = Task(f"{label}/finish", stage.name, finish_task, (stage, stage_ctx, own, recorded, scratch, *deps), fp)
         self.tasks.append(task)
         self.finishes.append((label, stage, task))
+
+    def _blocks(self, label: str, stage: Stage, ctx: JobContext, fp: str, recorded: dict[str, Any],
+                deps: list[Dep], chain_of: dict[str, str]) -> list[Task]:
+        """The summary and block tasks of a tree-reduced finish (none for other stages or a single block): the
+        summary waits for every tile, a block for its own tiles and the summary."""
+        blocks = stage.finish_blocks([t.key for t in self.tiles]) if isinstance(stage, BlockFinish) else {}
+        if not blocks:
+            return []
+        own = [f"{label}/{t.key}" for t in self.tiles]
+        summary = Task(f"{label}/summary", stage.name, summary_task, (stage, ctx, own, recorded, *deps),
+                       fingerprint(fp, "summary"))
+        tasks = [summary]
+        for name, tiles in sorted(blocks.items()):
+            keys = [f"{label}/{t}" for t in tiles]
+            chains = list(dict.fromkeys(chain_of[k] for k in keys if k in chain_of))
+            tasks.append(Task(f"{label}/block/{name}", stage.name, block_task,
+                              (stage, ctx, name, keys, {k: recorded[k] for k in keys if k in recorded},
+                               Dep(summary.key), *[Dep(c) for c in chains]), fingerprint(fp, name, tiles)))
+        return tasks
 
     def outcomes(self, report: RunReport) -> dict[str, TaskOutcome]:
         """The run's outcomes per step (kept, done, failed or cancelled), finish and catalog, in plan order, plus

@@ -13,7 +13,7 @@ from cim.pipeline.stage import JobContext, Product, Stage, StageOptions, TileCon
 from cim.points import PointCloud
 from cim.tiles3d.glb import meshopt_encoder
 from cim.tiles3d.pointcloud import DEFAULT_PROPERTIES, TilesOptions, build_tile
-from cim.tiles3d.upper import block_of, build_block, build_upper_levels
+from cim.tiles3d.upper import block_of, build_block, build_upper_levels, job_summary
 
 
 class PointTilesOptions(StageOptions):
@@ -83,9 +83,13 @@ class PointTiles(BlockFinish, Stage):
             blocks.setdefault(block_of(key), []).append(key)
         return blocks if len(blocks) > 1 else {}
 
-    def finish_block(self, block: str, results: list[dict[str, Any]], ctx: JobContext) -> dict[str, Any] | None:
-        return build_block(_tiles(results), ctx.crs, ctx.grid.size, ctx.product_dir, self.scratch_dir(ctx.out_dir),
-                           self.options.tiles_options(), block)
+    def finish_summary(self, results: list[dict[str, Any]], ctx: JobContext) -> dict[str, Any] | None:
+        return job_summary(_tiles(results))
+
+    def finish_block(self, block: str, results: list[dict[str, Any]], summary: dict[str, Any] | None,
+                     ctx: JobContext) -> dict[str, Any] | None:
+        return build_block(_tiles(results), summary, ctx.crs, ctx.grid.size, ctx.product_dir,
+                           self.scratch_dir(ctx.out_dir), self.options.tiles_options(), block)
 
     def finish_merge(self, results: list[dict[str, Any]], blocks: dict[str, Any],
                      ctx: JobContext) -> list[Product]:

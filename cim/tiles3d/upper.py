@@ -91,31 +91,46 @@ def block_of(tile_key: str) -> str:
     return block_name((ix >> BLOCK_LEVELS, iy >> BLOCK_LEVELS))
 
 
+def _with_points(tiles: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted((t for t in tiles if t.get("points")), key=lambda t: t["key"])
+
+
+def job_summary(tiles: list[dict[str, Any]]) -> dict[str, Any]:
+    """What every block needs to know of all tiles: the origin of the job's frame and the tile whose point
+    schema the contents use (JSON; floats round-trip exactly)."""
+    tiles = _with_points(tiles)
+    if not tiles:
+        raise ConfigError("tiles.pointcloud", "no points to tile")
+    origins = np.array([t["origin"] for t in tiles])
+    origin = [float((origins[:, 0].min() + origins[:, 0].max()) / 2.0),
+              float((origins[:, 1].min() + origins[:, 1].max()) / 2.0),
+              float(np.round(np.median(origins[:, 2])))]
+    return {"origin": origin, "schema_tile": tiles[0]["key"]}
+
+
 class UpperLevels:
-    """The quadtree above the tiles with points (``stats`` of :func:`build_tile`), in the job's local frame."""
+    """The quadtree above the tiles with points (``stats`` of :func:`build_tile`), in the job's local frame
+    (``summary``: :func:`job_summary` of all tiles when ``tiles`` are one block's)."""
 
     def __init__(self, tiles: list[dict[str, Any]], crs: pyproj.CRS, tile_size: float, out_dir: Path,
-                 work_dir: Path, options: TilesOptions) -> None:
-        self.tiles = sorted((t for t in tiles if t.get("points")), key=lambda t: t["key"])
-        if not self.tiles:
-            raise ConfigError("tiles.pointcloud", "no points to tile")
+                 work_dir: Path, options: TilesOptions, summary: dict[str, Any] | None = None) -> None:
+        self.tiles = _with_points(tiles)
+        summary = summary or job_summary(self.tiles)
         self.crs, self.out_dir, self.work_dir, self.options = crs, out_dir, work_dir, options
-        origins = np.array([t["origin"] for t in self.tiles])
-        job_origin = ((origins[:, 0].min() + origins[:, 0].max()) / 2.0,
-                      (origins[:, 1].min() + origins[:, 1].max()) / 2.0,
-                      float(np.round(np.median(origins[:, 2]))))
-        self.job = LocalFrame.from_crs(crs, job_origin, allow_ballpark=options.allow_ballpark)
+        self.job = LocalFrame.from_crs(crs, tuple(summary["origin"]), allow_ballpark=options.allow_ballpark)
         self.by_cell: dict[Cell, dict[str, Any]] = {}
         for t in self.tiles:
             ix, iy = (int(v) for v in t["key"].split("_"))
             self.by_cell[(ix, iy)] = t
-        self.schema_point = json.loads((work_dir / f"{self.tiles[0]['key']}.json").read_text())["schema"]
+        self.schema_point = json.loads((work_dir / f"{summary['schema_tile']}.json").read_text())["schema"]
         self.g = 2 ** options.grid_bits
         self.tile_metres = tile_size * _metres_per_unit(crs)  # spacings live in the metric ENU frames
-        self.occupied = [set(self.by_cell)]
+        self.occupied = [set(self.by_cell)]  # cells with points per level (for a block: its own)
         while len(self.occupied) < 2 or len(self.occupied[-1]) > 1:
             self.occupied.append({(ix >> 1, iy >> 1) for ix, iy in self.occupied[-1]})
         self.top = len(self.occupied) - 1
+        while len(self.occupied) <= BLOCK_LEVELS:  # a block's own tiles may meet below its root
+            self.occupied.append({(ix >> 1, iy >> 1) for ix, iy in self.occupied[-1]})
 
     def blocks(self) -> list[Cell]:
         """The block cells below the root (none when the whole tree is one block)."""
@@ -242,13 +257,15 @@ class UpperLevels:
         return _Pending(local, attrs, color, lo, hi, record["error"], record["spacing"], finalize, children)
 
 
-def build_block(tiles: list[dict[str, Any]], crs: pyproj.CRS, tile_size: float, out_dir: Path, work_dir: Path,
-                options: TilesOptions, block: str) -> dict[str, Any] | None:
-    """One block's part of the levels above the tiles (``tiles``: every tile's stats, for the job's frame);
-    None when the job's tiles do not span several blocks (the root then builds everything)."""
-    levels = UpperLevels(tiles, crs, tile_size, out_dir, work_dir, options)
-    cell = next((c for c in levels.blocks() if block_name(c) == block), None)
-    return None if cell is None else levels.build_block(cell)
+def build_block(tiles: list[dict[str, Any]], summary: dict[str, Any], crs: pyproj.CRS, tile_size: float,
+                out_dir: Path, work_dir: Path, options: TilesOptions, block: str) -> dict[str, Any] | None:
+    """One block's part of the levels above the tiles (``tiles``: the block's stats; ``summary``:
+    :func:`job_summary` of all tiles); None when none of its tiles has points."""
+    if not _with_points(tiles):
+        return None
+    levels = UpperLevels(tiles, crs, tile_size, out_dir, work_dir, options, summary)
+    cell = next(c for c in levels.occupied[BLOCK_LEVELS] if block_name(c) == block)
+    return levels.build_block(cell)
 
 
 def build_upper_levels(
@@ -265,12 +282,13 @@ def build_upper_levels(
     """Write the levels above the tiles and ``out_dir/tileset.json``; returns the tileset document.
 
     ``tiles``: the stats :func:`build_tile` returned for every tile; ``blocks``: the records of
-    :func:`build_block` for every block (all of them, or none: then the whole tree is built here).
+    :func:`build_block` for every block with points. Without them, or when the tiles with points lie in one
+    block after all, the whole tree is built here (overwriting what blocks wrote; stale contents are removed).
     """
     levels = UpperLevels(tiles, crs, tile_size, out_dir, work_dir, options)
     built = {(int(r["cell"][0]), int(r["cell"][1])): r for r in blocks or []}
-    if built and set(built) != set(levels.blocks()):
-        raise ValueError(f"block records {sorted(built)} do not match the blocks {levels.blocks()}")
+    if set(built) != set(levels.blocks()):
+        built = {}
     (cx, cy), = levels.occupied[levels.top]
     pending = levels.node(levels.top, cx, cy, {cell: levels.load_block(r) for cell, r in built.items()})
     root = pending.finalize(np.ones(len(pending.local), bool))
