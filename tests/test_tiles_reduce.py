@@ -126,29 +126,39 @@ def test_tile_records_round_trip_exactly():
     assert np.array_equal(back.children[0].transform, child.transform)
 
 
-def test_the_stage_finish_alone_does_every_block_then_the_merge(tmp_path, monkeypatch):
-    """``finish`` outside the planner (blocks one after the other, then the merge) writes what one task writes."""
-    from cim.pipeline.stage import JobContext
-    from cim.stages.tiles import PointTiles
-    from cim.tiling import TileGrid
+def _tile_results(stage, ctx) -> list[dict]:
+    """Every tile's step result, built directly (no runner)."""
     from cim.tiles3d.pointcloud import build_tile
 
     cloud = synthetic_cloud(N)
-    grid = TileGrid(TILE, 0.0)
-    stage = PointTiles(PointTiles.Options(leaf_points=1000))
-    keys = sorted(_tile_sizes())
-    assert len(stage.finish_blocks(keys)) >= 3
     ix, iy = np.floor(cloud.x / TILE).astype(int), np.floor(cloud.y / TILE).astype(int)
+    results = []
+    for key in sorted(_tile_sizes()):
+        a, b = (int(v) for v in key.split("_"))
+        stats = build_tile(cloud[(ix == a) & (iy == b)], key, ctx.grid.tile_from_key(key).core_bounds, cloud.crs,
+                           ctx.product_dir / "tiles" / key, stage.scratch_dir(ctx.out_dir),
+                           stage.options.tiles_options())
+        results.append({"tile": key, "stats": stats})
+    return results
+
+
+def _context(stage, out: Path):
+    from cim.pipeline.stage import JobContext
+    from cim.tiling import TileGrid
+
+    return JobContext("reduce", out, synthetic_cloud(10).crs, TileGrid(TILE, 0.0), stage.folder)
+
+
+def test_the_stage_finish_alone_does_every_block_then_the_merge(tmp_path, monkeypatch):
+    """``finish`` outside the planner (summary, blocks one after the other, merge) writes what one task writes."""
+    from cim.stages.tiles import PointTiles
+
+    stage = PointTiles(PointTiles.Options(leaf_points=1000))
+    assert len(stage.finish_blocks(sorted(_tile_sizes()))) >= 3
     written = {}
     for run in ("blocks", "one"):
-        out = tmp_path / run
-        ctx = JobContext("reduce", out, cloud.crs, grid, stage.folder)
-        results = []
-        for key in keys:
-            a, b = (int(v) for v in key.split("_"))
-            stats = build_tile(cloud[(ix == a) & (iy == b)], key, grid.tile_from_key(key).core_bounds, cloud.crs,
-                               ctx.product_dir / "tiles" / key, stage.scratch_dir(out), stage.options.tiles_options())
-            results.append({"tile": key, "stats": stats})
+        ctx = _context(stage, tmp_path / run)
+        results = _tile_results(stage, ctx)
         with monkeypatch.context() as m:
             if run == "one":
                 m.setattr(upper, "BLOCK_LEVELS", 10)
@@ -156,3 +166,23 @@ def test_the_stage_finish_alone_does_every_block_then_the_merge(tmp_path, monkey
         assert products[0].properties["points"] == N
         written[run] = _files(ctx.product_dir)
     assert written["blocks"] == written["one"]
+
+
+def test_a_merge_whose_blocks_do_not_match_rebuilds_the_whole_tree(tmp_path):
+    """Planned blocks that do not match the tiles with points (e.g. tiles with buffer points only): the merge
+    builds everything again, over what the blocks wrote, and the result is the one-task tileset."""
+    from cim.stages.tiles import PointTiles
+
+    stage = PointTiles(PointTiles.Options(leaf_points=1000))
+    written = {}
+    for run in ("partial", "one"):
+        ctx = _context(stage, tmp_path / run)
+        results = _tile_results(stage, ctx)
+        records = {}
+        if run == "partial":
+            name, keys = sorted(stage.finish_blocks([r["tile"] for r in results]).items())[0]
+            summary = stage.finish_summary(results, ctx)
+            records[name] = stage.finish_block(name, [r for r in results if r["tile"] in keys], summary, ctx)
+        stage.finish_merge(results, records, ctx)
+        written[run] = _files(ctx.product_dir)
+    assert written["partial"] == written["one"]
