@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -378,6 +379,86 @@ def _write_seq_header(fh: Any, quant: _Quantiser, crs: pyproj.CRS | str | None,
     header = {"type": "CityJSON", "version": CITYJSON_VERSION, "transform": quant.transform(),
               "metadata": _metadata(crs, None, metadata), "CityObjects": {}, "vertices": []}
     fh.write(_dumps(header) + "\n")
+
+
+def write_cityjson_streamed(
+    path: str | Path,
+    seq_path: str | Path | None,
+    parts: Sequence[Callable[[], list[list[BuildingGeometry]]]],
+    crs: pyproj.CRS | str | None,
+    work_dir: str | Path,
+    *,
+    scale: float = 0.001,
+    metadata: dict[str, Any] | None = None,
+) -> int:
+    """What :func:`write_cityjson` (and, with ``seq_path``, :func:`write_cityjsonseq`) write for all buildings of
+    ``parts``, byte for byte, holding one part at a time: each part loads a list of buildings (the geometries of
+    one id each; an id in one part only). Buildings are ordered by id as the writers order sorted input.
+
+    Two passes over the parts: the first finds the ids and the quantisation origins, the second encodes every
+    building into a scratch file in ``work_dir``; then the vertices shared by all (integers, the only thing held
+    for the whole set) are de-duplicated and the objects copied out in id order with their indices renumbered.
+    Returns the number of buildings.
+    """
+    if scale <= 0:
+        raise ValueError("scale must be > 0")
+    lows: dict[str, np.ndarray] = {}  # id -> minimum of the building's vertices
+    for load in parts:
+        for group in load():
+            if group[0].id in lows:
+                raise ValueError(f"building {group[0].id} is in two parts")
+            lows[group[0].id] = np.concatenate([g.vertices for g in group]).min(axis=0)
+    ids = sorted(lows)
+    quant = _Quantiser.for_points(np.array([lows[b] for b in ids]).reshape(-1, 3), scale)
+    seq_quant = _Quantiser.for_points(lows[ids[0]][None] if ids else np.zeros((0, 3)), scale)
+    Path(work_dir).mkdir(parents=True, exist_ok=True)
+    spans: dict[str, tuple[int, int, int, int]] = {}  # id -> object offset, length, first vertex, vertex count
+    feature_at: dict[str, tuple[int, int]] = {}  # id -> feature line offset, length
+    blocks: list[np.ndarray] = []
+    n = 0
+    with tempfile.TemporaryFile(dir=work_dir) as ofh, tempfile.TemporaryFile(dir=work_dir) as ffh:
+        for load in parts:
+            for group in load():
+                bid = group[0].id
+                obj, verts = _encode_object(group, quant)
+                text = _dumps(obj).encode("utf-8")
+                spans[bid] = (ofh.tell(), len(text), n, len(verts))
+                ofh.write(text)
+                blocks.append(verts)
+                n += len(verts)
+                if seq_path is not None:
+                    fobj, fverts = _encode_object(group, seq_quant)
+                    line = (_dumps({"type": "CityJSONFeature", "id": bid, "CityObjects": {bid: fobj},
+                                    "vertices": fverts.tolist()}) + "\n").encode("utf-8")
+                    feature_at[bid] = (ffh.tell(), len(line))
+                    ffh.write(line)
+        stacked = np.concatenate(blocks) if blocks else np.zeros((0, 3), np.int64)
+        del blocks
+        vertices, inverse = np.unique(stacked, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        extent = None
+        if len(vertices):
+            real = vertices * scale + quant.translate
+            extent = [*_round(real.min(axis=0)), *_round(real.max(axis=0))]
+        head = {"type": "CityJSON", "version": CITYJSON_VERSION, "transform": quant.transform(),
+                "metadata": _metadata(crs, extent, metadata)}
+        with atomic_write(Path(path)) as tmp, tmp.open("w", encoding="utf-8") as out:
+            out.write(_dumps(head)[:-1] + ',"CityObjects":{')
+            for k, bid in enumerate(ids):
+                offset, length, first, count = spans[bid]
+                ofh.seek(offset)
+                obj = json.loads(ofh.read(length))
+                _renumber(obj, inverse[first: first + count])
+                out.write(("," if k else "") + _dumps(bid) + ":" + _dumps(obj))
+            out.write('},"vertices":' + _dumps(vertices.tolist()) + "}")
+        if seq_path is not None:
+            with atomic_write(Path(seq_path)) as tmp, tmp.open("w", encoding="utf-8") as out:
+                _write_seq_header(out, seq_quant, crs, metadata)
+                for bid in ids:
+                    offset, length = feature_at[bid]
+                    ffh.seek(offset)
+                    out.write(ffh.read(length).decode("utf-8"))
+    return len(ids)
 
 
 # ----------------------------------------------------------------------------------------------------------- reading

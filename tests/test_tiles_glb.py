@@ -263,7 +263,8 @@ def test_mesh_tileset_writer(tmp_path):
 
 def _tile_directly(tmp_path, cloud, key="4108_54797", size=100.0, **options):
     """build_tile + build_upper_levels without the runner (degenerate inputs)."""
-    from cim.tiles3d.pointcloud import TilesOptions, build_tile, build_upper_levels
+    from cim.tiles3d.pointcloud import TilesOptions, build_tile
+    from cim.tiles3d.upper import build_upper_levels
     from cim.tiling import TileGrid
 
     tile = TileGrid(size, 0.0).tile_from_key(key)

@@ -38,6 +38,7 @@ from cim.io.chunks import task_ranges
 from cim.io.readers import PointSource, in_crs, require_crs
 from cim.pipeline.items import ItemPhase, ItemStage, run_items
 from cim.pipeline.job import Job
+from cim.pipeline.reduction import BlockFinish
 from cim.pipeline.sizing import tile_advice
 from cim.pipeline.stage import JobContext, Product, Stage, TileContext, TileResult
 from cim.pipeline.withheld import run_stage
@@ -185,16 +186,39 @@ def _cleared_mark(out_dir: Path, stage: Stage) -> Path:
     return stage.scratch_dir(out_dir).with_name(f"{stage.name}.cleared")
 
 
-def finish_task(stage: Stage, ctx: JobContext, keys: list[str], recorded: dict[str, Any], scratch: str | None,
-                *results: Any) -> dict[str, Any]:
-    """``stage.finish`` on the results of its steps ``keys``: recorded ones, or records of chain tasks that ran
-    now (the other ``results`` are earlier finishes it waits for). Then the stage's ``scratch`` folder, which only
-    this finish reads, is removed (and marked so, see :class:`_Plan`)."""
+def _step_results(keys: list[str], recorded: dict[str, Any], results: tuple[Any, ...]) -> list[dict[str, Any]]:
+    """The results of steps ``keys``: recorded ones, or records of chain tasks that ran now (in ``results``)."""
     found = dict(recorded)
     for result in results:
         if isinstance(result, dict):
             found.update({r["key"]: r["result"] for r in result.get("records", [])})
-    products = stage.finish([found[k] for k in keys], ctx)
+    return [found[k] for k in keys]
+
+
+def summary_task(stage: BlockFinish, ctx: JobContext, keys: list[str], recorded: dict[str, Any],
+                 *results: Any) -> dict[str, Any]:
+    """What every block of a tree-reduced finish needs to know of all tiles (see :mod:`cim.pipeline.reduction`)."""
+    return {"summary": stage.finish_summary(_step_results(keys, recorded, results), ctx), "outputs": []}
+
+
+def block_task(stage: BlockFinish, ctx: JobContext, block: str, keys: list[str], recorded: dict[str, Any],
+               summary: dict[str, Any], *results: Any) -> dict[str, Any]:
+    """One block's part of a tree-reduced finish from its own tiles' steps ``keys`` and the summary task's result."""
+    record = stage.finish_block(block, _step_results(keys, recorded, results), summary["summary"], ctx)
+    return {"block": block, "record": record, "outputs": []}
+
+
+def finish_task(stage: Stage, ctx: JobContext, keys: list[str], recorded: dict[str, Any], scratch: str | None,
+                *results: Any) -> dict[str, Any]:
+    """``stage.finish`` on the results of its steps ``keys``: recorded ones, or records of chain tasks that ran
+    now (the other ``results`` are earlier finishes it waits for, or its blocks' records, which it merges). Then
+    the stage's ``scratch`` folder, which only this finish reads, is removed (and marked so, see :class:`_Plan`)."""
+    found = _step_results(keys, recorded, results)
+    if isinstance(stage, BlockFinish):
+        blocks = {r["block"]: r["record"] for r in results if isinstance(r, dict) and "block" in r}
+        products = stage.finish_merge(found, blocks, ctx)
+    else:
+        products = stage.finish(found, ctx)
     if scratch is not None and Path(scratch).is_dir():
         _cleared_mark(ctx.out_dir, stage).touch()
         shutil.rmtree(scratch)
@@ -346,7 +370,7 @@ def run_job(
         advice = tile_advice(grid, tiles, extent, job.area, workers_now)
         if advice:
             log.info(advice)
-        plan = _Plan(job, context, tiles, parts_dirs, part_fps, manifest, hashes, code, force, upstream)
+        plan = _Plan(job, context, tiles, parts_dirs, part_fps, manifest, hashes, code, force, upstream, counts)
         hashes.save()
         if on_plan:
             on_plan(len(plan.tasks), "stages")
@@ -439,12 +463,13 @@ class _Plan:
     Per tile and stage with a per-tile step, a step with a fingerprint (see the module docstring). A step is
     kept when the manifest has it with the same fingerprint, its outputs are intact and nothing it depends on
     re-runs; the steps that re-run form the tile's chain task (plus the point-modifying steps before them when
-    they cannot start from the checkpoint).
+    they cannot start from the checkpoint). Chains are submitted largest tile first. A stage whose finish is a tree
+    reduction (:class:`~cim.pipeline.reduction.BlockFinish`) gets one task per block of tiles before its finish.
     """
 
     def __init__(self, job: Job, context: JobContext, tiles: list[Tile], parts_dirs: list[str],
                  part_fps: list[str], manifest: Manifest, hashes: ContentHashes, code: CodeHashes,
-                 force: bool, upstream: ItemPhase | None = None) -> None:
+                 force: bool, upstream: ItemPhase | None = None, sizes: dict[str, int] | None = None) -> None:
         upstream = upstream or ItemPhase()
         self.tiles = tiles
         self.labels: list[tuple[str, Stage]] = [(f"{i:02d}-{s.name}", s) for i, s in
@@ -463,10 +488,12 @@ class _Plan:
         for tile in tiles:
             self._chosen(tile)
         self.finishes: list[tuple[str, Stage, Task]] = []
+        self.blocks: dict[str, list[Task]] = {}  # stage label -> summary and block tasks of a tree-reduced finish
         finish_fps = self._finish_plan(context.out_dir, base, step_fps, manifest, force)
         checkpoints = context.out_dir / WORK / "checkpoints"
         chain_of: dict[str, str] = {}  # step key -> chain task key
-        for tile in tiles:
+        # the largest tiles (``sizes``: points per tile) first: no worker is left with a large tile at the end
+        for tile in sorted(tiles, key=lambda t: -(sizes or {}).get(t.key, 0)):
             task = self._chain(tile, parts_dirs, str(checkpoints / f"{tile.key}.cols"))
             if task is not None:
                 self.tasks.append(task)
@@ -579,9 +606,31 @@ class _Plan:
         recorded = {k: self.recorded[k] for k in own if k in self.recorded}
         scratch = str(stage.scratch_dir(context.out_dir)) if has_tile_step(stage) else None
         deps = [Dep(k) for k in chains + [f"{u}/finish" for u in used]]
+        self.blocks[label] = self._blocks(label, stage, stage_ctx, fp, recorded, deps, chain_of)
+        self.tasks += self.blocks[label]
+        deps += [Dep(t.key) for t in self.blocks[label] if t.fn is block_task]
         task = Task(f"{label}/finish", stage.name, finish_task, (stage, stage_ctx, own, recorded, scratch, *deps), fp)
         self.tasks.append(task)
         self.finishes.append((label, stage, task))
+
+    def _blocks(self, label: str, stage: Stage, ctx: JobContext, fp: str, recorded: dict[str, Any],
+                deps: list[Dep], chain_of: dict[str, str]) -> list[Task]:
+        """The summary and block tasks of a tree-reduced finish (none for other stages or a single block): the
+        summary waits for every tile, a block for its own tiles and the summary."""
+        blocks = stage.finish_blocks([t.key for t in self.tiles]) if isinstance(stage, BlockFinish) else {}
+        if not blocks:
+            return []
+        own = [f"{label}/{t.key}" for t in self.tiles]
+        summary = Task(f"{label}/summary", stage.name, summary_task, (stage, ctx, own, recorded, *deps),
+                       fingerprint(fp, "summary"))
+        tasks = [summary]
+        for name, tiles in sorted(blocks.items()):
+            keys = [f"{label}/{t}" for t in tiles]
+            chains = list(dict.fromkeys(chain_of[k] for k in keys if k in chain_of))
+            tasks.append(Task(f"{label}/block/{name}", stage.name, block_task,
+                              (stage, ctx, name, keys, {k: recorded[k] for k in keys if k in recorded},
+                               Dep(summary.key), *[Dep(c) for c in chains]), fingerprint(fp, name, tiles)))
+        return tasks
 
     def outcomes(self, report: RunReport, sources_of: dict[str, list[str]]) -> dict[str, TaskOutcome]:
         """The run's outcomes per step (kept, done, failed or cancelled), finish and catalog, in plan order, plus
@@ -628,10 +677,13 @@ class _Plan:
                 outcome = per_step.get(key) or TaskOutcome(key, stage.name, "skipped", result=self.recorded.get(key))
                 outcome.stage = stage.name
                 ordered[key] = outcome
+            for task in self.blocks.get(label, []):
+                ordered[task.key] = report.outcomes[task.key]
             if label in finishes:
                 ordered[finishes[label].key] = report.outcomes[finishes[label].key]
         ordered["catalog"] = report.outcomes["catalog"]
-        for outcome in [*(report.outcomes[task.key] for _, _, task in self.finishes), ordered["catalog"]]:
+        blocks = [report.outcomes[task.key] for tasks in self.blocks.values() for task in tasks]
+        for outcome in [*blocks, *(report.outcomes[task.key] for _, _, task in self.finishes), ordered["catalog"]]:
             outcome.deps = [last_step.get(d, d) for d in outcome.deps]
         return {**ordered, **io}
 

@@ -28,7 +28,7 @@ from cim.buildings.large import Excess, context_box, excess, gather, save_pieces
 from cim.buildings.model import BuildingModel, ReconstructionParams
 from cim.buildings.planes import PlaneParams
 from cim.buildings.run import geometries, ground_mask, models_from_cityjson, reconstruct_cloud, summarise
-from cim.cityjson import write_cityjson, write_cityjsonseq
+from cim.cityjson import BuildingGeometry, write_cityjson_streamed, write_cityjsonseq
 from cim.errors import CimWarning
 from cim.fileutil import write_text_atomic
 from cim.pipeline.stage import JobContext, Product, Stage, StageOptions, TileContext, TileResult
@@ -255,6 +255,11 @@ class BuildingsLod2(_BuildingsStage):
     lod2 = True
 
 
+def _file_buildings(path: Path) -> list[list[BuildingGeometry]]:
+    """The buildings of one per-tile file, each as its geometries."""
+    return [m.geometries() for m in models_from_cityjson(path)]
+
+
 def _tile_models(folder: Path) -> list[BuildingModel]:
     """The models in a buildings stage's per-tile files, sorted by id."""
     files = sorted(folder.glob("*.city.jsonl"))
@@ -284,17 +289,18 @@ class WriteCityJson(_MergedStage):
     produces = ("cityjson",)
 
     def finish(self, results: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
+        """Both files streamed from the buildings stage's per-tile files, one tile's models in memory at a time."""
         o = self.options
-        models = self.models(ctx)
         meta = {"title": f"{ctx.name}: buildings"}
         if ctx.acquired:
             meta["referenceDate"] = ctx.acquired[:10]
-        path = write_cityjson(ctx.product_dir / f"{o.name}.city.json", geometries(models), ctx.crs, scale=o.scale,
-                              metadata=meta)
-        products = [Product(ctx.relative(path), "cityjson", CITYJSON_MEDIA, properties={"buildings": len(models)})]
-        if o.sequence:
-            seq = write_cityjsonseq(ctx.product_dir / f"{o.name}.city.jsonl", geometries(models), ctx.crs,
-                                    scale=o.scale, metadata=meta)
+        path = ctx.product_dir / f"{o.name}.city.json"
+        seq = ctx.product_dir / f"{o.name}.city.jsonl" if o.sequence else None
+        files = sorted(self.input_dir("buildings", ctx).glob("*.city.jsonl"))
+        count = write_cityjson_streamed(path, seq, [functools.partial(_file_buildings, f) for f in files], ctx.crs,
+                                        self.scratch_dir(ctx.out_dir), scale=o.scale, metadata=meta)
+        products = [Product(ctx.relative(path), "cityjson", CITYJSON_MEDIA, properties={"buildings": count})]
+        if seq is not None:
             products.append(Product(ctx.relative(seq), "cityjson", CITYJSONSEQ_MEDIA))
         return products
 

@@ -8,10 +8,12 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from cim.errors import CimWarning
+from cim.pipeline.reduction import BlockFinish
 from cim.pipeline.stage import JobContext, Product, Stage, StageOptions, TileContext, TileResult
 from cim.points import PointCloud
 from cim.tiles3d.glb import meshopt_encoder
-from cim.tiles3d.pointcloud import DEFAULT_PROPERTIES, TilesOptions, build_tile, build_upper_levels
+from cim.tiles3d.pointcloud import DEFAULT_PROPERTIES, TilesOptions, build_tile
+from cim.tiles3d.upper import block_of, build_block, build_upper_levels, job_summary
 
 
 class PointTilesOptions(StageOptions):
@@ -57,7 +59,12 @@ def _bounds(tiles: list[dict[str, Any]]) -> list[float] | None:
             max(b[2] for b in xy), max(b[3] for b in xy), max(r[1] for r in z)]
 
 
-class PointTiles(Stage):
+def _tiles(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The stats of the tiles with points."""
+    return [r["stats"] for r in results if r.get("stats", {}).get("points")]
+
+
+class PointTiles(BlockFinish, Stage):
     name = "tiles.pointcloud"
     summary = "3D Tiles 1.1 point cloud (glTF POINTS, LOD octree, metadata, ECEF placement via geoid grids)"
     Options = PointTilesOptions
@@ -69,14 +76,31 @@ class PointTiles(Stage):
                            self.scratch_dir(ctx.out_dir), self.options.tiles_options())
         return TileResult(stats=stats)
 
-    def finish(self, results: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
-        tiles = [r["stats"] for r in results if r.get("stats", {}).get("points")]
+    def finish_blocks(self, tile_keys: list[str]) -> dict[str, list[str]]:
+        """Blocks of up to 4 x 4 tiles (quadtree nodes two levels above the tiles), when there are several."""
+        blocks: dict[str, list[str]] = {}
+        for key in tile_keys:
+            blocks.setdefault(block_of(key), []).append(key)
+        return blocks if len(blocks) > 1 else {}
+
+    def finish_summary(self, results: list[dict[str, Any]], ctx: JobContext) -> dict[str, Any] | None:
+        return job_summary(_tiles(results))
+
+    def finish_block(self, block: str, results: list[dict[str, Any]], summary: dict[str, Any] | None,
+                     ctx: JobContext) -> dict[str, Any] | None:
+        return build_block(_tiles(results), summary, ctx.crs, ctx.grid.size, ctx.product_dir,
+                           self.scratch_dir(ctx.out_dir), self.options.tiles_options(), block)
+
+    def finish_merge(self, results: list[dict[str, Any]], blocks: dict[str, Any],
+                     ctx: JobContext) -> list[Product]:
+        tiles = _tiles(results)
         bits = {r.get("color_bits") for r in tiles if r.get("color_bits")}
         if len(bits) > 1:
             warnings.warn("tiles.pointcloud: some tiles have 8-bit and some 16-bit colours; set color_depth",
                           CimWarning, stacklevel=2)
+        records = [r for r in blocks.values() if r is not None]
         doc = build_upper_levels(tiles, ctx.crs, ctx.grid.size, ctx.product_dir, self.scratch_dir(ctx.out_dir),
-                                 self.options.tiles_options(), dataset={"name": self.options.name})
+                                 self.options.tiles_options(), dataset={"name": self.options.name}, blocks=records)
         lon = doc["metadata"]["properties"]["originLongitude"]
         lat = doc["metadata"]["properties"]["originLatitude"]
         return [Product(
