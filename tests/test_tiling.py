@@ -82,7 +82,8 @@ def test_parts_store_each_point_once_compactly_and_buffers_come_from_the_neighbo
     counts = partition_file(las.open_source(path, crs), grid, crs, tmp_path / "parts", chunk_size=30_000, quanta=quanta)
     parts = list((tmp_path / "parts").glob("*.cols"))
     assert {p.stem for p in parts} == set(counts)  # one file per tile with core points, none for buffers
-    assert sum(p.stat().st_size for p in parts) < 1.3 * path.stat().st_size  # compressed: near the LAZ size
+    # compressed: near the LAZ size (a job's work folder must stay within 1.5x its input)
+    assert sum(p.stat().st_size for p in parts) < 1.35 * path.stat().st_size
     original = cim.read(path, crs=crs)
     for key in counts:
         tile = grid.tile_from_key(key)
