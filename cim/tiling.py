@@ -238,7 +238,7 @@ def _load_buffered(folder: Path, tile: Tile) -> dict[str, np.ndarray]:
     own = folder / f"{tile.key}.cols"
     for meta, columns in read_frames(own) if own.is_file() else ():
         per_chunk.setdefault(meta["chunk"], []).append((0, {**columns, "core": np.ones(len(columns["x"]), bool)}))
-    for rank, (dx, dy) in enumerate(_DIRECTIONS, start=1):
+    for rank, (dx, dy) in enumerate(_DIRECTIONS if tile.buffer > 0 else [], start=1):  # no buffer: no neighbours
         part = folder / f"{tile.ix - dx}_{tile.iy - dy}.cols"
         for meta, columns in read_frames(part) if part.is_file() else ():
             fx = columns["x"] - (tile.ix - dx) * tile.size
@@ -248,7 +248,9 @@ def _load_buffered(folder: Path, tile: Tile) -> dict[str, np.ndarray]:
                 piece = {**{n: v[keep] for n, v in columns.items()}, "core": np.zeros(int(keep.sum()), bool)}
                 per_chunk.setdefault(meta["chunk"], []).append((rank, piece))
     ordered = [piece for c in sorted(per_chunk) for _, piece in sorted(per_chunk[c], key=lambda item: item[0])]
-    return {n: np.concatenate([p[n] for p in ordered]) for n in ordered[0]} if ordered else {}
+    if len(ordered) <= 1:
+        return ordered[0] if ordered else {}
+    return {n: np.concatenate([p[n] for p in ordered]) for n in ordered[0]}
 
 
 def _concat_or_zeros(pieces: list[dict[str, np.ndarray]], name: str, dtype: np.dtype) -> np.ndarray:
