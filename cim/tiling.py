@@ -193,6 +193,11 @@ def _append_tiles(folder: Path, chunk: PointCloud, grid: TileGrid, area: tuple[f
     """Append one frame per tile with the chunk's core points of that tile (in point order)."""
     ix = np.floor(chunk.x / grid.size).astype(np.int64)
     iy = np.floor(chunk.y / grid.size).astype(np.int64)
+    if area is None and ix.min() == ix.max() and iy.min() == iy.max():  # one tile: no grouping, no gathering
+        key = f"{ix[0]}_{iy[0]}"
+        core_counts[key] = core_counts.get(key, 0) + len(chunk)
+        append_frame(folder / f"{key}.cols", {n: chunk[n] for n in chunk.names}, {"chunk": number}, quanta)
+        return
     idx = np.flatnonzero(_in_area(chunk.x, chunk.y, area)) if area is not None else np.arange(len(chunk))
     if len(idx) == 0:
         return
