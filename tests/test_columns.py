@@ -44,3 +44,11 @@ def test_frames_of_the_zlib_layout_still_read_beside_new_ones(tmp_path: Path) ->
     assert [meta for meta, _ in frames] == [{"chunk": 0}, {"chunk": 1}]
     for (_, got), want in zip(frames, (old, new)):
         assert {k: v.tobytes() for k, v in got.items()} == {k: v.tobytes() for k, v in want.items()}
+
+
+def test_empty_columns_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "e.cols"
+    append_frame(path, {"x": np.zeros(0), "cls": np.zeros(0, "u1")}, {"chunk": 0}, quanta={"x": (0.01, 0.0)})
+    (meta, columns), = read_frames(path)
+    assert meta == {"chunk": 0} and {k: (v.dtype.str, len(v)) for k, v in columns.items()} == {
+        "x": ("<f8", 0), "cls": ("|u1", 0)}
