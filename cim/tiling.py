@@ -197,6 +197,11 @@ def _append_tiles(folder: Path, chunk: PointCloud, grid: TileGrid, area: tuple[f
     """Append one frame per tile with the chunk's core points of that tile (in point order)."""
     ix = np.floor(chunk.x / grid.size).astype(np.int64)
     iy = np.floor(chunk.y / grid.size).astype(np.int64)
+    if area is None and ix.min() == ix.max() and iy.min() == iy.max():  # one tile: no grouping, no gathering
+        key = f"{ix[0]}_{iy[0]}"
+        core_counts[key] = core_counts.get(key, 0) + len(chunk)
+        append_frame(folder / f"{key}.cols", {n: chunk[n] for n in chunk.names}, {"chunk": number}, quanta)
+        return
     idx = np.flatnonzero(_in_area(chunk.x, chunk.y, area)) if area is not None else np.arange(len(chunk))
     if len(idx) == 0:
         return
@@ -242,7 +247,7 @@ def _load_buffered(folder: Path, tile: Tile) -> dict[str, np.ndarray]:
     own = folder / f"{tile.key}.cols"
     for meta, columns in read_frames(own) if own.is_file() else ():
         per_chunk.setdefault(meta["chunk"], []).append((0, {**columns, "core": np.ones(len(columns["x"]), bool)}))
-    for rank, (dx, dy) in enumerate(_DIRECTIONS, start=1):
+    for rank, (dx, dy) in enumerate(_DIRECTIONS if tile.buffer > 0 else [], start=1):  # no buffer: no neighbours
         part = folder / f"{tile.ix - dx}_{tile.iy - dy}.cols"
         for meta, columns in read_frames(part) if part.is_file() else ():
             fx = columns["x"] - (tile.ix - dx) * tile.size
@@ -252,7 +257,9 @@ def _load_buffered(folder: Path, tile: Tile) -> dict[str, np.ndarray]:
                 piece = {**{n: v[keep] for n, v in columns.items()}, "core": np.zeros(int(keep.sum()), bool)}
                 per_chunk.setdefault(meta["chunk"], []).append((rank, piece))
     ordered = [piece for c in sorted(per_chunk) for _, piece in sorted(per_chunk[c], key=lambda item: item[0])]
-    return {n: np.concatenate([p[n] for p in ordered]) for n in ordered[0]} if ordered else {}
+    if len(ordered) <= 1:
+        return ordered[0] if ordered else {}
+    return {n: np.concatenate([p[n] for p in ordered]) for n in ordered[0]}
 
 
 def _concat_or_zeros(pieces: list[dict[str, np.ndarray]], name: str, dtype: np.dtype) -> np.ndarray:
