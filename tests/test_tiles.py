@@ -201,3 +201,31 @@ def test_rerun_skips_finished_tasks_and_is_deterministic(tileset, tmp_path):
     after = {p: p.read_bytes() for p in tileset.parent.rglob("*") if p.is_file()}
     assert after.keys() == before.keys()
     assert all(after[p] == before[p] for p in before)
+
+
+def test_a_deleted_or_altered_tile_glb_is_remade_on_resume(cloud, tmp_path):
+    """The per-tile glbs are outputs of their tile's step: a resume re-runs the steps whose glb is missing or
+    changed and gives the same bytes back (the other tiles' steps run again too: the finish that must follow needs
+    their root candidates, which the first run's finish cleared with the stage's scratch)."""
+    from cim.pipeline.execute import run_job
+    from cim.pipeline.job import parse_job
+
+    src = tmp_path / "kl.laz"
+    las.write(src, cloud)
+    out = tmp_path / "out"
+    document = _document(src, out, implicit=False)
+    assert run_job(parse_job(document, tmp_path / "job.toml"), scheduler="threads", workers=2).report.ok
+    glbs = sorted((out / "3dtiles" / "pointcloud" / "tiles").rglob("*.glb"))
+    gone, altered = glbs[0], glbs[-1]
+    assert gone.parent != altered.parent  # two tiles
+    kept = {gone: gone.read_bytes(), altered: altered.read_bytes()}
+    gone.unlink()
+    altered.write_bytes(bytes(len(kept[altered])))  # same size, other content
+    run = run_job(parse_job(document, tmp_path / "job.toml"), scheduler="threads", workers=2)
+    assert run.report.ok
+    done = {k for k, o in run.report.outcomes.items() if o.stage == "tiles.pointcloud" and o.status == "done"
+            and "/" in k and not k.endswith(("finish", "summary")) and "/block/" not in k}
+    assert {gone.parent.name, altered.parent.name} <= {k.rsplit("/", 1)[1] for k in done}
+    assert gone.read_bytes() == kept[gone] and altered.read_bytes() == kept[altered]
+    again = run_job(parse_job(document, tmp_path / "job.toml"), scheduler="threads", workers=2)
+    assert not [k for k, o in again.report.outcomes.items() if o.status == "done"]  # intact: nothing re-runs

@@ -161,7 +161,7 @@ def chain_task(steps: list[Step], parts: list[str], checkpoint: str | None, resu
             raise error
         if step.stage.modifies_points and result.cloud is not None:
             cloud = result.cloud
-        outputs = [p.path for p in result.products]
+        outputs = [p.path for p in result.products] + result.outputs
         end = time.time()
         if step.key == save_after:
             save_checkpoint(Path(checkpoint), cloud, base_size, base_digests)

@@ -127,6 +127,9 @@ class TileResult:
     cloud: PointCloud | None = None
     products: list[Product] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
+    #: other files it wrote (relative to the output folder, e.g. a tileset's per-tile glbs): checked by a resume,
+    #: which re-runs the step when one is missing or changed, but not listed in the catalog
+    outputs: list[str] = field(default_factory=list)
 
 
 class Stage:

@@ -72,9 +72,11 @@ class PointTiles(BlockFinish, Stage):
 
     def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
         key = ctx.tile.key
-        stats = build_tile(cloud, key, ctx.tile.core_bounds, ctx.crs, ctx.product_dir / "tiles" / key,
-                           self.scratch_dir(ctx.out_dir), self.options.tiles_options())
-        return TileResult(stats=stats)
+        tile_dir = ctx.product_dir / "tiles" / key
+        stats = build_tile(cloud, key, ctx.tile.core_bounds, ctx.crs, tile_dir, self.scratch_dir(ctx.out_dir),
+                           self.options.tiles_options())
+        glbs = sorted(p.relative_to(ctx.out_dir).as_posix() for p in tile_dir.glob("*.glb"))
+        return TileResult(stats=stats, outputs=glbs)
 
     def finish_blocks(self, tile_keys: list[str]) -> dict[str, list[str]]:
         """Blocks of up to 4 x 4 tiles (quadtree nodes two levels above the tiles), when there are several."""
