@@ -338,7 +338,7 @@ def run_job(
     with dask_client(scheduler, workers, work / "dask") as client:
         if is_remote(scheduler):
             reads = [s.path for s in sources] + [p for s in job.stages if s.role in ("tile", "items")
-                                                 for p in _option_files(s)]
+                                                 for p in s.option_files()]
             check_shared_storage(client, reads, out_dir, work / "storage-check")
         upstream = ItemPhase()  # the item stages (panoramas, ...) run first: point stages may use their artefacts
         if any(isinstance(s, ItemStage) for s in job.stages):
@@ -445,18 +445,6 @@ def has_tile_step(stage: Stage) -> bool:
     return type(stage).run is not Stage.run
 
 
-def _option_files(stage: Stage) -> list[Path]:
-    """The existing files the stage's options name (``path_fields`` minus ``output_fields``; folders walked)."""
-    options = stage.options
-    files: list[Path] = []
-    for name in (n for n in options.path_fields if n not in options.output_fields):
-        value = getattr(options, name, None)
-        patterns = list(value) if isinstance(value, list | tuple) else [value] if value else []
-        for path in expand_patterns(patterns):
-            files += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    return [p for p in files if p.is_file()]
-
-
 class _Plan:
     """The chain, finish and catalog tasks of the tiles, and the steps a resume can keep.
 
@@ -479,7 +467,7 @@ class _Plan:
         self.run_keys: set[str] = set()  # steps that run now
         self.tasks: list[Task] = []
         base = {label: fingerprint(code.code_hash(type(stage).__module__), stage.name,
-                                   stage.options.model_dump(mode="json"), hashes.digests(_option_files(stage)),
+                                   stage.options.model_dump(mode="json"), hashes.digests(stage.option_files()),
                                    *[upstream.fingerprints[n] for n in stage.uses if n in upstream.fingerprints])
                 for label, stage in self.labels}
         step_fps: dict[str, str] = {}

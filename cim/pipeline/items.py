@@ -128,7 +128,7 @@ def run_items(job: Job, crs: pyproj.CRS, client: Client, manifest: Manifest, has
 def run_item_job(job: Job, *, scheduler: str | None = None, workers: int | None = None, force: bool = False,
                  keep_going: bool = False, on_outcome: Any = None, on_plan: Any = None) -> JobRun:
     """Run a job made of item stages only (no point readers): items, finishes, the STAC catalog."""
-    from cim.pipeline.execute import WORK, JobRun, _option_files, catalog_task, remove_stale_temporaries
+    from cim.pipeline.execute import WORK, JobRun, catalog_task, remove_stale_temporaries
 
     if not job.crs and not job.output_crs:
         raise ConfigError("job.crs", "a job without point readers needs the CRS of its products", job.source)
@@ -140,7 +140,7 @@ def run_item_job(job: Job, *, scheduler: str | None = None, workers: int | None 
     code = CodeHashes()
     with dask_client(scheduler, workers, work / "dask") as client:
         if is_remote(scheduler):  # every worker reads the stages' files and writes the output folder
-            reads = [p for stage in job.stages for p in _option_files(stage)]
+            reads = [p for stage in job.stages for p in stage.option_files()]
             check_shared_storage(client, reads, out_dir, work / "storage-check")
         phase = run_items(job, crs, client, manifest, ContentHashes(work / "hashes.json"), code, force=force,
                           keep_going=keep_going, on_outcome=on_outcome, on_plan=on_plan)

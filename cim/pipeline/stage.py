@@ -27,6 +27,7 @@ import pyproj
 from pydantic import BaseModel, ConfigDict
 
 from cim.errors import CimError
+from cim.fileutil import expand_patterns
 from cim.points import PointCloud
 from cim.tiling import Tile, TileGrid
 
@@ -170,6 +171,17 @@ class Stage:
         """The folder where the stage's tile steps leave data for its finish (``<out>/.cim/work/<name>``); the job
         clears it after the finish."""
         return out_dir / ".cim" / "work" / self.name
+
+    def option_files(self) -> list[Path]:
+        """The existing files the options name (``path_fields`` minus ``output_fields``; folders walked): what the
+        stage reads besides the points, hashed into its fingerprints."""
+        files: list[Path] = []
+        for name in (n for n in self.options.path_fields if n not in self.options.output_fields):
+            value = getattr(self.options, name, None)
+            patterns = list(value) if isinstance(value, list | tuple) else [value] if value else []
+            for path in expand_patterns(patterns):
+                files += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        return [p for p in files if p.is_file()]
 
     def input_dir(self, artefact: str, ctx: JobContext) -> Path | None:
         """Folder of an artefact an earlier stage produced (None when no stage of the job produces it)."""
