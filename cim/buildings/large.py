@@ -4,21 +4,29 @@ every tile they touch, modelled once all tiles are done.
 A tile's chain sees its core square plus the buffer; a footprint reaching further than the buffer beyond the tile
 that owns it (its representative point's) would be modelled from truncated points. Instead every tile writes its
 core points near such a footprint (with the tile's ground mask, which needed the tile's context) into the stage's
-scratch folder, and the stage's ``finish`` models the building from the pieces of all tiles together.
+scratch folder, and the stage's finish models each such building in its own task from the pieces of all tiles
+(:meth:`cim.pipeline.reduction.BlockFinish.finish_block`). A model is cached under the digest of everything it is
+made from (:func:`digest`), so that a resume does not model an unchanged building again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyproj
 import shapely
 
 from cim.buildings.footprints import Footprint, tile_reach
+from cim.buildings.model import BuildingModel
+from cim.buildings.run import geometries
+from cim.cityjson import write_cityjsonseq
 from cim.columns import append_frame, read_frames
 from cim.fileutil import atomic_write
 from cim.points import PointCloud
@@ -99,3 +107,33 @@ def gather(files: Sequence[Path], fid: str, crs: pyproj.CRS) -> tuple[PointCloud
     data = {n: np.concatenate([p[n] for p in parts]) for n in parts[0]}
     ground = data.pop(GROUND).astype(bool)
     return PointCloud(data, crs), ground
+
+
+def digest(cloud: PointCloud, ground: np.ndarray, footprints: Sequence[Footprint], dtm: tuple[np.ndarray, Any] | None,
+           *settings: Any) -> str:
+    """SHA-256 of what a large building's model is made from: its gathered points and ground mask, the footprints
+    around it, the DTM window and ``settings`` (JSON-able: options, code hash)."""
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for name in sorted(cloud.names):
+        h.update(name.encode() + b"\0" + np.ascontiguousarray(cloud[name]).tobytes())
+    h.update(np.packbits(ground).tobytes())
+    for fp in footprints:
+        h.update(json.dumps([fp.id, fp.attributes], sort_keys=True, default=str).encode())
+        h.update(shapely.to_wkb(fp.polygon))
+    if dtm is not None:
+        h.update(np.ascontiguousarray(dtm[0]).tobytes() + repr(dtm[1]).encode())
+    return h.hexdigest()
+
+
+def cached_model(folder: Path, fid: str, key: str) -> Path:
+    """The cache file of the model of footprint ``fid`` made from inputs with digest ``key``."""
+    return folder / f"{hashlib.sha256(fid.encode()).hexdigest()[:16]}-{key[:32]}.city.jsonl"
+
+
+def store_model(path: Path, models: Sequence[BuildingModel], crs: pyproj.CRS) -> None:
+    """Write ``models`` to their cache file ``path``, removing the building's older cache files."""
+    write_cityjsonseq(path, geometries(models), crs)
+    prefix = path.name.split("-")[0]
+    for old in path.parent.glob(f"{prefix}-*.city.jsonl"):
+        if old != path:
+            old.unlink()

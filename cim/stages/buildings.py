@@ -24,13 +24,14 @@ from pydantic import Field
 
 from cim.buildings.footprints import Footprint, owner_tile, read_footprints
 from cim.buildings.ground_dtm import dtm_window, tile_dtm, usable
-from cim.buildings.large import Excess, context_box, excess, gather, save_pieces
+from cim.buildings.large import Excess, cached_model, context_box, digest, excess, gather, save_pieces, store_model
 from cim.buildings.model import BuildingModel, ReconstructionParams
 from cim.buildings.planes import PlaneParams
 from cim.buildings.run import geometries, ground_mask, models_from_cityjson, reconstruct_cloud, summarise
 from cim.cityjson import BuildingGeometry, write_cityjson_streamed, write_cityjsonseq
 from cim.errors import CimWarning
 from cim.fileutil import write_text_atomic
+from cim.pipeline.reduction import BlockFinish
 from cim.pipeline.stage import JobContext, Product, Stage, StageOptions, TileContext, TileResult
 from cim.points import PointCloud
 from cim.terrain.grid import GridSpec
@@ -101,16 +102,21 @@ def _dtm(path: str, identity: tuple[int, int, int]):
     return read_raster(path)
 
 
-class _BuildingsStage(Stage):
+class _BuildingsStage(BlockFinish, Stage):
     Options = BuildingsOptions
     produces = ("buildings",)
     reuses = ("dtm",)  # the job's DTM (raster.dtm) gives the ground heights unless the dtm option names a file
     lod2: ClassVar[bool] = True
+    _planned: tuple[pyproj.CRS, TileGrid] | None = None  # the job's CRS and grid, set at planning
 
     def _footprint_key(self, crs: pyproj.CRS) -> tuple[Any, ...]:
         o = self.options
         return (o.footprints, _identity(o.footprints), crs.to_wkt(), o.footprints_crs, o.footprints_layer,
                 o.id_field)
+
+    def _read(self, crs: pyproj.CRS) -> list[Footprint]:
+        """The footprints in the job CRS (none without a footprints file), without repeating the read warnings."""
+        return list(_footprints(*self._footprint_key(crs))[0]) if self.options.footprints else []
 
     def footprints(self, crs: pyproj.CRS) -> list[Footprint] | None:
         """The footprints in the job CRS (None without a footprints file), with the warnings reading them gave."""
@@ -136,7 +142,9 @@ class _BuildingsStage(Stage):
         return max(3 * self.options.ground_buffer, 10.0) + self.options.ground_buffer
 
     def plan(self, ctx: JobContext) -> None:
-        """Warn before any work when footprints reach beyond the tile buffer (modelled in ``finish``)."""
+        """Warn before any work when footprints reach beyond the tile buffer (each modelled in a task of its own
+        after the tiles); remember the job's CRS and grid for :meth:`finish_blocks`."""
+        self._planned = (ctx.crs, ctx.grid)
         large = self.large(ctx.crs, ctx.grid)
         if large:
             warnings.warn(large.message(ctx.grid.buffer), CimWarning, stacklevel=2)
@@ -177,10 +185,43 @@ class _BuildingsStage(Stage):
         folder = self.input_dir("dtm", ctx)
         return tile_dtm(folder / f"{ctx.tile.key}.tif", cloud, ctx.tile.buffered_bounds) if folder else None
 
-    def finish(self, results: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
-        fps = self.footprints(ctx.crs) or []
+    def finish_blocks(self, tile_keys: list[str]) -> dict[str, list[str]]:
+        """One block per footprint reaching beyond the tile buffer (named by its id): the job's tiles its points
+        and ground context may come from ({} without any such footprint, or before :meth:`plan`)."""
+        if self._planned is None or not self.options.footprints:
+            return {}
+        crs, grid = self._planned
+        large = self.large(crs, grid)
+        keys = set(tile_keys)
+        blocks = {}
+        for fp in self._read(crs):
+            if large and fp.id in large.reach:
+                tiles = [t.key for t in grid.tiles_covering(context_box(fp, self.context_margin())) if t.key in keys]
+                if tiles:
+                    blocks[fp.id] = tiles
+        return blocks
+
+    def finish_summary(self, results: list[dict[str, Any]], ctx: JobContext) -> dict[str, Any] | None:
+        return None  # a large building's block needs nothing but the pieces its tiles wrote
+
+    def finish_block(self, block: str, results: list[dict[str, Any]], summary: dict[str, Any] | None,
+                     ctx: JobContext) -> dict[str, Any] | None:
+        fps = self._read(ctx.crs)
+        fp = next(f for f in fps if f.id == block)
+        return self.model_large(fp, fps, {r["tile"] for r in results}, ctx)
+
+    def finish_merge(self, results: list[dict[str, Any]], blocks: dict[str, Any],
+                     ctx: JobContext) -> list[Product]:
+        """The large buildings' file from the blocks' records (without blocks: each large building modelled here,
+        one after the other) and the stage's report."""
         large = self.large(ctx.crs, ctx.grid)
-        products = self.model_large(fps, large, {r["tile"] for r in results}, ctx)
+        fps, tiles = self._read(ctx.crs), {r["tile"] for r in results}
+        if large and not blocks:
+            blocks = {f.id: self.model_large(f, fps, tiles, ctx) for f in fps if f.id in large.reach}
+        lost = {r["id"] for r in blocks.values() if r is not None and not (ctx.out_dir / r["file"]).is_file()}
+        records = [r for r in blocks.values() if r is not None and r["id"] not in lost]
+        records += [r for f in fps if f.id in lost and (r := self.model_large(f, fps, tiles, ctx))]  # cache deleted
+        products = self.write_large(records, ctx)
         models = _tile_models(ctx.product_dir)
         report = {"tiles": len(results), **summarise(models)}
         warned = list(dict.fromkeys(w for r in results for w in r.get("warnings", [])))
@@ -197,27 +238,48 @@ class _BuildingsStage(Stage):
         write_text_atomic(path, json.dumps(report, sort_keys=True, indent=1))
         return [*products, Product(ctx.relative(path), "report", "application/json", roles=("metadata",))]
 
-    def model_large(self, fps: list[Footprint], large: Excess | None, tiles: set[str], ctx: JobContext
-                    ) -> list[Product]:
-        """Model the footprints of ``large`` from the points every tile gathered for them, into ``LARGE_FILE``
-        (removed when there are none). Like every footprint, one is modelled when it has points or its own tile
-        is one of the job's ``tiles`` (status ``no_points`` then)."""
-        path = ctx.product_dir / LARGE_FILE
+    def model_large(self, fp: Footprint, fps: list[Footprint], tiles: set[str], ctx: JobContext
+                    ) -> dict[str, Any] | None:
+        """Model the large footprint ``fp`` from the points every tile gathered for it, into its cache file (kept
+        when the digest of its inputs is unchanged: not modelled again). Like every footprint, it is modelled
+        when it has points or its own tile is one of the job's ``tiles`` (status ``no_points`` then); returns
+        the block's record (the id, the cache file relative to the output folder, whether it was modelled now)
+        or None."""
+        box = context_box(fp, self.context_margin())
         scratch = self.scratch_dir(ctx.out_dir)
-        models = []
-        for fp in sorted((f for f in fps if large and f.id in large.reach), key=lambda f: f.id):
-            box = context_box(fp, self.context_margin())
-            found = gather([scratch / f"{t.key}.cols" for t in ctx.grid.tiles_covering(box)], fp.id, ctx.crs)
-            if found is None and ctx.grid.tile(*owner_tile(fp, ctx.grid.size)).key not in tiles:
-                continue
-            cloud, ground = found or (PointCloud.empty(ctx.crs), np.zeros(0, bool))
-            models += self.reconstruct(cloud, [f for f in fps if _meets(f.polygon.bounds, box)], ground=ground,
-                                       dtm=self.window_dtm(box, ctx), skip={f.id for f in fps} - {fp.id})
+        found = gather([scratch / f"{t.key}.cols" for t in ctx.grid.tiles_covering(box)], fp.id, ctx.crs)
+        if found is None and ctx.grid.tile(*owner_tile(fp, ctx.grid.size)).key not in tiles:
+            return None
+        cloud, ground = found or (PointCloud.empty(ctx.crs), np.zeros(0, bool))
+        near = [f for f in fps if _meets(f.polygon.bounds, box)]
+        dtm = self.window_dtm(box, ctx)
+        options = self.options.model_dump(mode="json", exclude=set(self.options.path_fields))  # files: by content
+        key = digest(cloud, ground, near, dtm, self.name, options, _code_hash(type(self).__module__), ctx.crs.to_wkt())
+        path = cached_model(self.cache_dir(ctx.out_dir), fp.id, key)
+        modelled = not path.is_file()
+        if modelled:
+            models = self.reconstruct(cloud, near, ground=ground, dtm=dtm, skip={f.id for f in near} - {fp.id})
+            store_model(path, models, ctx.crs)
+        return {"id": fp.id, "file": path.relative_to(ctx.out_dir).as_posix(), "modelled": modelled}
+
+    def write_large(self, records: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
+        """``LARGE_FILE`` from the cached models of ``records`` (removed when there are none); cache files of
+        buildings no longer large are removed."""
+        path = ctx.product_dir / LARGE_FILE
+        files = [ctx.out_dir / r["file"] for r in sorted(records, key=lambda r: r["id"])]
+        cache = self.cache_dir(ctx.out_dir)
+        for stale in sorted(set(cache.glob("*.city.jsonl")) - set(files)):
+            stale.unlink()
+        models = [m for f in files for m in models_from_cityjson(f)]
         if not models:
             path.unlink(missing_ok=True)
             return []
         write_cityjsonseq(path, geometries(models), ctx.crs)
         return [Product(ctx.relative(path), "cityjson", CITYJSONSEQ_MEDIA, properties={"buildings": len(models)})]
+
+    def cache_dir(self, out_dir: Path) -> Path:
+        """Where the models of the large buildings are kept between runs (``<out>/.cim/work/<stage>.large``)."""
+        return self.scratch_dir(out_dir).with_name(f"{self.name}.large")
 
     def window_dtm(self, box: tuple[float, float, float, float], ctx: JobContext) -> tuple[np.ndarray, GridSpec] | None:
         """The DTM around ``box`` after the tiles: the ``dtm`` file, else the job's DTM mosaic (``<folder>.vrt``)."""
@@ -234,6 +296,14 @@ LARGE_FILE = "large.city.jsonl"
 
 def _meets(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+@functools.cache
+def _code_hash(module: str) -> str:
+    """The code hash of a stage module (as in the step fingerprints), once per process."""
+    from cim.runner.fingerprints import CodeHashes
+
+    return CodeHashes().code_hash(module)
 
 
 @functools.lru_cache(maxsize=4)
