@@ -125,7 +125,7 @@ def reconstruct_cloud(
 
     ``ground``: the cloud's ground mask when the caller has it (else :func:`ground_mask`); ``skip``: ids of
     footprints modelled elsewhere (they still count as footprints, e.g. for the ground points around them).
-    Every model's ``ground_source`` is one of :data:`GROUND_SOURCES`.
+    Every model's ``ground_source`` is one of :data:`cim.buildings.model.GROUND_SOURCES`.
     """
     gm = ground_mask(cloud, classify) if ground is None else ground
     cls = cloud.get("classification")
@@ -158,20 +158,7 @@ def reconstruct_cloud(
         log.info("derived outlines: %d of %d kept as buildings (planar share >= %.2f)", len(keep), len(models),
                  min_planar_share)
         models = keep
-    for m in models:
-        m.attributes["ground_source"] = ground_source(m.attributes["ground_source"])
     return models
-
-
-#: Where a building's ground height came from: a DTM, ground points around the footprint, or a flagged estimate.
-GROUND_SOURCES = ("dtm", "ground_points", "estimated")
-
-
-def ground_source(described: str) -> str:
-    """The :data:`GROUND_SOURCES` name of the ground source :func:`cim.buildings.model.reconstruct` describes."""
-    if described.startswith("estimate"):
-        return "estimated"
-    return {"ground points": "ground_points"}.get(described, described)
 
 
 def geometries(models: Sequence[BuildingModel]) -> list[BuildingGeometry]:
