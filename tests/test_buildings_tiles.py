@@ -99,7 +99,8 @@ def test_large_building_gets_all_points(scene, tmp_path):
     assert hall.attributes["roof_type"] == GABLE
     warnings = [w for w in summarize(tiled)["warnings"] if "tile buffer" in w]
     # the largest footprint is the hall; the ghost reaches furthest beyond its tile (x in [100, 200) m): 70 m
-    assert len(warnings) == 1 and "largest: hall, 190.0 x 14.0 m" in warnings[0] and "buffer needed: 70 m" in warnings[0]
+    assert len(warnings) == 1 and "largest: hall, 190.0 x 14.0 m" in warnings[0]
+    assert "buffer needed: 70 m" in warnings[0]
     report = json.loads((tmp_path / "tiled" / "buildings" / "report.json").read_text())
     assert report["buffer_exceeded"]["footprints"] == ["ghost", "hall", "hall-2"]
     assert report["buildings"] == 5 and report["lod22"] == 4
@@ -108,7 +109,7 @@ def test_large_building_gets_all_points(scene, tmp_path):
     timeline = summarize(tiled)["timeline"]["tasks"]
     blocks = [t for t in timeline if t["stage"] == "buildings.lod2" and "/block/" in t["task"]]
     assert sorted(t["task"].rsplit("/", 1)[1] for t in blocks) == ["ghost", "hall", "hall-2"]
-    records = [tiled.report.outcomes[t["task"]].result["record"] for t in blocks]
+    records = [r for t in blocks for r in tiled.report.outcomes[t["task"]].result["record"]["large"]]
     assert sorted(r["id"] for r in records) == ["ghost", "hall", "hall-2"] and all(r["modelled"] for r in records)
     finish = next(t for t in timeline if t["task"].endswith("buildings.lod2/finish"))
     assert all(t["end"] <= finish["start"] for t in blocks) and all(t["task"] in finish["deps"] for t in blocks)
@@ -144,7 +145,45 @@ def test_unchanged_large_building_is_not_modelled_again(scene, tmp_path):
     again, models = _run(laz, changed, out, 100.0, 20.0)
     blocks = {k.rsplit("/", 1)[1]: o for k, o in again.report.outcomes.items() if "buildings.lod2/block/" in k}
     assert {o.status for o in blocks.values()} == {"done"}  # the step fingerprints changed (the file did) ...
-    assert {k: o.result["record"]["modelled"] for k, o in blocks.items()} == {"ghost": False, "hall": False,
-                                                                              "hall-2": False}  # ... not the inputs
+    modelled = {k: [r["modelled"] for r in o.result["record"]["large"]] for k, o in blocks.items()}
+    assert modelled == {"ghost": [False], "hall": [False], "hall-2": [False]}  # ... not the inputs
     assert (out / "buildings" / "large.city.jsonl").read_bytes() == before
     assert models["shed"].attributes["status"] == "no_points" and models["hall"].attributes["status"] == "lod22"
+
+
+def test_derived_outlines_larger_than_the_buffer(scene, tmp_path):
+    """Without footprints, the outlines of the two halls leave their tiles' buffered squares: found by the tiles,
+    their points gathered from every tile they touch and modelled once after the tiles, as with one big tile."""
+    buildings, laz, _ = scene
+
+    def run(out: Path, size: float):
+        doc = {"job": {"name": "d", "output": str(out)},
+               "stages": [{"type": "read.las", "files": [str(laz)]}, {"type": "tile", "size": size, "buffer": 20.0},
+                          {"type": "buildings.lod2"}, {"type": "write.cityjson"}]}
+        result = run_job(parse_job(doc, out / "job.toml"), scheduler="threads", workers=1)
+        assert result.report.ok
+        return result, {m.id: m for m in models_from_cityjson(out / "buildings.city.json")}
+
+    tiled, small = run(tmp_path / "tiled", 100.0)
+    big_run, big = run(tmp_path / "big", 1000.0)
+    assert [w for w in summarize(tiled)["warnings"] if "tile buffer" in w][0].startswith("2 derived outline(s) reach")
+    assert not any("tile buffer" in w for w in summarize(big_run)["warnings"])
+    assert sorted(small) == sorted(big) and len(small) == 4  # the ghost has no points: no outline
+    for truth in buildings:
+        [(bid, m)] = [(k, m) for k, m in small.items() if _iou(m.footprint, truth.footprint) > 0.9]
+        other = big[bid]
+        assert m.attributes["point_count"] == other.attributes["point_count"], truth.id
+        assert m.attributes["status"] == other.attributes["status"] == "lod22"
+        assert m.attributes["roof_type"] == other.attributes["roof_type"] == truth.roof_type
+        for name in ("h_lod12", "h_eaves", "h_ridge", "h_roof_max"):
+            assert abs(m.attributes[name] - other.attributes[name]) < 0.02, (truth.id, name)
+    report = json.loads((tmp_path / "tiled" / "buildings" / "report.json").read_text())
+    halls = sorted(k for k, m in small.items() if m.footprint.area > 1000)
+    assert report["buffer_exceeded"]["derived"] == halls and report["buildings"] == 4
+    assert len(models_from_cityjson(tmp_path / "tiled" / "buildings" / "large.city.jsonl")) == 2
+    records = [o.result["record"] for k, o in tiled.report.outcomes.items() if "buildings.lod2/block/" in k]
+    assert sorted(r["id"] for rec in records for r in rec["large"]) == halls  # each modelled once, in a block
+
+
+def _iou(a: shapely.Polygon, b: shapely.Polygon) -> float:
+    return a.intersection(b).area / a.union(b).area

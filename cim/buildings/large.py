@@ -34,6 +34,8 @@ from cim.points import PointCloud
 #: Column of the gathered points holding the ground mask their tile computed.
 GROUND = "cim_ground"
 
+Box = tuple[float, float, float, float]  # minx, miny, maxx, maxy
+
 
 @dataclass(frozen=True)
 class Excess:
@@ -48,10 +50,10 @@ class Excess:
         """The tile buffer that would give every building all of its points in its own tile."""
         return max(self.reach.values())
 
-    def message(self, buffer: float) -> str:
+    def message(self, buffer: float, what: str = "footprint(s)") -> str:
         """The one warning of the job."""
         w, h = self.extent
-        return (f"{len(self.reach)} footprint(s) reach beyond the tile buffer of {buffer:g} m (largest: "
+        return (f"{len(self.reach)} {what} reach beyond the tile buffer of {buffer:g} m (largest: "
                 f"{self.largest}, {w:.1f} x {h:.1f} m; buffer needed: {math.ceil(self.buffer_needed):g} m): "
                 "modelled after the tiles from the points of every tile they touch")
 
@@ -67,28 +69,27 @@ def excess(footprints: Sequence[Footprint], size: float, buffer: float) -> Exces
     return Excess(reach, largest.id, (float(sides[0]), float(sides[1])))
 
 
-def context_box(fp: Footprint, margin: float) -> tuple[float, float, float, float]:
+def context_box(fp: Footprint, margin: float) -> Box:
     """The footprint's bounds grown by ``margin`` (room for the ground points and DTM samples around it)."""
     x0, y0, x1, y1 = fp.polygon.bounds
     return (x0 - margin, y0 - margin, x1 + margin, y1 + margin)
 
 
-def _in_box(x: np.ndarray, y: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+def _in_box(x: np.ndarray, y: np.ndarray, box: Box) -> np.ndarray:
     return (x >= box[0]) & (x < box[2]) & (y >= box[1]) & (y < box[3])
 
 
-def save_pieces(path: Path, cloud: PointCloud, ground: np.ndarray, footprints: Sequence[Footprint],
-                margin: float) -> int:
-    """Write the cloud's core points within ``margin`` of each footprint's bounds (x, y, z, the classes when
-    present and the ground mask) as one frame per footprint; returns the number of frames (no file when 0: an
+def save_pieces(path: Path, cloud: PointCloud, ground: np.ndarray, regions: dict[str, Sequence[Box]]) -> int:
+    """Write the cloud's core points in each region (a name and its boxes: x, y, z, the classes when present and
+    the ground mask) as one frame per region with points; returns the number of frames (no file when 0: an
     earlier run's file is removed)."""
     core = np.asarray(cloud["core"], bool) if cloud.has("core") else np.ones(len(cloud), bool)
     names = [n for n in ("x", "y", "z", "classification") if cloud.has(n)]
     frames = []
-    for fp in footprints:
-        rows = np.flatnonzero(core & _in_box(cloud.x, cloud.y, context_box(fp, margin)))
+    for name, boxes in regions.items():
+        rows = np.flatnonzero(core & in_boxes(cloud.x, cloud.y, boxes))
         if len(rows):
-            frames.append((fp.id, {**{n: np.asarray(cloud[n])[rows] for n in names}, GROUND: ground[rows]}))
+            frames.append((name, {**{n: np.asarray(cloud[n])[rows] for n in names}, GROUND: ground[rows]}))
     if not frames:
         path.unlink(missing_ok=True)
         return 0
@@ -96,6 +97,43 @@ def save_pieces(path: Path, cloud: PointCloud, ground: np.ndarray, footprints: S
         for fid, columns in frames:
             append_frame(tmp, columns, {"id": fid})
     return len(frames)
+
+
+def in_boxes(x: np.ndarray, y: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
+    """Mask of the points in any of ``boxes`` ([minx, maxx) x [miny, maxy))."""
+    mask = np.zeros(len(x), bool)
+    for box in boxes:
+        mask |= _in_box(x, y, box)
+    return mask
+
+
+def leaves(fp: Footprint, bounds: Box, tolerance: float = 1.0) -> bool:
+    """Whether the footprint comes within ``tolerance`` of the edge of ``bounds`` or leaves them (a derived outline
+    touching the edge of a tile's buffered square was cut there)."""
+    x0, y0, x1, y1 = fp.polygon.bounds
+    return (x0 < bounds[0] + tolerance or y0 < bounds[1] + tolerance or x1 > bounds[2] - tolerance
+            or y1 > bounds[3] - tolerance)
+
+
+def clip(box: Box, bounds: Box) -> Box | None:
+    """The part of ``box`` inside ``bounds`` (None when they do not overlap)."""
+    out = (max(box[0], bounds[0]), max(box[1], bounds[1]), min(box[2], bounds[2]), min(box[3], bounds[3]))
+    return out if out[0] < out[2] and out[1] < out[3] else None
+
+
+def box_groups(boxes: Sequence[Box]) -> list[list[int]]:
+    """The indices of ``boxes`` in groups of overlapping boxes (connected components), in order."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    polygons = shapely.box(*np.asarray(boxes, dtype=np.float64).T)
+    pairs = shapely.STRtree(polygons).query(polygons, predicate="intersects")
+    graph = coo_matrix((np.ones(pairs.shape[1]), (pairs[0], pairs[1])), shape=(len(boxes),) * 2)
+    _, labels = connected_components(graph, directed=False)
+    groups: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        groups.setdefault(int(label), []).append(i)
+    return list(groups.values())
 
 
 def gather(files: Sequence[Path], fid: str, crs: pyproj.CRS) -> tuple[PointCloud, np.ndarray] | None:

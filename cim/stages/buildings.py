@@ -20,14 +20,17 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyproj
+import shapely
 from pydantic import Field
 
 from cim.buildings.footprints import Footprint, owner_tile, read_footprints
 from cim.buildings.ground_dtm import dtm_window, tile_dtm, usable
-from cim.buildings.large import Excess, cached_model, context_box, digest, excess, gather, save_pieces, store_model
+from cim.buildings.large import (Excess, box_groups, cached_model, clip, context_box, digest, excess, gather, in_boxes,
+                                 leaves, save_pieces, store_model)
 from cim.buildings.model import BuildingModel, ReconstructionParams
 from cim.buildings.planes import PlaneParams
-from cim.buildings.run import geometries, ground_mask, models_from_cityjson, reconstruct_cloud, summarise
+from cim.buildings.run import (derived_outlines, geometries, ground_mask, models_from_cityjson, reconstruct_cloud,
+                               summarise)
 from cim.cityjson import BuildingGeometry, write_cityjson_streamed, write_cityjsonseq
 from cim.errors import CimWarning
 from cim.fileutil import write_text_atomic
@@ -153,22 +156,28 @@ class _BuildingsStage(BlockFinish, Stage):
         o = self.options
         fps = self.footprints(ctx.crs)
         ground = ground_mask(cloud, o.classify)
-        large = self.large(ctx.crs, ctx.grid)
-        skip = set(large.reach) if large else set()
-        if large:
-            near = [f for f in fps if f.id in skip and _meets(context_box(f, self.context_margin()),
-                                                              ctx.tile.core_bounds)]
-            scratch = self.scratch_dir(ctx.out_dir) / f"{ctx.tile.key}.cols"
-            save_pieces(scratch, cloud, ground, near, self.context_margin())
+        scratch = self.scratch_dir(ctx.out_dir) / f"{ctx.tile.key}.cols"
+        margin = self.context_margin()
+        outlines, held = None, []
+        if fps is None:  # derived outlines cut by the buffered square or larger than their tile's: after the tiles
+            outlines = derived_outlines(cloud, ground, o.building_classes)
+            owner = {f.id: ctx.grid.tile(*owner_tile(f, ctx.grid.size)).buffered_bounds for f in outlines}
+            skip = {f.id for f in outlines if leaves(f, ctx.tile.buffered_bounds) or leaves(f, owner[f.id])}
+            boxes = [c for f in outlines if f.id in skip
+                     if (c := clip(context_box(f, margin), ctx.tile.core_bounds))]
+            saved = save_pieces(scratch, cloud, ground, {DERIVED: boxes} if boxes else {})
+            held = [list(c) for c in boxes] if saved else []
+        else:
+            large = self.large(ctx.crs, ctx.grid)
+            skip = set(large.reach) if large else set()
+            near = [f for f in fps if f.id in skip and _meets(context_box(f, margin), ctx.tile.core_bounds)]
+            save_pieces(scratch, cloud, ground, {f.id: [context_box(f, margin)] for f in near})
         dtm = self.tile_dtm(cloud, ctx)
-        models = self.reconstruct(cloud, fps, core_bounds=ctx.tile.core_bounds, dtm=dtm, ground=ground, skip=skip)
-        bx0, by0, bx1, by1 = ctx.tile.buffered_bounds
-        for m in models:  # derived outlines only: given footprints beyond the buffer are modelled in finish()
-            x0, y0, x1, y1 = m.footprint.bounds
-            if x0 < bx0 or y0 < by0 or x1 > bx1 or y1 > by1:
-                m.attributes["tile_buffer_exceeded"] = True
-                ctx.warn(f"building {m.id} reaches beyond the tile buffer; raise tile.buffer for complete points")
+        models = self.reconstruct(cloud, fps, core_bounds=ctx.tile.core_bounds, dtm=dtm, ground=ground, skip=skip,
+                                  outlines=outlines)
         stats: dict[str, Any] = summarise(models)
+        if held:
+            stats[HELD] = held
         products = []
         if models:
             path = ctx.product_dir / f"{ctx.tile.key}.city.jsonl"
@@ -186,9 +195,16 @@ class _BuildingsStage(BlockFinish, Stage):
         return tile_dtm(folder / f"{ctx.tile.key}.tif", cloud, ctx.tile.buffered_bounds) if folder else None
 
     def finish_blocks(self, tile_keys: list[str]) -> dict[str, list[str]]:
-        """One block per footprint reaching beyond the tile buffer (named by its id): the job's tiles its points
-        and ground context may come from ({} without any such footprint, or before :meth:`plan`)."""
-        if self._planned is None or not self.options.footprints:
+        """With footprints, one block per footprint reaching beyond the tile buffer (named by its id): the job's
+        tiles its points and ground context may come from ({} without any such footprint, or before
+        :meth:`plan`). Without footprints, one block per 4 x 4 tiles: the derived outlines larger than the buffer
+        are found by the tiles, each group of them is modelled by the block of the first tile that held it."""
+        if not self.options.footprints:
+            blocks: dict[str, list[str]] = {}
+            for key in sorted(tile_keys):
+                blocks.setdefault(_block_of(key), []).append(key)
+            return blocks
+        if self._planned is None:
             return {}
         crs, grid = self._planned
         large = self.large(crs, grid)
@@ -202,41 +218,89 @@ class _BuildingsStage(BlockFinish, Stage):
         return blocks
 
     def finish_summary(self, results: list[dict[str, Any]], ctx: JobContext) -> dict[str, Any] | None:
-        return None  # a large building's block needs nothing but the pieces its tiles wrote
+        """Without footprints: the groups of overlapping regions the tiles held (a region: the tile's core
+        points around a derived outline larger than the buffer), each with its tiles, by block. With footprints,
+        nothing (a block needs only the pieces its tiles wrote)."""
+        if self.options.footprints:
+            return None
+        held = [(r["tile"], box) for r in sorted(results, key=lambda r: r["tile"]) for box in r["stats"].get(HELD, [])]
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for members in box_groups([box for _, box in held]) if held else []:
+            tiles = sorted({held[i][0] for i in members})
+            groups.setdefault(_block_of(tiles[0]), []).append({"tiles": tiles, "boxes": [held[i][1] for i in members]})
+        return {"groups": groups}
 
     def finish_block(self, block: str, results: list[dict[str, Any]], summary: dict[str, Any] | None,
                      ctx: JobContext) -> dict[str, Any] | None:
-        fps = self._read(ctx.crs)
-        fp = next(f for f in fps if f.id == block)
-        return self.model_large(fp, fps, {r["tile"] for r in results}, ctx)
+        """The records of the large buildings this block modelled (see :meth:`model_large`)."""
+        if summary is not None:
+            records = [self.model_derived(group, ctx) for group in summary["groups"].get(block, [])]
+        else:
+            fps = self._read(ctx.crs)
+            fp = next(f for f in fps if f.id == block)
+            records = [self.model_large(fp, fps, {r["tile"] for r in results}, ctx)]
+        return {"large": [r for r in records if r is not None]}
 
     def finish_merge(self, results: list[dict[str, Any]], blocks: dict[str, Any],
                      ctx: JobContext) -> list[Product]:
-        """The large buildings' file from the blocks' records (without blocks: each large building modelled here,
+        """The large buildings' file from the blocks' records (without blocks: each large footprint modelled here,
         one after the other) and the stage's report."""
         large = self.large(ctx.crs, ctx.grid)
         fps, tiles = self._read(ctx.crs), {r["tile"] for r in results}
+        records = [r for b in blocks.values() if b is not None for r in b["large"]]
         if large and not blocks:
-            blocks = {f.id: self.model_large(f, fps, tiles, ctx) for f in fps if f.id in large.reach}
-        lost = {r["id"] for r in blocks.values() if r is not None and not (ctx.out_dir / r["file"]).is_file()}
-        records = [r for r in blocks.values() if r is not None and r["id"] not in lost]
+            records = [r for f in fps if f.id in large.reach and (r := self.model_large(f, fps, tiles, ctx))]
+        lost = {r["id"] for r in records if not (ctx.out_dir / r["file"]).is_file()}
+        records = [r for r in records if r["id"] not in lost]
         records += [r for f in fps if f.id in lost and (r := self.model_large(f, fps, tiles, ctx))]  # cache deleted
-        products = self.write_large(records, ctx)
+        products, gathered = self.write_large(records, ctx)
         models = _tile_models(ctx.product_dir)
         report = {"tiles": len(results), **summarise(models)}
         warned = list(dict.fromkeys(w for r in results for w in r.get("warnings", [])))
-        if large:  # warned at planning (plan); recorded in both reports
-            message = large.message(ctx.grid.buffer)
+        if not self.options.footprints:  # derived outlines found larger than the buffer by the tiles
+            large = excess(gathered, ctx.grid.size, 0.0)
+        if large:  # footprints: warned at planning (plan); recorded in both reports
+            what = "footprint(s)" if self.options.footprints else "derived outline(s)"
+            message = large.message(ctx.grid.buffer, what)
             warnings.warn(message, CimWarning, stacklevel=2)
             warned.append(message)
-            report["buffer_exceeded"] = {"footprints": sorted(large.reach), "largest": large.largest,
-                                         "extent": [round(v, 3) for v in large.extent],
+            report["buffer_exceeded"] = {"footprints" if self.options.footprints else "derived": sorted(large.reach),
+                                         "largest": large.largest, "extent": [round(v, 3) for v in large.extent],
                                          "buffer_needed": round(large.buffer_needed, 3)}
         if warned:
             report["warnings"] = warned
         path = ctx.product_dir / "report.json"
         write_text_atomic(path, json.dumps(report, sort_keys=True, indent=1))
         return [*products, Product(ctx.relative(path), "report", "application/json", roles=("metadata",))]
+
+    def model_derived(self, group: dict[str, Any], ctx: JobContext) -> dict[str, Any] | None:
+        """Model the derived outlines larger than the tile buffer in one group of regions the tiles held (see
+        :meth:`finish_summary`): the outlines derived again from the points of all those tiles, those that leave
+        their own tile's buffered square and lie inside the regions (not cut by their edge); cached as in
+        :meth:`model_large`."""
+        boxes = [tuple(b) for b in group["boxes"]]
+        found = gather([self.scratch_dir(ctx.out_dir) / f"{t}.cols" for t in group["tiles"]], DERIVED, ctx.crs)
+        if found is None:
+            return None
+        inside = in_boxes(found[0].x, found[0].y, boxes)
+        cloud, ground = found[0][inside], found[1][inside]
+        region = shapely.union_all([shapely.box(*b) for b in boxes])
+        outlines = derived_outlines(cloud, ground, self.options.building_classes)
+        keep = [f for f in outlines if leaves(f, ctx.grid.tile(*owner_tile(f, ctx.grid.size)).buffered_bounds)
+                and region.contains(f.polygon.buffer(1.0))]
+        if not keep:
+            return None
+        dtm = self.window_dtm(region.bounds, ctx)
+        options = self.options.model_dump(mode="json", exclude=set(self.options.path_fields))
+        key = digest(cloud, ground, keep, dtm, self.name, options, _code_hash(type(self).__module__), ctx.crs.to_wkt())
+        path = cached_model(self.cache_dir(ctx.out_dir), keep[0].id, key)
+        modelled = not path.is_file()
+        if modelled:
+            ids = {f.id for f in keep}
+            models = self.reconstruct(cloud, None, outlines=outlines, ground=ground, dtm=dtm,
+                                      skip={f.id for f in outlines} - ids)
+            store_model(path, models, ctx.crs)
+        return {"id": keep[0].id, "file": path.relative_to(ctx.out_dir).as_posix(), "modelled": modelled}
 
     def model_large(self, fp: Footprint, fps: list[Footprint], tiles: set[str], ctx: JobContext
                     ) -> dict[str, Any] | None:
@@ -262,9 +326,9 @@ class _BuildingsStage(BlockFinish, Stage):
             store_model(path, models, ctx.crs)
         return {"id": fp.id, "file": path.relative_to(ctx.out_dir).as_posix(), "modelled": modelled}
 
-    def write_large(self, records: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
-        """``LARGE_FILE`` from the cached models of ``records`` (removed when there are none); cache files of
-        buildings no longer large are removed."""
+    def write_large(self, records: list[dict[str, Any]], ctx: JobContext) -> tuple[list[Product], list[Footprint]]:
+        """``LARGE_FILE`` from the cached models of ``records`` (removed when there are none; cache files of
+        buildings no longer large are removed) and the footprints of its buildings."""
         path = ctx.product_dir / LARGE_FILE
         files = [ctx.out_dir / r["file"] for r in sorted(records, key=lambda r: r["id"])]
         cache = self.cache_dir(ctx.out_dir)
@@ -273,9 +337,10 @@ class _BuildingsStage(BlockFinish, Stage):
         models = [m for f in files for m in models_from_cityjson(f)]
         if not models:
             path.unlink(missing_ok=True)
-            return []
+            return [], []
         write_cityjsonseq(path, geometries(models), ctx.crs)
-        return [Product(ctx.relative(path), "cityjson", CITYJSONSEQ_MEDIA, properties={"buildings": len(models)})]
+        return ([Product(ctx.relative(path), "cityjson", CITYJSONSEQ_MEDIA, properties={"buildings": len(models)})],
+                [Footprint(m.id, m.footprint) for m in models])
 
     def cache_dir(self, out_dir: Path) -> Path:
         """Where the models of the large buildings are kept between runs (``<out>/.cim/work/<stage>.large``)."""
@@ -292,6 +357,15 @@ class _BuildingsStage(BlockFinish, Stage):
 
 #: The per-stage file of the buildings larger than the tile buffer (modelled in ``finish``).
 LARGE_FILE = "large.city.jsonl"
+#: The frame name of the points a tile held around derived outlines larger than the buffer, and the tile result's
+#: stats key of their regions.
+DERIVED, HELD = "derived", "derived_held"
+
+
+def _block_of(tile_key: str) -> str:
+    """The block of 4 x 4 tiles holding tile ``ix_iy`` (derived outlines larger than the buffer)."""
+    ix, iy = (int(v) for v in tile_key.split("_"))
+    return f"{ix >> 2}_{iy >> 2}"
 
 
 def _meets(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
