@@ -22,6 +22,7 @@ from cim.pipeline.job import parse_job
 from cim.synth.rooflib import ORIGIN, LibraryBuilding, ground_z
 from cim.synth.roofs import GABLE, HIP, place, rectangle_solid, solid_volume
 from cim.synth.scanstyles import ALS, CRS, scan
+from helpers import cim_cli
 
 
 def _building(bid: str, roof: int, length: float, width: float, eave: float, ridge: float, dx: float, dy: float,
@@ -187,3 +188,25 @@ def test_derived_outlines_larger_than_the_buffer(scene, tmp_path):
 
 def _iou(a: shapely.Polygon, b: shapely.Polygon) -> float:
     return a.intersection(b).area / a.union(b).area
+
+
+def test_191_m_building_with_the_default_buffer(tmp_path):
+    """The issue's 191 m building under ``cim buildings`` defaults (250 m tiles, 40 m buffer), across a tile edge:
+    the warning names the buffer it needs and says it is modelled whole, and it is (every point of it)."""
+    hall = _building("hall", GABLE, 191.0, 14.0, 7.0, 12.0, -20.0, 30.0)  # x from -115.5 to 75.5 m: 75.5 m past
+    cloud = scan([hall], ALS, seed=11)
+    laz = las.write(tmp_path / "hall.laz", cloud, crs=cloud.crs)
+    gpkg = tmp_path / "hall.gpkg"
+    _footprints(gpkg, {"hall": hall.footprint})
+    out = tmp_path / "out"
+    done = cim_cli("buildings", str(laz), "--footprints", str(gpkg), "--no-tiles", "--out", str(out),
+                   "--scheduler", "threads", "--workers", "1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    said = " ".join((done.stdout + done.stderr).split())
+    assert "tile buffer of 40 m (largest: hall, 191.0 x 14.0 m; buffer needed: 76 m)" in said
+    assert "modelled whole after the tiles" in said
+    [model] = models_from_cityjson(out / "buildings" / "large.city.jsonl")
+    cloud = las.read(laz)
+    inside = shapely.contains_xy(hall.footprint, cloud.x, cloud.y) & (cloud.classification == 6)
+    assert model.attributes["status"] == "lod22" and model.attributes["point_count"] == int(inside.sum())
+    assert model.attributes["roof_type"] == GABLE

@@ -53,9 +53,11 @@ class Excess:
     def message(self, buffer: float, what: str = "footprint(s)") -> str:
         """The one warning of the job."""
         w, h = self.extent
+        needed = math.ceil(self.buffer_needed)
         return (f"{len(self.reach)} {what} reach beyond the tile buffer of {buffer:g} m (largest: "
-                f"{self.largest}, {w:.1f} x {h:.1f} m; buffer needed: {math.ceil(self.buffer_needed):g} m): "
-                "modelled after the tiles from the points of every tile they touch")
+                f"{self.largest}, {w:.1f} x {h:.1f} m; buffer needed: {needed:g} m): each is modelled whole after "
+                f"the tiles (in parallel tasks) from the points of every tile it touches (a tile buffer of "
+                f"{needed:g} m keeps them in the tile chains)")
 
 
 def excess(footprints: Sequence[Footprint], size: float, buffer: float) -> Excess | None:
