@@ -232,7 +232,7 @@ class _BuildingsStage(BlockFinish, Stage):
 
     def finish_block(self, block: str, results: list[dict[str, Any]], summary: dict[str, Any] | None,
                      ctx: JobContext) -> dict[str, Any] | None:
-        """The records of the large buildings this block modelled (see :meth:`model_large`)."""
+        """The records of the large buildings this block modelled (see :meth:`model_cached`)."""
         if summary is not None:
             records = [self.model_derived(group, ctx) for group in summary["groups"].get(block, [])]
         else:
@@ -246,13 +246,10 @@ class _BuildingsStage(BlockFinish, Stage):
         """The large buildings' file from the blocks' records (without blocks: each large footprint modelled here,
         one after the other) and the stage's report."""
         large = self.large(ctx.crs, ctx.grid)
-        fps, tiles = self._read(ctx.crs), {r["tile"] for r in results}
         records = [r for b in blocks.values() if b is not None for r in b["large"]]
         if large and not blocks:
+            fps, tiles = self._read(ctx.crs), {r["tile"] for r in results}
             records = [r for f in fps if f.id in large.reach and (r := self.model_large(f, fps, tiles, ctx))]
-        lost = {r["id"] for r in records if not (ctx.out_dir / r["file"]).is_file()}
-        records = [r for r in records if r["id"] not in lost]
-        records += [r for f in fps if f.id in lost and (r := self.model_large(f, fps, tiles, ctx))]  # cache deleted
         products, gathered = self.write_large(records, ctx)
         models = _tile_models(ctx.product_dir)
         report = {"tiles": len(results), **summarise(models)}
@@ -276,8 +273,7 @@ class _BuildingsStage(BlockFinish, Stage):
     def model_derived(self, group: dict[str, Any], ctx: JobContext) -> dict[str, Any] | None:
         """Model the derived outlines larger than the tile buffer in one group of regions the tiles held (see
         :meth:`finish_summary`): the outlines derived again from the points of all those tiles, those that leave
-        their own tile's buffered square and lie inside the regions (not cut by their edge); cached as in
-        :meth:`model_large`."""
+        their own tile's buffered square and lie inside the regions (not cut by their edge)."""
         boxes = [tuple(b) for b in group["boxes"]]
         found = gather([self.scratch_dir(ctx.out_dir) / f"{t}.cols" for t in group["tiles"]], DERIVED, ctx.crs)
         if found is None:
@@ -291,24 +287,13 @@ class _BuildingsStage(BlockFinish, Stage):
         if not keep:
             return None
         dtm = self.window_dtm(region.bounds, ctx)
-        options = self.options.model_dump(mode="json", exclude=set(self.options.path_fields))
-        key = digest(cloud, ground, keep, dtm, self.name, options, _code_hash(type(self).__module__), ctx.crs.to_wkt())
-        path = cached_model(self.cache_dir(ctx.out_dir), keep[0].id, key)
-        modelled = not path.is_file()
-        if modelled:
-            ids = {f.id for f in keep}
-            models = self.reconstruct(cloud, None, outlines=outlines, ground=ground, dtm=dtm,
-                                      skip={f.id for f in outlines} - ids)
-            store_model(path, models, ctx.crs)
-        return {"id": keep[0].id, "file": path.relative_to(ctx.out_dir).as_posix(), "modelled": modelled}
+        return self.model_cached(keep[0].id, cloud, ground, dtm, outlines, {f.id for f in keep}, True, ctx)
 
     def model_large(self, fp: Footprint, fps: list[Footprint], tiles: set[str], ctx: JobContext
                     ) -> dict[str, Any] | None:
-        """Model the large footprint ``fp`` from the points every tile gathered for it, into its cache file (kept
-        when the digest of its inputs is unchanged: not modelled again). Like every footprint, it is modelled
-        when it has points or its own tile is one of the job's ``tiles`` (status ``no_points`` then); returns
-        the block's record (the id, the cache file relative to the output folder, whether it was modelled now)
-        or None."""
+        """Model the large footprint ``fp`` from the points every tile gathered for it (:meth:`model_cached`).
+        Like every footprint, it is modelled when it has points or its own tile is one of the job's ``tiles``
+        (status ``no_points`` then); else None."""
         box = context_box(fp, self.context_margin())
         scratch = self.scratch_dir(ctx.out_dir)
         found = gather([scratch / f"{t.key}.cols" for t in ctx.grid.tiles_covering(box)], fp.id, ctx.crs)
@@ -316,15 +301,24 @@ class _BuildingsStage(BlockFinish, Stage):
             return None
         cloud, ground = found or (PointCloud.empty(ctx.crs), np.zeros(0, bool))
         near = [f for f in fps if _meets(f.polygon.bounds, box)]
-        dtm = self.window_dtm(box, ctx)
+        return self.model_cached(fp.id, cloud, ground, self.window_dtm(box, ctx), near, {fp.id}, False, ctx)
+
+    def model_cached(self, name: str, cloud: PointCloud, ground: np.ndarray, dtm: tuple[np.ndarray, GridSpec] | None,
+                     around: list[Footprint], chosen: set[str], derived: bool, ctx: JobContext) -> dict[str, Any]:
+        """Model the footprints ``chosen`` among those ``around`` (the outlines derived from ``cloud`` when
+        ``derived``) into a cache file named by ``name`` and the digest of all inputs, unless that file exists
+        (an unchanged building is not modelled again); the block's record: ``name``, the file (relative to the
+        output folder) and whether it was modelled now."""
         options = self.options.model_dump(mode="json", exclude=set(self.options.path_fields))  # files: by content
-        key = digest(cloud, ground, near, dtm, self.name, options, _code_hash(type(self).__module__), ctx.crs.to_wkt())
-        path = cached_model(self.cache_dir(ctx.out_dir), fp.id, key)
+        key = digest(cloud, ground, around, dtm, self.name, options, sorted(chosen), derived,
+                     _code_hash(type(self).__module__), ctx.crs.to_wkt())
+        path = cached_model(self.cache_dir(ctx.out_dir), name, key)
         modelled = not path.is_file()
         if modelled:
-            models = self.reconstruct(cloud, near, ground=ground, dtm=dtm, skip={f.id for f in near} - {fp.id})
+            models = self.reconstruct(cloud, None if derived else around, outlines=around if derived else None,
+                                      ground=ground, dtm=dtm, skip={f.id for f in around} - chosen)
             store_model(path, models, ctx.crs)
-        return {"id": fp.id, "file": path.relative_to(ctx.out_dir).as_posix(), "modelled": modelled}
+        return {"id": name, "file": path.relative_to(ctx.out_dir).as_posix(), "modelled": modelled}
 
     def write_large(self, records: list[dict[str, Any]], ctx: JobContext) -> tuple[list[Product], list[Footprint]]:
         """``LARGE_FILE`` from the cached models of ``records`` (removed when there are none; cache files of
