@@ -4,8 +4,9 @@
 tile (each building once, whatever the tile cut; the tile buffer gives the points of buildings that cross the
 edge) and write ``<folder>/<tile>.city.jsonl`` (CityJSONSeq) plus a ``report.json`` in ``finish``. Footprints
 (or derived outlines) reaching beyond the tile buffer are modelled after the tiles, in the finish's block tasks,
-from the points of every tile they touch (:mod:`cim.buildings.large`, ``<folder>/large.city.jsonl``). Ground heights come from the ``dtm`` file, else the
-job's DTM (``raster.dtm``, a reused artefact), else the ground points around each footprint.
+from the points of every tile they touch (:mod:`cim.buildings.large`, ``<folder>/large.city.jsonl``). Ground
+heights come from the ``dtm`` file, else the job's DTM (``raster.dtm``, a reused artefact), else the ground points
+around each footprint.
 ``write.cityjson`` merges those into one CityJSON 2.0 file (and a CityJSONSeq); ``tiles.buildings`` writes a
 3D Tiles 1.1 tileset of them.
 """
