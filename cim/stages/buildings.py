@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -149,6 +150,7 @@ class _BuildingsStage(BlockFinish, Stage):
         """Warn before any work when footprints reach beyond the tile buffer (each modelled in a task of its own
         after the tiles); remember the job's CRS and grid for :meth:`finish_blocks`."""
         self._planned = (ctx.crs, ctx.grid)
+        _code_hash(type(self).__module__)  # here, not in the worker threads (see _code_hash)
         large = self.large(ctx.crs, ctx.grid)
         if large:
             warnings.warn(large.message(ctx.grid.buffer), CimWarning, stacklevel=2)
@@ -367,9 +369,18 @@ def _meets(a: tuple[float, float, float, float], b: tuple[float, float, float, f
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-@functools.cache
+_CODE_LOCK = threading.Lock()
+
+
 def _code_hash(module: str) -> str:
-    """The code hash of a stage module (as in the step fingerprints), once per process."""
+    """The code hash of a stage module (as in the step fingerprints), once per process: at planning, else under a
+    lock (CPython 3.11's ``ast`` fails with "AST constructor recursion depth mismatch" when threads parse at once)."""
+    with _CODE_LOCK:
+        return _code_hashes(module)
+
+
+@functools.cache
+def _code_hashes(module: str) -> str:
     from cim.runner.fingerprints import CodeHashes
 
     return CodeHashes().code_hash(module)
