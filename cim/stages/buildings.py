@@ -113,6 +113,7 @@ class _BuildingsStage(BlockFinish, Stage):
     reuses = ("dtm",)  # the job's DTM (raster.dtm) gives the ground heights unless the dtm option names a file
     lod2: ClassVar[bool] = True
     _planned: tuple[pyproj.CRS, TileGrid] | None = None  # the job's CRS and grid, set at planning
+    _code: str | None = None  # the code hash of the stage module, set at planning
 
     def _footprint_key(self, crs: pyproj.CRS) -> tuple[Any, ...]:
         o = self.options
@@ -150,7 +151,7 @@ class _BuildingsStage(BlockFinish, Stage):
         """Warn before any work when footprints reach beyond the tile buffer (each modelled in a task of its own
         after the tiles); remember the job's CRS and grid for :meth:`finish_blocks`."""
         self._planned = (ctx.crs, ctx.grid)
-        _code_hash(type(self).__module__)  # here, not in the worker threads (see _code_hash)
+        self._code = _code_hash(type(self).__module__)  # here, not in the workers' threads (see _code_hash)
         large = self.large(ctx.crs, ctx.grid)
         if large:
             warnings.warn(large.message(ctx.grid.buffer), CimWarning, stacklevel=2)
@@ -314,7 +315,7 @@ class _BuildingsStage(BlockFinish, Stage):
         output folder) and whether it was modelled now."""
         options = self.options.model_dump(mode="json", exclude=set(self.options.path_fields))  # files: by content
         key = digest(cloud, ground, around, dtm, self.name, options, sorted(chosen), derived,
-                     _code_hash(type(self).__module__), ctx.crs.to_wkt())
+                     self._code or _code_hash(type(self).__module__), ctx.crs.to_wkt())
         path = cached_model(self.cache_dir(ctx.out_dir), name, key)
         modelled = not path.is_file()
         if modelled:
