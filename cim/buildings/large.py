@@ -5,8 +5,11 @@ A tile's chain sees its core square plus the buffer; a footprint reaching furthe
 that owns it (its representative point's) would be modelled from truncated points. Instead every tile writes its
 core points near such a footprint (with the tile's ground mask, which needed the tile's context) into the stage's
 scratch folder, and the stage's finish models each such building in its own task from the pieces of all tiles
-(:meth:`cim.pipeline.reduction.BlockFinish.finish_block`). A model is cached under the digest of everything it is
-made from (:func:`digest`), so that a resume does not model an unchanged building again.
+(:meth:`cim.pipeline.reduction.BlockFinish.finish_block`). Outlines derived from the points are found at run time:
+a tile keeps its core points around those it sees cut by its buffered square or larger than their own tile's
+(:func:`leaves`), and the regions of all tiles, joined where they overlap (:func:`box_groups`), are modelled
+after the tiles. A model is cached under the digest of everything it is made from (:func:`digest`), so that a
+resume does not model an unchanged building again.
 """
 
 from __future__ import annotations
