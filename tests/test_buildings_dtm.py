@@ -8,9 +8,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
+import shapely
 
-from cim.buildings.run import models_from_cityjson
+from cim.buildings.footprints import Footprint
+from cim.buildings.model import reconstruct
+from cim.buildings.run import models_from_cityjson, summarise
 from helpers import cim_cli
 from cim.cityjson import read_cityjson
 from cim.pipeline.execute import run_job, summarize
@@ -103,3 +107,23 @@ def test_explicit_dtm_file_wins(synth_city, tmp_path):
     assert all(abs(m.attributes["h_ground"] - truth[k]) < 0.3 for k, m in models.items())
     report = json.loads((tmp_path / "points" / "buildings" / "report.json").read_text())
     assert report["ground_source"] == {"ground_points": len(truth)} and report["ground_estimated"] == []
+
+
+def test_ground_source_names_come_from_the_model():
+    """The model writes the canonical ``ground_source`` names itself: ground points around one footprint,
+    a flagged estimate (with its reason) for one without any ground or DTM near it; the report counts both."""
+    rng = np.random.default_rng(3)
+    boxes = {"near": (0.0, 0.0, 10.0, 8.0), "far": (200.0, 0.0, 210.0, 8.0)}
+    fps = [Footprint(k, shapely.box(*b)) for k, b in boxes.items()]
+    roof = np.concatenate([np.column_stack([rng.uniform(b[0], b[2], 800), rng.uniform(b[1], b[3], 800),
+                                            np.full(800, 106.0) + rng.normal(0, 0.02, 800)]) for b in boxes.values()])
+    ring = shapely.box(*boxes["near"]).buffer(2.0).exterior  # ground points 2 m around "near" only, at 100 m
+    ground = np.array([(*ring.interpolate(t, normalized=True).coords[0], 100.0) for t in np.linspace(0, 1, 200)])
+    models = {m.id: m for m in reconstruct(fps, roof, ground)}
+    near, far = models["near"].attributes, models["far"].attributes
+    assert near["ground_source"] == "ground_points" and near["h_ground"] == 100.0 and "ground_flag" not in near
+    assert far["ground_source"] == "estimated" and far["ground_flag"] is True
+    assert far["ground_reason"] == "no ground points or DTM near the footprint"
+    assert far["h_ground"] == pytest.approx(np.percentile(roof[800:, 2], 1) - 3.0, abs=1e-3)
+    report = summarise(list(models.values()))
+    assert report["ground_source"] == {"estimated": 1, "ground_points": 1} and report["ground_estimated"] == ["far"]

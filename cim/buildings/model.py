@@ -329,13 +329,18 @@ def _above(plane: tuple[float, float, float], cell: Polygon, zmin: float) -> tup
 # ------------------------------------------------------------------------------------------------ one building
 
 
+#: Where a building's ground height came from (attribute ``ground_source``): a DTM, ground points around the
+#: footprint, or a flagged estimate (``ground_flag``, with ``ground_reason``).
+GROUND_SOURCES = ("dtm", "ground_points", "estimated")
+
+
 def reconstruct_building(
     fp: Footprint,
     roof_xyz: np.ndarray,
     ground: float | None,
     params: ReconstructionParams | None = None,
     *,
-    ground_source: str = "ground points",
+    ground_source: str = "ground_points",
     lod2: bool = True,
 ) -> BuildingModel:
     """LoD1.2 + LoD2.2 of one footprint from its building points (inside the footprint) and ground height."""
@@ -353,7 +358,8 @@ def reconstruct_building(
     attrs.update({f"src_{k}": v for k, v in fp.attributes.items() if isinstance(v, (str, int, float, bool))})
     if ground is None:  # flagged: a guess 3 m under the lowest roof points, never a roof edge
         ground = float(np.percentile(roof_xyz[:, 2], 1)) - 3.0 if n else 0.0
-        attrs["ground_source"] = "estimate: no ground points or DTM near the footprint"
+        attrs["ground_source"] = "estimated"
+        attrs["ground_reason"] = "no ground points or DTM near the footprint"
         attrs["ground_flag"] = True
     attrs["h_ground"] = round(ground, 3)
     model = BuildingModel(fp.id, poly, attrs)
@@ -499,7 +505,7 @@ def reconstruct(
         # ground points higher than most of the roof are roof points with a wrong class (unless by height)
         below = None if by_height or len(pts) < 4 else float(np.percentile(pts[:, 2], 25)) - 1.0
         ground = ground_height(poly, ground_xyz, p, gtree, below) if gtree is not None else None
-        source = "ground points"
+        source = "ground_points"
         if ground is None and ground_fn is not None:
             ground, source = ground_fn(poly), "dtm"
         if by_height and ground is not None:

@@ -107,6 +107,7 @@ def reconstruct_cloud(
     building_points: str = "auto",
     ground: np.ndarray | None = None,
     skip: Collection[str] = (),
+    outlines: Sequence[Footprint] | None = None,
 ) -> list[BuildingModel]:
     """Models of the buildings whose footprint's representative point lies in ``core_bounds``.
 
@@ -124,8 +125,9 @@ def reconstruct_cloud(
     points twice takes them too: attribute ``building_points`` = "height").
 
     ``ground``: the cloud's ground mask when the caller has it (else :func:`ground_mask`); ``skip``: ids of
-    footprints modelled elsewhere (they still count as footprints, e.g. for the ground points around them).
-    Every model's ``ground_source`` is one of :data:`GROUND_SOURCES`.
+    footprints modelled elsewhere (they still count as footprints, e.g. for the ground points around them);
+    ``outlines``: without ``footprints``, the outlines :func:`derived_outlines` gave for this cloud.
+    Every model's ``ground_source`` is one of :data:`cim.buildings.model.GROUND_SOURCES`.
     """
     gm = ground_mask(cloud, classify) if ground is None else ground
     cls = cloud.get("classification")
@@ -133,7 +135,7 @@ def reconstruct_cloud(
     xyz = cloud.xyz
     derived = footprints is None
     if derived:
-        footprints = derive_footprints(xyz[bm, 0], xyz[bm, 1])
+        footprints = derive_footprints(xyz[bm, 0], xyz[bm, 1]) if outlines is None else outlines
     chosen = [f for f in footprints if f.id not in skip and in_bounds(f.representative_point, core_bounds)]
     p = params or ReconstructionParams()
     by_height, other = False, np.zeros((0, 3))
@@ -158,20 +160,16 @@ def reconstruct_cloud(
         log.info("derived outlines: %d of %d kept as buildings (planar share >= %.2f)", len(keep), len(models),
                  min_planar_share)
         models = keep
-    for m in models:
-        m.attributes["ground_source"] = ground_source(m.attributes["ground_source"])
     return models
 
 
-#: Where a building's ground height came from: a DTM, ground points around the footprint, or a flagged estimate.
-GROUND_SOURCES = ("dtm", "ground_points", "estimated")
-
-
-def ground_source(described: str) -> str:
-    """The :data:`GROUND_SOURCES` name of the ground source :func:`cim.buildings.model.reconstruct` describes."""
-    if described.startswith("estimate"):
-        return "estimated"
-    return {"ground points": "ground_points"}.get(described, described)
+def derived_outlines(cloud: PointCloud, ground: np.ndarray, building_classes: Sequence[int] = (6,)
+                     ) -> list[Footprint]:
+    """The building outlines derived from the cloud's building points (as :func:`reconstruct_cloud` derives them
+    without footprints; ``ground``: the cloud's ground mask)."""
+    bm, _ = split_points(cloud.x, cloud.y, cloud.z, cloud.get("classification"), building_classes=building_classes,
+                         ground_mask=ground)
+    return derive_footprints(cloud.x[bm], cloud.y[bm])
 
 
 def geometries(models: Sequence[BuildingModel]) -> list[BuildingGeometry]:
