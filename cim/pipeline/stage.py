@@ -194,6 +194,11 @@ class Stage:
         itself ("")."""
         return getattr(self.options, "folder", "")
 
+    def check(self) -> list[tuple[str, str]]:
+        """Validation-time check of the stage's configuration once the job has wired its artefacts (``inputs``),
+        before any file is opened: ``(option, problem)`` pairs, each reported as one line naming that key."""
+        return []
+
     def plan(self, ctx: JobContext) -> None:
         """Planning-time check of the stage with the job's CRS and tile grid, before any work: raise a
         :class:`CimError` to refuse the job, warn (``CimWarning``) about what the run will do differently."""
