@@ -151,3 +151,23 @@ def test_a_job_without_readers_must_be_item_stages_with_a_crs(synth_city, tmp_pa
     with pytest.raises(ConfigError, match="job.crs: a job without point readers needs the CRS"):
         run_job(job, scheduler="threads", workers=1)
     assert not (tmp_path / "out").exists()
+
+
+def test_an_item_only_job_reports_its_images_and_each_task_its_image(synth_city, tmp_path: Path) -> None:
+    """A job of item stages only says what it did (images, not "0 tiles, 0 points") in its report, printed title
+    and profile page, and each image's task carries its image in the timeline and on the page."""
+    out = tmp_path / "out"
+    done = cim_cli(*_command(synth_city, "--out", str(out), "--detect-width", "1024", "--fine-width", "0",
+                             "--profile"), *RUN)
+    _ok(done)
+    names = sorted(p.stem for p in synth_city.panorama_dir.glob("*.jpg"))
+    report = _report(out)
+    assert report["items"] == {"images": len(names)} and report["tiles"] == 0
+    title = next(line for line in done.stdout.splitlines() if line.startswith("job "))
+    assert f": {len(names)} images, " in title and "tiles" not in title and "points" not in title, title
+    tasks = {t["task"]: t for t in report["timeline"]["tasks"]}
+    assert {tasks[f"00-{ITEM}/{n}"]["item"] for n in names} == set(names)
+    assert tasks[f"00-{ITEM}/finish"]["item"] == "" and all(t["tile"] == "" for t in tasks.values())
+    page = (out / "profile.html").read_text()
+    assert f"tasks, {len(names)} images, " in page and "0 tiles" not in page
+    assert all(f"· item {n} ·" in page for n in names)  # each image's bar names its image

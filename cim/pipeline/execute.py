@@ -67,6 +67,8 @@ class JobRun:
     points: int = 0
     #: one line per sizing advice (a job with fewer tiles than workers: see :mod:`cim.pipeline.sizing`)
     advice: list[str] = field(default_factory=list)
+    #: items of the item stages by what they are ("images": 12; :class:`cim.pipeline.items.ItemStage`)
+    items: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -345,7 +347,8 @@ def run_job(
             upstream = run_items(job, work_crs, client, manifest, hashes, code, force=force, keep_going=keep_going,
                                  on_outcome=on_outcome, on_plan=on_plan)
             if not upstream.report.ok:
-                return JobRun(job, upstream.report, [Product.from_json(p) for p in upstream.products])
+                return JobRun(job, upstream.report, [Product.from_json(p) for p in upstream.products],
+                              items=upstream.items)
         if on_plan:
             on_plan(len(partition), "partition")
         first = run_tasks(partition, client, manifest, out_dir=out_dir, force=force, keep_going=keep_going,
@@ -382,7 +385,7 @@ def run_job(
     products = [Product.from_json(p) for o in report.outcomes.values() if isinstance(o.result, dict)
                 for p in o.result.get("products", []) if isinstance(p, dict)]
     return JobRun(job, report, products, len(tiles), max(0, len(all_tiles) - len(tiles)), sum(counts.values()),
-                  [advice] if advice else [])
+                  [advice] if advice else [], upstream.items)
 
 
 _TEMPORARY = re.compile(r"^\..+(\.[0-9a-f]{8}\.tmp(\.[^.]+)?|_[0-9a-f]{8}_tmp)$")
@@ -697,6 +700,7 @@ def summarize(run: JobRun) -> dict[str, Any]:
         "tiles": run.tiles,
         "empty_tiles": run.empty_tiles,
         "points": run.points,
+        "items": run.items,
         "seconds": round(report.seconds, 3),
         "stages": report.stage_table(),
         "timeline": report.timeline(),
