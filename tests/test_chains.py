@@ -140,7 +140,8 @@ def test_scratch_is_cleared_after_its_finish_and_a_finish_rerun_rebuilds_it(tmp_
     job = load_job(write_job(tmp_path / "j.toml", delft_job(out, extra='[[stages]]\ntype = "tiles.pointcloud"\n',
                                                             files=files)))
     first = run_job(job, scheduler="threads", workers=2)
-    assert first.report.ok and not (out / ".cim" / "work" / "tiles.pointcloud").exists()  # only its finish read it
+    scratch = job.stages_of("tiles.pointcloud")[0].scratch_dir(out)
+    assert first.report.ok and scratch.parent.is_dir() and not scratch.exists()  # only its finish read it
     digests = product_digests(out)
     tileset = out / "3dtiles" / "pointcloud" / "tileset.json"
     tileset.unlink()  # the finish must run again, and it needs every tile's scratch

@@ -185,7 +185,7 @@ def chain_task(steps: list[Step], parts: list[str], checkpoint: str | None, resu
 
 def _cleared_mark(out_dir: Path, stage: Stage) -> Path:
     """Present while the stage's scratch was cleared after its finish: a finish re-run needs every tile step."""
-    return stage.scratch_dir(out_dir).with_name(f"{stage.name}.cleared")
+    return stage.scratch_dir(out_dir).with_name(f"{stage.label}.cleared")
 
 
 def _step_results(keys: list[str], recorded: dict[str, Any], results: tuple[Any, ...]) -> list[dict[str, Any]]:
@@ -463,8 +463,7 @@ class _Plan:
                  force: bool, upstream: ItemPhase | None = None, sizes: dict[str, int] | None = None) -> None:
         upstream = upstream or ItemPhase()
         self.tiles = tiles
-        self.labels: list[tuple[str, Stage]] = [(f"{i:02d}-{s.name}", s) for i, s in
-                                                enumerate(s for s in job.stages if s.role == "tile")]
+        self.labels: list[tuple[str, Stage]] = [(s.label, s) for s in job.stages if s.role == "tile"]
         self.recorded: dict[str, Any] = {}  # step key -> recorded result, for the steps kept
         self.steps: dict[str, list[Step]] = {t.key: [] for t in tiles}  # every step, per tile
         self.run_keys: set[str] = set()  # steps that run now

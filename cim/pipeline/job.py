@@ -195,6 +195,8 @@ def _parse_stages(raw: Any, base: Path, problems: list[ConfigError]) -> list[Sta
     _check_order(stages, problems)
     _check_folders(stages, keys, problems)
     _wire_artefacts(stages, keys, problems)
+    for i, stage in enumerate(s for s in stages if s.role == "tile"):
+        stage.label = f"{i:02d}-{stage.name}"
     problems += [ConfigError(f"{key}.{option}", problem) for stage, key in zip(stages, keys)
                  for option, problem in stage.check()]
     return stages

@@ -135,7 +135,7 @@ class WriteLas(Stage):
         out.drop("core")
         if self.options.per_source:
             self._targets(ctx)  # refuse clashing names before any piece is written
-            pieces = _save_pieces(out, self._pieces(ctx), ctx.tile.key, self.options.chunk_size)
+            pieces = _save_pieces(out, self.scratch_dir(ctx.out_dir), ctx.tile.key, self.options.chunk_size)
             return TileResult(stats={"points": len(out), "pieces": pieces})
         path = las.write(ctx.product_dir / f"{ctx.tile.key}{self.suffix}", out, scale=self.options.scale,
                          creation_date=ctx.acquired_date, extra_bytes=_extra_bytes(ctx.inputs, ctx.crs))
@@ -153,7 +153,7 @@ class WriteLas(Stage):
             tiles = {r["tile"] for r in results if str(index) in r["stats"].get("pieces", {})}
             if not tiles:
                 continue
-            chunks = _Tally(_ordered_chunks(self._pieces(ctx) / f"{index:05d}", tiles, ctx.crs))
+            chunks = _Tally(_ordered_chunks(self.scratch_dir(ctx.out_dir) / f"{index:05d}", tiles, ctx.crs))
             if self.options.copc:  # COPC orders points by octree node and uses cim's grid
                 from cim.io import copc
 
@@ -168,11 +168,6 @@ class WriteLas(Stage):
                 crs=ctx.crs, creation_date=ctx.acquired_date, extra_bytes=las.extra_bytes_params(header))
             products.append(self._product(ctx, path, chunks.properties()))
         return products
-
-    def _pieces(self, ctx: JobContext) -> Path:
-        """Per-source mode: where tile steps leave each input's points for the finish (the stage's scratch folder,
-        which the job clears after the finish)."""
-        return self.scratch_dir(ctx.out_dir) / (ctx.stage_folder or "las")
 
     def _targets(self, ctx: JobContext) -> tuple[Path, ...]:
         """The per-source output of each input: its name (suffix by ``compress``/``copc``) in the stage's folder."""
