@@ -218,11 +218,11 @@ def test_per_source_joins_an_input_chunk_by_chunk_in_its_order(tmp_path: Path,
     original = _terrain_file(source, 8, seed=5)
     held: list[int] = []
 
-    def recording(path: Path, chunks, **kwargs):  # noqa: ANN001, ANN003, ANN202 - a spy on las.write_chunks
-        return write_chunks(path, (held.append(len(c)) or c for c in chunks), **kwargs)
+    def recording(path: Path, points, **kwargs):  # noqa: ANN001, ANN003, ANN202 - a spy on las.write's chunks
+        return write(path, (held.append(len(c)) or c for c in points), **kwargs)
 
-    write_chunks = las.write_chunks
-    monkeypatch.setattr(las, "write_chunks", recording)
+    write = las.write
+    monkeypatch.setattr(las, "write", recording)
     outputs = {}
     for chunk in (1000, 1_000_000):
         job = _job(tmp_path / str(chunk), source, per_source=True)

@@ -317,7 +317,7 @@ _WRITTEN_ELSEWHERE = {"x", "y", "z", "scan_angle", "core", INPUT_INDEX, INPUT_PO
 
 def write(
     path: str | Path,
-    cloud: PointCloud,
+    points: PointCloud | Iterable[PointCloud],
     *,
     scale: float | np.ndarray = 0.001,
     crs: pyproj.CRS | None = None,
@@ -326,7 +326,11 @@ def write(
     offsets: np.ndarray | None = None,
     adjusted_gps_time: bool | None = None,
 ) -> Path:
-    """Write ``cloud`` as LAS 1.4 (LAZ when the suffix is .laz) atomically; returns the path.
+    """Write ``points`` as LAS 1.4 (LAZ when the suffix is .laz) atomically; returns the path.
+
+    ``points`` is one cloud or an iterable of chunks (at least one, all with the same dimensions), written in their
+    order holding one chunk at a time; the first chunk settles the encoding below and the header's counts and
+    bounds cover all of them.
 
     The point format is 6, 7 (RGB) or 8 (RGB + NIR), which hold every field and flag of formats 0-5 as well;
     other dimensions become extra bytes, described as in ``extra_bytes`` (e.g. :func:`extra_bytes_params` of
@@ -338,28 +342,10 @@ def write(
     are. Non-finite coordinates are refused. ``creation_date`` (default: today) is the header's file creation
     day; pipelines pass a fixed one so that re-runs are byte-identical.
     """
-    return write_chunks(path, [cloud], scale=scale, crs=crs, creation_date=creation_date, extra_bytes=extra_bytes,
-                        offsets=offsets, adjusted_gps_time=adjusted_gps_time)
-
-
-def write_chunks(
-    path: str | Path,
-    chunks: Iterable[PointCloud],
-    *,
-    scale: float | np.ndarray = 0.001,
-    crs: pyproj.CRS | None = None,
-    creation_date: datetime.date | None = None,
-    extra_bytes: Iterable[laspy.ExtraBytesParams | None] = (),
-    offsets: np.ndarray | None = None,
-    adjusted_gps_time: bool | None = None,
-) -> Path:
-    """Write the points of ``chunks`` (at least one; all with the same dimensions) in their order as one file,
-    holding one chunk at a time: :func:`write`'s encoding, settled by the first chunk (its point format, extra
-    dimensions, GPS time type and, unless given, ``offsets``); the header's counts and bounds cover every chunk."""
     path = Path(path)
     with atomic_write(path) as tmp, contextlib.ExitStack() as stack:
         writer = None
-        for cloud in chunks:
+        for cloud in [points] if isinstance(points, PointCloud) else points:
             xyz = cloud.xyz
             if len(cloud) and not np.all(np.isfinite(xyz)):
                 bad = int((~np.isfinite(xyz)).any(axis=1).sum())

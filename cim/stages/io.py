@@ -162,7 +162,7 @@ class WriteLas(Stage):
                 products.append(self._product(ctx, path, chunks.properties(), copc.MEDIA_TYPE))
                 continue
             header = las.open_source(source_path, ctx.crs).header
-            path = las.write_chunks(
+            path = las.write(
                 targets[index], chunks, scale=header.scales, offsets=header.offsets,
                 adjusted_gps_time=header.global_encoding.gps_time_type == laspy.header.GpsTimeType.STANDARD,
                 crs=ctx.crs, creation_date=ctx.acquired_date, extra_bytes=las.extra_bytes_params(header))
