@@ -94,10 +94,8 @@ def run_items(job: Job, crs: pyproj.CRS, client: Client, manifest: Manifest, has
     out_dir = job.out_dir
     grid = TileGrid(1.0, 0.0)  # item stages have no tiles
     planned: list[tuple[str, ItemStage, JobContext, str, list[Task]]] = []
-    for i, stage in enumerate(job.stages):
-        if not isinstance(stage, ItemStage):
-            continue
-        label = f"{i:02d}-{stage.name}"
+    for stage in (s for s in job.stages if isinstance(s, ItemStage)):
+        label = stage.label
         ctx = JobContext(job.name, out_dir, crs, grid, stage.folder, job.datetime)
         base = fingerprint(code.code_hash(type(stage).__module__), stage.name, stage.options.model_dump(mode="json"),
                            stage.code_parts(hashes))

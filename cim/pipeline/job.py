@@ -195,11 +195,20 @@ def _parse_stages(raw: Any, base: Path, problems: list[ConfigError]) -> list[Sta
     _check_order(stages, problems)
     _check_folders(stages, keys, problems)
     _wire_artefacts(stages, keys, problems)
-    for i, stage in enumerate(s for s in stages if s.role == "tile"):
-        stage.label = f"{i:02d}-{stage.name}"
+    _label(stages)
     problems += [ConfigError(f"{key}.{option}", problem) for stage, key in zip(stages, keys)
                  for option, problem in stage.check()]
     return stages
+
+
+def _label(stages: list[Stage]) -> None:
+    """Give the stages their labels (:attr:`Stage.label`): ``NN-name``, NN counting the tile stages, or for an item
+    stage its place in the job."""
+    for i, stage in enumerate(s for s in stages if s.role == "tile"):
+        stage.label = f"{i:02d}-{stage.name}"
+    for i, stage in enumerate(stages):
+        if stage.role == "items":
+            stage.label = f"{i:02d}-{stage.name}"
 
 
 def _resolve_paths(model: type[StageOptions], options: dict[str, Any], base: Path) -> dict[str, Any]:

@@ -160,8 +160,8 @@ class Stage:
         self.inputs: dict[str, str] = {}
         #: Names of the earlier stages producing those artefacts: the stage waits for them and re-runs with them.
         self.uses: tuple[str, ...] = ()
-        #: The stage's own name in its job, ``NN-name`` for the n-th tile stage (set by the job): its step keys and
-        #: scratch folder, distinct for two stages of one name.
+        #: The stage's own name in its job, ``NN-name`` (set by the job: NN counts the tile stages, or is an item
+        #: stage's place in the job): its task keys and scratch folder, distinct for two stages of one name.
         self.label: str = self.name
 
     @property
