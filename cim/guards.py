@@ -196,8 +196,7 @@ def check_products(run: JobRun) -> None:
         products = outcome.result.get("products", []) if isinstance(outcome.result, dict) else []
         label = key.split("/")[0]
         written[label] = written.get(label, 0) + sum("data" in p.get("roles", ()) for p in products)
-    tile_stages = [s for s in run.job.stages if s.role == "tile"]
-    for i, stage in enumerate(tile_stages):
-        if "folder" in type(stage.options).model_fields and written.get(f"{i:02d}-{stage.name}", 1) == 0:
+    for stage in (s for s in run.job.stages if s.role == "tile"):
+        if "folder" in type(stage.options).model_fields and written.get(stage.label, 1) == 0:
             raise InputError(run.job.source, f"stages[{run.job.stages.index(stage)}] ({stage.name}) wrote no data "
                                              "on any tile; check its inputs (e.g. footprints that meet no points)")

@@ -50,6 +50,7 @@ def load_report(out_dir: Path) -> dict[str, Any]:
                 and isinstance(task.setdefault("deps", []), list) and all(isinstance(d, str) for d in task["deps"])):
             raise InputError(path, f"timeline.tasks[{i}] lacks task, stage, tile, start or end, or has bad deps")
         task.setdefault("worker", "")
+        task.setdefault("item", "")  # reports written before items were recorded
     try:
         timeline.update(analyse(timeline["tasks"]))  # the same as the report's, also for reports written before it
     except CycleError:
@@ -74,7 +75,7 @@ def render(report: dict[str, Any]) -> str:
     template = Template(TEMPLATE.read_text(encoding="utf-8"))
     return template.substitute(
         title=escape(f"cim profile: job {report.get('job', '')}"),
-        facts=escape(f"{len(tasks)} tasks, {report.get('tiles', 0)} tiles, {report.get('points', 0):,} points, "
+        facts=escape(f"{len(tasks)} tasks, {work_done(report)}, "
                      f"{timeline['wall']:.2f} s from the first task's start to the last task's end "
                      f"({report.get('seconds', 0):.2f} s of run time in all)"),
         answer=answer(timeline),
@@ -82,8 +83,16 @@ def render(report: dict[str, Any]) -> str:
                        for s, c in colours.items()),
         gantt=gantt(tasks, timeline["wall"], colours, {t["task"] for t in timeline["critical_path"]["tasks"]}),
         stages=stage_table(timeline["stage_profile"], timeline["wall"]),
-        path=path_table(timeline["critical_path"]),
+        path=path_table(timeline["critical_path"], {t["task"]: t["item"] for t in tasks}),
     )
+
+
+def work_done(report: dict[str, Any]) -> str:
+    """What a job did, from its report: "12 images", "4 tiles, 1,234 points" or both (tiles and points are left
+    out of a job of item stages only)."""
+    items = [f"{n:,} {noun}" for noun, n in sorted(report.get("items", {}).items())]
+    points = [f"{report.get('tiles', 0):,} tiles", f"{report.get('points', 0):,} points"]
+    return ", ".join(items + (points if report.get("tiles") or not items else []))
 
 
 def stage_colours(tasks: list[dict[str, Any]]) -> dict[str, str]:
@@ -152,7 +161,8 @@ def gantt(tasks: list[dict[str, Any]], wall: float, colours: dict[str, str], cri
             previous = worker
         for t in row:
             width = max((t["end"] - t["start"]) * scale, 0.5)
-            title = (f"{t['task']} · {t['stage']}{' · tile ' + t['tile'] if t['tile'] else ''} · "
+            where = f" · tile {t['tile']}" if t["tile"] else f" · item {t['item']}" if t["item"] else ""
+            title = (f"{t['task']} · {t['stage']}{where} · "
                      f"{t['start']:.3f}–{t['end']:.3f} s ({t['end'] - t['start']:.3f} s) · worker {worker}")
             css = ' class="crit"' if t["task"] in critical else ""
             out.append(f'<rect x="{LABEL + t["start"] * scale:.1f}" y="{y + 1}" width="{width:.1f}" '
@@ -179,11 +189,11 @@ def stage_table(rows: list[dict[str, Any]], wall: float) -> str:
     return _table(head, body, 1)
 
 
-def path_table(path: dict[str, Any]) -> str:
-    """The critical path, task by task (HTML)."""
-    body = [(escape(t["task"]), escape(t["stage"]), escape(t["tile"]), f"{t['start']:.3f}", f"{t['end']:.3f}",
-             f"{t['end'] - t['start']:.3f}") for t in path["tasks"]]
-    return _table(("task", "stage", "tile", "start s", "end s", "seconds"), body, 3)
+def path_table(path: dict[str, Any], items: dict[str, str]) -> str:
+    """The critical path, task by task, with each task's tile or item (``items`` by task key) (HTML)."""
+    body = [(escape(t["task"]), escape(t["stage"]), escape(t["tile"] or items.get(t["task"], "")), f"{t['start']:.3f}",
+             f"{t['end']:.3f}", f"{t['end'] - t['start']:.3f}") for t in path["tasks"]]
+    return _table(("task", "stage", "tile / item", "start s", "end s", "seconds"), body, 3)
 
 
 def _table(head: tuple[str, ...], body: list[tuple[Any, ...]], text: int) -> str:

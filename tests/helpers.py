@@ -65,6 +65,20 @@ type = "write.las"
 """
 
 
+def ground_dsm_stages(resolution: float) -> str:
+    """Stages for :func:`delft_job`'s ``extra``: a point-modifying stage (classify.ground) and a raster with a
+    finish (raster.dsm)."""
+    return f"""
+[[stages]]
+type = "classify.ground"
+mode = "always"
+
+[[stages]]
+type = "raster.dsm"
+resolution = {resolution}
+"""
+
+
 def gps_seconds(las) -> "np.ndarray":
     """A laspy record's GPS time in GPS seconds, honouring the adjusted-standard bit of the header."""
     import laspy

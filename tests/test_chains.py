@@ -14,23 +14,13 @@ from cim.columns import append_frame, read_frames
 from cim.pipeline.execute import JobRun, run_job, summarize
 from cim.pipeline.job import load_job
 from cim.tiling import TileGrid, load_tile
-from tests.helpers import REPO, delft_job, product_digests, write_job
-
-# One Delft file (208k points, three 100 m tiles): a point-modifying stage, a raster, then write.las.
-STAGES = """
-[[stages]]
-type = "classify.ground"
-mode = "always"
-
-[[stages]]
-type = "raster.dsm"
-resolution = {resolution}
-"""
+from tests.helpers import REPO, delft_job, ground_dsm_stages, product_digests, write_job
 
 
 def _run(tmp_path: Path, out: Path, resolution: float = 1.0, force: bool = False) -> JobRun:
+    """One Delft file (208k points, three 100 m tiles): classify.ground, raster.dsm, then write.las."""
     files = (REPO / "data" / "delft" / "ahn3_cropped_2.laz").as_posix()
-    body = delft_job(out, extra=STAGES.format(resolution=resolution), files=files)
+    body = delft_job(out, extra=ground_dsm_stages(resolution), files=files)
     return run_job(load_job(write_job(tmp_path / f"job{resolution}.toml", body)), scheduler="threads", workers=2,
                    force=force)
 
@@ -140,7 +130,8 @@ def test_scratch_is_cleared_after_its_finish_and_a_finish_rerun_rebuilds_it(tmp_
     job = load_job(write_job(tmp_path / "j.toml", delft_job(out, extra='[[stages]]\ntype = "tiles.pointcloud"\n',
                                                             files=files)))
     first = run_job(job, scheduler="threads", workers=2)
-    assert first.report.ok and not (out / ".cim" / "work" / "tiles.pointcloud").exists()  # only its finish read it
+    scratch = job.stages_of("tiles.pointcloud")[0].scratch_dir(out)
+    assert first.report.ok and scratch.parent.is_dir() and not scratch.exists()  # only its finish read it
     digests = product_digests(out)
     tileset = out / "3dtiles" / "pointcloud" / "tileset.json"
     tileset.unlink()  # the finish must run again, and it needs every tile's scratch

@@ -208,3 +208,34 @@ def test_all_extra_bytes_vlrs_are_read(shared_data: Path) -> None:
     np.testing.assert_array_equal(cloud["Deviation"], raw["Deviation"])
     np.testing.assert_array_equal(cloud["confidence"], raw["ExtraBytes"])  # laspy leaves the 2nd VLR unnamed
     assert cloud["confidence"].dtype == np.uint8
+
+
+def test_per_source_joins_an_input_chunk_by_chunk_in_its_order(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The finish holds one chunk of an input at a time (here 1,000 of its 12,000 points, spread over 4 tiles),
+    writes every point in the input's own order, and the file equals the one written from a single chunk."""
+    source = tmp_path / "a.las"
+    original = _terrain_file(source, 8, seed=5)
+    held: list[int] = []
+
+    def recording(path: Path, points, **kwargs):  # noqa: ANN001, ANN003, ANN202 - a spy on las.write's chunks
+        return write(path, (held.append(len(c)) or c for c in points), **kwargs)
+
+    write = las.write
+    monkeypatch.setattr(las, "write", recording)
+    outputs = {}
+    for chunk in (1000, 1_000_000):
+        job = _job(tmp_path / str(chunk), source, per_source=True)
+        job.write_text(job.read_text() + f"chunk_size = {chunk}\n")
+        result = run(job, scheduler="threads", workers=1)
+        assert result.report.ok, result.report.by_status("failed")
+        assert result.tiles == 4
+        outputs[chunk] = result.job.out_dir / "las" / "a.laz"
+    assert held == [1000] * 12 + [12_000]  # twelve chunks of the small size, then the whole input at once
+    back = laspy.read(outputs[1000])
+    for name in ("X", "Y", "Z", "intensity", "gps_time", *EXTRAS):  # the input's order, point by point
+        np.testing.assert_allclose(np.asarray(back[name]), np.asarray(original[name]), atol=1e-6, err_msg=name)
+    assert back.header.point_count == 12_000
+    np.testing.assert_allclose(back.header.mins, original.header.mins)
+    np.testing.assert_allclose(back.header.maxs, original.header.maxs)
+    assert outputs[1000].read_bytes() == outputs[1_000_000].read_bytes()

@@ -100,16 +100,26 @@ def test_panoramas_options_are_the_stage_options() -> None:
     PublishOptions(**{k: v for k, v in stage.items() if k != "type"})  # a valid table of the stage
 
 
-def test_colorize_without_panoramas_fails_naming_the_option(synth_city, tmp_path: Path) -> None:
-    from cim.pipeline.execute import run_job
+def test_colorize_without_panoramas_is_refused_before_any_work(synth_city, tmp_path: Path) -> None:
+    """No panoramas option and no panoramas.publish before it: one line naming the stage's key, exit 2, no output
+    folder (it used to fail in its tile tasks after the partition)."""
+    import tomllib
+
+    job = tmp_path / "c.toml"
+    job.write_text(f"""[job]\nname = "c"\noutput = "out"\ncrs = "{CRS}"\n
+[[stages]]\ntype = "read.las"\nfiles = ["{synth_city.mls_laz}"]\n
+[[stages]]\ntype = "tile"\nsize = 250.0\n
+[[stages]]\ntype = "panoramas.colorize"\n""")
+    refused = cim_cli("run", str(job), *RUN)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "stages[2].panoramas: panoramas.colorize needs a panoramas.json" in refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "out").exists()
     from cim.pipeline.job import parse_job
 
-    document = {"job": {"name": "c", "output": str(tmp_path / "out"), "crs": CRS},
-                "stages": [{"type": "read.las", "files": [str(synth_city.mls_laz)]},
-                           {"type": "tile", "size": 250.0, "buffer": 0.0}, {"type": "panoramas.colorize"}]}
-    run = run_job(parse_job(document, tmp_path / "c.toml"), scheduler="threads", workers=1)
-    errors = [o.error for o in run.report.by_status("failed")]
-    assert errors and "panoramas.colorize needs a panoramas.json" in errors[0]
+    document = tomllib.loads(job.read_text())
+    document["stages"][2]["panoramas"] = str(tmp_path / "panoramas.json")  # named: valid once the file exists
+    (tmp_path / "panoramas.json").write_text("{}")
+    assert parse_job(document, job).stages_of("panoramas.colorize")[0].check() == []
 
 
 def test_the_pipeline_file_is_a_valid_job(synth_city, tmp_path: Path) -> None:
@@ -135,9 +145,29 @@ def test_a_job_without_readers_must_be_item_stages_with_a_crs(synth_city, tmp_pa
     from cim.pipeline.job import JobConfigError, parse_job
 
     publish = {"type": ITEM, "poses": str(synth_city.poses_csv), "images": str(synth_city.panorama_dir)}
-    with pytest.raises(JobConfigError, match="a job needs a reader stage"):
+    with pytest.raises(JobConfigError, match=r"stages\[1\]: panoramas.colorize works on points: a job needs a reader"):
         parse_job({"job": {"crs": CRS}, "stages": [publish, {"type": "panoramas.colorize"}]}, tmp_path / "j.toml")
     job = parse_job({"job": {"output": str(tmp_path / "out")}, "stages": [publish]}, tmp_path / "j.toml")
     with pytest.raises(ConfigError, match="job.crs: a job without point readers needs the CRS"):
         run_job(job, scheduler="threads", workers=1)
     assert not (tmp_path / "out").exists()
+
+
+def test_an_item_only_job_reports_its_images_and_each_task_its_image(synth_city, tmp_path: Path) -> None:
+    """A job of item stages only says what it did (images, not "0 tiles, 0 points") in its report, printed title
+    and profile page, and each image's task carries its image in the timeline and on the page."""
+    out = tmp_path / "out"
+    done = cim_cli(*_command(synth_city, "--out", str(out), "--detect-width", "1024", "--fine-width", "0",
+                             "--profile"), *RUN)
+    _ok(done)
+    names = sorted(p.stem for p in synth_city.panorama_dir.glob("*.jpg"))
+    report = _report(out)
+    assert report["items"] == {"images": len(names)} and report["tiles"] == 0
+    title = next(line for line in done.stdout.splitlines() if line.startswith("job "))
+    assert f": {len(names)} images, " in title and "tiles" not in title and "points" not in title, title
+    tasks = {t["task"]: t for t in report["timeline"]["tasks"]}
+    assert {tasks[f"00-{ITEM}/{n}"]["item"] for n in names} == set(names)
+    assert tasks[f"00-{ITEM}/finish"]["item"] == "" and all(t["tile"] == "" for t in tasks.values())
+    page = (out / "profile.html").read_text()
+    assert f"tasks, {len(names)} images, " in page and "0 tiles" not in page
+    assert all(f"· item {n} ·" in page for n in names)  # each image's bar names its image

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -280,18 +281,15 @@ def test_cli_colorized_cloud(cli_run, synth_city):
     assert (rgb[coloured] % 257 == 0).all()
 
 
-def test_colorize_stage_in_a_job(cli_run, synth_city, tmp_path):
+def _mls_job(path: Path, name: str, synth_city, size: float, buffer: float, stages: str) -> Path:  # noqa: ANN001
+    """A job over the synthetic MLS cloud into ``<path's folder>/job-out``: read.las, tile, ``stages`` (TOML)."""
     from helpers import write_job
 
-    from cim.pipeline.execute import run_job
-    from cim.pipeline.job import load_job
-
-    out, _ = cli_run
-    job = write_job(tmp_path / "job.toml", f"""
+    return write_job(path, f"""
 [job]
-name = "pano-colour"
-output = "{tmp_path / 'job-out'}"
-crs = "EPSG:25832+7837"
+name = "{name}"
+output = "{path.parent / 'job-out'}"
+crs = "{JOB_CRS}"
 
 [[stages]]
 type = "read.las"
@@ -299,9 +297,17 @@ files = ["{synth_city.mls_laz}"]
 
 [[stages]]
 type = "tile"
-size = 100.0
-buffer = 10.0
+size = {size}
+buffer = {buffer}
+{stages}""")
 
+
+def test_colorize_stage_in_a_job(cli_run, synth_city, tmp_path):
+    from cim.pipeline.execute import run_job
+    from cim.pipeline.job import load_job
+
+    out, _ = cli_run
+    job = _mls_job(tmp_path / "job.toml", "pano-colour", synth_city, 100.0, 10.0, f"""
 [[stages]]
 type = "panoramas.colorize"
 panoramas = "{out / 'panoramas.json'}"
@@ -320,26 +326,12 @@ type = "write.las"
 def test_cli_is_its_cim_run_job_and_resumes(cli_run, synth_city, tmp_path):
     """`cim panoramas --points` is one job (publish, colorize, write): the same products as the equivalent job,
     report.json with a task per image in its timeline, cim.log, and a re-run redoes nothing."""
-    from helpers import cim_cli, product_digests, write_job
+    from helpers import cim_cli, product_digests
 
     from cim.pipeline.execute import run
 
     out, _ = cli_run
-    job = write_job(tmp_path / "job.toml", f"""
-[job]
-name = "panoramas"
-output = "{tmp_path / 'job-out'}"
-crs = "EPSG:25832+7837"
-
-[[stages]]
-type = "read.las"
-files = ["{synth_city.mls_laz}"]
-
-[[stages]]
-type = "tile"
-size = 250.0
-buffer = 30.0
-
+    job = _mls_job(tmp_path / "job.toml", "panoramas", synth_city, 250.0, 30.0, f"""
 [[stages]]
 type = "panoramas.publish"
 poses = "{synth_city.poses_csv}"

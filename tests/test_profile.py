@@ -13,26 +13,16 @@ import numpy as np
 import pytest
 
 from cim.runner.timeline import analyse
-from tests.helpers import REPO, cim_cli, delft_job, write_job
-
-# Two Delft files (849k points, nine 100 m tiles): a point-modifying stage, a raster with a finish, write.las.
-STAGES = """
-[[stages]]
-type = "classify.ground"
-mode = "always"
-
-[[stages]]
-type = "raster.dsm"
-resolution = 2.0
-"""
+from tests.helpers import REPO, cim_cli, delft_job, ground_dsm_stages, write_job
 
 
 @pytest.fixture(scope="module")
 def profiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The output folder of ``cim run --profile`` on the Delft files."""
+    """The output folder of ``cim run --profile`` on the two Delft files (849k points, nine 100 m tiles): a
+    point-modifying stage, a raster with a finish, write.las."""
     root = tmp_path_factory.mktemp("profile")
     out = root / "o"
-    job = write_job(root / "job.toml", delft_job(out, extra=STAGES))
+    job = write_job(root / "job.toml", delft_job(out, extra=ground_dsm_stages(2.0)))
     done = cim_cli("run", str(job), "--scheduler", "threads", "--workers", "2", "--profile")
     assert done.returncode == 0, done.stderr
     return out

@@ -232,8 +232,10 @@ def stage_stats(run: JobRun, stage: str) -> list[dict[str, Any]]:
 
 def print_report(summary: dict[str, Any]) -> None:
     """The run report as a table of stages, then products, warnings and failures."""
-    table = Table(title=f"job {summary['job']}: {summary['tiles']} tiles, {summary['points']:,} points, "
-                        f"{summary['seconds']:.1f} s", title_justify="left")
+    from cim.profile import work_done
+
+    table = Table(title=f"job {summary['job']}: {work_done(summary)}, {summary['seconds']:.1f} s",
+                  title_justify="left")
     for column in ("stage", "done", "skipped", "failed", "cancelled", "seconds"):
         table.add_column(column, justify="left" if column == "stage" else "right")
     for row in summary["stages"]:

@@ -5,6 +5,7 @@ Every problem with a file is raised as :class:`cim.errors.InputError` naming the
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -316,7 +317,7 @@ _WRITTEN_ELSEWHERE = {"x", "y", "z", "scan_angle", "core", INPUT_INDEX, INPUT_PO
 
 def write(
     path: str | Path,
-    cloud: PointCloud,
+    points: PointCloud | Iterable[PointCloud],
     *,
     scale: float | np.ndarray = 0.001,
     crs: pyproj.CRS | None = None,
@@ -325,7 +326,11 @@ def write(
     offsets: np.ndarray | None = None,
     adjusted_gps_time: bool | None = None,
 ) -> Path:
-    """Write ``cloud`` as LAS 1.4 (LAZ when the suffix is .laz) atomically; returns the path.
+    """Write ``points`` as LAS 1.4 (LAZ when the suffix is .laz) atomically; returns the path.
+
+    ``points`` is one cloud or an iterable of chunks (at least one, all with the same dimensions), written in their
+    order holding one chunk at a time; the first chunk settles the encoding below and the header's counts and
+    bounds cover all of them.
 
     The point format is 6, 7 (RGB) or 8 (RGB + NIR), which hold every field and flag of formats 0-5 as well;
     other dimensions become extra bytes, described as in ``extra_bytes`` (e.g. :func:`extra_bytes_params` of
@@ -338,21 +343,43 @@ def write(
     day; pipelines pass a fixed one so that re-runs are byte-identical.
     """
     path = Path(path)
-    xyz = cloud.xyz
-    if len(cloud) and not np.all(np.isfinite(xyz)):
-        bad = int((~np.isfinite(xyz)).any(axis=1).sum())
-        raise InputError(path, f"{bad} points have NaN or infinite coordinates; refusing to write them")
-    if offsets is None:
-        offsets = np.floor(xyz.min(axis=0)) if len(cloud) else np.zeros(3)
-    try:
-        header, record = to_record(cloud, scale=scale, offsets=offsets, crs=crs, creation_date=creation_date,
-                                   extra_bytes=extra_bytes, adjusted_gps_time=adjusted_gps_time)
-    except CrsError as exc:
-        raise CrsError(f"{exc} (writing {path})") from None
-    with atomic_write(path) as tmp:
-        with laspy.open(tmp, mode="w", header=header, do_compress=path.suffix.lower() == ".laz") as writer:
+    with atomic_write(path) as tmp, contextlib.ExitStack() as stack:
+        writer = None
+        for cloud in [points] if isinstance(points, PointCloud) else points:
+            xyz = cloud.xyz
+            if len(cloud) and not np.all(np.isfinite(xyz)):
+                bad = int((~np.isfinite(xyz)).any(axis=1).sum())
+                raise InputError(path, f"{bad} points have NaN or infinite coordinates; refusing to write them")
+            if writer is None:
+                if offsets is None:
+                    offsets = np.floor(xyz.min(axis=0)) if len(cloud) else np.zeros(3)
+                try:
+                    header, record = to_record(cloud, scale=scale, offsets=offsets, crs=crs,
+                                               creation_date=creation_date, extra_bytes=extra_bytes,
+                                               adjusted_gps_time=adjusted_gps_time)
+                except CrsError as exc:
+                    raise CrsError(f"{exc} (writing {path})") from None
+                names = set(cloud.names)
+                adjusted = header.global_encoding.gps_time_type == laspy.header.GpsTimeType.STANDARD
+                writer = stack.enter_context(laspy.open(tmp, mode="w", header=header,
+                                                        do_compress=path.suffix.lower() == ".laz"))
+                _no_extra_bytes_range(writer.header)
+            elif set(cloud.names) != names:
+                raise ValueError(f"{path}: a chunk's dimensions {sorted(cloud.names)} differ from {sorted(names)}")
+            else:
+                record = _record(cloud, header, adjusted)
             writer.write_points(record)
+        if writer is None:
+            raise ValueError(f"{path}: no chunk to write")
     return path
+
+
+def _no_extra_bytes_range(header: laspy.LasHeader) -> None:
+    """Leave the extra dimensions' min / max out of the header: laspy 2.7 records the first point's value of each
+    write as both, so the file would depend on the chunking and state wrong ranges."""
+    for vlr in header.vlrs.get("ExtraBytesVlr"):
+        for struct in vlr.extra_bytes_structs:
+            struct.options &= ~(struct.MIN_BIT_MASK | struct.MAX_BIT_MASK)
 
 
 def to_record(

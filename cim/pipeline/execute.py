@@ -67,6 +67,8 @@ class JobRun:
     points: int = 0
     #: one line per sizing advice (a job with fewer tiles than workers: see :mod:`cim.pipeline.sizing`)
     advice: list[str] = field(default_factory=list)
+    #: items of the item stages by what they are ("images": 12; :class:`cim.pipeline.items.ItemStage`)
+    items: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,7 @@ def chain_task(steps: list[Step], parts: list[str], checkpoint: str | None, resu
 
 def _cleared_mark(out_dir: Path, stage: Stage) -> Path:
     """Present while the stage's scratch was cleared after its finish: a finish re-run needs every tile step."""
-    return stage.scratch_dir(out_dir).with_name(f"{stage.name}.cleared")
+    return stage.scratch_dir(out_dir).with_name(f"{stage.label}.cleared")
 
 
 def _step_results(keys: list[str], recorded: dict[str, Any], results: tuple[Any, ...]) -> list[dict[str, Any]]:
@@ -345,7 +347,8 @@ def run_job(
             upstream = run_items(job, work_crs, client, manifest, hashes, code, force=force, keep_going=keep_going,
                                  on_outcome=on_outcome, on_plan=on_plan)
             if not upstream.report.ok:
-                return JobRun(job, upstream.report, [Product.from_json(p) for p in upstream.products])
+                return JobRun(job, upstream.report, [Product.from_json(p) for p in upstream.products],
+                              items=upstream.items)
         if on_plan:
             on_plan(len(partition), "partition")
         first = run_tasks(partition, client, manifest, out_dir=out_dir, force=force, keep_going=keep_going,
@@ -382,7 +385,7 @@ def run_job(
     products = [Product.from_json(p) for o in report.outcomes.values() if isinstance(o.result, dict)
                 for p in o.result.get("products", []) if isinstance(p, dict)]
     return JobRun(job, report, products, len(tiles), max(0, len(all_tiles) - len(tiles)), sum(counts.values()),
-                  [advice] if advice else [])
+                  [advice] if advice else [], upstream.items)
 
 
 _TEMPORARY = re.compile(r"^\..+(\.[0-9a-f]{8}\.tmp(\.[^.]+)?|_[0-9a-f]{8}_tmp)$")
@@ -460,8 +463,7 @@ class _Plan:
                  force: bool, upstream: ItemPhase | None = None, sizes: dict[str, int] | None = None) -> None:
         upstream = upstream or ItemPhase()
         self.tiles = tiles
-        self.labels: list[tuple[str, Stage]] = [(f"{i:02d}-{s.name}", s) for i, s in
-                                                enumerate(s for s in job.stages if s.role == "tile")]
+        self.labels: list[tuple[str, Stage]] = [(s.label, s) for s in job.stages if s.role == "tile"]
         self.recorded: dict[str, Any] = {}  # step key -> recorded result, for the steps kept
         self.steps: dict[str, list[Step]] = {t.key: [] for t in tiles}  # every step, per tile
         self.run_keys: set[str] = set()  # steps that run now
@@ -697,6 +699,7 @@ def summarize(run: JobRun) -> dict[str, Any]:
         "tiles": run.tiles,
         "empty_tiles": run.empty_tiles,
         "points": run.points,
+        "items": run.items,
         "seconds": round(report.seconds, 3),
         "stages": report.stage_table(),
         "timeline": report.timeline(),

@@ -46,6 +46,8 @@ class ItemStage(Stage):
     """A stage made of independent items; see the module docstring."""
 
     role: ClassVar[str] = "items"
+    #: What one item is, plural, for the run's summary ("12 images").
+    item_noun: ClassVar[str] = "items"
 
     def plan_items(self, ctx: JobContext, hashes: ContentHashes) -> list[Item]:
         """The items, checked before any work (an error here refuses the job); ``hashes`` gives content hashes."""
@@ -77,11 +79,13 @@ def items_finish_task(stage: ItemStage, ctx: JobContext, results: list[dict[str,
 @dataclass
 class ItemPhase:
     """What the item stages of a job did: the report of their tasks, each stage's finish fingerprint (by stage
-    name: a later stage using its artefact covers it) and the products of the finishes."""
+    name: a later stage using its artefact covers it), the products of the finishes and the number of items
+    planned by :attr:`ItemStage.item_noun`."""
 
     report: RunReport = field(default_factory=RunReport)
     fingerprints: dict[str, str] = field(default_factory=dict)
     products: list[dict[str, Any]] = field(default_factory=list)
+    items: dict[str, int] = field(default_factory=dict)
 
 
 def run_items(job: Job, crs: pyproj.CRS, client: Client, manifest: Manifest, hashes: ContentHashes, code: CodeHashes,
@@ -90,10 +94,8 @@ def run_items(job: Job, crs: pyproj.CRS, client: Client, manifest: Manifest, has
     out_dir = job.out_dir
     grid = TileGrid(1.0, 0.0)  # item stages have no tiles
     planned: list[tuple[str, ItemStage, JobContext, str, list[Task]]] = []
-    for i, stage in enumerate(job.stages):
-        if not isinstance(stage, ItemStage):
-            continue
-        label = f"{i:02d}-{stage.name}"
+    for stage in (s for s in job.stages if isinstance(s, ItemStage)):
+        label = stage.label
         ctx = JobContext(job.name, out_dir, crs, grid, stage.folder, job.datetime)
         base = fingerprint(code.code_hash(type(stage).__module__), stage.name, stage.options.model_dump(mode="json"),
                            stage.code_parts(hashes))
@@ -109,6 +111,7 @@ def run_items(job: Job, crs: pyproj.CRS, client: Client, manifest: Manifest, has
     finishes: list[Task] = []
     phase = ItemPhase()
     for label, stage, ctx, base, tasks in planned:
+        phase.items[stage.item_noun] = phase.items.get(stage.item_noun, 0) + len(tasks)
         done = [t for t in tasks if first.outcomes[t.key].status in ("done", "skipped")]
         phase.fingerprints[stage.name] = fingerprint(base, [t.fingerprint for t in done])
         if done and stage.has_finish():  # what is done is indexed; the failed items are in the report
@@ -151,4 +154,4 @@ def run_item_job(job: Job, *, scheduler: str | None = None, workers: int | None 
         last = run_tasks([catalog] if phase.products else [], client, manifest, out_dir=out_dir, force=force,
                          on_outcome=on_outcome)
     report = RunReport({**phase.report.outcomes, **last.outcomes}, phase.report.seconds + last.seconds)
-    return JobRun(job, report, [Product.from_json(p) for p in phase.products])
+    return JobRun(job, report, [Product.from_json(p) for p in phase.products], items=phase.items)

@@ -195,7 +195,20 @@ def _parse_stages(raw: Any, base: Path, problems: list[ConfigError]) -> list[Sta
     _check_order(stages, problems)
     _check_folders(stages, keys, problems)
     _wire_artefacts(stages, keys, problems)
+    _label(stages)
+    problems += [ConfigError(f"{key}.{option}", problem) for stage, key in zip(stages, keys)
+                 for option, problem in stage.check()]
     return stages
+
+
+def _label(stages: list[Stage]) -> None:
+    """Give the stages their labels (:attr:`Stage.label`): ``NN-name``, NN counting the tile stages, or for an item
+    stage its place in the job."""
+    for i, stage in enumerate(s for s in stages if s.role == "tile"):
+        stage.label = f"{i:02d}-{stage.name}"
+    for i, stage in enumerate(stages):
+        if stage.role == "items":
+            stage.label = f"{i:02d}-{stage.name}"
 
 
 def _resolve_paths(model: type[StageOptions], options: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -230,7 +243,9 @@ def _check_order(stages: list[Stage], problems: list[ConfigError]) -> None:
     if "reader" not in kinds:
         if kinds and set(kinds) == {"items"}:  # a job of item stages only (cim.pipeline.items) reads no points
             return
-        problems.append(ConfigError("stages", "a job needs a reader stage such as read.las"))
+        first = next((i for i, k in enumerate(kinds) if k != "items"), None)
+        key, what = ("stages", "") if first is None else (f"stages[{first}]", f"{stages[first].name} works on points: ")
+        problems.append(ConfigError(key, f"{what}a job needs a reader stage such as read.las"))
         return
     last_reader = max(i for i, k in enumerate(kinds) if k == "reader")
     first_other = next((i for i, k in enumerate(kinds) if k != "reader"), len(kinds))

@@ -160,6 +160,9 @@ class Stage:
         self.inputs: dict[str, str] = {}
         #: Names of the earlier stages producing those artefacts: the stage waits for them and re-runs with them.
         self.uses: tuple[str, ...] = ()
+        #: The stage's own name in its job, ``NN-name`` (set by the job: NN counts the tile stages, or is an item
+        #: stage's place in the job): its task keys and scratch folder, distinct for two stages of one name.
+        self.label: str = self.name
 
     @property
     def needs_input_index(self) -> bool:
@@ -168,9 +171,9 @@ class Stage:
         return False
 
     def scratch_dir(self, out_dir: Path) -> Path:
-        """The folder where the stage's tile steps leave data for its finish (``<out>/.cim/work/<name>``); the job
-        clears it after the finish."""
-        return out_dir / ".cim" / "work" / self.name
+        """The folder where the stage's tile steps leave data for its finish (``<out>/.cim/work/<label>``, one per
+        stage of the job); the job clears it after the finish."""
+        return out_dir / ".cim" / "work" / self.label
 
     def option_files(self) -> list[Path]:
         """The existing files the options name (``path_fields`` minus ``output_fields``; folders walked): what the
@@ -193,6 +196,11 @@ class Stage:
         """Folder of the stage's products inside the output folder: its ``folder`` option, else the folder
         itself ("")."""
         return getattr(self.options, "folder", "")
+
+    def check(self) -> list[tuple[str, str]]:
+        """Validation-time check of the stage's configuration once the job has wired its artefacts (``inputs``),
+        before any file is opened: ``(option, problem)`` pairs, each reported as one line naming that key."""
+        return []
 
     def plan(self, ctx: JobContext) -> None:
         """Planning-time check of the stage with the job's CRS and tile grid, before any work: raise a

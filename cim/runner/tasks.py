@@ -130,7 +130,8 @@ class RunReport:
 
     def timeline(self) -> dict[str, Any]:
         """Every task that ran, by start: stage, tile, worker, start and end (seconds after the first start), the
-        tasks it waited for, CPU seconds and points; then its analysis (:func:`cim.runner.timeline.analyse`)."""
+        tasks it waited for, CPU seconds, points and item (an item stage's task); then its analysis
+        (:func:`cim.runner.timeline.analyse`)."""
         ran = sorted((o for o in self.outcomes.values() if o.status == "done" and o.started),
                      key=lambda o: (o.started, o.key))
         t0 = ran[0].started if ran else 0.0
@@ -138,7 +139,8 @@ class RunReport:
         tasks = [
             {"task": o.key, "stage": o.stage, "tile": _get(o.result, "tile", ""), "worker": o.worker,
              "start": round(o.started - t0, 3), "end": round((o.ended or o.started + o.seconds) - t0, 3),
-             "deps": [d for d in o.deps if d in keys], "cpu": round(o.cpu, 3), "points": _get(o.result, "points", 0)}
+             "deps": [d for d in o.deps if d in keys], "cpu": round(o.cpu, 3), "points": _get(o.result, "points", 0),
+             "item": _get(o.result, "item", "")}
             for o in ran]
         return {"t0": t0, "tasks": tasks, **analyse(tasks)}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import functools
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -22,7 +23,7 @@ from cim.fileutil import atomic_write
 from cim.io import las
 from cim.io.readers import PointSource
 from cim.pipeline.stage import JobContext, Product, Stage, StageOptions, TileContext, TileResult
-from cim.points import INPUT_INDEX, INPUT_POSITION, PointCloud
+from cim.points import INPUT_INDEX, INPUT_POSITION, Bounds, PointCloud
 
 
 class ReadOptions(StageOptions):
@@ -102,6 +103,8 @@ class WriteLasOptions(StageOptions):
     per_source: bool = Field(False, description="one file per input file, named as the input, with its points "
                              "in their order, its scale, offsets and GPS time type, instead of one file per tile")
     copc: bool = Field(False, description="with per_source: write each input as <stem>.copc.laz (COPC 1.0)")
+    chunk_size: int = Field(las.DEFAULT_CHUNK, gt=0, description="per_source: an input's points are joined and "
+                            "written this many at a time (memory), in its order")
 
     @model_validator(mode="after")
     def _copc_per_source(self) -> "WriteLasOptions":
@@ -132,56 +135,51 @@ class WriteLas(Stage):
         out.drop("core")
         if self.options.per_source:
             self._targets(ctx)  # refuse clashing names before any piece is written
-            return TileResult(stats={"points": len(out), "pieces": _save_pieces(out, self._pieces(ctx), ctx.tile.key)})
+            pieces = _save_pieces(out, self.scratch_dir(ctx.out_dir), ctx.tile.key, self.options.chunk_size)
+            return TileResult(stats={"points": len(out), "pieces": pieces})
         path = las.write(ctx.product_dir / f"{ctx.tile.key}{self.suffix}", out, scale=self.options.scale,
                          creation_date=ctx.acquired_date, extra_bytes=_extra_bytes(ctx.inputs, ctx.crs))
-        return TileResult(products=[self._product(ctx, path, out)], stats={"points": len(out)})
+        return TileResult(products=[self._product(ctx, path, pointcloud_properties(out))], stats={"points": len(out)})
 
     def has_finish(self) -> bool:
         return self.options.per_source
 
     def finish(self, results: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
-        """Per-source mode: join each input's pieces into one file named as the input, in the input's point order
-        (memory: one input file)."""
+        """Per-source mode: join each input's pieces into one file named as the input, in the input's point order,
+        ``chunk_size`` points at a time (COPC: the whole input, which its octree orders)."""
         targets = self._targets(ctx)
         products = []
         for index, source_path in enumerate(ctx.inputs):
-            tiles = [r["tile"] for r in results if str(index) in r["stats"].get("pieces", {})]
+            tiles = {r["tile"] for r in results if str(index) in r["stats"].get("pieces", {})}
             if not tiles:
                 continue
-            header = las.open_source(source_path, ctx.crs).header
-            cloud = PointCloud.concat([_load_piece(self._pieces(ctx), index, tile, ctx.crs) for tile in tiles])
-            cloud = cloud[np.argsort(cloud[INPUT_POSITION], kind="stable")]  # the input's own point order
-            cloud.drop(INPUT_POSITION)
+            chunks = _Tally(_ordered_chunks(self.scratch_dir(ctx.out_dir) / f"{index:05d}", tiles, ctx.crs))
             if self.options.copc:  # COPC orders points by octree node and uses cim's grid
                 from cim.io import copc
 
-                cloud.crs = ctx.crs
+                cloud = PointCloud.concat(chunks)
                 path = copc.write(targets[index], cloud, scale=self.options.scale, creation_date=ctx.acquired_date)
-                products.append(self._product(ctx, path, cloud, copc.MEDIA_TYPE))
+                products.append(self._product(ctx, path, chunks.properties(), copc.MEDIA_TYPE))
                 continue
+            header = las.open_source(source_path, ctx.crs).header
             path = las.write(
-                targets[index], cloud, scale=header.scales, offsets=header.offsets,
+                targets[index], chunks, scale=header.scales, offsets=header.offsets,
                 adjusted_gps_time=header.global_encoding.gps_time_type == laspy.header.GpsTimeType.STANDARD,
                 crs=ctx.crs, creation_date=ctx.acquired_date, extra_bytes=las.extra_bytes_params(header))
-            products.append(self._product(ctx, path, cloud))
+            products.append(self._product(ctx, path, chunks.properties()))
         return products
-
-    def _pieces(self, ctx: JobContext) -> Path:
-        """Per-source mode: where tile steps leave each input's points for the finish (the stage's scratch folder,
-        which the job clears after the finish)."""
-        return self.scratch_dir(ctx.out_dir) / (ctx.stage_folder or "las")
 
     def _targets(self, ctx: JobContext) -> tuple[Path, ...]:
         """The per-source output of each input: its name (suffix by ``compress``/``copc``) in the stage's folder."""
         return _per_source_targets(ctx.inputs, ctx.product_dir.resolve(), self.suffix, self.options.copc)
 
-    def _product(self, ctx: JobContext, path: Path, cloud: PointCloud, media_type: str | None = None) -> Product:
+    def _product(self, ctx: JobContext, path: Path, properties: dict[str, Any], media_type: str | None = None
+                 ) -> Product:
         return Product(
             path=ctx.relative(path),
             kind="pointcloud",
             media_type=media_type or ("application/vnd.laszip" if self.options.compress else "application/vnd.las"),
-            properties=pointcloud_properties(cloud),
+            properties=properties,
         )
 
 
@@ -201,24 +199,61 @@ def _per_source_targets(inputs: tuple[str, ...], folder: Path, suffix: str, copc
     return targets
 
 
-def _save_pieces(cloud: PointCloud, folder: Path, tile: str) -> dict[str, int]:
-    """Store the tile's points of each input (exact values, compressed columns) for :meth:`WriteLas.finish`."""
+def _save_pieces(cloud: PointCloud, folder: Path, tile: str, chunk_size: int) -> dict[str, int]:
+    """Store the tile's points of each input (exact values, compressed columns) for :meth:`WriteLas.finish`: one
+    piece per input and window of ``chunk_size`` input positions (``<input>/<window>/<tile>.cols``); returns the
+    points per input."""
     index = cloud[INPUT_INDEX]
     cloud.drop(INPUT_INDEX)
-    counts = {}
-    for i in np.unique(index).tolist():
-        piece = cloud[index == i]
-        path = folder / f"{i:05d}" / f"{tile}.cols"
+    window = cloud[INPUT_POSITION] // chunk_size
+    order = np.lexsort((window, index))
+    groups, starts = np.unique(np.column_stack([index, window])[order], axis=0, return_index=True)
+    counts: dict[str, int] = {}
+    for (i, w), rows in zip(groups.tolist(), np.split(order, starts[1:])):
+        piece = cloud[rows]
+        path = folder / f"{i:05d}" / f"{w:09d}" / f"{tile}.cols"
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path) as tmp:
             append_frame(tmp, {n: piece[n] for n in piece.names})
-        counts[str(i)] = len(piece)
+        counts[str(i)] = counts.get(str(i), 0) + len(piece)
     return counts
 
 
-def _load_piece(folder: Path, index: int, tile: str, crs: pyproj.CRS) -> PointCloud:
-    _, columns = next(read_frames(folder / f"{index:05d}" / f"{tile}.cols"))
-    return PointCloud(columns, crs)
+def _ordered_chunks(folder: Path, tiles: set[str], crs: pyproj.CRS) -> Iterator[PointCloud]:
+    """An input's points from its pieces (:func:`_save_pieces`) of ``tiles``, window by window, each in the
+    input's own point order, without their position."""
+    for window in sorted(p for p in folder.iterdir() if p.is_dir()):
+        pieces = [PointCloud(next(read_frames(p))[1], crs) for p in sorted(window.glob("*.cols")) if p.stem in tiles]
+        if not pieces:
+            continue
+        cloud = PointCloud.concat(pieces)
+        cloud = cloud[np.argsort(cloud[INPUT_POSITION], kind="stable")]
+        cloud.drop(INPUT_POSITION)
+        yield cloud
+
+
+class _Tally:
+    """The chunks of an iterable, passed through once, with the catalog facts of all of them afterwards."""
+
+    def __init__(self, chunks: Iterable[PointCloud]) -> None:
+        self._chunks = chunks
+        self._first: PointCloud | None = None
+        self._count = 0
+        self._bounds: list[Bounds] = []
+
+    def __iter__(self) -> Iterator[PointCloud]:
+        for cloud in self._chunks:
+            if self._first is None:
+                self._first = cloud
+            self._count += len(cloud)
+            self._bounds.append(cloud.bounds)
+            yield cloud
+
+    def properties(self) -> dict[str, Any]:
+        """:func:`pointcloud_properties` of the points that went through."""
+        assert self._first is not None, "no chunk went through"
+        return {**pointcloud_properties(self._first), "pc:count": self._count,
+                "bounds": [round(v, 3) for v in Bounds.union(self._bounds)]}
 
 
 @functools.lru_cache(maxsize=64)

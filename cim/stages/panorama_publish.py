@@ -64,6 +64,7 @@ class PublishStage(ItemStage):
     summary = "Georeference, anonymize (faces, plates) and publish panoramas: tiles, depth maps, index, STAC"
     Options = PublishOptions
     produces = ("panoramas",)
+    item_noun = "images"
 
     def plan_items(self, ctx: JobContext, hashes: ContentHashes) -> list[Item]:
         from cim.fileutil import expand_patterns

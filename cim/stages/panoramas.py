@@ -41,15 +41,19 @@ class ColorizeStage(Stage):
     modifies_points = True
     reuses = ("panoramas",)
 
+    def check(self) -> list[tuple[str, str]]:
+        """Refuse the job when the stage has no panoramas to read (no option, no ``panoramas.publish`` before it)."""
+        if self.options.panoramas or "panoramas" in self.inputs:
+            return []
+        return [("panoramas", f"{self.name} needs a panoramas.json: name one or put a panoramas.publish stage "
+                              "before it")]
+
     def index(self, ctx: TileContext) -> Path:
         """The panoramas.json the stage reads: its option, else the one the job's ``panoramas.publish`` writes."""
+        if problems := self.check():  # a stage made without a job (a job checks it when validated)
+            raise ConfigError(*problems[0])
         folder = self.input_dir("panoramas", ctx)
-        if self.options.panoramas:
-            return Path(self.options.panoramas)
-        if folder is None:
-            raise ConfigError("panoramas", "panoramas.colorize needs a panoramas.json: name one or put a "
-                                           "panoramas.publish stage before it")
-        return folder / "panoramas.json"
+        return folder / "panoramas.json" if folder and not self.options.panoramas else Path(str(self.options.panoramas))
 
     def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
         from cim.panoramas.colorize import colorize_points

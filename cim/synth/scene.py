@@ -301,18 +301,15 @@ class Scene:
         sidewalk = np.zeros(road.shape, dtype=bool)
         marking = np.zeros(road.shape, dtype=bool)
         reach = self.road_half + self.config.sidewalk_width
-        for s in self.streets_y:
-            sidewalk |= np.abs(y - s) < reach
-            cross = np.zeros(road.shape, dtype=bool)
-            for t in self.streets_x:
-                cross |= np.abs(x - t) < reach
-            marking |= (np.abs(y - s) < 0.06) & (np.mod(x, 6.0) < 3.0) & ~cross
-        for s in self.streets_x:
-            sidewalk |= np.abs(x - s) < reach
-            cross = np.zeros(road.shape, dtype=bool)
-            for t in self.streets_y:
-                cross |= np.abs(y - t) < reach
-            marking |= (np.abs(x - s) < 0.06) & (np.mod(y, 6.0) < 3.0) & ~cross
+        # streets along x (at y = s), then along y: a sidewalk beside each, centre markings except at crossings
+        for streets, others, across, along in ((self.streets_y, self.streets_x, y, x),
+                                               (self.streets_x, self.streets_y, x, y)):
+            for s in streets:
+                sidewalk |= np.abs(across - s) < reach
+                cross = np.zeros(road.shape, dtype=bool)
+                for t in others:
+                    cross |= np.abs(along - t) < reach
+                marking |= (np.abs(across - s) < 0.06) & (np.mod(along, 6.0) < 3.0) & ~cross
         out = np.full(road.shape, GRASS, dtype=np.uint8)
         out[sidewalk] = SIDEWALK
         out[road] = ROAD
