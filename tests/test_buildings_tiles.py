@@ -127,7 +127,7 @@ def test_large_building_resumes_and_is_deterministic(scene, tmp_path):
     assert len(models_from_cityjson(large)) == 3  # the halls and the ghost
     again, _ = _run(laz, gpkg, out, 100.0, 20.0)
     assert {o.status for k, o in again.report.outcomes.items() if "buildings.lod2" in k} == {"skipped"}
-    shutil.rmtree(out / ".cim" / "work" / "buildings.lod2.large")  # the large buildings' models, modelled again
+    shutil.rmtree(out / ".cim" / "work" / "01-buildings.lod2.large")  # the large buildings' models, modelled again
     _run(laz, gpkg, out, 100.0, 20.0, force=True)
     assert all(p.read_bytes() == data for p, data in files.items())
 

@@ -341,8 +341,8 @@ class _BuildingsStage(BlockFinish, Stage):
                 [Footprint(m.id, m.footprint) for m in models])
 
     def cache_dir(self, out_dir: Path) -> Path:
-        """Where the models of the large buildings are kept between runs (``<out>/.cim/work/<stage>.large``)."""
-        return self.scratch_dir(out_dir).with_name(f"{self.name}.large")
+        """Where the models of the large buildings are kept between runs (``<out>/.cim/work/<stage label>.large``)."""
+        return self.scratch_dir(out_dir).with_name(f"{self.label}.large")
 
     def window_dtm(self, box: tuple[float, float, float, float], ctx: JobContext) -> tuple[np.ndarray, GridSpec] | None:
         """The DTM around ``box`` after the tiles: the ``dtm`` file, else the job's DTM mosaic (``<folder>.vrt``)."""
