@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import laspy
+import pytest
 
 from cim.runner import Dep, Manifest, Task, run_tasks
 from cim.runner.cluster import ThreadClient
@@ -154,3 +155,30 @@ def test_the_threads_scheduler_gets_a_thread_client(tmp_path: Path) -> None:
 
     with dask_client("threads", 2, tmp_path / "dask") as client:
         assert isinstance(client, ThreadClient) and client.nthreads() == {"threads": 2}
+
+
+# ------------------------------------------------------------------------------------------- worker processes
+
+
+def _worker_facts() -> tuple[int, str | None, str | None, bool, int]:
+    import os
+
+    return (os.getppid(), os.environ.get("MALLOC_MMAP_THRESHOLD_"), os.environ.get("OPENBLAS_NUM_THREADS"),
+            "cim.pipeline.execute" in sys.modules, hash("cim"))
+
+
+def test_local_workers_are_forked_from_a_server_that_imported_the_runner(tmp_path: Path) -> None:
+    import multiprocessing
+    import os
+
+    from cim.runner.cluster import PRELOAD, dask_client
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork server on this platform: workers are spawned")
+    with dask_client(None, 2, tmp_path / "dask") as client:
+        facts = list(client.run(_worker_facts).values())
+    assert len(facts) == 2 and facts[0] == facts[1]  # one parent, the same environment and hash seed
+    parent, mmap_threshold, blas_threads, preloaded, _ = facts[0]
+    assert parent != os.getpid()  # the fork server, not this process
+    assert "cim.pipeline.execute" in PRELOAD and preloaded
+    assert mmap_threshold == str(64 * 2**20) and blas_threads == "1"  # Dask's pre-spawn environment, cim's malloc

@@ -182,8 +182,9 @@ def dask_client(scheduler: str | None = None, workers: int | None = None,
     import dask
 
     scratch = {"temporary-directory": str(local_directory)} if local_directory is not None else {}
-    with dask.config.set({**_LOCAL_CONFIG, **scratch}), _local_cluster(n, local_directory) as client:
-        yield client
+    with dask.config.set({**_LOCAL_CONFIG, **scratch}):
+        with dask.config.set(_forkserver()), _local_cluster(n, local_directory) as client:
+            yield client
 
 
 #: Dask's statistical profiler samples every worker thread's stack every 10 ms; cim reports its own timings.
@@ -194,6 +195,56 @@ def dask_client(scheduler: str | None = None, workers: int | None = None,
 _LOCAL_CONFIG = {"distributed.worker.profile.enabled": False,
                  "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": 64 * 2**20,
                  "distributed.nanny.pre-spawn-environ.MALLOC_TOP_PAD_": 64 * 2**20}
+
+
+#: What the fork server imports once for all worker processes: distributed and cim's runner with its libraries
+#: (numpy, pyproj, laspy, pydantic); a stage's own modules are imported by the worker that runs it.
+PRELOAD = ("distributed", "cim.pipeline.execute")
+
+
+def start_forkserver() -> bool:
+    """Start the fork server that local worker processes are forked from, once per process (a spawned worker
+    imports distributed, cim and their libraries anew: ~0.5 CPU s each); False where there is none (Windows).
+
+    The server is a fresh single-threaded process: it imports :data:`PRELOAD` in the background (started early,
+    while the driver plans the job) with Dask's pre-spawn environment (malloc settings, one BLAS thread, the hash
+    seed), which its workers inherit: Dask applies that environment only to the processes it spawns itself.
+    """
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    import dask
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return False
+    multiprocessing.get_context("forkserver").set_forkserver_preload(list(PRELOAD))
+    with dask.config.set(_LOCAL_CONFIG):  # as distributed's Nanny reads it
+        environ = {name: os.environ.get(name, str(value))
+                   for name, value in dask.config.get("distributed.nanny.pre-spawn-environ").items()
+                   if value is not None}
+    if environ.get("PYTHONHASHSEED") in (None, "0"):  # the Nanny's seed for its workers: the same hashes everywhere
+        environ["PYTHONHASHSEED"] = "6640"
+    saved = {name: os.environ.get(name) for name in environ}
+    os.environ.update(environ)
+    try:
+        forkserver.ensure_running()  # a no-op when it runs already
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name)
+            else:
+                os.environ[name] = value
+    return True
+
+
+def _forkserver() -> dict[str, str]:
+    """Dask's configuration for worker processes forked from :func:`start_forkserver`'s server ({}: spawned)."""
+    if not start_forkserver():
+        return {}
+    from distributed import utils
+
+    utils._forkserver_preload_set = True  # else distributed sets a preload list of its own (it imports pandas)
+    return {"distributed.worker.multiprocessing-method": "forkserver"}
 
 
 @contextmanager
