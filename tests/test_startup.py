@@ -171,6 +171,8 @@ def test_local_workers_are_forked_from_a_server_that_imported_the_runner(tmp_pat
     import multiprocessing
     import os
 
+    import psutil
+
     from cim.runner.cluster import PRELOAD, dask_client
 
     if "forkserver" not in multiprocessing.get_all_start_methods():
@@ -182,3 +184,7 @@ def test_local_workers_are_forked_from_a_server_that_imported_the_runner(tmp_pat
     assert parent != os.getpid()  # the fork server, not this process
     assert "cim.pipeline.execute" in PRELOAD and preloaded
     assert mmap_threshold == str(64 * 2**20) and blas_threads == "1"  # Dask's pre-spawn environment, cim's malloc
+    server = psutil.Process(parent)
+    assert server.num_threads() == 1  # it forks: no thread may exist (OpenBLAS starts its pool at import)
+    environ = server.environ()  # what it started with, before numpy and glibc's malloc read it
+    assert environ["OPENBLAS_NUM_THREADS"] == "1" and environ["MALLOC_MMAP_THRESHOLD_"] == str(64 * 2**20)

@@ -214,10 +214,12 @@ def start_forkserver() -> bool:
     from multiprocessing import forkserver
 
     import dask
+    from distributed import utils  # also Dask's defaults of the pre-spawn environment (one BLAS thread, malloc)
 
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return False
     multiprocessing.get_context("forkserver").set_forkserver_preload(list(PRELOAD))
+    utils._forkserver_preload_set = True  # else distributed sets a preload list of its own (it imports pandas)
     with dask.config.set(_LOCAL_CONFIG):  # as distributed's Nanny reads it
         environ = {name: os.environ.get(name, str(value))
                    for name, value in dask.config.get("distributed.nanny.pre-spawn-environ").items()
@@ -239,12 +241,7 @@ def start_forkserver() -> bool:
 
 def _forkserver() -> dict[str, str]:
     """Dask's configuration for worker processes forked from :func:`start_forkserver`'s server ({}: spawned)."""
-    if not start_forkserver():
-        return {}
-    from distributed import utils
-
-    utils._forkserver_preload_set = True  # else distributed sets a preload list of its own (it imports pandas)
-    return {"distributed.worker.multiprocessing-method": "forkserver"}
+    return {"distributed.worker.multiprocessing-method": "forkserver"} if start_forkserver() else {}
 
 
 @contextmanager
