@@ -150,27 +150,19 @@ def check_folders(job: Job) -> None:
                                                      "the output folder (a link?)", job.source)
 
 
-def keep_scratch_inside(out_dir: Path) -> None:
-    """Point Dask's scratch space (spill files, worker folders, locks) into the job's work folder, instead of
-    ``$TMPDIR`` or the working directory."""
-    import dask
-
-    dask.config.set({"temporary-directory": str(Path(out_dir) / ".cim" / "dask")})
-
-
 # --------------------------------------------------------------------------------------------------- footprints
 
 
 def check_footprints(job: Job, crs: pyproj.CRS, sources: list[LasSource]) -> None:
     """Every stage's footprint file: readable, its layer present, features in it, meeting the points' bounds."""
-    from cim.buildings.footprints import check_footprint_file
-
     points = _points_extent(sources)
     if points is None:
         return
     for stage in job.stages:
         path = getattr(stage.options, "footprints", None)
         if path:
+            from cim.buildings.footprints import check_footprint_file  # shapely: only for jobs with footprints
+
             check_footprint_file(path, crs, points, layer=getattr(stage.options, "footprints_layer", None),
                                  source_crs=getattr(stage.options, "footprints_crs", None))
 

@@ -104,10 +104,7 @@ def acquire(out_dir: Path) -> OutputLock:
 
 
 def claim(out_dir: Path) -> OutputLock:
-    """Make ``out_dir``, lock it for this process (:func:`acquire`) and keep Dask's scratch space inside it."""
-    from cim.guards import keep_scratch_inside
-
+    """Make ``out_dir`` and lock it for this process (:func:`acquire`); Dask's scratch space is kept inside it
+    by :func:`cim.runner.cluster.dask_client`."""
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    lock = acquire(out_dir)
-    keep_scratch_inside(out_dir)
-    return lock
+    return acquire(out_dir)

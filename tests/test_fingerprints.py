@@ -131,3 +131,67 @@ def test_same_size_content_change_of_a_dtm_input_reruns_the_stage_that_reads_it(
     changed = {k for k in before if before[k] != after.get(k)}
     assert any(k.startswith("buildings/") for k in changed)  # read again, not from a cache of the old DTM
     assert not any(k.startswith(("dsm/", "las/")) for k in changed)
+
+
+def _fresh_parse_cache(monkeypatch: pytest.MonkeyPatch, cache_home: Path) -> None:
+    """This process as if it had parsed nothing yet, with its parse cache under ``cache_home``."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home))
+    monkeypatch.setattr(fingerprints, "_PARSED", {})
+    monkeypatch.setattr(fingerprints, "_CACHE_LOADED", False)
+
+
+def test_code_hash_from_the_parse_cache_equals_a_fresh_parse_and_follows_edits(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fresh_parse_cache(monkeypatch, tmp_path)
+    parsed = CodeHashes()
+    fresh = parsed.code_hash("cim.stages.tiles"), parsed.closure("cim.stages.tiles")
+    assert (tmp_path / "cim" / "code-imports-1.json").is_file()
+    _fresh_parse_cache(monkeypatch, tmp_path)  # a new process: every source from the cache, none parsed
+
+    def no_parse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("parsed although the cache has the source")
+
+    monkeypatch.setattr(fingerprints.ast, "parse", no_parse)
+    cached = CodeHashes()
+    assert (cached.code_hash("cim.stages.tiles"), cached.closure("cim.stages.tiles")) == fresh
+    monkeypatch.undo()
+
+    real = fingerprints.module_source
+    _fresh_parse_cache(monkeypatch, tmp_path)
+
+    def edited(name: str) -> bytes:  # an edit that adds an import: a source the cache has not seen
+        extra = b"\nfrom cim.terrain import ground\n" if name == "cim.tiles3d.lod" else b""
+        return real(name) + extra
+
+    monkeypatch.setattr(fingerprints, "module_source", edited)
+    after = CodeHashes()
+    assert after.code_hash("cim.stages.tiles") != fresh[0]
+    assert "cim.terrain.ground" in set(after.closure("cim.stages.tiles")) - set(fresh[1])
+
+
+def test_a_damaged_parse_cache_only_costs_parsing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fresh_parse_cache(monkeypatch, tmp_path)
+    expected = CodeHashes().code_hash("cim.stages.terrain")
+    (tmp_path / "cim" / "code-imports-1.json").write_text('{"not": "json')
+    _fresh_parse_cache(monkeypatch, tmp_path)
+    assert CodeHashes().code_hash("cim.stages.terrain") == expected
+    _fresh_parse_cache(monkeypatch, tmp_path / "missing" / "folder")
+    (tmp_path / "missing").write_text("a file where the cache folder would be")  # cannot be written: no error
+    assert CodeHashes().code_hash("cim.stages.terrain") == expected
+
+
+def test_item_stages_do_not_hash_the_runner_they_take_their_base_class_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    closure = CodeHashes().closure("cim.stages.panorama_publish")
+    assert {"cim.panoramas.process", "cim.panoramas.tiles", "cim.pipeline.stage"} <= set(closure)
+    assert not {"cim.pipeline.items", "cim.catalog", "cim.runner.tasks", "cim.pipeline.execute"} & set(closure)
+    before = CodeHashes().code_hash("cim.stages.panorama_publish")
+    real = fingerprints.module_source
+
+    def edited(module: str):  # noqa: ANN202
+        return lambda name: real(name) + (b"\n# edited\n" if name == module else b"")
+
+    for runner in ("cim.pipeline.items", "cim.catalog"):
+        monkeypatch.setattr(fingerprints, "module_source", edited(runner))
+        assert CodeHashes().code_hash("cim.stages.panorama_publish") == before
+    monkeypatch.setattr(fingerprints, "module_source", edited("cim.panoramas.tiles"))
+    assert CodeHashes().code_hash("cim.stages.panorama_publish") != before

@@ -160,12 +160,22 @@ def panoramas_job(poses: Path, images: Path, out: Path, *, crs: str = "EPSG:2583
                                         {"type": "write.las", "folder": "colorized", "per_source": True}])
 
 
+def start_workers_early(scheduler: str | None) -> None:
+    """For local worker processes: start the server they are forked from now, so that its imports run while the
+    driver reads and plans the job (:func:`cim.runner.cluster.start_forkserver`)."""
+    if scheduler in (None, "processes", "local"):
+        from cim.runner.cluster import start_forkserver
+
+        start_forkserver()
+
+
 def execute(job: Job, *, scheduler: str | None = None, workers: int | None = None, force: bool = False,
             keep_going: bool = False, crs: str | None = None, show: bool = True,
             profile: bool = False) -> tuple[dict[str, Any], JobRun]:
     """Run ``job`` as ``cim run`` does: log to ``cim.log``, show progress, write ``report.json`` (and with
     ``profile`` ``profile.html``, see :mod:`cim.profile`), print the report (unless not ``show``); returns the
     report and the run, or exits with code 1 when tasks failed."""
+    start_workers_early(scheduler)
     from cim import guards, outlock
     from cim.pipeline.execute import outcome_line, run_job, summarize
 

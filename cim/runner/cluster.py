@@ -1,20 +1,24 @@
-"""Dask clients: a local cluster by default, an existing one by address; the shared-storage check."""
+"""Dask clients: a local cluster by default, an existing one by address, a pool of threads in this process for the
+``threads`` scheduler; the shared-storage check."""
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-
-import dask
-import psutil
-from distributed import Client, LocalCluster
+from typing import TYPE_CHECKING, Any, Union
 
 from cim.errors import CimError
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 log = logging.getLogger("cim.runner")
 
@@ -24,16 +28,147 @@ def is_remote(scheduler: str | None) -> bool:
     return bool(scheduler) and scheduler not in ("local", "threads")
 
 
+class ThreadFuture(Future):
+    """A task of :class:`ThreadClient`: a :class:`~concurrent.futures.Future` with the ``key`` and ``status`` of a
+    Dask future."""
+
+    def __init__(self, key: str, deps: list[ThreadFuture]) -> None:
+        super().__init__()
+        self.key = key
+        self.deps = deps
+
+    @property
+    def status(self) -> str:
+        """"pending", "finished", "error" or "cancelled", as Dask says."""
+        if self.cancelled():
+            return "cancelled"
+        if not self.done():
+            return "pending"
+        return "error" if self.exception() is not None else "finished"
+
+
+class ThreadClient:
+    """What cim's runner asks of a Dask client (submit with dependencies, cancel, nthreads), done by a pool of
+    threads in this process: the ``threads`` scheduler without Dask's scheduler, worker and their imports.
+
+    A task starts when the futures among its arguments have finished, with their results in their place; it is
+    cancelled when one of them failed or was cancelled (it then reports that upstream failure, as Dask does)."""
+
+    def __init__(self, threads: int) -> None:
+        self._threads = threads
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="cim-task")
+
+    def submit(self, fn: Callable[..., Any], *args: Any, key: str, pure: bool = False) -> ThreadFuture:
+        """Run ``fn(*args)`` once the futures among ``args`` have finished (``pure`` is Dask's; ignored)."""
+        deps = [a for a in args if isinstance(a, ThreadFuture)]
+        future = ThreadFuture(key, deps)
+        waiting = [len(deps)]
+        lock = threading.Lock()
+
+        def start() -> None:
+            failed = next((d for d in deps if d.status != "finished"), None)
+            if failed is not None:
+                if not failed.cancelled() and future.set_running_or_notify_cancel():
+                    future.set_exception(failed.exception())
+                else:
+                    future.cancel()
+                return
+            try:
+                self._pool.submit(_run, future, fn, args)
+            except RuntimeError:  # the pool was shut down (a failure stopped the run)
+                future.cancel()
+
+        def dep_done(_: Future) -> None:
+            with lock:
+                waiting[0] -= 1
+                ready = waiting[0] == 0
+            if ready:
+                start()
+
+        if not deps:
+            start()
+        for dep in deps:
+            dep.add_done_callback(dep_done)
+        return future
+
+    def cancel(self, futures: Iterable[ThreadFuture]) -> None:
+        """Cancel the futures that have not started (running tasks finish, as on Dask)."""
+        for future in futures:
+            future.cancel()
+
+    def nthreads(self) -> dict[str, int]:
+        """Threads per worker, as Dask says (one worker: this process)."""
+        return {"threads": self._threads}
+
+    def close(self) -> None:
+        """Wait for the running tasks; drop the ones not started."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _run(future: ThreadFuture, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    if not future.set_running_or_notify_cancel():
+        return
+    try:
+        result = fn(*(a.result() if isinstance(a, ThreadFuture) else a for a in args))
+    except BaseException as exc:  # noqa: BLE001 - the task's failure is its future's
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
+AnyClient = Union["Client", ThreadClient]
+
+
+def as_completed(futures: list[Any]) -> Iterator[Any]:
+    """The futures of a :class:`ThreadClient` or of a Dask client, as they finish."""
+    if not futures or isinstance(futures[0], ThreadFuture):
+        return _threads_completed(futures)
+    from distributed import as_completed as dask_completed
+
+    return iter(dask_completed(futures))
+
+
+def _threads_completed(futures: list[ThreadFuture]) -> Iterator[ThreadFuture]:
+    """:class:`ThreadFuture` objects as they finish, each after the finished ones it depends on (a task fails in
+    the callback of the upstream failure it reports, so it can be done first)."""
+    finished: queue.SimpleQueue[ThreadFuture] = queue.SimpleQueue()
+    for future in futures:
+        future.add_done_callback(finished.put)
+    wanted = {id(f) for f in futures}
+    yielded: set[int] = set()
+
+    def emit(future: ThreadFuture) -> Iterator[ThreadFuture]:
+        for dep in future.deps:
+            if dep.done() and id(dep) in wanted and id(dep) not in yielded:
+                yield from emit(dep)
+        if id(future) not in yielded:
+            yielded.add(id(future))
+            yield future
+
+    while len(yielded) < len(wanted):
+        yield from emit(finished.get())
+
+
 @contextmanager
 def dask_client(scheduler: str | None = None, workers: int | None = None,
-                local_directory: Path | None = None) -> Iterator[Client]:
-    """A Dask client for a run.
+                local_directory: Path | None = None) -> Iterator[AnyClient]:
+    """A client for a run.
 
     ``scheduler`` None: a ``LocalCluster`` of worker processes (one per core, one thread each, memory limit =
-    RAM / workers). "threads": an in-process cluster (quick start; notebooks, small jobs). "tcp://host:port":
-    the existing scheduler at that address. A local cluster keeps its scratch and spill files in
-    ``local_directory`` (the job's work folder) rather than the system temp folder.
+    RAM / workers). "threads": a :class:`ThreadClient` (quick start, no Dask; notebooks, small jobs).
+    "tcp://host:port": the existing scheduler at that address. A local cluster keeps its scratch and spill files
+    (worker folders, locks) in ``local_directory`` (the job's work folder) rather than ``$TMPDIR``.
     """
+    n = workers or os.cpu_count() or 1
+    if scheduler == "threads":
+        client = ThreadClient(n)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    from distributed import Client
+
     if is_remote(scheduler):
         try:
             client = Client(scheduler, timeout="10s")
@@ -44,10 +179,12 @@ def dask_client(scheduler: str | None = None, workers: int | None = None,
         finally:
             client.close()
         return
-    n = workers or os.cpu_count() or 1
-    processes = scheduler != "threads"
-    with dask.config.set(_LOCAL_CONFIG), _local_cluster(n, processes, local_directory) as client:
-        yield client
+    import dask
+
+    scratch = {"temporary-directory": str(local_directory)} if local_directory is not None else {}
+    with dask.config.set({**_LOCAL_CONFIG, **scratch}):
+        with dask.config.set(_forkserver()), _local_cluster(n, local_directory) as client:
+            yield client
 
 
 #: Dask's statistical profiler samples every worker thread's stack every 10 ms; cim reports its own timings.
@@ -60,16 +197,67 @@ _LOCAL_CONFIG = {"distributed.worker.profile.enabled": False,
                  "distributed.nanny.pre-spawn-environ.MALLOC_TOP_PAD_": 64 * 2**20}
 
 
+#: What the fork server imports once for all worker processes: distributed and cim's runner with its libraries
+#: (numpy, pyproj, laspy, pydantic); a stage's own modules are imported by the worker that runs it.
+PRELOAD = ("distributed", "cim.pipeline.execute")
+
+
+def start_forkserver() -> bool:
+    """Start the fork server that local worker processes are forked from, once per process (a spawned worker
+    imports distributed, cim and their libraries anew: ~0.5 CPU s each); False where there is none (Windows).
+
+    The server is a fresh single-threaded process: it imports :data:`PRELOAD` in the background (started early,
+    while the driver plans the job) with Dask's pre-spawn environment (malloc settings, one BLAS thread, the hash
+    seed), which its workers inherit: Dask applies that environment only to the processes it spawns itself.
+    """
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    import dask
+    from distributed import utils  # also Dask's defaults of the pre-spawn environment (one BLAS thread, malloc)
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return False
+    multiprocessing.get_context("forkserver").set_forkserver_preload(list(PRELOAD))
+    utils._forkserver_preload_set = True  # else distributed sets a preload list of its own (it imports pandas)
+    with dask.config.set(_LOCAL_CONFIG):  # as distributed's Nanny reads it
+        environ = {name: os.environ.get(name, str(value))
+                   for name, value in dask.config.get("distributed.nanny.pre-spawn-environ").items()
+                   if value is not None}
+    if environ.get("PYTHONHASHSEED") in (None, "0"):  # the Nanny's seed for its workers: the same hashes everywhere
+        environ["PYTHONHASHSEED"] = "6640"
+    saved = {name: os.environ.get(name) for name in environ}
+    os.environ.update(environ)
+    try:
+        forkserver.ensure_running()  # a no-op when it runs already
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name)
+            else:
+                os.environ[name] = value
+    return True
+
+
+def _forkserver() -> dict[str, str]:
+    """Dask's configuration for worker processes forked from :func:`start_forkserver`'s server ({}: spawned)."""
+    return {"distributed.worker.multiprocessing-method": "forkserver"} if start_forkserver() else {}
+
+
 @contextmanager
-def _local_cluster(n: int, processes: bool, local_directory: Path | None) -> Iterator[Client]:
-    memory = int(psutil.virtual_memory().total * 0.9 / n) if processes else 0
+def _local_cluster(n: int, local_directory: Path | None) -> Iterator[Client]:
+    """A cluster of ``n`` worker processes on this machine (one thread each) and its client."""
+    import psutil
+    from distributed import Client, LocalCluster
+
+    memory = int(psutil.virtual_memory().total * 0.9 / n)
     if local_directory is not None:
         local_directory.mkdir(parents=True, exist_ok=True)
     with LocalCluster(
         local_directory=str(local_directory) if local_directory is not None else None,
-        n_workers=n if processes else 1,
-        threads_per_worker=1 if processes else n,
-        processes=processes,
+        n_workers=n,
+        threads_per_worker=1,
+        processes=True,
         memory_limit=memory,
         dashboard_address=":0",
         silence_logs=logging.CRITICAL,  # failures reach the user once, through cim's report, not as worker logs

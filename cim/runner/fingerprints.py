@@ -4,21 +4,21 @@
   work folder, so a re-run does not re-read terabytes of unchanged inputs.
 - :func:`stamp` / :func:`intact`: size, mtime and SHA-256 of the products a task wrote, and the check that they
   are still what the task wrote (a truncated or edited product is re-made).
-- :func:`code_hash`: a hash of the source of a cim module and of every cim module it imports (transitively),
-  plus the versions of the native libraries the results depend on.
+- :class:`CodeHashes`: a hash of the source of a cim module and of every cim module it imports (transitively),
+  plus the versions of the native libraries the results depend on. Each source is parsed once per process.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
-import importlib.util
 import json
 import os
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from cim.fileutil import write_text_atomic
 
@@ -125,34 +125,89 @@ def library_versions() -> dict[str, str]:
     return found
 
 
+def _module_file(name: str) -> Path | None:
+    """The source file of cim module ``name`` (None for other modules and names that are not a module); found
+    without importing anything (``importlib.util.find_spec`` imports the parent packages)."""
+    import cim
+
+    parts = name.split(".")
+    if parts[0] != "cim":
+        return None
+    folder = Path(cim.__file__).parent.joinpath(*parts[1:])
+    for candidate in (folder / "__init__.py", folder.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def module_source(name: str) -> bytes:
-    """The source of module ``name`` (b"" when it has no source file). Tests replace it to simulate edits."""
-    spec = importlib.util.find_spec(name)
-    origin = spec.origin if spec is not None else None
-    return Path(origin).read_bytes() if origin and origin.endswith(".py") else b""
+    """The source of cim module ``name`` (b"" when it has none). Tests replace it to simulate edits."""
+    path = _module_file(name)
+    return path.read_bytes() if path is not None else b""
 
 
-def _cim_imports(name: str, source: bytes) -> set[str]:
-    """The cim modules that ``source`` (module ``name``) imports by name."""
-    package = name if _is_package(name) else name.rpartition(".")[0]
-    found: set[str] = set()
-    tree = ast.parse(source)
-    typing_only = {id(n) for block in tree.body if _is_type_checking(block) for n in ast.walk(block)}  # module level
-    for node in ast.walk(tree):
-        if id(node) in typing_only:  # ``if TYPE_CHECKING:`` imports are no run-time dependency
-            continue
+#: An import statement as written: (module, level, names); names None for ``import module``.
+RawImport = tuple[str, int, Optional[list[str]]]
+
+#: The import statements of a source by its SHA-256, from the cache file (:func:`_cache_file`) and this process.
+_PARSED: dict[str, list[RawImport]] = {}
+_CACHE_LOADED = False
+_CACHE_FORMAT = 1
+
+
+def _cache_file() -> Path:
+    """Where the parsed import statements of cim's sources persist between runs (a cache: keyed by content, any
+    damage only costs parsing again)."""
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "cim" / f"code-imports-{_CACHE_FORMAT}.json"
+
+
+def _raw_imports(source: bytes) -> tuple[list[RawImport], bool]:
+    """The import statements of ``source`` (outside ``if TYPE_CHECKING:`` blocks), and whether they were parsed now
+    (parsing cim's sources with ``ast`` is most of the cost of a code hash: 0.1 s a job)."""
+    global _CACHE_LOADED
+    if not _CACHE_LOADED:
+        _CACHE_LOADED = True
+        try:
+            _PARSED.update(json.loads(_cache_file().read_text()))
+        except (OSError, ValueError):
+            pass
+    key = hashlib.sha256(source).hexdigest()
+    if key in _PARSED:
+        return _PARSED[key], False
+    found: list[RawImport] = []
+    for node in _import_statements(ast.parse(source).body):
         if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")
-                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
-            submodules = {f"{base}.{alias.name}" for alias in node.names if _exists(f"{base}.{alias.name}")}
-            found.update(submodules)
-            if len(submodules) < len(node.names):  # names defined in ``base`` itself, not only its submodules
-                found.add(base)
-    return {m for m in found if m.split(".")[0] == "cim" and _exists(m)}
+            found.extend((alias.name, 0, None) for alias in node.names)
+        else:
+            found.append((node.module or "", node.level, [alias.name for alias in node.names]))
+    _PARSED[key] = found
+    return found, True
+
+
+def _save_parsed() -> None:
+    """Write the cache of parsed import statements (the newest 4096 sources); a read-only home is no error."""
+    entries = list(_PARSED.items())[-4096:]
+    try:
+        write_text_atomic(_cache_file(), json.dumps(dict(entries)))
+    except OSError:
+        pass
+
+
+def _import_statements(body: list[ast.stmt]) -> Iterator[ast.Import | ast.ImportFrom]:
+    """The import statements in ``body`` and the blocks nested in it, except ``if TYPE_CHECKING:`` blocks (no
+    run-time dependency). Imports are statements: expressions need not be walked."""
+    for node in body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+            continue
+        blocks = [getattr(node, field, None) or [] for field in ("body", "orelse", "finalbody")]
+        if _is_type_checking(node):
+            blocks = blocks[1:]
+        blocks += [handler.body for handler in getattr(node, "handlers", [])]
+        blocks += [case.body for case in getattr(node, "cases", [])]
+        for block in blocks:
+            yield from _import_statements(block)
 
 
 def _is_type_checking(node: ast.AST) -> bool:
@@ -162,52 +217,76 @@ def _is_type_checking(node: ast.AST) -> bool:
                                          isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def _is_package(name: str) -> bool:
-    spec = importlib.util.find_spec(name)
-    return bool(spec and spec.submodule_search_locations)
-
-
-def _exists(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
+#: Runner modules that stages import for a base class (item stages: ``ItemStage``): they plan, run and record the
+#: work and shape no product, like the rest of the runner, which no stage imports. Through them a stage's code hash
+#: took in the catalog and the task runner: editing those re-ran every panorama.
+RUNNER_MODULES = frozenset({"cim.pipeline.items"})
 
 
 class CodeHashes:
-    """Hashes of cim modules with everything they import within cim (one instance per run: sources are read once)."""
+    """Hashes of cim modules with everything they import within cim (one instance per run: sources are read once;
+    the import statements of a source are parsed once, then taken from a cache keyed by its content)."""
 
     def __init__(self) -> None:
         self._sources: dict[str, bytes] = {}
-        self._imports: dict[str, set[str]] = {}  # each module parsed once per run
+        self._imports: dict[str, frozenset[str]] = {}
+        self._files: dict[str, Path | None] = {}
         self._hashes: dict[str, str] = {}
-        self._versions = library_versions()
+        self._versions = json.dumps(library_versions(), sort_keys=True)
+        self._parsed_now = False
 
     def _source(self, name: str) -> bytes:
         if name not in self._sources:
             self._sources[name] = module_source(name)
         return self._sources[name]
 
-    def _imported(self, name: str) -> set[str]:
+    def _file(self, name: str) -> Path | None:
+        if name not in self._files:
+            self._files[name] = _module_file(name)
+        return self._files[name]
+
+    def _imported(self, name: str) -> frozenset[str]:
+        """The cim modules that module ``name`` imports by name."""
         if name not in self._imports:
-            self._imports[name] = _cim_imports(name, self._source(name))
+            raw, parsed = _raw_imports(self._source(name))
+            self._parsed_now |= parsed
+            file = self._file(name)
+            package = name if file is not None and file.name == "__init__.py" else name.rpartition(".")[0]
+            found: set[str] = set()
+            for module, level, names in raw:
+                if names is None:
+                    found.add(module)
+                    continue
+                if level:
+                    parts = package.split(".")
+                    module = ".".join(parts[: len(parts) - level + 1] + ([module] if module else []))
+                submodules = {f"{module}.{n}" for n in names if self._file(f"{module}.{n}") is not None}
+                found.update(submodules)
+                if len(submodules) < len(names):  # names defined in ``module`` itself, not only its submodules
+                    found.add(module)
+            self._imports[name] = frozenset(m for m in found if self._file(m) is not None)
         return self._imports[name]
 
     def closure(self, name: str) -> list[str]:
-        """``name`` and the cim modules it imports, directly or not, sorted."""
+        """``name`` and the cim modules it imports, directly or not, sorted; the walk does not enter
+        :data:`RUNNER_MODULES`."""
         seen, todo = set(), [name]
         while todo:
             module = todo.pop()
             if module not in seen:
                 seen.add(module)
-                todo.extend(self._imported(module) - seen)
+                todo.extend(self._imported(module) - seen - RUNNER_MODULES)
         return sorted(seen)
 
     def code_hash(self, name: str) -> str:
         """Hash of the sources of :meth:`closure` of ``name`` plus :func:`library_versions`."""
         if name not in self._hashes:
-            digest = hashlib.sha256(json.dumps(self._versions, sort_keys=True).encode())
-            for module in self.closure(name):
+            closure = self.closure(name)
+            if self._parsed_now:
+                _save_parsed()
+                self._parsed_now = False
+            digest = hashlib.sha256(self._versions.encode())
+            for module in closure:
                 digest.update(module.encode() + b"\0" + hashlib.sha256(self._source(module)).digest())
             self._hashes[name] = digest.hexdigest()[:32]
         return self._hashes[name]

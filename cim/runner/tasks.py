@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 import traceback
 import uuid
@@ -22,14 +23,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from distributed import Client, as_completed, get_worker
+from typing import TYPE_CHECKING, Any
 
 from cim.errors import CimError, os_error_message
+from cim.runner.cluster import as_completed
 from cim.runner.fingerprints import intact
 from cim.runner.manifest import Manifest
 from cim.runner.timeline import analyse
+
+if TYPE_CHECKING:
+    from cim.runner.cluster import AnyClient
 
 
 @dataclass(frozen=True)
@@ -172,10 +175,13 @@ class _Payload:
 
 
 def _worker_name() -> str:
-    try:
-        return str(get_worker().name)
-    except ValueError:  # not inside a Dask worker
-        return f"{socket.gethostname()}:{os.getpid()}"
+    distributed = sys.modules.get("distributed")  # not imported: a thread of a ThreadClient
+    if distributed is not None:
+        try:
+            return str(distributed.get_worker().name)
+        except ValueError:  # not inside a Dask worker
+            pass
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _execute(fn: Callable[..., Any], *args: Any) -> _Payload:
@@ -191,7 +197,7 @@ def _execute(fn: Callable[..., Any], *args: Any) -> _Payload:
 
 def run_tasks(
     tasks: list[Task],
-    client: Client,
+    client: AnyClient,
     manifest: Manifest,
     *,
     out_dir: Path | None = None,

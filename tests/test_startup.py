@@ -1,0 +1,190 @@
+"""The fixed start-up cost of every command: what ``import cim``, ``cim --help`` and a ``--scheduler threads`` job
+import, and the thread pool that replaces an in-process Dask cluster for that scheduler."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import laspy
+import pytest
+
+from cim.runner import Dep, Manifest, Task, run_tasks
+from cim.runner.cluster import ThreadClient
+from tests.helpers import REPO
+
+#: Modules no command needs at start: each costs 0.05-0.5 s to import (Dask and distributed 0.45 s together).
+HEAVY = ("distributed", "dask", "open3d", "rasterio", "pyvista", "cv2", "scipy", "lxml", "shapely", "pystac",
+         "pyogrio", "PIL", "trimesh", "tornado", "psutil", "zstandard", "pydantic")
+
+_IMPORTED = "import json, sys; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+
+
+def _imported(code: str) -> set[str]:
+    """The top-level packages a fresh interpreter has imported after running ``code``."""
+    done = subprocess.run([sys.executable, "-c", f"{code}\n{_IMPORTED}"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, check=True)
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_import_cim_imports_no_heavy_module() -> None:
+    imported = _imported("import cim")
+    assert "cim" in imported
+    assert imported.isdisjoint(HEAVY), sorted(imported & set(HEAVY))
+
+
+def test_cim_help_imports_no_heavy_module() -> None:
+    code = ("import contextlib, io, sys\nsys.argv = ['cim', '--help']\nfrom cim.cli.app import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):\n    main()\n"
+            "assert 'tiles' in out.getvalue() and 'run' in out.getvalue(), out.getvalue()")
+    imported = _imported(code)
+    assert {"typer", "cim"} <= imported
+    assert imported.isdisjoint(HEAVY), sorted(imported & set(HEAVY))
+
+
+def test_a_threads_job_imports_neither_dask_nor_distributed(tmp_path: Path) -> None:
+    small = tmp_path / "small.laz"
+    with laspy.open(REPO / "data" / "delft" / "ahn3_cropped_2.laz") as reader:
+        points = reader.read_points(5000)
+        with laspy.open(small, mode="w", header=reader.header) as writer:
+            writer.write_points(points)
+    out = tmp_path / "out"
+    code = (f"import sys\nsys.argv = ['cim', 'tiles', {str(small)!r}, '--out', {str(out)!r}, '--crs', 'EPSG:7415', "
+            "'--scheduler', 'threads', '--workers', '2']\nfrom cim.cli.app import main\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code")
+    imported = _imported(code)
+    assert json.loads((out / "report.json").read_text())["points"] == 5000  # the job ran
+    assert imported.isdisjoint({"dask", "distributed", "tornado"}), sorted(imported & {"dask", "distributed"})
+
+
+# ----------------------------------------------------------------------------------------------- ThreadClient
+
+
+def _add(*values: int) -> int:
+    return sum(values)
+
+
+def _fail(message: str) -> int:
+    raise ValueError(message)
+
+
+def _slow(value: int, seconds: float) -> int:
+    time.sleep(seconds)
+    return value
+
+
+def _tasks(steps: dict[str, tuple]) -> list[Task]:
+    return [Task(key, "s", fn, args, fingerprint=key) for key, (fn, *args) in steps.items()]
+
+
+def test_thread_client_runs_a_graph_in_dependency_order(tmp_path: Path) -> None:
+    # a diamond and a chain: every value is checked against the sums worked out by hand
+    graph = {"a": (_add, 1), "b": (_add, Dep("a"), 10), "c": (_add, Dep("a"), 100), "d": (_add, Dep("b"), Dep("c")),
+             "e": (_slow, 7, 0.05), "f": (_add, Dep("e"), Dep("d"), 1000)}
+    client = ThreadClient(2)
+    try:
+        report = run_tasks(_tasks(graph), client, Manifest(tmp_path / "m.jsonl"))
+    finally:
+        client.close()
+    assert report.ok
+    assert {k: o.result for k, o in report.outcomes.items()} == {"a": 1, "b": 11, "c": 101, "d": 112, "e": 7,
+                                                                  "f": 1119}
+    assert client.nthreads() == {"threads": 2}
+    for key in "bcdf":  # started after what it waited for had ended
+        outcome = report.outcomes[key]
+        assert all(outcome.started >= report.outcomes[d].started + report.outcomes[d].seconds - 1e-3
+                   for d in outcome.deps)
+
+
+def test_thread_client_reports_a_failure_and_its_dependents(tmp_path: Path) -> None:
+    graph = {"ok": (_add, 1), "bad": (_fail, "broken input"), "after": (_add, Dep("bad"), 1),
+             "later": (_add, Dep("after"), Dep("ok")), "free": (_add, Dep("ok"), 2)}
+    client = ThreadClient(2)
+    try:
+        report = run_tasks(_tasks(graph), client, Manifest(tmp_path / "m.jsonl"), keep_going=True)
+    finally:
+        client.close()
+    status = {k: (o.status, o.error) for k, o in report.outcomes.items()}
+    assert status["bad"] == ("failed", "ValueError: broken input")
+    assert status["after"] == ("cancelled", "an upstream task failed")
+    assert status["later"] == ("cancelled", "an upstream task failed")
+    assert status["ok"][0] == status["free"][0] == "done" and report.outcomes["free"].result == 3
+
+
+def test_thread_client_stops_after_a_failure_without_keep_going(tmp_path: Path) -> None:
+    # one thread: the failing task runs first, the slow ones wait in the queue and are cancelled
+    graph = {"bad": (_fail, "stop"), **{f"slow{i}": (_slow, i, 0.2) for i in range(5)}}
+    client = ThreadClient(1)
+    started = time.perf_counter()
+    try:
+        report = run_tasks(_tasks(graph), client, Manifest(tmp_path / "m.jsonl"))
+    finally:
+        client.close()
+    assert time.perf_counter() - started < 0.5  # at most one slow task ran
+    assert report.outcomes["bad"].status == "failed"
+    assert sum(o.status == "cancelled" for o in report.outcomes.values()) >= 4
+    assert not report.ok
+
+
+def test_thread_client_runs_tasks_in_parallel_threads(tmp_path: Path) -> None:
+    seen: set[int] = set()
+    lock = threading.Lock()
+    barrier = threading.Barrier(3, timeout=10)  # passes only when three tasks run at the same time
+
+    def meet(value: int) -> int:
+        barrier.wait()
+        with lock:
+            seen.add(threading.get_ident())
+        return value
+
+    client = ThreadClient(3)
+    try:
+        futures = [client.submit(meet, i, key=f"t{i}") for i in range(3)]
+        assert [f.result(timeout=20) for f in futures] == [0, 1, 2]
+    finally:
+        client.close()
+    assert len(seen) == 3 and all(f.status == "finished" for f in futures)
+
+
+def test_the_threads_scheduler_gets_a_thread_client(tmp_path: Path) -> None:
+    from cim.runner.cluster import dask_client
+
+    with dask_client("threads", 2, tmp_path / "dask") as client:
+        assert isinstance(client, ThreadClient) and client.nthreads() == {"threads": 2}
+
+
+# ------------------------------------------------------------------------------------------- worker processes
+
+
+def _worker_facts() -> tuple[int, str | None, str | None, bool, int]:
+    import os
+
+    return (os.getppid(), os.environ.get("MALLOC_MMAP_THRESHOLD_"), os.environ.get("OPENBLAS_NUM_THREADS"),
+            "cim.pipeline.execute" in sys.modules, hash("cim"))
+
+
+def test_local_workers_are_forked_from_a_server_that_imported_the_runner(tmp_path: Path) -> None:
+    import multiprocessing
+    import os
+
+    import psutil
+
+    from cim.runner.cluster import PRELOAD, dask_client
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork server on this platform: workers are spawned")
+    with dask_client(None, 2, tmp_path / "dask") as client:
+        facts = list(client.run(_worker_facts).values())
+    assert len(facts) == 2 and facts[0] == facts[1]  # one parent, the same environment and hash seed
+    parent, mmap_threshold, blas_threads, preloaded, _ = facts[0]
+    assert parent != os.getpid()  # the fork server, not this process
+    assert "cim.pipeline.execute" in PRELOAD and preloaded
+    assert mmap_threshold == str(64 * 2**20) and blas_threads == "1"  # Dask's pre-spawn environment, cim's malloc
+    server = psutil.Process(parent)
+    assert server.num_threads() == 1  # it forks: no thread may exist (OpenBLAS starts its pool at import)
+    environ = server.environ()  # what it started with, before numpy and glibc's malloc read it
+    assert environ["OPENBLAS_NUM_THREADS"] == "1" and environ["MALLOC_MMAP_THRESHOLD_"] == str(64 * 2**20)
