@@ -25,10 +25,9 @@ from cim.runner.fingerprints import CodeHashes, ContentHashes, stamp
 from cim.tiling import TileGrid
 
 if TYPE_CHECKING:
-    from distributed import Client
-
     from cim.pipeline.execute import JobRun
     from cim.pipeline.job import Job
+    from cim.runner.cluster import AnyClient
 
 
 @dataclass(frozen=True)
@@ -88,7 +87,7 @@ class ItemPhase:
     items: dict[str, int] = field(default_factory=dict)
 
 
-def run_items(job: Job, crs: pyproj.CRS, client: Client, manifest: Manifest, hashes: ContentHashes, code: CodeHashes,
+def run_items(job: Job, crs: pyproj.CRS, client: AnyClient, manifest: Manifest, hashes: ContentHashes, code: CodeHashes,
               *, force: bool, keep_going: bool, on_outcome: Any = None, on_plan: Any = None) -> ItemPhase:
     """Plan and run the item stages of ``job`` (their items, then their finishes) in the job's ``crs``."""
     out_dir = job.out_dir
