@@ -316,6 +316,7 @@ def run_job(
     numbered = any(s.needs_input_index for s in job.stages)
 
     partition: list[Task] = []
+    task_points: dict[str, int] = {}  # partition task -> the points it reads (the largest are submitted first)
     partition_code = code.code_hash(partition_file.__module__)
     chunk = _chunk(job)
     for i, ((reader, source), digest) in enumerate(zip(inputs, hashes.digests([s.path for _, s in inputs]))):
@@ -330,6 +331,7 @@ def run_job(
                              grid.buffer, job.area, str(parts_dir), *([index] if numbered else []),
                              *([] if context.skip_withheld else ["withheld kept"]),
                              *([chunk, points.start, points.stop] if ranges else []))
+            task_points[f"partition/{name}"] = len(points) if points is not None else source.point_count
             partition.append(Task(f"partition/{name}", "tile", partition_task,
                                   (reader, str(source.path), crs.to_wkt(), work_crs.to_wkt(), grid.size, grid.buffer,
                                    str(parts_dir), str(out_dir), job.area, chunk, quanta, index, points), fp))
@@ -348,7 +350,8 @@ def run_job(
                 return JobRun(job, upstream.report, [Product.from_json(p) for p in upstream.products])
         if on_plan:
             on_plan(len(partition), "partition")
-        first = run_tasks(partition, client, manifest, out_dir=out_dir, force=force, keep_going=keep_going,
+        largest_first = sorted(partition, key=lambda t: -task_points[t.key])
+        first = run_tasks(largest_first, client, manifest, out_dir=out_dir, force=force, keep_going=keep_going,
                           on_outcome=on_outcome)
         if not first.ok:  # never build tiles from a partial set of inputs
             hashes.save()
@@ -370,7 +373,8 @@ def run_job(
         advice = tile_advice(grid, tiles, extent, job.area, workers_now)
         if advice:
             log.info(advice)
-        plan = _Plan(job, context, tiles, parts_dirs, part_fps, manifest, hashes, code, force, upstream, counts)
+        plan = _Plan(job, context, tiles, parts_dirs, part_fps, manifest, hashes, code, force, upstream,
+                     loaded_points(grid, counts))
         hashes.save()
         if on_plan:
             on_plan(len(plan.tasks), "stages")
@@ -435,6 +439,22 @@ def _chunk(job: Job) -> int:
     return min(r.options.chunk_size for r in readers)
 
 
+def loaded_points(grid: TileGrid, counts: dict[str, int]) -> dict[str, float]:
+    """The points each tile's chain will load (an estimate from the core ``counts``): its own core points plus
+    the share of each neighbour's that lies in its buffer (a strip of buffer / size of an edge neighbour, that
+    square of a corner one). Edge tiles of a job load fewer points than interior ones with the same core."""
+    edge = grid.buffer / grid.size
+    loaded: dict[str, float] = {}
+    for key, n in counts.items():
+        ix, iy = (int(v) for v in key.split("_"))
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                share = edge ** (abs(dx) + abs(dy))
+                neighbour = f"{ix + dx}_{iy + dy}"
+                loaded[neighbour] = loaded.get(neighbour, 0.0) + n * share
+    return {key: loaded[key] for key in counts}
+
+
 def _tile_order(key: str) -> tuple[int, int]:
     ix, iy = (int(v) for v in key.split("_"))
     return (iy, ix)
@@ -457,7 +477,7 @@ class _Plan:
 
     def __init__(self, job: Job, context: JobContext, tiles: list[Tile], parts_dirs: list[str],
                  part_fps: list[str], manifest: Manifest, hashes: ContentHashes, code: CodeHashes,
-                 force: bool, upstream: ItemPhase | None = None, sizes: dict[str, int] | None = None) -> None:
+                 force: bool, upstream: ItemPhase | None = None, sizes: dict[str, float] | None = None) -> None:
         upstream = upstream or ItemPhase()
         self.tiles = tiles
         self.labels: list[tuple[str, Stage]] = [(f"{i:02d}-{s.name}", s) for i, s in
@@ -480,7 +500,7 @@ class _Plan:
         finish_fps = self._finish_plan(context.out_dir, base, step_fps, manifest, force)
         checkpoints = context.out_dir / WORK / "checkpoints"
         chain_of: dict[str, str] = {}  # step key -> chain task key
-        # the largest tiles (``sizes``: points per tile) first: no worker is left with a large tile at the end
+        # the largest tiles (``sizes``: points each loads) first: no worker is left with a large tile at the end
         for tile in sorted(tiles, key=lambda t: -(sizes or {}).get(t.key, 0)):
             task = self._chain(tile, parts_dirs, str(checkpoints / f"{tile.key}.cols"))
             if task is not None:
