@@ -143,7 +143,8 @@ def chain_task(steps: list[Step], parts: list[str], checkpoint: str | None, resu
     the parts; ``save_after``: the key of the step after which the checkpoint is written.
 
     Returns the steps' records for the manifest (with their start and end times, CPU seconds and the points they
-    got) and the time spent on loading and checkpointing the points.
+    got), the time spent on loading and checkpointing the points, and the checkpoint's start, end and CPU seconds
+    (None without one).
     """
     ctx = steps[0].ctx
     io_start = time.time()
@@ -153,6 +154,7 @@ def chain_task(steps: list[Step], parts: list[str], checkpoint: str | None, resu
     del base  # the cloud may be replaced by a stage: do not hold two copies
     io = time.time() - io_start
     records = []
+    saved = None
     for step in steps:
         start, cpu, points = time.time(), time.process_time(), len(cloud)
         with caught_warnings() as messages:
@@ -162,23 +164,28 @@ def chain_task(steps: list[Step], parts: list[str], checkpoint: str | None, resu
         if step.stage.modifies_points and result.cloud is not None:
             cloud = result.cloud
         outputs = [p.path for p in result.products] + result.outputs
-        end = time.time()
+        stamps = stamp(outputs, ctx.out_dir)  # the step's own bookkeeping: inside its span
+        end, step_cpu = time.time(), time.process_time() - cpu
         if step.key == save_after:
+            save_cpu = time.process_time()
             save_checkpoint(Path(checkpoint), cloud, base_size, base_digests)
-            outputs.append(Path(checkpoint).relative_to(ctx.out_dir).as_posix())
-            io += time.time() - end
+            saved_file = Path(checkpoint).relative_to(ctx.out_dir).as_posix()
+            outputs.append(saved_file)
+            stamps.update(stamp([saved_file], ctx.out_dir))
+            saved = [round(end, 6), round(time.time(), 6), round(time.process_time() - save_cpu, 6)]
+            io += saved[1] - end
         records.append({"key": step.key, "fingerprint": step.fingerprint, "seconds": round(end - start, 6), "result": {
             "tile": ctx.tile.key,
             "stats": result.stats,
             "products": [p.to_json() for p in result.products],
             "outputs": outputs,
-            "stamps": stamp(outputs, ctx.out_dir),
+            "stamps": stamps,
             "warnings": [*step.ctx.warnings, *messages],
             "span": [round(start, 6), round(end, 6)],
-            "cpu": round(time.process_time() - cpu, 6),
+            "cpu": round(step_cpu, 6),
             "points": points,
         }})
-    return {"records": records, "io_seconds": round(io, 6)}
+    return {"records": records, "io_seconds": round(io, 6), "checkpoint": saved}
 
 
 def _cleared_mark(out_dir: Path, stage: Stage) -> Path:
@@ -642,9 +649,10 @@ class _Plan:
 
     def outcomes(self, report: RunReport, sources_of: dict[str, list[str]]) -> dict[str, TaskOutcome]:
         """The run's outcomes per step (kept, done, failed or cancelled), finish and catalog, in plan order, plus
-        the points' loading and checkpoint time per chain (stage "tile.io", drawn in the timeline as the chain's
-        start up to its first step). Dependencies: a chain's loading waits for the partitions of its tile
-        (``sources_of``), a step for the one before it; a finish or the catalog for the last step of each chain."""
+        the points' loading and checkpoint per chain (stage "tile.io": the chain's start up to its first step, and
+        ``<chain>/checkpoint`` between the step it follows and the next, so that the timeline has no gap where the
+        worker writes it). Dependencies: a chain's loading waits for the partitions of its tile (``sources_of``), a
+        step for the one before it (or the checkpoint); a finish or the catalog for the last step of each chain."""
         per_step: dict[str, TaskOutcome] = {}
         io: dict[str, TaskOutcome] = {}
         last_step: dict[str, str] = {}  # chain task key -> its last step's key
@@ -656,6 +664,8 @@ class _Plan:
             tile = steps[0].ctx.tile.key
             if outcome.status == "done":
                 records = outcome.result["records"]
+                saved = outcome.result.get("checkpoint")
+                save_after = task.args[4]
                 previous = task.key
                 for record in records:
                     result = record["result"]
@@ -664,10 +674,17 @@ class _Plan:
                                                           worker=outcome.worker, deps=[previous],
                                                           cpu=result["cpu"])
                     previous = last_step[task.key] = record["key"]
-                io[task.key] = TaskOutcome(task.key, "tile.io", "done", outcome.result["io_seconds"], {"tile": tile},
+                    if saved and record["key"] == save_after:  # the checkpoint, between this step and the next
+                        previous = f"{task.key}/checkpoint"
+                        io[previous] = TaskOutcome(previous, "tile.io", "done", saved[1] - saved[0], {"tile": tile},
+                                                   started=saved[0], ended=saved[1], worker=outcome.worker,
+                                                   deps=[record["key"]], cpu=saved[2])
+                steps_cpu = sum(r["result"]["cpu"] for r in records) + (saved[2] if saved else 0.0)
+                loading = outcome.result["io_seconds"] - (saved[1] - saved[0] if saved else 0.0)
+                io[task.key] = TaskOutcome(task.key, "tile.io", "done", loading, {"tile": tile},
                                            warnings=outcome.warnings, started=outcome.started, worker=outcome.worker,
                                            deps=sources_of.get(tile, []), ended=records[0]["result"]["span"][0],
-                                           cpu=max(0.0, outcome.cpu - sum(r["result"]["cpu"] for r in records)))
+                                           cpu=max(0.0, outcome.cpu - steps_cpu))
                 continue
             failed_at = next((j for j, s in enumerate(steps) if s.key == outcome.part),
                              0 if outcome.status == "failed" else None)  # a failure outside a step: the first
