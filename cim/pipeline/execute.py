@@ -103,8 +103,8 @@ def _column_digests(cloud: PointCloud) -> dict[str, str]:
 def save_checkpoint(path: Path, cloud: PointCloud, base_size: int, base_digests: dict[str, str]) -> None:
     """Store ``cloud`` compactly: the columns that differ from the tile as partitioned (``base_size`` points
     with these column digests) or, when the points themselves changed, every column."""
-    digests = _column_digests(cloud)
-    same_points = len(cloud) == base_size and all(base_digests.get(n) == digests[n] for n in "xyz")
+    digests = _column_digests(cloud) if len(cloud) == base_size else {}  # other points: no column is the same
+    same_points = bool(digests) and all(base_digests.get(n) == digests[n] for n in "xyz")
     changed = [n for n in cloud.names if not same_points or base_digests.get(n) != digests[n]]
     meta = {"mode": "delta" if same_points else "full", "names": cloud.names}
     with atomic_write(path) as tmp:
