@@ -143,8 +143,8 @@ def chain_task(steps: list[Step], parts: list[str], checkpoint: str | None, resu
     the parts; ``save_after``: the key of the step after which the checkpoint is written.
 
     Returns the steps' records for the manifest (with their start and end times, CPU seconds and the points they
-    got), the time spent on loading and checkpointing the points, and the checkpoint's start, end and CPU seconds
-    (None without one).
+    got), the time spent on loading and checkpointing the points, and the checkpoint's step (``after``), span and
+    CPU seconds (None without one).
     """
     ctx = steps[0].ctx
     io_start = time.time()
@@ -172,8 +172,9 @@ def chain_task(steps: list[Step], parts: list[str], checkpoint: str | None, resu
             saved_file = Path(checkpoint).relative_to(ctx.out_dir).as_posix()
             outputs.append(saved_file)
             stamps.update(stamp([saved_file], ctx.out_dir))
-            saved = [round(end, 6), round(time.time(), 6), round(time.process_time() - save_cpu, 6)]
-            io += saved[1] - end
+            saved = {"after": step.key, "span": [round(end, 6), round(time.time(), 6)],
+                     "cpu": round(time.process_time() - save_cpu, 6)}
+            io += saved["span"][1] - end
         records.append({"key": step.key, "fingerprint": step.fingerprint, "seconds": round(end - start, 6), "result": {
             "tile": ctx.tile.key,
             "stats": result.stats,
@@ -665,7 +666,6 @@ class _Plan:
             if outcome.status == "done":
                 records = outcome.result["records"]
                 saved = outcome.result.get("checkpoint")
-                save_after = task.args[4]
                 previous = task.key
                 for record in records:
                     result = record["result"]
@@ -674,13 +674,14 @@ class _Plan:
                                                           worker=outcome.worker, deps=[previous],
                                                           cpu=result["cpu"])
                     previous = last_step[task.key] = record["key"]
-                    if saved and record["key"] == save_after:  # the checkpoint, between this step and the next
+                    if saved and record["key"] == saved["after"]:  # the checkpoint, between this step and the next
                         previous = f"{task.key}/checkpoint"
-                        io[previous] = TaskOutcome(previous, "tile.io", "done", saved[1] - saved[0], {"tile": tile},
-                                                   started=saved[0], ended=saved[1], worker=outcome.worker,
-                                                   deps=[record["key"]], cpu=saved[2])
-                steps_cpu = sum(r["result"]["cpu"] for r in records) + (saved[2] if saved else 0.0)
-                loading = outcome.result["io_seconds"] - (saved[1] - saved[0] if saved else 0.0)
+                        (begin, end), cpu = saved["span"], saved["cpu"]
+                        io[previous] = TaskOutcome(previous, "tile.io", "done", end - begin, {"tile": tile},
+                                                   started=begin, ended=end, worker=outcome.worker,
+                                                   deps=[record["key"]], cpu=cpu)
+                steps_cpu = sum(r["result"]["cpu"] for r in records) + (saved["cpu"] if saved else 0.0)
+                loading = outcome.result["io_seconds"] - (saved["span"][1] - saved["span"][0] if saved else 0.0)
                 io[task.key] = TaskOutcome(task.key, "tile.io", "done", loading, {"tile": tile},
                                            warnings=outcome.warnings, started=outcome.started, worker=outcome.worker,
                                            deps=sources_of.get(tile, []), ended=records[0]["result"]["span"][0],
