@@ -11,8 +11,9 @@ import pytest
 
 import cim
 from cim.columns import append_frame, read_frames
-from cim.pipeline.execute import JobRun, run_job, summarize
+from cim.pipeline.execute import JobRun, _column_digests, load_checkpoint, run_job, save_checkpoint, summarize
 from cim.pipeline.job import load_job
+from cim.points import PointCloud
 from cim.tiling import TileGrid, load_tile
 from tests.helpers import REPO, delft_job, ground_dsm_stages, product_digests, write_job
 
@@ -57,7 +58,8 @@ def test_one_chain_per_tile_with_stage_spans_and_a_compact_checkpoint(tmp_path: 
     out = tmp_path / "o"
     first = _run(tmp_path, out)
     assert first.report.ok and first.tiles == 3
-    chains = [o for o in first.report.outcomes.values() if o.stage == "tile.io"]
+    chains = [o for o in first.report.outcomes.values() if o.stage == "tile.io" and o.key.startswith("chain/")
+              and not o.key.endswith("/checkpoint")]
     assert len(chains) == first.tiles  # one task per tile, not one per (stage, tile)
     steps = [o for o in first.report.outcomes.values()
              if o.stage in ("classify.ground", "raster.dsm", "write.las") and not o.key.endswith("/finish")]
@@ -157,3 +159,20 @@ def test_a_failing_step_is_reported_with_its_key_even_when_its_cause_does_not_pi
     failed = result.report.by_status("failed")
     assert len(failed) == 1 and failed[0].key.startswith("01-buildings.lod1/"), [(o.key, o.error) for o in failed]
     assert failed[0].error.startswith(f"{bad}: cannot read footprints")
+
+
+def test_checkpoint_of_removed_points_is_full_and_of_changed_classes_a_delta(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    base = PointCloud({"x": rng.random(1000), "y": rng.random(1000), "z": rng.random(1000),
+                       "classification": np.ones(1000, np.uint8)}, cim.crs.resolve("EPSG:7415"))
+    digests = _column_digests(base)
+    kept = PointCloud({n: base[n][::2] for n in base.names}, base.crs)  # an outlier filter removed half
+    classified = PointCloud({**{n: base[n] for n in base.names}, "classification": np.full(1000, 2, np.uint8)},
+                            base.crs)
+    for cloud, mode, stored in [(kept, "full", set(base.names)), (classified, "delta", {"classification"})]:
+        path = tmp_path / f"{mode}.cols"
+        save_checkpoint(path, cloud, len(base), digests)
+        meta, columns = next(read_frames(path))
+        assert meta["mode"] == mode and set(columns) == stored
+        back = load_checkpoint(path, base)
+        assert all(np.array_equal(back[n], cloud[n]) for n in base.names)

@@ -105,8 +105,8 @@ def _column_digests(cloud: PointCloud) -> dict[str, str]:
 def save_checkpoint(path: Path, cloud: PointCloud, base_size: int, base_digests: dict[str, str]) -> None:
     """Store ``cloud`` compactly: the columns that differ from the tile as partitioned (``base_size`` points
     with these column digests) or, when the points themselves changed, every column."""
-    digests = _column_digests(cloud)
-    same_points = len(cloud) == base_size and all(base_digests.get(n) == digests[n] for n in "xyz")
+    digests = _column_digests(cloud) if len(cloud) == base_size else {}  # other points: no column is the same
+    same_points = bool(digests) and all(base_digests.get(n) == digests[n] for n in "xyz")
     changed = [n for n in cloud.names if not same_points or base_digests.get(n) != digests[n]]
     meta = {"mode": "delta" if same_points else "full", "names": cloud.names}
     with atomic_write(path) as tmp:
@@ -145,7 +145,8 @@ def chain_task(steps: list[Step], parts: list[str], checkpoint: str | None, resu
     the parts; ``save_after``: the key of the step after which the checkpoint is written.
 
     Returns the steps' records for the manifest (with their start and end times, CPU seconds and the points they
-    got) and the time spent on loading and checkpointing the points.
+    got), the time spent on loading and checkpointing the points, and the checkpoint's step (``after``), span and
+    CPU seconds (None without one).
     """
     ctx = steps[0].ctx
     io_start = time.time()
@@ -155,6 +156,7 @@ def chain_task(steps: list[Step], parts: list[str], checkpoint: str | None, resu
     del base  # the cloud may be replaced by a stage: do not hold two copies
     io = time.time() - io_start
     records = []
+    saved = None
     for step in steps:
         start, cpu, points = time.time(), time.process_time(), len(cloud)
         with caught_warnings() as messages:
@@ -164,23 +166,29 @@ def chain_task(steps: list[Step], parts: list[str], checkpoint: str | None, resu
         if step.stage.modifies_points and result.cloud is not None:
             cloud = result.cloud
         outputs = [p.path for p in result.products] + result.outputs
-        end = time.time()
+        stamps = stamp(outputs, ctx.out_dir)  # the step's own bookkeeping: inside its span
+        end, step_cpu = time.time(), time.process_time() - cpu
         if step.key == save_after:
+            save_cpu = time.process_time()
             save_checkpoint(Path(checkpoint), cloud, base_size, base_digests)
-            outputs.append(Path(checkpoint).relative_to(ctx.out_dir).as_posix())
-            io += time.time() - end
+            saved_file = Path(checkpoint).relative_to(ctx.out_dir).as_posix()
+            outputs.append(saved_file)
+            stamps.update(stamp([saved_file], ctx.out_dir))
+            saved = {"after": step.key, "span": [round(end, 6), round(time.time(), 6)],
+                     "cpu": round(time.process_time() - save_cpu, 6)}
+            io += saved["span"][1] - end
         records.append({"key": step.key, "fingerprint": step.fingerprint, "seconds": round(end - start, 6), "result": {
             "tile": ctx.tile.key,
             "stats": result.stats,
             "products": [p.to_json() for p in result.products],
             "outputs": outputs,
-            "stamps": stamp(outputs, ctx.out_dir),
+            "stamps": stamps,
             "warnings": [*step.ctx.warnings, *messages],
             "span": [round(start, 6), round(end, 6)],
-            "cpu": round(time.process_time() - cpu, 6),
+            "cpu": round(step_cpu, 6),
             "points": points,
         }})
-    return {"records": records, "io_seconds": round(io, 6)}
+    return {"records": records, "io_seconds": round(io, 6), "checkpoint": saved}
 
 
 def _cleared_mark(out_dir: Path, stage: Stage) -> Path:
@@ -318,6 +326,7 @@ def run_job(
     numbered = any(s.needs_input_index for s in job.stages)
 
     partition: list[Task] = []
+    task_points: dict[str, int] = {}  # partition task -> the points it reads (the largest are submitted first)
     partition_code = code.code_hash(partition_file.__module__)
     chunk = _chunk(job)
     for i, ((reader, source), digest) in enumerate(zip(inputs, hashes.digests([s.path for _, s in inputs]))):
@@ -332,6 +341,7 @@ def run_job(
                              grid.buffer, job.area, str(parts_dir), *([index] if numbered else []),
                              *([] if context.skip_withheld else ["withheld kept"]),
                              *([chunk, points.start, points.stop] if ranges else []))
+            task_points[f"partition/{name}"] = len(points) if points is not None else source.point_count
             partition.append(Task(f"partition/{name}", "tile", partition_task,
                                   (reader, str(source.path), crs.to_wkt(), work_crs.to_wkt(), grid.size, grid.buffer,
                                    str(parts_dir), str(out_dir), job.area, chunk, quanta, index, points), fp))
@@ -351,7 +361,8 @@ def run_job(
                               items=upstream.items)
         if on_plan:
             on_plan(len(partition), "partition")
-        first = run_tasks(partition, client, manifest, out_dir=out_dir, force=force, keep_going=keep_going,
+        largest_first = sorted(partition, key=lambda t: -task_points[t.key])
+        first = run_tasks(largest_first, client, manifest, out_dir=out_dir, force=force, keep_going=keep_going,
                           on_outcome=on_outcome)
         if not first.ok:  # never build tiles from a partial set of inputs
             hashes.save()
@@ -373,7 +384,8 @@ def run_job(
         advice = tile_advice(grid, tiles, extent, job.area, workers_now)
         if advice:
             log.info(advice)
-        plan = _Plan(job, context, tiles, parts_dirs, part_fps, manifest, hashes, code, force, upstream, counts)
+        plan = _Plan(job, context, tiles, parts_dirs, part_fps, manifest, hashes, code, force, upstream,
+                     loaded_points(grid, counts))
         hashes.save()
         if on_plan:
             on_plan(len(plan.tasks), "stages")
@@ -438,6 +450,22 @@ def _chunk(job: Job) -> int:
     return min(r.options.chunk_size for r in readers)
 
 
+def loaded_points(grid: TileGrid, counts: dict[str, int]) -> dict[str, float]:
+    """The points each tile's chain will load (an estimate from the core ``counts``): its own core points plus
+    the share of each neighbour's that lies in its buffer (a strip of buffer / size of an edge neighbour, that
+    square of a corner one). Edge tiles of a job load fewer points than interior ones with the same core."""
+    edge = grid.buffer / grid.size
+    loaded: dict[str, float] = {}
+    for key, n in counts.items():
+        ix, iy = (int(v) for v in key.split("_"))
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                share = edge ** (abs(dx) + abs(dy))
+                neighbour = f"{ix + dx}_{iy + dy}"
+                loaded[neighbour] = loaded.get(neighbour, 0.0) + n * share
+    return {key: loaded[key] for key in counts}
+
+
 def _tile_order(key: str) -> tuple[int, int]:
     ix, iy = (int(v) for v in key.split("_"))
     return (iy, ix)
@@ -460,7 +488,7 @@ class _Plan:
 
     def __init__(self, job: Job, context: JobContext, tiles: list[Tile], parts_dirs: list[str],
                  part_fps: list[str], manifest: Manifest, hashes: ContentHashes, code: CodeHashes,
-                 force: bool, upstream: ItemPhase | None = None, sizes: dict[str, int] | None = None) -> None:
+                 force: bool, upstream: ItemPhase | None = None, sizes: dict[str, float] | None = None) -> None:
         upstream = upstream or ItemPhase()
         self.tiles = tiles
         self.labels: list[tuple[str, Stage]] = [(s.label, s) for s in job.stages if s.role == "tile"]
@@ -482,7 +510,7 @@ class _Plan:
         finish_fps = self._finish_plan(context.out_dir, base, step_fps, manifest, force)
         checkpoints = context.out_dir / WORK / "checkpoints"
         chain_of: dict[str, str] = {}  # step key -> chain task key
-        # the largest tiles (``sizes``: points per tile) first: no worker is left with a large tile at the end
+        # the largest tiles (``sizes``: points each loads) first: no worker is left with a large tile at the end
         for tile in sorted(tiles, key=lambda t: -(sizes or {}).get(t.key, 0)):
             task = self._chain(tile, parts_dirs, str(checkpoints / f"{tile.key}.cols"))
             if task is not None:
@@ -624,9 +652,10 @@ class _Plan:
 
     def outcomes(self, report: RunReport, sources_of: dict[str, list[str]]) -> dict[str, TaskOutcome]:
         """The run's outcomes per step (kept, done, failed or cancelled), finish and catalog, in plan order, plus
-        the points' loading and checkpoint time per chain (stage "tile.io", drawn in the timeline as the chain's
-        start up to its first step). Dependencies: a chain's loading waits for the partitions of its tile
-        (``sources_of``), a step for the one before it; a finish or the catalog for the last step of each chain."""
+        the points' loading and checkpoint per chain (stage "tile.io": the chain's start up to its first step, and
+        ``<chain>/checkpoint`` between the step it follows and the next, so that the timeline has no gap where the
+        worker writes it). Dependencies: a chain's loading waits for the partitions of its tile (``sources_of``), a
+        step for the one before it (or the checkpoint); a finish or the catalog for the last step of each chain."""
         per_step: dict[str, TaskOutcome] = {}
         io: dict[str, TaskOutcome] = {}
         last_step: dict[str, str] = {}  # chain task key -> its last step's key
@@ -638,6 +667,7 @@ class _Plan:
             tile = steps[0].ctx.tile.key
             if outcome.status == "done":
                 records = outcome.result["records"]
+                saved = outcome.result.get("checkpoint")
                 previous = task.key
                 for record in records:
                     result = record["result"]
@@ -646,10 +676,18 @@ class _Plan:
                                                           worker=outcome.worker, deps=[previous],
                                                           cpu=result["cpu"])
                     previous = last_step[task.key] = record["key"]
-                io[task.key] = TaskOutcome(task.key, "tile.io", "done", outcome.result["io_seconds"], {"tile": tile},
+                    if saved and record["key"] == saved["after"]:  # the checkpoint, between this step and the next
+                        previous = f"{task.key}/checkpoint"
+                        (begin, end), cpu = saved["span"], saved["cpu"]
+                        io[previous] = TaskOutcome(previous, "tile.io", "done", end - begin, {"tile": tile},
+                                                   started=begin, ended=end, worker=outcome.worker,
+                                                   deps=[record["key"]], cpu=cpu)
+                steps_cpu = sum(r["result"]["cpu"] for r in records) + (saved["cpu"] if saved else 0.0)
+                loading = outcome.result["io_seconds"] - (saved["span"][1] - saved["span"][0] if saved else 0.0)
+                io[task.key] = TaskOutcome(task.key, "tile.io", "done", loading, {"tile": tile},
                                            warnings=outcome.warnings, started=outcome.started, worker=outcome.worker,
                                            deps=sources_of.get(tile, []), ended=records[0]["result"]["span"][0],
-                                           cpu=max(0.0, outcome.cpu - sum(r["result"]["cpu"] for r in records)))
+                                           cpu=max(0.0, outcome.cpu - steps_cpu))
                 continue
             failed_at = next((j for j, s in enumerate(steps) if s.key == outcome.part),
                              0 if outcome.status == "failed" else None)  # a failure outside a step: the first

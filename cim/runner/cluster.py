@@ -192,7 +192,9 @@ def dask_client(scheduler: str | None = None, workers: int | None = None,
 #: threshold: every array over 128 KiB was then mapped and unmapped anew, a page fault per 4 KiB touched (690 k
 #: faults, 2.2 CPU s of system time in the tiles job on 3 M points). Arrays below 64 MiB (a tile's columns) come
 #: from the heap instead, which keeps 64 MiB spare when it shrinks (72 k faults, 0.7 s).
-_LOCAL_CONFIG = {"distributed.worker.profile.enabled": False,
+#: A worker holds one task at a time (Dask's default, 1.1, gives one thread two): the next goes to the first worker
+#: free, in priority order, so no worker waits behind a task queued on a busy one (see :func:`run_tasks`).
+_LOCAL_CONFIG = {"distributed.worker.profile.enabled": False, "distributed.scheduler.worker-saturation": 1.0,
                  "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": 64 * 2**20,
                  "distributed.nanny.pre-spawn-environ.MALLOC_TOP_PAD_": 64 * 2**20}
 

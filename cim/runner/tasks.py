@@ -205,7 +205,13 @@ def run_tasks(
     keep_going: bool = False,
     on_outcome: Callable[[TaskOutcome], None] | None = None,
 ) -> RunReport:
-    """Run ``tasks`` (listed so that dependencies come first) on ``client``; see the module docstring."""
+    """Run ``tasks`` (listed so that dependencies come first) on ``client``; see the module docstring.
+
+    The list's order is also the order of preference: of the tasks that are ready, the one listed first starts
+    first (Dask ``priority``), so a caller lists the longest work (a large file, a large tile) first and a run does
+    not end with one worker alone on it. Dask keys begin with the task's stage: Dask groups tasks by that prefix,
+    and only a large group of tasks without dependencies is queued on the scheduler in priority order (a group
+    per task would be handed out to the workers at once, as submitted, and then moved by work stealing)."""
     started = time.perf_counter()
     report = RunReport()
     by_key = {t.key: t for t in tasks}
@@ -218,7 +224,7 @@ def run_tasks(
         if on_outcome:
             on_outcome(outcome)
 
-    for task in tasks:
+    for rank, task in enumerate(tasks):
         entry = None if force else manifest.finished(task.key, task.fingerprint)
         rerun_dep = any(d in futures for d in task.deps)
         if entry is not None and not rerun_dep and intact(entry["result"], out_dir):
@@ -228,7 +234,8 @@ def run_tasks(
         args = tuple(
             (futures[a.key] if a.key in futures else results[a.key]) if isinstance(a, Dep) else a for a in task.args
         )
-        futures[task.key] = client.submit(_execute, task.fn, *args, key=f"{task.key}-{run_id}", pure=False)
+        futures[task.key] = client.submit(_execute, task.fn, *args, key=f"{task.stage}-{run_id}-{task.key}", pure=False,
+                                          priority=len(tasks) - rank)
 
     key_of = {f.key: k for k, f in futures.items()}
     failed: set[str] = set()
