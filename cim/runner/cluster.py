@@ -58,8 +58,10 @@ class ThreadClient:
         self._threads = threads
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="cim-task")
 
-    def submit(self, fn: Callable[..., Any], *args: Any, key: str, pure: bool = False) -> ThreadFuture:
-        """Run ``fn(*args)`` once the futures among ``args`` have finished (``pure`` is Dask's; ignored)."""
+    def submit(self, fn: Callable[..., Any], *args: Any, key: str, pure: bool = False,
+               priority: int = 0) -> ThreadFuture:
+        """Run ``fn(*args)`` once the futures among ``args`` have finished (``pure`` and ``priority`` are Dask's,
+        ignored: ready tasks start in the order they were submitted, which is the runner's priority order)."""
         deps = [a for a in args if isinstance(a, ThreadFuture)]
         future = ThreadFuture(key, deps)
         waiting = [len(deps)]

@@ -212,10 +212,12 @@ class _BuildingsStage(BlockFinish, Stage):
             return {}
         crs, grid = self._planned
         large = self.large(crs, grid)
+        if not large:
+            return {}
         keys = set(tile_keys)
         blocks = {}
         for fp in self._read(crs):
-            if large and fp.id in large.reach:
+            if fp.id in large.reach:
                 tiles = [t.key for t in grid.tiles_covering(context_box(fp, self.context_margin())) if t.key in keys]
                 if tiles:
                     blocks[fp.id] = tiles
