@@ -4,6 +4,7 @@ import, and the thread pool that replaces an in-process Dask cluster for that sc
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -161,15 +162,12 @@ def test_the_threads_scheduler_gets_a_thread_client(tmp_path: Path) -> None:
 
 
 def _worker_facts() -> tuple[int, str | None, str | None, bool, int]:
-    import os
-
     return (os.getppid(), os.environ.get("MALLOC_MMAP_THRESHOLD_"), os.environ.get("OPENBLAS_NUM_THREADS"),
             "cim.pipeline.execute" in sys.modules, hash("cim"))
 
 
 def test_local_workers_are_forked_from_a_server_that_imported_the_runner(tmp_path: Path) -> None:
     import multiprocessing
-    import os
 
     import psutil
 
@@ -188,3 +186,37 @@ def test_local_workers_are_forked_from_a_server_that_imported_the_runner(tmp_pat
     assert server.num_threads() == 1  # it forks: no thread may exist (OpenBLAS starts its pool at import)
     environ = server.environ()  # what it started with, before numpy and glibc's malloc read it
     assert environ["OPENBLAS_NUM_THREADS"] == "1" and environ["MALLOC_MMAP_THRESHOLD_"] == str(64 * 2**20)
+
+
+_STAGE_PRELOAD = """
+import sys
+from pathlib import Path
+
+from cim.cli.jobs import start_workers_early
+from cim.runner.cluster import dask_client
+
+def imported():
+    return sorted(m for m in ("cim.stages.terrain", "rasterio", "cim.stages.buildings") if m in sys.modules)
+
+if __name__ == "__main__":
+    start_workers_early(None, ["read.las", "filter.ground", "raster.dtm"])
+    with dask_client(None, 1, Path(sys.argv[1])) as client:
+        print(list(client.run(imported).values())[0])
+"""
+
+
+def test_the_fork_server_imports_the_job_stage_modules(tmp_path: Path) -> None:
+    """Workers start with the modules of the job's stages (and theirs) imported, and only those: the fork server
+    imported them once, so no worker imports them before its first task."""
+    import multiprocessing
+
+    from cim.pipeline.stage import lookup, stage_module, stage_names
+
+    assert all(stage_module(name) == lookup(name).__module__ for name in stage_names())
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork server on this platform: workers are spawned")
+    script = tmp_path / "preload.py"
+    script.write_text(_STAGE_PRELOAD)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "dask")], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.stdout.strip().splitlines()[-1] == "['cim.stages.terrain', 'rasterio']"

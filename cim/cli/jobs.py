@@ -25,6 +25,8 @@ from cim.errors import CimError
 from cim.fileutil import write_text_atomic
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from cim.pipeline.execute import JobRun
     from cim.pipeline.job import Job
 
@@ -160,13 +162,15 @@ def panoramas_job(poses: Path, images: Path, out: Path, *, crs: str = "EPSG:2583
                                         {"type": "write.las", "folder": "colorized", "per_source": True}])
 
 
-def start_workers_early(scheduler: str | None) -> None:
-    """For local worker processes: start the server they are forked from now, so that its imports run while the
-    driver reads and plans the job (:func:`cim.runner.cluster.start_forkserver`)."""
+def start_workers_early(scheduler: str | None, stages: Iterable[str]) -> None:
+    """For local worker processes: start the server they are forked from now, with the modules of the job's
+    ``stages`` (their names), so that its imports run while the driver reads and plans the job
+    (:func:`cim.runner.cluster.start_forkserver`)."""
     if scheduler in (None, "processes", "local"):
+        from cim.pipeline.stage import stage_module
         from cim.runner.cluster import start_forkserver
 
-        start_forkserver()
+        start_forkserver(module for name in stages if (module := stage_module(name)))
 
 
 def execute(job: Job, *, scheduler: str | None = None, workers: int | None = None, force: bool = False,
@@ -175,7 +179,7 @@ def execute(job: Job, *, scheduler: str | None = None, workers: int | None = Non
     """Run ``job`` as ``cim run`` does: log to ``cim.log``, show progress, write ``report.json`` (and with
     ``profile`` ``profile.html``, see :mod:`cim.profile`), print the report (unless not ``show``); returns the
     report and the run, or exits with code 1 when tasks failed."""
-    start_workers_early(scheduler)
+    start_workers_early(scheduler, [s.name for s in job.stages])
     from cim import guards, outlock
     from cim.pipeline.execute import outcome_line, run_job, summarize
 

@@ -43,9 +43,8 @@ def tiles(
                                                                    "point count)")] = True,
 ) -> None:
     """Convert point clouds to a streamable, georeferenced 3D Tiles 1.1 tileset (resumable, out-of-core)."""
-    from cim.cli.jobs import execute_template, stage_stats, start_workers_early, tiles_job
+    from cim.cli.jobs import execute_template, stage_stats, tiles_job
 
-    start_workers_early(scheduler)
     from cim.errors import CimError
     from cim.fileutil import expand_patterns
     from cim.io import las

@@ -236,6 +236,12 @@ def stage_names() -> list[str]:
     return sorted(_entry_points())
 
 
+def stage_module(name: str) -> str | None:
+    """The module that holds the stage called ``name`` (imports nothing); None when no stage has that name."""
+    entry = _entry_points().get(name)
+    return entry.module if entry is not None else None
+
+
 def lookup(name: str) -> type[Stage] | None:
     """The stage called ``name``, importing only its module; None when no stage has that name.
 

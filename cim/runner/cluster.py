@@ -202,13 +202,15 @@ _LOCAL_CONFIG = {"distributed.worker.profile.enabled": False, "distributed.sched
 
 
 #: What the fork server imports once for all worker processes: distributed and cim's runner with its libraries
-#: (numpy, pyproj, laspy, pydantic); a stage's own modules are imported by the worker that runs it.
+#: (numpy, pyproj, laspy, pydantic), and the modules of the job's stages (:func:`start_forkserver`).
 PRELOAD = ("distributed", "cim.pipeline.execute")
 
 
-def start_forkserver() -> bool:
+def start_forkserver(modules: Iterable[str] = ()) -> bool:
     """Start the fork server that local worker processes are forked from, once per process (a spawned worker
-    imports distributed, cim and their libraries anew: ~0.5 CPU s each); False where there is none (Windows).
+    imports distributed, cim and their libraries anew: ~0.5 CPU s each, and the job's stage modules with
+    theirs, e.g. rasterio and scipy: ~0.5 CPU s more); False where there is none (Windows). ``modules`` (the
+    job's stage modules) are imported by the server too; a server that runs already keeps what it imported.
 
     The server is a fresh single-threaded process: it imports :data:`PRELOAD` in the background (started early,
     while the driver plans the job) with Dask's pre-spawn environment (malloc settings, one BLAS thread, the hash
@@ -222,7 +224,7 @@ def start_forkserver() -> bool:
 
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return False
-    multiprocessing.get_context("forkserver").set_forkserver_preload(list(PRELOAD))
+    multiprocessing.get_context("forkserver").set_forkserver_preload([*PRELOAD, *sorted(set(modules))])
     utils._forkserver_preload_set = True  # else distributed sets a preload list of its own (it imports pandas)
     with dask.config.set(_LOCAL_CONFIG):  # as distributed's Nanny reads it
         environ = {name: os.environ.get(name, str(value))
