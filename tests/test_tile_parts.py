@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import pickle
 from collections import defaultdict
 from pathlib import Path
 
@@ -9,9 +11,11 @@ import numpy as np
 import pytest
 
 import cim
+import cim.pipeline.shared
 import cim.tiling
 from cim.pipeline.execute import run_job
 from cim.pipeline.job import load_job
+from cim.pipeline.shared import shared_strings
 from cim.tiling import TileGrid, load_tile, part_dtypes, parts_of_tiles
 
 from tests.helpers import write_job
@@ -105,3 +109,15 @@ def test_a_tile_from_its_neighbourhood_parts_equals_the_tile_from_all_parts(tmp_
             assert some.names == whole.names
             for name in whole.names:
                 np.testing.assert_array_equal(some[name], whole[name], err_msg=f"{tile.key} {name}")
+
+
+def test_the_inputs_every_task_names_travel_as_a_reference_to_one_file(tmp_path: Path) -> None:
+    names = [f"/data/city/block_{i:04d}/aerial_{i:04d}.laz" for i in range(784)]
+    shared = shared_strings(tmp_path / "inputs.json", names)
+    shipped = pickle.dumps(shared)
+    assert shared == tuple(names) and pickle.loads(shipped) == tuple(names)
+    assert len(shipped) < 300 and len(pickle.dumps(tuple(names))) > 30_000  # a path and digest, not the list
+    (tmp_path / "inputs.json").write_text(json.dumps(names[:-1]))  # changed under a running job: refused
+    cim.pipeline.shared._load.cache_clear()  # as in a fresh worker process
+    with pytest.raises(cim.errors.InputError, match="changed while the job ran"):
+        pickle.loads(shipped)

@@ -16,6 +16,7 @@ imports). Stages with only a ``finish`` get no per-tile step.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
@@ -39,6 +40,7 @@ from cim.io.readers import PointSource, in_crs, require_crs
 from cim.pipeline.items import ItemPhase, ItemStage, run_items
 from cim.pipeline.job import Job
 from cim.pipeline.reduction import BlockFinish
+from cim.pipeline.shared import shared_strings
 from cim.pipeline.sizing import tile_advice
 from cim.pipeline.stage import JobContext, Product, Stage, TileContext, TileResult
 from cim.pipeline.withheld import run_stage
@@ -313,6 +315,8 @@ def run_job(
                          inputs=tuple(str(s.path.resolve()) for s in sources), skip_withheld=_skip_withheld(job))
     for stage in job.stages:
         stage.plan(context)
+    # every tile step's context names the inputs: shipped by reference, not once per task (see cim.pipeline.shared)
+    context = dataclasses.replace(context, inputs=shared_strings(work / "inputs.json", context.inputs))
     hashes = ContentHashes(work / "hashes.json")
     code = CodeHashes()
     numbered = any(s.needs_input_index for s in job.stages)
