@@ -215,29 +215,62 @@ def _append_tiles(folder: Path, chunk: PointCloud, grid: TileGrid, area: tuple[f
         append_frame(folder / f"{key}.cols", {n: chunk[n][rows] for n in chunk.names}, {"chunk": number}, quanta)
 
 
-def load_tile(parts_dirs: Iterable[Path], tile: Tile, crs: pyproj.CRS) -> PointCloud:
-    """Assemble a tile's cloud from the part folders of all input files, in input order: per input chunk, the
-    tile's core points, then the buffer points read from the eight neighbours' parts.
-
-    Every dimension any input has is kept; points of inputs without it get zeros, with a :class:`CimWarning`
-    naming the dimension and the inputs that lack it (e.g. RGB when mixing colourless ALS with coloured MLS).
-    """
-    schemas = [(folder, json.loads((folder / "schema.json").read_text())) for folder in parts_dirs]
+def part_dtypes(parts_dirs: Iterable[Path]) -> dict[str, np.dtype]:
+    """Every dimension the part folders hold (from their ``schema.json``), in first-seen order."""
     dtypes: dict[str, np.dtype] = {}
-    for _, schema in schemas:
-        for name, spec in schema["dtype"]:
+    for folder in parts_dirs:
+        for name, spec in json.loads((Path(folder) / "schema.json").read_text())["dtype"]:
             dtypes.setdefault(name, np.dtype(spec))
-    pieces = [(schema.get("source", folder.name), piece) for folder, schema in schemas
-              if (piece := _load_buffered(folder, tile))]
+    return dtypes
+
+
+def neighbourhood(tile: Tile) -> list[str]:
+    """The keys of the tiles whose parts may hold points of ``tile``: its own and, with a buffer, its eight
+    neighbours'."""
+    return [tile.key, *(f"{tile.ix - dx}_{tile.iy - dy}" for dx, dy in (_DIRECTIONS if tile.buffer > 0 else []))]
+
+
+def parts_of_tiles(counts: dict[str, dict[str, int]], tiles: Iterable[Tile]) -> dict[str, list[str]]:
+    """Per tile key, the part folders that may hold its points (core or buffer), in the order of ``counts``
+    (part folder -> core points per tile, as :func:`partition_file` returns them; input order): a tile's load
+    then reads a bounded number of folders however many inputs and ranges the job has."""
+    holders: dict[str, list[int]] = {}  # tile key -> numbers of the folders holding core points of it
+    for number, per_tile in enumerate(counts.values()):
+        for key, n in per_tile.items():
+            if n:
+                holders.setdefault(key, []).append(number)
+    folders = list(counts)
+    return {tile.key: [folders[i] for i in sorted({i for key in neighbourhood(tile) for i in holders.get(key, ())})]
+            for tile in tiles}
+
+
+def load_tile(parts_dirs: Iterable[Path], tile: Tile, crs: pyproj.CRS,
+              dtypes: dict[str, np.dtype] | None = None) -> PointCloud:
+    """Assemble a tile's cloud from the part folders of the input files (all, or those that may hold its points:
+    :func:`parts_of_tiles`), in input order: per input chunk, the tile's core points, then the buffer points read
+    from the eight neighbours' parts.
+
+    Every dimension of ``dtypes`` (by default: any the folders have; a job passes those of all its folders, see
+    :func:`part_dtypes`) is kept; points of inputs without it get zeros, with a :class:`CimWarning` naming the
+    dimension and the inputs that lack it (e.g. RGB when mixing colourless ALS with coloured MLS).
+    """
+    parts_dirs = [Path(folder) for folder in parts_dirs]
+    dtypes = dict(dtypes if dtypes is not None else part_dtypes(parts_dirs))
+    pieces = [(folder, piece) for folder in parts_dirs if (piece := _load_buffered(folder, tile))]
     if not pieces:
         return PointCloud.empty(crs, names=["core"])
     dtypes["core"] = np.dtype("?")
-    data = {name: _concat_or_zeros([piece for _, piece in pieces], name, dtype) for name, dtype in dtypes.items()}
-    for source, piece in pieces:
+    for folder, piece in pieces:
         missing = [name for name in dtypes if name not in piece]
         if missing:
-            warnings.warn(f"{source} has no {', '.join(missing)}: its points get 0 there", CimWarning, stacklevel=2)
-    return PointCloud(data, crs)
+            warnings.warn(f"{_source_name(folder)} has no {', '.join(missing)}: its points get 0 there", CimWarning,
+                          stacklevel=2)
+    return PointCloud(_concat_columns([piece for _, piece in pieces], dtypes), crs)
+
+
+def _source_name(folder: Path) -> str:
+    """The input file a part folder holds (for messages)."""
+    return json.loads((folder / "schema.json").read_text()).get("source", folder.name)
 
 
 def _load_buffered(folder: Path, tile: Tile) -> dict[str, np.ndarray]:
@@ -259,10 +292,16 @@ def _load_buffered(folder: Path, tile: Tile) -> dict[str, np.ndarray]:
     ordered = [piece for c in sorted(per_chunk) for _, piece in sorted(per_chunk[c], key=lambda item: item[0])]
     if len(ordered) <= 1:
         return ordered[0] if ordered else {}
-    return {n: np.concatenate([p[n] for p in ordered]) for n in ordered[0]}
+    return _concat_columns(ordered, {n: v.dtype for n, v in ordered[0].items()})
 
 
-def _concat_or_zeros(pieces: list[dict[str, np.ndarray]], name: str, dtype: np.dtype) -> np.ndarray:
-    columns = [p[name] if name in p else np.zeros(len(p["x"]), dtype) for p in pieces]
-    return columns[0] if len(columns) == 1 else np.concatenate(columns)
+def _concat_columns(pieces: list[dict[str, np.ndarray]], dtypes: dict[str, np.dtype]) -> dict[str, np.ndarray]:
+    """The pieces' columns joined, zeros where a piece lacks one; each piece's column is dropped once joined, so
+    that the pieces and the whole are never both held (the peak is the whole plus one column of pieces)."""
+    sizes = [len(p["x"]) for p in pieces]
+    joined = {}
+    for name, dtype in dtypes.items():
+        columns = [p.pop(name) if name in p else np.zeros(n, dtype) for p, n in zip(pieces, sizes)]
+        joined[name] = columns[0] if len(columns) == 1 else np.concatenate(columns)
+    return joined
 

@@ -94,12 +94,12 @@ type = "write.las"
 
 def _city_file(path: Path, side: float, density: float) -> int:
     """A LAS file of random points over a ``side`` x ``side`` square at ``density`` points/m², in strips along x
-    (as a flight line delivers them); returns the point count."""
+    (as a flight line delivers them), its south-west corner on a multiple of 120 m; returns the point count."""
     rng = np.random.default_rng(int(side))
     n = int(side * side * density)
-    x, y = rng.uniform(0, side, n), rng.uniform(0, side, n)
+    x, y = rng.uniform(0, side - 0.01, n), rng.uniform(0, side - 0.01, n)  # not onto the next tile at 1 mm
     order = np.lexsort((x, np.floor(y / 25.0)))
-    cloud = cim.PointCloud({"x": 500000 + x[order], "y": 5480000 + y[order], "z": rng.uniform(230, 260, n),
+    cloud = cim.PointCloud({"x": 500040 + x[order], "y": 5480040 + y[order], "z": rng.uniform(230, 260, n),
                             "intensity": rng.integers(0, 4000, n).astype("u2"),
                             "classification": rng.integers(1, 7, n).astype("u1")},
                            cim.crs.resolve("EPSG:25832+7837"))
@@ -142,12 +142,15 @@ def _worker_peak_kb(job: Path) -> tuple[int, Any]:
     return _kb(after, "VmHWM:") - _kb(idle, "VmRSS:"), run
 
 
-def test_peak_memory_per_worker_stays_within_20_percent_when_the_input_grows_4x(tmp_path: Path) -> None:
-    """One file of 240 m x 240 m and one of 480 m x 480 m at the same density and tile size (120 m: 4 and 16
-    tiles of ~518 k points, enough for the tile's data to outweigh the worker's fixed allocations; a 1 m buffer, so that the 2 x 2 grid's corner tiles and the 4 x 4 grid's inner tiles
-    hold nearly the same points), each partitioned by range tasks and tiled on one worker process with one thread:
-    its peak resident memory above the idle worker grows by at most 20 % (measured: 102 -> 119 MB). When a first run
-    of each size misses, both run again and the lower peak of each counts (a loaded machine's noise only adds)."""
+def test_peak_memory_per_worker_stays_within_15_percent_when_the_input_grows_4x(tmp_path: Path) -> None:
+    """One file of 240 m x 240 m and one of 480 m x 480 m at the same density and tile size (120 m, the files' corner
+    on a tile corner: 4 and 16 tiles of ~518 k points, enough for the tile's data to outweigh the worker's fixed
+    allocations; a 1 m buffer), each partitioned by range tasks and tiled on one worker process with one thread:
+    its peak resident memory above the idle worker grows by at most 15 % (measured: 107 -> 119 MB, +9 to +11 %). The
+    growth is not data the worker keeps (Python's traced peak of a tile is the same 101 MB in both runs, and a
+    tile's load reads only its neighbourhood's parts): the C heap a worker keeps from earlier tiles raises the next
+    tile's peak a little, and the large run tiles 16 full tiles to the small run's 4. When a first run of each size
+    misses, both run again and the lower peak of each counts (a loaded machine's noise only adds)."""
     jobs, points = {}, {}
     for name, side in (("small", 240.0), ("large", 480.0)):
         points[name] = _city_file(tmp_path / f"{name}.las", side, 36.0)
@@ -166,14 +169,14 @@ buffer = 1.0
 type = "write.las"
 """)
     runs = {name: _worker_peak_kb(job) for name, job in jobs.items()}
-    if runs["large"][0] > 1.2 * runs["small"][0]:
+    if runs["large"][0] > 1.15 * runs["small"][0]:
         runs = {name: min(runs[name], _worker_peak_kb(job), key=lambda r: r[0]) for name, job in jobs.items()}
     peaks = {name: peak for name, (peak, _) in runs.items()}
     for name, (_, run) in runs.items():
-        assert run.report.ok and run.points == points[name]
+        assert run.report.ok and run.points == points[name] and run.tiles == {"small": 4, "large": 16}[name]
         partitions = [k for k in run.report.outcomes if k.startswith("partition/")]
         assert len(partitions) == -(-points[name] // 300_000) >= 4  # the file was read by range tasks
     small, large = peaks["small"] / 1024, peaks["large"] / 1024
     print(f"worker peak above idle: {small:.0f} MB (4 tiles, {points['small']} points), {large:.0f} MB "
           f"(16 tiles, {points['large']} points)")
-    assert large <= 1.2 * small
+    assert large <= 1.15 * small

@@ -16,6 +16,7 @@ imports). Stages with only a ``finish`` get no per-tile step.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
@@ -39,6 +40,7 @@ from cim.io.readers import PointSource, in_crs, require_crs
 from cim.pipeline.items import ItemPhase, ItemStage, run_items
 from cim.pipeline.job import Job
 from cim.pipeline.reduction import BlockFinish
+from cim.pipeline.shared import shared_strings
 from cim.pipeline.sizing import tile_advice
 from cim.pipeline.stage import JobContext, Product, Stage, TileContext, TileResult
 from cim.pipeline.withheld import run_stage
@@ -48,7 +50,7 @@ from cim.runner import (Dep, Manifest, RunReport, Task, TaskOutcome, check_share
 from cim.runner.fingerprints import CodeHashes, ContentHashes, intact, stamp
 from cim.runner.tasks import PartError, caught_warnings, describe
 from cim.stages.io import ReaderStage, TileOptions
-from cim.tiling import PARTS_FORMAT, Tile, TileGrid, load_tile, partition_file
+from cim.tiling import PARTS_FORMAT, Tile, TileGrid, load_tile, part_dtypes, partition_file, parts_of_tiles
 
 log = logging.getLogger("cim.pipeline")
 
@@ -140,9 +142,11 @@ def _run_step(step: Step, cloud: PointCloud) -> tuple[TileResult | None, PartErr
 
 
 def chain_task(steps: list[Step], parts: list[str], checkpoint: str | None, resume: bool,
-               save_after: str | None) -> dict[str, Any]:
-    """Run ``steps`` (one tile) on one in-memory cloud; ``resume``: start from the ``checkpoint`` file instead of
-    the parts; ``save_after``: the key of the step after which the checkpoint is written.
+               save_after: str | None, dtypes: dict[str, np.dtype] | None = None) -> dict[str, Any]:
+    """Run ``steps`` (one tile) on one in-memory cloud; ``parts``: the part folders that may hold its points,
+    ``dtypes``: the dimensions of all the job's parts (see :func:`cim.tiling.load_tile`); ``resume``: start from
+    the ``checkpoint`` file instead of the parts; ``save_after``: the key of the step after which the checkpoint
+    is written.
 
     Returns the steps' records for the manifest (with their start and end times, CPU seconds and the points they
     got), the time spent on loading and checkpointing the points, and the checkpoint's step (``after``), span and
@@ -150,7 +154,7 @@ def chain_task(steps: list[Step], parts: list[str], checkpoint: str | None, resu
     """
     ctx = steps[0].ctx
     io_start = time.time()
-    base = load_tile([Path(p) for p in parts], ctx.tile, ctx.crs)
+    base = load_tile([Path(p) for p in parts], ctx.tile, ctx.crs, dtypes)
     base_size, base_digests = len(base), _column_digests(base) if save_after else {}
     cloud = load_checkpoint(Path(checkpoint), base) if resume else base
     del base  # the cloud may be replaced by a stage: do not hold two copies
@@ -321,6 +325,8 @@ def run_job(
                          inputs=tuple(str(s.path.resolve()) for s in sources), skip_withheld=_skip_withheld(job))
     for stage in job.stages:
         stage.plan(context)
+    # every tile step's context names the inputs: shipped by reference, not once per task (see cim.pipeline.shared)
+    context = dataclasses.replace(context, inputs=shared_strings(work / "inputs.json", context.inputs))
     hashes = ContentHashes(work / "hashes.json")
     code = CodeHashes()
     numbered = any(s.needs_input_index for s in job.stages)
@@ -373,7 +379,7 @@ def run_job(
             for key, n in first.outcomes[task.key].result["counts"].items():
                 counts[key] = counts.get(key, 0) + n
                 sources_of.setdefault(key, []).append(task.key)
-        parts_dirs = [str(work / "parts" / Path(t.key).name) for t in partition]
+        folders = {str(work / "parts" / Path(t.key).name): first.outcomes[t.key].result["counts"] for t in partition}
         part_fps = [t.fingerprint for t in partition]
         tiles = [grid.tile_from_key(k) for k in sorted(counts, key=_tile_order) if counts[k] > 0]
         if not tiles:
@@ -384,8 +390,8 @@ def run_job(
         advice = tile_advice(grid, tiles, extent, job.area, workers_now)
         if advice:
             log.info(advice)
-        plan = _Plan(job, context, tiles, parts_dirs, part_fps, manifest, hashes, code, force, upstream,
-                     loaded_points(grid, counts))
+        plan = _Plan(job, context, tiles, (parts_of_tiles(folders, tiles), part_dtypes(folders)), part_fps, manifest,
+                     hashes, code, force, upstream, loaded_points(grid, counts))
         hashes.save()
         if on_plan:
             on_plan(len(plan.tasks), "stages")
@@ -484,9 +490,11 @@ class _Plan:
     re-runs; the steps that re-run form the tile's chain task (plus the point-modifying steps before them when
     they cannot start from the checkpoint). Chains are submitted largest tile first. A stage whose finish is a tree
     reduction (:class:`~cim.pipeline.reduction.BlockFinish`) gets one task per block of tiles before its finish.
+    ``parts``: per tile key the part folders that may hold its points, and the dimensions of all the job's parts.
     """
 
-    def __init__(self, job: Job, context: JobContext, tiles: list[Tile], parts_dirs: list[str],
+    def __init__(self, job: Job, context: JobContext, tiles: list[Tile],
+                 parts: tuple[dict[str, list[str]], dict[str, np.dtype]],
                  part_fps: list[str], manifest: Manifest, hashes: ContentHashes, code: CodeHashes,
                  force: bool, upstream: ItemPhase | None = None, sizes: dict[str, float] | None = None) -> None:
         upstream = upstream or ItemPhase()
@@ -512,7 +520,7 @@ class _Plan:
         chain_of: dict[str, str] = {}  # step key -> chain task key
         # the largest tiles (``sizes``: points each loads) first: no worker is left with a large tile at the end
         for tile in sorted(tiles, key=lambda t: -(sizes or {}).get(t.key, 0)):
-            task = self._chain(tile, parts_dirs, str(checkpoints / f"{tile.key}.cols"))
+            task = self._chain(tile, parts[0][tile.key], parts[1], str(checkpoints / f"{tile.key}.cols"))
             if task is not None:
                 self.tasks.append(task)
                 chain_of.update({step.key: task.key for step in task.args[0]})
@@ -567,15 +575,16 @@ class _Plan:
         self.run_keys.update(steps[i].key for i in needed)
         return needed, resume, last if save and not resume else -1
 
-    def _chain(self, tile: Tile, parts_dirs: list[str], checkpoint: str) -> Task | None:
-        """The chain task of ``tile`` (None when all its steps are kept)."""
+    def _chain(self, tile: Tile, parts_dirs: list[str], dtypes: dict[str, np.dtype], checkpoint: str) -> Task | None:
+        """The chain task of ``tile`` (None when all its steps are kept), reading ``parts_dirs``."""
         needed, resume, save = self._chosen(tile)
         if not needed:
             return None
         steps = self.steps[tile.key]
         chosen = [steps[i] for i in needed]
         save_after = steps[save].key if save >= 0 else None
-        return Task(f"chain/{tile.key}", "chain", chain_task, (chosen, parts_dirs, checkpoint, resume, save_after),
+        return Task(f"chain/{tile.key}", "chain", chain_task,
+                    (chosen, parts_dirs, checkpoint, resume, save_after, dtypes),
                     fingerprint([s.fingerprint for s in chosen], resume))
 
     def _waits(self, i: int, stage: Stage, step_keys: list[str]) -> tuple[list[str], list[str]]:
