@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import shapely
@@ -17,6 +18,7 @@ ROOF_TYPE_NAMES = {
     TOWER: "tower", MIXED: "mixed", OTHER: "other",
 }
 RIDGE, HIP_EDGE, VALLEY, STEP = "ridge", "hip", "valley", "step"
+SPECIAL = (CONE, DOME, SAWTOOTH, BARREL, TOWER)  # decided on the whole roof: their parts are not main roofs
 
 
 TOWER_SLOPE_DEG = 60.0  # a pyramid or cone at least this steep is a spire (AdV 4000 Turmdach)
@@ -90,7 +92,7 @@ def curved_type(faces: Sequence[Face], sloped: Sequence[Face], *, angle_tol_deg:
     # plane is told by its height where its facing line passes the origin, to 0.25 m)
     planes: dict[tuple[float, float, float], float] = {}
     for f in (sloped[i] for i in main):
-        u = np.asarray(f[0].exterior.coords) @ _facing(np.array([f[2]]))[0]
+        u = shapely.get_coordinates(f[0]) @ _facing(np.array([f[2]]))[0]
         key = (f[1], f[2], round(4 * (f[4] + np.tan(np.radians(f[1])) * u.min())) / 4)
         planes[key] = max(planes.get(key, -np.inf), f[4])
     top, low = max(f[4] for f in faces), min(f[3] for f in faces)
@@ -246,3 +248,162 @@ def cross_gable(cells: Sequence[tuple[Polygon, int]], coefficients: Sequence[tup
             length[kind] += n
     # hips and steps shorter than ``max_other`` of the ridges and valleys are partition noise
     return length[RIDGE] > 0 and length[HIP_EDGE] + length[STEP] <= max_other * (length[RIDGE] + length[VALLEY])
+
+
+@dataclass(frozen=True)
+class RoofTyping:
+    """The roof type of a building (its main roof's) and how the roof is made up."""
+
+    roof_type: int
+    main_share: float  # share of the roof area in the main roof, its superstructures included
+    superstructures: int  # dormers, chimneys, small steps on a roof part (small planes or parts inside it)
+    annexes: int  # the other roof parts (lower or smaller parts with their own roofs: garages, porches, wings)
+
+    def attributes(self) -> dict[str, float | int]:
+        """The building attributes ``roof_main_share``, ``roof_superstructures``, ``roof_annexes``."""
+        return {"roof_main_share": round(self.main_share, 3), "roof_superstructures": self.superstructures,
+                "roof_annexes": self.annexes}
+
+
+def faces_of(cells: Sequence[tuple[Polygon, int]], coefficients: Sequence[tuple[float, float, float]]
+             ) -> list[Face]:
+    """Roof faces (2D cell, slope°, azimuth°, z_min, z_max) of cells lying in planes z = a·x + b·y + c."""
+    out = []
+    for (cell, _), (a, b, c) in zip(cells, coefficients):
+        xy = shapely.get_coordinates(cell)
+        z = a * xy[:, 0] + b * xy[:, 1] + c
+        slope = float(np.degrees(np.arctan(np.hypot(a, b))))
+        out.append((cell, slope, float(np.degrees(np.arctan2(-a, -b)) % 360.0), float(z.min()), float(z.max())))
+    return out
+
+
+def _planes_of(cells: Sequence[tuple[Polygon, int]], coefficients: Sequence[tuple[float, float, float]]
+               ) -> tuple[list[tuple[Polygon, int]], list[tuple[float, float, float]]]:
+    """One cell per plane: the union of the cells of each label (a Polygon or MultiPolygon)."""
+    by_label: dict[int, list[int]] = {}
+    for k, (_, lab) in enumerate(cells):
+        by_label.setdefault(lab, []).append(k)
+    labels = sorted(by_label)
+    merged = [(shapely.union_all([cells[k][0] for k in by_label[lab]]), lab) for lab in labels]
+    return merged, [coefficients[by_label[lab][0]] for lab in labels]
+
+
+def _union_find(n: int, pairs: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """The connected groups of ``n`` items joined by ``pairs`` (each sorted, groups by first member)."""
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in pairs:
+        parent[find(i)] = find(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(find(i), []).append(i)
+    return sorted(groups.values())
+
+
+def _outline_share(polys: Sequence[Polygon], outline: shapely.Geometry, tol: float = 0.05) -> float:
+    """Share of the boundary of the union of ``polys`` that runs along ``outline`` (within ``tol``)."""
+    shape = shapely.union_all(list(polys))
+    length = shape.boundary.length
+    return float(shapely.intersection(shape.boundary, outline).length / length) if length > 0 else 0.0
+
+
+def _type_of(cells: Sequence[tuple[Polygon, int]], coefficients: Sequence[tuple[float, float, float]],
+             area: float) -> int:
+    """AdV type of one roof part: a gable roof of several wings (:func:`cross_gable`), else the face rules on
+    one face per plane."""
+    if cross_gable(cells, coefficients, area):
+        return GABLE
+    return classify_roof(faces_of(*_planes_of(cells, coefficients)), area)
+
+
+def _minor_planes(faces: Sequence[Face], outline_share: Sequence[float], area: float, small_share: float,
+                  inner_share: float, angle_tol_deg: float = 25.0) -> list[int]:
+    """Indices of the planes (one face each) of a roof part that are superstructures: below ``small_share`` of
+    the part's ``area`` and either inside it (less than ``inner_share`` of their boundary on the roof's outline:
+    dormers, chimneys, ridge strips) or not one of a pair of hip ends (two small planes facing opposite ways,
+    across the direction the largest plane faces)."""
+    big = max(range(len(faces)), key=lambda k: faces[k][0].area)
+    small = [k for k, f in enumerate(faces) if f[0].area < small_share * area]
+
+    def hip_end(k: int) -> bool:
+        if abs(90.0 - _angle_diff(faces[k][2], faces[big][2]) % 180.0) > angle_tol_deg or faces[k][1] < 5.0:
+            return False
+        return any(m != k and _angle_diff(faces[m][2], faces[k][2]) > 180 - angle_tol_deg and faces[m][1] >= 5.0
+                   and 0.5 <= faces[m][0].area / faces[k][0].area <= 2.0 for m in small)
+
+    return [k for k in small if outline_share[k] < inner_share or not hip_end(k)]
+
+
+def building_roof_type(cells: Sequence[tuple[Polygon, int]], coefficients: Sequence[tuple[float, float, float]],
+                       footprint_area: float, *, small_share: float = 0.1, inner_share: float = 1 / 3,
+                       dominance: float = 0.5) -> RoofTyping:
+    """The AdV roof type of a building from its roof cells (label < 0: no plane) and their planes: the type of
+    its main roof, unless no single form covers ``dominance`` of the roof (then 5000 mixed).
+
+    * Cone, dome, sawtooth, barrel and tower roofs are decided on the whole roof (:func:`classify_roof`).
+    * **Roof parts**: the cells joined by ridges, hips, valleys (:func:`roof_edges`) or one plane; steps (a wall
+      between two roofs) separate parts. A part below ``small_share`` of the roof area with at most half of its
+      boundary on the roof's outline is a **superstructure** (chimney, dormer of its own, small step) of the part
+      it shares most boundary with; the others are roof parts, the largest the **main roof**, the rest annexes.
+    * In a part, a plane below ``small_share`` of the part is a superstructure too, left out of the part's type
+      (a dormer joined to the main roof by valleys, a ridge strip, a lone facet), unless it is one of a pair of
+      hip ends on the outline (:func:`_minor_planes`).
+    * The building's type is the main roof's type when the parts of that type (with their superstructures) cover
+      ``dominance`` of the roof area."""
+    keep = [k for k, (c, lab) in enumerate(cells) if lab >= 0 and c.area > 0]
+    cells = [cells[k] for k in keep]
+    coefficients = [coefficients[k] for k in keep]
+    if not cells:
+        return RoofTyping(OTHER, 0.0, 0, 0)
+    whole = classify_roof(faces_of(cells, coefficients), footprint_area)
+    if whole in SPECIAL:
+        return RoofTyping(whole, 1.0, 0, 0)
+    polys = [c for c, _ in cells]
+    area = np.array([p.area for p in polys])
+    total = float(area.sum())
+    outline = shapely.union_all(polys).boundary.buffer(0.05)
+    edges = roof_edges(cells, coefficients)
+    by_label: dict[int, list[int]] = {}
+    for k, (_, lab) in enumerate(cells):
+        by_label.setdefault(lab, []).append(k)
+    same = [(g[0], k) for g in by_label.values() for k in g[1:]]
+    parts = _union_find(len(cells), same + [(i, j) for i, j, kind, _ in edges if kind != STEP])
+    part_of = np.empty(len(cells), np.int64)
+    for p, members in enumerate(parts):
+        part_of[members] = p
+    part_area = np.array([area[m].sum() for m in parts])
+    small = [p for p, m in enumerate(parts) if part_area[p] < small_share * total
+             and _outline_share([polys[k] for k in m], outline) <= 0.5]
+    host = np.arange(len(parts))
+    for p in small:  # a superstructure belongs to the part it shares the most boundary with
+        shared = np.zeros(len(parts))
+        for i, j, _, n in edges:
+            if part_of[i] != part_of[j] and p in (part_of[i], part_of[j]):
+                shared[part_of[j] if part_of[i] == p else part_of[i]] += n
+        shared[small] = 0.0
+        if shared.max() > 0:
+            host[p] = int(shared.argmax())
+    roofs = [p for p in range(len(parts)) if p not in small]
+    if not roofs:  # only small pieces: the roof as a whole
+        return RoofTyping(whole, 1.0, 0, 0)
+    n_super = len(small)
+    types = {}
+    for p in roofs:
+        pc, pk = _planes_of([cells[k] for k in parts[p]], [coefficients[k] for k in parts[p]])
+        faces = faces_of(pc, pk)
+        minor = set(_minor_planes(faces, [_outline_share([c], outline) for c, _ in pc], float(part_area[p]),
+                                  small_share, inner_share)) if len(pc) > 1 else set()
+        n_super += len(minor)
+        ks = [k for k in parts[p] if cells[k][1] not in {pc[m][1] for m in minor}]
+        types[p] = _type_of([cells[k] for k in ks], [coefficients[k] for k in ks], float(area[ks].sum()))
+    cover = {p: float(part_area[host == p].sum()) for p in roofs}  # with the superstructures on it
+    main = max(roofs, key=lambda p: part_area[p])
+    share = sum(cover[p] for p in roofs if types[p] == types[main]) / total
+    rt = types[main] if share >= dominance else MIXED
+    return RoofTyping(rt, cover[main] / total, n_super, len(roofs) - 1)
