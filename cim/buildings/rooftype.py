@@ -232,10 +232,11 @@ def roof_edges(cells: Sequence[tuple[Polygon, int]], coefficients: Sequence[tupl
 
 def cross_gable(cells: Sequence[tuple[Polygon, int]], coefficients: Sequence[tuple[float, float, float]],
                 footprint_area: float, *, flat_slope_deg: float = 5.0, min_share: float = 0.04,
-                max_other: float = 0.3, max_pitch_spread: float = 15.0) -> bool:
+                max_other: float = 0.3, max_pitch_spread: float = 15.0, valleys: bool = False) -> bool:
     """Whether a roof is a gable roof of several wings (L, T, U plans): sloped cells only (flat ones below
     ``min_share`` of the footprint aside) of one pitch (within ``max_pitch_spread``°: barrels and sawtooth roofs
-    are not), joined by horizontal ridges and by valleys, not by hips or steps."""
+    are not), joined by horizontal ridges and by valleys (with ``valleys``: at least one, where wings meet), not
+    by hips or steps."""
     slope = [np.degrees(np.arctan(np.hypot(a, b))) for a, b, _ in coefficients]
     big = [k for k, (c, lab) in enumerate(cells) if c.area >= min_share * footprint_area and lab >= 0]  # no nodata
     if any(slope[k] < flat_slope_deg for k in big) or len(big) < 2:
@@ -247,6 +248,8 @@ def cross_gable(cells: Sequence[tuple[Polygon, int]], coefficients: Sequence[tup
         if i in big and j in big:
             length[kind] += n
     # hips and steps shorter than ``max_other`` of the ridges and valleys are partition noise
+    if valleys and length[VALLEY] == 0:
+        return False
     return length[RIDGE] > 0 and length[HIP_EDGE] + length[STEP] <= max_other * (length[RIDGE] + length[VALLEY])
 
 
@@ -317,7 +320,7 @@ def _type_of(cells: Sequence[tuple[Polygon, int]], coefficients: Sequence[tuple[
              area: float) -> int:
     """AdV type of one roof part: a gable roof of several wings (:func:`cross_gable`), else the face rules on
     one face per plane."""
-    if cross_gable(cells, coefficients, area):
+    if cross_gable(cells, coefficients, area, valleys=True):
         return GABLE
     return classify_roof(faces_of(*_planes_of(cells, coefficients)), area)
 
@@ -347,13 +350,15 @@ def building_roof_type(cells: Sequence[tuple[Polygon, int]], coefficients: Seque
     its main roof, unless no single form covers ``dominance`` of the roof (then 5000 mixed).
 
     * Cone, dome, sawtooth, barrel and tower roofs are decided on the whole roof (:func:`classify_roof`).
-    * **Roof parts**: the cells joined by ridges, hips, valleys (:func:`roof_edges`) or one plane; steps (a wall
+    * **Roof parts**: the cells joined by ridges, hips, valleys (:func:`roof_edges`) or touching in one plane; steps (a wall
       between two roofs) separate parts. A part below ``small_share`` of the roof area with at most half of its
       boundary on the roof's outline is a **superstructure** (chimney, dormer of its own, small step) of the part
       it shares most boundary with; the others are roof parts, the largest the **main roof**, the rest annexes.
     * In a part, a plane below ``small_share`` of the part is a superstructure too, left out of the part's type
       (a dormer joined to the main roof by valleys, a ridge strip, a lone facet), unless it is one of a pair of
-      hip ends on the outline (:func:`_minor_planes`).
+      hip ends on the part's outline (:func:`_minor_planes`).
+    * A part's type: a gable roof of several wings meeting in valleys (:func:`cross_gable`), else the face rules
+      of :func:`classify_roof` on one face per plane.
     * The building's type is the main roof's type when the parts of that type (with their superstructures) cover
       ``dominance`` of the roof area."""
     keep = [k for k, (c, lab) in enumerate(cells) if lab >= 0 and c.area > 0]
@@ -369,10 +374,8 @@ def building_roof_type(cells: Sequence[tuple[Polygon, int]], coefficients: Seque
     total = float(area.sum())
     outline = shapely.union_all(polys).boundary.buffer(0.05)
     edges = roof_edges(cells, coefficients)
-    by_label: dict[int, list[int]] = {}
-    for k, (_, lab) in enumerate(cells):
-        by_label.setdefault(lab, []).append(k)
-    same = [(g[0], k) for g in by_label.values() for k in g[1:]]
+    ii, jj = shapely.STRtree(polys).query(polys, predicate="intersects")
+    same = [(int(i), int(j)) for i, j in zip(ii, jj) if i < j and cells[i][1] == cells[j][1]]  # one plane
     parts = _union_find(len(cells), same + [(i, j) for i, j, kind, _ in edges if kind != STEP])
     part_of = np.empty(len(cells), np.int64)
     for p, members in enumerate(parts):
@@ -397,7 +400,8 @@ def building_roof_type(cells: Sequence[tuple[Polygon, int]], coefficients: Seque
     for p in roofs:
         pc, pk = _planes_of([cells[k] for k in parts[p]], [coefficients[k] for k in parts[p]])
         faces = faces_of(pc, pk)
-        minor = set(_minor_planes(faces, [_outline_share([c], outline) for c, _ in pc], float(part_area[p]),
+        edge = shapely.union_all([c for c, _ in pc]).boundary.buffer(0.05)  # the part's own outline
+        minor = set(_minor_planes(faces, [_outline_share([c], edge) for c, _ in pc], float(part_area[p]),
                                   small_share, inner_share)) if len(pc) > 1 else set()
         n_super += len(minor)
         ks = [k for k in parts[p] if cells[k][1] not in {pc[m][1] for m in minor}]
