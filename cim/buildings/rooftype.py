@@ -9,6 +9,9 @@ import numpy as np
 import shapely
 from shapely.geometry import LineString, Polygon
 
+from cim.buildings.mesh import face_plane
+from cim.cityjson import BuildingGeometry
+
 FLAT, SHED, OFFSET_SHED, GABLE, HIP, HALF_HIP, MANSARD, PYRAMID, MIXED, OTHER = (
     1000, 2100, 2200, 3100, 3200, 3300, 3400, 3500, 5000, 9999)
 CONE, DOME, SAWTOOTH, BARREL, TOWER = 3600, 3700, 3800, 3900, 4000
@@ -411,3 +414,24 @@ def building_roof_type(cells: Sequence[tuple[Polygon, int]], coefficients: Seque
     share = sum(cover[p] for p in roofs if types[p] == types[main]) / total
     rt = types[main] if share >= dominance else MIXED
     return RoofTyping(rt, cover[main] / total, n_super, len(roofs) - 1)
+
+
+def solid_roof_type(geom: BuildingGeometry, *, angle_deg: float = 3.0, offset: float = 0.15) -> RoofTyping:
+    """The roof type of an exact LoD2 solid (e.g. a 3DBAG building) from its own upward roof faces: faces whose
+    planes agree within ``angle_deg`` and ``offset`` are one plane (as :func:`cim.buildings.evaluate.roof_planes`
+    counts them), the footprint is the faces' plan."""
+    from cim.buildings.evaluate import roof_faces, roof_planes
+
+    planes = roof_planes(geom, angle_deg, offset)
+    cells: list[tuple[Polygon, int]] = []
+    coefficients: list[tuple[float, float, float]] = []
+    for f in roof_faces(geom):
+        n, d = face_plane(f)
+        c = f.mean(axis=0)
+        lab = next(k for k, (m, e) in enumerate(planes) if n @ m > np.cos(np.radians(angle_deg))
+                   and abs(m @ c - e) < offset)
+        for poly in shapely.get_parts(shapely.make_valid(Polygon(f[:, :2]))):
+            if isinstance(poly, Polygon) and poly.area > 1e-6:
+                cells.append((poly, lab))
+                coefficients.append((-n[0] / n[2], -n[1] / n[2], d / n[2]))
+    return building_roof_type(cells, coefficients, float(sum(c.area for c, _ in cells)))
