@@ -38,11 +38,12 @@ def test_house_truth(houses):
     assert 0.5 <= np.mean(wider) < 1.0
 
 
-@pytest.mark.parametrize(("style", "expected"), [(ALS, 0.85), (IMAGE_MATCHING, 0.7)], ids=["als", "image-matching"])
+@pytest.mark.parametrize(("style", "expected"), [(ALS, 0.95), (IMAGE_MATCHING, 0.75)], ids=["als", "image-matching"])
 def test_house_types(houses, style, expected):
-    """The main roof's type through dormers, chimneys, annexes and porches. Measured: ALS 27/30 (three half-hip
-    houses 5000), image matching 22/30 (half-hip ends lost in the rounding: gable; two gable houses 3400 / 5000).
-    Every house LoD2.2 with a valid solid, the main roof at least half of the roof."""
+    """The main roof's type through dormers, chimneys, annexes and porches, overall and on the gable and hip houses
+    (the types of nearly all official roofs that are not flat). Measured: ALS 30/30; image matching 23/30, gable
+    and hip 17/18 (one gable 3400): the half-hip ends are lost in the rounding (five half-hip houses typed gable,
+    one hip). Every house LoD2.2 with a valid solid; the main roof at least half of the roof."""
     cloud = scan(houses, style, seed=5)
     models = reconstruct_cloud(cloud, [Footprint(b.id, b.footprint) for b in houses])
     got = np.array([m.attributes["roof_type"] for m in models])
@@ -50,6 +51,8 @@ def test_house_types(houses, style, expected):
     print(f"houses, {style.name}: {np.mean(got == truth):.3f}; wrong (truth, got): "
           f"{[(int(t), int(g)) for t, g in zip(truth, got) if t != g]}")
     assert np.mean(got == truth) >= expected
+    main_forms = np.isin(truth, (GABLE, HIP))
+    assert np.mean(got[main_forms] == truth[main_forms]) >= 0.9
     assert all(m.status == "lod22" and check_solid(m.lod22).valid for m in models)
     assert np.median([m.attributes["roof_main_share"] for m in models]) >= 0.5
     assert sum(m.attributes["roof_superstructures"] + m.attributes["roof_annexes"] > 0 for m in models) >= 15

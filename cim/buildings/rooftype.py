@@ -68,11 +68,14 @@ def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, q: Sequence[flo
 
 def curved_type(faces: Sequence[Face], sloped: Sequence[Face], *, angle_tol_deg: float = 25.0,
                 min_directions: int = 5, radial_tol_deg: float = 35.0, cone_spread_deg: float = 15.0,
-                arc_tol: float = 0.35, shed_spread_deg: float = 20.0, min_share: float = 0.7) -> int | None:
+                arc_tol: float = 0.35, shed_spread_deg: float = 20.0, min_share: float = 0.7,
+                max_group_share: float = 0.35, min_roundness: float = 0.85) -> int | None:
     """Cone, dome, barrel (tower for a steep cone) or sawtooth from how the roof planes turn, else None.
 
     * normals turning around a point: at least ``min_directions`` facing directions, each face facing away from
-      the roof's centre (within ``radial_tol_deg``) and no gap of 120° between directions: a cone when the slopes
+      the roof's centre (within ``radial_tol_deg``), no gap of 120° between directions and no facing direction
+      holding more than ``max_group_share`` of the sloped area (a hip roof with dormers has), over a round outline
+      (``4π·area / perimeter²`` at least ``min_roundness``; a square has 0.785): a cone when the slopes
       of 80 % of the sloped area agree within ``cone_spread_deg``, a dome when they grow away from the centre; from
       four directions on, a tower roof when the faces are ``TOWER_SLOPE_DEG`` steep on average;
     * normals turning around one horizontal axis: the faces face the two ways across it, at least two per side
@@ -116,7 +119,10 @@ def curved_type(faces: Sequence[Face], sloped: Sequence[Face], *, angle_tol_deg:
     radial = s_area[cos >= np.cos(np.radians(radial_tol_deg))].sum() >= 0.8 * s_area.sum() and gaps.max() < 120
     if radial and len(groups) >= 4 and np.average(slope, weights=s_area) >= TOWER_SLOPE_DEG:
         return TOWER
-    if len(groups) >= min_directions:
+    group_share = max(s_area[g].sum() for g in groups) / s_area.sum()
+    outline = shapely.union_all([f[0] for f in faces])
+    roundness = 4 * np.pi * outline.area / max(outline.length, 1e-9) ** 2  # 1 for a circle, 0.785 for a square
+    if len(groups) >= min_directions and group_share <= max_group_share and roundness >= min_roundness:
         if radial:
             lo, hi = _weighted_quantiles(slope, s_area, (0.1, 0.9))
             if hi - lo <= cone_spread_deg:  # slivers aside
@@ -190,7 +196,7 @@ def classify_roof(
         eave_main = min(sloped[i][3] for i in large)
         ridge = max(f[4] for f in sloped)
         eave_hip = min(sloped[i][3] for i in small)
-        if eave_hip - eave_main > 0.2 * (ridge - eave_main):
+        if eave_hip - eave_main > 0.35 * (ridge - eave_main):  # the gable wall reaches a third up the roof
             return HALF_HIP
         return HIP
     return MIXED
@@ -205,10 +211,11 @@ def roof_edges(cells: Sequence[tuple[Polygon, int]], coefficients: Sequence[tupl
     out = []
     polys = [c for c, _ in cells]
     tree = shapely.STRtree(polys)
-    for i, j in zip(*tree.query(polys, predicate="touches")):
+    # cells of a snapped partition may overlap by slivers or leave hairline gaps: shared boundary within 5 cm
+    for i, j in zip(*tree.query(polys, predicate="dwithin", distance=0.05)):
         if i >= j or cells[i][1] == cells[j][1]:
             continue
-        shared = shapely.line_merge(shapely.intersection(polys[i].boundary, polys[j].boundary))
+        shared = shapely.line_merge(shapely.intersection(polys[i].boundary, polys[j].boundary.buffer(0.05)))
         lines = [g for g in shapely.get_parts(shared) if isinstance(g, LineString)]
         if not lines:
             continue
@@ -329,21 +336,24 @@ def _type_of(cells: Sequence[tuple[Polygon, int]], coefficients: Sequence[tuple[
 
 
 def _minor_planes(faces: Sequence[Face], outline_share: Sequence[float], area: float, small_share: float,
-                  inner_share: float, angle_tol_deg: float = 25.0) -> list[int]:
-    """Indices of the planes (one face each) of a roof part that are superstructures: below ``small_share`` of
-    the part's ``area`` and either inside it (less than ``inner_share`` of their boundary on the roof's outline:
-    dormers, chimneys, ridge strips) or not one of a pair of hip ends (two small planes facing opposite ways,
-    across the direction the largest plane faces)."""
+                  inner_share: float, angle_tol_deg: float = 25.0, top_share: float = 0.15) -> list[int]:
+    """Indices of the planes (one face each) of a roof part that are superstructures: those below ``small_share``
+    of the part's ``area`` that are not one of a pair of **hip ends** – two sloped planes facing opposite ways,
+    across the direction the largest plane faces, of similar area (within a factor 2), both reaching the top
+    ``top_share`` of the part's height range, with ``inner_share`` of their boundaries together on the part's
+    outline (a gable dormer's planes stay below the ridge, inside the roof)."""
     big = max(range(len(faces)), key=lambda k: faces[k][0].area)
     small = [k for k, f in enumerate(faces) if f[0].area < small_share * area]
+    top, low = max(f[4] for f in faces), min(f[3] for f in faces)
+    ends = [k for k in small if faces[k][1] >= 5.0 and faces[k][4] >= top - top_share * (top - low)
+            and abs(90.0 - _angle_diff(faces[k][2], faces[big][2]) % 180.0) <= angle_tol_deg]
 
     def hip_end(k: int) -> bool:
-        if abs(90.0 - _angle_diff(faces[k][2], faces[big][2]) % 180.0) > angle_tol_deg or faces[k][1] < 5.0:
-            return False
-        return any(m != k and _angle_diff(faces[m][2], faces[k][2]) > 180 - angle_tol_deg and faces[m][1] >= 5.0
-                   and 0.5 <= faces[m][0].area / faces[k][0].area <= 2.0 for m in small)
+        return any(m != k and _angle_diff(faces[m][2], faces[k][2]) > 180 - angle_tol_deg
+                   and 0.5 <= faces[m][0].area / faces[k][0].area <= 2.0
+                   and outline_share[k] + outline_share[m] >= inner_share for m in ends)
 
-    return [k for k in small if outline_share[k] < inner_share or not hip_end(k)]
+    return [k for k in small if k not in ends or not hip_end(k)]
 
 
 def building_roof_type(cells: Sequence[tuple[Polygon, int]], coefficients: Sequence[tuple[float, float, float]],
@@ -359,7 +369,7 @@ def building_roof_type(cells: Sequence[tuple[Polygon, int]], coefficients: Seque
       it shares most boundary with; the others are roof parts, the largest the **main roof**, the rest annexes.
     * In a part, a plane below ``small_share`` of the part is a superstructure too, left out of the part's type
       (a dormer joined to the main roof by valleys, a ridge strip, a lone facet), unless it is one of a pair of
-      hip ends on the part's outline (:func:`_minor_planes`).
+      hip ends (:func:`_minor_planes`).
     * A part's type: a gable roof of several wings meeting in valleys (:func:`cross_gable`), else the face rules
       of :func:`classify_roof` on one face per plane.
     * The building's type is the main roof's type when the parts of that type (with their superstructures) cover
