@@ -147,6 +147,32 @@ def curved_type(faces: Sequence[Face], sloped: Sequence[Face], *, angle_tol_deg:
     return BARREL if (np.abs(radius / np.median(radius) - 1) <= arc_tol).all() else None
 
 
+def _two_sided(sloped: Sequence[Face], groups: Sequence[Sequence[int]], *, spread_deg: float = 15.0,
+               top_share: float = 0.15) -> int:
+    """Gable, mansard or mixed: sloped faces facing two opposite ways (``groups``). Faces of one side within
+    ``spread_deg`` of the slope of its largest face are one roof plane (a split or stepped plane): a gable when
+    both sides are one slope each. A mansard when a side has steep faces below shallower ones that reach the
+    ridge (within ``top_share`` of the height range; the other side may show one slope only: its steep part can
+    be lost as a wall); other slopes on a side (dormers, a flat part at the eaves): mixed."""
+    top = max(f[4] for f in sloped)
+    reach = top_share * (top - min(f[3] for f in sloped))
+    two = 0
+    for g in groups:
+        lead = max(g, key=lambda k: sloped[k][0].area)
+        other = [k for k in g if abs(sloped[k][1] - sloped[lead][1]) > spread_deg]
+        if not other:
+            continue
+        steep = [k for k in g if sloped[k][1] >= max(sloped[m][1] for m in g) - spread_deg]
+        shallow = [k for k in g if k not in steep]
+        if not shallow or max(sloped[k][4] for k in shallow) < top - reach:
+            return MIXED
+        mid = [float(np.mean([(sloped[k][3] + sloped[k][4]) / 2 for k in ks])) for ks in (steep, shallow)]
+        if mid[0] >= mid[1]:  # the steep part below the shallow one
+            return MIXED
+        two += 1
+    return MANSARD if two else GABLE
+
+
 def classify_roof(
     faces: Sequence[Face],
     footprint_area: float,
@@ -180,10 +206,7 @@ def classify_roof(
     if len(groups) == 1:
         return SHED if len(sloped) == 1 else OFFSET_SHED
     if len(groups) == 2 and _angle_diff(az[groups[0][0]], az[groups[1][0]]) > 180 - angle_tol_deg:
-        if all(len(g) == 1 for g in groups):
-            return GABLE
-        slopes = sorted(f[1] for f in sloped)
-        return MANSARD if slopes[-1] - slopes[0] > 15 else MIXED
+        return _two_sided(sloped, groups)
     if len(groups) == 4 and len(sloped) == 4:
         # two opposite pairs at right angles: hip, half-hip or pyramid
         areas = np.array([f[0].area for f in sloped])
@@ -363,8 +386,8 @@ def building_roof_type(cells: Sequence[tuple[Polygon, int]], coefficients: Seque
     its main roof, unless no single form covers ``dominance`` of the roof (then 5000 mixed).
 
     * Cone, dome, sawtooth, barrel and tower roofs are decided on the whole roof (:func:`classify_roof`).
-    * **Roof parts**: the cells joined by ridges, hips, valleys (:func:`roof_edges`) or touching in one plane; steps (a wall
-      between two roofs) separate parts. A part below ``small_share`` of the roof area with at most half of its
+    * **Roof parts**: the cells joined by ridges, hips, valleys (:func:`roof_edges`) or touching in one plane;
+      steps (a wall between two roofs) separate parts. A part below ``small_share`` of the roof area with at most half of its
       boundary on the roof's outline is a **superstructure** (chimney, dormer of its own, small step) of the part
       it shares most boundary with; the others are roof parts, the largest the **main roof**, the rest annexes.
     * In a part, a plane below ``small_share`` of the part is a superstructure too, left out of the part's type
