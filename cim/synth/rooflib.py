@@ -1,7 +1,8 @@
 """A library of German roofs with exact truth: rectangular gable, hip, half-hip, mansard, pyramid, shed and flat
 (with parapets) roofs, L/T/U plans of crossing gables, dormers, chimneys, terraced rows sharing walls and flat
 annexes, and the rarer AdV types (cone and dome on round footprints, sawtooth and barrel halls, tower spires),
-laid out one group per square of a grid (deterministic for a seed).
+laid out one group per square of a grid (deterministic for a seed). ``HOUSE_GROUPS`` holds houses as reality has
+them: gable, hip, half-hip and mansard main roofs with dormers, chimneys, a lower annex and a porch.
 
 Each building carries its footprint, its AdV roof type (``AX_Dachform`` code of the main roof: dormers and
 chimneys do not change it; crossing gables of an L/T/U plan are a gable roof), the truth solids whose upper
