@@ -19,11 +19,11 @@ from cim.buildings.extrude import extrude_partition, footprint_cells, merge_copl
 from cim.buildings.footprints import Footprint
 from cim.buildings.mesh import face_plane, point_distances, rms
 from cim.buildings.partition import NODATA, carve_corners, label_raster, snap_to_intersections, vectorise
-from cim.buildings.planes import Plane, PlaneParams, detect_planes, regularise, slope_azimuth
+from cim.buildings.planes import Plane, PlaneParams, detect_planes, regularise
 from cim.buildings.roofedges import outline_directions, straighten_edges
 from cim.buildings.shapes import (cell_heights, envelope_cells, fit_standard_roofs, inner_points, noise_sigma,
                                   robust_score, uncovered_share)
-from cim.buildings.rooftype import GABLE, ROOF_TYPE_NAMES, classify_roof, cross_gable
+from cim.buildings.rooftype import ROOF_TYPE_NAMES, building_roof_type
 from cim.buildings.validity import check_solid, nonmanifold_edges
 from cim.cityjson import BuildingGeometry
 
@@ -396,14 +396,10 @@ def reconstruct_building(
     dist = point_distances(res.geometry.faces, roof_xyz)
     roof_z = np.concatenate([f[:, 2] for f, s in zip(res.geometry.faces, res.geometry.semantics)
                              if s == "RoofSurface"])
-    faces = []
-    for (cell, lab), (a, b, c) in zip(res.cells, res.coefficients):
-        xy = np.asarray(cell.exterior.coords)
-        zc = a * xy[:, 0] + b * xy[:, 1] + c
-        faces.append((cell, *slope_azimuth(a, b), float(zc.min()), float(zc.max())))
-    rt = res.roof_type or res.main_type or (GABLE if cross_gable(res.cells, res.coefficients, area)
-                                            else classify_roof(faces, area))
+    typing = building_roof_type(res.cells, res.coefficients, area)
+    rt = res.roof_type or res.main_type or typing.roof_type
     attrs.update(
+        **typing.attributes(),
         status=OK,
         roof_type=rt,
         roof_type_name=ROOF_TYPE_NAMES[rt],

@@ -1,7 +1,8 @@
 """A library of German roofs with exact truth: rectangular gable, hip, half-hip, mansard, pyramid, shed and flat
 (with parapets) roofs, L/T/U plans of crossing gables, dormers, chimneys, terraced rows sharing walls and flat
 annexes, and the rarer AdV types (cone and dome on round footprints, sawtooth and barrel halls, tower spires),
-laid out one group per square of a grid (deterministic for a seed).
+laid out one group per square of a grid (deterministic for a seed). ``HOUSE_GROUPS`` holds houses as reality has
+them: gable, hip, half-hip and mansard main roofs with dormers, chimneys, a lower annex and a porch.
 
 Each building carries its footprint, its AdV roof type (``AX_Dachform`` code of the main roof: dormers and
 chimneys do not change it; crossing gables of an L/T/U plan are a gable roof), the truth solids whose upper
@@ -19,8 +20,8 @@ from shapely.geometry import Polygon
 
 from cim.buildings.rooftype import BARREL, CONE, DOME, SAWTOOTH, TOWER
 from cim.cityjson import BuildingGeometry
-from cim.synth.roofs import (FLAT, GABLE, HALF_HIP, HIP, MANSARD, PYRAMID, ROOF_TYPES, SHED, flat_solid, place,
-                             rectangle_solid, roof_solid)
+from cim.synth.roofs import (FLAT, GABLE, HALF_HIP, HIP, MANSARD, PYRAMID, ROOF_TYPES, SHED, flat_solid,
+                             newell_vector, place, rectangle_solid, roof_solid)
 
 GROUND_Z = 100.0
 GROUND_SLOPE = (0.01, -0.005)  # the terrain: z = GROUND_Z + sx·(x - x0) + sy·(y - y0)
@@ -194,6 +195,89 @@ def _annexed(rng: np.random.Generator, bid: str, at: _Placer) -> list[LibraryBui
     return [house, annex]
 
 
+def _height_at(faces: list[np.ndarray], sem: list[str], x: float, y: float) -> float:
+    """Height of the highest roof face of a local-frame solid above (x, y) (-inf outside its roof)."""
+    z = -np.inf
+    for f, t in zip(faces, sem):
+        if t == "RoofSurface" and Polygon(f[:, :2]).buffer(1e-6).contains(shapely.Point(x, y)):
+            n = newell_vector(f)
+            z = max(z, float(f[0, 2] - (n[0] * (x - f[0, 0]) + n[1] * (y - f[0, 1])) / n[2]))
+    return z
+
+
+def _dormer(rng: np.random.Generator, main: tuple[list[np.ndarray], list[str]], x: float, side: int,
+            half_width: float, gable: bool) -> tuple[list[np.ndarray], list[str], float, float, float] | None:
+    """A gable or shed dormer at ``x`` on the ``side`` (-1: -y, +1: +y) slope of a local-frame main solid:
+    (faces, semantics, dx, dy, turn) of its solid (from the ground up), its front 0.5–1.2 m back from the eave
+    and 1.0–1.4 m above the main roof, its back reaching into the main roof; None where it does not fit."""
+    dw = float(rng.uniform(1.6, 2.8))
+    y_f = side * (half_width - float(rng.uniform(0.5, 1.2)))
+    z_f = max(_height_at(*main, x + u, y_f) for u in (-dw / 2, dw / 2))
+    eave = z_f + float(rng.uniform(1.0, 1.4))
+    rise = np.tan(np.radians(rng.uniform(35, 45) if gable else rng.uniform(8, 15)))
+    for depth in np.arange(0.5, half_width, 0.1):  # the depth at which the dormer's top is inside the main roof
+        y = y_f - side * depth
+        top = eave + rise * dw / 2 if gable else eave + rise * depth
+        if min(_height_at(*main, x + u, y) for u in (-dw / 2, dw / 2)) >= top + 0.1:
+            break
+    else:
+        return None
+    depth += 0.2
+    if abs(y_f - side * depth) < 0.3:  # not across the ridge
+        return None
+    dy = y_f - side * depth / 2
+    if gable:  # ridge across the main ridge
+        return (*rectangle_solid(depth, dw, eave, eave + rise * dw / 2, GABLE), x, dy, 90.0)
+    return (*rectangle_solid(dw, depth, eave, eave + rise * depth, SHED), x, dy, 0.0 if side < 0 else 180.0)
+
+
+def _house(rng: np.random.Generator, bid: str, at: _Placer, roof_type: int) -> LibraryBuilding:
+    """A gable, hip, half-hip or mansard house as reality has them: 1–4 gable or shed dormers on its long slopes,
+    often a chimney (an extra), a lower flat or shed annex at one end or side, a porch. Its AdV type is the main
+    roof's: superstructures and annexes do not change it."""
+    width = float(rng.uniform(8.5, 11.0))
+    length = float(width + rng.uniform(4.0, 9.0))
+    eave = float(rng.uniform(4.0, 6.5))
+    pitch = {GABLE: (35, 50), HIP: (30, 42), HALF_HIP: (38, 50), MANSARD: (40, 48)}[roof_type]  # lower < 70°
+    ridge = _pitch_ridge(rng, width, eave, *pitch)
+    main_local = rectangle_solid(length, width, eave, ridge, roof_type)
+    solids = [at.solid(bid, *main_local)]
+    planes = {GABLE: 2, HIP: 4, HALF_HIP: 4, MANSARD: 4}[roof_type]
+    # dormers where the long slopes run the full depth: clear of hip ends
+    reach = length / 2 - (width / 2 if roof_type == HIP else 0.4 * width / 2 if roof_type == HALF_HIP else 0.0)
+    n_dormers = int(rng.integers(1, 5))
+    sides = rng.choice([-1, 1], n_dormers) if n_dormers > 1 else np.array([-1])
+    gable = bool(rng.uniform() < 0.5)  # one dormer kind per house
+    for side in (-1, 1):
+        n = int((sides == side).sum())
+        xs = np.linspace(-reach + 2.0, reach - 2.0, n + 2)[1:-1] if n else []
+        for x in xs:
+            d = _dormer(rng, main_local, float(x), side, width / 2, gable)
+            if d is not None:
+                solids.append(at.solid(bid, d[0], d[1], dx=d[2], dy=d[3], turn=d[4]))
+                planes += 2 if gable else 1
+    extras = []
+    if rng.uniform() < 0.6:  # a chimney 1 m above the ridge
+        c = float(rng.uniform(0.6, 0.9))
+        extras.append(at.solid(bid, *_box(c, c, ridge + 1.0), dx=float(rng.uniform(-reach, reach) / 2), dy=0.8))
+    if rng.uniform() < 0.7:  # a lower annex: flat or shed, at one end or along the back
+        h = float(rng.uniform(2.6, min(3.3, eave - 0.8)))
+        depth, span = float(rng.uniform(3.0, 4.5)), float(rng.uniform(3.5, 6.0))
+        # a shed's low side (local -y) turned away from the house
+        f = rectangle_solid(span, depth, h - 0.6, h, SHED) if rng.uniform() < 0.4 else _box(span, depth, h)
+        if rng.uniform() < 0.5:  # at the +x end
+            solids.append(at.solid(bid, *f, dx=length / 2 + depth / 2 - 0.01, turn=90.0))
+        else:  # along the +y side
+            solids.append(at.solid(bid, *f, dx=float(rng.uniform(-1, 1)), dy=width / 2 + depth / 2 - 0.01, turn=180.0))
+        planes += 1
+    if rng.uniform() < 0.4:  # a porch roof over the front door
+        solids.append(at.solid(bid, *_box(float(rng.uniform(1.8, 2.6)), 1.6, float(rng.uniform(2.4, 2.9))),
+                               dx=float(rng.uniform(-1, 1)), dy=-width / 2 - 0.8 + 0.01))
+        planes += 1
+    return LibraryBuilding(bid, _outline(solids), roof_type, at.z, solids, extras, f"{ROOF_TYPES[roof_type]}-house",
+                           planes)
+
+
 def _circle(radius: float, sides: int) -> np.ndarray:
     """A regular ``sides``-gon (CCW ring, first vertex on +x) inscribed in a circle of ``radius``."""
     t = np.linspace(0.0, 2 * np.pi, sides, endpoint=False)
@@ -272,6 +356,8 @@ GROUPS = [("flat", 6), ("shed", 6), ("gable", 8), ("hip", 8), ("half-hip", 6), (
            ("T-plan", 2), ("U-plan", 2), ("row", 2), ("annex", 3)]
 # the rarer AdV roof types: cone 3600, dome 3700, sawtooth 3800, barrel 3900, tower 4000
 SPECIAL_GROUPS = [("cone", 3), ("dome", 3), ("sawtooth", 3), ("barrel", 3), ("tower", 3)]
+# main roofs as reality has them: dormers, chimneys, a lower annex, a porch (the type is the main roof's)
+HOUSE_GROUPS = [("gable-house", 3), ("hip-house", 3), ("half-hip-house", 2), ("mansard-house", 2)]
 _SPECIAL = {"cone": _cone, "dome": _dome, "sawtooth": _sawtooth, "barrel": _barrel, "tower": _tower}
 
 
@@ -298,6 +384,8 @@ def roof_library(seed: int = 0, *, scale: float = 1.0, spacing: float = 45.0,
             out.append(_with_chimney(rng, bid, at, by_name[kind.split("+")[0]]))
         elif kind.endswith("-plan"):
             out.append(_plan(rng, bid, at, kind[0]))
+        elif kind.endswith("-house"):
+            out.append(_house(rng, bid, at, by_name[kind[:-6]]))
         elif kind in _SPECIAL:
             out.append(_SPECIAL[kind](rng, bid, at))
         elif kind == "row":
