@@ -15,7 +15,7 @@ from cim.buildings.evaluate import footprint_of, iou, roof_rmse, sample_roof_poi
 from cim.buildings.extrude import extrude_partition, footprint_cells
 from cim.buildings.footprints import Footprint, derive_footprints, read_footprints
 from cim.buildings.model import NO_POINTS, OK, ReconstructionParams, reconstruct_building
-from cim.buildings.partition import carve_corners
+from cim.buildings.partition import carve_corners, move_vertices
 from cim.buildings.planes import detect_planes
 from cim.buildings.tiles import write_building_tiles
 from cim.buildings.validity import check_solid, nonmanifold_edges, signed_volume
@@ -267,3 +267,16 @@ def test_roofs_of_alternating_heights_around_one_corner_are_repaired():
     m = reconstruct_building(Footprint("checkerboard", box(0, 0, 10, 10)), np.column_stack([x, y, z]), 0.0)
     assert m.status == OK and check_solid(m.lod22).valid
     assert m.attributes["rmse_lod22"] < 0.1
+
+
+def test_vertex_moves_that_collapse_a_cell_are_refused():
+    """Moves that leave a cell's ring fewer than three distinct vertices (two corners of a triangle sent onto its
+    third, as edge straightening did on a 3DBAG terrace: 'A linearring requires at least 4 coordinates') leave
+    the cells as they were instead of raising."""
+    cells = [(Polygon([(0, 0), (4, 0), (0, 4)]), 0), (Polygon([(4, 0), (4, 4), (0, 4)]), 1)]
+    moves = {(4000, 0): (0.0, 0.0), (0, 4000): (0.0, 0.0)}
+    assert move_vertices(cells, moves, box(0, 0, 4, 4)) is cells
+    dropped = {(4000, 0): None, (0, 4000): None}
+    assert move_vertices(cells, dropped, box(0, 0, 4, 4)) is cells
+    ok = {(4000, 4000): (4.0, 4.0)}  # a move that changes nothing real still gives a valid tiling
+    assert len(move_vertices(cells, ok, box(0, 0, 4, 4))) == 2

@@ -248,7 +248,8 @@ def move_vertices(cells: list[tuple[Polygon, int]], moves: dict[tuple[int, int],
                   footprint: Polygon, grid: float = 0.001) -> list[tuple[Polygon, int]]:
     """``cells`` with the vertices keyed by their ``grid`` coordinates moved (None: dropped; a vertex shared by
     several cells moves in all of them); ``cells`` itself when nothing moves or when any moved cell would be
-    invalid or the cells would no longer tile ``footprint`` exactly."""
+    invalid (a ring collapsed to fewer than three vertices included) or the cells would no longer tile
+    ``footprint`` exactly."""
     if not moves:
         return cells
 
@@ -258,7 +259,10 @@ def move_vertices(cells: list[tuple[Polygon, int]], moves: dict[tuple[int, int],
 
     out = []
     for poly, v in cells:
-        new = Polygon(ring(poly.exterior.coords), [ring(r.coords) for r in poly.interiors])
+        rings = [ring(poly.exterior.coords)] + [ring(r.coords) for r in poly.interiors]
+        if any(len(set(r)) < 3 for r in rings):  # a ring collapsed by the moves: refuse them
+            return cells
+        new = Polygon(rings[0], rings[1:])
         if not new.is_valid:
             return cells
         new = shapely.set_precision(new, grid)
