@@ -15,7 +15,7 @@ from cim.buildings.evaluate import footprint_of, iou, roof_rmse, sample_roof_poi
 from cim.buildings.extrude import extrude_partition, footprint_cells
 from cim.buildings.footprints import Footprint, derive_footprints, read_footprints
 from cim.buildings.model import NO_POINTS, OK, ReconstructionParams, reconstruct_building
-from cim.buildings.partition import carve_corners
+from cim.buildings.partition import carve_corners, label_raster, move_vertices
 from cim.buildings.planes import detect_planes
 from cim.buildings.tiles import write_building_tiles
 from cim.buildings.validity import check_solid, nonmanifold_edges, signed_volume
@@ -267,3 +267,57 @@ def test_roofs_of_alternating_heights_around_one_corner_are_repaired():
     m = reconstruct_building(Footprint("checkerboard", box(0, 0, 10, 10)), np.column_stack([x, y, z]), 0.0)
     assert m.status == OK and check_solid(m.lod22).valid
     assert m.attributes["rmse_lod22"] < 0.1
+
+
+def test_vertex_moves_that_collapse_a_cell_are_refused():
+    """Moves that leave a cell's ring fewer than three distinct vertices (two corners of a triangle sent onto its
+    third, as edge straightening did on a 3DBAG terrace: 'A linearring requires at least 4 coordinates') leave
+    the cells as they were instead of raising."""
+    cells = [(Polygon([(0, 0), (4, 0), (0, 4)]), 0), (Polygon([(4, 0), (4, 4), (0, 4)]), 1)]
+    moves = {(4000, 0): (0.0, 0.0), (0, 4000): (0.0, 0.0)}
+    assert move_vertices(cells, moves, box(0, 0, 4, 4)) is cells
+    dropped = {(4000, 0): None, (0, 4000): None}
+    assert move_vertices(cells, dropped, box(0, 0, 4, 4)) is cells
+    ok = {(4000, 4000): (4.0, 4.0)}  # a move that changes nothing real still gives a valid tiling
+    assert len(move_vertices(cells, ok, box(0, 0, 4, 4))) == 2
+
+
+def test_near_flat_roofs_are_levelled_only_where_the_points_allow():
+    """A roof draining at 1.5° (common on real flat roofs, e.g. the 3DBAG solids) keeps its slope: levelling it
+    would put its edges ±0.13 m off; a flat roof with the same noise (3 cm) is made exactly horizontal."""
+    rng = np.random.default_rng(3)
+    x, y = rng.uniform(0, 10, (2, 1500))
+    noise = rng.normal(0, 0.03, 1500)
+    for slope, flat in ((1.5, False), (0.0, True)):
+        z = 5.0 + np.tan(np.radians(slope)) * x + noise
+        planes, _ = detect_planes(np.column_stack([x, y, z]))
+        assert len(planes) == 1
+        if flat:
+            assert planes[0].a == 0.0 and planes[0].b == 0.0
+        else:
+            assert planes[0].slope_deg == pytest.approx(1.5, abs=0.2)
+
+
+def test_majority_filter_keeps_a_narrow_piece_the_points_show():
+    """A 0.5 m strip 3 m below the roof around it (a step piece or gutter, one raster cell wide) survives the
+    3x3 majority filter because its points contradict the majority's plane; speckle that the points do not
+    contradict is still filtered."""
+    from cim.buildings.planes import Plane
+
+    g = np.arange(0.125, 10, 0.25)
+    x, y = (v.ravel() for v in np.meshgrid(g, g))
+    strip = (x > 5.0) & (x < 5.5)
+    z = np.where(strip, 5.0, 8.0)
+    labels = strip.astype(np.int64)
+    planes = [Plane(0.0, 0.0, 8.0, np.nonzero(~strip)[0]), Plane(0.0, 0.0, 5.0, np.nonzero(strip)[0])]
+    raster, transform, inside = label_raster(box(0, 0, 10, 10), np.column_stack([x, y, z]), labels, planes,
+                                             mode_filter=1)
+    col = int((5.25 - transform.c) / transform.a)
+    assert (raster[inside] >= 0).all() and (raster[:, col][inside[:, col]] == 1).all()
+    # the same strip 5 cm up (within the noise): its cells start on plane 1, and the filter gives them to plane 0
+    speck = [Plane(0.0, 0.0, 8.0, np.nonzero(~strip)[0]), Plane(0.0, 0.0, 8.05, np.nonzero(strip)[0])]
+    z = np.where(strip, 8.05, 8.0)
+    raster, _, inside = label_raster(box(0, 0, 10, 10), np.column_stack([x, y, z]), labels, speck, mode_filter=0)
+    assert (raster[:, col][inside[:, col]] == 1).all()
+    raster, _, inside = label_raster(box(0, 0, 10, 10), np.column_stack([x, y, z]), labels, speck, mode_filter=1)
+    assert (raster[inside] == 0).all()

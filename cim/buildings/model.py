@@ -59,7 +59,8 @@ class ReconstructionParams:
     min_cell_area: float = 1.0
     nodata_percentile: float = 20.0  # height of roof parts no plane may claim (low: never too tall)
     min_height: float = 0.5
-    mode_filter: int = 1  # 3x3 majority filter rounds on the partition raster
+    mode_filter: int = 1  # 3x3 majority filter rounds on the partition raster ...
+    keep_misfit: float = 3.0  # ... that never moves a cell to a plane this many inlier distances farther off its points
     simplify: float = 0.5  # outline simplification of the partition, in raster cells (steps stay within 1/4 m)
     max_repairs: int = 3  # rounds of corner carving at non-manifold corners before the next partition is tried
     standard_shapes: bool = True  # fits of the standard roof shapes compete with the data-driven model
@@ -228,7 +229,8 @@ def _data_driven(bid: str, footprint: Polygon, roof_xyz: np.ndarray, ground: flo
     if params.regularise:
         planes = regularise(planes, roof_xyz, outline_directions(footprint))
     raster, transform, _ = label_raster(footprint, roof_xyz, labels, planes, cell=params.partition_cell,
-                                        max_extension=params.max_extension, mode_filter=params.mode_filter)
+                                        max_extension=params.max_extension, mode_filter=params.mode_filter,
+                                        keep_misfit=params.keep_misfit * plane_params.epsilon)
     fine = vectorise(footprint, raster, transform, simplify=params.simplify * params.partition_cell,
                      min_area=params.min_cell_area)
     partitions = (

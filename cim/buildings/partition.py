@@ -8,14 +8,15 @@ A raster over the footprint decides, cell by cell, which plane forms the roof th
   * a cell with no candidate gets the ``nodata`` label (a flat, low roof; reported as lower coverage);
   * a cell centred outside the footprint takes the label of the nearest cell inside (its sliver inside the
     outline belongs to that roof, not to the lowest plane within reach).
-The label raster is mode-filtered, vectorised, simplified as a coverage (shared edges stay shared), clipped to
-the exact footprint, small pieces are merged into their neighbours, and vertices shared by sloped cells are
-moved onto the planes' intersection lines (exact ridges and hips).
+The label raster is mode-filtered (where the points do not contradict the majority), vectorised, simplified as a
+coverage (shared edges stay shared), clipped to the exact footprint, small pieces are merged into their
+neighbours, and vertices shared by sloped cells are moved onto the planes' intersection lines (exact ridges and
+hips).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import shapely
@@ -38,8 +39,11 @@ def label_raster(
     cell: float = 0.5,
     max_extension: float = 2.0,
     mode_filter: int = 2,
+    keep_misfit: float = 0.5,
 ) -> tuple[np.ndarray, Affine, np.ndarray]:
-    """(label raster, its transform, inside-footprint mask); labels index ``planes`` or are NODATA."""
+    """(label raster, its transform, inside-footprint mask); labels index ``planes`` or are NODATA. The majority
+    filter never gives a cell with points a plane more than ``keep_misfit`` farther from their median height than
+    its own plane (narrow pieces the points show – eaves strips, step pieces – survive it)."""
     minx, miny, maxx, maxy = footprint.bounds
     pad = 2 * cell
     x0 = np.floor((minx - pad) / cell) * cell
@@ -82,12 +86,19 @@ def label_raster(
     if inside.any():  # cells centred outside the footprint (clipped to slivers later) take their inside neighbour's
         _, (ri, ci) = ndimage.distance_transform_edt(~inside, return_indices=True)
         out = out[ri, ci]
-    out = _mode_filter(out, inside, iterations=mode_filter)
+    zdiff = np.where(has_obs[None], np.abs(zk - np.where(has_obs, zobs, 0)[None]), 0.0)
+
+    def misfit(lab: np.ndarray) -> np.ndarray:  # a cell's plane height off its observed median (inf: nodata)
+        return np.where(lab >= 0, np.take_along_axis(zdiff, np.maximum(lab, 0)[None], axis=0)[0], np.inf)
+
+    out = _mode_filter(out, inside, mode_filter, misfit, keep_misfit)
     return out, transform, inside
 
 
-def _mode_filter(labels: np.ndarray, inside: np.ndarray, iterations: int) -> np.ndarray:
-    """3x3 majority filter (ties keep the centre label), applied inside the footprint only."""
+def _mode_filter(labels: np.ndarray, inside: np.ndarray, iterations: int,
+                 misfit: Callable[[np.ndarray], np.ndarray], tolerance: float) -> np.ndarray:
+    """3x3 majority filter (ties keep the centre label), applied inside the footprint only, where the new label's
+    ``misfit`` exceeds the current one's by at most ``tolerance``."""
     vals = np.unique(labels)
     if len(vals) < 2:
         return labels
@@ -97,7 +108,8 @@ def _mode_filter(labels: np.ndarray, inside: np.ndarray, iterations: int) -> np.
         centre = np.stack([labels == v for v in vals])
         counts = counts + 0.01 * centre  # tie-break in favour of the current label
         new = vals[np.argmax(counts, axis=0)]
-        labels = np.where(inside, new, labels)
+        change = inside & (misfit(new) <= misfit(labels) + tolerance)
+        labels = np.where(change, new, labels)
     return labels
 
 
@@ -248,7 +260,8 @@ def move_vertices(cells: list[tuple[Polygon, int]], moves: dict[tuple[int, int],
                   footprint: Polygon, grid: float = 0.001) -> list[tuple[Polygon, int]]:
     """``cells`` with the vertices keyed by their ``grid`` coordinates moved (None: dropped; a vertex shared by
     several cells moves in all of them); ``cells`` itself when nothing moves or when any moved cell would be
-    invalid or the cells would no longer tile ``footprint`` exactly."""
+    invalid (a ring collapsed to fewer than three vertices included) or the cells would no longer tile
+    ``footprint`` exactly."""
     if not moves:
         return cells
 
@@ -258,7 +271,10 @@ def move_vertices(cells: list[tuple[Polygon, int]], moves: dict[tuple[int, int],
 
     out = []
     for poly, v in cells:
-        new = Polygon(ring(poly.exterior.coords), [ring(r.coords) for r in poly.interiors])
+        rings = [ring(poly.exterior.coords)] + [ring(r.coords) for r in poly.interiors]
+        if any(len(set(r)) < 3 for r in rings):  # a ring collapsed by the moves: refuse them
+            return cells
+        new = Polygon(rings[0], rings[1:])
         if not new.is_valid:
             return cells
         new = shapely.set_precision(new, grid)

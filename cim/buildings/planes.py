@@ -23,7 +23,8 @@ class PlaneParams:
     hypotheses: int = 256
     score_sample: int = 4000  # points used to score the hypotheses (all inliers of the best are taken)
     wall_angle_deg: float = 70.0  # planes steeper than this are walls, not roofs
-    flat_angle_deg: float = 3.0  # planes flatter than this are snapped to horizontal
+    flat_angle_deg: float = 3.0  # planes flatter than this are snapped to horizontal ...
+    flat_confidence: float = 0.999  # ... unless their points reject it at this confidence (χ², 2 parameters)
     connect_cell: float = 1.0  # grid cell of the 2D connectivity of a plane's inliers (m)
     noise: float = 0.0  # estimated vertical point noise (m); > 0: merge planes that one plane explains within it
     merge_factor: float = 1.5  # planes merge when one plane fits their points with an RMS below this × noise
@@ -269,14 +270,27 @@ def merge_coplanar(planes: list[Plane], labels: np.ndarray, xyz: np.ndarray, p: 
 
 def _to_plane(nrm: np.ndarray, d: float, origin: np.ndarray, inl: np.ndarray, p: PlaneParams,
               local: np.ndarray) -> Plane:
-    """Plane in world coordinates; near-horizontal planes are made exactly horizontal at the median height."""
+    """Plane in world coordinates; a near-horizontal plane is made exactly horizontal at the median height where
+    its points allow it (:func:`_flat_ok`: real flat roofs drain with slopes of 1–2°)."""
     slope = np.degrees(np.arccos(min(1.0, abs(nrm[2]))))
-    if slope < p.flat_angle_deg:
+    if slope < p.flat_angle_deg and _flat_ok(local[inl], p.flat_confidence):
         return Plane(0.0, 0.0, float(np.median(local[inl, 2]) + origin[2]), inl)
     a, b = -nrm[0] / nrm[2], -nrm[1] / nrm[2]
     c = d / nrm[2]
     # back to world coordinates: z - oz = a (x - ox) + b (y - oy) + c
     return Plane(float(a), float(b), float(c + origin[2] - a * origin[0] - b * origin[1]), inl)
+
+
+def _flat_ok(local: np.ndarray, confidence: float) -> bool:
+    """Whether a horizontal plane fits ``local`` (n, 3) as well as the free least-squares plane: the squared
+    vertical residuals rise, in units of the free fit's residual variance, by no more than the χ² quantile
+    ``confidence`` for the two slope parameters taken away (always when ``confidence`` >= 1)."""
+    if confidence >= 1.0 or len(local) <= 3:
+        return True
+    rss_free = _rss_free(local)
+    rss_flat = float(np.sum((local[:, 2] - local[:, 2].mean()) ** 2))
+    variance = max(rss_free / (len(local) - 3), 1e-12)
+    return (rss_flat - rss_free) / variance <= float(chi2.ppf(confidence, 2))
 
 
 def refit(plane: Plane, xyz: np.ndarray, params: PlaneParams | None = None) -> Plane:
