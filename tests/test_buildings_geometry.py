@@ -168,6 +168,21 @@ def test_roof_types_and_accuracy_on_exact_roofs(roof_type):
     assert m.attributes["coverage"] > 0.95
 
 
+def test_a_roof_that_cannot_be_typed_keeps_its_model_and_says_why(monkeypatch):
+    """A failure in the roof-type decision must not cost the building its LoD2.2 model, nor pass silently."""
+    def broken(*args, **kwargs):
+        raise ValueError("no roof parts")
+
+    monkeypatch.setattr("cim.buildings.model.building_roof_type", broken)
+    faces, sem = rectangle_solid(15.0, 9.0, 6.0, 10.0, GABLE)
+    truth = BuildingGeometry("t", place(faces, 31.0, 500.0, 500.0, 200.0), sem)
+    pts = sample_roof_points(truth, 10.0, 0.03, np.random.default_rng(1))
+    m = reconstruct_building(Footprint("b", footprint_of(truth)), pts, 200.0, ReconstructionParams())
+    assert m.status == OK and m.lod22 is not None and roof_rmse(m.lod22, truth) < 0.1
+    assert m.attributes["roof_type"] in (GABLE, 9999)  # a standard-shape fit may still name it
+    assert m.attributes["reason"] == "roof type not decided: ValueError: no roof parts"
+
+
 def test_roof_planes_never_extend_far_over_missing_points():
     """Only the south half of a gable has points: the north half must not get the south plane's ridge."""
     rng = np.random.default_rng(2)

@@ -23,7 +23,7 @@ from cim.buildings.planes import Plane, PlaneParams, detect_planes, regularise
 from cim.buildings.roofedges import outline_directions, straighten_edges
 from cim.buildings.shapes import (cell_heights, envelope_cells, fit_standard_roofs, inner_points, noise_sigma,
                                   robust_score, uncovered_share)
-from cim.buildings.rooftype import ROOF_TYPE_NAMES, building_roof_type
+from cim.buildings.rooftype import OTHER, ROOF_TYPE_NAMES, RoofTyping, building_roof_type
 from cim.buildings.validity import check_solid, nonmanifold_edges
 from cim.cityjson import BuildingGeometry
 
@@ -398,7 +398,12 @@ def reconstruct_building(
     dist = point_distances(res.geometry.faces, roof_xyz)
     roof_z = np.concatenate([f[:, 2] for f, s in zip(res.geometry.faces, res.geometry.semantics)
                              if s == "RoofSurface"])
-    typing = building_roof_type(res.cells, res.coefficients, area)
+    try:
+        typing = building_roof_type(res.cells, res.coefficients, area)
+    except Exception as exc:  # noqa: BLE001 - a roof that cannot be typed keeps its model, typed "other", and says why
+        log.warning("building %s: roof type failed: %s: %s", fp.id, type(exc).__name__, exc)
+        typing = RoofTyping(OTHER, 0.0, 0, 0)
+        attrs["reason"] = f"roof type not decided: {type(exc).__name__}: {exc}"[:200]
     rt = res.roof_type or res.main_type or typing.roof_type
     attrs.update(
         **typing.attributes(),
