@@ -220,3 +220,39 @@ def test_the_fork_server_imports_the_job_stage_modules(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(script), str(tmp_path / "dask")], cwd=REPO, capture_output=True,
                           text=True, timeout=300, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.stdout.strip().splitlines()[-1] == "['cim.stages.terrain', 'rasterio']"
+
+
+_FAULTS = """
+import resource, sys
+from pathlib import Path
+import numpy as np
+from cim.runner.cluster import dask_client
+
+def faults():
+    start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(30):  # what a tile step does: columns of a few MB made, filtered, freed
+        a = np.ones(2_000_000); b = a * 2; c = b[b > 1].copy(); del a, b, c
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start
+
+faults()
+before = faults()
+with dask_client("threads", 1, Path(sys.argv[1])):
+    faults()
+    print(before, faults())
+"""
+
+
+def test_the_threads_scheduler_keeps_freed_columns_in_the_heap(tmp_path: Path) -> None:
+    """With glibc's defaults every freed column of a few MB is unmapped and the next is faulted in page by page;
+    the threads scheduler, whose tasks run in this process, keeps them as worker processes do."""
+    import platform
+
+    if platform.system() != "Linux":
+        pytest.skip("glibc's malloc only")
+    script = tmp_path / "faults.py"
+    script.write_text(_FAULTS)
+    glibc_defaults = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}  # as a user's shell
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, check=True, env={**glibc_defaults, "PYTHONPATH": str(REPO)})
+    before, after = map(int, done.stdout.split())
+    assert before > 10_000 and after < before / 20, (before, after)
