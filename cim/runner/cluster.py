@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from cim.errors import CimError
+from cim.threads import limited
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -77,7 +78,7 @@ class ThreadClient:
                     future.cancel()
                 return
             try:
-                self._pool.submit(_run, future, fn, args)
+                self._pool.submit(_run, future, fn, args, max(1, (os.cpu_count() or 1) // self._threads))
             except RuntimeError:  # the pool was shut down (a failure stopped the run)
                 future.cancel()
 
@@ -108,11 +109,12 @@ class ThreadClient:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _run(future: ThreadFuture, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+def _run(future: ThreadFuture, fn: Callable[..., Any], args: tuple[Any, ...], threads: int) -> None:
     if not future.set_running_or_notify_cancel():
         return
     try:
-        result = fn(*(a.result() if isinstance(a, ThreadFuture) else a for a in args))
+        with limited(threads):  # the pool's threads share the cores: a task's native code uses its share
+            result = fn(*(a.result() if isinstance(a, ThreadFuture) else a for a in args))
     except BaseException as exc:  # noqa: BLE001 - the task's failure is its future's
         future.set_exception(exc)
     else:

@@ -24,6 +24,7 @@ from scipy.spatial import cKDTree
 
 from cim.terrain.dtm import dtm_grid, height_above_ground
 from cim.terrain.grid import GridSpec, cell_reduce, finite_points
+from cim.threads import task_threads
 
 __all__ = ["ObjectParams", "local_shape", "classify_objects"]
 
@@ -53,7 +54,7 @@ def local_shape(xyz: np.ndarray, k: int = 12) -> tuple[np.ndarray, np.ndarray, n
         return z, np.ones(n), z
     pts = xyz - xyz.min(axis=0)
     k = min(k, n)
-    _, nb = cKDTree(pts).query(pts, k=k, workers=-1)
+    _, nb = cKDTree(pts).query(pts, k=k, workers=task_threads())
     nbr = pts[nb]  # (n, k, 3)
     centred = nbr - nbr.mean(axis=1, keepdims=True)
     cov = np.einsum("nki,nkj->nij", centred, centred) / k

@@ -24,6 +24,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from cim.terrain.grid import GridSpec, cell_reduce, finite_points
+from cim.threads import task_threads
 
 __all__ = ["low_noise", "isolated_points", "statistical_outliers", "LOW_NOISE", "HIGH_NOISE"]
 
@@ -111,7 +112,7 @@ def isolated_points(xyz: np.ndarray, *, radius: float = 2.0, min_neighbors: int 
     tree = cKDTree(pts)
     # k = min_neighbors + 1 nearest (self included): isolated if the last one is farther than radius
     k = min(min_neighbors + 1, len(pts))
-    d, _ = tree.query(pts, k=k, distance_upper_bound=radius, workers=-1)
+    d, _ = tree.query(pts, k=k, distance_upper_bound=radius, workers=task_threads())
     d = d.reshape(len(pts), -1)
     out[ok] = ~np.isfinite(d[:, -1]) if k == min_neighbors + 1 else True
     return out
@@ -125,7 +126,7 @@ def statistical_outliers(xyz: np.ndarray, *, k: int = 8, multiplier: float = 2.0
     if ok.sum() <= k:
         return out
     pts = xyz[ok] - xyz[ok].min(axis=0)
-    d, _ = cKDTree(pts).query(pts, k=k + 1, workers=-1)
+    d, _ = cKDTree(pts).query(pts, k=k + 1, workers=task_threads())
     mean = d[:, 1:].mean(axis=1)
     out[ok] = mean > mean.mean() + multiplier * mean.std()
     return out

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,6 +23,7 @@ from rasterio.windows import Window
 from cim.errors import InputError
 from cim.fileutil import atomic_dir, write_bytes_atomic
 from cim.terrain.grid import GridSpec
+from cim.threads import task_threads
 from cim.tiles3d.glb import mesh_glb
 from cim.tiles3d.placement import LocalFrame
 from cim.tiles3d.tileset import Tile, aabb_of_box, box_from_aabb, write_tileset
@@ -220,7 +220,7 @@ def write_terrain_tiles(
         sources = [(rasters[j], grids[j]) for j in near[i]]
         return rasters[i].stem, grids[i], terrain_tile(sources, grids[i], crs, step, allow_ballpark)
 
-    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=workers or min(8, task_threads())) as pool:
         built = [(stem, grid, res) for stem, grid, res in pool.map(one, range(len(grids))) if res is not None]
     if not built:
         raise InputError(rasters[0].parent, "the DTM has no heights: no terrain to tile")
@@ -287,7 +287,7 @@ def _levels(tmp: Path, built: list, rasters: list[Path], lattice: _Lattice, leav
             return data, local.min(axis=0), local.max(axis=0)
 
         nodes = sorted(arrays)
-        with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+        with ThreadPoolExecutor(max_workers=workers or min(8, task_threads())) as pool:
             meshes = list(pool.map(mesh, nodes))
         error = lattice.res * lattice.step * 2 ** level
         parents = {}
