@@ -133,51 +133,52 @@ def test_same_size_content_change_of_a_dtm_input_reruns_the_stage_that_reads_it(
     assert not any(k.startswith(("dsm/", "las/")) for k in changed)
 
 
-def _fresh_parse_cache(monkeypatch: pytest.MonkeyPatch, cache_home: Path) -> None:
-    """This process as if it had parsed nothing yet, with its parse cache under ``cache_home``."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home))
+def _fresh_parse_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process as if it had parsed nothing yet and read no cache file."""
     monkeypatch.setattr(fingerprints, "_PARSED", {})
-    monkeypatch.setattr(fingerprints, "_CACHE_LOADED", False)
+    monkeypatch.setattr(fingerprints, "_LOADED", set())
 
 
 def test_code_hash_from_the_parse_cache_equals_a_fresh_parse_and_follows_edits(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _fresh_parse_cache(monkeypatch, tmp_path)
-    parsed = CodeHashes()
+    cache = tmp_path / ".cim" / fingerprints.CODE_IMPORTS  # a job's work folder
+    _fresh_parse_cache(monkeypatch)
+    parsed = CodeHashes(cache)
     fresh = parsed.code_hash("cim.stages.tiles"), parsed.closure("cim.stages.tiles")
-    assert (tmp_path / "cim" / "code-imports-1.json").is_file()
-    _fresh_parse_cache(monkeypatch, tmp_path)  # a new process: every source from the cache, none parsed
+    assert cache.is_file()
+    _fresh_parse_cache(monkeypatch)  # a new process: every source from the cache, none parsed
 
     def no_parse(*args: object, **kwargs: object) -> None:
         raise AssertionError("parsed although the cache has the source")
 
     monkeypatch.setattr(fingerprints.ast, "parse", no_parse)
-    cached = CodeHashes()
+    cached = CodeHashes(cache)
     assert (cached.code_hash("cim.stages.tiles"), cached.closure("cim.stages.tiles")) == fresh
     monkeypatch.undo()
 
     real = fingerprints.module_source
-    _fresh_parse_cache(monkeypatch, tmp_path)
+    _fresh_parse_cache(monkeypatch)
 
     def edited(name: str) -> bytes:  # an edit that adds an import: a source the cache has not seen
         extra = b"\nfrom cim.terrain import ground\n" if name == "cim.tiles3d.lod" else b""
         return real(name) + extra
 
     monkeypatch.setattr(fingerprints, "module_source", edited)
-    after = CodeHashes()
+    after = CodeHashes(cache)
     assert after.code_hash("cim.stages.tiles") != fresh[0]
     assert "cim.terrain.ground" in set(after.closure("cim.stages.tiles")) - set(fresh[1])
 
 
 def test_a_damaged_parse_cache_only_costs_parsing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _fresh_parse_cache(monkeypatch, tmp_path)
-    expected = CodeHashes().code_hash("cim.stages.terrain")
-    (tmp_path / "cim" / "code-imports-1.json").write_text('{"not": "json')
-    _fresh_parse_cache(monkeypatch, tmp_path)
-    assert CodeHashes().code_hash("cim.stages.terrain") == expected
-    _fresh_parse_cache(monkeypatch, tmp_path / "missing" / "folder")
+    cache = tmp_path / fingerprints.CODE_IMPORTS
+    _fresh_parse_cache(monkeypatch)
+    expected = CodeHashes(cache).code_hash("cim.stages.terrain")
+    cache.write_text('{"not": "json')
+    _fresh_parse_cache(monkeypatch)
+    assert CodeHashes(cache).code_hash("cim.stages.terrain") == expected
+    _fresh_parse_cache(monkeypatch)
     (tmp_path / "missing").write_text("a file where the cache folder would be")  # cannot be written: no error
-    assert CodeHashes().code_hash("cim.stages.terrain") == expected
+    assert CodeHashes(tmp_path / "missing" / "folder" / "c.json").code_hash("cim.stages.terrain") == expected
 
 
 def test_item_stages_do_not_hash_the_runner_they_take_their_base_class_from(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -93,14 +93,23 @@ def main() -> None:
     parser.add_argument("--files", type=int, nargs="+", default=[16, 784])
     parser.add_argument("--old", action="store_true")
     parser.add_argument("--one", action="store_true", help="measure the first case here (each case runs so)")
+    parser.add_argument("--save", action="store_true", help="also write benchmarks/results/plan_memory[_old].json")
     args = parser.parse_args()
     if args.one:
         print(measure(args.tiles[0], args.files[0], args.old), flush=True)
         return
+    lines = []
     for files in args.files:
         for tiles in args.tiles:  # each case in a fresh process: resident memory is not given back between cases
-            subprocess.run([sys.executable, "-m", "benchmarks.scale.plan_memory", "--one", "--tiles", str(tiles),
-                            "--files", str(files), *(["--old"] if args.old else [])], check=True)
+            done = subprocess.run([sys.executable, "-m", "benchmarks.scale.plan_memory", "--one", "--tiles",
+                                   str(tiles), "--files", str(files), *(["--old"] if args.old else [])],
+                                  check=True, capture_output=True, text=True)
+            print(done.stdout, end="", flush=True)
+            lines.append(done.stdout.strip())
+    if args.save:
+        from benchmarks.common import write_result
+
+        write_result("plan_memory" + ("_old" if args.old else ""), {"benchmark": "plan_memory", "cases": lines})
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ from cim.pipeline.withheld import run_stage
 from cim.points import Bounds, PointCloud
 from cim.runner import (Dep, Manifest, RunReport, Task, TaskOutcome, check_shared_storage, dask_client, fingerprint,
                         is_remote, run_tasks)
-from cim.runner.fingerprints import CodeHashes, ContentHashes, intact, stamp
+from cim.runner.fingerprints import CODE_IMPORTS, CodeHashes, ContentHashes, intact, stamp
 from cim.runner.tasks import PartError, caught_warnings, describe
 from cim.stages.io import ReaderStage, TileOptions
 from cim.tiling import PARTS_FORMAT, Tile, TileGrid, load_tile, part_dtypes, partition_file, parts_of_tiles
@@ -328,7 +328,7 @@ def run_job(
     # every tile step's context names the inputs: shipped by reference, not once per task (see cim.pipeline.shared)
     context = dataclasses.replace(context, inputs=shared_strings(work / "inputs.json", context.inputs))
     hashes = ContentHashes(work / "hashes.json")
-    code = CodeHashes()
+    code = CodeHashes(work / CODE_IMPORTS)
     numbered = any(s.needs_input_index for s in job.stages)
 
     partition: list[Task] = []

@@ -21,7 +21,7 @@ from cim.errors import ConfigError
 from cim.pipeline.stage import JobContext, Product, Stage
 from cim.runner import (Manifest, RunReport, Task, check_shared_storage, dask_client, fingerprint, is_remote,
                         run_tasks)
-from cim.runner.fingerprints import CodeHashes, ContentHashes, stamp
+from cim.runner.fingerprints import CODE_IMPORTS, CodeHashes, ContentHashes, stamp
 from cim.tiling import TileGrid
 
 if TYPE_CHECKING:
@@ -139,7 +139,7 @@ def run_item_job(job: Job, *, scheduler: str | None = None, workers: int | None 
     remove_stale_temporaries(out_dir)
     work = out_dir / WORK
     manifest = Manifest(work / "manifest.jsonl")
-    code = CodeHashes()
+    code = CodeHashes(work / CODE_IMPORTS)
     with dask_client(scheduler, workers, work / "dask") as client:
         if is_remote(scheduler):  # every worker reads the stages' files and writes the output folder
             reads = [p for stage in job.stages for p in stage.option_files()]

@@ -149,29 +149,29 @@ def module_source(name: str) -> bytes:
 #: An import statement as written: (module, level, names); names None for ``import module``.
 RawImport = tuple[str, int, Optional[list[str]]]
 
-#: The import statements of a source by its SHA-256, from the cache file (:func:`_cache_file`) and this process.
+#: The import statements of a source by its SHA-256, parsed in this process or read from cache files
+#: (:class:`CodeHashes`); the cache files read so far.
 _PARSED: dict[str, list[RawImport]] = {}
-_CACHE_LOADED = False
-_CACHE_FORMAT = 1
+_LOADED: set[Path] = set()
+
+#: The name of the cache file of parsed import statements in a job's work folder (the number: its format).
+CODE_IMPORTS = "code-imports-1.json"
 
 
-def _cache_file() -> Path:
-    """Where the parsed import statements of cim's sources persist between runs (a cache: keyed by content, any
-    damage only costs parsing again)."""
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "cim" / f"code-imports-{_CACHE_FORMAT}.json"
+def _load_parsed(cache: Path) -> None:
+    """Take the parsed import statements kept in ``cache`` (once per process; any damage only costs parsing)."""
+    if cache in _LOADED:
+        return
+    _LOADED.add(cache)
+    try:
+        _PARSED.update(json.loads(cache.read_text()))
+    except (OSError, ValueError):
+        pass
 
 
 def _raw_imports(source: bytes) -> tuple[list[RawImport], bool]:
     """The import statements of ``source`` (outside ``if TYPE_CHECKING:`` blocks), and whether they were parsed now
     (parsing cim's sources with ``ast`` is most of the cost of a code hash: 0.1 s a job)."""
-    global _CACHE_LOADED
-    if not _CACHE_LOADED:
-        _CACHE_LOADED = True
-        try:
-            _PARSED.update(json.loads(_cache_file().read_text()))
-        except (OSError, ValueError):
-            pass
     key = hashlib.sha256(source).hexdigest()
     if key in _PARSED:
         return _PARSED[key], False
@@ -185,11 +185,11 @@ def _raw_imports(source: bytes) -> tuple[list[RawImport], bool]:
     return found, True
 
 
-def _save_parsed() -> None:
-    """Write the cache of parsed import statements (the newest 4096 sources); a read-only home is no error."""
+def _save_parsed(cache: Path) -> None:
+    """Write the parsed import statements to ``cache`` (the newest 4096 sources); a failure is no error."""
     entries = list(_PARSED.items())[-4096:]
     try:
-        write_text_atomic(_cache_file(), json.dumps(dict(entries)))
+        write_text_atomic(cache, json.dumps(dict(entries)))
     except OSError:
         pass
 
@@ -225,9 +225,13 @@ RUNNER_MODULES = frozenset({"cim.pipeline.items"})
 
 class CodeHashes:
     """Hashes of cim modules with everything they import within cim (one instance per run: sources are read once;
-    the import statements of a source are parsed once, then taken from a cache keyed by its content)."""
+    the import statements of a source are parsed once per process, and kept by content in ``cache``, a job's
+    ``.cim/code-imports-1.json``, for its next runs: a resume does not parse cim again; None: not kept)."""
 
-    def __init__(self) -> None:
+    def __init__(self, cache: Path | None = None) -> None:
+        self._cache = cache
+        if cache is not None:
+            _load_parsed(cache)
         self._sources: dict[str, bytes] = {}
         self._imports: dict[str, frozenset[str]] = {}
         self._files: dict[str, Path | None] = {}
@@ -282,8 +286,8 @@ class CodeHashes:
         """Hash of the sources of :meth:`closure` of ``name`` plus :func:`library_versions`."""
         if name not in self._hashes:
             closure = self.closure(name)
-            if self._parsed_now:
-                _save_parsed()
+            if self._parsed_now and self._cache is not None:
+                _save_parsed(self._cache)
                 self._parsed_now = False
             digest = hashlib.sha256(self._versions.encode())
             for module in closure:
