@@ -48,8 +48,12 @@ class CommandFailed(RuntimeError):
 HELPERS = ("resource_tracker", "forkserver")
 
 
-def _is_worker(cmdline: str) -> bool:
-    return not any(h in cmdline for h in HELPERS)
+def _is_worker(pid: int, cmdlines: dict[int, str], parents: dict[int, int]) -> bool:
+    """Whether descendant ``pid`` is a worker: not a helper, or forked from the fork server (a fork keeps the
+    server's command line)."""
+    if not any(h in cmdlines[pid] for h in HELPERS):
+        return True
+    return "forkserver" in cmdlines[pid] and "forkserver" in cmdlines.get(parents.get(pid, -1), "")
 
 
 def measure(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
@@ -64,6 +68,7 @@ def measure(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None
                                stderr=subprocess.STDOUT if log else subprocess.DEVNULL)
         peaks: dict[int, int] = {}
         cmdlines: dict[int, str] = {}  # the last seen: a child is a fork of its parent until it execs
+        parents: dict[int, int] = {}
         seen: dict[int, int] = {}
         cpu: dict[int, float] = {}
         tree_peak = 0
@@ -84,6 +89,7 @@ def measure(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None
                         cpu[p.pid] = times.user + times.system
                         if p is not process:
                             cmdlines[p.pid] = " ".join(p.cmdline())
+                            parents[p.pid] = p.ppid()
                             seen[p.pid] = seen.get(p.pid, 0) + 1
                     except psutil.Error:
                         continue
@@ -108,8 +114,9 @@ def measure(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None
     reaped = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     mb = 2 ** 20
     return Measured(wall, max(reaped, sum(cpu.values())), peaks.get(process.pid, 0) / mb,
-                    sorted((peaks[p] / mb for p, c in cmdlines.items() if seen[p] >= WORKER_SAMPLES and _is_worker(c)),
-                           reverse=True), tree_peak / mb)
+                    sorted((peaks[p] / mb for p in cmdlines
+                            if seen[p] >= WORKER_SAMPLES and _is_worker(p, cmdlines, parents)), reverse=True),
+                    tree_peak / mb)
 
 
 def folder_bytes(path: Path) -> int:
