@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 
 SAMPLE_SECONDS = 0.05
-WORKER_SAMPLES = 10  # a descendant seen fewer times (0.5 s) is a passing helper, not a worker
+WORKER_SAMPLES = 10  # a spawned descendant seen fewer times (0.5 s) is a passing helper, not a worker
 
 
 @dataclass
@@ -48,12 +48,12 @@ class CommandFailed(RuntimeError):
 HELPERS = ("resource_tracker", "forkserver")
 
 
-def _is_worker(pid: int, cmdlines: dict[int, str], parents: dict[int, int]) -> bool:
-    """Whether descendant ``pid`` is a worker: not a helper, or forked from the fork server (a fork keeps the
-    server's command line)."""
-    if not any(h in cmdlines[pid] for h in HELPERS):
-        return True
-    return "forkserver" in cmdlines[pid] and "forkserver" in cmdlines.get(parents.get(pid, -1), "")
+def _is_worker(pid: int, cmdlines: dict[int, str], parents: dict[int, int], seen: dict[int, int]) -> bool:
+    """Whether descendant ``pid`` is a worker: forked from the fork server (a fork keeps the server's command line;
+    however short its life), or not a helper and seen for :data:`WORKER_SAMPLES` samples."""
+    if "forkserver" in cmdlines[pid]:
+        return "forkserver" in cmdlines.get(parents.get(pid, -1), "")
+    return not any(h in cmdlines[pid] for h in HELPERS) and seen[pid] >= WORKER_SAMPLES
 
 
 def measure(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
@@ -114,8 +114,7 @@ def measure(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None
     reaped = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     mb = 2 ** 20
     return Measured(wall, max(reaped, sum(cpu.values())), peaks.get(process.pid, 0) / mb,
-                    sorted((peaks[p] / mb for p in cmdlines
-                            if seen[p] >= WORKER_SAMPLES and _is_worker(p, cmdlines, parents)), reverse=True),
+                    sorted((peaks[p] / mb for p in cmdlines if _is_worker(p, cmdlines, parents, seen)), reverse=True),
                     tree_peak / mb)
 
 
