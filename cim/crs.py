@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import warnings
-from functools import lru_cache
+from collections.abc import Callable
+from functools import lru_cache, wraps
 from importlib import resources
 from pathlib import Path
 
@@ -161,7 +163,27 @@ def transformation_problem(source: pyproj.CRS, target: pyproj.CRS, bounds: Bound
     return _best_transformation(source, target, bounds)[1]
 
 
-@lru_cache(maxsize=64)
+def _per_thread(fn: Callable[..., pyproj.Transformer]) -> Callable[..., pyproj.Transformer]:
+    """``lru_cache`` of ``fn`` in each thread: the transformers of a ``TransformerGroup`` are not thread-safe
+    (pyproj wraps them as ``TransformerUnsafe``), and two tile steps of the threads scheduler transforming through one
+    of them at once broke PROJ's reading of a geoid grid ("TIFFFillStrip: Invalid strip byte count"): each thread
+    builds and keeps its own. ``cache_clear`` clears the calling thread's."""
+    local = threading.local()
+
+    def cache() -> Callable[..., pyproj.Transformer]:
+        if not hasattr(local, "cached"):
+            local.cached = lru_cache(maxsize=64)(fn)
+        return local.cached
+
+    @wraps(fn)
+    def cached(*args: object) -> pyproj.Transformer:
+        return cache()(*args)
+
+    cached.cache_clear = lambda: cache().cache_clear()  # type: ignore[attr-defined]
+    return cached
+
+
+@_per_thread
 def _to_geographic3d(wkt: str, allow_ballpark: bool) -> pyproj.Transformer:
     source = pyproj.CRS.from_wkt(wkt)
     best, problem = _best_transformation(source, GEOGRAPHIC_3D)
@@ -179,7 +201,7 @@ def _to_geographic3d(wkt: str, allow_ballpark: bool) -> pyproj.Transformer:
     return best
 
 
-@lru_cache(maxsize=64)
+@_per_thread
 def _exact_transformer(source_wkt: str, target_wkt: str, bounds: Bounds | None) -> pyproj.Transformer:
     best, problem = _best_transformation(pyproj.CRS.from_wkt(source_wkt), pyproj.CRS.from_wkt(target_wkt), bounds)
     if best is None or problem:
@@ -214,7 +236,8 @@ def to_geographic3d(crs: pyproj.CRS, *, allow_ballpark: bool = False) -> pyproj.
     """Transformer from ``crs`` to EPSG:4979 (lon, lat, ellipsoidal height; always_xy).
 
     Raises :class:`CrsError` where PROJ would fall back to a ballpark vertical transformation, unless
-    ``allow_ballpark`` is set (then it warns with :class:`CimWarning`).
+    ``allow_ballpark`` is set (then it warns with :class:`CimWarning`). Cached per thread: use it in the thread
+    that asked for it.
     """
     return _to_geographic3d(crs.to_wkt(), allow_ballpark)
 

@@ -70,3 +70,21 @@ def test_import_registers_the_shipped_grids() -> None:
     assert str(crs.shipped_grid_dir()) in pyproj.datadir.get_data_dir()
     assert (crs.shipped_grid_dir() / "de_bkg_gcg2016.tif").is_file()
     assert cim.__version__
+
+
+def test_transformers_are_each_threads_own() -> None:
+    """pyproj's transformers of a TransformerGroup are not thread-safe: two tile steps of the threads scheduler
+    transforming through one broke PROJ's reading of the NLGEO2018 grid. Each thread gets its own, once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rd_nap = pyproj.CRS("EPSG:7415")
+    here = crs.to_geographic3d(rd_nap)
+    assert crs.to_geographic3d(rd_nap) is here
+    with ThreadPoolExecutor(1) as pool:
+        there = pool.submit(crs.to_geographic3d, rd_nap).result()
+        assert there is not here and pool.submit(crs.to_geographic3d, rd_nap).result() is there
+    p = (85000.0, 447000.0, 2.0)
+    assert there.transform(*p) == here.transform(*p)  # the same operation (NAP heights through the geoid grid)
+    with ThreadPoolExecutor(1) as pool:
+        other = pool.submit(crs.exact_transformer, rd_nap, pyproj.CRS("EPSG:4979")).result()
+    assert other is not crs.exact_transformer(rd_nap, pyproj.CRS("EPSG:4979"))

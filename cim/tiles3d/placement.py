@@ -16,7 +16,7 @@ a sample of the points (the extremes included) and falls back to exact transform
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pyproj
@@ -56,7 +56,7 @@ class LocalFrame:
     origin_geodetic: tuple[float, float, float]
     ecef_from_local: np.ndarray
     tolerance: float = DEFAULT_TOLERANCE
-    _to_4979: pyproj.Transformer = field(repr=False, default=None)  # type: ignore[assignment]
+    allow_ballpark: bool = False
     #: Metres per source height unit. PROJ takes the heights of a 2D projected CRS as metres; LAS heights are in
     #: the horizontal unit (US/international feet for many US datasets), so they are converted first.
     z_scale: float = 1.0
@@ -83,8 +83,14 @@ class LocalFrame:
         if not np.all(np.isfinite([lon, lat, h])):
             raise CrsError(f"origin {ox, oy, oz} cannot be transformed from {crs.name} to EPSG:4979")
         ecef_from_local = np.asarray(cimcrs.ecef_from_enu(lon, lat, h), float)
-        return cls(crs, (ox, oy, oz), (float(lon), float(lat), float(h)), ecef_from_local, tolerance, to_4979,
+        return cls(crs, (ox, oy, oz), (float(lon), float(lat), float(h)), ecef_from_local, tolerance, allow_ballpark,
                    z_scale)
+
+    @property
+    def _to_4979(self) -> pyproj.Transformer:
+        """The transformer to EPSG:4979, this thread's own (a frame is shared by the tile steps of the threads
+        scheduler; PROJ's transformers are not, see :func:`cim.crs.to_geographic3d`)."""
+        return cimcrs.to_geographic3d(self.crs, allow_ballpark=self.allow_ballpark)
 
     # -- exact transforms -------------------------------------------------------------------------------------
     @property
