@@ -58,6 +58,7 @@ class ThreadClient:
 
     def __init__(self, threads: int) -> None:
         self._threads = threads
+        self._share = max(1, (os.cpu_count() or 1) // threads)  # the cores a task's native code may use
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="cim-task")
 
     def submit(self, fn: Callable[..., Any], *args: Any, key: str, pure: bool = False,
@@ -78,7 +79,7 @@ class ThreadClient:
                     future.cancel()
                 return
             try:
-                self._pool.submit(_run, future, fn, args, max(1, (os.cpu_count() or 1) // self._threads))
+                self._pool.submit(_run, future, fn, args, self._share)
             except RuntimeError:  # the pool was shut down (a failure stopped the run)
                 future.cancel()
 
