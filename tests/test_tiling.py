@@ -33,12 +33,19 @@ def test_grid_rejects_buffer_not_smaller_than_tile() -> None:
         TileGrid(10.0, 10.0)
 
 
-def test_partition_then_load_reproduces_every_point_once(repo_data: Path, tmp_path: Path) -> None:
+def _partitioned(repo_data: Path, parts: Path, buffer: float) -> tuple[pyproj.CRS, TileGrid, dict[str, int],
+                                                                        cim.PointCloud]:
+    """A shipped Delft tile partitioned into ``parts`` on 50 m tiles with ``buffer``: CRS, grid, points per tile and
+    the file's points as read whole."""
     path = repo_data / "delft" / "ahn3_cropped_2.laz"
     crs = pyproj.CRS("EPSG:7415")
-    grid = TileGrid(50.0, 5.0)
-    counts = partition_file(las.open_source(path, crs), grid, crs, tmp_path / "parts", chunk_size=30_000)
-    original = cim.read(path, crs=crs)
+    grid = TileGrid(50.0, buffer)
+    counts = partition_file(las.open_source(path, crs), grid, crs, parts, chunk_size=30_000)
+    return crs, grid, counts, cim.read(path, crs=crs)
+
+
+def test_partition_then_load_reproduces_every_point_once(repo_data: Path, tmp_path: Path) -> None:
+    crs, grid, counts, original = _partitioned(repo_data, tmp_path / "parts", 5.0)
     assert sum(counts.values()) == len(original)
     cores = []
     for key in counts:
@@ -98,11 +105,7 @@ def test_parts_store_each_point_once_compactly_and_buffers_come_from_the_neighbo
 
 
 def test_a_tile_without_buffer_loads_its_own_part_only(repo_data: Path, tmp_path: Path) -> None:
-    path = repo_data / "delft" / "ahn3_cropped_2.laz"
-    crs = pyproj.CRS("EPSG:7415")
-    grid = TileGrid(50.0, 0.0)
-    counts = partition_file(las.open_source(path, crs), grid, crs, tmp_path / "parts", chunk_size=30_000)
-    original = cim.read(path, crs=crs)
+    crs, grid, counts, original = _partitioned(repo_data, tmp_path / "parts", 0.0)
     key = max(counts, key=counts.get)
     tile = grid.tile_from_key(key)
     for other in counts:  # the neighbours' parts are not even opened: garbage there changes nothing
