@@ -16,11 +16,11 @@ from cim.fileutil import atomic_dir
 from cim.pipeline.stage import Product
 
 CATALOG_DIR = "stac"
+CATALOG_FILE = "catalog.json"
 
 
-def _wgs84_bbox(bounds: list[float], crs: pyproj.CRS) -> list[float]:
+def _wgs84_bbox(bounds: list[float], to_wgs84: pyproj.Transformer) -> list[float]:
     minx, miny, maxx, maxy = (bounds[0], bounds[1], bounds[3], bounds[4]) if len(bounds) == 6 else bounds
-    to_wgs84 = pyproj.Transformer.from_crs(crs_mod.horizontal_part(crs), "EPSG:4326", always_xy=True)
     lon0, lat0, lon1, lat1 = to_wgs84.transform_bounds(minx, miny, maxx, maxy)
     return [round(v, 8) for v in (lon0, lat0, lon1, lat1)]
 
@@ -37,11 +37,12 @@ def _projection(crs: pyproj.CRS) -> tuple[str | None, str | None]:
     return (f"EPSG:{epsg}", None) if epsg else (None, crs.to_wkt())
 
 
-def _item(product: Product, crs: pyproj.CRS, projection: tuple[str | None, str | None],
+def _item(product: Product, to_wgs84: pyproj.Transformer, projection: tuple[str | None, str | None],
           when: dt.datetime) -> pystac.Item:
+    """The product's item, linked to the catalog one folder up (its root and parent)."""
     props = dict(product.properties)
     bounds = props.pop("bounds", None) or props.pop("bbox", None)
-    bbox = _wgs84_bbox(bounds, crs) if bounds else None
+    bbox = _wgs84_bbox(bounds, to_wgs84) if bounds else None
     item_id = product.path.replace("/", "__")
     item = pystac.Item(item_id, _geometry(bbox) if bbox else None, bbox, when,
                        {"cim:kind": product.kind})
@@ -66,6 +67,8 @@ def _item(product: Product, crs: pyproj.CRS, projection: tuple[str | None, str |
         if "pc:density" in props:
             pc.density = props.pop("pc:density")
     item.properties.update({k: v for k, v in props.items() if ":" in k or k.startswith("cim")})
+    item.add_links([pystac.Link(rel, f"../{CATALOG_FILE}", media_type=pystac.MediaType.JSON)
+                    for rel in (pystac.RelType.ROOT, pystac.RelType.PARENT)])
     return item
 
 
@@ -79,26 +82,31 @@ def write_catalog(out_dir: Path, name: str, products: list[Product], crs: pyproj
     """
     when = dt.datetime.fromisoformat(datetime.replace("Z", "+00:00")) if datetime else dt.datetime(
         1970, 1, 1, tzinfo=dt.timezone.utc)
-    catalog = pystac.Catalog(id=name, description=f"Products of the cim job '{name}'",
-                             catalog_type=pystac.CatalogType.SELF_CONTAINED)
     projection = _projection(crs)
+    to_wgs84 = pyproj.Transformer.from_crs(crs_mod.horizontal_part(crs), "EPSG:4326", always_xy=True)
+    stac_io = pystac.StacIO.default()
+    links = [pystac.Link(pystac.RelType.ROOT, f"./{CATALOG_FILE}", media_type=pystac.MediaType.JSON)]
     target = out_dir / CATALOG_DIR
     with atomic_dir(target) as tmp:
-        catalog.normalize_hrefs(str(tmp))
         for product in sorted(products, key=lambda p: p.path):  # streamed: each item written, then dropped
-            item = _item(product, crs, projection, when)
-            href = str(tmp / item.id / f"{item.id}.json")
-            item.set_root(catalog)
-            item.set_parent(catalog)
-            item.set_self_href(href)
-            item.save_object(include_self_link=False)
-            item.set_root(None)  # leaves the catalog's cache of resolved objects: nothing keeps the item
-            catalog.add_link(pystac.Link(pystac.RelType.ITEM, href, media_type=pystac.MediaType.GEOJSON))
-        for child in _stage_catalogs(out_dir):
-            catalog.add_link(pystac.Link(pystac.RelType.CHILD, f"../{child.relative_to(out_dir).as_posix()}",
-                                         media_type=pystac.MediaType.JSON, title=child.parent.name))
-        catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
-    return target / "catalog.json"
+            item = _item(product, to_wgs84, projection, when)
+            (tmp / item.id).mkdir()
+            _save(stac_io, item.to_dict(include_self_link=False, transform_hrefs=False),
+                  tmp / item.id / f"{item.id}.json")
+            links.append(pystac.Link(pystac.RelType.ITEM, f"./{item.id}/{item.id}.json",
+                                     media_type=pystac.MediaType.GEOJSON))
+        links += [pystac.Link(pystac.RelType.CHILD, f"../{child.relative_to(out_dir).as_posix()}",
+                              media_type=pystac.MediaType.JSON, title=child.parent.name)
+                  for child in _stage_catalogs(out_dir)]
+        catalog = pystac.Catalog(id=name, description=f"Products of the cim job '{name}'")
+        catalog.links = links
+        _save(stac_io, catalog.to_dict(include_self_link=False, transform_hrefs=False), tmp / CATALOG_FILE)
+    return target / CATALOG_FILE
+
+
+def _save(stac_io: pystac.StacIO, document: dict[str, Any], path: Path) -> None:
+    """One STAC document as pystac writes it (its JSON encoder), with relative links given as they are."""
+    path.write_text(stac_io.json_dumps(document), encoding="utf-8")
 
 
 def _stage_catalogs(out_dir: Path) -> list[Path]:
