@@ -240,3 +240,55 @@ def test_a_job_over_several_blocks_writes_one_file_per_block(tmp_path: Path) -> 
         total += len(points)
     assert total == 640510 + 208432
     assert sorted(p.path for p in result.products) == [p.name for p in files]
+
+
+def test_per_source_copc_holds_one_tile_and_gives_every_dimension_back(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """``write.las`` with ``per_source`` and ``copc``: the octree is built one tile's points at a time (here at
+    most a fifth of the input), and every point comes back with every dimension; GPS time as exactly as cim's
+    time base holds it (GPS seconds: the adjusted value + 1e9 in float64)."""
+    from tests.test_las_dimensions import EXTRAS, FIELDS, _terrain_file
+
+    source = tmp_path / "a.las"
+    data = _terrain_file(tmp_path / "raw.las", 8, seed=6)  # 60 m x 60 m, 12,000 points, every field random
+    data.change_scaling(scales=[0.001] * 3, offsets=np.floor(data.header.mins))  # the COPC's own grid
+    data.write(source)
+    original = laspy.read(source)
+    held: list[int] = []
+    build = copc.build_tile
+    monkeypatch.setattr(copc, "build_tile", lambda cloud, *a, **k: held.append(len(cloud)) or build(cloud, *a, **k))
+    job = write_job(tmp_path / "j.toml", f"""
+[job]
+name = "per-source"
+output = "{(tmp_path / 'o').as_posix()}"
+
+[[stages]]
+type = "read.las"
+files = ["{source.as_posix()}"]
+withheld = "keep"
+
+[[stages]]
+type = "tile"
+size = 20.0
+buffer = 2.0
+
+[[stages]]
+type = "write.las"
+per_source = true
+copc = true
+""")
+    result = run_job(load_job(job), scheduler="threads", workers=1)
+    assert result.report.ok, result.report.by_status("failed")
+    assert len(held) == result.tiles >= 9 and sum(held) == 12_000 and max(held) < 12_000 / 5
+    path = tmp_path / "o" / "las" / "a.copc.laz"
+    with laspy.CopcReader.open(str(path)) as reader:
+        back = reader.query()
+        assert reader.header.global_encoding.gps_time_type == laspy.header.GpsTimeType.STANDARD
+        np.testing.assert_array_equal(reader.header.offsets, original.header.offsets)
+    assert len(back) == 12_000
+    order, back_order = np.argsort(np.asarray(original.gps_time)), np.argsort(np.asarray(back.gps_time))
+    for name in ("X", "Y", "Z", "classification", *FIELDS, *EXTRAS, "red", "green", "blue", "nir"):
+        np.testing.assert_array_equal(np.asarray(back[name])[back_order], np.asarray(original[name])[order],
+                                      err_msg=name)
+    time_base = (np.asarray(original.gps_time) + las.ADJUSTED_GPS_OFFSET) - las.ADJUSTED_GPS_OFFSET
+    np.testing.assert_array_equal(np.asarray(back.gps_time)[back_order], time_base[order])

@@ -109,14 +109,16 @@ def _xyz(points: np.ndarray, layout: Layout) -> np.ndarray:
 
 
 # per tile --------------------------------------------------------------------------------------------------------
-def build_tile(cloud: PointCloud, layout: Layout, work: Path, creation_date: datetime.date) -> dict[str, Any]:
+def build_tile(cloud: PointCloud, layout: Layout, work: Path, creation_date: datetime.date,
+               adjusted_gps_time: bool | None = None) -> dict[str, Any]:
     """Build the subtrees of the cubes holding ``cloud``'s points; write their data under ``work``.
+    ``adjusted_gps_time`` as in :func:`cim.io.las.write` (default: from the times).
 
     Returns the facts :func:`assemble` needs (JSON-able): cubes, chunk index, bounds, counts, point format."""
     if len(cloud) == 0:
         return {"points": 0}
     header, record = las.to_record(cloud, scale=layout.scale, offsets=np.asarray(layout.offset),
-                                   creation_date=creation_date)
+                                   creation_date=creation_date, adjusted_gps_time=adjusted_gps_time)
     points = record.array
     xyz = _xyz(points, layout)
     cubes = np.floor(xyz / layout.cube).astype(np.int64)

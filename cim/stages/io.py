@@ -146,28 +146,43 @@ class WriteLas(Stage):
 
     def finish(self, results: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
         """Per-source mode: join each input's pieces into one file named as the input, in the input's point order,
-        ``chunk_size`` points at a time (COPC: the whole input, which its octree orders)."""
+        ``chunk_size`` points at a time (COPC: tile by tile, as its octree orders them)."""
         targets = self._targets(ctx)
         products = []
         for index, source_path in enumerate(ctx.inputs):
             tiles = {r["tile"] for r in results if str(index) in r["stats"].get("pieces", {})}
             if not tiles:
                 continue
-            chunks = _Tally(_ordered_chunks(self.scratch_dir(ctx.out_dir) / f"{index:05d}", tiles, ctx.crs))
-            if self.options.copc:  # COPC orders points by octree node and uses cim's grid
-                from cim.io import copc
-
-                cloud = PointCloud.concat(chunks)
-                path = copc.write(targets[index], cloud, scale=self.options.scale, creation_date=ctx.acquired_date)
-                products.append(self._product(ctx, path, chunks.properties(), copc.MEDIA_TYPE))
-                continue
+            folder = self.scratch_dir(ctx.out_dir) / f"{index:05d}"
             header = las.open_source(source_path, ctx.crs).header
-            path = las.write(
-                targets[index], chunks, scale=header.scales, offsets=header.offsets,
-                adjusted_gps_time=header.global_encoding.gps_time_type == laspy.header.GpsTimeType.STANDARD,
-                crs=ctx.crs, creation_date=ctx.acquired_date, extra_bytes=las.extra_bytes_params(header))
+            adjusted = header.global_encoding.gps_time_type == laspy.header.GpsTimeType.STANDARD
+            if self.options.copc:
+                products.append(self._write_copc(ctx, folder, tiles, header, targets[index]))
+                continue
+            chunks = _Tally(_ordered_chunks(folder, tiles, ctx.crs))
+            path = las.write(targets[index], chunks, scale=header.scales, offsets=header.offsets,
+                             adjusted_gps_time=adjusted, crs=ctx.crs, creation_date=ctx.acquired_date,
+                             extra_bytes=las.extra_bytes_params(header))
             products.append(self._product(ctx, path, chunks.properties()))
         return products
+
+    def _write_copc(self, ctx: JobContext, folder: Path, tiles: set[str], header: laspy.LasHeader,
+                    target: Path) -> Product:
+        """One input as COPC: each tile's points of it build the octree below the tile's cubes
+        (:func:`cim.io.copc.build_tile`, one tile's points in memory at a time), then the levels above them
+        (:func:`cim.io.copc.assemble`); offsets at the floor of the input's minimum, GPS time type as the input's."""
+        from cim.io import copc
+
+        layout = copc.Layout(self.options.scale, tuple(float(v) for v in np.floor(header.mins)), ctx.grid.size)
+        adjusted = header.global_encoding.gps_time_type == laspy.header.GpsTimeType.STANDARD
+        work = folder / "copc"
+        built = []
+        clouds = _Tally(_tile_points(folder, tiles, ctx.crs))
+        for n, cloud in enumerate(clouds):
+            facts = copc.build_tile(cloud, layout, work / f"{n:05d}", ctx.acquired_date, adjusted)
+            built.append({**facts, "work": str(work / f"{n:05d}")})
+        copc.assemble(built, layout, ctx.crs, target, work / "nodes", ctx.acquired_date)
+        return self._product(ctx, target, clouds.properties(), copc.MEDIA_TYPE)
 
     def _targets(self, ctx: JobContext) -> tuple[Path, ...]:
         """The per-source output of each input: its name (suffix by ``compress``/``copc``) in the stage's folder."""
@@ -232,19 +247,33 @@ def _ordered_chunks(folder: Path, tiles: set[str], crs: pyproj.CRS) -> Iterator[
         yield cloud
 
 
+def _tile_points(folder: Path, tiles: set[str], crs: pyproj.CRS) -> Iterator[PointCloud]:
+    """An input's points (:func:`_save_pieces`) tile by tile, each tile's pieces of every window joined, without
+    their position."""
+    pieces: dict[str, list[Path]] = {}
+    for window in sorted(p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()):
+        for piece in sorted(window.glob("*.cols")):
+            if piece.stem in tiles:
+                pieces.setdefault(piece.stem, []).append(piece)
+    for _, paths in sorted(pieces.items()):
+        cloud = PointCloud.concat([PointCloud(next(read_frames(p))[1], crs) for p in paths])
+        cloud.drop(INPUT_POSITION)
+        yield cloud
+
+
 class _Tally:
     """The chunks of an iterable, passed through once, with the catalog facts of all of them afterwards."""
 
     def __init__(self, chunks: Iterable[PointCloud]) -> None:
         self._chunks = chunks
-        self._first: PointCloud | None = None
+        self._first: dict[str, Any] | None = None  # the first chunk's properties (not the chunk: memory)
         self._count = 0
         self._bounds: list[Bounds] = []
 
     def __iter__(self) -> Iterator[PointCloud]:
         for cloud in self._chunks:
             if self._first is None:
-                self._first = cloud
+                self._first = pointcloud_properties(cloud)
             self._count += len(cloud)
             self._bounds.append(cloud.bounds)
             yield cloud
@@ -252,7 +281,7 @@ class _Tally:
     def properties(self) -> dict[str, Any]:
         """:func:`pointcloud_properties` of the points that went through."""
         assert self._first is not None, "no chunk went through"
-        return {**pointcloud_properties(self._first), "pc:count": self._count,
+        return {**self._first, "pc:count": self._count,
                 "bounds": [round(v, 3) for v in Bounds.union(self._bounds)]}
 
 
