@@ -5,7 +5,6 @@ mosaic), each in a task of its own, and the job warns once."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +117,8 @@ def test_large_building_gets_all_points(scene, tmp_path):
 
 @pytest.mark.filterwarnings("ignore:.*reach beyond the tile buffer:cim.errors.CimWarning")
 def test_large_building_resumes_and_is_deterministic(scene, tmp_path):
-    """The buildings modelled after the tiles are kept by a resume, and a forced re-run writes the same bytes."""
+    """The buildings modelled after the tiles are kept by a resume; a forced re-run models every one of them again
+    (their inputs are unchanged: their cached models are not reused) and writes the same bytes."""
     _, laz, gpkg = scene
     out = tmp_path / "tiled"
     _run(laz, gpkg, out, 100.0, 20.0)
@@ -127,8 +127,12 @@ def test_large_building_resumes_and_is_deterministic(scene, tmp_path):
     assert len(models_from_cityjson(large)) == 3  # the halls and the ghost
     again, _ = _run(laz, gpkg, out, 100.0, 20.0)
     assert {o.status for k, o in again.report.outcomes.items() if "buildings.lod2" in k} == {"skipped"}
-    shutil.rmtree(out / ".cim" / "work" / "01-buildings.lod2.large")  # the large buildings' models, modelled again
-    _run(laz, gpkg, out, 100.0, 20.0, force=True)
+    forced, _ = _run(laz, gpkg, out, 100.0, 20.0, force=True)
+    stage = {k: o for k, o in forced.report.outcomes.items() if "buildings.lod2" in k}
+    assert {o.status for o in stage.values()} == {"done"}
+    modelled = {k.rsplit("/", 1)[1]: [r["modelled"] for r in o.result["record"]["large"]]
+                for k, o in stage.items() if "/block/" in k}
+    assert modelled == {"ghost": [True], "hall": [True], "hall-2": [True]}
     assert all(p.read_bytes() == data for p, data in files.items())
 
 

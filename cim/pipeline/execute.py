@@ -322,7 +322,8 @@ def run_job(
     manifest = Manifest(work / "manifest.jsonl")
     acquired = job.datetime or _acquired(sources)
     context = JobContext(job.name, out_dir, work_crs, grid, acquired=acquired,
-                         inputs=tuple(str(s.path.resolve()) for s in sources), skip_withheld=_skip_withheld(job))
+                         inputs=tuple(str(s.path.resolve()) for s in sources), skip_withheld=_skip_withheld(job),
+                         force=force)
     for stage in job.stages:
         stage.plan(context)
     # every tile step's context names the inputs: shipped by reference, not once per task (see cim.pipeline.shared)
@@ -555,7 +556,7 @@ class _Plan:
             else:
                 self.recorded[key] = entry["result"]
             ctx = TileContext(context.name, context.out_dir, context.crs, context.grid, stage.folder,
-                              context.acquired, context.inputs, context.skip_withheld, tile=tile)
+                              context.acquired, context.inputs, context.skip_withheld, context.force, tile=tile)
             self.steps[tile.key].append(Step(key, stage, fp, ctx))
             earlier.append((stage.name, key))
             if stage.modifies_points:
@@ -629,7 +630,7 @@ class _Plan:
         own = waits if has_tile_step(stage) else []
         chains = list(dict.fromkeys(chain_of[k] for k in waits if k in chain_of))
         stage_ctx = JobContext(context.name, context.out_dir, context.crs, context.grid, stage.folder,
-                               context.acquired, context.inputs, context.skip_withheld)
+                               context.acquired, context.inputs, context.skip_withheld, context.force)
         recorded = {k: self.recorded[k] for k in own if k in self.recorded}
         scratch = str(stage.scratch_dir(context.out_dir)) if has_tile_step(stage) else None
         deps = [Dep(k) for k in chains + [f"{u}/finish" for u in used]]

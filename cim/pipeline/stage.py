@@ -91,6 +91,8 @@ class JobContext:
     inputs: tuple[str, ...] = ()
     #: Whether withheld points are hidden from the stages (all but those with ``sees_withheld``).
     skip_withheld: bool = True
+    #: Whether the job redoes every task (``--force``): what stages keep between runs (caches) is not reused.
+    force: bool = False
 
     @property
     def product_dir(self) -> Path:

@@ -313,13 +313,13 @@ class _BuildingsStage(BlockFinish, Stage):
                      around: list[Footprint], chosen: set[str], derived: bool, ctx: JobContext) -> dict[str, Any]:
         """Model the footprints ``chosen`` among those ``around`` (the outlines derived from ``cloud`` when
         ``derived``) into a cache file named by ``name`` and the digest of all inputs, unless that file exists
-        (an unchanged building is not modelled again); the block's record: ``name``, the file (relative to the
-        output folder) and whether it was modelled now."""
+        (an unchanged building is not modelled again; with ``--force`` every one is); the block's record: ``name``,
+        the file (relative to the output folder) and whether it was modelled now."""
         options = self.options.model_dump(mode="json", exclude=set(self.options.path_fields))  # files: by content
         key = digest(cloud, ground, around, dtm, self.name, options, sorted(chosen), derived,
                      self._code or _code_hash(type(self).__module__), ctx.crs.to_wkt())
         path = cached_model(self.cache_dir(ctx.out_dir), name, key)
-        modelled = not path.is_file()
+        modelled = ctx.force or not path.is_file()
         if modelled:
             models = self.reconstruct(cloud, None if derived else around, outlines=around if derived else None,
                                       ground=ground, dtm=dtm, skip={f.id for f in around} - chosen)
