@@ -292,3 +292,23 @@ copc = true
                                       err_msg=name)
     time_base = (np.asarray(original.gps_time) + las.ADJUSTED_GPS_OFFSET) - las.ADJUSTED_GPS_OFFSET
     np.testing.assert_array_equal(np.asarray(back.gps_time)[back_order], time_base[order])
+
+
+def test_a_point_rounded_onto_the_next_tiles_edge_stays_in_its_tiles_cube(tmp_path: Path) -> None:
+    """x = 49.9999 belongs to the tile [0, 50) but is 50.000 on the 1 mm grid: its cube is its tile's, so the two
+    tiles never build the same cube (which left a corrupt file: one cube's chunks overwritten)."""
+    rng = np.random.default_rng(1)
+    n = 2000
+    x, y, z = np.r_[rng.uniform(0, 100, n), 49.9999], rng.uniform(0, 50, n + 1), rng.uniform(0, 10, n + 1)
+    cloud = PointCloud({"x": x, "y": y, "z": z, "intensity": np.arange(n + 1, dtype="u2")},
+                       pyproj.CRS("EPSG:25832"))
+    layout = copc.Layout(0.001, (0.0, 0.0, 0.0), 50.0, 32, 500)
+    tiles = []
+    for ix in (0, 1):
+        work = tmp_path / str(ix)
+        tiles.append({**copc.build_tile(cloud[np.floor(x / 50) == ix], layout, work, datetime.date(2020, 1, 1)),
+                      "work": str(work)})
+    copc.assemble(tiles, layout, cloud.crs, tmp_path / "a.copc.laz", tmp_path / "nodes", datetime.date(2020, 1, 1))
+    back = las.read(tmp_path / "a.copc.laz")
+    np.testing.assert_array_equal(np.sort(back["intensity"]), np.arange(n + 1))
+    assert back.x[back["intensity"] == n][0] == 50.0

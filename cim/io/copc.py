@@ -121,7 +121,9 @@ def build_tile(cloud: PointCloud, layout: Layout, work: Path, creation_date: dat
                                    creation_date=creation_date, adjusted_gps_time=adjusted_gps_time)
     points = record.array
     xyz = _xyz(points, layout)
-    cubes = np.floor(xyz / layout.cube).astype(np.int64)
+    # the cubes of the points as given (as the tiler placed them): a point rounded onto the next tile's edge by the
+    # integer grid stays in this tile's cube, which no other tile builds
+    cubes = np.floor(cloud.xyz / layout.cube).astype(np.int64)
     order = np.lexsort((cubes[:, 2], cubes[:, 1], cubes[:, 0]))
     starts = np.flatnonzero(np.r_[True, np.any(np.diff(cubes[order], axis=0) != 0, axis=1)])
     vlr = _laz_vlr(header.point_format)
