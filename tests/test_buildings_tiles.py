@@ -134,6 +134,8 @@ def test_large_building_resumes_and_is_deterministic(scene, tmp_path):
                 for k, o in stage.items() if "/block/" in k}
     assert modelled == {"ghost": [True], "hall": [True], "hall-2": [True]}
     assert all(p.read_bytes() == data for p, data in files.items())
+    resumed, _ = _run(laz, gpkg, out, 100.0, 20.0)  # the forced run's records serve a resume
+    assert {o.status for k, o in resumed.report.outcomes.items() if "buildings.lod2" in k} == {"skipped"}
 
 
 @pytest.mark.filterwarnings("ignore:.*reach beyond the tile buffer:cim.errors.CimWarning")
