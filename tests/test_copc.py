@@ -244,9 +244,10 @@ def test_a_job_over_several_blocks_writes_one_file_per_block(tmp_path: Path) -> 
 
 def test_per_source_copc_holds_one_tile_and_gives_every_dimension_back(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """``write.las`` with ``per_source`` and ``copc``: the octree is built one tile's points at a time (here at
-    most a fifth of the input), and every point comes back with every dimension; GPS time as exactly as cim's
-    time base holds it (GPS seconds: the adjusted value + 1e9 in float64)."""
+    """``write.las`` with ``per_source`` and ``copc``: the tile steps build the octree below their cubes from their
+    own points (here at most a fifth of the input), the finish only the levels above; every point comes back with
+    every dimension, GPS time as exactly as cim's time base holds it (GPS seconds: the adjusted value + 1e9 in
+    float64)."""
     from tests.test_las_dimensions import EXTRAS, FIELDS, _terrain_file
 
     source = tmp_path / "a.las"

@@ -10,7 +10,7 @@ import collections
 import functools
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import laspy
 import numpy as np
@@ -24,6 +24,9 @@ from cim.io import las
 from cim.io.readers import PointSource
 from cim.pipeline.stage import JobContext, Product, Stage, StageOptions, TileContext, TileResult
 from cim.points import INPUT_INDEX, INPUT_POSITION, Bounds, PointCloud
+
+if TYPE_CHECKING:
+    from cim.io.copc import Layout
 
 
 class ReadOptions(StageOptions):
@@ -135,6 +138,8 @@ class WriteLas(Stage):
         out.drop("core")
         if self.options.per_source:
             self._targets(ctx)  # refuse clashing names before any piece is written
+            if self.options.copc:
+                return TileResult(stats={"points": len(out), **self._copc_subtrees(out, ctx)})
             pieces = _save_pieces(out, self.scratch_dir(ctx.out_dir), ctx.tile.key, self.options.chunk_size)
             return TileResult(stats={"points": len(out), "pieces": pieces})
         path = las.write(ctx.product_dir / f"{ctx.tile.key}{self.suffix}", out, scale=self.options.scale,
@@ -146,7 +151,7 @@ class WriteLas(Stage):
 
     def finish(self, results: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
         """Per-source mode: join each input's pieces into one file named as the input, in the input's point order,
-        ``chunk_size`` points at a time (COPC: tile by tile, as its octree orders them)."""
+        ``chunk_size`` points at a time (COPC: the octree levels above the tiles' subtrees)."""
         targets = self._targets(ctx)
         products = []
         for index, source_path in enumerate(ctx.inputs):
@@ -154,35 +159,50 @@ class WriteLas(Stage):
             if not tiles:
                 continue
             folder = self.scratch_dir(ctx.out_dir) / f"{index:05d}"
-            header = las.open_source(source_path, ctx.crs).header
-            adjusted = header.global_encoding.gps_time_type == laspy.header.GpsTimeType.STANDARD
             if self.options.copc:
-                products.append(self._write_copc(ctx, folder, tiles, header, targets[index]))
+                products.append(self._assemble_copc(ctx, index, results, targets[index]))
                 continue
+            header = las.open_source(source_path, ctx.crs).header
             chunks = _Tally(_ordered_chunks(folder, tiles, ctx.crs))
-            path = las.write(targets[index], chunks, scale=header.scales, offsets=header.offsets,
-                             adjusted_gps_time=adjusted, crs=ctx.crs, creation_date=ctx.acquired_date,
-                             extra_bytes=las.extra_bytes_params(header))
+            path = las.write(
+                targets[index], chunks, scale=header.scales, offsets=header.offsets,
+                adjusted_gps_time=header.global_encoding.gps_time_type == laspy.header.GpsTimeType.STANDARD,
+                crs=ctx.crs, creation_date=ctx.acquired_date, extra_bytes=las.extra_bytes_params(header))
             products.append(self._product(ctx, path, chunks.properties()))
         return products
 
-    def _write_copc(self, ctx: JobContext, folder: Path, tiles: set[str], header: laspy.LasHeader,
-                    target: Path) -> Product:
-        """One input as COPC: each tile's points of it build the octree below the tile's cubes
-        (:func:`cim.io.copc.build_tile`, one tile's points in memory at a time), then the levels above them
-        (:func:`cim.io.copc.assemble`); offsets at the floor of the input's minimum, GPS time type as the input's."""
+    def _copc_subtrees(self, cloud: PointCloud, ctx: TileContext) -> dict[str, Any]:
+        """Per-source COPC, in the tile's step: the tile's points of each input build the octree below the tile's
+        cubes in that input's file (:func:`cim.io.copc.build_tile`, into the scratch folder); the stats ``pieces``
+        (points per input) and ``copc`` (the subtrees' facts and catalog properties per input)."""
         from cim.io import copc
 
-        layout = copc.Layout(self.options.scale, tuple(float(v) for v in np.floor(header.mins)), ctx.grid.size)
-        adjusted = header.global_encoding.gps_time_type == laspy.header.GpsTimeType.STANDARD
-        work = folder / "copc"
-        built = []
-        clouds = _Tally(_tile_points(folder, tiles, ctx.crs))
-        for n, cloud in enumerate(clouds):
-            facts = copc.build_tile(cloud, layout, work / f"{n:05d}", ctx.acquired_date, adjusted)
-            built.append({**facts, "work": str(work / f"{n:05d}")})
-        copc.assemble(built, layout, ctx.crs, target, work / "nodes", ctx.acquired_date)
-        return self._product(ctx, target, clouds.properties(), copc.MEDIA_TYPE)
+        index = cloud[INPUT_INDEX]
+        cloud.drop(INPUT_INDEX)
+        cloud.drop(INPUT_POSITION)
+        pieces, built = {}, {}
+        for i in np.unique(index).tolist():
+            part = cloud[index == i]
+            layout, adjusted = _copc_layout(ctx.inputs[i], ctx.crs, self.options.scale, ctx.grid.size)
+            work = self.scratch_dir(ctx.out_dir) / f"{i:05d}" / "copc" / ctx.tile.key
+            facts = copc.build_tile(part, layout, work, ctx.acquired_date, adjusted)
+            pieces[str(i)] = len(part)
+            built[str(i)] = {**facts, "properties": pointcloud_properties(part)}
+        return {"pieces": pieces, "copc": built}
+
+    def _assemble_copc(self, ctx: JobContext, index: int, results: list[dict[str, Any]], target: Path) -> Product:
+        """Input ``index`` as COPC from its tiles' subtrees (:meth:`_copc_subtrees`): the levels above them
+        (:func:`cim.io.copc.assemble`, a parent and its children in memory at a time)."""
+        from cim.io import copc
+
+        folder = self.scratch_dir(ctx.out_dir) / f"{index:05d}" / "copc"
+        subtrees = [{**r["stats"]["copc"][str(index)], "work": str(folder / r["tile"])}
+                    for r in sorted(results, key=lambda r: r["tile"]) if str(index) in r["stats"].get("copc", {})]
+        layout, _ = _copc_layout(ctx.inputs[index], ctx.crs, self.options.scale, ctx.grid.size)
+        facts = copc.assemble(subtrees, layout, ctx.crs, target, folder / "nodes", ctx.acquired_date)
+        properties = {**subtrees[0]["properties"], "pc:count": facts["points"],
+                      "bounds": [round(v, 3) for v in facts["bounds"]]}
+        return self._product(ctx, target, properties, copc.MEDIA_TYPE)
 
     def _targets(self, ctx: JobContext) -> tuple[Path, ...]:
         """The per-source output of each input: its name (suffix by ``compress``/``copc``) in the stage's folder."""
@@ -247,18 +267,15 @@ def _ordered_chunks(folder: Path, tiles: set[str], crs: pyproj.CRS) -> Iterator[
         yield cloud
 
 
-def _tile_points(folder: Path, tiles: set[str], crs: pyproj.CRS) -> Iterator[PointCloud]:
-    """An input's points (:func:`_save_pieces`) tile by tile, each tile's pieces of every window joined, without
-    their position."""
-    pieces: dict[str, list[Path]] = {}
-    for window in sorted(p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()):
-        for piece in sorted(window.glob("*.cols")):
-            if piece.stem in tiles:
-                pieces.setdefault(piece.stem, []).append(piece)
-    for _, paths in sorted(pieces.items()):
-        cloud = PointCloud.concat([PointCloud(next(read_frames(p))[1], crs) for p in paths])
-        cloud.drop(INPUT_POSITION)
-        yield cloud
+@functools.lru_cache(maxsize=64)
+def _copc_layout(source: str, crs: pyproj.CRS, scale: float, size: float) -> tuple[Layout, bool]:
+    """The octree layout of an input's per-source COPC (offsets at the floor of its header's minimum, cubes of the
+    tile size) and whether its GPS time is adjusted standard time (once per input and worker)."""
+    from cim.io import copc
+
+    header = las.open_source(source, crs).header
+    layout = copc.Layout(scale, tuple(float(v) for v in np.floor(header.mins)), size)
+    return layout, header.global_encoding.gps_time_type == laspy.header.GpsTimeType.STANDARD
 
 
 class _Tally:
