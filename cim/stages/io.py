@@ -268,14 +268,30 @@ def _ordered_chunks(folder: Path, tiles: set[str], crs: pyproj.CRS) -> Iterator[
 
 
 @functools.lru_cache(maxsize=64)
-def _copc_layout(source: str, crs: pyproj.CRS, scale: float, size: float) -> tuple[Layout, bool]:
-    """The octree layout of an input's per-source COPC (offsets at the floor of its header's minimum, cubes of the
-    tile size) and whether its GPS time is adjusted standard time (once per input and worker)."""
+def _copc_layout(source: str, crs: pyproj.CRS, scale: float, size: float) -> tuple[Layout, bool | None]:
+    """The octree layout of an input's per-source COPC (offsets at the floor of its minimum, cubes of the tile
+    size) and whether its GPS time is adjusted standard time (LAS inputs; None: from the times), once per input
+    and worker."""
     from cim.io import copc
 
-    header = las.open_source(source, crs).header
-    layout = copc.Layout(scale, tuple(float(v) for v in np.floor(header.mins)), size)
-    return layout, header.global_encoding.gps_time_type == laspy.header.GpsTimeType.STANDARD
+    opened = _open_input(source, crs)
+    b = opened.bounds
+    layout = copc.Layout(scale, tuple(float(v) for v in np.floor([b.minx, b.miny, b.minz])), size)
+    return layout, getattr(opened, "adjusted_gps_time", None)
+
+
+def _open_input(path: str, crs: pyproj.CRS) -> PointSource:
+    """An input file by its suffix (PLY, E57, else LAS / LAZ), for the facts a per-source writer needs."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".ply":
+        from cim.io import ply
+
+        return ply.open_source(path, crs)
+    if suffix == ".e57":
+        from cim.io import e57
+
+        return e57.open_source(path, crs)
+    return las.open_source(path, crs)
 
 
 class _Tally:
