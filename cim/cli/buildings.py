@@ -28,6 +28,9 @@ def buildings(
                                                               "around each footprint)")] = None,
     crs: Annotated[Optional[str], typer.Option("--crs", help="CRS of the points incl. heights, e.g. "
                                                              "EPSG:25832+7837")] = None,
+    accept_height_system: Annotated[Optional[str], typer.Option(
+        "--accept-height-system", help="DHHN92-as-DHHN2016: take DHHN92 heights as DHHN2016 (a few cm off; "
+                                       "PROJ has no exact transformation)")] = None,
     lod1_only: Annotated[bool, typer.Option("--lod1-only", help="LoD1.2 blocks only (fast)")] = False,
     lod1_percentile: Annotated[float, typer.Option("--lod1-percentile", help="roof percentile of LoD1.2")] = 70.0,
     classify: Annotated[str, typer.Option("--classify", help="auto: classify ground (SMRF) and objects "
@@ -67,6 +70,8 @@ def buildings(
         lod1_only=lod1_only, lod1_percentile=lod1_percentile, footprints=footprints, footprints_crs=footprints_crs,
         id_field=id_field, dtm=dtm, write_dtm=write_dtm, dtm_resolution=dtm_resolution, tile_size=tile_size,
         buffer=buffer, tiles=tiles, formats=tuple(formats))
+    if accept_height_system:
+        document["job"]["accept_height_system"] = accept_height_system
     summary, _ = execute_template(document, scheduler=scheduler, workers=workers, force=force, profile=profile)
     report_path = out / "buildings" / "report.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
