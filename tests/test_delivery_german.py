@@ -16,6 +16,7 @@ import shapely
 from cim import crs
 from cim.buildings.footprints import check_footprint_file, read_footprints
 from cim.buildings.ground_dtm import follows_points
+from cim.buildings.run import DTM_ON_ROOFS
 from cim.citygml.adv import crs_from_srs_name, srs_name
 from cim.citygml.reader import read_citygml
 from cim.errors import InputError
@@ -92,9 +93,10 @@ def test_german_delivery_through_cim_buildings(delivery: Delivery, products: Pat
     assert result["ground_source"] == {"estimated": len(delivery.buildings)}
     report = json.loads((products / "buildings" / "report.json").read_text())
     assert sorted(report["ground_estimated"]) == sorted(b.id for b in delivery.buildings)
+    assert report["ground_reason"] == {DTM_ON_ROOFS: len(delivery.buildings)}
     city = json.loads((products / "buildings.city.json").read_text())
     attrs = [o["attributes"] for o in city["CityObjects"].values() if "attributes" in o]
-    assert all(a["ground_flag"] and "DTM was not used" in a["ground_reason"] for a in attrs)
+    assert all(a["ground_flag"] and a["ground_reason"] == DTM_ON_ROOFS for a in attrs)
     assert abs(result["ground_error_median"]) < 1.5  # an estimate, within the height of a storey
     by_id = {r["id"]: r for r in rows}
     assert all(by_id[i]["status"] == "lod22" for i in delivery.mislabelled)  # roofs labelled 1/2 are modelled

@@ -216,7 +216,7 @@ def models_from_cityjson(path: str | Path) -> list[BuildingModel]:
 
 def summarise(models: Sequence[BuildingModel]) -> dict[str, Any]:
     """Counts per status and roof type, the spread of the 3D point-to-model RMSE (``rmse_lod22``) per roof type,
-    validity (JSON-able)."""
+    validity, ground sources and why grounds were estimated (JSON-able)."""
     status = Counter(m.attributes.get("status") for m in models)
     roof = Counter(str(m.attributes.get("roof_type")) for m in models)
     rmse: dict[str, list[float]] = defaultdict(list)
@@ -240,6 +240,8 @@ def summarise(models: Sequence[BuildingModel]) -> dict[str, Any]:
                          for m in models if m.attributes.get("reason")],
         "ground_estimated": sorted(m.id for m in models if m.attributes.get("ground_flag")),
         "ground_source": dict(sorted(Counter(str(m.attributes.get("ground_source")) for m in models).items())),
+        "ground_reason": dict(sorted(Counter(m.attributes["ground_reason"] for m in models
+                                             if m.attributes.get("ground_reason")).items())),
     }
 
 
