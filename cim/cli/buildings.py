@@ -18,8 +18,8 @@ def buildings(
     inputs: Annotated[list[Path], typer.Argument(help="LAS/LAZ/COPC files (or glob patterns)")],
     out: Annotated[Path, typer.Option("--out", help="output folder")],
     footprints: Annotated[Optional[Path], typer.Option(
-        "--footprints", help="footprints (GeoPackage, GeoJSON, Shapefile, SpatiaLite); derived from the points "
-                             "when omitted")] = None,
+        "--footprints", help="footprints (GeoPackage, GeoJSON, Shapefile, SpatiaLite, CityGML LoD1/2); derived "
+                             "from the points when omitted")] = None,
     footprints_crs: Annotated[Optional[str], typer.Option("--footprints-crs", help="CRS of the footprint file "
                                                                                   "when it declares none")] = None,
     id_field: Annotated[Optional[str], typer.Option("--id-field", help="footprint attribute with the id")] = None,
