@@ -19,7 +19,7 @@ from cim.buildings.ground_dtm import follows_points
 from cim.buildings.run import DTM_ON_ROOFS
 from cim.citygml.adv import crs_from_srs_name, srs_name
 from cim.citygml.reader import read_citygml
-from cim.errors import InputError
+from cim.errors import CimWarning, InputError
 from cim.synth.delivery import SHIFT, Delivery, delivery_buildings, german_delivery, score
 from cim.synth.scanstyles import IMAGE_MATCHING
 from cim.terrain.grid import GridSpec
@@ -189,3 +189,9 @@ def test_a_dtm_through_the_roof_points_is_recognised() -> None:
     assert follows_points((on_roofs, grid), roof)
     assert not follows_points((on_roofs - 5.0, grid), roof)  # a real ground 5 m below
     assert not follows_points((on_roofs, grid), roof[:5])  # too few points to tell
+
+
+def test_a_horizontal_only_crs_is_told_its_own_compound() -> None:
+    crs._to_geographic3d.cache_clear()  # the warning comes with the transformer, once per thread
+    with pytest.warns(CimWarning, match=r"EPSG:31468\+7837"):
+        crs.to_geographic3d(pyproj.CRS("EPSG:31468"))
