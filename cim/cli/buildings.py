@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -65,6 +66,9 @@ def buildings(
     need_ground = need_objects = classify == "always"
     if classify == "auto":
         need_ground, need_objects = missing_classes(files)
+    no_dtm = (write_dtm and not need_ground and footprints is not None
+              and ground_on_roofs(files, footprints, crs, footprints_crs))
+    write_dtm = write_dtm and not no_dtm
     document = buildings_job(
         files, out, crs=crs, need_ground=need_ground, need_objects=need_objects, classify=classify,
         lod1_only=lod1_only, lod1_percentile=lod1_percentile, footprints=footprints, footprints_crs=footprints_crs,
@@ -86,24 +90,56 @@ def buildings(
     if need_ground or need_objects:
         console.print(f"classified: {'ground (SMRF) ' if need_ground else ''}"
                       f"{'objects (buildings, vegetation)' if need_objects else ''}".strip())
+    if no_dtm:
+        console.print("no DTM written: the points labelled ground (class 2) lie inside the footprints (roofs; "
+                      "a cloud clipped to its buildings); give --dtm for ground heights")
     if summary["warnings"]:
         console.print(json.dumps(summary["warnings"][:10], indent=1))
 
 
-def missing_classes(files: list[str], sample: int = 2_000_000) -> tuple[bool, bool]:
-    """(no ground class 2, no building class 6) in the first ``sample`` points of every input file."""
+def _samples(files: list[str], sample: int) -> Iterator[Any]:
+    """The first ``sample`` points (laspy records) of every input file."""
     import laspy
-    import numpy as np
 
     from cim.fileutil import expand_patterns
 
-    has_ground = has_building = False
     for path in expand_patterns(files):
         with laspy.open(path) as reader:
-            cls = np.asarray(reader.read_points(min(sample, reader.header.point_count)).classification)
+            yield reader.read_points(min(sample, reader.header.point_count))
+
+
+def missing_classes(files: list[str], sample: int = 2_000_000) -> tuple[bool, bool]:
+    """(no ground class 2, no building class 6) in the first ``sample`` points of every input file."""
+    import numpy as np
+
+    has_ground = has_building = False
+    for points in _samples(files, sample):
+        cls = np.asarray(points.classification)
         has_ground |= bool((cls == 2).any())
         has_building |= bool((cls == 6).any())
     return not has_ground, not has_building
+
+
+def ground_on_roofs(files: list[str], footprints: Path, crs: str | None, footprints_crs: str | None,
+                    sample: int = 2_000_000, share: float = 0.5) -> bool:
+    """Whether more than ``share`` of the points labelled ground (class 2) among the first ``sample`` points of
+    every input lie inside the footprints: a cloud clipped to its buildings, whose "ground" is roof points; a DTM
+    of them would be a roof surface."""
+    import numpy as np
+
+    from cim.buildings.footprints import read_footprints
+    from cim.buildings.run import inside_footprints
+    from cim.fileutil import expand_patterns
+    from cim.io import las
+    from cim.pipeline.execute import job_crs
+
+    xy = [np.column_stack([p.x, p.y])[np.asarray(p.classification) == 2] for p in _samples(files, sample)]
+    ground = np.concatenate(xy) if xy else np.zeros((0, 2))
+    if not len(ground):
+        return False
+    fps = read_footprints(footprints, job_crs([las.open_source(f, crs) for f in expand_patterns(files)]),
+                          source_crs=footprints_crs)
+    return bool(fps) and float(inside_footprints(fps, ground[:, 0], ground[:, 1]).mean()) > share
 
 
 def register(app: typer.Typer) -> None:
