@@ -20,7 +20,8 @@ from cim.buildings.run import DTM_ON_ROOFS
 from cim.citygml.adv import crs_from_srs_name, srs_name
 from cim.citygml.reader import read_citygml
 from cim.errors import CimWarning, InputError
-from cim.synth.delivery import SHIFT, Delivery, delivery_buildings, german_delivery, score
+from cim.synth import rooflib
+from cim.synth.delivery import SHIFT, Delivery, delivery_buildings, german_delivery, score, true_dtm
 from cim.synth.scanstyles import IMAGE_MATCHING
 from cim.terrain.grid import GridSpec
 
@@ -203,3 +204,24 @@ def test_a_horizontal_only_crs_is_told_its_own_compound() -> None:
     crs._to_geographic3d.cache_clear()  # the warning comes with the transformer, once per thread
     with pytest.warns(CimWarning, match=r"EPSG:31468\+7837"):
         crs.to_geographic3d(pyproj.CRS("EPSG:31468"))
+
+
+def test_german_delivery_with_the_surveyors_dtm(delivery: Delivery, tmp_path: Path) -> None:
+    """With a DTM (``--dtm``) the clipped cloud's buildings stand on it: not an estimate, and within centimetres
+    of the true terrain; the DTM is not refused (it lies metres under the roof points labelled ground)."""
+    dtm = true_dtm(tmp_path / "dtm.tif", delivery)
+    out = tmp_path / "out"
+    done = cim_cli("buildings", str(delivery.points), "--footprints", str(delivery.official), "--dtm", str(dtm),
+                   "--out", str(out), "--no-tiles", *ACCEPT, *RUN)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = score(out / "buildings.city.json", delivery)
+    assert result["ground_source"] == {"dtm": len(delivery.buildings)}
+    # the ground is a low percentile of the DTM on a ring around the footprint; the truth is the terrain at the
+    # building's anchor: they differ by at most the terrain's fall across the ring (1.1 % slope)
+    slope = float(np.hypot(*rooflib.GROUND_SLOPE))
+    by_id = {b.id: b for b in delivery.buildings}
+    for r in result["rows"]:
+        ring = by_id[r["id"]].footprint.buffer(1.5, join_style="mitre")
+        x0, y0, x1, y1 = ring.bounds
+        assert -slope * np.hypot(x1 - x0, y1 - y0) - 0.02 < r["ground_error"] < 0.02
+    assert result["lod22_share"] >= 0.95 and result["type_agreement_main"] >= 0.85

@@ -134,6 +134,25 @@ def german_delivery(folder: str | Path, seed: int = 0, *, scale: float = 0.4, ho
     return Delivery(laz, gml, geojson, buildings, [library[i].id for i in bad])
 
 
+def true_dtm(path: str | Path, delivery: Delivery, resolution: float = 1.0, margin: float = 20.0) -> Path:
+    """Write the library's true terrain under and around the delivery's buildings as a DTM GeoTIFF in the
+    delivery CRS (what a user with the surveyor's DTM would pass with ``--dtm``): every cell centre taken back
+    to the library frame exactly (BETA2007) and the terrain plane evaluated there."""
+    from cim.terrain.grid import GridSpec
+    from cim.terrain.raster import write_cog
+
+    target = pyproj.CRS(DELIVERY_CRS)
+    back = crs_mod.exact_transformer(crs_mod.horizontal_part(target), pyproj.CRS(LIBRARY_CRS))
+    x0, y0, x1, y1 = shapely.total_bounds([b.footprint for b in delivery.buildings])
+    grid = GridSpec.from_bounds(x0 - margin, y0 - margin, x1 + margin, y1 + margin, resolution)
+    cx = grid.xmin + (np.arange(grid.width) + 0.5) * resolution
+    cy = grid.ymax - (np.arange(grid.height) + 0.5) * resolution
+    gx, gy = np.meshgrid(cx, cy)
+    ux, uy = crs_mod.transform_points(back, gx.ravel(), gy.ravel())
+    z = np.asarray(ground_z(ux - SHIFT[0], uy - SHIFT[1])).reshape(grid.shape)
+    return write_cog(path, z, grid, target, description="true terrain of the simulated delivery")
+
+
 #: the roof types issue 14 scores the official set on
 MAIN_TYPES = (1000, 2100, 3100, 3200)
 
