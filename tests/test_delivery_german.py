@@ -45,7 +45,8 @@ def products(delivery: Delivery, tmp_path_factory: pytest.TempPathFactory) -> Pa
                    "--format", "cityjson", "--format", "citygml", *ACCEPT, *RUN)
     assert done.returncode == 0, done.stdout + done.stderr
     # the points labelled ground are roofs: no DTM product made of them, and the command says why
-    assert "no DTM written" in done.stdout and not (out / "dtm.vrt").exists() and not (out / "dtm").exists()
+    assert "no DTM written" in done.stdout and "give --dtm" in done.stdout
+    assert not (out / "dtm.vrt").exists() and not (out / "dtm").exists()
     return out
 
 
@@ -214,6 +215,7 @@ def test_german_delivery_with_the_surveyors_dtm(delivery: Delivery, tmp_path: Pa
     done = cim_cli("buildings", str(delivery.points), "--footprints", str(delivery.official), "--dtm", str(dtm),
                    "--out", str(out), "--no-tiles", *ACCEPT, *RUN)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "no DTM written" in done.stdout and "give --dtm" not in done.stdout
     result = score(out / "buildings.city.json", delivery)
     assert result["ground_source"] == {"dtm": len(delivery.buildings)}
     # the ground is a low percentile of the DTM on a ring around the footprint; the truth is the terrain at the

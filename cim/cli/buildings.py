@@ -92,7 +92,7 @@ def buildings(
                       f"{'objects (buildings, vegetation)' if need_objects else ''}".strip())
     if no_dtm:
         console.print("no DTM written: the points labelled ground (class 2) lie inside the footprints (roofs; "
-                      "a cloud clipped to its buildings); give --dtm for ground heights")
+                      "a cloud clipped to its buildings)" + ("" if dtm else "; give --dtm for ground heights"))
     if summary["warnings"]:
         console.print(json.dumps(summary["warnings"][:10], indent=1))
 
