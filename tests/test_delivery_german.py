@@ -227,3 +227,18 @@ def test_german_delivery_with_the_surveyors_dtm(delivery: Delivery, tmp_path: Pa
         x0, y0, x1, y1 = ring.bounds
         assert -slope * np.hypot(x1 - x0, y1 - y0) - 0.02 < r["ground_error"] < 0.02
     assert result["lod22_share"] >= 0.95 and result["type_agreement_main"] >= 0.85
+
+
+def test_compare_the_products_with_the_official_dhhn92_file(delivery: Delivery, products: Path,
+                                                            tmp_path: Path) -> None:
+    """The products of DHHN92 points declare DHHN2016: ``cim compare-buildings`` refuses the pair, naming the
+    option, and with it compares them as they are (roof types and the cloud's +0.3 m offset come out)."""
+    ours = products / "buildings.gml"
+    refused = cim_cli("compare-buildings", str(ours), str(delivery.official))
+    assert refused.returncode == 2 and "DHHN92" in refused.stderr and "--accept-height-system" in refused.stderr
+    report = tmp_path / "compare.json"
+    done = cim_cli("compare-buildings", str(ours), str(delivery.official), *ACCEPT, "--out", str(report))
+    assert done.returncode == 0, done.stdout + done.stderr
+    overall = json.loads(report.read_text())["overall"]
+    assert overall["matched"] == len(delivery.buildings) and overall["roof_type_agreement"] >= 0.85
+    assert abs(overall["roof"]["median"] - IMAGE_MATCHING.offset) < 0.05
