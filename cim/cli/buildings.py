@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -64,10 +64,11 @@ def buildings(
         raise typer.BadParameter("--format must be cityjson or citygml")
     files = input_files(inputs)
     need_ground = need_objects = classify == "always"
+    sample = sample_inputs(files) if classify == "auto" or (write_dtm and footprints is not None) else None
     if classify == "auto":
-        need_ground, need_objects = missing_classes(files)
+        need_ground, need_objects = not sample.has_ground, not sample.has_building
     no_dtm = (write_dtm and not need_ground and footprints is not None
-              and ground_on_roofs(files, footprints, crs, footprints_crs))
+              and ground_on_roofs(sample.ground_xy, files, footprints, crs, footprints_crs))
     write_dtm = write_dtm and not no_dtm
     document = buildings_job(
         files, out, crs=crs, need_ground=need_ground, need_objects=need_objects, classify=classify,
@@ -97,49 +98,54 @@ def buildings(
         console.print(json.dumps(summary["warnings"][:10], indent=1))
 
 
-def _samples(files: list[str], sample: int) -> Iterator[Any]:
-    """The first ``sample`` points (laspy records) of every input file."""
+@dataclass(frozen=True)
+class InputSample:
+    """What the first points of the inputs say: any ground (class 2), any building (class 6) point, and the
+    positions of (up to a bounded number of) the ground points."""
+
+    has_ground: bool
+    has_building: bool
+    ground_xy: Any  # (n, 2) array
+
+
+def sample_inputs(files: list[str], sample: int = 2_000_000, keep: int = 100_000) -> InputSample:
+    """One pass over the first ``sample`` points of every input file (``keep`` ground positions per file, evenly
+    strided)."""
     import laspy
+    import numpy as np
 
     from cim.fileutil import expand_patterns
 
+    has_ground = has_building = False
+    ground = []
     for path in expand_patterns(files):
         with laspy.open(path) as reader:
-            yield reader.read_points(min(sample, reader.header.point_count))
-
-
-def missing_classes(files: list[str], sample: int = 2_000_000) -> tuple[bool, bool]:
-    """(no ground class 2, no building class 6) in the first ``sample`` points of every input file."""
-    import numpy as np
-
-    has_ground = has_building = False
-    for points in _samples(files, sample):
+            points = reader.read_points(min(sample, reader.header.point_count))
         cls = np.asarray(points.classification)
-        has_ground |= bool((cls == 2).any())
+        on = np.flatnonzero(cls == 2)
+        has_ground |= bool(len(on))
         has_building |= bool((cls == 6).any())
-    return not has_ground, not has_building
+        on = on[:: max(1, len(on) // keep)]
+        ground.append(np.column_stack([np.asarray(points.x)[on], np.asarray(points.y)[on]]))
+    return InputSample(has_ground, has_building, np.concatenate(ground) if ground else np.zeros((0, 2)))
 
 
-def ground_on_roofs(files: list[str], footprints: Path, crs: str | None, footprints_crs: str | None,
-                    sample: int = 2_000_000, share: float = 0.5) -> bool:
-    """Whether more than ``share`` of the points labelled ground (class 2) among the first ``sample`` points of
-    every input lie inside the footprints: a cloud clipped to its buildings, whose "ground" is roof points; a DTM
-    of them would be a roof surface."""
-    import numpy as np
-
+def ground_on_roofs(ground_xy: Any, files: list[str], footprints: Path, crs: str | None,
+                    footprints_crs: str | None, share: float = 0.5) -> bool:
+    """Whether more than ``share`` of the sampled ground points (``ground_xy``, in the inputs' CRS) lie inside the
+    footprints: a cloud clipped to its buildings, whose "ground" is roof points; a DTM of them would be a roof
+    surface."""
     from cim.buildings.footprints import read_footprints
     from cim.buildings.run import inside_footprints
     from cim.fileutil import expand_patterns
     from cim.io import las
     from cim.pipeline.execute import job_crs
 
-    xy = [np.column_stack([p.x, p.y])[np.asarray(p.classification) == 2] for p in _samples(files, sample)]
-    ground = np.concatenate(xy) if xy else np.zeros((0, 2))
-    if not len(ground):
+    if not len(ground_xy):
         return False
     fps = read_footprints(footprints, job_crs([las.open_source(f, crs) for f in expand_patterns(files)]),
                           source_crs=footprints_crs)
-    return bool(fps) and float(inside_footprints(fps, ground[:, 0], ground[:, 1]).mean()) > share
+    return bool(fps) and float(inside_footprints(fps, ground_xy[:, 0], ground_xy[:, 1]).mean()) > share
 
 
 def register(app: typer.Typer) -> None:
