@@ -194,7 +194,8 @@ def _to_geographic3d(wkt: str, allow_ballpark: bool) -> pyproj.Transformer:
     if vertical_part(source) is None and not source.is_geographic:
         warnings.warn(
             f"{describe(source)} has no vertical CRS: heights are taken as ellipsoidal (WGS 84). "
-            "Give a compound CRS such as EPSG:25832+7837 for orthometric heights.",
+            f"Give a compound CRS such as EPSG:{source.to_epsg() or 25832}+7837 (DHHN2016 heights; --crs) for "
+            "orthometric heights.",
             CimWarning,
             stacklevel=3,
         )

@@ -149,7 +149,7 @@ def working_crs(crs: pyproj.CRS, accept_height_system: str | None, *, heights_ne
             f"{crs_mod.describe(crs)}: heights in DHHN92 (EPSG:5783) have no exact transformation to DHHN2016 or "
             "ellipsoidal heights in PROJ; convert them to DHHN2016 (EPSG:7837), or accept them as DHHN2016, a few "
             "centimetres off: job.accept_height_system = \"DHHN92-as-DHHN2016\" in the job file "
-            "(cim tiles: --accept-height-system DHHN92-as-DHHN2016)")
+            "(cim tiles, cim buildings: --accept-height-system DHHN92-as-DHHN2016)")
     horizontal = crs_mod.horizontal_part(crs)
     accepted = pyproj.CRS(pyproj.crs.CompoundCRS(f"{horizontal.name} + DHHN2016 height",
                                                   [horizontal, pyproj.CRS.from_epsg(DHHN2016)]))

@@ -100,24 +100,16 @@ def read_footprints(
     representative point lies in [minx, maxx) x [miny, maxy). The id comes from ``id_field`` or the first of
     :data:`ID_FIELDS` present, else the feature's position.
     """
-    import pyogrio
-
     path = Path(path)
     if not path.exists():
         raise InputError(path, "no such file")
-    try:
-        info = pyogrio.read_info(path, layer=layer)
-        meta, _, geoms, fields = pyogrio.raw.read(path, layer=layer, return_fids=False)
-    except Exception as exc:  # pyogrio raises its own DataSourceError / DataLayerError hierarchy
-        raise InputError(path, f"cannot read footprints: {exc}") from exc
-    file_crs = source_crs or meta.get("crs") or info.get("crs")
+    declared, names, shapes, rows = (_read_citygml(path) if is_citygml(path) else _read_vector(path, layer))
+    file_crs = source_crs or declared
     if file_crs is None and crs is not None:
         raise InputError(path, "the footprint file declares no CRS; pass its CRS (source_crs / --footprints-crs)")
-    names = [str(n) for n in (meta.get("fields") if meta.get("fields") is not None else [])]
     if id_field is not None and id_field not in names:
         raise InputError(path, f"no field {id_field!r} (fields: {', '.join(names)})")
     idf = id_field or next((f for f in ID_FIELDS if f in names), None)
-    shapes = shapely.from_wkb(geoms)
     if not len(shapes):
         raise InputError(path, f"the layer {'' if layer is None else repr(layer) + ' '}has no footprints")
     if crs is not None and file_crs is not None:
@@ -129,7 +121,7 @@ def read_footprints(
     seen: dict[str, int] = {}
     repaired, split, dropped = [], [], []
     for i, geom in enumerate(shapes):
-        attrs = {n: _plain(fields[k][i]) for k, n in enumerate(names)}
+        attrs = rows[i]
         fid = str(attrs[idf]) if idf and attrs.get(idf) not in (None, "") else f"b{i}"
         if fid in seen:
             seen[fid] += 1
@@ -160,6 +152,53 @@ def read_footprints(
     return out
 
 
+def is_citygml(path: str | Path) -> bool:
+    """Whether ``path`` is a CityGML file (``.gml`` / ``.xml`` whose start names a ``CityModel``)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".gml", ".xml") or not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        return b"CityModel" in f.read(8192)
+
+
+def _read_vector(path: Path, layer: str | int | None) -> tuple[Any, list[str], np.ndarray, list[dict[str, Any]]]:
+    """(declared CRS, field names, geometries, attributes per feature) of an OGR vector file."""
+    import pyogrio
+
+    try:
+        info = pyogrio.read_info(path, layer=layer)
+        meta, _, geoms, fields = pyogrio.raw.read(path, layer=layer, return_fids=False)
+    except Exception as exc:  # pyogrio raises its own DataSourceError / DataLayerError hierarchy
+        raise InputError(path, f"cannot read footprints: {exc}") from exc
+    names = [str(n) for n in (meta.get("fields") if meta.get("fields") is not None else [])]
+    shapes = shapely.from_wkb(geoms)
+    rows = [{n: _plain(fields[k][i]) for k, n in enumerate(names)} for i in range(len(shapes))]
+    return meta.get("crs") or info.get("crs"), names, shapes, rows
+
+
+def _read_citygml(path: Path) -> tuple[Any, list[str], np.ndarray, list[dict[str, Any]]]:
+    """(declared CRS, field names, outlines, attributes) of the buildings of a CityGML (LoD1/LoD2) file: each
+    building's outline is the union of its ground surfaces (parts included; else the plan projection of its
+    surfaces or solid); its ``gml_id``, ``name``, ``roofType``, ``measuredHeight``, ``function`` and generic
+    attributes are its fields. Coordinates are taken as written (easting first, as the AdV writes them)."""
+    from cim.buildings.evaluate import footprint_of
+    from cim.citygml.reader import read_citygml
+    from cim.cityjson import BuildingGeometry
+
+    model = read_citygml(path)
+    shapes, rows = [], []
+    for b in model.buildings:
+        geom = b.geometry()
+        if not geom.faces:
+            polys = b.solids.get("lod2") or b.solids.get("lod1") or []
+            geom = BuildingGeometry(b.id, polys, [None] * len(polys), geometry_type="MultiSurface")
+        shapes.append(footprint_of(geom) if geom.faces else None)
+        rows.append({"gml_id": b.id, "name": b.name, "roofType": b.roof_type, "measuredHeight": b.measured_height,
+                     "function": b.function, **b.attributes})
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    return model.crs, names, np.asarray(shapes, dtype=object), [{n: r.get(n) for n in names} for r in rows]
+
+
 def check_footprint_file(path: str | Path, crs: pyproj.CRS, points: tuple[float, float, float, float], *,
                          layer: str | int | None = None, source_crs: pyproj.CRS | str | None = None) -> None:
     """Before any work: the file opens, the layer exists and has features, and its extent meets the points'
@@ -167,6 +206,12 @@ def check_footprint_file(path: str | Path, crs: pyproj.CRS, points: tuple[float,
     import pyogrio
 
     path = Path(path)
+    if is_citygml(path):
+        declared, _, shapes, _ = _read_citygml(path)
+        if not len(shapes):
+            raise InputError(path, "the CityGML file holds no buildings")
+        _check_extent(path, shapely.total_bounds(shapes), source_crs or declared, crs, points)
+        return
     try:
         layers = [str(name) for name, _ in pyogrio.list_layers(path)]
     except Exception as exc:  # pyogrio's DataSourceError and friends
@@ -180,10 +225,15 @@ def check_footprint_file(path: str | Path, crs: pyproj.CRS, points: tuple[float,
     name = info.get("layer_name") or layer or layers[0]
     if not info.get("features"):
         raise InputError(path, f"layer {name!r} has no footprints")
-    declared = source_crs or info.get("crs")
+    _check_extent(path, info.get("total_bounds") or (), source_crs or info.get("crs"), crs, points)
+
+
+def _check_extent(path: Path, bounds: Sequence[float], declared: Any, crs: pyproj.CRS,
+                  points: tuple[float, float, float, float]) -> None:
+    """The footprints' ``bounds`` (in ``declared``) meet the points' (in ``crs``), else an :class:`InputError`."""
     if declared is None:
         raise InputError(path, "the footprint file declares no CRS; give it with footprints_crs (--footprints-crs)")
-    extent = tuple(float(v) for v in info.get("total_bounds") or ())
+    extent = tuple(float(v) for v in bounds)
     if len(extent) != 4 or not all(math.isfinite(v) for v in extent):
         return
     src, dst = _horizontal(pyproj.CRS.from_user_input(declared)), _horizontal(crs)

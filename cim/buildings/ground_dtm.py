@@ -18,6 +18,23 @@ def usable(dtm: tuple[np.ndarray, GridSpec] | None) -> tuple[np.ndarray, GridSpe
     return dtm if dtm is not None and np.isfinite(dtm[0]).any() else None
 
 
+def follows_points(dtm: tuple[np.ndarray, GridSpec], xyz: np.ndarray, tolerance: float = 0.5,
+                   min_points: int = 20) -> bool:
+    """Whether the DTM runs through the points ``xyz`` (median height difference within ``tolerance``; at least
+    ``min_points`` of them inside the grid): a DTM made from roof points labelled ground (class 2 inside the
+    footprints of an image-matching cloud) is a roof surface, not the ground around the buildings."""
+    from cim.terrain.dtm import sample_grid
+
+    values, grid = dtm
+    inside = ((xyz[:, 0] >= grid.xmin) & (xyz[:, 0] < grid.xmin + grid.width * grid.resolution)
+              & (xyz[:, 1] <= grid.ymax) & (xyz[:, 1] > grid.ymax - grid.height * grid.resolution))
+    if inside.sum() < min_points:
+        return False
+    z = sample_grid(values, grid, xyz[inside, 0], xyz[inside, 1])
+    d = np.abs(z - xyz[inside, 2])
+    return bool(np.median(d[np.isfinite(d)]) < tolerance) if np.isfinite(d).any() else False
+
+
 def tile_dtm(path: Path, cloud: PointCloud, bounds: tuple[float, float, float, float]
              ) -> tuple[np.ndarray, GridSpec] | None:
     """The job's DTM over the buffered tile: its stored tile (the core square, ``path``) on a grid reaching over

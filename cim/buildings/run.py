@@ -14,6 +14,7 @@ import shapely
 
 from cim.buildings.evaluate import footprint_of
 from cim.buildings.footprints import Footprint, derive_footprints
+from cim.buildings.ground_dtm import follows_points
 from cim.buildings.model import BuildingModel, ReconstructionParams, has_classes, reconstruct, split_points
 from cim.cityjson import BuildingGeometry, read_cityjson
 from cim.points import PointCloud
@@ -76,11 +77,17 @@ def _lazy_dtm_ground(cloud: PointCloud, gm: np.ndarray, percentile: float):
 
 
 NOISE_CLASSES = (7, 18)  # ASPRS low and high noise
+EDGE_MARGIN = 1.0  # with building points by height, "ground" points this close outside a footprint are roof edges
+#: ``ground_reason`` of a building whose ground is estimated because the DTM was made from its roof points
+DTM_ON_ROOFS = ("no ground points near the footprint; the DTM was not used: it runs through the points labelled "
+                "ground inside the footprints (roofs)")
 
 
-def inside_footprints(footprints: Sequence[Footprint], x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Mask of the points inside any footprint."""
-    union = shapely.union_all([f.polygon for f in footprints])
+def inside_footprints(footprints: Sequence[Footprint], x: np.ndarray, y: np.ndarray,
+                      margin: float = 0.0) -> np.ndarray:
+    """Mask of the points inside any footprint (grown by ``margin``)."""
+    union = shapely.union_all([f.polygon.buffer(margin, join_style="mitre") if margin else f.polygon
+                               for f in footprints])
     shapely.prepare(union)
     return shapely.contains_xy(union, x, y)
 
@@ -138,14 +145,18 @@ def reconstruct_cloud(
         footprints = derive_footprints(xyz[bm, 0], xyz[bm, 1]) if outlines is None else outlines
     chosen = [f for f in footprints if f.id not in skip and in_bounds(f.representative_point, core_bounds)]
     p = params or ReconstructionParams()
-    by_height, other = False, np.zeros((0, 3))
+    by_height, other, rejected = False, np.zeros((0, 3)), False
     if not derived and building_points != "classes" and len(footprints):
         inside = inside_footprints(footprints, cloud.x, cloud.y)
         by_height = building_points == "height" or wrong_classes(cls, inside)
         if by_height:
             log.info("building points by height inside the footprints (building_points=%s)", building_points)
             bm = inside & ~np.isin(cls, NOISE_CLASSES) if cls is not None else inside
-            gm = gm & ~inside
+            if dtm is not None and follows_points(dtm, xyz[gm & inside]):
+                log.warning("the DTM follows the points labelled ground inside the footprints (roofs): not used "
+                            "for ground heights")
+                dtm, rejected = None, True
+            gm = gm & ~inside_footprints(footprints, cloud.x, cloud.y, EDGE_MARGIN)  # edge points are no ground
         elif cls is not None:  # per building: the points labelled 1 or 2 inside it, in case its class 6 is missing
             other = xyz[inside & np.isin(cls, (1, 2))]
     if dtm is not None:
@@ -154,6 +165,10 @@ def reconstruct_cloud(
     else:
         models = reconstruct(chosen, xyz[bm], xyz[gm], p, lod2=lod2, by_height=by_height, other_xyz=other,
                              ground_fn=_lazy_dtm_ground(cloud, gm, p.ground_percentile) if gm.any() else None)
+    if rejected:
+        for m in models:
+            if m.attributes["ground_source"] == "estimated":
+                m.attributes["ground_reason"] = DTM_ON_ROOFS
     if derived and not has_classes(cls, building_classes) and lod2:
         # candidates from height alone include trees: keep outlines whose points lie on roof planes
         keep = [m for m in models if (m.attributes.get("within_20cm_lod22") or 0.0) >= min_planar_share]
@@ -201,7 +216,7 @@ def models_from_cityjson(path: str | Path) -> list[BuildingModel]:
 
 def summarise(models: Sequence[BuildingModel]) -> dict[str, Any]:
     """Counts per status and roof type, the spread of the 3D point-to-model RMSE (``rmse_lod22``) per roof type,
-    validity (JSON-able)."""
+    validity, ground sources and why grounds were estimated (JSON-able)."""
     status = Counter(m.attributes.get("status") for m in models)
     roof = Counter(str(m.attributes.get("roof_type")) for m in models)
     rmse: dict[str, list[float]] = defaultdict(list)
@@ -225,6 +240,8 @@ def summarise(models: Sequence[BuildingModel]) -> dict[str, Any]:
                          for m in models if m.attributes.get("reason")],
         "ground_estimated": sorted(m.id for m in models if m.attributes.get("ground_flag")),
         "ground_source": dict(sorted(Counter(str(m.attributes.get("ground_source")) for m in models).items())),
+        "ground_reason": dict(sorted(Counter(m.attributes["ground_reason"] for m in models
+                                             if m.attributes.get("ground_reason")).items())),
     }
 
 

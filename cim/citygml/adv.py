@@ -30,7 +30,9 @@ UOM_M = "urn:adv:uom:m"
 #: AX_Gebaeude.gebaeudefunktion codes are written as ``31001_<code>`` (31001: the ALKIS object type AX_Gebaeude).
 FUNCTION_PREFIX = "31001_"
 
-_ADV_HORIZONTAL = {25831: "ETRS89_UTM31", 25832: "ETRS89_UTM32", 25833: "ETRS89_UTM33", 4258: "ETRS89_Lat-Lon"}
+_ADV_HORIZONTAL = {25831: "ETRS89_UTM31", 25832: "ETRS89_UTM32", 25833: "ETRS89_UTM33", 4258: "ETRS89_Lat-Lon",
+                   # DHDN / Gauss-Krueger zones 2-5: the AdV writes easting (Rechtswert) first, as cim does
+                   31466: "DE_DHDN_3GK2", 31467: "DE_DHDN_3GK3", 31468: "DE_DHDN_3GK4", 31469: "DE_DHDN_3GK5"}
 _ADV_VERTICAL = {7837: "DE_DHHN2016_NH", 5783: "DE_DHHN92_NH", 5784: "DE_DHHN85_NOH"}
 _ADV_PREFIX = "urn:adv:crs:"
 _NCNAME_BAD = re.compile(r"[^A-Za-z0-9._-]")

@@ -22,6 +22,7 @@ from cim import crs as crs_mod
 from cim.buildings.evaluate import footprint_of, roof_height_at
 from cim.buildings.mesh import face_plane
 from cim.citygml.reader import CityGmlBuilding, read_citygml
+from cim.crs_plan import DHHN92, DHHN92_AS_DHHN2016, DHHN2016
 from cim.citygml.writer import measured_height
 from cim.cityjson import BuildingGeometry
 from cim.errors import CrsError, InputError
@@ -104,8 +105,11 @@ def load_buildings(path: str | Path) -> tuple[pyproj.CRS | None, list[Comparable
     return crs, [c for c in found if c is not None]
 
 
-def check_crs(ours: pyproj.CRS | None, official: pyproj.CRS | None, ours_path: Path, official_path: Path) -> list[str]:
-    """Raise :class:`CrsError` when the two CRSs differ; notes for what cannot be checked (missing parts)."""
+def check_crs(ours: pyproj.CRS | None, official: pyproj.CRS | None, ours_path: Path, official_path: Path,
+              accept_height_system: str | None = None) -> list[str]:
+    """Raise :class:`CrsError` when the two CRSs differ; notes for what cannot be checked (missing parts).
+    ``accept_height_system`` = "DHHN92-as-DHHN2016" compares DHHN92 heights with DHHN2016 ones as they are (what
+    cim's products of DHHN92 points declare, see :func:`cim.crs_plan.working_crs`), with a note."""
     if ours is None or official is None:
         missing = ours_path if ours is None else official_path
         return [f"{missing} declares no CRS: coordinates compared as they are"]
@@ -114,7 +118,13 @@ def check_crs(ours: pyproj.CRS | None, official: pyproj.CRS | None, ours_path: P
                        f"{crs_mod.describe(official)}; reproject one of them first")
     v_ours, v_off = crs_mod.vertical_part(ours), crs_mod.vertical_part(official)
     if v_ours is not None and v_off is not None and not v_ours.equals(v_off):
-        raise CrsError(f"height system mismatch: {ours_path} has {v_ours.name}, {official_path} has {v_off.name}")
+        dhhn = {v_ours.to_epsg(), v_off.to_epsg()} == {DHHN92, DHHN2016}
+        if dhhn and accept_height_system == DHHN92_AS_DHHN2016:
+            return ["DHHN92 heights compared with DHHN2016 ones as they are (accept_height_system; a few "
+                    "centimetres off)"]
+        raise CrsError(f"height system mismatch: {ours_path} has {v_ours.name}, {official_path} has {v_off.name}"
+                       + (f" (--accept-height-system {DHHN92_AS_DHHN2016} compares them as they are)" if dhhn
+                          else ""))
     if v_ours is None or v_off is None:
         missing = ours_path if v_ours is None else official_path
         return [f"{missing} declares no height system: heights compared as they are"]
@@ -166,12 +176,12 @@ def _r(v: float | None) -> float | None:
 
 
 def compare(ours_path: str | Path, official_path: str | Path, *, min_iou: float = 0.5,
-            spacing: float = 0.5) -> dict[str, Any]:
+            spacing: float = 0.5, accept_height_system: str | None = None) -> dict[str, Any]:
     """The comparison report (a JSON-able dict) of OURS (cim's CityJSON or CityGML) with OFFICIAL (CityGML)."""
     ours_path, official_path = Path(ours_path), Path(official_path)
     crs_ours, ours = load_buildings(ours_path)
     crs_off, official = load_buildings(official_path)
-    notes = check_crs(crs_ours, crs_off, ours_path, official_path)
+    notes = check_crs(crs_ours, crs_off, ours_path, official_path, accept_height_system)
     for path, found in ((ours_path, ours), (official_path, official)):
         if not found:
             raise InputError(path, "holds no building with geometry")

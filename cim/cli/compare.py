@@ -50,6 +50,9 @@ def compare_buildings(
     min_iou: Annotated[float, typer.Option("--min-iou", help="smallest footprint IoU of a match")] = 0.5,
     spacing: Annotated[float, typer.Option("--spacing", help="grid spacing of the roof height samples (m)")] = 0.5,
     limit: Annotated[int, typer.Option("--limit", help="buildings shown in the table")] = 20,
+    accept_height_system: Annotated[Optional[str], typer.Option(
+        "--accept-height-system", help="DHHN92-as-DHHN2016: compare DHHN92 heights with DHHN2016 ones as they are "
+                                       "(cim's products of DHHN92 points declare DHHN2016)")] = None,
 ) -> None:
     """Match buildings by footprint overlap and report roof type agreement, measuredHeight difference and roof
     surface difference (ours minus official), per building and overall."""
@@ -61,7 +64,9 @@ def compare_buildings(
         raise ConfigError("--min-iou", "must lie in (0, 1]")
     if spacing <= 0:
         raise ConfigError("--spacing", "must be positive")
-    report = compare(ours, official, min_iou=min_iou, spacing=spacing)
+    if accept_height_system not in (None, "DHHN92-as-DHHN2016"):
+        raise ConfigError("--accept-height-system", "the one value is DHHN92-as-DHHN2016")
+    report = compare(ours, official, min_iou=min_iou, spacing=spacing, accept_height_system=accept_height_system)
     for note in report["notes"]:
         console.print(f"[yellow]note:[/] {note}")
     console.print(_table(report, limit))
