@@ -470,6 +470,10 @@ def building_roof_type(cells: Sequence[tuple[Polygon, int]], coefficients: Seque
     n_super = len(small)
     types = {}
     for p in roofs:
+        wings = cross_roof([cells[k] for k in parts[p]], [coefficients[k] for k in parts[p]], float(part_area[p]))
+        if wings is not None:  # a roof of several wings: its small wing ends are no superstructures
+            types[p] = wings
+            continue
         pc, pk = _planes_of([cells[k] for k in parts[p]], [coefficients[k] for k in parts[p]])
         faces = faces_of(pc, pk)
         edge = shapely.union_all([c for c, _ in pc]).boundary.buffer(0.05)  # the part's own outline

@@ -1,7 +1,7 @@
 """A library of German roofs with exact truth: rectangular gable, hip, half-hip, mansard, pyramid, shed and flat
 (with parapets) roofs, L/T/U plans of crossing gables and of hip roofs, dormers, chimneys, terraced rows sharing
-walls and flat annexes, and the rarer AdV types (cone and dome on round footprints, sawtooth and barrel halls, tower spires),
-laid out one group per square of a grid (deterministic for a seed). ``HOUSE_GROUPS`` holds houses as reality has
+walls and flat annexes, and the rarer AdV types (cone and dome on round footprints, sawtooth and barrel halls, tower
+spires), laid out one group per square of a grid (deterministic for a seed). ``HOUSE_GROUPS`` holds houses as reality has
 them: gable, hip, half-hip and mansard main roofs with dormers, chimneys, a lower annex and a porch.
 
 Each building carries its footprint, its AdV roof type (``AX_Dachform`` code of the main roof: dormers and
