@@ -152,8 +152,9 @@ def _two_sided(sloped: Sequence[Face], groups: Sequence[Sequence[int]], *, sprea
     """Gable, mansard or mixed: sloped faces facing two opposite ways (``groups``). Faces of one side within
     ``spread_deg`` of the slope of its largest face are one roof plane (a split or stepped plane): a gable when
     both sides are one slope each. A mansard when a side has steep faces below shallower ones that reach the
-    ridge (within ``top_share`` of the height range; the other side may show one slope only: its steep part can
-    be lost as a wall); other slopes on a side (dormers, a flat part at the eaves): mixed."""
+    ridge (within ``top_share`` of the height range) and start no lower than halfway up the steep ones (on top
+    of them, not side by side along the ridge; the other side may show one slope only: its steep part can be lost
+    as a wall); other slopes on a side (dormers, a flat part at the eaves): mixed."""
     top = max(f[4] for f in sloped)
     reach = top_share * (top - min(f[3] for f in sloped))
     two = 0
@@ -166,8 +167,8 @@ def _two_sided(sloped: Sequence[Face], groups: Sequence[Sequence[int]], *, sprea
         shallow = [k for k in g if k not in steep]
         if not shallow or max(sloped[k][4] for k in shallow) < top - reach:
             return MIXED
-        mid = [float(np.mean([(sloped[k][3] + sloped[k][4]) / 2 for k in ks])) for ks in (steep, shallow)]
-        if mid[0] >= mid[1]:  # the steep part below the shallow one
+        mid = float(np.mean([(sloped[k][3] + sloped[k][4]) / 2 for k in steep]))
+        if min(sloped[k][3] for k in shallow) < mid:  # the shallow part on top of the steep one, not beside it
             return MIXED
         two += 1
     return MANSARD if two else GABLE
@@ -390,7 +391,8 @@ def _minor_planes(faces: Sequence[Face], outline_share: Sequence[float], area: f
 
     * those below ``small_share`` of the part's ``area`` that are not one of a pair of **hip ends** – two sloped
       planes facing opposite ways, across the direction the largest plane faces, of similar area (within a factor
-      2), both reaching the top ``top_share`` of the part's height range, with ``inner_share`` of their boundaries
+      4: the partition gives parts of a hip end to its neighbours), both reaching the ridge (the top of the
+      largest plane, within ``top_share`` of the part's height range), with ``inner_share`` of their boundaries
       together on the part's outline (a gable dormer's planes stay below the ridge, inside the roof);
     * when the largest plane is sloped (``shallow_deg`` or more), the flat or shallow planes (below
       ``shallow_deg``) under ``shallow_share`` of the part that stay below the top ``top_share`` of its height
@@ -402,12 +404,13 @@ def _minor_planes(faces: Sequence[Face], outline_share: Sequence[float], area: f
     boxes = [k for k, f in enumerate(faces) if faces[big][1] >= shallow_deg and f[1] < shallow_deg
              and f[0].area < shallow_share * area and f[4] < below]
     small = [k for k, f in enumerate(faces) if f[0].area < small_share * area and k not in boxes]
-    ends = [k for k in small if faces[k][1] >= 5.0 and faces[k][4] >= below
+    ridge = faces[big][4] - top_share * (top - low)
+    ends = [k for k in small if faces[k][1] >= 5.0 and faces[k][4] >= ridge
             and abs(90.0 - _angle_diff(faces[k][2], faces[big][2]) % 180.0) <= angle_tol_deg]
 
     def hip_end(k: int) -> bool:
         return any(m != k and _angle_diff(faces[m][2], faces[k][2]) > 180 - angle_tol_deg
-                   and 0.5 <= faces[m][0].area / faces[k][0].area <= 2.0
+                   and 0.25 <= faces[m][0].area / faces[k][0].area <= 4.0
                    and outline_share[k] + outline_share[m] >= inner_share for m in ends)
 
     return boxes + [k for k in small if k not in ends or not hip_end(k)]
