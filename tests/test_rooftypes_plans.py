@@ -34,17 +34,13 @@ def _gable(length: float = 12.0, width: float = 8.0) -> tuple[list[tuple[Polygon
 
 
 def test_box_dormer_is_a_superstructure():
-    """A flat plane a sixth of a gable roof (a box dormer, its back meeting the slope in a valley below the
-    ridge: too big for the 10 % rule) leaves the roof a gable (it was 5000 mixed before the rule)."""
+    """A flat plane over a quarter of a gable roof (a wide box dormer, its back meeting the slope in a valley
+    below the ridge: too big for the 10 % rule and for the flat share a roof may have) leaves the roof a gable
+    with one superstructure (it was 5000 mixed before the rule)."""
     cells, co = _gable()
-
-    def with_flat(y0: float, y1: float) -> list[tuple[Polygon, int]]:
-        flat = box(2, y0, 10, y1)
-        rest = [(g, 0) for g in shapely.get_parts(shapely.difference(cells[0][0], flat))]
-        return [*rest, cells[1], (flat, 2)]
-
-    dormer = with_flat(0.5, 2.5)  # its top at the slope's height at y = 2.5: a valley there
-    typing = building_roof_type(dormer, co[:1] * (len(dormer) - 2) + co[1:] + [(0.0, 0.0, EAVE + 2.5 * T)], 96.0)
+    flat = box(1, 0.5, 11, 3.0)  # 25 of 96 m², its top at the slope's height at y = 3: a valley there
+    dormer = [*((g, 0) for g in shapely.get_parts(shapely.difference(cells[0][0], flat))), cells[1], (flat, 2)]
+    typing = building_roof_type(dormer, co[:1] * (len(dormer) - 2) + co[1:] + [(0.0, 0.0, EAVE + 3.0 * T)], 96.0)
     assert typing.roof_type == GABLE and typing.superstructures == 1
 
 
