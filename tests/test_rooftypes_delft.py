@@ -47,8 +47,11 @@ def test_delft_roof_types_against_hand_labels(delft_types):
     labels were committed: 44.4 % overall (71/160), 76 % on the 50 high-confidence labels; 43.8 % since the
     special types (cross gables must share one pitch: two roofs typed gable became mixed, labelled gable and
     mansard); 63.1 % (101/160), 90 % of the high-confidence labels, since the building's type is its main roof's
-    (``rooftype.building_roof_type``). Most disagreements left are labelled gable / hip roofs typed mixed (5000):
-    flat parts at the eaves or a second main form of similar size."""
+    (``rooftype.building_roof_type``); 72.5 % (116/160), 92 % of the high-confidence labels, since box dormers and
+    flat strips below the ridge are superstructures, a hip at one end makes a hip roof, hip-end pairs may differ
+    in area by a factor 4 and a mansard's shallow planes must lie on top of its steep ones. Most disagreements
+    left: labelled gable roofs with a hip facet at one end typed hip (11; the labelling rule says 3200 for a hip
+    at one end, the labels were kept) and gable roofs typed mixed (8)."""
     _, types = delft_types
     rows = _labels()
     truth = np.array([int(r["roof_type"]) for r in rows])
@@ -60,5 +63,5 @@ def test_delft_roof_types_against_hand_labels(delft_types):
     confusion = Counter((ROOF_TYPE_NAMES[t], ROOF_TYPE_NAMES.get(g, "none")) for t, g in zip(truth, got) if t != g)
     print(f"Delft roof types vs hand labels: {agree.mean():.3f} agree; per labelled type {per_type}; per "
           f"confidence {per_conf}; confusions (label, cim) {confusion.most_common()}")
-    assert agree.mean() >= 0.62
+    assert agree.mean() >= 0.72
     assert per_conf["high"] >= 0.90

@@ -152,8 +152,9 @@ def _two_sided(sloped: Sequence[Face], groups: Sequence[Sequence[int]], *, sprea
     """Gable, mansard or mixed: sloped faces facing two opposite ways (``groups``). Faces of one side within
     ``spread_deg`` of the slope of its largest face are one roof plane (a split or stepped plane): a gable when
     both sides are one slope each. A mansard when a side has steep faces below shallower ones that reach the
-    ridge (within ``top_share`` of the height range; the other side may show one slope only: its steep part can
-    be lost as a wall); other slopes on a side (dormers, a flat part at the eaves): mixed."""
+    ridge (within ``top_share`` of the height range) and start no lower than halfway up the steep ones (on top
+    of them, not side by side along the ridge; the other side may show one slope only: its steep part can be lost
+    as a wall); other slopes on a side (dormers, a flat part at the eaves): mixed."""
     top = max(f[4] for f in sloped)
     reach = top_share * (top - min(f[3] for f in sloped))
     two = 0
@@ -166,11 +167,38 @@ def _two_sided(sloped: Sequence[Face], groups: Sequence[Sequence[int]], *, sprea
         shallow = [k for k in g if k not in steep]
         if not shallow or max(sloped[k][4] for k in shallow) < top - reach:
             return MIXED
-        mid = [float(np.mean([(sloped[k][3] + sloped[k][4]) / 2 for k in ks])) for ks in (steep, shallow)]
-        if mid[0] >= mid[1]:  # the steep part below the shallow one
+        mid = float(np.mean([(sloped[k][3] + sloped[k][4]) / 2 for k in steep]))
+        if min(sloped[k][3] for k in shallow) < mid:  # the shallow part on top of the steep one, not beside it
             return MIXED
         two += 1
     return MANSARD if two else GABLE
+
+
+def _hip_or_half_hip(sloped: Sequence[Face], large: Sequence[int], small: Sequence[int]) -> int:
+    """Hip or half-hip from the eaves of the hip ends (``small``) against the main planes' (``large``): a
+    half-hip when the gable wall under a hip end reaches a third of the roof height up (0.35)."""
+    eave_main = min(sloped[i][3] for i in large)
+    ridge = max(f[4] for f in sloped)
+    eave_hip = min(sloped[i][3] for i in small)
+    return HALF_HIP if eave_hip - eave_main > 0.35 * (ridge - eave_main) else HIP
+
+
+def _one_hip_end(sloped: Sequence[Face], angle_tol_deg: float, top_share: float = 0.15) -> int:
+    """Three sloped faces: two facing opposite ways and a third across them, no larger than the larger of the two
+    (the planes along the ridge are the long ones), that reaches the lower of their tops (within ``top_share`` of
+    the height range) is a hip roof hipped at one end only, its other end a gable wall or against
+    a neighbour (a terraced end house): hip or half-hip as the hip end's eaves say (the hip end decides the
+    form, as a half-hip decides it over a gable). Otherwise mixed."""
+    az = [f[2] for f in sloped]
+    for e in range(3):
+        i, j = (k for k in range(3) if k != e)
+        across = abs(90.0 - _angle_diff(az[e], az[i])) <= angle_tol_deg
+        top, low = max(f[4] for f in sloped), min(f[3] for f in sloped)
+        if (_angle_diff(az[i], az[j]) > 180 - angle_tol_deg and across
+                and sloped[e][0].area <= max(sloped[i][0].area, sloped[j][0].area)
+                and sloped[e][4] >= min(sloped[i][4], sloped[j][4]) - top_share * (top - low)):
+            return _hip_or_half_hip(sloped, [i, j], [e])
+    return MIXED
 
 
 def classify_roof(
@@ -207,6 +235,8 @@ def classify_roof(
         return SHED if len(sloped) == 1 else OFFSET_SHED
     if len(groups) == 2 and _angle_diff(az[groups[0][0]], az[groups[1][0]]) > 180 - angle_tol_deg:
         return _two_sided(sloped, groups)
+    if len(groups) == 3 and len(sloped) == 3:
+        return _one_hip_end(sloped, angle_tol_deg)
     if len(groups) == 4 and len(sloped) == 4:
         # two opposite pairs at right angles: hip, half-hip or pyramid
         areas = np.array([f[0].area for f in sloped])
@@ -216,12 +246,7 @@ def classify_roof(
             return MIXED
         if areas[small].min() > 0.95 * areas[large].max():
             return spire_type(PYRAMID, float(np.average([f[1] for f in sloped], weights=areas)))
-        eave_main = min(sloped[i][3] for i in large)
-        ridge = max(f[4] for f in sloped)
-        eave_hip = min(sloped[i][3] for i in small)
-        if eave_hip - eave_main > 0.35 * (ridge - eave_main):  # the gable wall reaches a third up the roof
-            return HALF_HIP
-        return HIP
+        return _hip_or_half_hip(sloped, large, small)
     return MIXED
 
 
@@ -263,27 +288,29 @@ def roof_edges(cells: Sequence[tuple[Polygon, int]], coefficients: Sequence[tupl
     return out
 
 
-def cross_gable(cells: Sequence[tuple[Polygon, int]], coefficients: Sequence[tuple[float, float, float]],
-                footprint_area: float, *, flat_slope_deg: float = 5.0, min_share: float = 0.04,
-                max_other: float = 0.3, max_pitch_spread: float = 15.0, valleys: bool = False) -> bool:
-    """Whether a roof is a gable roof of several wings (L, T, U plans): sloped cells only (flat ones below
-    ``min_share`` of the footprint aside) of one pitch (within ``max_pitch_spread``°: barrels and sawtooth roofs
-    are not), joined by horizontal ridges and by valleys (with ``valleys``: at least one, where wings meet), not
-    by hips or steps."""
+def cross_roof(cells: Sequence[tuple[Polygon, int]], coefficients: Sequence[tuple[float, float, float]],
+               footprint_area: float, *, flat_slope_deg: float = 5.0, min_share: float = 0.04,
+               max_other: float = 0.3, max_pitch_spread: float = 15.0) -> int | None:
+    """``GABLE`` or ``HIP`` for a roof of several wings (L, T, U plans), else None: sloped cells only (flat ones
+    below ``min_share`` of the footprint aside) of one pitch (within ``max_pitch_spread``°: barrels and sawtooth
+    roofs are not), joined by horizontal ridges and at least one valley (where wings meet), and by no steps. A
+    gable roof when hips are partition noise (shorter than ``max_other`` of the ridges and valleys), a hip roof
+    when the wing ends are hipped (longer hips; AdV types a hip roof over an L, T or U plan 3200: the official
+    Bavarian ``DEBY_LOD2_4959457``, 25 roof faces over a plan filling 62 % of its rectangle, is 3200)."""
     slope = [np.degrees(np.arctan(np.hypot(a, b))) for a, b, _ in coefficients]
     big = [k for k, (c, lab) in enumerate(cells) if c.area >= min_share * footprint_area and lab >= 0]  # no nodata
     if any(slope[k] < flat_slope_deg for k in big) or len(big) < 2:
-        return False
+        return None
     if np.ptp([slope[k] for k in big]) > max_pitch_spread:
-        return False
+        return None
     length = dict.fromkeys((RIDGE, HIP_EDGE, VALLEY, STEP), 0.0)
     for i, j, kind, n in roof_edges(cells, coefficients):
         if i in big and j in big:
             length[kind] += n
-    # hips and steps shorter than ``max_other`` of the ridges and valleys are partition noise
-    if valleys and length[VALLEY] == 0:
-        return False
-    return length[RIDGE] > 0 and length[HIP_EDGE] + length[STEP] <= max_other * (length[RIDGE] + length[VALLEY])
+    joins = length[RIDGE] + length[VALLEY]
+    if length[VALLEY] == 0 or length[RIDGE] == 0 or length[STEP] > max_other * (joins + length[HIP_EDGE]):
+        return None
+    return GABLE if length[HIP_EDGE] + length[STEP] <= max_other * joins else HIP
 
 
 @dataclass(frozen=True)
@@ -351,32 +378,42 @@ def _outline_share(polys: Sequence[Polygon], outline: shapely.Geometry, tol: flo
 
 def _type_of(cells: Sequence[tuple[Polygon, int]], coefficients: Sequence[tuple[float, float, float]],
              area: float) -> int:
-    """AdV type of one roof part: a gable roof of several wings (:func:`cross_gable`), else the face rules on
-    one face per plane."""
-    if cross_gable(cells, coefficients, area, valleys=True):
-        return GABLE
-    return classify_roof(faces_of(*_planes_of(cells, coefficients)), area)
+    """AdV type of one roof part: a gable or hip roof of several wings (:func:`cross_roof`), else the face rules
+    on one face per plane."""
+    wings = cross_roof(cells, coefficients, area)
+    return wings if wings is not None else classify_roof(faces_of(*_planes_of(cells, coefficients)), area)
 
 
 def _minor_planes(faces: Sequence[Face], outline_share: Sequence[float], area: float, small_share: float,
-                  inner_share: float, angle_tol_deg: float = 25.0, top_share: float = 0.15) -> list[int]:
-    """Indices of the planes (one face each) of a roof part that are superstructures: those below ``small_share``
-    of the part's ``area`` that are not one of a pair of **hip ends** – two sloped planes facing opposite ways,
-    across the direction the largest plane faces, of similar area (within a factor 2), both reaching the top
-    ``top_share`` of the part's height range, with ``inner_share`` of their boundaries together on the part's
-    outline (a gable dormer's planes stay below the ridge, inside the roof)."""
+                  inner_share: float, angle_tol_deg: float = 25.0, top_share: float = 0.15,
+                  shallow_deg: float = 15.0, shallow_share: float = 1 / 3) -> list[int]:
+    """Indices of the planes (one face each) of a roof part that are superstructures:
+
+    * those below ``small_share`` of the part's ``area`` that are not one of a pair of **hip ends** – two sloped
+      planes facing opposite ways, across the direction the largest plane faces, of similar area (within a factor
+      4: the partition gives parts of a hip end to its neighbours), both reaching the ridge (the top of the
+      largest plane, within ``top_share`` of the part's height range), with ``inner_share`` of their boundaries
+      together on the part's outline (a gable dormer's planes stay below the ridge, inside the roof);
+    * when the largest plane is sloped (``shallow_deg`` or more), the flat or shallow planes (below
+      ``shallow_deg``) under ``shallow_share`` of the part that stay below the top ``top_share`` of its height
+      range: box dormers and flat strips at the eaves, too wide for the 10 % rule but no second roof form (a
+      mansard's shallow planes and a flat top reach the top)."""
     big = max(range(len(faces)), key=lambda k: faces[k][0].area)
-    small = [k for k, f in enumerate(faces) if f[0].area < small_share * area]
     top, low = max(f[4] for f in faces), min(f[3] for f in faces)
-    ends = [k for k in small if faces[k][1] >= 5.0 and faces[k][4] >= top - top_share * (top - low)
+    below = top - top_share * (top - low)
+    boxes = [k for k, f in enumerate(faces) if faces[big][1] >= shallow_deg and f[1] < shallow_deg
+             and f[0].area < shallow_share * area and f[4] < below]
+    small = [k for k, f in enumerate(faces) if f[0].area < small_share * area and k not in boxes]
+    ridge = faces[big][4] - top_share * (top - low)
+    ends = [k for k in small if faces[k][1] >= 5.0 and faces[k][4] >= ridge
             and abs(90.0 - _angle_diff(faces[k][2], faces[big][2]) % 180.0) <= angle_tol_deg]
 
     def hip_end(k: int) -> bool:
         return any(m != k and _angle_diff(faces[m][2], faces[k][2]) > 180 - angle_tol_deg
-                   and 0.5 <= faces[m][0].area / faces[k][0].area <= 2.0
+                   and 0.25 <= faces[m][0].area / faces[k][0].area <= 4.0
                    and outline_share[k] + outline_share[m] >= inner_share for m in ends)
 
-    return [k for k in small if k not in ends or not hip_end(k)]
+    return boxes + [k for k in small if k not in ends or not hip_end(k)]
 
 
 def building_roof_type(cells: Sequence[tuple[Polygon, int]], coefficients: Sequence[tuple[float, float, float]],
@@ -387,14 +424,16 @@ def building_roof_type(cells: Sequence[tuple[Polygon, int]], coefficients: Seque
 
     * Cone, dome, sawtooth, barrel and tower roofs are decided on the whole roof (:func:`classify_roof`).
     * **Roof parts**: the cells joined by ridges, hips, valleys (:func:`roof_edges`) or touching in one plane;
-      steps (a wall between two roofs) separate parts. A part below ``small_share`` of the roof area with at most half of its
-      boundary on the roof's outline is a **superstructure** (chimney, dormer of its own, small step) of the part
-      it shares most boundary with; the others are roof parts, the largest the **main roof**, the rest annexes.
+      steps (a wall between two roofs) separate parts. A part below ``small_share`` of the roof area with at
+      most half of its boundary on the roof's outline is a **superstructure** (chimney, dormer of its own, small
+      step) of the part it shares most boundary with; the others are roof parts, the largest the **main roof**,
+      the rest annexes.
     * In a part, a plane below ``small_share`` of the part is a superstructure too, left out of the part's type
       (a dormer joined to the main roof by valleys, a ridge strip, a lone facet), unless it is one of a pair of
-      hip ends (:func:`_minor_planes`).
-    * A part's type: a gable roof of several wings meeting in valleys (:func:`cross_gable`), else the face rules
-      of :func:`classify_roof` on one face per plane.
+      hip ends; so is a flat or shallow plane under a third of a sloped part that stays below its ridge (a box
+      dormer, a flat strip at the eaves) (:func:`_minor_planes`).
+    * A part's type: a gable or hip roof of several wings meeting in valleys (:func:`cross_roof`), else the face
+      rules of :func:`classify_roof` on one face per plane (three faces: a hip at one end, :func:`_one_hip_end`).
     * The building's type is the main roof's type when the parts of that type (with their superstructures) cover
       ``dominance`` of the roof area."""
     keep = [k for k, (c, lab) in enumerate(cells) if lab >= 0 and c.area > 0]
@@ -434,6 +473,10 @@ def building_roof_type(cells: Sequence[tuple[Polygon, int]], coefficients: Seque
     n_super = len(small)
     types = {}
     for p in roofs:
+        wings = cross_roof([cells[k] for k in parts[p]], [coefficients[k] for k in parts[p]], float(part_area[p]))
+        if wings is not None:  # a roof of several wings: its small wing ends are no superstructures
+            types[p] = wings
+            continue
         pc, pk = _planes_of([cells[k] for k in parts[p]], [coefficients[k] for k in parts[p]])
         faces = faces_of(pc, pk)
         edge = shapely.union_all([c for c, _ in pc]).boundary.buffer(0.05)  # the part's own outline
