@@ -216,9 +216,12 @@ def _append_tiles(folder: Path, chunk: PointCloud, grid: TileGrid, area: tuple[f
     if area is not None:  # points outside the area get the number past the last tile
         rank[~_in_area(chunk.x, chunk.y, area)] = tiles
     order = np.argsort(rank, kind="stable")  # a radix sort for 16-bit numbers: grouped, in point order
-    ends = np.cumsum(np.bincount(rank, minlength=tiles + 1)[:tiles])
-    for tile in np.flatnonzero(np.diff(ends, prepend=0)).tolist():
-        a, b = (int(ends[tile - 1]) if tile else 0), int(ends[tile])
+    ranked = rank[order]
+    starts = (np.flatnonzero(ranked[1:] != ranked[:-1]) + 1).tolist()
+    for a, b in zip([0, *starts], [*starts, len(ranked)]):
+        tile = int(ranked[a])
+        if tile == tiles:  # outside the area (sorted last)
+            continue
         key = f"{ix0 + tile % cols}_{iy0 + tile // cols}"
         rows = order[a:b]
         core_counts[key] = core_counts.get(key, 0) + len(rows)

@@ -137,3 +137,12 @@ def test_partition_keeps_each_tiles_points_in_file_order_and_drops_those_outside
         tile = load_tile([tmp_path / "parts"], grid.tile_from_key(key), crs)
         assert tile["intensity"].tolist() == rows.tolist()  # intensity = position in the file: point order kept
         np.testing.assert_array_equal(tile.x, cloud.x[rows])
+
+
+def test_a_chunk_spread_over_far_apart_tiles_is_grouped_without_a_table_of_every_tile_between(tmp_path: Path) -> None:
+    crs = cim.crs.resolve("EPSG:25832+7837")
+    x = np.array([0.5, 1_000_000.5, 1.5, 0.25])
+    y = np.array([0.5, 1_000_000.5, 0.5, 900_000.5])
+    cim.write(tmp_path / "far.laz", cim.PointCloud({"x": x, "y": y, "z": np.zeros(4)}, crs))
+    counts = partition_file(las.open_source(tmp_path / "far.laz", crs), TileGrid(1.0, 0.0), crs, tmp_path / "parts")
+    assert counts == {"0_0": 1, "1_0": 1, "1000000_1000000": 1, "0_900000": 1}  # 1e12 tiles between them
