@@ -195,22 +195,35 @@ def _in_area(x: np.ndarray, y: np.ndarray, area: tuple[float, float, float, floa
 def _append_tiles(folder: Path, chunk: PointCloud, grid: TileGrid, area: tuple[float, float, float, float] | None,
                   number: int, quanta: dict[str, tuple[float, float]] | None, core_counts: dict[str, int]) -> None:
     """Append one frame per tile with the chunk's core points of that tile (in point order)."""
-    ix = np.floor(chunk.x / grid.size).astype(np.int64)
-    iy = np.floor(chunk.y / grid.size).astype(np.int64)
-    if area is None and ix.min() == ix.max() and iy.min() == iy.max():  # one tile: no grouping, no gathering
-        key = f"{ix[0]}_{iy[0]}"
+    fx = chunk.x / grid.size  # tile column and row as whole floats: two arrays, no int64 copies
+    np.floor(fx, out=fx)
+    fy = chunk.y / grid.size
+    np.floor(fy, out=fy)
+    ix0, ix1, iy0, iy1 = int(fx.min()), int(fx.max()), int(fy.min()), int(fy.max())
+    if area is None and ix0 == ix1 and iy0 == iy1:  # one tile: no grouping, no gathering
+        key = f"{ix0}_{iy0}"
         core_counts[key] = core_counts.get(key, 0) + len(chunk)
         append_frame(folder / f"{key}.cols", {n: chunk[n] for n in chunk.names}, {"chunk": number}, quanta)
         return
-    idx = np.flatnonzero(_in_area(chunk.x, chunk.y, area)) if area is not None else np.arange(len(chunk))
-    if len(idx) == 0:
-        return
-    idx = idx[_group_by_tile(ix[idx], iy[idx])]
-    tix, tiy = ix[idx], iy[idx]
-    change = np.flatnonzero((np.diff(tix) != 0) | (np.diff(tiy) != 0)) + 1
-    for a, b in zip(np.concatenate([[0], change]), [*change, len(idx)]):
-        key = f"{tix[a]}_{tiy[a]}"
-        rows = idx[a:b]
+    cols = ix1 - ix0 + 1
+    fy -= iy0  # the tile's number in the chunk's block of tiles, row by row
+    fy *= cols
+    fy += fx
+    fy -= ix0
+    tiles = cols * (iy1 - iy0 + 1)
+    rank = fy.astype(np.uint16 if tiles < 2**16 else np.int64)  # tiles itself marks points outside the area
+    del fx, fy
+    if area is not None:  # points outside the area get the number past the last tile
+        rank[~_in_area(chunk.x, chunk.y, area)] = tiles
+    order = np.argsort(rank, kind="stable")  # a radix sort for 16-bit numbers: grouped, in point order
+    ranked = rank[order]
+    starts = (np.flatnonzero(ranked[1:] != ranked[:-1]) + 1).tolist()
+    for a, b in zip([0, *starts], [*starts, len(ranked)]):
+        tile = int(ranked[a])
+        if tile == tiles:  # outside the area (sorted last)
+            continue
+        key = f"{ix0 + tile % cols}_{iy0 + tile // cols}"
+        rows = order[a:b]
         core_counts[key] = core_counts.get(key, 0) + len(rows)
         append_frame(folder / f"{key}.cols", {n: chunk[n][rows] for n in chunk.names}, {"chunk": number}, quanta)
 

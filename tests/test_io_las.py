@@ -35,6 +35,22 @@ def test_chunks_stream_the_whole_file(repo_data: Path) -> None:
     assert sum(len(c) for c in chunks) == 208432
 
 
+def test_a_task_with_one_thread_decodes_laz_on_it_and_gets_the_same_points(repo_data: Path) -> None:
+    """Inside a run a task's LAZ decoding uses its share of the cores: the single-threaded lazrs decoder, which
+    lets the other worker threads run, where that share is one thread; the points are the same either way."""
+    from cim.threads import limited
+
+    path = repo_data / "delft" / "ahn3_cropped_2.laz"
+    decoded = {}
+    for threads, backend in ((1, laspy.LazBackend.Lazrs), (2, laspy.LazBackend.LazrsParallel)):
+        with limited(threads):
+            assert las.laz_backend() is backend
+            decoded[threads] = cim.PointCloud.concat(list(las.iter_chunks(path, chunk_size=70_000)))
+    assert len(decoded[1]) == 208432
+    for name in decoded[2].names:
+        np.testing.assert_array_equal(decoded[1][name], decoded[2][name])
+
+
 @pytest.mark.parametrize(
     ("name", "code", "source"),
     [

@@ -14,6 +14,7 @@ from cim.errors import InputError
 from cim.io import las, ply
 from cim.io.chunks import task_ranges
 from cim.io.readers import Reprojected, in_crs
+from cim.threads import limited
 from cim.tiling import TileGrid, partition_file
 from tests.helpers import REPO, cim_cli, product_digests, write_job
 from tests.test_readers import _write_ply
@@ -31,9 +32,11 @@ def _same_chunks(whole: list[cim.PointCloud], ranged: list[cim.PointCloud]) -> N
 
 @pytest.mark.parametrize("name", ["delft/ahn3_cropped_2.laz", "edge-cases/1.2-with-color.copc.laz",
                                   "edge-cases/sample_c.las", "edge-cases/las_with_several_extra_byte_bloc.laz"])
-def test_point_ranges_read_the_chunks_a_whole_pass_reads(name: str, shared_data: Path) -> None:
+@pytest.mark.parametrize("threads", [1, 2])
+def test_point_ranges_read_the_chunks_a_whole_pass_reads(name: str, threads: int, shared_data: Path) -> None:
     """LAZ with fixed-size chunks, COPC with variable-size ones (one per octree node; lazrs' own seek misplaces
-    the stream there), uncompressed LAS, and extra bytes: ranges of whole chunks give the whole pass's chunks."""
+    the stream there), uncompressed LAS, and extra bytes: ranges of whole chunks give the whole pass's chunks,
+    decompressed chunk by chunk by a task with one thread and all at once by one with more."""
     source = las.open_source(shared_data / name, "EPSG:7415")
     chunk = max(7, source.point_count // 23)  # not a multiple of the LAZ chunk size: ranges start mid-chunk
     ranges = task_ranges(source, chunk, 3 * chunk)
@@ -41,7 +44,8 @@ def test_point_ranges_read_the_chunks_a_whole_pass_reads(name: str, shared_data:
     assert ranges[0].start == 0 and ranges[-1].stop == source.point_count
     assert all(a.stop == b.start and a.start % chunk == 0 for a, b in zip(ranges, ranges[1:]))
     whole = list(source.chunks(chunk))
-    _same_chunks(whole, [c for points in ranges for c in source.chunks(chunk, points=points)])
+    with limited(threads):
+        _same_chunks(whole, [c for points in ranges for c in source.chunks(chunk, points=points)])
 
 
 def test_a_reprojected_source_reads_ranges_of_its_source() -> None:

@@ -116,3 +116,33 @@ def test_a_tile_without_buffer_loads_its_own_part_only(repo_data: Path, tmp_path
     expected = original[tile.in_core(original.x, original.y)]
     np.testing.assert_array_equal(cloud.xyz, expected.xyz)  # one chunk after another, in file order
     np.testing.assert_array_equal(cloud.intensity, expected.intensity)
+
+
+def test_partition_keeps_each_tiles_points_in_file_order_and_drops_those_outside_the_area(tmp_path: Path) -> None:
+    crs = cim.crs.resolve("EPSG:25832+7837")
+    rng = np.random.default_rng(7)
+    n = 6_000
+    cloud = cim.PointCloud({"x": np.round(rng.uniform(-130, 170, n), 2), "y": np.round(rng.uniform(-60, 110, n), 2),
+                            "z": np.round(rng.uniform(0, 30, n), 2), "intensity": np.arange(n, dtype="u2")}, crs)
+    cim.write(tmp_path / "in.laz", cloud)
+    cloud = cim.read(tmp_path / "in.laz")  # as stored (quantized)
+    grid, area = TileGrid(50.0, 0.0), (-101.0, -35.5, 142.0, 90.0)
+    counts = partition_file(las.open_source(tmp_path / "in.laz", crs), grid, crs, tmp_path / "parts",
+                            area=area, chunk_size=2_500)  # chunks of many tiles each
+    inside = (cloud.x >= area[0]) & (cloud.x < area[2]) & (cloud.y >= area[1]) & (cloud.y < area[3])
+    ix, iy = np.floor(cloud.x / 50.0).astype(int), np.floor(cloud.y / 50.0).astype(int)
+    expected = {f"{a}_{b}": np.flatnonzero(inside & (ix == a) & (iy == b)) for a, b in set(zip(ix[inside], iy[inside]))}
+    assert counts == {key: len(rows) for key, rows in expected.items()}
+    for key, rows in expected.items():
+        tile = load_tile([tmp_path / "parts"], grid.tile_from_key(key), crs)
+        assert tile["intensity"].tolist() == rows.tolist()  # intensity = position in the file: point order kept
+        np.testing.assert_array_equal(tile.x, cloud.x[rows])
+
+
+def test_a_chunk_spread_over_far_apart_tiles_is_grouped_without_a_table_of_every_tile_between(tmp_path: Path) -> None:
+    crs = cim.crs.resolve("EPSG:25832+7837")
+    x = np.array([0.5, 1_000_000.5, 1.5, 0.25])
+    y = np.array([0.5, 1_000_000.5, 0.5, 900_000.5])
+    cim.write(tmp_path / "far.laz", cim.PointCloud({"x": x, "y": y, "z": np.zeros(4)}, crs))
+    counts = partition_file(las.open_source(tmp_path / "far.laz", crs), TileGrid(1.0, 0.0), crs, tmp_path / "parts")
+    assert counts == {"0_0": 1, "1_0": 1, "1000000_1000000": 1, "0_900000": 1}  # 1e12 tiles between them
