@@ -20,10 +20,6 @@ Box = tuple[float, float, float, float]
 #: Tile index range (first column, first row, last column, last row) whose cores a box meets.
 Span = tuple[int, int, int, int]
 
-#: Header bounds are rounded by the writer: the planned box is this share of a tile larger on every side.
-MARGIN = 1e-6
-
-
 @dataclass(frozen=True)
 class TilePlan:
     """``tiles``: every tile whose core a file's box meets (row by row); ``estimates``: per tile key the core points
@@ -37,12 +33,14 @@ class TilePlan:
 
 
 def span(grid: TileGrid, bounds: Bounds, area: Box | None) -> Span | None:
-    """The tiles whose cores the header ``bounds`` (grown by :data:`MARGIN`) meet inside ``area``; None: none."""
-    margin = MARGIN * grid.size
-    minx, miny, maxx, maxy = bounds.minx - margin, bounds.miny - margin, bounds.maxx + margin, bounds.maxy + margin
-    if area is not None:
-        minx, miny, maxx, maxy = max(minx, area[0]), max(miny, area[1]), min(maxx, area[2]), min(maxy, area[3])
-        if minx >= maxx or miny >= maxy:
+    """The tiles whose cores the header ``bounds`` meet inside ``area`` (None: none). The bounds are taken as
+    stated, not grown: files delivered on a grid of whole tiles start on a tile edge, and a margin would give each
+    a row and a column of empty tiles more."""
+    minx, miny, maxx, maxy = bounds.xy
+    if area is not None:  # its max edges excluded (see cim.tiling.partition_file)
+        minx, miny = max(minx, area[0]), max(miny, area[1])
+        maxx, maxy = min(maxx, math.nextafter(area[2], -math.inf)), min(maxy, math.nextafter(area[3], -math.inf))
+        if minx > maxx or miny > maxy:
             return None
     return (math.floor(minx / grid.size), math.floor(miny / grid.size),
             math.floor(maxx / grid.size), math.floor(maxy / grid.size))
