@@ -159,3 +159,12 @@ def test_span_of_a_single_point_file_and_of_a_box_on_the_area_edge() -> None:
     assert span(grid, point, None) == span(grid, point, (0.0, 0.0, 1000.0, 1000.0)) == (1, 2, 1, 2)
     assert span(grid, point, (0.0, 0.0, 150.0, 250.0)) is None  # the area's max edges are not in it
     assert span(grid, Bounds(0.0, 0.0, 0.0, 500.0, 500.0, 1.0), (0.0, 0.0, 200.0, 200.0)) == (0, 0, 1, 1)
+
+
+@pytest.mark.parametrize("name", ["edge-cases/las_with_several_extra_byte_bloc.laz", "edge-cases/sample_c.las",
+                                  "edge-cases/1.2-with-color.copc.laz"])
+def test_the_dimensions_from_a_las_header_are_those_of_its_points(shared_data: Path, name: str) -> None:
+    source = cim.io.las.open_source(shared_data / name, "EPSG:25832")
+    schema, first = source.schema_cloud(), next(iter(source.chunks(5)))
+    assert schema.names == first.names and len(schema.names) > 3
+    assert {n: schema[n].dtype for n in schema.names} == {n: first[n].dtype for n in first.names}

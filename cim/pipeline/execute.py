@@ -433,10 +433,14 @@ def run_job(
 
 def _dimensions(inputs: list[tuple[ReaderStage, PointSource]], numbered: bool) -> dict[str, np.dtype]:
     """The dimensions of all the job's parts in input order, as :func:`cim.tiling.part_dtypes` would find them
-    after the partition, from each input's first point (the chains start before the partition ends)."""
+    after the partition (the chains start before it ends): from the header where the source can tell them
+    (``schema_cloud``, e.g. :meth:`cim.io.las.LasSource.schema_cloud`), else from its first point."""
     dtypes: dict[str, np.dtype] = {}
     for i, (_, source) in enumerate(inputs):
-        first = next(iter(source.chunks(1)), None)
+        if source.point_count == 0:  # its part folder names no dimension
+            continue
+        schema = getattr(source, "schema_cloud", None)
+        first = schema() if schema is not None else next(iter(source.chunks(1)), None)
         if first is None:
             continue
         if numbered:  # as the partition adds them (see cim.tiling.partition_file)
