@@ -404,21 +404,31 @@ def run_job(
         advice = tile_advice(grid, layout.tiles, extent, job.area, sum(client.nthreads().values()))
         if advice:
             log.info(advice)
+        partition.sort(key=lambda t: -reads[t.args[6]][1])  # the largest files (ranges) first
+        streamed = any(len(parts) < len(partition) for parts in layout.parts.values())
+        first, sizes = RunReport(), layout.estimates
+        if not streamed:  # every chain waits for every partition: order the chains by its counts instead
+            if on_plan:
+                on_plan(len(partition), "partition")
+            first = run_tasks(partition, client, manifest, out_dir=out_dir, force=force, keep_going=keep_going,
+                              on_outcome=on_outcome)
+            if not first.ok:  # never build tiles from a partial set of inputs
+                hashes.save()
+                return JobRun(job, RunReport({**upstream.report.outcomes, **first.outcomes}))
+            sizes = _core_counts(partition, first)
         plan = _Plan(job, context, layout.tiles, (layout.parts, _dimensions(inputs, numbered)), part_fps, manifest,
-                     hashes, code, force, upstream, loaded_points(grid, layout.estimates),
+                     hashes, code, force, upstream, loaded_points(grid, {t.key: sizes.get(t.key, 0)
+                                                                         for t in layout.tiles}),
                      {str(work / "parts" / Path(t.key).name): t.key for t in partition})
         hashes.save()
-        tasks = [*sorted(partition, key=lambda t: -reads[t.args[6]][1]), *plan.tasks]  # the largest files first
+        tasks = [*partition, *plan.tasks] if streamed else plan.tasks
         if on_plan:
-            on_plan(len(tasks), "tiles")
-        ran = run_tasks(tasks, client, manifest, out_dir=out_dir, force=force, keep_going=keep_going,
-                        on_outcome=on_outcome)
+            on_plan(len(tasks), "tiles" if streamed else "stages")
+        second = run_tasks(tasks, client, manifest, out_dir=out_dir, force=force, keep_going=keep_going,
+                           on_outcome=on_outcome, known={k: o.result for k, o in first.outcomes.items()})
+        ran = RunReport({**first.outcomes, **second.outcomes}, first.seconds + second.seconds)
 
-    counts: dict[str, int] = {}
-    for task in partition:
-        outcome = ran.outcomes[task.key]
-        for key, n in (outcome.result or {}).get("counts", {}).items() if outcome.status in ("done", "skipped") else ():
-            counts[key] = counts.get(key, 0) + n
+    counts = _core_counts(partition, ran)
     tiles = sum(1 for n in counts.values() if n > 0)
     if ran.ok and not tiles:
         raise InputError(job.source, "no points inside the job area (check [job].area and the inputs)")
@@ -429,6 +439,16 @@ def run_job(
     all_tiles = grid.tiles_covering(extent)
     return JobRun(job, report, products, tiles, max(0, len(all_tiles) - tiles), sum(counts.values()),
                   [advice] if advice else [], upstream.items)
+
+
+def _core_counts(partition: list[Task], report: RunReport) -> dict[str, int]:
+    """The core points per tile the partition tasks that ran or were kept wrote."""
+    counts: dict[str, int] = {}
+    for task in partition:
+        outcome = report.outcomes[task.key]
+        for key, n in (outcome.result or {}).get("counts", {}).items() if outcome.status in ("done", "skipped") else ():
+            counts[key] = counts.get(key, 0) + n
+    return counts
 
 
 def _dimensions(inputs: list[tuple[ReaderStage, PointSource]], numbered: bool) -> dict[str, np.dtype]:
