@@ -8,6 +8,12 @@ from the parts, compressed: a class column for a classifier). A resume re-runs, 
 whose fingerprint changed or whose products are missing or changed (and the steps that depend on them), from
 the checkpoint when they all come after it, else from the parts.
 
+The tiles and chains are planned before the partition, from the inputs' header bounds
+(:mod:`cim.pipeline.planned_tiles`), and submitted with the partition as one task graph: a chain waits only for
+the partition tasks of the files whose header box meets its tile's 3 x 3 neighbourhood. When every chain would
+wait for every partition task anyway (one file, or the ranges of one), the partition runs first and the chains are
+ordered by its real counts (largest first) instead of the header estimate.
+
 Fingerprints chain: a step's fingerprint covers the fingerprint of the points it reads (the partition or the
 last step that changed the points), the fingerprints of the earlier steps whose products it uses, its options,
 the contents of the files its options name and the code of its stage module (with every cim module it
@@ -60,7 +66,8 @@ WORK = ".cim"
 
 @dataclass
 class JobRun:
-    """The outcome of ``cim run``: the report of both phases and the products written."""
+    """The outcome of ``cim run``: the report of its tasks and the products written; ``tiles``: those holding
+    points (planned tiles without any are left out, see :func:`_empty_records`)."""
 
     job: Job
     report: RunReport
