@@ -12,7 +12,9 @@ The tiles and chains are planned before the partition, from the inputs' header b
 (:mod:`cim.pipeline.planned_tiles`), and submitted with the partition as one task graph: a chain waits only for
 the partition tasks of the files whose header box meets its tile's 3 x 3 neighbourhood. When every chain would
 wait for every partition task anyway (one file, or the ranges of one), the partition runs first and the chains are
-ordered by its real counts (largest first) instead of the header estimate.
+planned from its counts, as before the planning from bounds: the tiles holding points, each reading the part
+folders that hold points of its neighbourhood, ordered by the points they load (the header estimate is uniform
+over a file), and no chain carrying every partition's result.
 
 Fingerprints chain: a step's fingerprint covers the fingerprint of the points it reads (the partition or the
 last step that changed the points), the fingerprints of the earlier steps whose products it uses, its options,
@@ -57,7 +59,7 @@ from cim.runner import (Dep, Manifest, RunReport, Task, TaskOutcome, check_share
 from cim.runner.fingerprints import CODE_IMPORTS, CodeHashes, ContentHashes, intact, stamp
 from cim.runner.tasks import PartError, caught_warnings, describe
 from cim.stages.io import ReaderStage, TileOptions
-from cim.tiling import PARTS_FORMAT, Tile, TileGrid, load_tile, neighbourhood, partition_file
+from cim.tiling import PARTS_FORMAT, Tile, TileGrid, load_tile, neighbourhood, partition_file, parts_of_tiles
 
 log = logging.getLogger("cim.pipeline")
 
@@ -411,28 +413,35 @@ def run_job(
         advice = tile_advice(grid, layout.tiles, extent, job.area, sum(client.nthreads().values()))
         if advice:
             log.info(advice)
-        partition.sort(key=lambda t: -reads[t.args[6]][1])  # the largest files (ranges) first
-        streamed = any(len(parts) < len(partition) for parts in layout.parts.values())
-        first, sizes = RunReport(), layout.estimates
-        if not streamed:  # every chain waits for every partition: order the chains by its counts instead
+        largest_first = sorted(partition, key=lambda t: -reads[t.args[6]][1])  # files (ranges) by their points
+        folder_of = {t.key: str(work / "parts" / Path(t.key).name) for t in partition}
+        tiles, parts, sizes = layout.tiles, layout.parts, layout.estimates
+        waits: dict[str, str] | None = {folder: key for key, folder in folder_of.items()}  # a chain's partitions
+        streamed = any(len(p) < len(partition) for p in parts.values())
+        first = RunReport()
+        if not streamed:  # every chain would wait for every partition: plan the chains from its counts instead
             if on_plan:
                 on_plan(len(partition), "partition")
-            first = run_tasks(partition, client, manifest, out_dir=out_dir, force=force, keep_going=keep_going,
+            first = run_tasks(largest_first, client, manifest, out_dir=out_dir, force=force, keep_going=keep_going,
                               on_outcome=on_outcome)
             if not first.ok:  # never build tiles from a partial set of inputs
                 hashes.save()
                 return JobRun(job, RunReport({**upstream.report.outcomes, **first.outcomes}))
             sizes = _core_counts(partition, first)
-        plan = _Plan(job, context, layout.tiles, (layout.parts, _dimensions(inputs, numbered)), part_fps, manifest,
-                     hashes, code, force, upstream, loaded_points(grid, {t.key: sizes.get(t.key, 0)
-                                                                         for t in layout.tiles}),
-                     {str(work / "parts" / Path(t.key).name): t.key for t in partition})
+            tiles = [t for t in tiles if sizes.get(t.key)]  # those holding points, ordered by them, no waiting
+            parts = parts_of_tiles({folder_of[t.key]: first.outcomes[t.key].result["counts"] for t in partition},
+                                   tiles)
+            waits = None
+            if not tiles:
+                raise InputError(job.source, "no points inside the job area (check [job].area and the inputs)")
+        plan = _Plan(job, context, tiles, (parts, _dimensions(inputs, numbered)), part_fps, manifest, hashes, code,
+                     force, upstream, loaded_points(grid, {t.key: sizes.get(t.key, 0) for t in tiles}), waits)
         hashes.save()
-        tasks = [*partition, *plan.tasks] if streamed else plan.tasks
+        tasks = [*largest_first, *plan.tasks] if streamed else plan.tasks
         if on_plan:
             on_plan(len(tasks), "tiles" if streamed else "stages")
         second = run_tasks(tasks, client, manifest, out_dir=out_dir, force=force, keep_going=keep_going,
-                           on_outcome=on_outcome, known={k: o.result for k, o in first.outcomes.items()})
+                           on_outcome=on_outcome)
         ran = RunReport({**first.outcomes, **second.outcomes}, first.seconds + second.seconds)
 
     counts = _core_counts(partition, ran)

@@ -204,7 +204,6 @@ def run_tasks(
     force: bool = False,
     keep_going: bool = False,
     on_outcome: Callable[[TaskOutcome], None] | None = None,
-    known: dict[str, Any] | None = None,
 ) -> RunReport:
     """Run ``tasks`` (listed so that dependencies come first) on ``client``; see the module docstring.
 
@@ -212,14 +211,12 @@ def run_tasks(
     first (Dask ``priority``), so a caller lists the longest work (a large file, a large tile) first and a run does
     not end with one worker alone on it. Dask keys begin with the task's stage: Dask groups tasks by that prefix,
     and only a large group of tasks without dependencies is queued on the scheduler in priority order (a group
-    per task would be handed out to the workers at once, as submitted, and then moved by work stealing).
-
-    ``known``: the results of tasks of an earlier call, by key, which ``Dep`` arguments may name."""
+    per task would be handed out to the workers at once, as submitted, and then moved by work stealing)."""
     started = time.perf_counter()
     report = RunReport()
     by_key = {t.key: t for t in tasks}
     futures: dict[str, Any] = {}
-    results: dict[str, Any] = dict(known or {})
+    results: dict[str, Any] = {}
     run_id = uuid.uuid4().hex[:8]
 
     def finish(outcome: TaskOutcome) -> None:
