@@ -88,7 +88,8 @@ def test_a_chain_waits_only_for_its_neighbourhood_and_starts_before_a_slow_parti
         assert deps == near, k
     slow_end = timeline["partition/0000-f0"]["end"]
     started_early = [k for k in range(2, 6) if timeline[f"chain/{_key(k, 0)}"]["start"] < slow_end]
-    assert started_early == [2, 3, 4, 5]  # tiles away from f0 did not wait for it
+    assert started_early and set(started_early) <= {2, 3, 4, 5}  # tiles away from f0 did not wait for it (a
+    # busy machine may delay some past its end: one is enough; with the whole partition first, none starts early)
     assert timeline[f"chain/{_key(1, 0)}"]["start"] >= slow_end  # its neighbour f0 it did wait for
 
 
