@@ -416,7 +416,6 @@ def run_job(
         largest_first = sorted(partition, key=lambda t: -reads[t.args[6]][1])  # files (ranges) by their points
         folder_of = {t.key: str(work / "parts" / Path(t.key).name) for t in partition}
         tiles, parts, sizes = layout.tiles, layout.parts, layout.estimates
-        waits: dict[str, str] | None = {folder: key for key, folder in folder_of.items()}  # a chain's partitions
         streamed = any(len(p) < len(partition) for p in parts.values())
         first = RunReport()
         if not streamed:  # every chain would wait for every partition: plan the chains from its counts instead
@@ -431,11 +430,11 @@ def run_job(
             tiles = [t for t in tiles if sizes.get(t.key)]  # those holding points, ordered by them, no waiting
             parts = parts_of_tiles({folder_of[t.key]: first.outcomes[t.key].result["counts"] for t in partition},
                                    tiles)
-            waits = None
             if not tiles:
                 raise InputError(job.source, "no points inside the job area (check [job].area and the inputs)")
         plan = _Plan(job, context, tiles, (parts, _dimensions(inputs, numbered)), part_fps, manifest, hashes, code,
-                     force, upstream, loaded_points(grid, {t.key: sizes.get(t.key, 0) for t in tiles}), waits)
+                     force, upstream, loaded_points(grid, {t.key: sizes.get(t.key, 0) for t in tiles}),
+                     {folder: key for key, folder in folder_of.items()}, wait=streamed)
         hashes.save()
         tasks = [*largest_first, *plan.tasks] if streamed else plan.tasks
         if on_plan:
@@ -553,11 +552,6 @@ def loaded_points(grid: TileGrid, counts: dict[str, int]) -> dict[str, float]:
     return {key: loaded[key] for key in counts}
 
 
-def _tile_order(key: str) -> tuple[int, int]:
-    ix, iy = (int(v) for v in key.split("_"))
-    return (iy, ix)
-
-
 def has_tile_step(stage: Stage) -> bool:
     """Whether the stage does work per tile (stages with only a ``finish`` get no per-tile step)."""
     return type(stage).run is not Stage.run
@@ -572,16 +566,18 @@ class _Plan:
     they cannot start from the checkpoint). Chains are submitted largest tile first. A stage whose finish is a tree
     reduction (:class:`~cim.pipeline.reduction.BlockFinish`) gets one task per block of tiles before its finish.
     ``parts``: per tile key the part folders that may hold its points, and the dimensions of all the job's parts;
-    ``partition_of``: the partition task that writes each part folder (a chain waits for those of its folders).
+    ``partition_of``: the partition task that writes each part folder; ``wait``: a chain waits for those of its
+    folders (else they have run before the plan).
     """
 
     def __init__(self, job: Job, context: JobContext, tiles: list[Tile],
                  parts: tuple[dict[str, list[str]], dict[str, np.dtype]],
                  part_fps: list[str], manifest: Manifest, hashes: ContentHashes, code: CodeHashes,
                  force: bool, upstream: ItemPhase | None = None, sizes: dict[str, float] | None = None,
-                 partition_of: dict[str, str] | None = None) -> None:
+                 partition_of: dict[str, str] | None = None, wait: bool = False) -> None:
         upstream = upstream or ItemPhase()
         self.partition_of = partition_of or {}
+        self.wait = wait
         self.tiles = tiles
         self.labels: list[tuple[str, Stage]] = [(s.label, s) for s in job.stages if s.role == "tile"]
         self.recorded: dict[str, Any] = {}  # step key -> recorded result, for the steps kept
@@ -667,7 +663,7 @@ class _Plan:
         steps = self.steps[tile.key]
         chosen = [steps[i] for i in needed]
         save_after = steps[save].key if save >= 0 else None
-        waits = [Dep(self.partition_of[f]) for f in parts_dirs] if self.partition_of else []
+        waits = [Dep(self.partition_of[f]) for f in parts_dirs] if self.wait else []
         return Task(f"chain/{tile.key}", "chain", chain_task,
                     (chosen, parts_dirs, checkpoint, resume, save_after, dtypes, *waits),
                     fingerprint([s.fingerprint for s in chosen], resume))
@@ -785,7 +781,9 @@ class _Plan:
                 loading = outcome.result["io_seconds"] - (saved["span"][1] - saved["span"][0] if saved else 0.0)
                 io[task.key] = TaskOutcome(task.key, "tile.io", "done", loading, {"tile": tile},
                                            warnings=outcome.warnings, started=outcome.started, worker=outcome.worker,
-                                           deps=task.deps, ended=records[0]["result"]["span"][0],
+                                           deps=[self.partition_of[f] for f in task.args[1]
+                                                 if f in self.partition_of],
+                                           ended=records[0]["result"]["span"][0],
                                            cpu=max(0.0, outcome.cpu - steps_cpu))
                 continue
             failed_at = next((j for j, s in enumerate(steps) if s.key == outcome.part),
