@@ -82,6 +82,10 @@ class LasSource:
     #: Any point range can be read on its own (LAS by offset; LAZ and COPC through the chunk table).
     seekable = True
 
+    def schema_cloud(self) -> PointCloud:
+        """One zero point with the dimensions :meth:`chunks` yields, from the header alone (nothing decoded)."""
+        return _to_cloud(laspy.ScaleAwarePointRecord.zeros(1, header=self.header), self)
+
     def chunks(self, chunk_size: int = DEFAULT_CHUNK, bounds: Bounds | None = None,
                points: range | None = None) -> Iterator[PointCloud]:
         """The points in chunks (see :func:`iter_chunks`; a COPC file answers ``bounds`` with one query unless

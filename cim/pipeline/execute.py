@@ -8,6 +8,14 @@ from the parts, compressed: a class column for a classifier). A resume re-runs, 
 whose fingerprint changed or whose products are missing or changed (and the steps that depend on them), from
 the checkpoint when they all come after it, else from the parts.
 
+The tiles and chains are planned before the partition, from the inputs' header bounds
+(:mod:`cim.pipeline.planned_tiles`), and submitted with the partition as one task graph: a chain waits only for
+the partition tasks of the files whose header box meets its tile's 3 x 3 neighbourhood. When every chain would
+wait for every partition task anyway (one file, or the ranges of one), the partition runs first and the chains are
+planned from its counts, as before the planning from bounds: the tiles holding points, each reading the part
+folders that hold points of its neighbourhood, ordered by the points they load (the header estimate is uniform
+over a file), and no chain carrying every partition's result.
+
 Fingerprints chain: a step's fingerprint covers the fingerprint of the points it reads (the partition or the
 last step that changed the points), the fingerprints of the earlier steps whose products it uses, its options,
 the contents of the files its options name and the code of its stage module (with every cim module it
@@ -38,19 +46,20 @@ from cim.fileutil import atomic_write, expand_patterns
 from cim.io.chunks import task_ranges
 from cim.io.readers import PointSource, in_crs, require_crs
 from cim.pipeline.items import ItemPhase, ItemStage, run_items
+from cim.pipeline.planned_tiles import Span, check_inside, plan_tiles
 from cim.pipeline.job import Job
 from cim.pipeline.reduction import BlockFinish
 from cim.pipeline.shared import shared_strings
 from cim.pipeline.sizing import tile_advice
 from cim.pipeline.stage import JobContext, Product, Stage, TileContext, TileResult
 from cim.pipeline.withheld import run_stage
-from cim.points import Bounds, PointCloud
+from cim.points import INPUT_INDEX, INPUT_POSITION, Bounds, PointCloud
 from cim.runner import (Dep, Manifest, RunReport, Task, TaskOutcome, check_shared_storage, dask_client, fingerprint,
                         is_remote, run_tasks)
 from cim.runner.fingerprints import CODE_IMPORTS, CodeHashes, ContentHashes, intact, stamp
 from cim.runner.tasks import PartError, caught_warnings, describe
 from cim.stages.io import ReaderStage, TileOptions
-from cim.tiling import PARTS_FORMAT, Tile, TileGrid, load_tile, part_dtypes, partition_file, parts_of_tiles
+from cim.tiling import PARTS_FORMAT, Tile, TileGrid, load_tile, neighbourhood, partition_file, parts_of_tiles
 
 log = logging.getLogger("cim.pipeline")
 
@@ -59,7 +68,8 @@ WORK = ".cim"
 
 @dataclass
 class JobRun:
-    """The outcome of ``cim run``: the report of both phases and the products written."""
+    """The outcome of ``cim run``: the report of its tasks and the products written; ``tiles``: those holding
+    points (planned tiles without any are left out, see :func:`_empty_records`)."""
 
     job: Job
     report: RunReport
@@ -90,11 +100,20 @@ class Step:
 def partition_task(reader: ReaderStage, path: str, crs_wkt: str, work_crs_wkt: str, size: float, buffer: float,
                    parts_dir: str, out_dir: str, area: tuple | None, chunk_size: int,
                    quanta: dict[str, tuple[float, float]] | None, input_index: int | None = None,
-                   points: range | None = None) -> dict[str, Any]:
+                   points: range | None = None, covered: Span | None = None) -> dict[str, Any]:
+    """Partition one file (or a range of its points) into ``parts_dir``; ``covered``: the tiles its header bounds
+    meet, which the chains were planned with (points outside them fail the file, see
+    :func:`cim.pipeline.planned_tiles.check_inside`)."""
     work_crs = pyproj.CRS.from_wkt(work_crs_wkt)
     source = in_crs(reader.open(Path(path), pyproj.CRS.from_wkt(crs_wkt)), work_crs)
     counts = partition_file(source, TileGrid(size, buffer), work_crs, Path(parts_dir), area=area,
                             chunk_size=chunk_size, quanta=quanta, input_index=input_index, points=points)
+    if covered is not None:
+        try:
+            check_inside(path, covered, counts)
+        except InputError:
+            shutil.rmtree(parts_dir)  # no parts a resume could take for this file's
+            raise
     return {"counts": counts, "points": sum(counts.values()),
             "outputs": [Path(parts_dir).relative_to(out_dir).as_posix()]}
 
@@ -142,11 +161,14 @@ def _run_step(step: Step, cloud: PointCloud) -> tuple[TileResult | None, PartErr
 
 
 def chain_task(steps: list[Step], parts: list[str], checkpoint: str | None, resume: bool,
-               save_after: str | None, dtypes: dict[str, np.dtype] | None = None) -> dict[str, Any]:
+               save_after: str | None, dtypes: dict[str, np.dtype] | None = None,
+               *partitions: dict[str, Any]) -> dict[str, Any]:
     """Run ``steps`` (one tile) on one in-memory cloud; ``parts``: the part folders that may hold its points,
     ``dtypes``: the dimensions of all the job's parts (see :func:`cim.tiling.load_tile`); ``resume``: start from
     the ``checkpoint`` file instead of the parts; ``save_after``: the key of the step after which the checkpoint
-    is written.
+    is written; ``partitions``: the results of the partition tasks that wrote ``parts`` (one each, in order; none:
+    every part is read): only those holding points of the tile's neighbourhood are read, and a tile whose core
+    holds no point runs no step (see :func:`_empty_records`).
 
     Returns the steps' records for the manifest (with their start and end times, CPU seconds and the points they
     got), the time spent on loading and checkpointing the points, and the checkpoint's step (``after``), span and
@@ -154,6 +176,11 @@ def chain_task(steps: list[Step], parts: list[str], checkpoint: str | None, resu
     """
     ctx = steps[0].ctx
     io_start = time.time()
+    if partitions:
+        if not any(p["counts"].get(ctx.tile.key) for p in partitions):
+            return {"records": _empty_records(steps, io_start), "io_seconds": 0.0, "checkpoint": None}
+        near = neighbourhood(ctx.tile)
+        parts = [f for f, p in zip(parts, partitions) if any(p["counts"].get(k) for k in near)]
     base = load_tile([Path(p) for p in parts], ctx.tile, ctx.crs, dtypes)
     base_size, base_digests = len(base), _column_digests(base) if save_after else {}
     cloud = load_checkpoint(Path(checkpoint), base) if resume else base
@@ -195,6 +222,15 @@ def chain_task(steps: list[Step], parts: list[str], checkpoint: str | None, resu
     return {"records": records, "io_seconds": round(io, 6), "checkpoint": saved}
 
 
+def _empty_records(steps: list[Step], now: float) -> list[dict[str, Any]]:
+    """The records of the steps of a tile whose core holds no point (planned from header bounds): no products,
+    marked ``empty`` (the finishes, the report and a resume pass them over)."""
+    tile = steps[0].ctx.tile.key
+    return [{"key": s.key, "fingerprint": s.fingerprint, "seconds": 0.0, "result": {
+        "tile": tile, "empty": True, "stats": {}, "products": [], "outputs": [], "stamps": {}, "warnings": [],
+        "span": [round(now, 6), round(now, 6)], "cpu": 0.0, "points": 0}} for s in steps]
+
+
 def _cleared_mark(out_dir: Path, stage: Stage) -> Path:
     """Present while the stage's scratch was cleared after its finish: a finish re-run needs every tile step."""
     return stage.scratch_dir(out_dir).with_name(f"{stage.label}.cleared")
@@ -206,7 +242,7 @@ def _step_results(keys: list[str], recorded: dict[str, Any], results: tuple[Any,
     for result in results:
         if isinstance(result, dict):
             found.update({r["key"]: r["result"] for r in result.get("records", [])})
-    return [found[k] for k in keys]
+    return [found[k] for k in keys if not found[k].get("empty")]  # tiles without points have no results
 
 
 def summary_task(stage: BlockFinish, ctx: JobContext, keys: list[str], recorded: dict[str, Any],
@@ -217,8 +253,10 @@ def summary_task(stage: BlockFinish, ctx: JobContext, keys: list[str], recorded:
 
 def block_task(stage: BlockFinish, ctx: JobContext, block: str, keys: list[str], recorded: dict[str, Any],
                summary: dict[str, Any], *results: Any) -> dict[str, Any]:
-    """One block's part of a tree-reduced finish from its own tiles' steps ``keys`` and the summary task's result."""
-    record = stage.finish_block(block, _step_results(keys, recorded, results), summary["summary"], ctx)
+    """One block's part of a tree-reduced finish from its own tiles' steps ``keys`` and the summary task's result
+    (None when none of its tiles holds points)."""
+    found = _step_results(keys, recorded, results)
+    record = stage.finish_block(block, found, summary["summary"], ctx) if found else None
     return {"block": block, "record": record, "outputs": []}
 
 
@@ -332,14 +370,15 @@ def run_job(
     code = CodeHashes(work / CODE_IMPORTS)
     numbered = any(s.needs_input_index for s in job.stages)
 
-    partition: list[Task] = []
-    task_points: dict[str, int] = {}  # partition task -> the points it reads (the largest are submitted first)
+    reads: dict[str, tuple[Bounds, int]] = {}  # part folder -> the header bounds and points of what it reads
+    planned: list[tuple[str, str, tuple[Any, ...]]] = []  # (task key, fingerprint, arguments but the tiles) per task
     partition_code = code.code_hash(partition_file.__module__)
     chunk = _chunk(job)
     for i, ((reader, source), digest) in enumerate(zip(inputs, hashes.digests([s.path for _, s in inputs]))):
         index = i if numbered else None
         quanta = _quanta(source) if work_crs is crs else None
         ranges = task_ranges(source, chunk, reader.options.task_points or chunk, job.area is not None)
+        bounds = sources[i].bounds
         for k, points in enumerate(ranges or [None]):  # a large file: one task and parts folder per range
             name = f"{i:04d}-{source.path.stem}" + (f".{k:05d}" if ranges else "")  # names sort in file order
             parts_dir = work / "parts" / name
@@ -348,17 +387,22 @@ def run_job(
                              grid.buffer, job.area, str(parts_dir), *([index] if numbered else []),
                              *([] if context.skip_withheld else ["withheld kept"]),
                              *([chunk, points.start, points.stop] if ranges else []))
-            task_points[f"partition/{name}"] = len(points) if points is not None else source.point_count
-            partition.append(Task(f"partition/{name}", "tile", partition_task,
-                                  (reader, str(source.path), crs.to_wkt(), work_crs.to_wkt(), grid.size, grid.buffer,
-                                   str(parts_dir), str(out_dir), job.area, chunk, quanta, index, points), fp))
+            reads[str(parts_dir)] = (bounds, len(points) if points is not None else source.point_count)
+            planned.append((f"partition/{name}", fp, (reader, str(source.path), crs.to_wkt(), work_crs.to_wkt(),
+                                                      grid.size, grid.buffer, str(parts_dir), str(out_dir), job.area,
+                                                      chunk, quanta, index, points)))
+    layout = plan_tiles(grid, reads, job.area)
+    if not layout.tiles:
+        raise InputError(job.source, "no points inside the job area (check [job].area and the inputs)")
+    partition = [Task(key, "tile", partition_task, (*args, layout.spans.get(args[6])), fp) for key, fp, args in planned]
+    part_fps = [t.fingerprint for t in partition]
 
     remove_stale_parts(work / "parts", {Path(t.key).name for t in partition})
     with dask_client(scheduler, workers, work / "dask") as client:
         if is_remote(scheduler):
-            reads = [s.path for s in sources] + [p for s in job.stages if s.role in ("tile", "items")
+            paths = [s.path for s in sources] + [p for s in job.stages if s.role in ("tile", "items")
                                                  for p in s.option_files()]
-            check_shared_storage(client, reads, out_dir, work / "storage-check")
+            check_shared_storage(client, paths, out_dir, work / "storage-check")
         upstream = ItemPhase()  # the item stages (panoramas, ...) run first: point stages may use their artefacts
         if any(isinstance(s, ItemStage) for s in job.stages):
             upstream = run_items(job, work_crs, client, manifest, hashes, code, force=force, keep_going=keep_going,
@@ -366,45 +410,81 @@ def run_job(
             if not upstream.report.ok:
                 return JobRun(job, upstream.report, [Product.from_json(p) for p in upstream.products],
                               items=upstream.items)
-        if on_plan:
-            on_plan(len(partition), "partition")
-        largest_first = sorted(partition, key=lambda t: -task_points[t.key])
-        first = run_tasks(largest_first, client, manifest, out_dir=out_dir, force=force, keep_going=keep_going,
-                          on_outcome=on_outcome)
-        if not first.ok:  # never build tiles from a partial set of inputs
-            hashes.save()
-            return JobRun(job, RunReport({**upstream.report.outcomes, **first.outcomes}))
-        counts: dict[str, int] = {}
-        sources_of: dict[str, list[str]] = {}  # tile -> the partition tasks that wrote its points
-        for task in partition:
-            for key, n in first.outcomes[task.key].result["counts"].items():
-                counts[key] = counts.get(key, 0) + n
-                sources_of.setdefault(key, []).append(task.key)
-        folders = {str(work / "parts" / Path(t.key).name): first.outcomes[t.key].result["counts"] for t in partition}
-        part_fps = [t.fingerprint for t in partition]
-        tiles = [grid.tile_from_key(k) for k in sorted(counts, key=_tile_order) if counts[k] > 0]
-        if not tiles:
-            raise InputError(job.source, "no points inside the job area (check [job].area and the inputs)")
         extent = Bounds.union(s.bounds for s in sources).xy
-        all_tiles = grid.tiles_covering(extent)
-        workers_now = sum(client.nthreads().values())
-        advice = tile_advice(grid, tiles, extent, job.area, workers_now)
+        advice = tile_advice(grid, layout.tiles, extent, job.area, sum(client.nthreads().values()))
         if advice:
             log.info(advice)
-        plan = _Plan(job, context, tiles, (parts_of_tiles(folders, tiles), part_dtypes(folders)), part_fps, manifest,
-                     hashes, code, force, upstream, loaded_points(grid, counts))
+        largest_first = sorted(partition, key=lambda t: -reads[t.args[6]][1])  # files (ranges) by their points
+        folder_of = {t.key: str(work / "parts" / Path(t.key).name) for t in partition}
+        tiles, parts, sizes = layout.tiles, layout.parts, layout.estimates
+        streamed = any(len(p) < len(partition) for p in parts.values())
+        first = RunReport()
+        if not streamed:  # every chain would wait for every partition: plan the chains from its counts instead
+            if on_plan:
+                on_plan(len(partition), "partition")
+            first = run_tasks(largest_first, client, manifest, out_dir=out_dir, force=force, keep_going=keep_going,
+                              on_outcome=on_outcome)
+            if not first.ok:  # never build tiles from a partial set of inputs
+                hashes.save()
+                return JobRun(job, RunReport({**upstream.report.outcomes, **first.outcomes}))
+            sizes = _core_counts(partition, first)
+            tiles = [t for t in tiles if sizes.get(t.key)]  # those holding points, ordered by them, no waiting
+            parts = parts_of_tiles({folder_of[t.key]: first.outcomes[t.key].result["counts"] for t in partition},
+                                   tiles)
+            if not tiles:
+                raise InputError(job.source, "no points inside the job area (check [job].area and the inputs)")
+        plan = _Plan(job, context, tiles, (parts, _dimensions(inputs, numbered)), part_fps, manifest, hashes, code,
+                     force, upstream, loaded_points(grid, {t.key: sizes.get(t.key, 0) for t in tiles}),
+                     {folder: key for key, folder in folder_of.items()}, wait=streamed)
         hashes.save()
+        tasks = [*largest_first, *plan.tasks] if streamed else plan.tasks
         if on_plan:
-            on_plan(len(plan.tasks), "stages")
-        second = run_tasks(plan.tasks, client, manifest, out_dir=out_dir, force=force, keep_going=keep_going,
+            on_plan(len(tasks), "tiles" if streamed else "stages")
+        second = run_tasks(tasks, client, manifest, out_dir=out_dir, force=force, keep_going=keep_going,
                            on_outcome=on_outcome)
+        ran = RunReport({**first.outcomes, **second.outcomes}, first.seconds + second.seconds)
 
-    report = RunReport({**upstream.report.outcomes, **first.outcomes, **plan.outcomes(second, sources_of)},
-                       upstream.report.seconds + first.seconds + second.seconds)
+    counts = _core_counts(partition, ran)
+    tiles = sum(1 for n in counts.values() if n > 0)
+    if ran.ok and not tiles:
+        raise InputError(job.source, "no points inside the job area (check [job].area and the inputs)")
+    report = RunReport({**upstream.report.outcomes, **{t.key: ran.outcomes[t.key] for t in partition},
+                        **plan.outcomes(ran)}, upstream.report.seconds + ran.seconds)
     products = [Product.from_json(p) for o in report.outcomes.values() if isinstance(o.result, dict)
                 for p in o.result.get("products", []) if isinstance(p, dict)]
-    return JobRun(job, report, products, len(tiles), max(0, len(all_tiles) - len(tiles)), sum(counts.values()),
+    all_tiles = grid.tiles_covering(extent)
+    return JobRun(job, report, products, tiles, max(0, len(all_tiles) - tiles), sum(counts.values()),
                   [advice] if advice else [], upstream.items)
+
+
+def _core_counts(partition: list[Task], report: RunReport) -> dict[str, int]:
+    """The core points per tile the partition tasks that ran or were kept wrote."""
+    counts: dict[str, int] = {}
+    for task in partition:
+        outcome = report.outcomes[task.key]
+        for key, n in (outcome.result or {}).get("counts", {}).items() if outcome.status in ("done", "skipped") else ():
+            counts[key] = counts.get(key, 0) + n
+    return counts
+
+
+def _dimensions(inputs: list[tuple[ReaderStage, PointSource]], numbered: bool) -> dict[str, np.dtype]:
+    """The dimensions of all the job's parts in input order, as :func:`cim.tiling.part_dtypes` would find them
+    after the partition (the chains start before it ends): from the header where the source can tell them
+    (``schema_cloud``, e.g. :meth:`cim.io.las.LasSource.schema_cloud`), else from its first point."""
+    dtypes: dict[str, np.dtype] = {}
+    for i, (_, source) in enumerate(inputs):
+        if source.point_count == 0:  # its part folder names no dimension
+            continue
+        schema = getattr(source, "schema_cloud", None)
+        first = schema() if schema is not None else next(iter(source.chunks(1)), None)
+        if first is None:
+            continue
+        if numbered:  # as the partition adds them (see cim.tiling.partition_file)
+            first.set(INPUT_INDEX, i)
+            first.set(INPUT_POSITION, np.arange(len(first)))
+        for name in first.names:
+            dtypes.setdefault(name, first[name].dtype)
+    return dtypes
 
 
 _TEMPORARY = re.compile(r"^\..+(\.[0-9a-f]{8}\.tmp(\.[^.]+)?|_[0-9a-f]{8}_tmp)$")
@@ -473,11 +553,6 @@ def loaded_points(grid: TileGrid, counts: dict[str, int]) -> dict[str, float]:
     return {key: loaded[key] for key in counts}
 
 
-def _tile_order(key: str) -> tuple[int, int]:
-    ix, iy = (int(v) for v in key.split("_"))
-    return (iy, ix)
-
-
 def has_tile_step(stage: Stage) -> bool:
     """Whether the stage does work per tile (stages with only a ``finish`` get no per-tile step)."""
     return type(stage).run is not Stage.run
@@ -491,14 +566,19 @@ class _Plan:
     re-runs; the steps that re-run form the tile's chain task (plus the point-modifying steps before them when
     they cannot start from the checkpoint). Chains are submitted largest tile first. A stage whose finish is a tree
     reduction (:class:`~cim.pipeline.reduction.BlockFinish`) gets one task per block of tiles before its finish.
-    ``parts``: per tile key the part folders that may hold its points, and the dimensions of all the job's parts.
+    ``parts``: per tile key the part folders that may hold its points, and the dimensions of all the job's parts;
+    ``partition_of``: the partition task that writes each part folder; ``wait``: a chain waits for those of its
+    folders (else they have run before the plan).
     """
 
     def __init__(self, job: Job, context: JobContext, tiles: list[Tile],
                  parts: tuple[dict[str, list[str]], dict[str, np.dtype]],
                  part_fps: list[str], manifest: Manifest, hashes: ContentHashes, code: CodeHashes,
-                 force: bool, upstream: ItemPhase | None = None, sizes: dict[str, float] | None = None) -> None:
+                 force: bool, upstream: ItemPhase | None = None, sizes: dict[str, float] | None = None,
+                 partition_of: dict[str, str] | None = None, wait: bool = False) -> None:
         upstream = upstream or ItemPhase()
+        self.partition_of = partition_of or {}
+        self.wait = wait
         self.tiles = tiles
         self.labels: list[tuple[str, Stage]] = [(s.label, s) for s in job.stages if s.role == "tile"]
         self.recorded: dict[str, Any] = {}  # step key -> recorded result, for the steps kept
@@ -584,8 +664,9 @@ class _Plan:
         steps = self.steps[tile.key]
         chosen = [steps[i] for i in needed]
         save_after = steps[save].key if save >= 0 else None
+        waits = [Dep(self.partition_of[f]) for f in parts_dirs] if self.wait else []
         return Task(f"chain/{tile.key}", "chain", chain_task,
-                    (chosen, parts_dirs, checkpoint, resume, save_after, dtypes),
+                    (chosen, parts_dirs, checkpoint, resume, save_after, dtypes, *waits),
                     fingerprint([s.fingerprint for s in chosen], resume))
 
     def _waits(self, i: int, stage: Stage, step_keys: list[str]) -> tuple[list[str], list[str]]:
@@ -660,13 +741,15 @@ class _Plan:
                                Dep(summary.key), *[Dep(c) for c in chains]), fingerprint(fp, name, tiles)))
         return tasks
 
-    def outcomes(self, report: RunReport, sources_of: dict[str, list[str]]) -> dict[str, TaskOutcome]:
+    def outcomes(self, report: RunReport) -> dict[str, TaskOutcome]:
         """The run's outcomes per step (kept, done, failed or cancelled), finish and catalog, in plan order, plus
         the points' loading and checkpoint per chain (stage "tile.io": the chain's start up to its first step, and
         ``<chain>/checkpoint`` between the step it follows and the next, so that the timeline has no gap where the
-        worker writes it). Dependencies: a chain's loading waits for the partitions of its tile (``sources_of``), a
-        step for the one before it (or the checkpoint); a finish or the catalog for the last step of each chain."""
+        worker writes it). Dependencies: a chain's loading waits for the partitions of its tile's part folders, a
+        step for the one before it (or the checkpoint); a finish or the catalog for the last step of each chain.
+        The steps of tiles without points (see :func:`_empty_records`) are left out, as these tiles are."""
         per_step: dict[str, TaskOutcome] = {}
+        empty = {r["tile"] for r in self.recorded.values() if r.get("empty")}
         io: dict[str, TaskOutcome] = {}
         last_step: dict[str, str] = {}  # chain task key -> its last step's key
         for task in self.tasks:
@@ -675,6 +758,9 @@ class _Plan:
                 continue
             steps: list[Step] = task.args[0]
             tile = steps[0].ctx.tile.key
+            if outcome.status == "done" and outcome.result["records"][0]["result"].get("empty"):
+                empty.add(tile)
+                continue
             if outcome.status == "done":
                 records = outcome.result["records"]
                 saved = outcome.result.get("checkpoint")
@@ -696,7 +782,9 @@ class _Plan:
                 loading = outcome.result["io_seconds"] - (saved["span"][1] - saved["span"][0] if saved else 0.0)
                 io[task.key] = TaskOutcome(task.key, "tile.io", "done", loading, {"tile": tile},
                                            warnings=outcome.warnings, started=outcome.started, worker=outcome.worker,
-                                           deps=sources_of.get(tile, []), ended=records[0]["result"]["span"][0],
+                                           deps=[self.partition_of[f] for f in task.args[1]
+                                                 if f in self.partition_of],
+                                           ended=records[0]["result"]["span"][0],
                                            cpu=max(0.0, outcome.cpu - steps_cpu))
                 continue
             failed_at = next((j for j, s in enumerate(steps) if s.key == outcome.part),
@@ -706,11 +794,16 @@ class _Plan:
                     per_step[step.key] = TaskOutcome(step.key, step.stage.name, "failed", error=outcome.error)
                 else:
                     reason = "an upstream task failed" if failed_at is not None else outcome.error
+                    blocked = [d for d in task.deps if getattr(report.outcomes.get(d), "status", "") == "failed"]
+                    if failed_at is None and blocked:  # a partition of the tile's inputs failed: not run on part
+                        reason = f"not run: {', '.join(blocked)} failed"
                     per_step[step.key] = TaskOutcome(step.key, step.stage.name, "cancelled", error=reason)
         ordered: dict[str, TaskOutcome] = {}
         finishes = {label: task for label, _, task in self.finishes}
         for label, stage in self.labels:
             for tile in self.tiles if has_tile_step(stage) else []:
+                if tile.key in empty:
+                    continue
                 key = f"{label}/{tile.key}"
                 outcome = per_step.get(key) or TaskOutcome(key, stage.name, "skipped", result=self.recorded.get(key))
                 outcome.stage = stage.name
