@@ -40,6 +40,7 @@ def label_raster(
     max_extension: float = 2.0,
     mode_filter: int = 2,
     keep_misfit: float = 0.5,
+    nearest: int = 0,
 ) -> tuple[np.ndarray, Affine, np.ndarray]:
     """(label raster, its transform, inside-footprint mask); labels index ``planes`` or are NODATA. The majority
     filter never gives a cell with points a plane more than ``keep_misfit`` farther from their median height than
@@ -83,6 +84,8 @@ def label_raster(
     cost = np.where(reach, cost, np.inf)
     best = np.argmin(cost, axis=0)
     out = np.where(np.isfinite(cost.min(axis=0)), best, NODATA)
+    if nearest:
+        out = _nearest_labels(gx, gy, xyz, labels, k, nearest, max_extension, cell, out)
     if inside.any():  # cells centred outside the footprint (clipped to slivers later) take their inside neighbour's
         _, (ri, ci) = ndimage.distance_transform_edt(~inside, return_indices=True)
         out = out[ri, ci]
@@ -93,6 +96,25 @@ def label_raster(
 
     out = _mode_filter(out, inside, mode_filter, misfit, keep_misfit)
     return out, transform, inside
+
+
+def _nearest_labels(gx: np.ndarray, gy: np.ndarray, xyz: np.ndarray, labels: np.ndarray, n_planes: int, k: int,
+                    max_extension: float, cell: float, fallback: np.ndarray) -> np.ndarray:
+    """Each cell's label by a vote of its ``k`` nearest plane inliers in plan (weighted by inverse distance);
+    ``fallback`` where no inlier lies within ``max_extension``."""
+    from scipy.spatial import cKDTree
+
+    own = np.flatnonzero(labels >= 0)
+    if not len(own):
+        return fallback
+    d, j = cKDTree(xyz[own, :2]).query(np.column_stack([gx.ravel(), gy.ravel()]), k=min(k, len(own)),
+                                       distance_upper_bound=max_extension)
+    d, j = d.reshape(len(d), -1), j.reshape(len(j), -1)
+    ok = np.isfinite(d)
+    votes = labels[own[np.where(ok, j, 0)]]
+    score = np.zeros((len(d), n_planes))
+    np.add.at(score, (np.repeat(np.arange(len(d)), d.shape[1]), votes.ravel()), np.where(ok, 1 / (d + cell), 0).ravel())
+    return np.where(ok.any(axis=1), np.argmax(score, axis=1), fallback.ravel()).reshape(gx.shape)
 
 
 def _mode_filter(labels: np.ndarray, inside: np.ndarray, iterations: int,
