@@ -77,9 +77,9 @@ class ReconstructionParams:
     regularise: bool = True  # data-driven planes: outline-normal slope directions, shared slopes, where allowed
     planes: PlaneParams = field(default_factory=PlaneParams)
     # data-driven geometry
-    nearest_inliers: int = 5  # a partition cell takes the plane most of its this many nearest inliers lie on ...
+    nearest_inliers: int = 8  # a partition cell takes the plane most of its this many nearest inliers lie on ...
     nearest_cell: float = 0.25  # ... on a raster this fine (0 inliers: the plane nearest its points' median height,
-    #   on ``partition_cell``); 3DBAG 5912 window ALS median RMSE 0.182 -> 0.108 m (docs/buildings.md)
+    #   on ``partition_cell``); 3DBAG 5912 window ALS median RMSE 0.182 -> 0.118 m (docs/buildings.md)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
