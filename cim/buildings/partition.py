@@ -3,8 +3,11 @@
 A raster over the footprint decides, cell by cell, which plane forms the roof there:
   * a plane may only claim cells within ``max_extension`` of its own inlier points: no roof plane is ever
     extended over an area without points further than this tolerance (the roofer #172 failure);
-  * a cell with points takes the candidate plane closest to the cells' observed median height;
-  * a cell without points takes the lowest candidate (lower envelope: conservative, right for gable/hip roofs);
+  * with ``nearest`` (the buildings' default, on a 0.25 m raster): a cell takes the plane that its nearest inlier
+    points in plan vote for (weighted by inverse distance): the edge between two planes lies between their point
+    sets, also where most cells hold no point (narrow eaves and step strips);
+  * otherwise a cell with points takes the candidate plane closest to the cells' observed median height, and a cell
+    without points the lowest candidate (lower envelope: conservative, right for gable/hip roofs);
   * a cell with no candidate gets the ``nodata`` label (a flat, low roof; reported as lower coverage);
   * a cell centred outside the footprint takes the label of the nearest cell inside (its sliver inside the
     outline belongs to that roof, not to the lowest plane within reach).
@@ -44,7 +47,8 @@ def label_raster(
 ) -> tuple[np.ndarray, Affine, np.ndarray]:
     """(label raster, its transform, inside-footprint mask); labels index ``planes`` or are NODATA. The majority
     filter never gives a cell with points a plane more than ``keep_misfit`` farther from their median height than
-    its own plane (narrow pieces the points show – eaves strips, step pieces – survive it)."""
+    its own plane (narrow pieces the points show – eaves strips, step pieces – survive it). With ``nearest`` > 0 a
+    cell takes the plane its ``nearest`` nearest inliers vote for, where any lies within ``max_extension``."""
     minx, miny, maxx, maxy = footprint.bounds
     pad = 2 * cell
     x0 = np.floor((minx - pad) / cell) * cell
@@ -113,7 +117,8 @@ def _nearest_labels(gx: np.ndarray, gy: np.ndarray, xyz: np.ndarray, labels: np.
     ok = np.isfinite(d)
     votes = labels[own[np.where(ok, j, 0)]]
     score = np.zeros((len(d), n_planes))
-    np.add.at(score, (np.repeat(np.arange(len(d)), d.shape[1]), votes.ravel()), np.where(ok, 1 / (d + cell), 0).ravel())
+    rows = np.repeat(np.arange(len(d)), d.shape[1])
+    np.add.at(score, (rows, votes.ravel()), np.where(ok, 1 / (d + cell), 0).ravel())
     return np.where(ok.any(axis=1), np.argmax(score, axis=1), fallback.ravel()).reshape(gx.shape)
 
 
