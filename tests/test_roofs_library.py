@@ -161,8 +161,8 @@ def test_3dbag_solids_scanned_als(shared_data):
     flat roofs) scanned in the ALS style and reconstructed in their own footprints; roof RMSE against the solids
     and the roof plane count. Reached: median RMSE 0.118 m (issue 14's target 0.15 m; 0.182 before partition
     cells took the plane of their 8 nearest inliers on a 0.25 m raster), p75 0.247 m (0.332), max 0.72 m (0.78),
-    plane count equal for 89 % (target 80 %; 81 % before). The image-matching style of the same solids: median
-    0.362 m after the offset (0.389 before), every building LoD2.2."""
+    plane count equal for 89 % (target 80 %; 81 % before). The image-matching style of the same solids (which
+    keeps the median-height partition rule): median 0.389 m after the offset, every building LoD2.2."""
     from cim.cityjson import read_cityjson
     from cim.synth.rooflib import buildings_from_solids
 
@@ -179,13 +179,13 @@ def test_3dbag_solids_scanned_als(shared_data):
     assert len(lib) >= 15 and all(m.status == "lod22" for m in models)
     assert np.median(rmse) <= 0.15 and np.percentile(rmse, 75) <= 0.27
     assert same >= 0.85
-    # image matching of the same solids: rounded steps and 0.15 m noise (measured: median 0.362 m after the offset)
+    # image matching of the same solids: rounded steps and 0.15 m noise (measured: median 0.389 m after the offset)
     cloud = scan(lib, IMAGE_MATCHING, seed=1, ground=lambda x, y: np.full(len(x), z0))
     models = reconstruct_cloud(cloud, [Footprint(b.id, b.footprint) for b in lib])
     rmse = np.array([roof_rmse(m.lod22, b.solids, remove_offset=True) for b, m in zip(lib, models)])
     print(f"3DBAG window, image matching: roof RMSE after offset median {np.median(rmse):.3f} m")
     assert all(m.status == "lod22" for m in models)
-    assert np.median(rmse) <= 0.38
+    assert np.median(rmse) <= 0.40
 
 
 def _rotated(b, degrees: float):
