@@ -25,6 +25,7 @@ import numpy as np
 import shapely
 from affine import Affine
 from scipy import ndimage
+from scipy.spatial import cKDTree
 from shapely.geometry import Polygon
 
 from cim.buildings.planes import Plane
@@ -106,8 +107,6 @@ def _nearest_labels(gx: np.ndarray, gy: np.ndarray, xyz: np.ndarray, labels: np.
                     max_extension: float, cell: float, fallback: np.ndarray) -> np.ndarray:
     """Each cell's label by a vote of its ``k`` nearest plane inliers in plan (weighted by inverse distance);
     ``fallback`` where no inlier lies within ``max_extension``."""
-    from scipy.spatial import cKDTree
-
     own = np.flatnonzero(labels >= 0)
     if not len(own):
         return fallback
