@@ -15,7 +15,7 @@ from cim.buildings.evaluate import footprint_of, iou, roof_rmse, sample_roof_poi
 from cim.buildings.extrude import extrude_partition, footprint_cells
 from cim.buildings.footprints import Footprint, derive_footprints, read_footprints
 from cim.buildings.model import NO_POINTS, OK, ReconstructionParams, reconstruct_building
-from cim.buildings.partition import carve_corners, label_raster, move_vertices
+from cim.buildings.partition import carve_corners, label_raster, move_vertices, vectorise
 from cim.buildings.planes import detect_planes
 from cim.buildings.tiles import write_building_tiles
 from cim.buildings.validity import check_solid, nonmanifold_edges, signed_volume
@@ -336,3 +336,32 @@ def test_majority_filter_keeps_a_narrow_piece_the_points_show():
     assert (raster[:, col][inside[:, col]] == 1).all()
     raster, _, inside = label_raster(box(0, 0, 10, 10), np.column_stack([x, y, z]), labels, speck, mode_filter=1)
     assert (raster[inside] == 0).all()
+
+
+def test_nearest_inliers_put_a_step_strip_where_its_points_are():
+    """A 0.6 m strip 3 m below the roof along a wall 37° off the axes (an eaves strip), ALS-like points (10/m²,
+    σ 3 cm): on a 0.25 m raster most cells hold no point; voting by the 8 nearest inliers puts the strip's cells
+    within 2 m² (0.2 m on average along its 10 m) of the true strip, where taking the lowest plane in reach for
+    the empty cells spreads the strip over the roof."""
+    from shapely import affinity
+
+    from cim.buildings.planes import Plane
+
+    rng = np.random.default_rng(7)
+    footprint = affinity.rotate(box(0, 0, 10, 6), 37, origin=(0, 0))
+    strip = affinity.rotate(box(0, 0, 10, 0.6), 37, origin=(0, 0))
+    x, y = rng.uniform(-4, 10, (2, 20 * int(10 * footprint.area)))
+    keep = shapely.contains_xy(footprint, x, y)
+    x, y = x[keep][: int(10 * footprint.area)], y[keep][: int(10 * footprint.area)]
+    on = shapely.contains_xy(strip, x, y)
+    xyz = np.column_stack([x, y, np.where(on, 5.0, 8.0) + rng.normal(0, 0.03, len(x))])
+    planes = [Plane(0.0, 0.0, 8.0, np.nonzero(~on)[0]), Plane(0.0, 0.0, 5.0, np.nonzero(on)[0])]
+
+    def strip_error(nearest: int) -> float:
+        raster, transform, _ = label_raster(footprint, xyz, on.astype(np.int64), planes, cell=0.25, mode_filter=1,
+                                            keep_misfit=np.inf, nearest=nearest)
+        cells = vectorise(footprint, raster, transform, simplify=0.125)
+        return shapely.union_all([c for c, v in cells if v == 1]).symmetric_difference(strip).area
+
+    assert strip_error(8) <= 2.0
+    assert strip_error(0) > 4.0
