@@ -77,7 +77,7 @@ class ReconstructionParams:
     regularise: bool = True  # data-driven planes: outline-normal slope directions, shared slopes, where allowed
     planes: PlaneParams = field(default_factory=PlaneParams)
     # standard shapes
-    min_core_points: int = 20  # a standard shape's plane must own this many points the cloud's rounding leaves alone
+    min_core_points: int = 5  # a standard shape's plane must own this many points the cloud's rounding leaves alone
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
