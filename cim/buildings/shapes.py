@@ -268,7 +268,7 @@ def resolved(fit: ShapeFit, footprint: Polygon, xyz: np.ndarray, rounding: float
 
 
 def rounding_width(footprint: Polygon, xyz: np.ndarray, step: float = 0.1, max_width: float = 0.7,
-                   max_rise: float = 1.5, min_bin: int = 5) -> float:
+                   max_rise: float = 1.5, min_bin: int = 5, min_run: int = 3) -> float:
     """Width (m) over which the cloud rounds the roof's outline down to the ground, estimated from the points:
     the median height of the points in bands ``step`` wide from the outline inwards climbs faster than
     ``max_rise`` m per m (steeper than nearly all roof planes, 56°; measured over two bands against the noise)
@@ -289,7 +289,10 @@ def rounding_width(footprint: Polygon, xyz: np.ndarray, step: float = 0.1, max_w
     start = first + int(np.argmax(rising[first:first + 3]))
     if not rising[start]:
         return first * step
-    return float(min(start + int(np.argmin(rising[start:])), nbins - 2)) * step
+    end = start + int(np.argmin(rising[start:]))  # the first band of the first window that no longer rises
+    if end - start < min_run:  # a step of one or two bands is a wall (laser scans) or an eave, not a ramp
+        return first * step
+    return float(min(end + 1, nbins - 2)) * step  # ... still climbs from the last rising window: part of the ramp
 
 
 def _half_plane(a: float, b: float, c: float, box: Polygon) -> Polygon:
