@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import shapely
 
 from cim.buildings.footprints import Footprint
+from cim.buildings.rooftype import GABLE, HIP
+from cim.buildings.shapes import ShapeFit, _core_owner, resolved
 from cim.buildings.run import reconstruct_cloud
 from cim.cityjson import BuildingGeometry
 from cim.synth.rooflib import ORIGIN, buildings_from_solids
@@ -52,3 +55,23 @@ def test_shed_types(sheds, style, radius):
     assert np.isin(got, (FLAT, SHED)).mean() >= 0.9
     assert np.mean(got == truth) >= 0.85
     assert radius[0] <= np.median([m.attributes["point_rounding"] for m in models]) <= radius[1]
+
+
+def test_resolved_planes():
+    """A hip on a 2.6 × 2.4 m roof (points every 0.2 m): every plane owns points when the cloud is sharp, its end
+    planes own none farther than 0.5 m from the outline and the hip lines; a gable on a 10 × 8 m roof keeps both
+    planes either way. Break-line distances checked against the geometry: a point 0.3 m beside the ridge is not
+    a core point at 0.5 m, one 0.7 m beside it is."""
+    gx, gy = np.meshgrid(np.arange(-1.2, 1.21, 0.2), np.arange(-1.1, 1.11, 0.2))
+    xyz = np.column_stack([gx.ravel(), gy.ravel(), np.zeros(gx.size)])
+    small = shapely.box(-1.3, -1.2, 1.3, 1.2)
+    s = 0.5  # hip planes of slope 0.5, ridge along x from -0.1 to 0.1
+    hip = ShapeFit(HIP, [(0.0, -s, 3.0), (0.0, s, 3.0), (-s, 0.0, 3.0 + s * 0.1), (s, 0.0, 3.0 + s * 0.1)], 4, 0, 0)
+    assert resolved(hip, small, xyz, 0.0, 5)
+    assert not resolved(hip, small, xyz, 0.5, 5)
+    gx, gy = np.meshgrid(np.arange(-5, 5.01, 0.2), np.arange(-4, 4.01, 0.2))
+    big = np.column_stack([gx.ravel(), gy.ravel(), np.zeros(gx.size)])
+    gable = ShapeFit(GABLE, [(0.0, -s, 3.0), (0.0, s, 3.0)], 2, 0, 0)
+    assert resolved(gable, shapely.box(-5.1, -4.1, 5.1, 4.1), big, 0.5, 5)
+    owner = _core_owner(gable.planes, np.array([[0.0, 0.3, 0.0], [0.0, -0.7, 0.0]]), 0.5)
+    assert owner.tolist() == [-1, 1]  # z = 3 + s·y is the lower plane where y < 0; the ridge lies 0.7 m away

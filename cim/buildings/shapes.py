@@ -14,7 +14,9 @@ Every standard roof is the lower envelope of a few planes (z = min over planes) 
 * barrel ``h - s·(R - √(R² - v²))`` (arc radius ``R`` over a grid), built as 16 planes tangent to the arc.
 
 The score of a fit is ``Σ min(r²/σ², 9) + k·ln n`` (residuals truncated at 3σ so chimneys, dormers and rounded
-eaves do not decide; ``k`` parameters; σ the noise estimated from the data)."""
+eaves do not decide; ``k`` parameters; σ the noise estimated from the data). Image-matching clouds round the
+outline and the break lines over a width that :func:`rounding_width` estimates from the points: a fit counts only
+when each of its planes owns points outside that width (:func:`resolved`)."""
 
 from __future__ import annotations
 
@@ -184,7 +186,7 @@ def _hip_type(fr: Frame, d: float, r: float) -> int:
 
 def fit_standard_roofs(footprint: Polygon, xyz: np.ndarray, sigma: float, *, min_rectangularity: float = 0.8,
                        min_slope: float = 0.05, min_kink_deg: float = 15.0, rounding: float = 0.0,
-                       min_core_points: int = 20) -> list[ShapeFit]:
+                       min_core_points: int = 5) -> list[ShapeFit]:
     """The best fit of every standard roof type (ascending score); empty when the footprint is not close to its
     minimum rotated rectangle (area share below ``min_rectangularity``: L, T, U plans go to the data-driven
     model). ``sigma``: the point noise (m). A fit only counts when the points can show each of its planes
@@ -289,10 +291,10 @@ def rounding_width(footprint: Polygon, xyz: np.ndarray, step: float = 0.1, max_w
     start = first + int(np.argmax(rising[first:first + 3]))
     if not rising[start]:
         return first * step
-    end = start + int(np.argmin(rising[start:]))  # the first band of the first window that no longer rises
+    end = start + int(np.argmin(rising[start:]))  # the first window that no longer rises
     if end - start < min_run:  # a step of one or two bands is a wall (laser scans) or an eave, not a ramp
         return first * step
-    return float(min(end + 1, nbins - 2)) * step  # ... still climbs from the last rising window: part of the ramp
+    return float(min(end + 1, nbins - 2)) * step  # its first band still lies on the ramp (the last window rose)
 
 
 def _half_plane(a: float, b: float, c: float, box: Polygon) -> Polygon:
