@@ -45,14 +45,14 @@ def test_truth_types_agree_with_dak_type(bag3d):
     assert np.mean(horizontal) >= 0.9 and np.mean(slanted) >= 0.9
 
 
-@pytest.mark.parametrize(("style", "expected"), [(ALS, 0.85), (IMAGE_MATCHING, 0.45)], ids=["als", "image-matching"])
+@pytest.mark.parametrize(("style", "expected"), [(ALS, 0.9), (IMAGE_MATCHING, 0.6)], ids=["als", "image-matching"])
 def test_scanned_types_agree_with_truth(bag3d, style, expected):
     """Every 8th solid of the residential tile 5912 scanned and reconstructed in its own footprint: the roof type
-    against the truth type: ALS 43/47, image matching 26/47. Measured on every 6th solid of both tiles (135
-    buildings): ALS 93.1 / 90.5 %, image matching 59.7 / 60.3 % (tiles 5910 / 5912; 90.3 / 92.1 % and 55.6 / 54.0 %
-    before the main-roof rules for box dormers, hips at one end and hip plans). Image matching loses small
-    buildings (a garden shed of 5–9 m² rounded over 0.5 m wins a standard hip or mansard fit) and rounded steps
-    join annexes to main roofs."""
+    against the truth type: ALS 44/47, image matching 31/47 (43/47 and 25/47 before the standard shapes knew the
+    cloud's rounding; docs/buildings.md, "Image-matching roofs"). Measured on every 6th solid of both tiles (135
+    buildings): ALS 90.3 / 93.7 %, image matching 69.4 / 65.1 % (tiles 5910 / 5912; before 90.3 / 92.1 and
+    55.6 / 57.1 %, when garden sheds of 5–9 m² rounded over 0.5 m won standard hip or mansard fits). The image
+    matching misses left are mostly the data-driven typing: rounded steps join annexes to main roofs."""
     solids, _ = bag3d[TILES[1]]
     lib = buildings_from_solids(solids[::8])
     truth = np.array([solid_roof_type(s).roof_type for s in solids[::8]])

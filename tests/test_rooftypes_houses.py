@@ -38,12 +38,13 @@ def test_house_truth(houses):
     assert 0.5 <= np.mean(wider) < 1.0
 
 
-@pytest.mark.parametrize(("style", "expected"), [(ALS, 0.95), (IMAGE_MATCHING, 0.75)], ids=["als", "image-matching"])
+@pytest.mark.parametrize(("style", "expected"), [(ALS, 0.95), (IMAGE_MATCHING, 0.8)], ids=["als", "image-matching"])
 def test_house_types(houses, style, expected):
     """The main roof's type through dormers, chimneys, annexes and porches, overall and on the gable and hip houses
-    (the types of nearly all official roofs that are not flat). Measured: ALS 30/30; image matching 23/30, gable
-    and hip 17/18 (one gable 3400): the half-hip ends are lost in the rounding (five half-hip houses typed gable,
-    one hip). Every house LoD2.2 with a valid solid; the main roof at least half of the roof."""
+    (the types of nearly all official roofs that are not flat). Measured: ALS 30/30; image matching 25/30 (23/30
+    before the standard shapes knew the cloud's rounding), gable and hip 17/18 (one gable 3400): four half-hip
+    houses typed gable or hip by the data-driven typing (their annexes keep the standard shapes out). Every house
+    LoD2.2 with a valid solid; the main roof at least half of the roof."""
     cloud = scan(houses, style, seed=5)
     models = reconstruct_cloud(cloud, [Footprint(b.id, b.footprint) for b in houses])
     got = np.array([m.attributes["roof_type"] for m in models])
