@@ -256,3 +256,38 @@ def test_the_threads_scheduler_keeps_freed_columns_in_the_heap(tmp_path: Path) -
                           timeout=120, check=True, env={**glibc_defaults, "PYTHONPATH": str(REPO)})
     before, after = map(int, done.stdout.split())
     assert before > 10_000 and after < before / 20, (before, after)
+
+
+# ------------------------------------------------------------------------- the fork server started before validation
+
+
+def test_declared_stage_names_read_an_unvalidated_document() -> None:
+    from cim.pipeline.job import declared_stage_names
+
+    assert declared_stage_names({"stages": [{"type": "read.las"}, {"type": 3}, "x", {"size": 1}, {"type": "tile"}]}) \
+        == ["read.las", "tile"]
+    assert declared_stage_names({"stages": {"type": "tile"}}) == [] and declared_stage_names({}) == []
+
+
+def test_a_refused_job_exits_2_and_leaves_no_fork_server(tmp_path: Path) -> None:
+    """``cim run`` starts the workers' fork server while it validates the job: a job refused then still ends with
+    one line and exit 2, and the server goes with the process."""
+    job = tmp_path / "job.toml"
+    job.write_text('[job]\nname = "x"\noutput = "out"\n\n[[stages]]\ntype = "read.las"\nfiles = ["a.laz"]\n\n'
+                   '[[stages]]\ntype = "filter.outliers"\nneighbours = "many"\n', encoding="utf-8")
+    before = _fork_servers()
+    done = subprocess.run([sys.executable, "-m", "cim.cli", "run", str(job)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "stages[1]" in done.stderr + done.stdout
+    deadline = time.monotonic() + 10
+    while _fork_servers() - before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _fork_servers() - before
+    assert not (tmp_path / "out").exists()
+
+
+def _fork_servers() -> set[int]:
+    """The processes running a multiprocessing fork server now."""
+    found = subprocess.run(["pgrep", "-f", "multiprocessing.forkserver"], capture_output=True, text=True)
+    return {int(pid) for pid in found.stdout.split()}

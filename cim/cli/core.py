@@ -84,11 +84,13 @@ def run(
     profile: Profile = False,
 ) -> None:
     """Run a pipeline of named stages over tiles on Dask (resumable: re-run to continue)."""
-    from cim.cli.jobs import execute
-    from cim.pipeline.job import load_job
+    from cim.cli.jobs import execute, start_workers_early
+    from cim.pipeline.job import declared_stage_names, parse_job, read_job_document
 
-    job = load_job(job_file, {"output": str(Path(out).resolve()) if out else None, "output_crs": out_crs,
-                              "max_tiles": max_tiles, "max_tile_cells": max_tile_cells})
+    document = read_job_document(job_file)
+    start_workers_early(scheduler, declared_stage_names(document))  # the workers' imports overlap validation
+    job = parse_job(document, job_file, {"output": str(Path(out).resolve()) if out else None, "output_crs": out_crs,
+                                         "max_tiles": max_tiles, "max_tile_cells": max_tile_cells})
     execute(job, scheduler=scheduler, workers=workers, force=force, keep_going=keep_going, crs=crs, profile=profile)
 
 

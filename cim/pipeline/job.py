@@ -117,14 +117,25 @@ def _pydantic_problems(exc: ValidationError, prefix: str) -> list[ConfigError]:
 
 def load_job(path: str | Path, overrides: dict[str, Any] | None = None) -> Job:
     """Read and validate a job file; ``overrides`` replace ``[job]`` keys (the CLI's --out, --crs)."""
+    return parse_job(read_job_document(path), Path(path), overrides)
+
+
+def read_job_document(path: str | Path) -> dict[str, Any]:
+    """A job file's TOML document, not yet validated (:func:`parse_job` does that)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError("job", "file not found", path)
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("job", f"not valid TOML ({exc})", path) from None
-    return parse_job(document, path, overrides)
+
+
+def declared_stage_names(document: dict[str, Any]) -> list[str]:
+    """The stage types a job document names, unvalidated (to start the workers' imports while it is validated)."""
+    tables = document.get("stages")
+    return [t["type"] for t in tables if isinstance(t, dict) and isinstance(t.get("type"), str)] \
+        if isinstance(tables, list) else []
 
 
 def parse_job(document: dict[str, Any], source: Path, overrides: dict[str, Any] | None = None) -> Job:
