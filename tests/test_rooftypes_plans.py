@@ -3,6 +3,8 @@ and U plans of the roof library (AdV 3200) on their truth and scanned in both st
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import shapely
@@ -10,7 +12,7 @@ from shapely.geometry import Polygon, box
 
 from cim.buildings.evaluate import roof_height_at
 from cim.buildings.footprints import Footprint
-from cim.buildings.rooftype import GABLE, HIP, building_roof_type
+from cim.buildings.rooftype import GABLE, HIP, _intersection, building_roof_type
 from cim.buildings.run import reconstruct_cloud
 from cim.buildings.validity import check_solid
 from cim.synth.rooflib import HIP_PLAN_GROUPS, roof_library
@@ -18,6 +20,7 @@ from cim.synth.scanstyles import ALS, IMAGE_MATCHING, scan
 
 T = float(np.tan(np.radians(40.0)))  # the pitch of the exact roofs below
 EAVE = 5.0
+DATA = Path(__file__).parent / "data"
 
 
 def _plane(slope_x: float, slope_y: float, through: tuple[float, float, float]) -> tuple[float, float, float]:
@@ -111,3 +114,16 @@ def test_hip_plans_reconstructed(plans, style):
     print(f"hip plans, {style.name}: {[(b.kind, g) for b, g in zip(plans, got)]}")
     assert all(m.status == "lod22" and check_solid(m.lod22).valid for m in models)
     assert np.mean([g == HIP for g in got]) >= 0.75
+
+
+def test_an_edge_overlay_on_an_invalid_buffer_is_done_on_valid_inputs():
+    """The 5 cm buffer of a self-touching cell boundary of a Delft roof (BGT 503100000026312, 0.25 m partition) is
+    invalid and GEOS's overlay fails on it ("side location conflict"): the roof was typed 9999. The edge is then
+    found on the inputs made valid, and lies along the boundary."""
+    line, buffer = map(shapely.from_wkt, (DATA / "delft_cell_edge_overlay.wkt").read_text().splitlines())
+    assert not shapely.is_valid(buffer)
+    with pytest.raises(shapely.errors.GEOSException):
+        shapely.intersection(line, buffer)
+    shared = _intersection(line, buffer)
+    assert 0 < shared.length <= line.length + 1e-9
+    assert shapely.difference(shared, line.buffer(1e-6)).is_empty

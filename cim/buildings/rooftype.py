@@ -250,6 +250,15 @@ def classify_roof(
     return MIXED
 
 
+def _intersection(a: shapely.Geometry, b: shapely.Geometry) -> shapely.Geometry:
+    """``a`` ∩ ``b``; where GEOS's overlay fails on an invalid input ("side location conflict": the buffer of a
+    self-touching cell boundary, seen on finely partitioned Delft roofs), of the inputs made valid."""
+    try:
+        return shapely.intersection(a, b)
+    except shapely.errors.GEOSException:
+        return shapely.intersection(shapely.make_valid(a), shapely.make_valid(b))
+
+
 def roof_edges(cells: Sequence[tuple[Polygon, int]], coefficients: Sequence[tuple[float, float, float]], *,
                min_length: float = 0.5, step: float = 0.3, horizontal_deg: float = 5.0, cell: float = 0.5
                ) -> list[tuple[int, int, str, float]]:
@@ -263,7 +272,7 @@ def roof_edges(cells: Sequence[tuple[Polygon, int]], coefficients: Sequence[tupl
     for i, j in zip(*tree.query(polys, predicate="dwithin", distance=0.05)):
         if i >= j or cells[i][1] == cells[j][1]:
             continue
-        shared = shapely.line_merge(shapely.intersection(polys[i].boundary, polys[j].boundary.buffer(0.05)))
+        shared = shapely.line_merge(_intersection(polys[i].boundary, polys[j].boundary.buffer(0.05)))
         lines = [g for g in shapely.get_parts(shared) if isinstance(g, LineString)]
         if not lines:
             continue
