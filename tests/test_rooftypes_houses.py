@@ -38,13 +38,14 @@ def test_house_truth(houses):
     assert 0.5 <= np.mean(wider) < 1.0
 
 
-@pytest.mark.parametrize(("style", "expected"), [(ALS, 0.95), (IMAGE_MATCHING, 0.8)], ids=["als", "image-matching"])
+@pytest.mark.parametrize(("style", "expected"), [(ALS, 0.95), (IMAGE_MATCHING, 0.9)], ids=["als", "image-matching"])
 def test_house_types(houses, style, expected):
     """The main roof's type through dormers, chimneys, annexes and porches, overall and on the gable and hip houses
-    (the types of nearly all official roofs that are not flat). Measured: ALS 30/30; image matching 25/30 (23/30
-    before the standard shapes knew the cloud's rounding), gable and hip 17/18 (one gable 3400): four half-hip
-    houses typed gable or hip by the data-driven typing (their annexes keep the standard shapes out). Every house
-    LoD2.2 with a valid solid; the main roof at least half of the roof."""
+    (the types of nearly all official roofs that are not flat). Measured: ALS 30/30; image matching 27/30 (issue
+    14's target 90 %) with the main-roof rules for box dormers and hips at one end, the standard shapes that know
+    the cloud's rounding and the 0.25 m partition together (25/30 with the rounding alone, 23/30 before either):
+    one gable typed mixed, two half-hip houses typed gable and hip by the data-driven typing (their annexes keep
+    the standard shapes out). Every house LoD2.2 with a valid solid; the main roof at least half of the roof."""
     cloud = scan(houses, style, seed=5)
     models = reconstruct_cloud(cloud, [Footprint(b.id, b.footprint) for b in houses])
     got = np.array([m.attributes["roof_type"] for m in models])
