@@ -10,7 +10,7 @@ import shapely
 
 from cim.buildings.footprints import Footprint
 from cim.buildings.rooftype import GABLE, HIP
-from cim.buildings.shapes import ShapeFit, _core_owner, resolved
+from cim.buildings.shapes import ShapeFit, _core_owner, beyond_rounding, resolved
 from cim.buildings.run import reconstruct_cloud
 from cim.cityjson import BuildingGeometry
 from cim.synth.rooflib import ORIGIN, buildings_from_solids
@@ -67,11 +67,11 @@ def test_resolved_planes():
     small = shapely.box(-1.3, -1.2, 1.3, 1.2)
     s = 0.5  # hip planes of slope 0.5, ridge along x from -0.1 to 0.1
     hip = ShapeFit(HIP, [(0.0, -s, 3.0), (0.0, s, 3.0), (-s, 0.0, 3.0 + s * 0.1), (s, 0.0, 3.0 + s * 0.1)], 4, 0, 0)
-    assert resolved(hip, small, xyz, 0.0, 5)
-    assert not resolved(hip, small, xyz, 0.5, 5)
+    assert resolved(hip, beyond_rounding(small, xyz, 0.0), 0.0, 5)
+    assert not resolved(hip, beyond_rounding(small, xyz, 0.5), 0.5, 5)
     gx, gy = np.meshgrid(np.arange(-5, 5.01, 0.2), np.arange(-4, 4.01, 0.2))
     big = np.column_stack([gx.ravel(), gy.ravel(), np.zeros(gx.size)])
     gable = ShapeFit(GABLE, [(0.0, -s, 3.0), (0.0, s, 3.0)], 2, 0, 0)
-    assert resolved(gable, shapely.box(-5.1, -4.1, 5.1, 4.1), big, 0.5, 5)
+    assert resolved(gable, beyond_rounding(shapely.box(-5.1, -4.1, 5.1, 4.1), big, 0.5), 0.5, 5)
     owner = _core_owner(gable.planes, np.array([[0.0, 0.3, 0.0], [0.0, -0.7, 0.0]]), 0.5)
     assert owner.tolist() == [-1, 1]  # z = 3 + s·y is the lower plane where y < 0; the ridge lies 0.7 m away

@@ -200,11 +200,15 @@ def fit_standard_roofs(footprint: Polygon, xyz: np.ndarray, sigma: float, *, min
         sub = xyz[np.linspace(0, len(xyz) - 1, MAX_FIT_POINTS).astype(np.int64)]
     z = sub[:, 2]
     fits: dict[int, ShapeFit] = {}
+    core: list[np.ndarray] = []  # the points beyond the rounding, found once for all fits
 
     def consider(rt: int, k: int, planes: list[tuple[float, float, float]]) -> None:
         fit = ShapeFit(rt, planes, k, 0.0, 0.0)
-        if rt != FLAT and not resolved(fit, footprint, xyz, rounding, min_core_points):
-            return
+        if rt != FLAT:
+            if not core:
+                core.append(beyond_rounding(footprint, xyz, rounding))
+            if not resolved(fit, core[0], rounding, min_core_points):
+                return
         res = xyz[:, 2] - fit.z(xyz[:, 0], xyz[:, 1])
         fit.score = robust_score(res, sigma, k)
         fit.inlier_share = float(np.mean(np.abs(res) <= TRUNCATE * sigma))
@@ -250,13 +254,17 @@ def _core_owner(planes: Sequence[tuple[float, float, float]], xyz: np.ndarray, w
     return np.where(dist.min(axis=0) >= width, low, -1)
 
 
-def resolved(fit: ShapeFit, footprint: Polygon, xyz: np.ndarray, rounding: float, min_points: int) -> bool:
-    """Whether the points can show every plane of ``fit``: each owns at least ``min_points`` points farther than
-    ``rounding`` from the outline and from its break lines with the other planes, where the cloud is not rounded
-    (a garden shed of 6 m² rounded over 0.5 m is a dome that a hip fits; its end planes own no such points).
-    A barrel is taken as four strips across its arc (its curvature needs them)."""
-    far = shapely.distance(footprint.boundary, shapely.points(xyz[:, :2])) >= rounding
-    pts = xyz[far]
+def beyond_rounding(footprint: Polygon, xyz: np.ndarray, rounding: float) -> np.ndarray:
+    """The points farther than ``rounding`` from the outline of ``footprint``."""
+    return xyz[shapely.distance(footprint.boundary, shapely.points(xyz[:, :2])) >= rounding]
+
+
+def resolved(fit: ShapeFit, pts: np.ndarray, rounding: float, min_points: int) -> bool:
+    """Whether the points can show every plane of ``fit``: each owns at least ``min_points`` of ``pts`` (the
+    points farther than ``rounding`` from the outline, :func:`beyond_rounding`) farther than ``rounding`` from its
+    break lines with the other planes, where the cloud is not rounded (a garden shed of 6 m² rounded over 0.5 m is
+    a dome that a hip fits; its end planes own no such points). A barrel is taken as four strips across its arc
+    (its curvature needs them)."""
     if fit.roof_type == BARREL:
         a, b = np.asarray(fit.planes)[[0, -1], :2]  # the outer tangent planes slope across the arc
         axis = (b - a) / max(float(np.hypot(*(b - a))), 1e-12)
