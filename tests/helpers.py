@@ -29,6 +29,27 @@ def write_job(path: Path, body: str) -> Path:
     return path
 
 
+def tiling_job(path: Path, out: Path, files: str | Path, *, size: float, buffer: float, read: str = "",
+               write: str = "") -> Path:
+    """A job file at ``path``: ``files`` (a path or a glob) read, tiled, written back as LAS tiles into ``out``;
+    ``read`` and ``write``: more option lines of those stages."""
+    return write_job(path, f"""
+[job]
+output = "{Path(out).as_posix()}"
+[[stages]]
+type = "read.las"
+files = ["{Path(files).as_posix()}"]
+{read}
+[[stages]]
+type = "tile"
+size = {size}
+buffer = {buffer}
+[[stages]]
+type = "write.las"
+{write}
+""")
+
+
 def product_digests(out_dir: Path) -> dict[str, str]:
     """SHA-256 of every product file (hidden work folders, the log and the report excluded)."""
     digests = {}

@@ -13,7 +13,7 @@ import pytest
 
 import cim
 
-from tests.helpers import REPO, write_job
+from tests.helpers import REPO, tiling_job
 
 POINTS = 10_000_000
 EXTENT = 800.0  # metres; tiles of 200 m -> 16 tiles of ~625k points (plus slivers from rounding at the edge)
@@ -62,29 +62,12 @@ def _peak_kb(argv: list[str], body: str) -> int:
     return int(result.stderr.rsplit("PEAK_KB", 1)[1].split()[0])
 
 
-def _tiling_job(path: Path, out: Path, source: Path, *, chunk_size: int, size: float, buffer: float) -> Path:
-    """A job file at ``path``: ``source`` read in chunks of ``chunk_size``, tiled, written back as LAS tiles."""
-    return write_job(path, f"""
-[job]
-output = "{out.as_posix()}"
-[[stages]]
-type = "read.las"
-files = ["{source.as_posix()}"]
-chunk_size = {chunk_size}
-[[stages]]
-type = "tile"
-size = {size}
-buffer = {buffer}
-[[stages]]
-type = "write.las"
-""")
-
-
 def test_tiled_run_peak_memory_is_bounded_by_tile_not_input_size(tmp_path: Path) -> None:
     source = tmp_path / "big.las"
     subprocess.run([sys.executable, "-c", MAKE_INPUT.replace("{path}", str(source))], cwd=REPO, check=True,
                    timeout=900)
-    job = _tiling_job(tmp_path / "job.toml", tmp_path / "out", source, chunk_size=500000, size=200.0, buffer=5.0)
+    job = tiling_job(tmp_path / "job.toml", tmp_path / "out", source, size=200.0, buffer=5.0,
+                     read="chunk_size = 500000")
     whole = _peak_kb(["cim"], f"c = cim.read(r'{source}')")
     tiled = _peak_kb(["cim", "run", str(job), "--scheduler", "threads", "--workers", "1"],
                      "runpy.run_module('cim.cli', run_name='__main__')")
@@ -159,8 +142,8 @@ def test_peak_memory_per_worker_stays_within_15_percent_when_the_input_grows_4x(
     jobs, points = {}, {}
     for name, side in (("small", 240.0), ("large", 480.0)):
         points[name] = _city_file(tmp_path / f"{name}.las", side, 36.0)
-        jobs[name] = _tiling_job(tmp_path / f"{name}.toml", tmp_path / name, tmp_path / f"{name}.las",
-                                 chunk_size=300000, size=120.0, buffer=1.0)
+        jobs[name] = tiling_job(tmp_path / f"{name}.toml", tmp_path / name, tmp_path / f"{name}.las", size=120.0,
+                                buffer=1.0, read="chunk_size = 300000")
     runs = {name: _worker_peak_kb(job) for name, job in jobs.items()}
     if runs["large"][0] > 1.15 * runs["small"][0]:
         runs = {name: min(runs[name], _worker_peak_kb(job), key=lambda r: r[0]) for name, job in jobs.items()}

@@ -20,7 +20,7 @@ from cim.pipeline.planned_tiles import plan_tiles, span
 from cim.points import Bounds
 from cim.tiling import TileGrid
 
-from tests.helpers import write_job
+from tests.helpers import tiling_job
 
 SIZE, BUFFER = 50.0, 2.0
 X0, Y0 = 500000.0, 5480000.0  # multiples of the tile size
@@ -41,19 +41,7 @@ def _write(path: Path, boxes: list[tuple[int, int]], n: int, seed: int) -> tuple
 
 
 def _job(tmp_path: Path, folder: Path) -> Path:
-    return write_job(tmp_path / "job.toml", f"""
-[job]
-output = "{(tmp_path / 'out').as_posix()}"
-[[stages]]
-type = "read.las"
-files = ["{folder.as_posix()}/*.las"]
-[[stages]]
-type = "tile"
-size = {SIZE}
-buffer = {BUFFER}
-[[stages]]
-type = "write.las"
-""")
+    return tiling_job(tmp_path / "job.toml", tmp_path / "out", folder / "*.las", size=SIZE, buffer=BUFFER)
 
 
 def _key(ix: int, iy: int) -> str:

@@ -18,7 +18,7 @@ from cim.pipeline.job import load_job
 from cim.pipeline.shared import shared_strings
 from cim.tiling import TileGrid, load_tile, part_dtypes, parts_of_tiles
 
-from tests.helpers import write_job
+from tests.helpers import tiling_job
 
 CELL, CELLS, SIZE, BUFFER = 20.0, 10, 50.0, 2.0  # 100 files of 20 m x 20 m over 200 m; tiles of 50 m: 4 x 4
 X0, Y0 = 500000.0, 5480000.0  # multiples of the tile size
@@ -55,20 +55,8 @@ def _neighbourhood_files(files: dict[Path, tuple[np.ndarray, np.ndarray]], key: 
 def test_a_tile_load_reads_only_the_parts_of_its_neighbourhood_and_keeps_every_dimension(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     files = _inputs(tmp_path)
-    job = load_job(write_job(tmp_path / "job.toml", f"""
-[job]
-output = "{(tmp_path / 'out').as_posix()}"
-[[stages]]
-type = "read.las"
-files = ["{tmp_path.as_posix()}/*.las"]
-[[stages]]
-type = "tile"
-size = {SIZE}
-buffer = {BUFFER}
-[[stages]]
-type = "write.las"
-keep_buffer = true
-"""))
+    job = load_job(tiling_job(tmp_path / "job.toml", tmp_path / "out", tmp_path / "*.las", size=SIZE, buffer=BUFFER,
+                              write="keep_buffer = true"))
     touched: dict[str, list[str]] = defaultdict(list)  # tile key -> the part folders its load opened
     load_buffered = cim.tiling._load_buffered
 
