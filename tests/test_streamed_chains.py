@@ -130,6 +130,25 @@ def test_a_file_with_points_outside_its_header_bounds_fails_alone_and_its_tiles_
         assert status[_key(k, 0)][0] == "done"
 
 
+def test_a_header_short_of_its_points_by_less_than_half_the_scale_is_taken_as_rounding(tmp_path: Path) -> None:
+    """Writers that take the bounds before rounding the coordinates to the scale state them up to half a scale
+    unit short of the points: a point on a tile edge then lies in a tile the stated box does not meet. That is
+    rounding, not a lying header: the file is planned with its box grown by half the scale and its point kept."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    x, y = _write(folder / "edge.las", [(0, 0)], 300, 3)
+    edge = X0 + SIZE  # the first x of the next tile
+    x, y = np.append(x, edge), np.append(y, Y0 + 10.0)
+    cim.write(folder / "edge.las", cim.PointCloud({"x": x, "y": y, "z": np.full(len(x), 240.0)},
+                                                  cim.crs.resolve(CRS)))
+    scale = laspy.read(folder / "edge.las").header.scales[0]
+    _lie_about_max_x(folder / "edge.las", edge - 0.4 * scale)  # the bounds of the unrounded coordinates
+    run = run_job(load_job(_job(tmp_path, folder)), scheduler="threads", workers=2)
+    assert run.report.ok
+    tiles = {t: len(laspy.read(tmp_path / "out" / "las" / f"{t}.laz").x) for t in (_key(0, 0), _key(1, 0))}
+    assert tiles == {_key(0, 0): 300, _key(1, 0): 1}
+
+
 def test_plan_spreads_header_counts_over_the_tiles_by_area_and_clips_to_the_area() -> None:
     grid = TileGrid(100.0, 10.0)
     box = Bounds(50.0, 0.0, 0.0, 250.0, 99.0, 1.0)  # 200 m x 99 m over columns 0, 1, 2 of row 0

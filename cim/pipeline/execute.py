@@ -378,7 +378,7 @@ def run_job(
         index = i if numbered else None
         quanta = _quanta(source) if work_crs is crs else None
         ranges = task_ranges(source, chunk, reader.options.task_points or chunk, job.area is not None)
-        bounds = sources[i].bounds
+        bounds = _with_rounding(sources[i].bounds, quanta)
         for k, points in enumerate(ranges or [None]):  # a large file: one task and parts folder per range
             name = f"{i:04d}-{source.path.stem}" + (f".{k:05d}" if ranges else "")  # names sort in file order
             parts_dir = work / "parts" / name
@@ -520,6 +520,15 @@ def _quanta(source: PointSource) -> dict[str, tuple[float, float]] | None:
     if header is None:
         return None
     return {name: (float(s), float(o)) for name, s, o in zip("xyz", header.scales, header.offsets)}
+
+
+def _with_rounding(bounds: Bounds, quanta: dict[str, tuple[float, float]] | None) -> Bounds:
+    """Header ``bounds`` grown by half the coordinate scale: writers that take the bounds before rounding the
+    coordinates to the scale state them up to that much short of the points."""
+    if quanta is None:
+        return bounds
+    gx, gy = quanta["x"][0] / 2, quanta["y"][0] / 2
+    return bounds._replace(minx=bounds.minx - gx, miny=bounds.miny - gy, maxx=bounds.maxx + gx, maxy=bounds.maxy + gy)
 
 
 def _skip_withheld(job: Job) -> bool:
