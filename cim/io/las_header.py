@@ -39,6 +39,9 @@ def check_header(path: Path, header: laspy.LasHeader) -> None:
             raise InputError(path, f"header bounds {_values(mins)} - {_values(maxs)} are not finite")
         if np.any(mins > maxs) or np.any(np.abs(np.r_[mins, maxs]) > MAX_COORDINATE):
             raise InputError(path, f"header bounds {_values(mins)} - {_values(maxs)} are not plausible")
+        if header.point_count > 1 and not np.any(np.r_[mins, maxs]):  # tiles are planned from the bounds
+            raise InputError(path, f"header bounds are all 0 for {header.point_count:,} points (not written by "
+                                   "its writer); fix the header (e.g. lasinfo -repair_bb)")
     _check_size(Path(path), header)
 
 

@@ -43,6 +43,10 @@ def _min_above_max(p: Path) -> tuple[Path, str]:
     return patch(p, MINX_AT, "d", 1e6), "not plausible"
 
 
+def _zero_bounds(p: Path) -> tuple[Path, str]:
+    return patch(p, MAXX_AT, "6d", *[0.0] * 6), "header bounds are all 0"
+
+
 def _lying_count(p: Path) -> tuple[Path, str]:
     return patch(p, POINT_COUNT_AT, "Q", 20_000), "20,000 points"
 
@@ -76,6 +80,7 @@ def _header_only(p: Path) -> tuple[Path, str]:
 BAD_FILES: dict[str, Callable[[Path], tuple[Path, str]]] = {
     "nan-bounds": _nan_bounds, "scale-1e12": _scale_1e12, "nan-scale": _nan_scale, "inf-offset": _inf_offset,
     "zero-scale": _zero_scale, "huge-bounds": _huge_bounds, "min-above-max": _min_above_max,
+    "zero-bounds": _zero_bounds,
     "lying-point-count": _lying_count, "truncated-las": _truncated_las, "truncated-laz": _truncated_laz,
     "zero-bytes": _zero_bytes, "not-las": _not_las, "cut-in-header": _header_only,
 }
@@ -89,7 +94,7 @@ def test_bad_point_file_info(case: str, points: Path, sandbox) -> None:
 
 
 @pytest.mark.parametrize("case", ["nan-bounds", "scale-1e12", "nan-scale", "lying-point-count", "truncated-laz",
-                                  "huge-bounds", "zero-bytes", "not-las"])
+                                  "huge-bounds", "zero-bounds", "zero-bytes", "not-las"])
 def test_bad_point_file_run(case: str, points: Path, tmp_path: Path, sandbox) -> None:
     path, says = BAD_FILES[case](points)
     out = tmp_path / "o" / "out"
