@@ -393,7 +393,7 @@ def run_job(
                                                       chunk, quanta, index, points)))
     layout = plan_tiles(grid, reads, job.area)
     if not layout.tiles:
-        raise InputError(job.source, "no points inside the job area (check [job].area and the inputs)")
+        raise _no_points(job)
     partition = [Task(key, "tile", partition_task, (*args, layout.spans.get(args[6])), fp) for key, fp, args in planned]
     part_fps = [t.fingerprint for t in partition]
 
@@ -432,7 +432,7 @@ def run_job(
             parts = parts_of_tiles({folder_of[t.key]: first.outcomes[t.key].result["counts"] for t in partition},
                                    tiles)
             if not tiles:
-                raise InputError(job.source, "no points inside the job area (check [job].area and the inputs)")
+                raise _no_points(job)
         plan = _Plan(job, context, tiles, (parts, _dimensions(inputs, numbered)), part_fps, manifest, hashes, code,
                      force, upstream, loaded_points(grid, {t.key: sizes.get(t.key, 0) for t in tiles}),
                      {folder: key for key, folder in folder_of.items()}, wait=streamed)
@@ -447,7 +447,7 @@ def run_job(
     counts = _core_counts(partition, ran)
     tiles = sum(1 for n in counts.values() if n > 0)
     if ran.ok and not tiles:
-        raise InputError(job.source, "no points inside the job area (check [job].area and the inputs)")
+        raise _no_points(job)
     report = RunReport({**upstream.report.outcomes, **{t.key: ran.outcomes[t.key] for t in partition},
                         **plan.outcomes(ran)}, upstream.report.seconds + ran.seconds)
     products = [Product.from_json(p) for o in report.outcomes.values() if isinstance(o.result, dict)
@@ -455,6 +455,11 @@ def run_job(
     all_tiles = grid.tiles_covering(extent)
     return JobRun(job, report, products, tiles, max(0, len(all_tiles) - tiles), sum(counts.values()),
                   [advice] if advice else [], upstream.items)
+
+
+def _no_points(job: Job) -> InputError:
+    """The error of a job whose inputs have no point inside its area."""
+    return InputError(job.source, "no points inside the job area (check [job].area and the inputs)")
 
 
 def _core_counts(partition: list[Task], report: RunReport) -> dict[str, int]:
