@@ -13,6 +13,7 @@ import pyproj
 import pytest
 import shapely
 
+import cim
 from cim import crs
 from cim.buildings.footprints import check_footprint_file, read_footprints
 from cim.buildings.ground_dtm import follows_points
@@ -242,3 +243,23 @@ def test_compare_the_products_with_the_official_dhhn92_file(delivery: Delivery, 
     overall = json.loads(report.read_text())["overall"]
     assert overall["matched"] == len(delivery.buildings) and overall["roof_type_agreement"] >= 0.85
     assert abs(overall["roof"]["median"] - IMAGE_MATCHING.offset) < 0.05
+
+
+def test_the_ground_sample_of_many_inputs_is_bounded_in_all(tmp_path: Path) -> None:
+    """`cim buildings` samples the inputs' ground positions (to see whether the "ground" is roofs) in the driver:
+    their number is bounded for the whole job, not per file, and the files' class facts are kept."""
+    from cim.cli.buildings import sample_inputs
+
+    rng = np.random.default_rng(4)
+    paths = []
+    for k in range(4):
+        n = 3000
+        cloud = {"x": rng.uniform(0, 100, n) + 100 * k, "y": rng.uniform(0, 100, n), "z": rng.uniform(0, 10, n),
+                 "classification": np.where(np.arange(n) % 3 == 0, 2, 1 if k else 6).astype(np.uint8)}
+        path = tmp_path / f"f{k}.las"
+        cim.write(path, cim.PointCloud(cloud, crs.resolve("EPSG:25832+7837")))
+        paths.append(str(path))
+    sample = sample_inputs(paths, keep=400)
+    assert sample.has_ground and sample.has_building
+    assert 0 < len(sample.ground_xy) <= 400
+    assert len(np.unique(np.floor(sample.ground_xy[:, 0] / 100))) == 4  # every file has its share

@@ -109,8 +109,8 @@ class InputSample:
 
 
 def sample_inputs(files: list[str], sample: int = 2_000_000, keep: int = 100_000) -> InputSample:
-    """One pass over the first ``sample`` points of every input file (``keep`` ground positions per file, evenly
-    strided)."""
+    """One pass over the first ``sample`` points of every input file (``keep`` ground positions in all, evenly
+    strided, shared among the files: the driver holds as many for 784 files as for one)."""
     import laspy
     import numpy as np
 
@@ -118,14 +118,16 @@ def sample_inputs(files: list[str], sample: int = 2_000_000, keep: int = 100_000
 
     has_ground = has_building = False
     ground = []
-    for path in expand_patterns(files):
+    paths = expand_patterns(files)
+    per_file = max(1, keep // max(1, len(paths)))
+    for path in paths:
         with laspy.open(path) as reader:
             points = reader.read_points(min(sample, reader.header.point_count))
         cls = np.asarray(points.classification)
         on = np.flatnonzero(cls == 2)
         has_ground |= bool(len(on))
         has_building |= bool((cls == 6).any())
-        on = on[:: max(1, len(on) // keep)]
+        on = on[:: max(1, -(-len(on) // per_file))]
         ground.append(np.column_stack([np.asarray(points.x)[on], np.asarray(points.y)[on]]))
     return InputSample(has_ground, has_building, np.concatenate(ground) if ground else np.zeros((0, 2)))
 
