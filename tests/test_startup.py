@@ -188,6 +188,46 @@ def test_local_workers_are_forked_from_a_server_that_imported_the_runner(tmp_pat
     assert environ["OPENBLAS_NUM_THREADS"] == "1" and environ["MALLOC_MMAP_THRESHOLD_"] == str(64 * 2**20)
 
 
+_TEARDOWN = """
+import cim.runner.forkserver_exit
+
+class Finalized:
+    def __del__(self):
+        print("torn down", flush=True)
+
+kept = Finalized()  # a module global: finalized by the interpreter's teardown
+print("ran", flush=False)
+"""
+
+
+def test_the_fork_server_ends_without_the_interpreter_teardown() -> None:
+    """The fork server ends at once when the driver does: a caller reading the driver's output to its end waited
+    for the server's teardown (~0.15 s), since the server holds the driver's standard streams. Its output is
+    still flushed."""
+    from cim.runner.cluster import PRELOAD
+
+    assert PRELOAD[-1] == "cim.runner.forkserver_exit"
+    done = subprocess.run([sys.executable, "-c", _TEARDOWN], cwd=REPO, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0 and done.stdout.split() == ["ran"], done
+
+
+def test_worker_environment_without_dask_config_is_dasks_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where no Dask configuration of the user's can change it, the server starts with Dask's pre-spawn
+    environment (and cim's malloc settings) without importing Dask: the same as read through Dask's config."""
+    from cim.runner import cluster
+
+    for name in [n for n in os.environ if n.startswith("DASK_") or n in cluster.worker_environ()]:
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(cluster, "_dask_configured", lambda: False)
+    fast = cluster.worker_environ()
+    monkeypatch.setattr(cluster, "_dask_configured", lambda: True)
+    assert cluster.worker_environ() == fast
+    assert fast["OMP_NUM_THREADS"] == "1" and fast["MALLOC_MMAP_THRESHOLD_"] == str(cluster.HEAP_PAD)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's own setting wins
+    assert cluster.worker_environ()["OMP_NUM_THREADS"] == "3"
+
+
 _STAGE_PRELOAD = """
 import sys
 from pathlib import Path

@@ -43,24 +43,27 @@ def tiles(
                                                                    "point count)")] = True,
 ) -> None:
     """Convert point clouds to a streamable, georeferenced 3D Tiles 1.1 tileset (resumable, out-of-core)."""
-    from cim.cli.jobs import execute_template, stage_stats, tiles_job
-
+    from cim.cli.jobs import execute_template, stage_stats, start_workers_early, tiles_job
     from cim.errors import CimError
     from cim.fileutil import expand_patterns
-    from cim.io import las
-    from cim.pipeline.execute import job_crs
-    from cim.tiles3d.check import check_tileset
+    from cim.pipeline.job import declared_stage_names
 
     out = out.resolve()
-    # fail fast on missing files and CRSs; every CRS transformation is then checked when the job is planned
     files = expand_patterns(inputs)
-    job_crs([las.open_source(f, crs) for f in files])
     document = tiles_job(
         [str(f.resolve()) for f in files], out, crs=crs, chunk_size=chunk_size, tile_size=tile_size,
         leaf_points=leaf_points, error_scale=error_scale, color_depth=color_depth, extra=list(extra or []),
         allow_ballpark=allow_ballpark, implicit=implicit, meshopt=meshopt)
     if accept_height_system:
         document["job"]["accept_height_system"] = accept_height_system
+    start_workers_early(scheduler, declared_stage_names(document))  # their imports overlap the checks below
+
+    from cim.io import las
+    from cim.pipeline.execute import job_crs
+    from cim.tiles3d.check import check_tileset
+
+    # fail fast on missing files and CRSs; every CRS transformation is then checked when the job is planned
+    job_crs([las.open_source(f, crs) for f in files])
     summary, run = execute_template(document, scheduler=scheduler, workers=workers, force=force, profile=profile)
     message = f"{summary['points']:,} points, {summary['tiles']} tiles -> {out / 'tileset.json'}"
     if check:

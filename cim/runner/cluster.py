@@ -8,6 +8,7 @@ import logging
 import os
 import queue
 import socket
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -201,8 +202,14 @@ def dask_client(scheduler: str | None = None, workers: int | None = None,
 #: from the heap instead, which keeps 64 MiB spare when it shrinks (72 k faults, 0.7 s).
 #: A worker holds one task at a time (Dask's default, 1.1, gives one thread two): the next goes to the first worker
 #: free, in priority order, so no worker waits behind a task queued on a busy one (see :func:`run_tasks`).
+#: Dask's periodic checks run less often on a local cluster: the event-loop tick (20 ms), the system monitor
+#: (0.5 s, for the dashboard) and the memory monitor (0.1 s) woke every process of the cluster, whose CPU the
+#: workers share on a small machine (the terrain job on 2 workers: the driver's CPU 2.0 -> 1.6 s in 14 s).
 HEAP_PAD = 64 * 2**20
 _LOCAL_CONFIG = {"distributed.worker.profile.enabled": False, "distributed.scheduler.worker-saturation": 1.0,
+                 "distributed.admin.tick.interval": "500ms", "distributed.admin.system-monitor.interval": "2s",
+                 "distributed.worker.memory.monitor-interval": "500ms",
+                 "distributed.client.scheduler-info-interval": "10s", "distributed.deploy.cluster-repr-interval": "10s",
                  "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": HEAP_PAD,
                  "distributed.nanny.pre-spawn-environ.MALLOC_TOP_PAD_": HEAP_PAD}
 
@@ -223,8 +230,15 @@ _M_TOP_PAD, _M_MMAP_THRESHOLD = -2, -3  # glibc's mallopt parameters (malloc.h)
 
 
 #: What the fork server imports once for all worker processes: distributed and cim's runner with its libraries
-#: (numpy, pyproj, laspy, pydantic), and the modules of the job's stages (:func:`start_forkserver`).
-PRELOAD = ("distributed", "cim.pipeline.execute")
+#: (numpy, pyproj, laspy, pydantic), the modules of the job's stages (:func:`start_forkserver`), and
+#: :mod:`cim.runner.forkserver_exit`, which spares the server Python's teardown when it ends.
+PRELOAD = ("distributed", "cim.pipeline.execute", "cim.runner.forkserver_exit")
+
+#: Dask's pre-spawn environment for worker processes (distributed.yaml: ``distributed.nanny.pre-spawn-environ``:
+#: one OpenMP/BLAS thread, glibc's trim threshold), which :func:`start_forkserver` gives the server when no Dask
+#: configuration of the user's could say otherwise, without importing Dask (0.1-0.3 s before the server starts).
+DASK_PRE_SPAWN = {"MALLOC_TRIM_THRESHOLD_": 65536, "OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1,
+                  "OPENBLAS_NUM_THREADS": 1}
 
 
 def start_forkserver(modules: Iterable[str] = ()) -> bool:
@@ -233,26 +247,18 @@ def start_forkserver(modules: Iterable[str] = ()) -> bool:
     theirs, e.g. rasterio and scipy: ~0.5 CPU s more); False where there is none (Windows). ``modules`` (the
     job's stage modules) are imported by the server too; a server that runs already keeps what it imported.
 
-    The server is a fresh single-threaded process: it imports :data:`PRELOAD` in the background (started early,
-    while the driver plans the job) with Dask's pre-spawn environment (malloc settings, one BLAS thread, the hash
-    seed), which its workers inherit: Dask applies that environment only to the processes it spawns itself.
+    The server is a fresh single-threaded process: it imports :data:`PRELOAD` in the background (started as soon
+    as the job's stages are known, while the driver imports and plans) with Dask's pre-spawn environment
+    (:func:`worker_environ`), which its workers inherit: Dask applies that environment only to the processes it
+    spawns itself.
     """
     import multiprocessing
     from multiprocessing import forkserver
 
-    import dask
-    from distributed import utils  # also Dask's defaults of the pre-spawn environment (one BLAS thread, malloc)
-
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return False
     multiprocessing.get_context("forkserver").set_forkserver_preload([*PRELOAD, *sorted(set(modules))])
-    utils._forkserver_preload_set = True  # else distributed sets a preload list of its own (it imports pandas)
-    with dask.config.set(_LOCAL_CONFIG):  # as distributed's Nanny reads it
-        environ = {name: os.environ.get(name, str(value))
-                   for name, value in dask.config.get("distributed.nanny.pre-spawn-environ").items()
-                   if value is not None}
-    if environ.get("PYTHONHASHSEED") in (None, "0"):  # the Nanny's seed for its workers: the same hashes everywhere
-        environ["PYTHONHASHSEED"] = "6640"
+    environ = worker_environ()
     saved = {name: os.environ.get(name) for name in environ}
     os.environ.update(environ)
     try:
@@ -266,9 +272,43 @@ def start_forkserver(modules: Iterable[str] = ()) -> bool:
     return True
 
 
+def worker_environ() -> dict[str, str]:
+    """The environment local worker processes start with: Dask's pre-spawn environment with cim's malloc settings
+    (:data:`_LOCAL_CONFIG`) and a fixed hash seed (the Nanny's, so that every worker hashes alike); variables set
+    in this process win. Dask's configuration is read only where the user may have changed it (a ``DASK_*``
+    variable, a config file): importing Dask would delay the server's start."""
+    if _dask_configured():
+        import dask
+        import distributed.config  # noqa: F401 - its defaults of the pre-spawn environment
+
+        with dask.config.set(_LOCAL_CONFIG):  # as distributed's Nanny reads it
+            spawn = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))  # the block restores it in place
+    else:
+        spawn = {**DASK_PRE_SPAWN, **{key.rpartition(".")[2]: value for key, value in _LOCAL_CONFIG.items()
+                                      if key.startswith("distributed.nanny.pre-spawn-environ.")}}
+    environ = {name: os.environ.get(name, str(value)) for name, value in spawn.items() if value is not None}
+    if environ.get("PYTHONHASHSEED") in (None, "0"):
+        environ["PYTHONHASHSEED"] = "6640"
+    return environ
+
+
+def _dask_configured() -> bool:
+    """Whether Dask's configuration may differ from its defaults here: a ``DASK_*`` variable or a config folder
+    (``$DASK_CONFIG``, ``~/.config/dask``, ``<prefix>/etc/dask``, ``/etc/dask``)."""
+    if any(name.startswith("DASK_") for name in os.environ):
+        return True
+    folders = [Path.home() / ".config" / "dask", Path(sys.prefix) / "etc" / "dask", Path("/etc/dask")]
+    return any(folder.is_dir() for folder in folders)
+
+
 def _forkserver() -> dict[str, str]:
     """Dask's configuration for worker processes forked from :func:`start_forkserver`'s server ({}: spawned)."""
-    return {"distributed.worker.multiprocessing-method": "forkserver"} if start_forkserver() else {}
+    if not start_forkserver():
+        return {}
+    from distributed import utils
+
+    utils._forkserver_preload_set = True  # else distributed sets a preload list of its own (it imports pandas)
+    return {"distributed.worker.multiprocessing-method": "forkserver"}
 
 
 @contextmanager
