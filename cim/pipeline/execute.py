@@ -681,7 +681,7 @@ class _Plan:
         waits = [Dep(self.partition_of[f]) for f in parts_dirs] if self.wait else []
         return Task(f"chain/{tile.key}", "chain", chain_task,
                     (chosen, parts_dirs, checkpoint, resume, save_after, dtypes, *waits),
-                    fingerprint([s.fingerprint for s in chosen], resume))
+                    fingerprint([s.fingerprint for s in chosen], resume), queued=True)
 
     def _waits(self, i: int, stage: Stage, step_keys: list[str]) -> tuple[list[str], list[str]]:
         """The steps whose results the finish of stage ``i`` reads or waits for (its own; for a finish-only stage

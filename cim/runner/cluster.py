@@ -126,34 +126,43 @@ def _run(future: ThreadFuture, fn: Callable[..., Any], args: tuple[Any, ...], th
 AnyClient = Union["Client", ThreadClient]
 
 
-def as_completed(futures: list[Any]) -> Iterator[Any]:
-    """The futures of a :class:`ThreadClient` or of a Dask client, as they finish."""
+def as_completed(futures: list[Any]) -> ThreadsCompleted | Any:
+    """The futures of a :class:`ThreadClient` or of a Dask client, as they finish; more can be ``add``-ed while
+    iterating (Dask's ``as_completed``, or :class:`ThreadsCompleted`)."""
     if not futures or isinstance(futures[0], ThreadFuture):
-        return _threads_completed(futures)
+        return ThreadsCompleted(futures)
     from distributed import as_completed as dask_completed
 
-    return iter(dask_completed(futures))
+    return dask_completed(futures)
 
 
-def _threads_completed(futures: list[ThreadFuture]) -> Iterator[ThreadFuture]:
+class ThreadsCompleted:
     """:class:`ThreadFuture` objects as they finish, each after the finished ones it depends on (a task fails in
     the callback of the upstream failure it reports, so it can be done first)."""
-    finished: queue.SimpleQueue[ThreadFuture] = queue.SimpleQueue()
-    for future in futures:
-        future.add_done_callback(finished.put)
-    wanted = {id(f) for f in futures}
-    yielded: set[int] = set()
 
-    def emit(future: ThreadFuture) -> Iterator[ThreadFuture]:
+    def __init__(self, futures: Iterable[ThreadFuture] = ()) -> None:
+        self._finished: queue.SimpleQueue[ThreadFuture] = queue.SimpleQueue()
+        self._wanted: set[int] = set()
+        self._yielded: set[int] = set()
+        for future in futures:
+            self.add(future)
+
+    def add(self, future: ThreadFuture) -> None:
+        """Also yield ``future`` when it finishes."""
+        self._wanted.add(id(future))
+        future.add_done_callback(self._finished.put)
+
+    def __iter__(self) -> Iterator[ThreadFuture]:
+        while len(self._yielded) < len(self._wanted):
+            yield from self._emit(self._finished.get())
+
+    def _emit(self, future: ThreadFuture) -> Iterator[ThreadFuture]:
         for dep in future.deps:
-            if dep.done() and id(dep) in wanted and id(dep) not in yielded:
-                yield from emit(dep)
-        if id(future) not in yielded:
-            yielded.add(id(future))
+            if dep.done() and id(dep) in self._wanted and id(dep) not in self._yielded:
+                yield from self._emit(dep)
+        if id(future) not in self._yielded:
+            self._yielded.add(id(future))
             yield future
-
-    while len(yielded) < len(wanted):
-        yield from emit(finished.get())
 
 
 @contextmanager

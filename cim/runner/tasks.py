@@ -56,6 +56,12 @@ class Task:
     fn: Callable[..., Any]
     args: tuple[Any, ...] = ()
     fingerprint: str = ""
+    #: Start on the first worker that is free, in priority order: the task is submitted only once its
+    #: dependencies have finished, with their results, so that Dask queues it on its scheduler. A task submitted
+    #: with futures is bound to a worker as soon as they finish, and the run could end with one worker alone on
+    #: the last of the tasks bound to it while the other had nothing left (for tasks that only wait for others,
+    #: e.g. a tile chain for the partitions that write its points).
+    queued: bool = False
 
     @property
     def deps(self) -> list[str]:
@@ -224,18 +230,34 @@ def run_tasks(
         if on_outcome:
             on_outcome(outcome)
 
+    held: dict[str, int] = {}  # tasks waiting for their dependencies to finish (queued) or to be submitted: rank
+
+    def submit(rank: int, task: Task) -> None:
+        args = tuple((results[a.key] if a.key in results else futures[a.key]) if isinstance(a, Dep) else a
+                     for a in task.args)
+        futures[task.key] = client.submit(_execute, task.fn, *args, key=f"{task.stage}-{run_id}-{task.key}", pure=False,
+                                          priority=len(tasks) - rank)
+
+    def can_start(task: Task) -> bool:
+        return all(d in results or (not task.queued and d in futures) for d in task.deps)
+
+    def release() -> list[str]:
+        """Submit the held tasks that can start now, in rank order (one may let a later one start); their keys."""
+        started = [key for key in sorted(held, key=held.get) if can_start(by_key[key])]
+        for key in started:
+            submit(held.pop(key), by_key[key])
+        return started + (release() if started else [])
+
     for rank, task in enumerate(tasks):
         entry = None if force else manifest.finished(task.key, task.fingerprint)
-        rerun_dep = any(d in futures for d in task.deps)
+        rerun_dep = any(d in futures or d in held for d in task.deps)
         if entry is not None and not rerun_dep and intact(entry["result"], out_dir):
             results[task.key] = entry["result"]
             finish(TaskOutcome(task.key, task.stage, "skipped", result=entry["result"]))
-            continue
-        args = tuple(
-            (futures[a.key] if a.key in futures else results[a.key]) if isinstance(a, Dep) else a for a in task.args
-        )
-        futures[task.key] = client.submit(_execute, task.fn, *args, key=f"{task.stage}-{run_id}-{task.key}", pure=False,
-                                          priority=len(tasks) - rank)
+        elif can_start(task):
+            submit(rank, task)
+        else:
+            held[task.key] = rank
 
     key_of = {f.key: k for k, f in futures.items()}
     failed: set[str] = set()
@@ -245,12 +267,16 @@ def run_tasks(
         task = by_key[key]
         if future.status == "finished":
             payload = future.result()
+            results[key] = payload.result
             records = payload.result.get("records") if isinstance(payload.result, dict) else None
             for record in records or [{"key": key, "fingerprint": task.fingerprint, "result": payload.result,
                                        "seconds": payload.seconds}]:
                 manifest.record(record["key"], record["fingerprint"], record["result"], record["seconds"])
             finish(TaskOutcome(key, task.stage, "done", payload.seconds, payload.result, warnings=payload.warnings,
                                started=payload.started, worker=payload.worker, deps=task.deps, cpu=payload.cpu))
+            for new in release():
+                key_of[futures[new].key] = new
+                pending.add(futures[new])
         elif future.status == "cancelled":
             finish(TaskOutcome(key, task.stage, "cancelled", error="cancelled"))
         else:
@@ -264,9 +290,12 @@ def run_tasks(
             if not keep_going:
                 remaining = [f for k, f in futures.items() if k not in report.outcomes and f.key != future.key]
                 client.cancel(remaining)
-                for k, f in futures.items():
-                    if k not in report.outcomes:
-                        finish(TaskOutcome(k, by_key[k].stage, "cancelled", error="run stopped after a failure"))
+                for t in tasks:
+                    if t.key not in report.outcomes:
+                        finish(TaskOutcome(t.key, t.stage, "cancelled", error="run stopped after a failure"))
                 break
+    for key in sorted(held, key=held.get):  # kept back by a failed (or cancelled) dependency
+        if key not in report.outcomes:
+            finish(TaskOutcome(key, by_key[key].stage, "cancelled", error="an upstream task failed"))
     report.seconds = time.perf_counter() - started
     return report
