@@ -159,8 +159,8 @@ class Stage:
     #: True when run() also gets the points flagged withheld (which the job hides from the other stages).
     sees_withheld: ClassVar[bool] = False
     #: Modules a worker process needs to run this stage: those its methods import when they run (the stage module
-    #: itself stays light to import, for its options); the server worker processes are forked from imports them
-    #: once (:func:`worker_modules`).
+    #: itself stays light to import, for its options). The fork server of the local workers imports them once
+    #: (:func:`worker_modules`).
     worker_imports: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: StageOptions | None = None) -> None:
