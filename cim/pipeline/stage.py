@@ -6,7 +6,9 @@ a per-tile ``run(cloud, ctx)`` and optionally a global ``finish(results, ctx)`` 
 
 Stages are found through Python entry points (group ``cim.stages``, ``name = "module:Class"``): cim lists its own
 in ``pyproject.toml`` and any installed package can add more the same way. A job imports only the modules of the
-stages it names.
+stages it names, and those are light: a stage imports its implementation (scipy, rasterio, shapely, ...) in the
+methods that run it and names those modules in ``worker_imports``, which the worker processes import once
+(:func:`worker_modules`), so the driver validating a job does not pay for them.
 
 Stages hand data to each other as named *artefacts* besides the tile's points: a stage lists the artefacts it
 ``produces`` (found in its ``folder``) and ``consumes``; the job wires each consumer to its producer when it is
@@ -19,6 +21,7 @@ import datetime
 import functools
 import importlib.metadata
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -155,6 +158,10 @@ class Stage:
     reuses: ClassVar[tuple[str, ...]] = ()
     #: True when run() also gets the points flagged withheld (which the job hides from the other stages).
     sees_withheld: ClassVar[bool] = False
+    #: Modules a worker process needs to run this stage: those its methods import when they run (the stage module
+    #: itself stays light to import, for its options). The fork server of the local workers imports them once
+    #: (:func:`worker_modules`).
+    worker_imports: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: StageOptions | None = None) -> None:
         self.options = options if options is not None else self.Options()
@@ -266,3 +273,18 @@ def lookup(name: str) -> type[Stage] | None:
 def registry() -> dict[str, type[Stage]]:
     """All registered stages by name (imports every stage module)."""
     return {name: cls for name in stage_names() if (cls := lookup(name)) is not None}
+
+
+def worker_modules(names: Iterable[str]) -> list[str]:
+    """The modules worker processes need for the stages called ``names``: their stage modules and the stages'
+    ``worker_imports``, sorted (imports the stage modules only). Names of no stage, or of one that cannot be loaded,
+    are left out: validating the job reports them."""
+    found: set[str] = set()
+    for name in names:
+        try:
+            cls = lookup(name)
+        except CimError:
+            continue
+        if cls is not None:
+            found.update((cls.__module__, *cls.worker_imports))
+    return sorted(found)

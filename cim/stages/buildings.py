@@ -18,21 +18,12 @@ import json
 import threading
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import pyproj
-import shapely
 from pydantic import Field
 
-from cim.buildings.footprints import Footprint, owner_tile, read_footprints
-from cim.buildings.ground_dtm import dtm_window, tile_dtm, usable
-from cim.buildings.large import (Excess, box_groups, cached_model, clip, context_box, digest, excess, gather, in_boxes,
-                                 leaves, save_pieces, store_model)
-from cim.buildings.model import BuildingModel, ReconstructionParams
-from cim.buildings.planes import PlaneParams
-from cim.buildings.run import (derived_outlines, geometries, ground_mask, models_from_cityjson, reconstruct_cloud,
-                               summarise)
 from cim.cityjson import BuildingGeometry, write_cityjson_streamed, write_cityjsonseq
 from cim.errors import CimWarning
 from cim.fileutil import write_text_atomic
@@ -41,6 +32,15 @@ from cim.pipeline.stage import JobContext, Product, Stage, StageOptions, TileCon
 from cim.points import PointCloud
 from cim.terrain.grid import GridSpec
 from cim.tiling import TileGrid
+
+if TYPE_CHECKING:
+    from cim.buildings.footprints import Footprint
+    from cim.buildings.large import Excess
+    from cim.buildings.model import BuildingModel, ReconstructionParams
+
+#: The modules the buildings' tile and finish steps import (scipy, shapely, rasterio): a worker's, not the driver's.
+_MODELLING = ("cim.buildings.run", "cim.buildings.large", "cim.buildings.ground_dtm", "cim.terrain.ground",
+              "cim.terrain.raster")
 
 CITYJSON_MEDIA = "application/city+json"
 CITYJSONSEQ_MEDIA = "application/city+json-seq"
@@ -75,6 +75,9 @@ class BuildingsOptions(StageOptions):
     path_fields: ClassVar[tuple[str, ...]] = ("footprints", "dtm")
 
     def params(self) -> ReconstructionParams:
+        from cim.buildings.model import ReconstructionParams
+        from cim.buildings.planes import PlaneParams
+
         return ReconstructionParams(
             lod1_percentile=self.lod1_percentile, ground_percentile=self.ground_percentile,
             ground_buffer=self.ground_buffer, max_extension=self.max_extension,
@@ -93,6 +96,8 @@ def _identity(path: str) -> tuple[int, int, int]:
 def _footprints(path: str, identity: tuple[int, int, int], crs_wkt: str, source_crs: str | None, layer: str | None,
                 id_field: str | None) -> tuple[tuple[Footprint, ...], tuple[str, ...]]:
     """The footprints and the warnings reading them gave (repeated by every reader of the cached value)."""
+    from cim.buildings.footprints import read_footprints
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", CimWarning)
         fps = read_footprints(path, pyproj.CRS.from_wkt(crs_wkt), layer=layer, id_field=id_field,
@@ -111,6 +116,7 @@ class _BuildingsStage(BlockFinish, Stage):
     Options = BuildingsOptions
     produces = ("buildings",)
     reuses = ("dtm",)  # the job's DTM (raster.dtm) gives the ground heights unless the dtm option names a file
+    worker_imports = _MODELLING
     lod2: ClassVar[bool] = True
     _planned: tuple[pyproj.CRS, TileGrid] | None = None  # the job's CRS and grid, set at planning
     _code: str | None = None  # the code hash of the stage module, set at planning
@@ -138,6 +144,8 @@ class _BuildingsStage(BlockFinish, Stage):
         return _excess(*self._footprint_key(crs), grid.size, grid.buffer) if self.options.footprints else None
 
     def reconstruct(self, cloud: PointCloud, fps: list[Footprint] | None, **kwargs: Any) -> list[BuildingModel]:
+        from cim.buildings.run import reconstruct_cloud
+
         o = self.options
         return reconstruct_cloud(cloud, fps, o.params(), lod2=self.lod2, classify=o.classify,
                                  building_classes=tuple(o.building_classes), building_points=o.building_points,
@@ -157,6 +165,10 @@ class _BuildingsStage(BlockFinish, Stage):
             warnings.warn(large.message(ctx.grid.buffer), CimWarning, stacklevel=2)
 
     def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
+        from cim.buildings.footprints import owner_tile
+        from cim.buildings.large import clip, context_box, leaves, save_pieces
+        from cim.buildings.run import derived_outlines, geometries, ground_mask, summarise
+
         o = self.options
         fps = self.footprints(ctx.crs)
         ground = ground_mask(cloud, o.classify)
@@ -193,6 +205,8 @@ class _BuildingsStage(BlockFinish, Stage):
     def tile_dtm(self, cloud: PointCloud, ctx: TileContext) -> tuple[np.ndarray, GridSpec] | None:
         """The DTM for the tile's ground heights: the ``dtm`` file, else the job's DTM (see
         :func:`cim.buildings.ground_dtm.tile_dtm`)."""
+        from cim.buildings.ground_dtm import tile_dtm
+
         if self.options.dtm:
             return _dtm(self.options.dtm, _identity(self.options.dtm))
         folder = self.input_dir("dtm", ctx)
@@ -203,6 +217,8 @@ class _BuildingsStage(BlockFinish, Stage):
         tiles its points and ground context may come from ({} without any such footprint, or before
         :meth:`plan`). Without footprints, one block per 4 x 4 tiles: the derived outlines larger than the buffer
         are found by the tiles, each group of them is modelled by the block of the first tile that held it."""
+        from cim.buildings.large import context_box
+
         if not self.options.footprints:
             blocks: dict[str, list[str]] = {}
             for key in sorted(tile_keys):
@@ -227,6 +243,8 @@ class _BuildingsStage(BlockFinish, Stage):
         """Without footprints: the groups of overlapping regions the tiles held (a region: the tile's core
         points around a derived outline larger than the buffer), each with its tiles, by block. With footprints,
         nothing (a block needs only the pieces its tiles wrote)."""
+        from cim.buildings.large import box_groups
+
         if self.options.footprints:
             return None
         held = [(r["tile"], box) for r in sorted(results, key=lambda r: r["tile"]) for box in r["stats"].get(HELD, [])]
@@ -251,6 +269,9 @@ class _BuildingsStage(BlockFinish, Stage):
                      ctx: JobContext) -> list[Product]:
         """The large buildings' file from the blocks' records (without blocks: each large footprint modelled here,
         one after the other) and the stage's report."""
+        from cim.buildings.large import excess
+        from cim.buildings.run import summarise
+
         large = self.large(ctx.crs, ctx.grid)
         records = [r for b in blocks.values() if b is not None for r in b["large"]]
         if large and not blocks:
@@ -280,6 +301,12 @@ class _BuildingsStage(BlockFinish, Stage):
         """Model the derived outlines larger than the tile buffer in one group of regions the tiles held (see
         :meth:`finish_summary`): the outlines derived again from the points of all those tiles, those that leave
         their own tile's buffered square and lie inside the regions (not cut by their edge)."""
+        import shapely
+
+        from cim.buildings.footprints import owner_tile
+        from cim.buildings.large import gather, in_boxes, leaves
+        from cim.buildings.run import derived_outlines
+
         boxes = [tuple(b) for b in group["boxes"]]
         found = gather([self.scratch_dir(ctx.out_dir) / f"{t}.cols" for t in group["tiles"]], DERIVED, ctx.crs)
         if found is None:
@@ -300,6 +327,9 @@ class _BuildingsStage(BlockFinish, Stage):
         """Model the large footprint ``fp`` from the points every tile gathered for it (:meth:`model_cached`).
         Like every footprint, it is modelled when it has points or its own tile is one of the job's ``tiles``
         (status ``no_points`` then); else None."""
+        from cim.buildings.footprints import owner_tile
+        from cim.buildings.large import context_box, gather
+
         box = context_box(fp, self.context_margin())
         scratch = self.scratch_dir(ctx.out_dir)
         found = gather([scratch / f"{t.key}.cols" for t in ctx.grid.tiles_covering(box)], fp.id, ctx.crs)
@@ -315,6 +345,8 @@ class _BuildingsStage(BlockFinish, Stage):
         ``derived``) into a cache file named by ``name`` and the digest of all inputs, unless that file exists
         (an unchanged building is not modelled again; with ``--force`` every one is); the block's record: ``name``,
         the file (relative to the output folder) and whether it was modelled now."""
+        from cim.buildings.large import cached_model, digest, store_model
+
         options = self.options.model_dump(mode="json", exclude=set(self.options.path_fields))  # files: by content
         key = digest(cloud, ground, around, dtm, self.name, options, sorted(chosen), derived,
                      self._code or _code_hash(type(self).__module__), ctx.crs.to_wkt())
@@ -329,6 +361,9 @@ class _BuildingsStage(BlockFinish, Stage):
     def write_large(self, records: list[dict[str, Any]], ctx: JobContext) -> tuple[list[Product], list[Footprint]]:
         """``LARGE_FILE`` from the cached models of ``records`` (removed when there are none; cache files of
         buildings no longer large are removed) and the footprints of its buildings."""
+        from cim.buildings.footprints import Footprint
+        from cim.buildings.run import geometries, models_from_cityjson
+
         path = ctx.product_dir / LARGE_FILE
         files = [ctx.out_dir / r["file"] for r in sorted(records, key=lambda r: r["id"])]
         cache = self.cache_dir(ctx.out_dir)
@@ -348,6 +383,8 @@ class _BuildingsStage(BlockFinish, Stage):
 
     def window_dtm(self, box: tuple[float, float, float, float], ctx: JobContext) -> tuple[np.ndarray, GridSpec] | None:
         """The DTM around ``box`` after the tiles: the ``dtm`` file, else the job's DTM mosaic (``<folder>.vrt``)."""
+        from cim.buildings.ground_dtm import dtm_window, usable
+
         if self.options.dtm:
             return _dtm(self.options.dtm, _identity(self.options.dtm))
         folder = self.input_dir("dtm", ctx)
@@ -393,6 +430,8 @@ def _code_hashes(module: str) -> str:
 def _excess(*key: Any) -> Excess | None:
     """:func:`cim.buildings.large.excess` of the footprints ``_footprints(*key[:-2])`` on a grid of tile size
     ``key[-2]`` and buffer ``key[-1]`` (once per process, not per tile)."""
+    from cim.buildings.large import excess
+
     return excess(_footprints(*key[:-2])[0], key[-2], key[-1])
 
 
@@ -410,11 +449,15 @@ class BuildingsLod2(_BuildingsStage):
 
 def _file_buildings(path: Path) -> list[list[BuildingGeometry]]:
     """The buildings of one per-tile file, each as its geometries."""
+    from cim.buildings.run import models_from_cityjson
+
     return [m.geometries() for m in models_from_cityjson(path)]
 
 
 def _tile_models(folder: Path) -> list[BuildingModel]:
     """The models in a buildings stage's per-tile files, sorted by id."""
+    from cim.buildings.run import models_from_cityjson
+
     files = sorted(folder.glob("*.city.jsonl"))
     return sorted((m for f in files for m in models_from_cityjson(f)), key=lambda m: m.id)
 
@@ -423,6 +466,7 @@ class _MergedStage(Stage):
     """A stage that works in ``finish`` only, on the models the job's buildings stage wrote per tile."""
 
     consumes = ("buildings",)
+    worker_imports = ("cim.buildings.run",)
 
     def models(self, ctx: JobContext) -> list[BuildingModel]:
         return _tile_models(self.input_dir("buildings", ctx))
@@ -468,6 +512,7 @@ class TilesBuildings(_MergedStage):
     summary = "3D Tiles 1.1 building meshes (glb, EXT_mesh_features + EXT_structural_metadata, ECEF placement)"
     Options = TilesBuildingsOptions
     produces = ("tileset.buildings",)
+    worker_imports = ("cim.buildings.run", "cim.buildings.tiles")
 
     def finish(self, results: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
         from cim.buildings.tiles import write_building_tiles

@@ -6,7 +6,6 @@ from typing import Any
 
 from pydantic import Field
 
-from cim.citygml.writer import envelope, write_citygml
 from cim.pipeline.stage import JobContext, Product, StageOptions
 from cim.stages.buildings import _MergedStage
 
@@ -24,8 +23,11 @@ class WriteCityGml(_MergedStage):
     summary = "Merge the building models into CityGML 2.0 (AdV LoD2 profile: roofType, measuredHeight, lod2Solid)"
     Options = WriteCityGmlOptions
     produces = ("citygml",)
+    worker_imports = ("cim.buildings.run", "cim.citygml.writer")
 
     def finish(self, results: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
+        from cim.citygml.writer import envelope, write_citygml
+
         o = self.options
         models = self.models(ctx)
         if not models:

@@ -65,6 +65,7 @@ class PublishStage(ItemStage):
     Options = PublishOptions
     produces = ("panoramas",)
     item_noun = "images"
+    worker_imports = ("cim.panoramas.process",)
 
     def plan_items(self, ctx: JobContext, hashes: ContentHashes) -> list[Item]:
         from cim.fileutil import expand_patterns

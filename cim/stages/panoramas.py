@@ -40,6 +40,7 @@ class ColorizeStage(Stage):
     Options = ColorizeStageOptions
     modifies_points = True
     reuses = ("panoramas",)
+    worker_imports = ("cim.panoramas.colorize", "cim.panoramas.process")
 
     def check(self) -> list[tuple[str, str]]:
         """Refuse the job when the stage has no panoramas to read (no option, no ``panoramas.publish`` before it)."""

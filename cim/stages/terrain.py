@@ -18,12 +18,8 @@ from pydantic import Field
 from cim.crs import linear_unit_factor
 from cim.pipeline.stage import JobContext, Product, Stage, StageOptions, TileContext, TileResult
 from cim.points import PointCloud
-from cim.terrain import outliers as noise
-from cim.terrain.dtm import density_grid, dsm_grid, dtm_grid, ndsm_grid
 from cim.terrain.grid import GridSpec
-from cim.terrain.ground import NOISE_CLASSES, SmrfParams, classify_ground
-from cim.terrain.objects import ObjectParams, classify_objects
-from cim.terrain.raster import NODATA, read_raster, read_tags, write_cog, write_vrt
+from cim.terrain.params import NODATA, NOISE_CLASSES, ObjectParams, SmrfParams
 
 COG_MEDIA = "image/tiff; application=geotiff; profile=cloud-optimized"
 VRT_MEDIA = "application/x-gdal-vrt"
@@ -83,8 +79,11 @@ class OutlierStage(PointStage):
     name = "filter.outliers"
     summary = "Mark low noise and isolated points as ASPRS 7 (low) / 18 (high noise); nothing is removed"
     Options = OutlierOptions
+    worker_imports = ("cim.terrain.outliers",)
 
     def update(self, cloud: PointCloud, core: np.ndarray, ctx: TileContext) -> dict[str, Any]:
+        from cim.terrain import outliers as noise
+
         o = self.options
         u = _unit(ctx)
         cls = _classes(cloud)
@@ -145,8 +144,11 @@ class GroundStage(PointStage):
     name = "classify.ground"
     summary = "Ground (2) / non-ground (1) by a vectorised SMRF (or CSF); noise classes are kept"
     Options = GroundOptions
+    worker_imports = ("cim.terrain.ground",)
 
     def update(self, cloud: PointCloud, core: np.ndarray, ctx: TileContext) -> dict[str, Any]:
+        from cim.terrain.ground import classify_ground
+
         o = self.options
         cls = _classes(cloud)
         if o.mode == "auto" and (cls == 2).any():
@@ -180,8 +182,11 @@ class ObjectStage(PointStage):
     name = "classify.objects"
     summary = "Buildings (6), vegetation (3/4/5) and other (1) from height above ground and local shape"
     Options = ObjectOptions
+    worker_imports = ("cim.terrain.objects",)
 
     def update(self, cloud: PointCloud, core: np.ndarray, ctx: TileContext) -> dict[str, Any]:
+        from cim.terrain.objects import classify_objects
+
         o = self.options
         u = _unit(ctx)
         if not (_classes(cloud) == 2).any():
@@ -229,6 +234,7 @@ class _RasterStage(Stage):
     units: ClassVar[str | None] = "metre"
     nodata: ClassVar[float | None] = NODATA
     Options = RasterOptions
+    worker_imports = ("cim.terrain.dtm", "cim.terrain.raster")
 
     @property
     def folder(self) -> str:  # type: ignore[override]
@@ -245,6 +251,8 @@ class _RasterStage(Stage):
         return None
 
     def run(self, cloud: PointCloud, ctx: TileContext) -> TileResult:
+        from cim.terrain.raster import write_cog
+
         grid = self.grid_for(ctx)
         values = self.compute(cloud, grid, ctx)
         path = ctx.product_dir / f"{ctx.tile.key}.tif"
@@ -261,6 +269,8 @@ class _RasterStage(Stage):
         return TileResult(products=[product], stats=stats)
 
     def finish(self, results: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
+        from cim.terrain.raster import write_vrt
+
         sources = []
         for r in results:
             g = (r.get("stats") or {}).get("grid")
@@ -294,6 +304,8 @@ class DtmStage(_RasterStage):
     Options = DtmOptions
 
     def compute(self, cloud: PointCloud, grid: GridSpec, ctx: TileContext) -> np.ndarray:
+        from cim.terrain.dtm import dtm_grid
+
         return dtm_grid(cloud, grid, ground=_ground_mask(cloud, ctx), max_edge=self.options.max_edge)
 
     def points_digest(self, cloud: PointCloud) -> str:
@@ -309,6 +321,8 @@ class DsmStage(_RasterStage):
     Options = DsmOptions
 
     def compute(self, cloud: PointCloud, grid: GridSpec, ctx: TileContext) -> np.ndarray:
+        from cim.terrain.dtm import dsm_grid
+
         return dsm_grid(cloud, grid, fill_max_edge=self.options.fill_max_edge or None)
 
     def points_digest(self, cloud: PointCloud) -> str:
@@ -331,6 +345,8 @@ class NdsmStage(_RasterStage):
     def compute(self, cloud: PointCloud, grid: GridSpec, ctx: TileContext) -> np.ndarray:
         """DSM - DTM from the job's DTM and DSM tiles when they were made from these points on this grid,
         else computed here (the stage also works alone)."""
+        from cim.terrain.dtm import ndsm_grid
+
         o = self.options
         dtm = _stored_or_computed(DtmStage(), self.input_dir("dtm", ctx), cloud, grid, ctx)
         dsm = _stored_or_computed(DsmStage(DsmOptions(fill_max_edge=o.fill_max_edge)), self.input_dir("dsm", ctx),
@@ -343,6 +359,8 @@ def _stored_or_computed(
 ) -> np.ndarray:
     """The tile's raster of ``stage`` from ``folder`` (an earlier stage's artefact) when it exists, covers exactly
     ``grid`` and was made from these points (same digest), else computed by ``stage``."""
+    from cim.terrain.raster import read_raster, read_tags
+
     path = folder / f"{ctx.tile.key}.tif" if folder is not None else None
     if path is not None and path.is_file() and read_tags(path).get(POINTS_TAG) == stage.points_digest(cloud):
         values, found = read_raster(path)
@@ -361,5 +379,7 @@ class DensityStage(_RasterStage):
     nodata = None
 
     def compute(self, cloud: PointCloud, grid: GridSpec, ctx: TileContext) -> np.ndarray:
+        from cim.terrain.dtm import density_grid
+
         return density_grid(cloud, grid)
 

@@ -22,6 +22,7 @@ class TerrainTiles(Stage):
     Options = TerrainTilesOptions
     consumes = ("dtm",)
     produces = ("tileset.terrain",)
+    worker_imports = ("cim.tiles3d.terrain",)
 
     def finish(self, results: list[dict[str, Any]], ctx: JobContext) -> list[Product]:
         from cim.tiles3d.terrain import write_terrain_tiles

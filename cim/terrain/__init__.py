@@ -6,19 +6,33 @@ In-memory API (numpy first)::
     ground = classify_ground(pc)                       # bool mask, SMRF
     grid = GridSpec.from_bounds(*pc.bounds.xy, resolution=0.5)
     dtm = dtm_grid(pc, grid, ground=ground)            # (rows, cols), NaN = nodata
+
+Those names are imported on first use, so that importing a light submodule (:mod:`cim.terrain.grid`,
+:mod:`cim.terrain.params`) does not import scipy.
 """
 
-from cim.terrain import dtm as _dtm
-from cim.terrain.dtm import (
-    GROUND,
-    density_grid,
-    dsm_grid,
-    dtm_grid,
-    height_above_ground,
-    ndsm_grid,
-    sample_grid,
-)
-from cim.terrain.grid import GridSpec
-from cim.terrain.ground import SmrfParams, classify_ground, ground_mask, smrf
+from __future__ import annotations
 
-__all__ = ["GridSpec", "SmrfParams", "classify_ground", "ground_mask", "smrf", *_dtm.__all__]
+from typing import Any
+
+_GRID = ("GridSpec",)
+_PARAMS = ("SmrfParams",)
+_GROUND = ("classify_ground", "ground_mask", "smrf")
+_DTM = ("GROUND", "dtm_grid", "dsm_grid", "ndsm_grid", "density_grid", "sample_grid", "height_above_ground")
+
+__all__ = [*_GRID, *_PARAMS, *_GROUND, *_DTM]
+
+
+def __getattr__(name: str) -> Any:
+    """A name of the in-memory API, from the submodule that defines it (imported now)."""
+    if name in _GRID:
+        from cim.terrain import grid as module
+    elif name in _PARAMS:
+        from cim.terrain import params as module
+    elif name in _GROUND:
+        from cim.terrain import ground as module
+    elif name in _DTM:
+        from cim.terrain import dtm as module
+    else:
+        raise AttributeError(f"module 'cim.terrain' has no attribute {name!r}")
+    return getattr(module, name)

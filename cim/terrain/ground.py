@@ -31,9 +31,6 @@ point, so first returns on bare ground that lie on the surface are ground too.
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
-
 import numpy as np
 from scipy import ndimage
 
@@ -42,47 +39,9 @@ from cim.terrain.fill import fill_small_gaps, nearest_fill, tin_fill
 from cim.terrain.grid import GridSpec, cell_reduce, finite_points
 from cim.terrain.morphology import progressive_openings
 from cim.terrain.outliers import low_noise
+from cim.terrain.params import NOISE_CLASSES, SmrfParams
 
 __all__ = ["SmrfParams", "smrf", "classify_ground", "ground_mask", "ground_candidates", "NOISE_CLASSES"]
-
-NOISE_CLASSES = (7, 18)
-
-
-@dataclass(frozen=True)
-class SmrfParams:
-    cell: float = 1.0
-    slope: float = 0.15
-    window: float = 18.0
-    threshold: float = 0.4
-    scalar: float = 1.25
-    refine: int = 2
-    slope_window: float = 5.0
-    max_edge: float = 30.0
-
-    def validate(self) -> SmrfParams:
-        for name, value in asdict(self).items():
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"SMRF parameter {name} must be a finite number >= 0, got {value!r}")
-        if self.cell <= 0 or self.window < self.cell:
-            raise ValueError("SMRF needs cell > 0 and window >= cell")
-        if self.refine != int(self.refine):
-            raise ValueError(f"SMRF refine must be a whole number of passes, got {self.refine!r}")
-        return self
-
-    def in_units(self, unit: float) -> SmrfParams:
-        """The same filter for coordinates in units of ``unit`` metres (lengths divided, slopes kept)."""
-        if unit == 1.0:
-            return self
-        return SmrfParams(
-            self.cell / unit,
-            self.slope,
-            self.window / unit,
-            self.threshold / unit,
-            self.scalar / unit,
-            self.refine,
-            self.slope_window / unit,
-            self.max_edge / unit,
-        )
 
 
 def smrf(

@@ -16,34 +16,19 @@ Noise (7, 18) and ground (2) are kept as given.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from cim.terrain.dtm import dtm_grid, height_above_ground
 from cim.terrain.grid import GridSpec, cell_reduce, finite_points
+from cim.terrain.params import ObjectParams
 from cim.threads import task_threads
 
 __all__ = ["ObjectParams", "local_shape", "classify_objects"]
 
 UNCLASSIFIED, GROUND, LOW_VEG, MED_VEG, HIGH_VEG, BUILDING = 1, 2, 3, 4, 5, 6
 _NOISE = (7, 18)
-
-
-@dataclass(frozen=True)
-class ObjectParams:
-    k: int = 12  # neighbours for the local shape
-    min_height: float = 2.0  # m above ground for building points
-    planarity: float = 0.0  # (l2 - l3) / l1 at least this for a planar point
-    scatter: float = 0.1  # l3 / l1 at most this for a planar point
-    cell: float = 1.0  # m, grid of the building regions
-    min_area: float = 12.0  # m2, smallest building part
-    planar_share: float = 0.5  # share of planar points for a building cell
-    low_veg: float = 0.5  # m, top of low vegetation (3)
-    medium_veg: float = 2.0  # m, top of medium vegetation (4)
-    dtm_cell: float = 1.0  # m, DTM cell for the height above ground
 
 
 def local_shape(xyz: np.ndarray, k: int = 12) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -21,11 +21,9 @@ from rasterio.crs import CRS as RioCRS
 
 from cim.fileutil import atomic_write, write_text_atomic
 from cim.terrain.grid import GridSpec, cell_reduce
+from cim.terrain.params import NODATA
 
 __all__ = ["GridSpec", "NODATA", "write_cog", "write_vrt", "read_raster", "read_tags", "cell_reduce"]
-
-NODATA = -9999.0
-
 
 def _rio_crs(crs: pyproj.CRS | None) -> RioCRS | None:
     """The CRS for GDAL by EPSG code where it has one (or its horizontal and vertical parts have), so that the
