@@ -27,12 +27,20 @@ def task_threads() -> int:
     return int(env) if env.isdigit() and int(env) > 0 else (os.cpu_count() or 1)
 
 
+def gil_threads() -> int:
+    """The threads a native call that holds Python's GIL may use (at least 1). Where tasks run as threads of one
+    process (the threads scheduler), only one such call runs at a time, and the others' tasks wait for it: it may
+    use the cores of them all (:func:`limited`). Elsewhere :func:`task_threads`."""
+    return getattr(_local, "gil", None) or task_threads()
+
+
 @contextmanager
-def limited(threads: int) -> Iterator[None]:
-    """Within the block, :func:`task_threads` of this thread is ``threads`` (at least 1)."""
-    before = getattr(_local, "limit", None)
-    _local.limit = max(1, threads)
+def limited(threads: int, gil: int | None = None) -> Iterator[None]:
+    """Within the block, :func:`task_threads` of this thread is ``threads`` (at least 1), and :func:`gil_threads`
+    ``gil`` (default: ``threads``)."""
+    before = getattr(_local, "limit", None), getattr(_local, "gil", None)
+    _local.limit, _local.gil = max(1, threads), max(1, gil or threads)
     try:
         yield
     finally:
-        _local.limit = before
+        _local.limit, _local.gil = before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 from pathlib import Path
@@ -35,20 +36,49 @@ def test_chunks_stream_the_whole_file(repo_data: Path) -> None:
     assert sum(len(c) for c in chunks) == 208432
 
 
-def test_a_task_with_one_thread_decodes_laz_on_it_and_gets_the_same_points(repo_data: Path) -> None:
-    """Inside a run a task's LAZ decoding uses its share of the cores: the single-threaded lazrs decoder, which
-    lets the other worker threads run, where that share is one thread; the points are the same either way."""
+def test_laz_is_decoded_a_few_chunks_per_call_as_the_task_may_and_the_points_are_the_same(
+        repo_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside a run a task's LAZ decoding uses its share of the cores. lazrs holds the GIL while it decodes: a task
+    on one thread decodes a chunk per call in a worker process, and under the threads scheduler, where the other
+    tasks wait for each call, as many chunks per call as there are cores, side by side; outside a run a read
+    decodes on every core. The points are the same every way."""
+    import lazrs
+
     from cim.threads import limited
 
     path = repo_data / "delft" / "ahn3_cropped_2.laz"
-    decoded = {}
-    for threads, backend in ((1, laspy.LazBackend.Lazrs), (2, laspy.LazBackend.LazrsParallel)):
-        with limited(threads):
-            assert las.laz_backend() is backend
-            decoded[threads] = cim.PointCloud.concat(list(las.iter_chunks(path, chunk_size=70_000)))
-    assert len(decoded[1]) == 208432
-    for name in decoded[2].names:
-        np.testing.assert_array_equal(decoded[1][name], decoded[2][name])
+    decode = lazrs.decompress_points_with_chunk_table
+    calls: list[int] = []
+
+    def counted(compressed, record_data, out, sizes, selection):  # noqa: ANN001, ANN202 - lazrs' signature
+        calls.append(len(sizes))
+        return decode(compressed, record_data, out, sizes, selection)
+
+    monkeypatch.setattr(lazrs, "decompress_points_with_chunk_table", counted)
+    decoded, chunks_per_call = {}, {}
+    for threads, gil in ((1, 1), (1, 3), (2, 2)):
+        calls.clear()
+        with limited(threads, gil):
+            decoded[threads, gil] = cim.PointCloud.concat(list(las.iter_chunks(path, chunk_size=250_000)))
+        chunks_per_call[threads, gil] = max(calls)
+    assert chunks_per_call[1, 1] == 1 and chunks_per_call[1, 3] == 3 and chunks_per_call[2, 2] >= 5
+    assert len(decoded[1, 1]) == 208432
+    for key in [(1, 3), (2, 2)]:
+        for name in decoded[1, 1].names:
+            np.testing.assert_array_equal(decoded[1, 1][name], decoded[key][name])
+
+
+def test_a_thread_client_task_may_decode_on_every_core_while_it_holds_the_gil() -> None:
+    from cim.runner.cluster import ThreadClient
+    from cim.threads import gil_threads, task_threads
+
+    client = ThreadClient(2)
+    try:
+        shares = client.submit(lambda: (task_threads(), gil_threads()), key="share").result(timeout=20)
+    finally:
+        client.close()
+    cores = os.cpu_count() or 1
+    assert shares == (max(1, cores // 2), cores)
 
 
 @pytest.mark.parametrize(

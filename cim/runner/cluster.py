@@ -115,7 +115,8 @@ def _run(future: ThreadFuture, fn: Callable[..., Any], args: tuple[Any, ...], th
     if not future.set_running_or_notify_cancel():
         return
     try:
-        with limited(threads):  # the pool's threads share the cores: a task's native code uses its share
+        with limited(threads, os.cpu_count()):  # a task's native code uses its share of the cores, and all of them
+            # while it holds the GIL (the other tasks wait meanwhile)
             result = fn(*(a.result() if isinstance(a, ThreadFuture) else a for a in args))
     except BaseException as exc:  # noqa: BLE001 - the task's failure is its future's
         future.set_exception(exc)
