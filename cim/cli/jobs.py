@@ -167,10 +167,10 @@ def start_workers_early(scheduler: str | None, stages: Iterable[str]) -> None:
     ``stages`` (their names), so that its imports run while the driver reads and plans the job
     (:func:`cim.runner.cluster.start_forkserver`)."""
     if scheduler in (None, "processes", "local"):
-        from cim.pipeline.stage import stage_module
+        from cim.pipeline.stage import worker_modules
         from cim.runner.cluster import start_forkserver
 
-        start_forkserver(module for name in stages if (module := stage_module(name)))
+        start_forkserver(worker_modules(stages))
 
 
 def execute(job: Job, *, scheduler: str | None = None, workers: int | None = None, force: bool = False,
