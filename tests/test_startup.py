@@ -154,16 +154,21 @@ def test_thread_client_runs_tasks_in_parallel_threads(tmp_path: Path) -> None:
 def test_the_threads_scheduler_gets_a_thread_client(tmp_path: Path) -> None:
     from cim.runner.cluster import dask_client
 
+    import numpy as np
+
     with dask_client("threads", 2, tmp_path / "dask") as client:
         assert isinstance(client, ThreadClient) and client.nthreads() == {"threads": 2}
+        assert not np._core.multiarray._get_madvise_hugepage()  # as in worker processes
 
 
 # ------------------------------------------------------------------------------------------- worker processes
 
 
-def _worker_facts() -> tuple[int, str | None, str | None, bool, int]:
+def _worker_facts() -> tuple[int, str | None, str | None, bool, int, bool]:
+    import numpy as np
+
     return (os.getppid(), os.environ.get("MALLOC_MMAP_THRESHOLD_"), os.environ.get("OPENBLAS_NUM_THREADS"),
-            "cim.pipeline.execute" in sys.modules, hash("cim"))
+            "cim.pipeline.execute" in sys.modules, hash("cim"), np._core.multiarray._get_madvise_hugepage())
 
 
 def test_local_workers_are_forked_from_a_server_that_imported_the_runner(tmp_path: Path) -> None:
@@ -178,7 +183,8 @@ def test_local_workers_are_forked_from_a_server_that_imported_the_runner(tmp_pat
     with dask_client(None, 2, tmp_path / "dask") as client:
         facts = list(client.run(_worker_facts).values())
     assert len(facts) == 2 and facts[0] == facts[1]  # one parent, the same environment and hash seed
-    parent, mmap_threshold, blas_threads, preloaded, _ = facts[0]
+    parent, mmap_threshold, blas_threads, preloaded, _, huge_pages = facts[0]
+    assert not huge_pages  # numpy asks for no transparent huge pages (cluster.no_huge_pages)
     assert parent != os.getpid()  # the fork server, not this process
     assert "cim.pipeline.execute" in PRELOAD and preloaded
     assert mmap_threshold == str(64 * 2**20) and blas_threads == "1"  # Dask's pre-spawn environment, cim's malloc
