@@ -140,6 +140,24 @@ def test_truncated_laz_is_reported_with_the_file_name(repo_data: Path, tmp_path:
         cim.read(truncated)
 
 
+def test_a_damaged_chunk_table_is_read_in_sequence_and_refuses_ranges(repo_data: Path, tmp_path: Path) -> None:
+    """LAZ files are read through their chunk table; where it does not fit the point data (here: garbage written
+    over it) the file is still read whole, in sequence, and a range of it is refused with one line."""
+    source = repo_data / "delft" / "ahn3_cropped_2.laz"
+    data = bytearray(source.read_bytes())
+    start = laspy.open(source).header.offset_to_point_data
+    (table,) = struct.unpack("<q", data[start:start + 8])
+    data[table + 8:table + 40] = b"\xff" * 32
+    damaged = tmp_path / "damaged.laz"
+    damaged.write_bytes(bytes(data))
+    whole, intact = cim.read(damaged), cim.read(source)
+    assert len(whole) == 208432
+    for name in intact.names:
+        np.testing.assert_array_equal(whole[name], intact[name])
+    with pytest.raises(InputError, match="damaged.laz: its LAZ chunk table is missing or damaged"):
+        list(las.iter_chunks(damaged, points=range(100_000, 150_000)))
+
+
 def test_header_that_claims_more_points_than_the_file_holds(repo_data: Path, tmp_path: Path) -> None:
     cloud = cim.read(repo_data / "delft" / "ahn3_cropped_2.laz", crs="EPSG:7415")[:1000]
     path = cim.write(tmp_path / "liar.las", cloud)

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import laspy
 import numpy as np
@@ -237,19 +239,11 @@ def iter_chunks(
         )
 
 
-def laz_backend() -> laspy.LazBackend:
-    """The LAZ decoder for this thread: lazrs on several threads where a task may use them (see
-    :func:`cim.threads.task_threads`), else on this one. The parallel decoder holds Python's GIL while it decodes:
-    with the threads scheduler the other workers' tasks stood still meanwhile (a 0.2 s stall per file of 0.9 M
-    points), and worker processes ran two decoding threads each on a core of their own."""
-    from cim.threads import task_threads
-
-    return laspy.LazBackend.LazrsParallel if task_threads() > 1 else laspy.LazBackend.Lazrs
-
-
 def _records(path: Path, points: range, chunk_size: int) -> Iterator[laspy.ScaleAwarePointRecord]:
-    """The records of ``points`` in chunks, read from its first point on (a LAS file seeks there)."""
-    with laspy.open(path, laz_backend=laz_backend()) as reader:
+    """The records of ``points`` in chunks, read from its first point on by laspy: a LAS file seeks there; a LAZ
+    file without a usable chunk table is decoded in sequence from its start (lazrs' parallel decoder needs the
+    table; LAZ files that have one are read by :func:`_compressed_range`)."""
+    with laspy.open(path, laz_backend=laspy.LazBackend.Lazrs) as reader:
         if points.start:
             reader.seek(points.start)
         for start in range(points.start, points.stop, chunk_size):
@@ -259,19 +253,19 @@ def _records(path: Path, points: range, chunk_size: int) -> Iterator[laspy.Scale
 def _compressed_range(source: LasSource, points: range, chunk_size: int) -> Iterator[laspy.ScaleAwarePointRecord]:
     """The records of ``points`` in chunks, from a LAZ file through its chunk table: only the compressed chunks
     that hold the range's points are read and decompressed (fixed-size chunks, and COPC's variable-size ones,
-    where lazrs' own seek misplaces the stream), a few at a time (:func:`_decompress`). A file without a readable
-    chunk table (a truncated one) is read from its start by laspy, when the range starts there."""
+    where lazrs' own seek misplaces the stream), a few at a time (:func:`_decompress`). A file without a chunk
+    table that fits its point data (none, a truncated or a damaged one) is read from its start by laspy, which
+    decodes it in sequence; a range that does not start there cannot be found in it (InputError)."""
     import lazrs
 
     header = source.header
     vlr = lazrs.LazVlr(header.vlrs.get("LasZipVlr")[0].record_data)  # still in a header that read no points
     with open(source.path, "rb") as file:
-        file.seek(header.offset_to_point_data)
-        try:
-            table = lazrs.read_chunk_table(file, vlr)
-        except lazrs.LazrsError:
+        table = _chunk_table(file, vlr, source)
+        if table is None:
             if points.start:
-                raise
+                raise InputError(source.path, "its LAZ chunk table is missing or damaged: a range of its points "
+                                              "cannot be found (rewrite the file, e.g. with laszip or PDAL)")
             yield from _records(source.path, points, chunk_size)
             return
         # a fixed-size table states the nominal count of the last chunk too: clip the firsts to the file's points
@@ -291,6 +285,24 @@ def _compressed_range(source: LasSource, points: range, chunk_size: int) -> Iter
                 decoded, at = laspy.PackedPointRecord.from_buffer(out, header.point_format).array, int(first[c0])
             array = decoded[start - at:stop - at]
             yield laspy.ScaleAwarePointRecord(array, header.point_format, header.scales, header.offsets)
+
+
+def _chunk_table(file: BinaryIO, vlr: Any, source: LasSource) -> list[tuple[int, int]] | None:
+    """The (points, bytes) of each compressed chunk from the file's LAZ chunk table, ``file`` left at the first
+    chunk; None where there is no table that fits the point data: unreadable, a chunk of no points or bytes, more
+    bytes than lie between the points' start and the table, or fewer points than the header's."""
+    import lazrs
+
+    file.seek(source.header.offset_to_point_data)
+    (table_at,) = struct.unpack("<q", file.read(8))
+    file.seek(source.header.offset_to_point_data)
+    try:
+        table = lazrs.read_chunk_table(file, vlr)
+    except (lazrs.LazrsError, OSError, ValueError):
+        return None
+    fits = bool(table) and all(n > 0 and b > 0 for n, b in table) and \
+        sum(b for _, b in table) <= table_at - file.tell() and sum(n for n, _ in table) >= source.point_count
+    return table if fits else None
 
 
 def _decompress(compressed: bytes, record_data: bytes, out: np.ndarray, sizes: list[tuple[int, int]],
